@@ -1,0 +1,12 @@
+//! What gluu-ha's daemons share: PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
+//! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]), logging
+//! ([`logging`]), the Prometheus listener ([`metrics`]), and the small Unix chores every
+//! daemon does the same way ([`process`]: pid files, dropping privileges).
+
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod process;
+pub mod signal;
+pub mod tls;
+pub mod verify;

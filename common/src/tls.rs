@@ -1,0 +1,232 @@
+//! The one place that reads PEM files and turns them into rustls material.
+//!
+//! Every daemon loads the same kinds of files the guide creates (`secureredis.pem` holding key
+//! and certificate together, `httpd.crt` + `httpd.key`), and every one of them must fail the
+//! same clear way when a file is missing or a key is one rustls refuses (the guide's
+//! `openssl genrsa ... 1024`). TLS 1.2 and 1.3 only, with the aws-lc-rs provider.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// How to make a key rustls accepts; part of every "unusable key" message.
+pub const REGENERATE_HINT: &str = "regenerate it with 2048+ bit RSA or ECDSA P-256, e.g.\n  \
+     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
+     -subj /CN=redis -keyout key.pem -out cert.pem\n  \
+     (or -newkey rsa:3072), then `cat key.pem cert.pem > secureredis.pem`";
+
+/// Errors from loading TLS material; each names the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not valid PEM: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    #[error("{}: holds no certificate (expected a -----BEGIN CERTIFICATE----- block)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: holds no private key (expected a -----BEGIN PRIVATE KEY----- block, or set `key`)", path.display())]
+    NoKey { path: PathBuf },
+    #[error("{}: rustls cannot use this private key: {reason}; {REGENERATE_HINT}", path.display())]
+    KeyUnusable { path: PathBuf, reason: String },
+    #[error("{}: the private key does not belong to the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: {reason}", path.display())]
+    Store { path: PathBuf, reason: String },
+}
+
+/// The crypto provider every daemon uses: aws-lc-rs, the rustls default.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The protocol versions we speak: TLS 1.2 and 1.3, nothing older.
+pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// All certificates in a PEM file, in file order (leaf first, as the guide's files are).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.to_owned(),
+        },
+        other => TlsError::Pem {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// Why aws-lc-rs refuses a key, in words an admin can act on.
+fn key_rejection(key: &PrivateKeyDer<'_>, rustls_reason: &str) -> String {
+    use aws_lc_rs::rsa::KeyPair;
+    let rsa = match key {
+        PrivateKeyDer::Pkcs1(der) => Some(KeyPair::from_der(der.secret_pkcs1_der())),
+        PrivateKeyDer::Pkcs8(der) => Some(KeyPair::from_pkcs8(der.secret_pkcs8_der())),
+        _ => None,
+    };
+    match rsa {
+        Some(Err(e)) if e.to_string() == "TooSmall" => {
+            "it is an RSA key shorter than 2048 bits (the guide's `openssl genrsa ... 1024`); \
+             rustls refuses keys that small"
+                .to_owned()
+        }
+        _ => rustls_reason.to_owned(),
+    }
+}
+
+/// A certificate chain and its private key, checked to belong together.
+///
+/// `key_path` defaults to `cert_path`, as stunnel's `key` does: the guide's
+/// `secureredis.pem` holds both.
+pub fn load_certified_key(
+    provider: &CryptoProvider,
+    cert_path: &Path,
+    key_path: Option<&Path>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = load_certs(cert_path)?;
+    let key_path = key_path.unwrap_or(cert_path);
+    let key_der = load_key(key_path)?;
+    let key = provider
+        .key_provider
+        .load_private_key(key_der.clone_key())
+        .map_err(|e| TlsError::KeyUnusable {
+            path: key_path.to_owned(),
+            reason: key_rejection(&key_der, &e.to_string()),
+        })?;
+    let certified = CertifiedKey::new(chain, key);
+    certified.keys_match().map_err(|_| TlsError::KeyMismatch {
+        cert: cert_path.to_owned(),
+        key: key_path.to_owned(),
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// A root store made of every certificate in a PEM file (stunnel's `CAfile`).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::Store {
+            path: path.to_owned(),
+            reason: format!("a certificate cannot be used as a trust anchor: {e}"),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// SHA-256 fingerprint in the form `openssl x509 -fingerprint -sha256` prints, so that an
+/// admin can match what the log says against a file on disk.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.as_ref());
+    let mut out = String::with_capacity(95);
+    for (i, b) in digest.as_ref().iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+/// Serves one certificate whatever the peer asks for (server side and client side alike).
+#[derive(Debug)]
+pub struct SingleIdentity(pub Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for SingleIdentity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for SingleIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn combined_pem_loads_and_matches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ck = rcgen::generate_simple_self_signed(vec!["redis".into()]).expect("rcgen");
+        let both = format!("{}{}", ck.signing_key.serialize_pem(), ck.cert.pem());
+        let p = write(dir.path(), "both.pem", &both);
+        let key = load_certified_key(&provider(), &p, None).expect("load");
+        assert_eq!(key.cert.len(), 1);
+        assert_eq!(fingerprint(&key.cert[0]).len(), 95);
+    }
+
+    #[test]
+    fn key_of_another_cert_is_a_mismatch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = rcgen::generate_simple_self_signed(vec!["a".into()]).expect("rcgen");
+        let b = rcgen::generate_simple_self_signed(vec!["b".into()]).expect("rcgen");
+        let cert = write(dir.path(), "a.crt", &a.cert.pem());
+        let key = write(dir.path(), "b.key", &b.signing_key.serialize_pem());
+        let err = load_certified_key(&provider(), &cert, Some(&key)).expect_err("mismatch");
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn missing_parts_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = rcgen::generate_simple_self_signed(vec!["a".into()]).expect("rcgen");
+        let cert_only = write(dir.path(), "a.crt", &a.cert.pem());
+        let err = load_certified_key(&provider(), &cert_only, None).expect_err("no key");
+        assert!(err.to_string().contains("a.crt: holds no private key"), "{err}");
+        let key_only = write(dir.path(), "a.key", &a.signing_key.serialize_pem());
+        let err = load_certs(&key_only).expect_err("no cert");
+        assert!(err.to_string().contains("holds no certificate"), "{err}");
+        let err = load_certs(&dir.path().join("absent.pem")).expect_err("absent");
+        assert!(err.to_string().contains("absent.pem: cannot read"), "{err}");
+    }
+}
