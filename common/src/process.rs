@@ -15,7 +15,10 @@ pub struct PidFile {
 impl PidFile {
     pub fn create(path: &Path) -> std::io::Result<Self> {
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{}: cannot write pid file: {e}", path.display()))
+            std::io::Error::new(
+                e.kind(),
+                format!("{}: cannot write pid file: {e}", path.display()),
+            )
         })?;
         Ok(Self {
             path: path.to_owned(),

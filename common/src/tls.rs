@@ -222,7 +222,10 @@ mod tests {
         let a = rcgen::generate_simple_self_signed(vec!["a".into()]).expect("rcgen");
         let cert_only = write(dir.path(), "a.crt", &a.cert.pem());
         let err = load_certified_key(&provider(), &cert_only, None).expect_err("no key");
-        assert!(err.to_string().contains("a.crt: holds no private key"), "{err}");
+        assert!(
+            err.to_string().contains("a.crt: holds no private key"),
+            "{err}"
+        );
         let key_only = write(dir.path(), "a.key", &a.signing_key.serialize_pem());
         let err = load_certs(&key_only).expect_err("no cert");
         assert!(err.to_string().contains("holds no certificate"), "{err}");

@@ -10,11 +10,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
@@ -145,8 +145,9 @@ impl PeerVerifier {
         if names.is_empty() {
             return Ok(());
         }
-        let cert = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|e| Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e)))))?;
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|e| {
+            Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
+        })?;
         if names
             .iter()
             .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
@@ -186,7 +187,8 @@ impl ServerCertVerifier for PeerVerifier {
                         other => other,
                     }
                 } else {
-                    let mut last = Err(Error::InvalidCertificate(CertificateError::NotValidForName));
+                    let mut last =
+                        Err(Error::InvalidCertificate(CertificateError::NotValidForName));
                     for name in names {
                         last = chain.verify_server_cert(
                             end_entity,

@@ -69,7 +69,10 @@ fn parse_into(path: &Path, sections: &mut Vec<Section>, depth: usize) -> Result<
         }
         if let Some(rest) = line.strip_prefix('[') {
             let Some(name) = rest.strip_suffix(']') else {
-                return Err(ConfigError::at(&place, "section header needs a closing `]`"));
+                return Err(ConfigError::at(
+                    &place,
+                    "section header needs a closing `]`",
+                ));
             };
             let name = name.trim();
             if name.is_empty() {
@@ -130,7 +133,12 @@ fn include(
         return parse_into(&target, sections, depth + 1);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&target)
-        .map_err(|e| ConfigError::at(place, format!("option 'include': {}: {e}", target.display())))?
+        .map_err(|e| {
+            ConfigError::at(
+                place,
+                format!("option 'include': {}: {e}", target.display()),
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();

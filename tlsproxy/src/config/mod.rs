@@ -264,15 +264,45 @@ fn unsupported(key: &str) -> Option<&'static str> {
             "rustls does not support TLS pre-shared keys; remove it and rely on certificates \
              (by default both sides are pinned to the certificate in `cert`)"
         }
-        "capath" | "crlfile" | "crlpath" | "ocsp" | "ocspaia" | "ocspflag" | "ocspnonce"
-        | "ocsprequire" | "engine" | "engineid" | "enginenum" | "enginectrl"
-        | "enginedefault" | "fips" | "compression" | "renegotiation" | "sessioncachesize"
-        | "sessioncachetimeout" | "dhparam" | "securitylevel" | "chroot" | "delay"
-        | "retry" | "protocol" | "exec" | "execargs" | "local" | "transparent" | "socket"
-        | "redirect" | "libwrap" | "service" | "stack" | "ticketkeysecret"
-        | "ticketmacsecret" | "reset" | "logid" | "ident" | "sessionresume" => {
-            "not supported by gluu-tunnel (see README: gluu-tunnel configuration)"
-        }
+        "capath"
+        | "crlfile"
+        | "crlpath"
+        | "ocsp"
+        | "ocspaia"
+        | "ocspflag"
+        | "ocspnonce"
+        | "ocsprequire"
+        | "engine"
+        | "engineid"
+        | "enginenum"
+        | "enginectrl"
+        | "enginedefault"
+        | "fips"
+        | "compression"
+        | "renegotiation"
+        | "sessioncachesize"
+        | "sessioncachetimeout"
+        | "dhparam"
+        | "securitylevel"
+        | "chroot"
+        | "delay"
+        | "retry"
+        | "protocol"
+        | "exec"
+        | "execargs"
+        | "local"
+        | "transparent"
+        | "socket"
+        | "redirect"
+        | "libwrap"
+        | "service"
+        | "stack"
+        | "ticketkeysecret"
+        | "ticketmacsecret"
+        | "reset"
+        | "logid"
+        | "ident"
+        | "sessionresume" => "not supported by gluu-tunnel (see README: gluu-tunnel configuration)",
         _ => return None,
     })
 }
@@ -293,7 +323,10 @@ fn parse_secs(e: &Entry) -> Result<Duration, ConfigError> {
 }
 
 fn bad(e: &Entry, why: impl fmt::Display) -> ConfigError {
-    ConfigError::at(&e.place, format!("option '{}': bad value `{}`: {why}", e.key, e.value))
+    ConfigError::at(
+        &e.place,
+        format!("option '{}': bad value `{}`: {why}", e.key, e.value),
+    )
 }
 
 /// `[host:]port`; stunnel's `accept` without a host listens on all IPv4 addresses.
@@ -334,12 +367,17 @@ fn split_host_port(v: &str) -> Result<(Option<String>, u16), String> {
         .map_err(|_| format!("`{port}` is not a port number (expected [host:]port)"))?;
     let host = match host {
         Some(h) => {
-            let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+            let h = h
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(h);
             if h.is_empty() {
                 return Err("empty host before `:`".to_owned());
             }
             if h.contains(':') && h.parse::<IpAddr>().is_err() {
-                return Err(format!("`{h}` is not an address (write IPv6 as [addr]:port)"));
+                return Err(format!(
+                    "`{h}` is not an address (write IPv6 as [addr]:port)"
+                ));
             }
             Some(h.to_owned())
         }
@@ -350,7 +388,12 @@ fn split_host_port(v: &str) -> Result<(Option<String>, u16), String> {
 
 /// stunnel's `debug = [facility.]level`, level 0-7 or its syslog name.
 fn parse_debug(e: &Entry) -> Result<tracing::Level, ConfigError> {
-    let level = e.value.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+    let level = e
+        .value
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     Ok(match level.as_str() {
         "0" | "1" | "2" | "3" | "emerg" | "alert" | "crit" | "err" => tracing::Level::ERROR,
         "4" | "warning" => tracing::Level::WARN,

@@ -28,9 +28,21 @@ fn guide_server_file_as_written() {
     assert_eq!(s.name, "redis");
     assert_eq!(s.mode, Mode::Server);
     assert_eq!(s.accept, "127.0.0.1:16379".parse().expect("addr"));
-    assert_eq!(s.connect, vec![Target { host: "127.0.0.1".into(), port: 6379 }]);
-    assert_eq!(s.tls.cert.as_deref(), Some(Path::new("/etc/stunnel/secureredis.pem")));
-    assert_eq!(c.globals.pid.as_deref(), Some(Path::new("/var/run/stunnel.pid")));
+    assert_eq!(
+        s.connect,
+        vec![Target {
+            host: "127.0.0.1".into(),
+            port: 6379
+        }]
+    );
+    assert_eq!(
+        s.tls.cert.as_deref(),
+        Some(Path::new("/etc/stunnel/secureredis.pem"))
+    );
+    assert_eq!(
+        c.globals.pid.as_deref(),
+        Some(Path::new("/var/run/stunnel.pid"))
+    );
     assert!(!s.tls.verification_configured());
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -44,7 +56,11 @@ fn guide_node_file_without_client_yes_is_flagged() {
     .expect("runs, as with stunnel");
     assert_eq!(c.services[0].mode, Mode::Server);
     assert_eq!(c.warnings.len(), 1);
-    assert!(c.warnings[0].message.contains("add `client = yes`"), "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].message.contains("add `client = yes`"),
+        "{:?}",
+        c.warnings
+    );
     assert!(c.warnings[0].at.ends_with("t.conf:3"), "{:?}", c.warnings);
 }
 
@@ -61,14 +77,23 @@ fn comments_case_defaults_and_several_connects() {
     assert_eq!(a.accept, "0.0.0.0:1234".parse().expect("addr"));
     assert_eq!(a.connect.len(), 1, "global connect is the default");
     assert_eq!(a.timeouts.connect, Duration::from_secs(3));
-    assert!(a.tls.cert.as_deref().expect("cert").is_absolute(), "relative to the file");
+    assert!(
+        a.tls.cert.as_deref().expect("cert").is_absolute(),
+        "relative to the file"
+    );
     assert_eq!(b.mode, Mode::Server);
     assert_eq!(b.accept, "[::1]:0".parse().expect("addr"));
     assert_eq!(
         b.connect,
         vec![
-            Target { host: "h1".into(), port: 16379 },
-            Target { host: "localhost".into(), port: 6379 }
+            Target {
+                host: "h1".into(),
+                port: 16379
+            },
+            Target {
+                host: "localhost".into(),
+                port: 6379
+            }
         ],
         "a section's connect lines replace the default"
     );
@@ -107,25 +132,49 @@ fn errors_name_line_and_option() {
     let base = "cert = c.pem\n[r]\naccept = 1\nconnect = 2\n";
     let cases: &[(&str, &str)] = &[
         ("frobnicate = 1\n", "t.conf:5: unknown option 'frobnicate'"),
-        ("client = maybe\n", "t.conf:5: option 'client': bad value `maybe`"),
+        (
+            "client = maybe\n",
+            "t.conf:5: option 'client': bad value `maybe`",
+        ),
         ("client = yes ; inline\n", "t.conf:5: option 'client'"),
         ("TIMEOUTidle = soon\n", "expected a number of seconds"),
-        ("connect = host:notaport\n", "t.conf:5: option 'connect': bad value"),
-        ("sslVersion = TLSv1\n", "rustls speaks only TLSv1.2 and TLSv1.3"),
+        (
+            "connect = host:notaport\n",
+            "t.conf:5: option 'connect': bad value",
+        ),
+        (
+            "sslVersion = TLSv1\n",
+            "rustls speaks only TLSv1.2 and TLSv1.3",
+        ),
         ("ciphers = HIGH:!aNULL\n", "cannot honour OpenSSL cipher"),
-        ("PSKsecrets = psk.txt\n", "does not support TLS pre-shared keys"),
+        (
+            "PSKsecrets = psk.txt\n",
+            "does not support TLS pre-shared keys",
+        ),
         ("CApath = /etc/ssl\n", "option 'CApath': not supported"),
         ("pid = /run/x.pid\n", "option 'pid' is global"),
         ("maxConnections = 0\n", "must be at least 1"),
-        ("this line has no equals\n", "t.conf:5: expected `option = value`"),
+        (
+            "this line has no equals\n",
+            "t.conf:5: expected `option = value`",
+        ),
         ("[broken\n", "t.conf:5: section header needs a closing"),
-        ("[r]\naccept = 3\nconnect = 4\n", "t.conf:5: service [r] is already defined at"),
-        ("[s]\naccept = 1\nconnect = 4\n", "accepts on 0.0.0.0:1, as [r] already does"),
+        (
+            "[r]\naccept = 3\nconnect = 4\n",
+            "t.conf:5: service [r] is already defined at",
+        ),
+        (
+            "[s]\naccept = 1\nconnect = 4\n",
+            "accepts on 0.0.0.0:1, as [r] already does",
+        ),
         ("[s]\naccept = 9\n", "t.conf:5: [s] needs `connect"),
     ];
     for (extra, want) in cases {
         let got = err(&format!("{base}{extra}"));
-        assert!(got.contains(want), "for {extra:?}: got {got:?}, want {want:?}");
+        assert!(
+            got.contains(want),
+            "for {extra:?}: got {got:?}, want {want:?}"
+        );
     }
 }
 
@@ -140,7 +189,11 @@ fn structural_errors() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let e = Config::load(&dir.path().join("absent.conf")).expect_err("absent");
-    assert!(e.to_string().contains("absent.conf: cannot read configuration"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("absent.conf: cannot read configuration"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -153,8 +206,17 @@ fn globals_and_extensions() {
     .expect("valid");
     assert_eq!(c.globals.pid, None, "empty pid disables the pid file");
     assert_eq!(c.globals.debug, tracing::Level::DEBUG);
-    assert!(c.globals.output.as_deref().expect("output").ends_with("log.txt"));
-    assert_eq!(c.globals.metrics, Some("127.0.0.1:0".parse().expect("addr")));
+    assert!(
+        c.globals
+            .output
+            .as_deref()
+            .expect("output")
+            .ends_with("log.txt")
+    );
+    assert_eq!(
+        c.globals.metrics,
+        Some("127.0.0.1:0".parse().expect("addr"))
+    );
     assert_eq!(c.globals.drain, Duration::from_secs(5));
     assert_eq!(c.services[0].max_connections, 7);
     assert_eq!(c.services[0].timeouts.handshake, Duration::from_secs(2));
@@ -165,6 +227,10 @@ fn globals_and_extensions() {
 #[test]
 fn ca_file_alone_is_flagged() {
     let c = load("cert = c\nCAfile = ca.pem\n[r]\naccept = 1\nconnect = 2\n").expect("ok");
-    assert!(c.warnings[0].message.contains("the CA file alone verifies nothing"));
+    assert!(
+        c.warnings[0]
+            .message
+            .contains("the CA file alone verifies nothing")
+    );
     assert!(c.warnings[0].at.ends_with("t.conf:2"), "{:?}", c.warnings);
 }

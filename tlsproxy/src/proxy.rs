@@ -1,0 +1,352 @@
+//! One tunneled connection, from accept to close.
+//!
+//! Server mode (TLS in): sniff the first byte, so that plaintext Redis arriving where TLS
+//! is expected is reported as what it is (usually a node-side service missing
+//! `client = yes`); handshake under `TIMEOUTbusy`; only then connect the target, as stunnel
+//! does. Client mode (plaintext in): connect the target first, handshake, and refuse an
+//! application that itself starts with a TLS ClientHello. Then relay both directions with
+//! per-direction half-close, idle and close timeouts, counting bytes as they pass.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use gluu_common::verify::failure_reason;
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Target;
+use crate::service::{Service, Tls};
+
+/// Copy buffer per direction: one full TLS record's plaintext.
+const BUFFER: usize = 16 * 1024;
+
+/// First byte of a TLS record carrying a handshake message (the ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Sets what both legs of every connection get: no Nagle delay (Redis is request/response
+/// with small frames) and TCP keep-alive, so a vanished peer is noticed.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    let _ = sock.set_tcp_keepalive(&keepalive);
+}
+
+/// Serves one accepted connection to its end.
+pub async fn handle(svc: &Service, client: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    tune(&client);
+    svc.metrics.accepted.inc();
+    svc.metrics.active.inc();
+    match &svc.tls {
+        Tls::Server(acceptor) => server_mode(svc, acceptor, client, peer, stop).await,
+        Tls::Client(connector) => client_mode(svc, connector, client, peer, stop).await,
+    }
+    svc.metrics.active.dec();
+}
+
+/// What the first bytes of a non-TLS stream look like, for the log.
+fn describe_plaintext(bytes: &[u8]) -> &'static str {
+    match bytes.first() {
+        Some(b'*' | b'+' | b'-' | b'$' | b':') => "the Redis protocol (RESP)",
+        Some(b) if b.is_ascii_alphabetic() => "plaintext commands (Redis inline protocol or HTTP)",
+        _ => "bytes that are neither TLS nor text",
+    }
+}
+
+async fn server_mode(
+    svc: &Service,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    client: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let name = svc.name();
+    let deadline = Instant::now() + svc.config.timeouts.handshake;
+    let mut first = [0u8; 8];
+    match timeout_at(deadline, client.peek(&mut first)).await {
+        Err(_) => {
+            svc.metrics.handshake_failed("timeout");
+            tracing::info!(
+                "no TLS ClientHello from {peer} within {:?}; closed",
+                svc.config.timeouts.handshake
+            );
+            return;
+        }
+        Ok(Ok(0)) => {
+            tracing::debug!("{peer} closed before sending anything");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("{peer}: {e}");
+            return;
+        }
+        Ok(Ok(n)) if first[0] != TLS_HANDSHAKE => {
+            svc.metrics.handshake_failed("plaintext");
+            tracing::warn!(
+                "[{name}] plaintext arrived from {peer} where TLS was expected ({}): nothing \
+                 was forwarded. If {peer} runs stunnel or gluu-tunnel (a node's \
+                 redis-client.conf), its service is probably missing `client = yes`; if it is \
+                 an application, point it at the node's plaintext tunnel port instead",
+                describe_plaintext(&first[..n])
+            );
+            return;
+        }
+        Ok(Ok(_)) => {}
+    }
+    let tls = match timeout_at(deadline, acceptor.accept(client)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = failure_reason(&e);
+            svc.metrics.handshake_failed(reason);
+            tracing::warn!(
+                "[{name}] TLS handshake with {peer} failed ({reason}): {e}; closed, nothing forwarded"
+            );
+            return;
+        }
+        Err(_) => {
+            svc.metrics.handshake_failed("timeout");
+            tracing::info!(
+                "[{name}] TLS handshake with {peer} did not finish within {:?}; closed",
+                svc.config.timeouts.handshake
+            );
+            return;
+        }
+    };
+    let Some((upstream, target)) = connect_target(svc).await else {
+        tracing::warn!("[{name}] closing {peer}: no target reachable");
+        return;
+    };
+    tracing::debug!("[{name}] {peer} -> {target}");
+    relay(svc, tls, upstream, stop).await;
+}
+
+async fn client_mode(
+    svc: &Service,
+    connector: &tokio_rustls::TlsConnector,
+    client: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let name = svc.name();
+    let Some((upstream, target)) = connect_target(svc).await else {
+        tracing::warn!("[{name}] closing {peer}: no target reachable");
+        return;
+    };
+    let server_name = match svc.server_name(&target) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("[{name}] cannot use {e} as a TLS server name; set `sni`");
+            return;
+        }
+    };
+    let tls = match timeout(
+        svc.config.timeouts.handshake,
+        connector.connect(server_name, upstream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = failure_reason(&e);
+            svc.metrics.handshake_failed(reason);
+            tracing::warn!(
+                "[{name}] TLS handshake with {target} failed ({reason}): {e}; closing {peer}"
+            );
+            return;
+        }
+        Err(_) => {
+            svc.metrics.handshake_failed("timeout");
+            tracing::warn!(
+                "[{name}] TLS handshake with {target} did not finish within {:?}; closing {peer}",
+                svc.config.timeouts.handshake
+            );
+            return;
+        }
+    };
+    // Whoever speaks first: if it is the application and it starts a TLS handshake of its
+    // own, refuse rather than tunnel TLS inside TLS to a plaintext server.
+    let mut first = [0u8; 2];
+    let app_first = tokio::select! {
+        r = client.peek(&mut first) => r.ok(),
+        _ = tls.get_ref().0.readable() => None,
+        _ = stop.cancelled() => return,
+    };
+    if let Some(n) = app_first
+        && n >= 1
+        && first[0] == TLS_HANDSHAKE
+    {
+        svc.metrics.handshake_failed("tls_on_plaintext_port");
+        tracing::warn!(
+            "[{name}] a TLS ClientHello arrived from {peer} on plaintext port {} (`client = \
+             yes`): the application already speaks TLS; point it at a TLS port or turn TLS \
+             off in the application. Nothing was forwarded",
+            svc.config.accept
+        );
+        return;
+    }
+    tracing::debug!("[{name}] {peer} -> {target}");
+    relay(svc, client, tls, stop).await;
+}
+
+/// Tries the service's targets in failover order, each under `TIMEOUTconnect`.
+async fn connect_target(svc: &Service) -> Option<(TcpStream, Target)> {
+    for target in svc.targets() {
+        let attempt = timeout(
+            svc.config.timeouts.connect,
+            TcpStream::connect((target.host.as_str(), target.port)),
+        )
+        .await;
+        let why = match attempt {
+            Ok(Ok(stream)) => {
+                tune(&stream);
+                return Some((stream, target.clone()));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", svc.config.timeouts.connect),
+        };
+        svc.metrics.target_failed(target);
+        tracing::warn!("[{}] cannot connect to target {target}: {why}", svc.name());
+    }
+    None
+}
+
+/// Activity of one direction, read by the relay's watchdog.
+#[derive(Default)]
+struct Meter {
+    bytes: AtomicU64,
+    eof: AtomicBool,
+}
+
+/// A stream whose reads are counted (per connection, for timeouts; per service, for metrics).
+struct Metered<'a, S> {
+    io: S,
+    meter: &'a Meter,
+    counter: &'a Counter,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            let n = (buf.filled().len() - before) as u64;
+            if n == 0 {
+                self.meter.eof.store(true, Ordering::Relaxed);
+            } else {
+                self.meter.bytes.fetch_add(n, Ordering::Relaxed);
+                self.counter.inc_by(n);
+            }
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// How often the watchdog looks: an eighth of the shorter timeout, so each fires within
+/// 12.5% of its value, but at least every 5 s and at most every 10 ms.
+fn watch_period(idle: Duration, close: Duration) -> Duration {
+    (idle.min(close) / 8).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}
+
+/// Why a relay ended, for the debug log.
+#[derive(Debug)]
+enum End {
+    Done(std::io::Result<(u64, u64)>),
+    Idle,
+    CloseTimeout,
+    Stopped,
+}
+
+/// Relays both directions (`client` is the accepted side, `target` the connected one) until
+/// both have ended, a timeout fires, or `stop` (the end of the shutdown grace period) cuts it.
+async fn relay<C, T>(svc: &Service, client: C, target: T, stop: CancellationToken)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (up, down) = (Meter::default(), Meter::default());
+    let mut client = Metered {
+        io: client,
+        meter: &up,
+        counter: &svc.metrics.to_target,
+    };
+    let mut target = Metered {
+        io: target,
+        meter: &down,
+        counter: &svc.metrics.to_client,
+    };
+    let timeouts = svc.config.timeouts;
+    let period = watch_period(timeouts.idle, timeouts.close);
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut target, BUFFER, BUFFER);
+    tokio::pin!(copy);
+    let mut seen = 0;
+    let mut quiet_since = Instant::now();
+    let mut half_closed_since: Option<Instant> = None;
+    let end = loop {
+        tokio::select! {
+            r = &mut copy => break End::Done(r),
+            _ = stop.cancelled() => break End::Stopped,
+            _ = tokio::time::sleep(period) => {
+                let now = Instant::now();
+                let moved = up.bytes.load(Ordering::Relaxed) + down.bytes.load(Ordering::Relaxed);
+                if moved != seen {
+                    seen = moved;
+                    quiet_since = now;
+                } else if now - quiet_since >= timeouts.idle {
+                    break End::Idle;
+                }
+                if up.eof.load(Ordering::Relaxed) || down.eof.load(Ordering::Relaxed) {
+                    let since = *half_closed_since.get_or_insert(now);
+                    if now - since >= timeouts.close {
+                        break End::CloseTimeout;
+                    }
+                }
+            }
+        }
+    };
+    match end {
+        End::Done(Ok((to_target, to_client))) => {
+            tracing::debug!("closed: {to_target} bytes to target, {to_client} to client")
+        }
+        End::Done(Err(e)) => tracing::debug!("closed: {e}"),
+        End::Idle => tracing::info!(
+            "[{}] closing a connection idle for {:?} (TIMEOUTidle)",
+            svc.name(),
+            timeouts.idle
+        ),
+        End::CloseTimeout => tracing::debug!(
+            "closing: half-closed for {:?} (TIMEOUTclose)",
+            timeouts.close
+        ),
+        End::Stopped => tracing::debug!("closing: shutdown grace period over"),
+    }
+}
