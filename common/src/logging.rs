@@ -11,8 +11,14 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. A second call (tests run many daemons in one process)
 /// keeps the first and succeeds.
 pub fn init(level: tracing::Level, output: Option<&Path>) -> std::io::Result<()> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(level.as_str().to_ascii_lowercase()));
+    // rustls logs some peer quirks at warn for every connection (stunnel sends an IP address
+    // as SNI); the daemons report handshake failures themselves, with the peer's address.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},rustls=error",
+            level.as_str().to_ascii_lowercase()
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

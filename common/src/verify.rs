@@ -288,6 +288,17 @@ impl ClientCertVerifier for PeerVerifier {
     }
 }
 
+/// A failed handshake in words: rustls' own text, except that our verifier's reasons (a
+/// certificate that is not the pinned one) are printed as written rather than debug-dumped.
+pub fn describe_failure(err: &std::io::Error) -> String {
+    if let Some(Error::InvalidCertificate(CertificateError::Other(other))) =
+        err.get_ref().and_then(|e| e.downcast_ref::<Error>())
+    {
+        return format!("invalid peer certificate: {}", other.0);
+    }
+    err.to_string()
+}
+
 /// A short, stable reason for a failed handshake: a metrics label and the gist of a log line.
 pub fn failure_reason(err: &std::io::Error) -> &'static str {
     let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {

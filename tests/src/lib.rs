@@ -1,1 +1,359 @@
-//! placeholder
+//! Test support for gluu-ha: real `redis-server` and `stunnel` processes on loopback with
+//! ephemeral ports, per-test certificates made with rcgen, daemons spawned from their
+//! binaries with the addresses they log, and polling with deadlines instead of sleeps.
+//!
+//! Programs are installed by `scripts/setup.sh` (the README's test command runs it); a
+//! missing one is a test failure that says so, never a silent skip.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Panics with the fix when `program` is not installed.
+pub fn require(program: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin", "/sbin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} is not installed: run scripts/setup.sh (the README's test command does)");
+}
+
+/// Polls `f` every few milliseconds until it returns `Some`, or panics after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A port nobody listens on right now (for programs that cannot report the port they got).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// True once something accepts TCP connections on `addr`.
+pub fn listening(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// A self-signed certificate and key, as the guide makes them (one file holding both, like
+/// `secureredis.pem`, plus separate files).
+#[derive(Debug, Clone)]
+pub struct Cert {
+    /// Key then certificate, as `cat key.pem cert.pem > secureredis.pem` makes it.
+    pub combined: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Cert {
+    /// ECDSA P-256, for `name` (also valid for localhost and 127.0.0.1).
+    pub fn new(dir: &Path, name: &str) -> Cert {
+        let ck = rcgen::generate_simple_self_signed(vec![
+            name.to_owned(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("rcgen");
+        let key = ck.signing_key.serialize_pem();
+        let cert = ck.cert.pem();
+        Self::write(dir, name, &key, &cert)
+    }
+
+    fn write(dir: &Path, name: &str, key: &str, cert: &str) -> Cert {
+        let combined = dir.join(format!("{name}.pem"));
+        let cert_path = dir.join(format!("{name}.crt"));
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&combined, format!("{key}{cert}")).expect("write pem");
+        std::fs::write(&cert_path, cert).expect("write crt");
+        std::fs::write(&key_path, key).expect("write key");
+        for p in [&combined, &key_path] {
+            set_mode(p, 0o640);
+        }
+        Cert {
+            combined,
+            cert: cert_path,
+            key: key_path,
+        }
+    }
+
+    /// The guide's own recipe, run with openssl: `openssl genrsa -out key.pem BITS` and a
+    /// self-signed certificate. With 1024 bits rustls must refuse the key.
+    pub fn openssl_rsa(dir: &Path, name: &str, bits: u32) -> Cert {
+        let openssl = require("openssl");
+        let key_path = dir.join(format!("{name}.key"));
+        let cert_path = dir.join(format!("{name}.crt"));
+        run(Command::new(&openssl)
+            .args(["genrsa", "-out"])
+            .arg(&key_path)
+            .arg(bits.to_string()));
+        run(Command::new(&openssl)
+            .args([
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "365",
+                "-subj",
+                "/CN=redis",
+                "-key",
+            ])
+            .arg(&key_path)
+            .arg("-out")
+            .arg(&cert_path));
+        let key = std::fs::read_to_string(&key_path).expect("read key");
+        let cert = std::fs::read_to_string(&cert_path).expect("read cert");
+        Self::write(dir, name, &key, &cert)
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real `redis-server` with `requirepass` on an ephemeral loopback port, its data in a
+/// temp dir; killed when dropped.
+#[derive(Debug)]
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    pub password: String,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub const PASSWORD: &'static str = "s3cret-gluu";
+
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut redis = Redis {
+            child: None,
+            port: 0,
+            password: Self::PASSWORD.to_owned(),
+            dir,
+        };
+        // Another process may take the port between free_port() and redis binding it.
+        for _ in 0..5 {
+            redis.port = free_port();
+            if redis.spawn() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start; see {}", redis.log().display());
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new(require("redis-server"))
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--requirepass",
+                &self.password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--daemonize", "no", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false; // exited: port taken
+            }
+            if self.ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut c) = self.connect_to(self.addr()) else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut c).is_ok()
+    }
+
+    /// An authenticated connection to `addr` (Redis itself or a tunnel in front of it).
+    pub fn connect_to(&self, addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open((addr.ip().to_string(), addr.port()))?;
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        con.set_read_timeout(Some(Duration::from_secs(30)))?;
+        redis::cmd("AUTH")
+            .arg(&self.password)
+            .query::<String>(&mut con)?;
+        Ok(con)
+    }
+
+    /// Kills Redis (as a crash would) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A child process killed when dropped (daemons under test, stunnel).
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    /// Lines the process wrote to stderr, as they come.
+    pub stderr: mpsc::Receiver<String>,
+    /// Every stderr line seen so far (filled by [`Proc::wait_line`]).
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stderr captured line by line.
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            stderr: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_line(&mut self, needle: &str, limit: Duration) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line containing {needle:?} within {limit:?}; got:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The address in a gluu daemon's `[NAME] listening on ADDR` start-up line.
+    pub fn listening_addr(&mut self, service: &str) -> SocketAddr {
+        let line = self.wait_line(
+            &format!("[{service}] listening on "),
+            Duration::from_secs(20),
+        );
+        let addr = line.rsplit(' ').next().unwrap_or_default();
+        addr.parse()
+            .unwrap_or_else(|_| panic!("no address at the end of {line:?}"))
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real Debian stunnel with `config` (written to `dir`), logging to a file as the
+/// benchmarks and interop tests need; waits until `wait_on` accepts connections.
+pub fn stunnel(dir: &Path, name: &str, config: &str, wait_on: SocketAddr) -> Proc {
+    let path = dir.join(format!("{name}.conf"));
+    let log = dir.join(format!("{name}.log"));
+    let text = format!(
+        "foreground = yes\npid =\nsyslog = no\noutput = {}\n{config}",
+        log.display()
+    );
+    std::fs::write(&path, text).expect("write stunnel config");
+    let mut proc = Proc::spawn(Command::new(require("stunnel")).arg(&path));
+    wait_for(Duration::from_secs(10), "stunnel to listen", || {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!(
+                "stunnel exited with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        listening(wait_on).then_some(())
+    });
+    proc
+}

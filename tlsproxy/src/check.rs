@@ -185,8 +185,9 @@ async fn probe(svc: &Service, head: String) -> String {
                  behind it is probably down or refusing (see the server-side tunnel's log)"
             )),
             Ok(Err(e)) => notes.push(format!(
-                "TLS rejected by {target} ({}): {e}",
-                gluu_common::verify::failure_reason(&e)
+                "TLS rejected by {target} ({}): {}",
+                gluu_common::verify::failure_reason(&e),
+                gluu_common::verify::describe_failure(&e)
             )),
             Err(_) => notes.push(format!("TLS handshake with {target} timed out")),
         }

@@ -89,12 +89,18 @@ impl Metrics {
             service: name.to_owned(),
             direction,
         };
+        // One statement each: `get_or_create` returns a read guard that must be dropped
+        // before the family is touched again (holding it across deadlocks on the write).
+        let active = self.active.get_or_create(&label).clone();
+        let accepted = self.accepted.get_or_create(&label).clone();
+        let to_target = self.bytes.get_or_create(&dir("to_target")).clone();
+        let to_client = self.bytes.get_or_create(&dir("to_client")).clone();
         ServiceMetrics {
             name: name.to_owned(),
-            active: self.active.get_or_create(&label).clone(),
-            accepted: self.accepted.get_or_create(&label).clone(),
-            to_target: self.bytes.get_or_create(&dir("to_target")).clone(),
-            to_client: self.bytes.get_or_create(&dir("to_client")).clone(),
+            active,
+            accepted,
+            to_target,
+            to_client,
             handshake_failures: self.handshake_failures.clone(),
             target_failures: self.target_failures.clone(),
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use gluu_common::verify::failure_reason;
+use gluu_common::verify::{describe_failure, failure_reason};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -107,7 +107,8 @@ async fn server_mode(
             let reason = failure_reason(&e);
             svc.metrics.handshake_failed(reason);
             tracing::warn!(
-                "[{name}] TLS handshake with {peer} failed ({reason}): {e}; closed, nothing forwarded"
+                "[{name}] TLS handshake with {peer} failed ({reason}): {}; closed, nothing forwarded",
+                describe_failure(&e)
             );
             return;
         }
@@ -158,7 +159,8 @@ async fn client_mode(
             let reason = failure_reason(&e);
             svc.metrics.handshake_failed(reason);
             tracing::warn!(
-                "[{name}] TLS handshake with {target} failed ({reason}): {e}; closing {peer}"
+                "[{name}] TLS handshake with {target} failed ({reason}): {}; closing {peer}",
+                describe_failure(&e)
             );
             return;
         }
@@ -188,7 +190,7 @@ async fn client_mode(
             "[{name}] a TLS ClientHello arrived from {peer} on plaintext port {} (`client = \
              yes`): the application already speaks TLS; point it at a TLS port or turn TLS \
              off in the application. Nothing was forwarded",
-            svc.config.accept
+            client.local_addr().unwrap_or(svc.config.accept)
         );
         return;
     }
