@@ -73,17 +73,20 @@ pub fn run(
     let via = local_address(s.accept);
     let client = redis::Client::open((via.ip().to_string(), via.port()))
         .map_err(|e| CheckFailed(format!("bad address {via}: {e}")))?;
+    // The redis crate sends its first command while connecting, so a tunnel that closes
+    // on us already shows here.
     let mut con = client.get_connection_with_timeout(limit).map_err(|e| {
-        let refused = e.is_connection_refusal();
-        CheckFailed(if refused {
-            format!(
+        if e.is_connection_refusal() {
+            CheckFailed(format!(
                 "refused: nothing listens on {via} ([{}]); is gluu-tunnel running with {}?",
                 s.name,
                 config.path.display()
-            )
+            ))
+        } else if is_closed(&e) {
+            CheckFailed(diagnose_closed(config, &s.name, &e))
         } else {
-            format!("cannot connect to {via} ([{}]): {e}", s.name)
-        })
+            CheckFailed(format!("cannot connect to {via} ([{}]): {e}", s.name))
+        }
     })?;
     let closed = |e: &redis::RedisError| -> CheckFailed {
         if is_closed(e) {

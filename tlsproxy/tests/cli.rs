@@ -1,0 +1,373 @@
+//! The `gluu-tunnel` binary as an admin uses it: `-t` on the guide's files and on every
+//! class of bad configuration, the guide's files running unchanged, `check`, signals, the
+//! pid file and dropping privileges.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use gluu_testkit::{Cert, Proc, Redis, free_port, wait_for};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gluu-tunnel"))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+fn test_mode(path: &Path) -> (i32, String) {
+    let out = bin().arg("-t").arg(path).output().expect("run -t");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The guide's redis-server.conf with paths and addresses changed.
+fn guide_server(cert: &Path, accept: u16, redis: SocketAddr, pid: &Path) -> String {
+    format!(
+        "cert = {}\npid = {}\n[redis]\naccept = 127.0.0.1:{accept}\nconnect = {redis}\n",
+        cert.display(),
+        pid.display()
+    )
+}
+
+/// The guide's redis-client.conf with `client = yes` added.
+fn guide_client(cert: &Path, accept: u16, server: u16) -> String {
+    format!(
+        "cert = {}\nclient = yes\npid =\n[redis]\naccept = 127.0.0.1:{accept}\nconnect = 127.0.0.1:{server}\n",
+        cert.display()
+    )
+}
+
+fn spawn(config: &Path) -> Proc {
+    let mut p = Proc::spawn(bin().arg(config));
+    p.listening_addr("redis");
+    p
+}
+
+fn check(config: &Path, password: Option<&Path>) -> Output {
+    let mut cmd = bin();
+    cmd.arg("check").arg(config).env_remove("REDISCLI_AUTH");
+    if let Some(p) = password {
+        cmd.arg("--password-file").arg(p);
+    }
+    cmd.output().expect("run check")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn test_mode_accepts_the_guides_files_and_flags_the_missing_client_yes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "secureredis");
+    let server = write(
+        dir.path(),
+        "redis-server.conf",
+        &guide_server(
+            &cert.combined,
+            16379,
+            "127.0.0.1:6379".parse().expect("a"),
+            &dir.path().join("s.pid"),
+        ),
+    );
+    let (code, err) = test_mode(&server);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("test is successful"), "{err}");
+    assert!(err.contains("pinned to certificate sha256"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // The node-side file exactly as the guide writes it: no `client = yes`.
+    let node = write(
+        dir.path(),
+        "redis-client.conf",
+        &format!(
+            "cert = {}\npid = /var/run/stunnel.pid\n[redis]\naccept = 127.0.0.2:16379\nconnect = 192.0.2.7:16379\n",
+            cert.combined.display()
+        ),
+    );
+    let (code, err) = test_mode(&node);
+    assert_eq!(code, 0, "it would start, as stunnel does: {err}");
+    assert!(err.contains("redis-client.conf:3: warning:"), "{err}");
+    assert!(err.contains("add `client = yes`"), "{err}");
+}
+
+#[test]
+fn test_mode_rejects_every_error_class_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "secureredis");
+    let weak = Cert::openssl_rsa(dir.path(), "weak", 1024);
+    let strong = Cert::openssl_rsa(dir.path(), "strong", 2048);
+    let ok = |extra: &str, cert: &Path| {
+        format!(
+            "cert = {}\n[redis]\naccept = 1\nconnect = 2\n{extra}",
+            cert.display()
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            ok("bogus = 1\n", &cert.combined),
+            "t.conf:5: unknown option 'bogus'",
+        ),
+        (
+            ok("accept = nowhere:x\n", &cert.combined),
+            "t.conf:5: option 'accept': bad value",
+        ),
+        (
+            ok("sslVersion = TLSv1\n", &cert.combined),
+            "rustls speaks only TLSv1.2 and TLSv1.3",
+        ),
+        (
+            ok("ciphers = DEFAULT:!MD5\n", &cert.combined),
+            "cannot honour OpenSSL cipher",
+        ),
+        (
+            ok("PSKsecrets = /etc/psk\n", &cert.combined),
+            "pre-shared keys",
+        ),
+        (
+            ok("", Path::new("/nonexistent/secureredis.pem")),
+            "t.conf:1: [redis] /nonexistent/secureredis.pem: cannot read",
+        ),
+        (ok("", &weak.combined), "shorter than 2048 bits"),
+        (ok("", &cert.cert), "holds no private key"),
+        (
+            ok("checkHost = redis\n", &cert.combined),
+            "`checkHost` needs `verifyChain = yes`",
+        ),
+        (
+            ok("verifyChain = yes\n", &cert.combined),
+            "`verifychain` needs `CAfile`",
+        ),
+    ];
+    for (config, want) in cases {
+        let path = write(dir.path(), "t.conf", &config);
+        let (code, err) = test_mode(&path);
+        assert_eq!(code, 64, "{config}\n{err}");
+        assert!(err.contains(want), "want {want:?} in:\n{err}");
+        assert!(err.contains("test failed"), "{err}");
+    }
+    // The weak key's message says how to make a good one.
+    let (_, err) = test_mode(&write(dir.path(), "t.conf", &ok("", &weak.combined)));
+    assert!(err.contains("openssl req -x509 -newkey ec"), "{err}");
+    // The same recipe with 2048 bits is fine.
+    let (code, err) = test_mode(&write(dir.path(), "t.conf", &ok("", &strong.combined)));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn test_mode_warns_about_accepting_anyone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "secureredis");
+    let path = write(
+        dir.path(),
+        "t.conf",
+        &format!(
+            "cert = {}\nverifyPeer = no\nrequireCert = no\n[redis]\naccept = 1\nconnect = 2\n",
+            cert.combined.display()
+        ),
+    );
+    let (code, err) = test_mode(&path);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("verifies no peer"), "{err}");
+    assert!(err.contains("NO VERIFICATION"), "{err}");
+}
+
+#[test]
+fn guide_files_run_unchanged_and_check_says_pong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    let (sport, cport) = (free_port(), free_port());
+    let pid = dir.path().join("server.pid");
+    let server_conf = write(
+        dir.path(),
+        "redis-server.conf",
+        &guide_server(&cert.combined, sport, redis.addr(), &pid),
+    );
+    let client_conf = write(
+        dir.path(),
+        "redis-client.conf",
+        &guide_client(&cert.combined, cport, sport),
+    );
+    let _server = spawn(&server_conf);
+    let _client = spawn(&client_conf);
+    let password = write(dir.path(), "password", &format!("{}\n", Redis::PASSWORD));
+
+    let out = check(&client_conf, Some(&password));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("PONG from Redis through [redis] at 127.0.0.1:"),
+        "{}",
+        text(&out)
+    );
+
+    let out = check(&client_conf, None);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("requires a password"), "{}", text(&out));
+
+    let wrong = write(dir.path(), "wrong", "not-it\n");
+    let out = check(&client_conf, Some(&wrong));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("auth failed"), "{}", text(&out));
+
+    // A node holding another certificate: the server refuses it, and check says so.
+    let other = Cert::new(dir.path(), "other");
+    let rogue_conf = write(
+        dir.path(),
+        "rogue.conf",
+        &guide_client(&other.combined, free_port(), sport),
+    );
+    let _rogue = spawn(&rogue_conf);
+    let out = check(&rogue_conf, Some(&password));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("TLS rejected by 127.0.0.1:"),
+        "{}",
+        text(&out)
+    );
+
+    // Redis down: the handshake works, so check blames what is behind the far side.
+    redis.stop();
+    let out = check(&client_conf, Some(&password));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("Redis behind it is probably down"),
+        "{}",
+        text(&out)
+    );
+
+    // Nothing listening.
+    let idle_conf = write(
+        dir.path(),
+        "idle.conf",
+        &guide_client(&cert.combined, free_port(), sport),
+    );
+    let out = check(&idle_conf, Some(&password));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("refused: nothing listens on"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn plaintext_from_a_node_missing_client_yes_is_explained_in_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    let sport = free_port();
+    let server_conf = write(
+        dir.path(),
+        "redis-server.conf",
+        &guide_server(&cert.combined, sport, redis.addr(), &dir.path().join("p")),
+    );
+    let mut server = spawn(&server_conf);
+    // The node's file exactly as the guide writes it: server mode, forwarding plaintext.
+    let node_conf = write(
+        dir.path(),
+        "node.conf",
+        &format!(
+            "cert = {}\n[redis]\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:{sport}\n",
+            cert.combined.display()
+        ),
+    );
+    let mut node = Proc::spawn(bin().arg(&node_conf));
+    let node_addr = node.listening_addr("redis");
+    // The application speaks plain Redis to the node, as oxAuth does.
+    assert!(redis.connect_to(node_addr).is_err());
+    let line = node.wait_line("plaintext arrived", Duration::from_secs(10));
+    assert!(line.contains("probably missing `client = yes`"), "{line}");
+    drop(server.wait_line("[redis] listening", Duration::from_secs(1)));
+}
+
+fn kill(signal: &str, pid: i32) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+#[test]
+fn pid_file_sighup_and_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    let pid_path = dir.path().join("stunnel.pid");
+    let conf = write(
+        dir.path(),
+        "redis-server.conf",
+        &guide_server(&cert.combined, 0, redis.addr(), &pid_path),
+    );
+    let mut p = Proc::spawn(bin().arg(&conf));
+    let addr = p.listening_addr("redis");
+    let pid = p.pid();
+    let written = wait_for(Duration::from_secs(5), "the pid file", || {
+        std::fs::read_to_string(&pid_path).ok()
+    });
+    assert_eq!(written, format!("{pid}\n"));
+
+    // A broken file on SIGHUP: logged, old configuration keeps running.
+    std::fs::write(&conf, "cert = x\n[redis]\nwhat = ever\n").expect("break");
+    kill("HUP", pid);
+    let line = p.wait_line("reload failed", Duration::from_secs(5));
+    assert!(line.contains("unknown option 'what'"), "{line}");
+    assert!(TcpStream::connect(addr).is_ok(), "still listening");
+
+    kill("TERM", pid);
+    let status = wait_for(Duration::from_secs(10), "exit after SIGTERM", || {
+        p.child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status}");
+    assert!(!pid_path.exists(), "pid file removed on exit");
+}
+
+#[test]
+fn setuid_and_setgid_drop_root_after_binding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    let conf = write(
+        dir.path(),
+        "t.conf",
+        &format!(
+            "setuid = nobody\nsetgid = nogroup\npid =\n{}",
+            guide_server(&cert.combined, 0, redis.addr(), Path::new("")).replace("pid = \n", "")
+        ),
+    );
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut p = Proc::spawn(bin().arg(&conf));
+    if !root {
+        let line = p.wait_line("setgroups", Duration::from_secs(10));
+        assert!(line.contains("EPERM"), "{line}");
+        return;
+    }
+    p.listening_addr("redis");
+    let proc_status = wait_for(Duration::from_secs(5), "privileges dropped", || {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).ok()?;
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534"))
+            .then_some(s)
+    });
+    assert!(
+        proc_status
+            .lines()
+            .any(|l| l.starts_with("Gid:") && l.split_whitespace().nth(1) == Some("65534")),
+        "{proc_status}"
+    );
+}
