@@ -195,18 +195,15 @@ impl Pair {
     }
 }
 
-/// Reads until EOF or error; true if the peer closed without sending anything.
+/// True if the peer closes (EOF or reset) without sending a single byte.
 pub fn closed_silently(mut s: TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
     let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(_) => return true, // reset
-        }
+    match s.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
     }
 }
