@@ -41,7 +41,10 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     if p.exists() {
         Ok(p)
     } else {
-        Err(format!("{} not found: build the workspace first (cargo build --release)", p.display()))
+        Err(format!(
+            "{} not found: build the workspace first (cargo build --release)",
+            p.display()
+        ))
     }
 }
 
@@ -68,7 +71,9 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn main() {
     let check_only = std::env::args().any(|a| a == "--check");
     if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("usage: gluu-box [--check]\n\nStarts Redis behind a gluu-tunnel pair on loopback, walks through the guide's checks,\nand keeps running until Ctrl-C (--check: exit after the walkthrough; non-zero on failure).");
+        println!(
+            "usage: gluu-box [--check]\n\nStarts Redis behind a gluu-tunnel pair on loopback, walks through the guide's checks,\nand keeps running until Ctrl-C (--check: exit after the walkthrough; non-zero on failure)."
+        );
         return;
     }
     let code = match walkthrough(check_only) {
@@ -93,7 +98,10 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
         .map_err(|e| e.to_string())?;
     let d = dir.path();
     let mut walk = Walk { failed: 0 };
-    println!("gluu-box: the guide's Redis leg on loopback, in {}", d.display());
+    println!(
+        "gluu-box: the guide's Redis leg on loopback, in {}",
+        d.display()
+    );
 
     let redis = Redis::start();
     println!("  redis-server with requirepass on {}", redis.addr());
@@ -136,7 +144,10 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
     for (conf, port) in [(&server_conf, server_port), (&client_conf, client_port)] {
         let p = Proc::spawn(Command::new(&tunnel).arg(conf));
         let up = wait_listening(port);
-        walk.step(&format!("gluu-tunnel {} listening", conf.display()), up.map(|t| format!("127.0.0.1:{port} after {t:?}")));
+        walk.step(
+            &format!("gluu-tunnel {} listening", conf.display()),
+            up.map(|t| format!("127.0.0.1:{port} after {t:?}")),
+        );
         procs.push(p);
     }
 
@@ -158,8 +169,15 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
             let mut con = redis.connect_to(through).map_err(|e| e.to_string())?;
             let value = vec![0x5au8; 1 << 20];
             let start = Instant::now();
-            redis::cmd("SET").arg("gluu-box").arg(&value).query::<()>(&mut con).map_err(|e| e.to_string())?;
-            let got: Vec<u8> = redis::cmd("GET").arg("gluu-box").query(&mut con).map_err(|e| e.to_string())?;
+            redis::cmd("SET")
+                .arg("gluu-box")
+                .arg(&value)
+                .query::<()>(&mut con)
+                .map_err(|e| e.to_string())?;
+            let got: Vec<u8> = redis::cmd("GET")
+                .arg("gluu-box")
+                .query(&mut con)
+                .map_err(|e| e.to_string())?;
             if got != value {
                 return Err("value came back altered".to_owned());
             }
@@ -179,7 +197,10 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
         ),
     );
     let rogue = Proc::spawn(Command::new(&tunnel).arg(&rogue_conf));
-    walk.step("a node holding another certificate starts", wait_listening(rogue_port).map(|t| format!("{t:?}")));
+    walk.step(
+        "a node holding another certificate starts",
+        wait_listening(rogue_port).map(|t| format!("{t:?}")),
+    );
     walk.step(
         "... and is refused by the Redis-side tunnel (pinned to secureredis.pem)",
         match run_tool(
@@ -190,22 +211,42 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
                 .arg(&password),
         ) {
             Ok(out) => Err(format!("it got through: {out}")),
-            Err(why) if why.contains("TLS rejected") => Ok(why.lines().last().unwrap_or_default().to_owned()),
+            Err(why) if why.contains("TLS rejected") => {
+                Ok(why.lines().last().unwrap_or_default().to_owned())
+            }
             Err(why) => Err(why),
         },
     );
     drop(rogue);
 
     println!("\nRunning:");
-    println!("  Redis          {} (password in {})", redis.addr(), password.display());
-    println!("  Redis side     TLS 127.0.0.1:{server_port}  config {}  log {}", server_conf.display(), d.join("server.log").display());
-    println!("  node side      plain 127.0.0.1:{client_port}  config {}  log {}", client_conf.display(), d.join("client.log").display());
+    println!(
+        "  Redis          {} (password in {})",
+        redis.addr(),
+        password.display()
+    );
+    println!(
+        "  Redis side     TLS 127.0.0.1:{server_port}  config {}  log {}",
+        server_conf.display(),
+        d.join("server.log").display()
+    );
+    println!(
+        "  node side      plain 127.0.0.1:{client_port}  config {}  log {}",
+        client_conf.display(),
+        d.join("client.log").display()
+    );
     for conf in [&server_conf, &client_conf] {
-        if let Some(m) = std::fs::read_to_string(conf).ok().and_then(|t| t.lines().find_map(|l| l.strip_prefix("metrics = ").map(str::to_owned))) {
+        if let Some(m) = std::fs::read_to_string(conf).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("metrics = ").map(str::to_owned))
+        }) {
             println!("  metrics        http://{m}/metrics");
         }
     }
-    println!("  try: redis-cli -p {client_port} -a {} ping", redis.password);
+    println!(
+        "  try: redis-cli -p {client_port} -a {} ping",
+        redis.password
+    );
     if check_only {
         return Ok(walk.failed);
     }

@@ -197,7 +197,8 @@ impl Pair {
 
 /// True if the peer closes (EOF or reset) without sending a single byte.
 pub fn closed_silently(mut s: TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
     let mut buf = [0u8; 256];
     match s.read(&mut buf) {
         Ok(n) => n == 0,
