@@ -7,4 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole suite (cargo prints one per test binary, the last of which
+# is often a binary with no tests of its own).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "gluu-ha: %d passed, %d failed\n", p, f }' "$log"
