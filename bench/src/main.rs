@@ -1,0 +1,383 @@
+//! `gluu-bench`: gluu-ha's daemons against the programs they replace, side by side in one
+//! run on one machine. See bench/BENCHMARKING.md.
+//!
+//! `gluu-bench tunnel` runs Debian's redis-benchmark against a real redis-server three ways
+//! (directly, through a stunnel client/server pair, through a gluu-tunnel pair, both pairs
+//! with the same ECDSA P-256 certificate and both logging to a file) and prints ops/s and
+//! the ratios; then it holds 1,000 idle tunneled connections through each pair and compares
+//! the tunnels' peak resident memory.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use gluu_testkit::{Cert, Proc, Redis, free_port, require, stunnel, wait_for};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gluu-bench",
+    version,
+    about = "gluu-ha against the real nginx, stunnel and csync2, side by side"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// redis-benchmark direct, through stunnel, through gluu-tunnel; idle-connection memory.
+    Tunnel {
+        /// Requests per redis-benchmark run at -P 1 (at -P 16: ten times as many).
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Requests in the connection-churn runs (a new connection per request).
+        #[arg(long, default_value_t = 5_000)]
+        churn_requests: u64,
+        /// Idle tunneled connections held for the memory comparison.
+        #[arg(long, default_value_t = 1_000)]
+        idle: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Bench::Tunnel {
+            requests,
+            churn_requests,
+            idle,
+        } => tunnel(requests, churn_requests, idle),
+    }
+}
+
+/// One redis-benchmark configuration.
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+}
+
+fn cases(requests: u64, churn: u64) -> Vec<Case> {
+    let n = |k: u64| k.to_string();
+    let mut v = Vec::new();
+    for (pipeline, count) in [(1u64, requests), (16, requests * 10)] {
+        for test in ["set", "get"] {
+            v.push(Case {
+                name: if pipeline == 1 {
+                    if test == "set" {
+                        "SET -c 50 -P 1"
+                    } else {
+                        "GET -c 50 -P 1"
+                    }
+                } else if test == "set" {
+                    "SET -c 50 -P 16"
+                } else {
+                    "GET -c 50 -P 16"
+                },
+                args: vec![
+                    "-t".into(),
+                    test.into(),
+                    "-c".into(),
+                    "50".into(),
+                    "-P".into(),
+                    n(pipeline),
+                    "-n".into(),
+                    n(count),
+                ],
+            });
+        }
+    }
+    // A new connection for every request: what a client without a pool costs.
+    v.push(Case {
+        name: "churn -c 1 -k 0 (conn/s)",
+        args: vec![
+            "-t".into(),
+            "ping".into(),
+            "-c".into(),
+            "1".into(),
+            "-k".into(),
+            "0".into(),
+            "-n".into(),
+            n(churn),
+        ],
+    });
+    v.push(Case {
+        name: "churn -c 50 -k 0 (conn/s)",
+        args: vec![
+            "-t".into(),
+            "ping".into(),
+            "-c".into(),
+            "50".into(),
+            "-k".into(),
+            "0".into(),
+            "-n".into(),
+            n(churn * 4),
+        ],
+    });
+    v
+}
+
+/// Runs redis-benchmark against `addr` and returns requests per second.
+fn redis_benchmark(addr: SocketAddr, password: &str, case: &Case) -> f64 {
+    let out = Command::new(require("redis-benchmark"))
+        .args([
+            "-h",
+            &addr.ip().to_string(),
+            "-p",
+            &addr.port().to_string(),
+            "-a",
+            password,
+        ])
+        .args(["--csv", "-d", "64"])
+        .args(&case.args)
+        .output()
+        .expect("run redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "redis-benchmark failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // CSV: "test","rps",... ; the header line has "rps" in its second field.
+    text.lines()
+        .filter_map(|l| l.split(',').nth(1))
+        .find_map(|f| f.trim_matches('"').parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no rate in redis-benchmark output: {text}"))
+}
+
+/// The peak and current resident set of a process, in KiB.
+fn rss_kib(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Opens `n` connections through a tunnel and runs AUTH + PING on each, so every leg (client
+/// tunnel, TLS, server tunnel, Redis) is established, and keeps them open.
+fn hold_idle(addr: SocketAddr, password: &str, n: usize) -> Vec<TcpStream> {
+    let auth = format!(
+        "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n",
+        password.len()
+    );
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).expect("connect through the tunnel");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(auth.as_bytes()).expect("auth");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while !got.ends_with(b"+PONG\r\n") {
+            let k = s.read(&mut buf).expect("reply");
+            assert!(k > 0, "tunnel closed an idle-test connection");
+            got.extend_from_slice(&buf[..k]);
+        }
+        conns.push(s);
+    }
+    conns
+}
+
+struct Pair {
+    name: &'static str,
+    entry: SocketAddr,
+    pids: Vec<i32>,
+    _procs: Vec<Proc>,
+}
+
+fn gluu_pair(bin: &Path, dir: &Path, cert: &Cert, redis: SocketAddr) -> Pair {
+    let (sport, cport) = (free_port(), free_port());
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write config");
+        p
+    };
+    let server = write(
+        "gluu-server.conf",
+        format!(
+            "cert = {}\npid =\noutput = {}\n[redis]\naccept = 127.0.0.1:{sport}\nconnect = {redis}\n",
+            cert.combined.display(),
+            dir.join("gluu-server.log").display()
+        ),
+    );
+    let client = write(
+        "gluu-client.conf",
+        format!(
+            "cert = {}\nclient = yes\npid =\noutput = {}\n[redis]\naccept = 127.0.0.1:{cport}\nconnect = 127.0.0.1:{sport}\n",
+            cert.combined.display(),
+            dir.join("gluu-client.log").display()
+        ),
+    );
+    let procs: Vec<Proc> = [(server, sport), (client, cport)]
+        .into_iter()
+        .map(|(conf, port)| {
+            let p = Proc::spawn(Command::new(bin).arg(conf));
+            wait_for(Duration::from_secs(20), "gluu-tunnel to listen", || {
+                gluu_testkit::listening(([127, 0, 0, 1], port).into()).then_some(())
+            });
+            p
+        })
+        .collect();
+    Pair {
+        name: "gluu-tunnel",
+        entry: ([127, 0, 0, 1], cport).into(),
+        pids: procs.iter().map(Proc::pid).collect(),
+        _procs: procs,
+    }
+}
+
+fn stunnel_pair(dir: &Path, cert: &Cert, redis: SocketAddr) -> Pair {
+    let (sport, cport) = (free_port(), free_port());
+    // The guide's two files, with `client = yes` on the node side; logging to a file, as
+    // gluu-tunnel does, at stunnel's default level.
+    let server = stunnel(
+        dir,
+        "stunnel-server",
+        &format!(
+            "cert = {}\n[redis]\naccept = 127.0.0.1:{sport}\nconnect = {redis}\n",
+            cert.combined.display()
+        ),
+        ([127, 0, 0, 1], sport).into(),
+    );
+    let client = stunnel(
+        dir,
+        "stunnel-client",
+        &format!(
+            "cert = {}\nclient = yes\n[redis]\naccept = 127.0.0.1:{cport}\nconnect = 127.0.0.1:{sport}\n",
+            cert.combined.display()
+        ),
+        ([127, 0, 0, 1], cport).into(),
+    );
+    let procs = vec![server, client];
+    Pair {
+        name: "stunnel",
+        entry: ([127, 0, 0, 1], cport).into(),
+        pids: procs.iter().map(Proc::pid).collect(),
+        _procs: procs,
+    }
+}
+
+fn raise_fd_limit(want: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < want
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+    }
+}
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe.with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} not found: cargo build --release --workspace first",
+        p.display()
+    );
+    p
+}
+
+fn tunnel(requests: u64, churn: u64, idle: usize) {
+    raise_fd_limit(16_384);
+    let bin = sibling("gluu-tunnel");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    let version = |cmd: &str, arg: &str| -> String {
+        let out = Command::new(cmd).arg(arg).output().map(|o| {
+            let t = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            t.lines().next().unwrap_or_default().to_owned()
+        });
+        out.unwrap_or_default()
+    };
+    println!(
+        "gluu-bench tunnel: {} cores; {}; {}; {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        version("redis-server", "--version"),
+        version("stunnel", "-version"),
+        version(bin.to_str().unwrap_or("gluu-tunnel"), "--version")
+    );
+    println!(
+        "certificate: ECDSA P-256 (rcgen), one file for both sides of both pairs; value size 64 bytes\n"
+    );
+
+    let stunnel = stunnel_pair(dir.path(), &cert, redis.addr());
+    let gluu = gluu_pair(&bin, dir.path(), &cert, redis.addr());
+    let targets = [
+        ("direct", redis.addr()),
+        (stunnel.name, stunnel.entry),
+        (gluu.name, gluu.entry),
+    ];
+
+    let mut table: BTreeMap<usize, (&str, Vec<f64>)> = BTreeMap::new();
+    for (i, case) in cases(requests, churn).iter().enumerate() {
+        let rates: Vec<f64> = targets
+            .iter()
+            .map(|(_, addr)| redis_benchmark(*addr, &redis.password, case))
+            .collect();
+        println!(
+            "{:<28} direct {:>11.0}  stunnel {:>11.0}  gluu-tunnel {:>11.0}   gluu/stunnel {:>5.2}x  gluu/direct {:>4.2}",
+            case.name,
+            rates[0],
+            rates[1],
+            rates[2],
+            rates[2] / rates[1],
+            rates[2] / rates[0]
+        );
+        table.insert(i, (case.name, rates));
+    }
+    for (name, rates) in table.values() {
+        if name.starts_with("churn -c 1") {
+            println!(
+                "\nfresh connection + PING, serial: direct {:.3} ms, stunnel {:.3} ms, gluu-tunnel {:.3} ms ({:.2}x faster than stunnel)",
+                1000.0 / rates[0],
+                1000.0 / rates[1],
+                1000.0 / rates[2],
+                rates[2] / rates[1]
+            );
+        }
+    }
+
+    println!("\nmemory with {idle} idle tunneled connections (client + server tunnel processes):");
+    let mut peaks = Vec::new();
+    for pair in [&stunnel, &gluu] {
+        let start = Instant::now();
+        let conns = hold_idle(pair.entry, &redis.password, idle);
+        let (mut hwm, mut rss) = (0, 0);
+        for pid in &pair.pids {
+            let (h, r) = rss_kib(*pid);
+            hwm += h;
+            rss += r;
+        }
+        println!(
+            "  {:<12} peak RSS {:>7.1} MiB, now {:>7.1} MiB  ({} connections opened in {:.2?})",
+            pair.name,
+            hwm as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            conns.len(),
+            start.elapsed()
+        );
+        peaks.push(hwm);
+        drop(conns);
+    }
+    println!(
+        "  gluu-tunnel / stunnel peak RSS: {:.2}",
+        peaks[1] as f64 / peaks[0] as f64
+    );
+}
