@@ -32,11 +32,11 @@ use service::Service;
 
 /// A listening address that could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("[{service}] cannot listen on {addr}: {source}")]
+#[error("[{service}] cannot listen on {addr}: {error}")]
 pub struct BindError {
     pub service: String,
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 /// How the outside world steers a running tunnel.
@@ -175,10 +175,10 @@ impl Tunnel {
 }
 
 async fn bind(service: &str, addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|source| BindError {
+    TcpListener::bind(addr).await.map_err(|error| BindError {
         service: service.to_owned(),
         addr,
-        source,
+        error,
     })
 }
 

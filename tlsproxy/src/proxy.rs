@@ -194,7 +194,12 @@ async fn client_mode(
         );
         return;
     }
-    tracing::debug!("[{name}] {peer} -> {target}");
+    let session = tls.get_ref().1;
+    tracing::debug!(
+        "[{name}] {peer} -> {target} ({:?}, {:?} handshake)",
+        session.protocol_version(),
+        session.handshake_kind()
+    );
     relay(svc, client, tls, stop).await;
 }
 

@@ -172,6 +172,9 @@ fn build(
             };
             let mut config = builder.with_cert_resolver(Arc::new(tls::SingleIdentity(identity)));
             config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+            // One ticket per connection is enough to resume the next one; rustls' default
+            // of two doubles the cache churn of every fresh connection.
+            config.send_tls13_tickets = 1;
             Tls::Server(TlsAcceptor::from(Arc::new(config)))
         }
         Mode::Client => {
