@@ -41,6 +41,10 @@ enum Bench {
         /// Idle tunneled connections held for the memory comparison.
         #[arg(long, default_value_t = 1_000)]
         idle: usize,
+        /// Rounds per case; each prints the median. Rounds alternate the three targets so
+        /// that drift on a shared machine touches all of them alike.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -51,7 +55,8 @@ fn main() {
             requests,
             churn_requests,
             idle,
-        } => tunnel(requests, churn_requests, idle),
+            rounds,
+        } => tunnel(requests, churn_requests, idle, rounds.max(1)),
     }
 }
 
@@ -287,20 +292,29 @@ fn sibling(name: &str) -> PathBuf {
     p
 }
 
-fn tunnel(requests: u64, churn: u64, idle: usize) {
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn tunnel(requests: u64, churn: u64, idle: usize, rounds: usize) {
     raise_fd_limit(16_384);
     let bin = sibling("gluu-tunnel");
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = Redis::start();
     let cert = Cert::new(dir.path(), "secureredis");
-    let version = |cmd: &str, arg: &str| -> String {
+    // The first line naming the program (stunnel prints a note about inetd mode first).
+    let version = |cmd: &str, arg: &str, word: &str| -> String {
         let out = Command::new(cmd).arg(arg).output().map(|o| {
             let t = format!(
                 "{}{}",
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
-            t.lines().next().unwrap_or_default().to_owned()
+            t.lines()
+                .find(|l| l.contains(word))
+                .unwrap_or_default()
+                .to_owned()
         });
         out.unwrap_or_default()
     };
@@ -309,13 +323,18 @@ fn tunnel(requests: u64, churn: u64, idle: usize) {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
-        version("redis-server", "--version"),
-        version("stunnel", "-version"),
-        version(bin.to_str().unwrap_or("gluu-tunnel"), "--version")
+        version("redis-server", "--version", "Redis"),
+        version("stunnel", "-version", "stunnel "),
+        version(
+            bin.to_str().unwrap_or("gluu-tunnel"),
+            "--version",
+            "gluu-tunnel"
+        )
     );
     println!(
-        "certificate: ECDSA P-256 (rcgen), one file for both sides of both pairs; value size 64 bytes\n"
+        "certificate: ECDSA P-256 (rcgen), one file for both sides of both pairs; value size 64 bytes"
     );
+    println!("each figure: ops/s, median of {rounds} rounds\n");
 
     let stunnel = stunnel_pair(dir.path(), &cert, redis.addr());
     let gluu = gluu_pair(&bin, dir.path(), &cert, redis.addr());
@@ -327,10 +346,13 @@ fn tunnel(requests: u64, churn: u64, idle: usize) {
 
     let mut table: BTreeMap<usize, (&str, Vec<f64>)> = BTreeMap::new();
     for (i, case) in cases(requests, churn).iter().enumerate() {
-        let rates: Vec<f64> = targets
-            .iter()
-            .map(|(_, addr)| redis_benchmark(*addr, &redis.password, case))
-            .collect();
+        let mut samples = vec![Vec::with_capacity(rounds); targets.len()];
+        for _ in 0..rounds {
+            for (t, (_, addr)) in targets.iter().enumerate() {
+                samples[t].push(redis_benchmark(*addr, &redis.password, case));
+            }
+        }
+        let rates: Vec<f64> = samples.into_iter().map(median).collect();
         println!(
             "{:<28} direct {:>11.0}  stunnel {:>11.0}  gluu-tunnel {:>11.0}   gluu/stunnel {:>5.2}x  gluu/direct {:>4.2}",
             case.name,

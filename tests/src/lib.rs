@@ -124,6 +124,46 @@ impl Cert {
     }
 }
 
+/// A private certificate authority, for the explicit `CAfile` + `verifyChain` settings.
+#[derive(Debug)]
+pub struct Ca {
+    /// The CA certificate, as `CAfile` names it.
+    pub cert: PathBuf,
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    pub fn new(dir: &Path, name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let cert = params.self_signed(&key).expect("ca cert");
+        let path = dir.join(format!("{name}.crt"));
+        std::fs::write(&path, cert.pem()).expect("write ca");
+        Ca {
+            cert: path,
+            params,
+            key,
+        }
+    }
+
+    /// A certificate for `names` signed by this CA, written like [`Cert::new`]'s.
+    pub fn issue(&self, dir: &Path, file: &str, names: &[&str]) -> Cert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("params");
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        Cert::write(dir, file, &key.serialize_pem(), &cert.pem())
+    }
+}
+
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");

@@ -32,6 +32,13 @@ struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    service: String,
+    /// `full` or `resumed` (a TLS session ticket or id saved the certificate exchange).
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -42,6 +49,7 @@ pub struct Metrics {
     active: Family<ServiceLabel, Gauge>,
     accepted: Family<ServiceLabel, Counter>,
     bytes: Family<DirectionLabel, Counter>,
+    handshakes: Family<KindLabel, Counter>,
     handshake_failures: Family<ReasonLabel, Counter>,
     target_failures: Family<TargetLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -61,6 +69,11 @@ impl Metrics {
             "bytes",
             "Payload bytes relayed, by direction",
             m.bytes.clone(),
+        );
+        r.register(
+            "handshakes",
+            "TLS handshakes completed, full or resumed",
+            m.handshakes.clone(),
         );
         r.register(
             "handshake_failures",
@@ -95,12 +108,20 @@ impl Metrics {
         let accepted = self.accepted.get_or_create(&label).clone();
         let to_target = self.bytes.get_or_create(&dir("to_target")).clone();
         let to_client = self.bytes.get_or_create(&dir("to_client")).clone();
+        let kind = |kind| KindLabel {
+            service: name.to_owned(),
+            kind,
+        };
+        let full = self.handshakes.get_or_create(&kind("full")).clone();
+        let resumed = self.handshakes.get_or_create(&kind("resumed")).clone();
         ServiceMetrics {
             name: name.to_owned(),
             active,
             accepted,
             to_target,
             to_client,
+            full,
+            resumed,
             handshake_failures: self.handshake_failures.clone(),
             target_failures: self.target_failures.clone(),
         }
@@ -120,11 +141,21 @@ pub struct ServiceMetrics {
     pub accepted: Counter,
     pub to_target: Counter,
     pub to_client: Counter,
+    full: Counter,
+    resumed: Counter,
     handshake_failures: Family<ReasonLabel, Counter>,
     target_failures: Family<TargetLabel, Counter>,
 }
 
 impl ServiceMetrics {
+    /// Counts a completed handshake by kind.
+    pub fn handshake_done(&self, kind: Option<rustls::HandshakeKind>) {
+        match kind {
+            Some(rustls::HandshakeKind::Resumed) => self.resumed.inc(),
+            _ => self.full.inc(),
+        };
+    }
+
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures
             .get_or_create(&ReasonLabel {

@@ -121,6 +121,7 @@ async fn server_mode(
             return;
         }
     };
+    svc.metrics.handshake_done(tls.get_ref().1.handshake_kind());
     let Some((upstream, target)) = connect_target(svc).await else {
         tracing::warn!("[{name}] closing {peer}: no target reachable");
         return;
@@ -195,6 +196,7 @@ async fn client_mode(
         return;
     }
     let session = tls.get_ref().1;
+    svc.metrics.handshake_done(session.handshake_kind());
     tracing::debug!(
         "[{name}] {peer} -> {target} ({:?}, {:?} handshake)",
         session.protocol_version(),

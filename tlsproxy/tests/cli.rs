@@ -371,3 +371,82 @@ fn setuid_and_setgid_drop_root_after_binding() {
         "{proc_status}"
     );
 }
+
+#[test]
+fn sd_notify_ready_reloading_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    let conf = write(
+        dir.path(),
+        "t.conf",
+        &guide_server(&cert.combined, 0, redis.addr(), &dir.path().join("p")),
+    );
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let recv = || {
+        let mut buf = [0u8; 1024];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let p = Proc::spawn(bin().arg(&conf).env("NOTIFY_SOCKET", &sock_path));
+    assert!(recv().contains("READY=1"));
+    kill("HUP", p.pid());
+    let reloading = recv();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert!(recv().contains("READY=1"));
+    kill("TERM", p.pid());
+    assert!(recv().contains("STOPPING=1"));
+}
+
+#[test]
+fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    let conf = write(
+        dir.path(),
+        "t.conf",
+        &format!(
+            "TIMEOUTbusy = 1\n{}",
+            guide_server(&cert.combined, 0, redis.addr(), &dir.path().join("p"))
+        ),
+    );
+    // 32 descriptors: a few for the runtime and the listener, the rest go fast.
+    let mut p = Proc::spawn(
+        Command::new(gluu_testkit::require("prlimit"))
+            .arg("--nofile=32")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_gluu-tunnel"))
+            .arg(&conf),
+    );
+    let addr = p.listening_addr("redis");
+    // Silent connections: each holds a descriptor until its handshake times out.
+    let flood: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    let line = p.wait_line("retrying in", Duration::from_secs(10));
+    assert!(line.contains("Too many open files"), "{line}");
+    assert!(
+        p.child.try_wait().expect("status").is_none(),
+        "still running"
+    );
+    drop(flood);
+    // Once the silent ones time out, a new connection is served again (and told off for
+    // speaking plaintext, which proves it was accepted and read).
+    wait_for(Duration::from_secs(20), "service after the flood", || {
+        let mut s = TcpStream::connect(addr).ok()?;
+        std::io::Write::write_all(&mut s, b"PING\r\n").ok()?;
+        let seen = p.stderr.recv_timeout(Duration::from_millis(500)).ok()?;
+        p.seen.push(seen);
+        p.seen
+            .iter()
+            .any(|l| l.contains("plaintext arrived"))
+            .then_some(())
+    });
+}

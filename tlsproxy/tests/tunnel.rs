@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use gluu_testkit::{Cert, wait_for};
+use gluu_testkit::{Ca, Cert, wait_for};
 use support::{Pair, client_conf, closed_silently, server_conf, start};
 
 #[test]
@@ -514,4 +514,107 @@ fn metrics_report_connections_and_bytes_per_direction() {
             .metric("gluu_tunnel_bytes_total{service=\"redis\",direction=\"to_client\"}")
             > 0.0
     );
+}
+
+#[test]
+fn client_side_resumes_tls_sessions() {
+    let pair = Pair::start();
+    for _ in 0..3 {
+        let pong: String = redis::cmd("PING").query(&mut pair.con()).expect("ping");
+        assert_eq!(pong, "PONG");
+    }
+    let kind = |k: &str| {
+        pair.client.metric(&format!(
+            "gluu_tunnel_handshakes_total{{service=\"redis\",kind=\"{k}\"}}"
+        ))
+    };
+    assert_eq!(
+        kind("full"),
+        1.0,
+        "only the first connection needs a full handshake"
+    );
+    assert_eq!(kind("resumed"), 2.0);
+}
+
+#[test]
+fn tls_1_2_only_peer_is_served() {
+    let pair = Pair::start();
+    let text = client_conf(
+        &pair.cert.combined,
+        pair.server.addr("redis"),
+        "sslVersion = TLSv1.2",
+    );
+    let old = start(pair.dir.path(), "tls12.conf", &text);
+    let mut con = pair.redis.connect_to(old.addr("redis")).expect("TLS 1.2");
+    let pong: String = redis::cmd("PING").query(&mut con).expect("ping");
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn chain_verification_with_check_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = gluu_testkit::Redis::start();
+    let ca = Ca::new(dir.path(), "ca");
+    let server_cert = ca.issue(dir.path(), "redis-host", &["redis.example.org"]);
+    let node_cert = ca.issue(dir.path(), "node1", &["node1.example.org"]);
+    let verify =
+        |extra: &str| format!("CAfile = {}\nverifyChain = yes\n{extra}", ca.cert.display());
+    let server = start(
+        dir.path(),
+        "server.conf",
+        &server_conf(
+            &server_cert.combined,
+            redis.addr(),
+            &verify("checkHost = node1.example.org"),
+        ),
+    );
+    let good = start(
+        dir.path(),
+        "good.conf",
+        &client_conf(
+            &node_cert.combined,
+            server.addr("redis"),
+            &verify("checkHost = redis.example.org"),
+        ),
+    );
+    let mut con = redis
+        .connect_to(good.addr("redis"))
+        .expect("chain and names verified");
+    let pong: String = redis::cmd("PING").query(&mut con).expect("ping");
+    assert_eq!(pong, "PONG");
+    // The node expects another name: refused on its side.
+    let wrong_name = start(
+        dir.path(),
+        "wrong-name.conf",
+        &client_conf(
+            &node_cert.combined,
+            server.addr("redis"),
+            &verify("checkHost = cache.example.org"),
+        ),
+    );
+    assert!(redis.connect_to(wrong_name.addr("redis")).is_err());
+    assert!(
+        wrong_name.metric(
+            "gluu_tunnel_handshake_failures_total{service=\"redis\",reason=\"bad_certificate\"}"
+        ) >= 1.0
+    );
+    // A node certificate from another CA: refused by the Redis side.
+    let other_ca = Ca::new(dir.path(), "other-ca");
+    let stranger = other_ca.issue(dir.path(), "stranger", &["node1.example.org"]);
+    let rogue = start(
+        dir.path(),
+        "rogue.conf",
+        &client_conf(
+            &stranger.combined,
+            server.addr("redis"),
+            &verify("checkHost = redis.example.org"),
+        ),
+    );
+    assert!(redis.connect_to(rogue.addr("redis")).is_err());
+    wait_for(Duration::from_secs(5), "the refusal to be counted", || {
+        (server.metric(
+            "gluu_tunnel_handshake_failures_total{service=\"redis\",reason=\"bad_certificate\"}",
+        ) >= 1.0)
+            .then_some(())
+    });
 }
