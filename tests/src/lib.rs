@@ -375,13 +375,14 @@ impl Drop for Proc {
     }
 }
 
-/// The real Debian stunnel with `config` (written to `dir`), logging to a file as the
-/// benchmarks and interop tests need; waits until `wait_on` accepts connections.
+/// The real Debian stunnel with `config` (written to `dir`), logging only to a file (as the
+/// benchmarks need to be fair: `foreground = yes` would also copy every line to stderr);
+/// waits until `wait_on` accepts connections.
 pub fn stunnel(dir: &Path, name: &str, config: &str, wait_on: SocketAddr) -> Proc {
     let path = dir.join(format!("{name}.conf"));
     let log = dir.join(format!("{name}.log"));
     let text = format!(
-        "foreground = yes\npid =\nsyslog = no\noutput = {}\n{config}",
+        "foreground = quiet\npid =\nsyslog = no\noutput = {}\n{config}",
         log.display()
     );
     std::fs::write(&path, text).expect("write stunnel config");
