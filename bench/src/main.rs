@@ -7,7 +7,6 @@
 //! the ratios; then it holds 1,000 idle tunneled connections through each pair and compares
 //! the tunnels' peak resident memory.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -63,67 +62,39 @@ fn main() {
 /// One redis-benchmark configuration.
 struct Case {
     name: &'static str,
-    args: Vec<String>,
+    args: String,
+    requests: u64,
 }
 
 fn cases(requests: u64, churn: u64) -> Vec<Case> {
-    let n = |k: u64| k.to_string();
-    let mut v = Vec::new();
-    for (pipeline, count) in [(1u64, requests), (16, requests * 10)] {
-        for test in ["set", "get"] {
-            v.push(Case {
-                name: if pipeline == 1 {
-                    if test == "set" {
-                        "SET -c 50 -P 1"
-                    } else {
-                        "GET -c 50 -P 1"
-                    }
-                } else if test == "set" {
-                    "SET -c 50 -P 16"
-                } else {
-                    "GET -c 50 -P 16"
-                },
-                args: vec![
-                    "-t".into(),
-                    test.into(),
-                    "-c".into(),
-                    "50".into(),
-                    "-P".into(),
-                    n(pipeline),
-                    "-n".into(),
-                    n(count),
-                ],
-            });
-        }
-    }
-    // A new connection for every request: what a client without a pool costs.
-    v.push(Case {
-        name: "churn -c 1 -k 0 (conn/s)",
-        args: vec![
-            "-t".into(),
-            "ping".into(),
-            "-c".into(),
-            "1".into(),
-            "-k".into(),
-            "0".into(),
-            "-n".into(),
-            n(churn),
-        ],
-    });
-    v.push(Case {
-        name: "churn -c 50 -k 0 (conn/s)",
-        args: vec![
-            "-t".into(),
-            "ping".into(),
-            "-c".into(),
-            "50".into(),
-            "-k".into(),
-            "0".into(),
-            "-n".into(),
-            n(churn * 4),
-        ],
-    });
-    v
+    let case = |name, args: &str, requests| Case {
+        name,
+        args: format!("{args} -n {requests}"),
+        requests,
+    };
+    vec![
+        case("SET -c 50 -P 1", "-t set -c 50 -P 1", requests),
+        case("GET -c 50 -P 1", "-t get -c 50 -P 1", requests),
+        case("SET -c 50 -P 16", "-t set -c 50 -P 16", requests * 10),
+        case("GET -c 50 -P 16", "-t get -c 50 -P 16", requests * 10),
+        // A new connection for every request: what a client without a pool costs.
+        case("churn -c 1 -k 0 (conn/s)", "-t ping -c 1 -k 0", churn),
+        case("churn -c 50 -k 0 (conn/s)", "-t ping -c 50 -k 0", churn * 4),
+    ]
+}
+
+/// CPU time (user + system) the processes have used so far, in clock ticks.
+fn cpu_ticks(pids: &[i32]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            n(11) + n(12)
+        })
+        .sum()
 }
 
 /// Runs redis-benchmark against `addr` and returns requests per second.
@@ -138,7 +109,7 @@ fn redis_benchmark(addr: SocketAddr, password: &str, case: &Case) -> f64 {
             password,
         ])
         .args(["--csv", "-d", "64"])
-        .args(&case.args)
+        .args(case.args.split_whitespace())
         .output()
         .expect("run redis-benchmark");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -338,42 +309,55 @@ fn tunnel(requests: u64, churn: u64, idle: usize, rounds: usize) {
 
     let stunnel = stunnel_pair(dir.path(), &cert, redis.addr());
     let gluu = gluu_pair(&bin, dir.path(), &cert, redis.addr());
-    let targets = [
-        ("direct", redis.addr()),
-        (stunnel.name, stunnel.entry),
-        (gluu.name, gluu.entry),
+    let targets: [(&str, SocketAddr, &[i32]); 3] = [
+        ("direct", redis.addr(), &[]),
+        (stunnel.name, stunnel.entry, &stunnel.pids),
+        (gluu.name, gluu.entry, &gluu.pids),
     ];
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
 
-    let mut table: BTreeMap<usize, (&str, Vec<f64>)> = BTreeMap::new();
-    for (i, case) in cases(requests, churn).iter().enumerate() {
+    let mut fresh = None;
+    for case in cases(requests, churn) {
         let mut samples = vec![Vec::with_capacity(rounds); targets.len()];
+        let mut ticks = vec![0u64; targets.len()];
         for _ in 0..rounds {
-            for (t, (_, addr)) in targets.iter().enumerate() {
-                samples[t].push(redis_benchmark(*addr, &redis.password, case));
+            for (t, (_, addr, pids)) in targets.iter().enumerate() {
+                let before = cpu_ticks(pids);
+                samples[t].push(redis_benchmark(*addr, &redis.password, &case));
+                ticks[t] += cpu_ticks(pids) - before;
             }
         }
         let rates: Vec<f64> = samples.into_iter().map(median).collect();
+        // CPU the two tunnel processes spent per request, in microseconds.
+        let cpu = |t: usize| {
+            ticks[t] as f64 / ticks_per_sec * 1e6 / (case.requests * rounds as u64) as f64
+        };
         println!(
-            "{:<28} direct {:>11.0}  stunnel {:>11.0}  gluu-tunnel {:>11.0}   gluu/stunnel {:>5.2}x  gluu/direct {:>4.2}",
+            "{:<26} direct {:>9.0}  stunnel {:>8.0}  gluu-tunnel {:>8.0}  gluu/stunnel {:>4.2}x  gluu/direct {:>4.2}  tunnel CPU/req: stunnel {:>4.0} us, gluu {:>4.0} us",
             case.name,
             rates[0],
             rates[1],
             rates[2],
             rates[2] / rates[1],
-            rates[2] / rates[0]
+            rates[2] / rates[0],
+            cpu(1),
+            cpu(2)
         );
-        table.insert(i, (case.name, rates));
-    }
-    for (name, rates) in table.values() {
-        if name.starts_with("churn -c 1") {
-            println!(
-                "\nfresh connection + PING, serial: direct {:.3} ms, stunnel {:.3} ms, gluu-tunnel {:.3} ms ({:.2}x faster than stunnel)",
-                1000.0 / rates[0],
-                1000.0 / rates[1],
-                1000.0 / rates[2],
-                rates[2] / rates[1]
-            );
+        if case.name.starts_with("churn -c 1") {
+            fresh = Some(rates);
         }
+    }
+    if let Some(rates) = fresh {
+        println!(
+            "\nfresh connection + PING, serial: direct {:.3} ms, stunnel {:.3} ms, gluu-tunnel {:.3} ms ({:.2}x faster than stunnel)",
+            1000.0 / rates[0],
+            1000.0 / rates[1],
+            1000.0 / rates[2],
+            rates[2] / rates[1]
+        );
     }
 
     println!("\nmemory with {idle} idle tunneled connections (client + server tunnel processes):");

@@ -164,17 +164,19 @@ async fn serve(tunnel: Tunnel) -> anyhow::Result<()> {
         .map(process::lookup_group)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    // The pid file is written while still root, so that /run is writable; as with nginx,
+    // removing it at exit may then be left to the service manager.
+    let _pid = globals
+        .pid
+        .as_deref()
+        .map(process::PidFile::create)
+        .transpose()?;
     process::drop_privileges(user, group).map_err(anyhow::Error::msg)?;
     if !globals.foreground {
         tracing::info!(
             "`foreground = no`: gluu-tunnel does not fork; run it under systemd (gluu-tunnel@.service)"
         );
     }
-    let _pid = globals
-        .pid
-        .as_deref()
-        .map(process::PidFile::create)
-        .transpose()?;
     let shutdown = CancellationToken::new();
     let reload = signal::install(shutdown.clone())?;
     tunnel.run(bound, Control { shutdown, reload }).await

@@ -9,6 +9,21 @@ use std::time::Duration;
 
 use gluu_testkit::{Cert, Proc, Redis, free_port, wait_for};
 
+/// What every test starts from: its own directory, a real Redis with `requirepass`, and
+/// the guide's shared `secureredis.pem`.
+struct Site {
+    dir: tempfile::TempDir,
+    redis: Redis,
+    cert: Cert,
+}
+
+fn site() -> Site {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    Site { dir, redis, cert }
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gluu-tunnel"))
 }
@@ -69,8 +84,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn test_mode_accepts_the_guides_files_and_flags_the_missing_client_yes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, cert, .. } = site();
     let server = write(
         dir.path(),
         "redis-server.conf",
@@ -103,8 +117,7 @@ fn test_mode_accepts_the_guides_files_and_flags_the_missing_client_yes() {
 
 #[test]
 fn test_mode_rejects_every_error_class_with_file_and_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, cert, .. } = site();
     let weak = Cert::openssl_rsa(dir.path(), "weak", 1024);
     let strong = Cert::openssl_rsa(dir.path(), "strong", 2048);
     let ok = |extra: &str, cert: &Path| {
@@ -166,8 +179,7 @@ fn test_mode_rejects_every_error_class_with_file_and_line() {
 
 #[test]
 fn test_mode_warns_about_accepting_anyone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, cert, .. } = site();
     let path = write(
         dir.path(),
         "t.conf",
@@ -184,9 +196,11 @@ fn test_mode_warns_about_accepting_anyone() {
 
 #[test]
 fn guide_files_run_unchanged_and_check_says_pong() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut redis = Redis::start();
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site {
+        dir,
+        mut redis,
+        cert,
+    } = site();
     let (sport, cport) = (free_port(), free_port());
     let pid = dir.path().join("server.pid");
     let server_conf = write(
@@ -263,9 +277,7 @@ fn guide_files_run_unchanged_and_check_says_pong() {
 
 #[test]
 fn plaintext_from_a_node_missing_client_yes_is_explained_in_the_log() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start();
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, redis, cert } = site();
     let sport = free_port();
     let server_conf = write(
         dir.path(),
@@ -302,9 +314,7 @@ fn kill(signal: &str, pid: i32) {
 
 #[test]
 fn pid_file_sighup_and_sigterm() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start();
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, redis, cert } = site();
     let pid_path = dir.path().join("stunnel.pid");
     let conf = write(
         dir.path(),
@@ -336,9 +346,7 @@ fn pid_file_sighup_and_sigterm() {
 
 #[test]
 fn setuid_and_setgid_drop_root_after_binding() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start();
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, redis, cert } = site();
     let conf = write(
         dir.path(),
         "t.conf",
@@ -374,9 +382,7 @@ fn setuid_and_setgid_drop_root_after_binding() {
 
 #[test]
 fn sd_notify_ready_reloading_stopping() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start();
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, redis, cert } = site();
     let conf = write(
         dir.path(),
         "t.conf",
@@ -406,9 +412,7 @@ fn sd_notify_ready_reloading_stopping() {
 
 #[test]
 fn running_out_of_file_descriptors_backs_off_and_recovers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start();
-    let cert = Cert::new(dir.path(), "secureredis");
+    let Site { dir, redis, cert } = site();
     let conf = write(
         dir.path(),
         "t.conf",
