@@ -78,8 +78,12 @@ fn cases(requests: u64, churn: u64) -> Vec<Case> {
         case("SET -c 50 -P 16", "-t set -c 50 -P 16", requests * 10),
         case("GET -c 50 -P 16", "-t get -c 50 -P 16", requests * 10),
         // A new connection for every request: what a client without a pool costs.
-        case("churn -c 1 -k 0 (conn/s)", "-t ping -c 1 -k 0", churn),
-        case("churn -c 50 -k 0 (conn/s)", "-t ping -c 50 -k 0", churn * 4),
+        case("churn -c 1 -k 0 (conn/s)", "-t ping_mbulk -c 1 -k 0", churn),
+        case(
+            "churn -c 50 -k 0 (conn/s)",
+            "-t ping_mbulk -c 50 -k 0",
+            churn * 4,
+        ),
     ]
 }
 

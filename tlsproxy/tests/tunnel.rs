@@ -618,3 +618,55 @@ fn chain_verification_with_check_host() {
             .then_some(())
     });
 }
+
+/// A TCP echo server that echoes until the client's EOF, then ends its own side: the
+/// target for checking that half-close passes through both tunnels one direction at a time.
+fn echo_until_eof() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            loop {
+                match std::io::Read::read(&mut s, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Answer once more after the client's EOF: only a tunnel that keeps the other
+            // direction open delivers it.
+            let _ = s.write_all(b"after-eof");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    addr
+}
+
+#[test]
+fn half_close_is_relayed_one_direction_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "secureredis");
+    let echo = echo_until_eof();
+    let server = start(
+        dir.path(),
+        "server.conf",
+        &server_conf(&cert.combined, echo, ""),
+    );
+    let client = start(
+        dir.path(),
+        "client.conf",
+        &client_conf(&cert.combined, server.addr("redis"), ""),
+    );
+    let mut s = TcpStream::connect(client.addr("redis")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"hello").expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut got).expect("read to EOF");
+    assert_eq!(got, b"helloafter-eof");
+}
