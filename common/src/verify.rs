@@ -120,10 +120,6 @@ impl PeerVerifier {
         })
     }
 
-    pub fn policy(&self) -> &PeerPolicy {
-        &self.policy
-    }
-
     fn check_pin(&self, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
         match &self.policy {
             PeerPolicy::Pinned(pins) if !pins.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {

@@ -101,25 +101,11 @@ async fn server_mode(
         }
         Ok(Ok(_)) => {}
     }
-    let tls = match timeout_at(deadline, acceptor.accept(client)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            let reason = failure_reason(&e);
-            svc.metrics.handshake_failed(reason);
-            tracing::warn!(
-                "[{name}] TLS handshake with {peer} failed ({reason}): {}; closed, nothing forwarded",
-                describe_failure(&e)
-            );
-            return;
-        }
-        Err(_) => {
-            svc.metrics.handshake_failed("timeout");
-            tracing::info!(
-                "[{name}] TLS handshake with {peer} did not finish within {:?}; closed",
-                svc.config.timeouts.handshake
-            );
-            return;
-        }
+    let handshake = acceptor.accept(client);
+    let Some(tls) =
+        finish_handshake(svc, deadline, handshake, &peer, "closed, nothing forwarded").await
+    else {
+        return;
     };
     svc.metrics.handshake_done(tls.get_ref().1.handshake_kind());
     let Some((upstream, target)) = connect_target(svc).await else {
@@ -149,30 +135,18 @@ async fn client_mode(
             return;
         }
     };
-    let tls = match timeout(
-        svc.config.timeouts.handshake,
-        connector.connect(server_name, upstream),
+    let deadline = Instant::now() + svc.config.timeouts.handshake;
+    let handshake = connector.connect(server_name, upstream);
+    let Some(tls) = finish_handshake(
+        svc,
+        deadline,
+        handshake,
+        &target,
+        &format!("closing {peer}"),
     )
     .await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            let reason = failure_reason(&e);
-            svc.metrics.handshake_failed(reason);
-            tracing::warn!(
-                "[{name}] TLS handshake with {target} failed ({reason}): {}; closing {peer}",
-                describe_failure(&e)
-            );
-            return;
-        }
-        Err(_) => {
-            svc.metrics.handshake_failed("timeout");
-            tracing::warn!(
-                "[{name}] TLS handshake with {target} did not finish within {:?}; closing {peer}",
-                svc.config.timeouts.handshake
-            );
-            return;
-        }
+    else {
+        return;
     };
     // Whoever speaks first: if it is the application and it starts a TLS handshake of its
     // own, refuse rather than tunnel TLS inside TLS to a plaintext server.
@@ -203,6 +177,38 @@ async fn client_mode(
         session.handshake_kind()
     );
     relay(svc, client, tls, stop).await;
+}
+
+/// Completes a TLS handshake by `deadline`; a failure is counted by reason and logged with
+/// the other end's address and what became of the connection.
+async fn finish_handshake<T>(
+    svc: &Service,
+    deadline: Instant,
+    handshake: impl std::future::Future<Output = std::io::Result<T>>,
+    with: &(dyn std::fmt::Display + Sync),
+    then: &str,
+) -> Option<T> {
+    let name = svc.name();
+    match timeout_at(deadline, handshake).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            let reason = failure_reason(&e);
+            svc.metrics.handshake_failed(reason);
+            tracing::warn!(
+                "[{name}] TLS handshake with {with} failed ({reason}): {}; {then}",
+                describe_failure(&e)
+            );
+            None
+        }
+        Err(_) => {
+            svc.metrics.handshake_failed("timeout");
+            tracing::warn!(
+                "[{name}] TLS handshake with {with} did not finish within {:?}; {then}",
+                svc.config.timeouts.handshake
+            );
+            None
+        }
+    }
 }
 
 /// Tries the service's targets in failover order, each under `TIMEOUTconnect`.
