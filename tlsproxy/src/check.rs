@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::Tunnel;
@@ -183,10 +184,30 @@ async fn probe(svc: &Service, head: String) -> String {
         match tokio::time::timeout(svc.config.timeouts.handshake, connector.connect(name, tcp))
             .await
         {
-            Ok(Ok(_)) => notes.push(format!(
-                "TLS with {target} works, so the far side closed after the handshake: Redis \
-                 behind it is probably down or refusing (see the server-side tunnel's log)"
-            )),
+            // TLS 1.3 servers refuse a client certificate after the client's side of the
+            // handshake is done: listen briefly for that alert (or for the close that means
+            // the far side could not reach Redis).
+            Ok(Ok(mut tls)) => {
+                let mut byte = [0u8; 1];
+                let listen = Duration::from_millis(500);
+                notes.push(
+                    match tokio::time::timeout(listen, tls.read(&mut byte)).await {
+                        Ok(Err(e)) => format!(
+                            "TLS rejected by {target} ({}): {}",
+                            gluu_common::verify::failure_reason(&e),
+                            gluu_common::verify::describe_failure(&e)
+                        ),
+                        Ok(Ok(0) | Err(_)) => format!(
+                            "TLS with {target} works, but the far side closed right after: Redis \
+                         behind it is probably down or refusing (see the server-side tunnel's log)"
+                        ),
+                        _ => format!(
+                            "TLS with {target} works and the far side kept the connection open; \
+                         look at the server-side tunnel's and Redis' logs"
+                        ),
+                    },
+                );
+            }
             Ok(Err(e)) => notes.push(format!(
                 "TLS rejected by {target} ({}): {}",
                 gluu_common::verify::failure_reason(&e),

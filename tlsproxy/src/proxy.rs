@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use gluu_common::verify::{describe_failure, failure_reason};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -108,8 +108,11 @@ async fn server_mode(
         return;
     };
     svc.metrics.handshake_done(tls.get_ref().1.handshake_kind());
+    let mut tls = tls;
     let Some((upstream, target)) = connect_target(svc).await else {
         tracing::warn!("[{name}] closing {peer}: no target reachable");
+        // A clean TLS close (close_notify), so the client sees an orderly end.
+        let _ = timeout(svc.config.timeouts.handshake, tls.shutdown()).await;
         return;
     };
     tracing::debug!("[{name}] {peer} -> {target}");
@@ -351,6 +354,16 @@ where
     match end {
         End::Done(Ok((to_target, to_client))) => {
             tracing::debug!("closed: {to_target} bytes to target, {to_client} to client")
+        }
+        // In TLS 1.3 a server refuses a client certificate after the client has finished
+        // its side of the handshake, so the refusal arrives here, as an alert.
+        End::Done(Err(e)) if failure_reason(&e) == "alert_received" => {
+            svc.metrics.handshake_failed("alert_received");
+            tracing::warn!(
+                "[{}] the TLS peer ended the connection with {}; if this is the node side,                  the Redis host probably refused this node's certificate",
+                svc.name(),
+                describe_failure(&e)
+            );
         }
         End::Done(Err(e)) => tracing::debug!("closed: {e}"),
         End::Idle => tracing::info!(

@@ -670,3 +670,36 @@ fn half_close_is_relayed_one_direction_at_a_time() {
     std::io::Read::read_to_end(&mut s, &mut got).expect("read to EOF");
     assert_eq!(got, b"helloafter-eof");
 }
+
+#[test]
+fn a_stranger_that_verifies_nobody_is_refused_by_the_redis_side() {
+    let pair = Pair::start();
+    let before = pair.redis_connections();
+    let stranger_cert = Cert::new(pair.dir.path(), "stranger");
+    let stranger = start(
+        pair.dir.path(),
+        "stranger.conf",
+        &client_conf(
+            &stranger_cert.combined,
+            pair.server.addr("redis"),
+            "verifyPeer = no",
+        ),
+    );
+    assert!(pair.redis.connect_to(stranger.addr("redis")).is_err());
+    // The Redis side refuses the certificate; in TLS 1.3 the stranger learns it from the
+    // alert after its own side of the handshake, and says so.
+    wait_for(Duration::from_secs(5), "both sides to count it", || {
+        (pair.server.metric(
+            "gluu_tunnel_handshake_failures_total{service=\"redis\",reason=\"bad_certificate\"}",
+        ) >= 1.0
+            && stranger.metric(
+                "gluu_tunnel_handshake_failures_total{service=\"redis\",reason=\"alert_received\"}",
+            ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(
+        pair.redis_connections(),
+        before + 1,
+        "only our own INFO connection reached Redis"
+    );
+}

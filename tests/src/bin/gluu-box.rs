@@ -191,14 +191,14 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
         d,
         "rogue-client.conf",
         &format!(
-            "cert = {}\nclient = yes\noutput = {}\n[redis]\naccept = 127.0.0.1:{rogue_port}\nconnect = 127.0.0.1:{server_port}\n",
+            "; a stranger: another certificate, and it verifies nobody itself\ncert = {}\nclient = yes\nverifyPeer = no\noutput = {}\n[redis]\naccept = 127.0.0.1:{rogue_port}\nconnect = 127.0.0.1:{server_port}\n",
             rogue_cert.combined.display(),
             d.join("rogue.log").display()
         ),
     );
     let rogue = Proc::spawn(Command::new(&tunnel).arg(&rogue_conf));
     walk.step(
-        "a node holding another certificate starts",
+        "a node holding another certificate (and verifying nobody) starts",
         wait_listening(rogue_port).map(|t| format!("{t:?}")),
     );
     walk.step(
