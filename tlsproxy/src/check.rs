@@ -192,7 +192,7 @@ async fn probe(svc: &Service, head: String) -> String {
                 let listen = Duration::from_millis(500);
                 notes.push(
                     match tokio::time::timeout(listen, tls.read(&mut byte)).await {
-                        Ok(Err(e)) => format!(
+                        Ok(Err(e)) if e.kind() != std::io::ErrorKind::UnexpectedEof => format!(
                             "TLS rejected by {target} ({}): {}",
                             gluu_common::verify::failure_reason(&e),
                             gluu_common::verify::describe_failure(&e)
