@@ -1,16 +1,59 @@
 //! Logging setup shared by the daemons: human-readable lines to stderr (the journal under
 //! systemd) or appended to a file (stunnel's `output`), at the configured level, which
-//! `RUST_LOG` overrides for debugging one module.
+//! `RUST_LOG` overrides for debugging one module. A log file is reopened on SIGUSR1, which
+//! is what Debian's logrotate configuration for stunnel sends after rotating.
 
-use std::fs::OpenOptions;
-use std::path::Path;
-use std::sync::Mutex;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. A second call (tests run many daemons in one process)
-/// keeps the first and succeeds.
-pub fn init(level: tracing::Level, output: Option<&Path>) -> std::io::Result<()> {
+/// The log file, shared with the subscriber so that it can be swapped for a fresh one.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl LogFile {
+    /// Opens the file again by name (after logrotate moved the old one away).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let fresh = open(&self.path)?;
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// One log line being written, under the file's lock.
+#[derive(Debug)]
+pub struct LogWriter<'a>(MutexGuard<'a, File>);
+
+impl std::io::Write for LogWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = LogWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter(self.file.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Installs the global subscriber; returns the log file when logging to one. A second call
+/// (tests run many daemons in one process) keeps the first subscriber and succeeds.
+pub fn init(level: tracing::Level, output: Option<&Path>) -> std::io::Result<Option<LogFile>> {
     // rustls logs some peer quirks at warn for every connection (stunnel sends an IP address
     // as SNI); the daemons report handshake failures themselves, with the peer's address.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -22,15 +65,18 @@ pub fn init(level: tracing::Level, output: Option<&Path>) -> std::io::Result<()>
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
-    let _ = match output {
+    match output {
         Some(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            builder
-                .with_ansi(false)
-                .with_writer(Mutex::new(file))
-                .try_init()
+            let log = LogFile {
+                path: path.to_owned(),
+                file: Arc::new(Mutex::new(open(path)?)),
+            };
+            let _ = builder.with_ansi(false).with_writer(log.clone()).try_init();
+            Ok(Some(log))
         }
-        None => builder.with_writer(std::io::stderr).try_init(),
-    };
-    Ok(())
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+            Ok(None)
+        }
+    }
 }

@@ -74,10 +74,13 @@ fn main() -> ExitCode {
     if cli.test {
         return test(config);
     }
-    if let Err(e) = logging::init(config.globals.debug, config.globals.output.as_deref()) {
-        eprintln!("gluu-tunnel: cannot open log output: {e}");
-        return ExitCode::from(EX_USAGE);
-    }
+    let log = match logging::init(config.globals.debug, config.globals.output.as_deref()) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("gluu-tunnel: cannot open log output: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let tunnel = match Tunnel::prepare(config) {
         Ok(t) => t,
         Err(e) => return config_failed(&path, &e),
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(tunnel)) {
+    match runtime.block_on(serve(tunnel, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -149,7 +152,7 @@ fn test(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(tunnel: Tunnel) -> anyhow::Result<()> {
+async fn serve(tunnel: Tunnel, log: Option<logging::LogFile>) -> anyhow::Result<()> {
     let globals = tunnel.config().globals.clone();
     let bound = tunnel.bind().await?;
     let user = globals
@@ -178,7 +181,7 @@ async fn serve(tunnel: Tunnel) -> anyhow::Result<()> {
         );
     }
     let shutdown = CancellationToken::new();
-    let reload = signal::install(shutdown.clone())?;
+    let reload = signal::install(shutdown.clone(), log)?;
     tunnel.run(bound, Control { shutdown, reload }).await
 }
 

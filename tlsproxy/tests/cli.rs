@@ -454,3 +454,59 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
             .then_some(())
     });
 }
+
+#[test]
+fn sigusr1_reopens_the_log_file_after_rotation() {
+    let Site { dir, redis, cert } = site();
+    let log = dir.path().join("stunnel.log");
+    let conf = write(
+        dir.path(),
+        "t.conf",
+        &format!(
+            "output = {}\n{}",
+            log.display(),
+            guide_server(&cert.combined, 0, redis.addr(), &dir.path().join("p"))
+        ),
+    );
+    let mut p = Proc::spawn(bin().arg(&conf));
+    wait_for(
+        Duration::from_secs(10),
+        "the start-up lines in the log",
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("listening on"))
+                .map(|_| ())
+        },
+    );
+    // What logrotate does: move the file away, then SIGUSR1.
+    let rotated = dir.path().join("stunnel.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    kill("USR1", p.pid());
+    wait_for(Duration::from_secs(10), "a fresh log file", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("log file reopened"))
+            .map(|_| ())
+    });
+    kill("HUP", p.pid());
+    wait_for(
+        Duration::from_secs(10),
+        "the reload logged in the new file",
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("reloaded"))
+                .map(|_| ())
+        },
+    );
+    assert!(
+        !std::fs::read_to_string(&rotated)
+            .expect("rotated")
+            .contains("reloaded")
+    );
+    assert!(
+        p.child.try_wait().expect("status").is_none(),
+        "SIGUSR1 must not kill it"
+    );
+}
