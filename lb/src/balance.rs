@@ -1,0 +1,354 @@
+//! nginx's choice of upstream server, reproduced: smooth weighted round robin
+//! (`ngx_http_upstream_round_robin.c`), `ip_hash` (`ngx_http_upstream_ip_hash_module.c`),
+//! and passive failure accounting (`max_fails`, `fail_timeout`). The same client, server list
+//! and failure history give the same server nginx would pick, so a balancer swap does not
+//! move anyone's /identity session.
+//!
+//! Pure state, no I/O: callers pass `now` and tell [`Peers::failed`]/[`Peers::succeeded`].
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// One `server` line of an upstream and its live state.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub down: bool,
+    current_weight: i64,
+    effective_weight: i64,
+    fails: u32,
+    /// When the peer was last chosen as a probe, or failed (nginx's `checked`).
+    checked: Option<Instant>,
+    /// When it last failed (nginx's `accessed`).
+    accessed: Option<Instant>,
+}
+
+impl Peer {
+    /// nginx's defaults: `weight=1 max_fails=1 fail_timeout=10s`.
+    pub fn new(weight: u32, max_fails: u32, fail_timeout: Duration) -> Peer {
+        Peer {
+            weight,
+            max_fails,
+            fail_timeout,
+            down: false,
+            current_weight: 0,
+            effective_weight: i64::from(weight),
+            fails: 0,
+            checked: None,
+            accessed: None,
+        }
+    }
+
+    pub fn fails(&self) -> u32 {
+        self.fails
+    }
+
+    /// Skipped because of recent failures (`max_fails` within `fail_timeout`).
+    fn failing(&self, now: Instant) -> bool {
+        self.max_fails > 0
+            && self.fails >= self.max_fails
+            && self
+                .checked
+                .is_some_and(|c| now.saturating_duration_since(c) <= self.fail_timeout)
+    }
+
+    fn usable(&self, now: Instant) -> bool {
+        !self.down && !self.failing(now)
+    }
+
+    /// A peer whose failure window has passed is chosen as a probe: remember when.
+    fn chosen(&mut self, now: Instant) {
+        if self
+            .checked
+            .is_none_or(|c| now.saturating_duration_since(c) > self.fail_timeout)
+        {
+            self.checked = Some(now);
+        }
+    }
+}
+
+/// Which peers this request has tried (nginx's `tried` bitmap): each at most once.
+#[derive(Clone, Debug, Default)]
+pub struct Tried(Vec<bool>);
+
+impl Tried {
+    fn has(&self, i: usize) -> bool {
+        self.0.get(i).copied().unwrap_or(false)
+    }
+
+    fn mark(&mut self, i: usize) {
+        if self.0.len() <= i {
+            self.0.resize(i + 1, false);
+        }
+        self.0[i] = true;
+    }
+}
+
+/// ip_hash's per-request state: the key bytes and the running hash, so a retry rehashes
+/// from where the last choice left off, as nginx does.
+#[derive(Clone, Debug)]
+pub struct IpHash {
+    addr: Vec<u8>,
+    hash: u32,
+    tries: u32,
+}
+
+/// nginx gives up rehashing after this many tries and falls back to round robin.
+const IP_HASH_TRIES: u32 = 20;
+
+impl IpHash {
+    /// The key nginx hashes: the first three bytes of an IPv4 address (its /24), all 16 of
+    /// an IPv6 one.
+    pub fn new(client: IpAddr) -> IpHash {
+        let addr = match client {
+            IpAddr::V4(v4) => v4.octets()[..3].to_vec(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.octets()[..3].to_vec(),
+                None => v6.octets().to_vec(),
+            },
+        };
+        IpHash {
+            addr,
+            hash: 89,
+            tries: 0,
+        }
+    }
+}
+
+/// One step of nginx's ip_hash: fold the key into the running hash.
+pub fn ip_hash_step(hash: u32, addr: &[u8]) -> u32 {
+    addr.iter()
+        .fold(hash, |h, &b| (h * 113 + u32::from(b)) % 6271)
+}
+
+/// The servers of one upstream, in configuration order.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    peers: Vec<Peer>,
+}
+
+impl Peers {
+    pub fn new(peers: Vec<Peer>) -> Peers {
+        Peers { peers }
+    }
+
+    pub fn get(&self, i: usize) -> &Peer {
+        &self.peers[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    fn total_weight(&self) -> u32 {
+        self.peers.iter().map(|p| p.weight).sum()
+    }
+
+    /// Smooth weighted round robin over the untried, usable peers; `None` when every peer
+    /// is down, failing or tried ("no live upstreams").
+    pub fn round_robin(&mut self, tried: &mut Tried, now: Instant) -> Option<usize> {
+        let mut best: Option<(usize, i64)> = None;
+        let mut total = 0i64;
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if tried.has(i) || !p.usable(now) {
+                continue;
+            }
+            p.current_weight += p.effective_weight;
+            total += p.effective_weight;
+            if p.effective_weight < i64::from(p.weight) {
+                p.effective_weight += 1;
+            }
+            if best.is_none_or(|(_, w)| p.current_weight > w) {
+                best = Some((i, p.current_weight));
+            }
+        }
+        let (best, _) = best?;
+        let p = &mut self.peers[best];
+        p.current_weight -= total;
+        p.chosen(now);
+        tried.mark(best);
+        Some(best)
+    }
+
+    /// nginx's ip_hash: the same /24 (or IPv6 address) gets the same peer while it is
+    /// usable; otherwise rehash from the current value, and after 20 tries round robin.
+    pub fn ip_hash(
+        &mut self,
+        state: &mut IpHash,
+        tried: &mut Tried,
+        now: Instant,
+    ) -> Option<usize> {
+        let total = self.total_weight();
+        if state.tries > IP_HASH_TRIES || self.peers.len() < 2 || total == 0 {
+            return self.round_robin(tried, now);
+        }
+        let mut hash = state.hash;
+        loop {
+            hash = ip_hash_step(hash, &state.addr);
+            let mut w = hash % total;
+            let mut i = 0;
+            while w >= self.peers[i].weight {
+                w -= self.peers[i].weight;
+                i += 1;
+            }
+            if !tried.has(i) && self.peers[i].usable(now) {
+                state.hash = hash;
+                self.peers[i].chosen(now);
+                tried.mark(i);
+                return Some(i);
+            }
+            state.tries += 1;
+            if state.tries > IP_HASH_TRIES {
+                return self.round_robin(tried, now);
+            }
+        }
+    }
+
+    /// A request to peer `i` failed (error, timeout, invalid header, or a listed status).
+    pub fn failed(&mut self, i: usize, now: Instant) {
+        let p = &mut self.peers[i];
+        p.fails += 1;
+        p.accessed = Some(now);
+        p.checked = Some(now);
+        // max_fails=0 means "never count failures": nothing to take off.
+        if let Some(step) = p.weight.checked_div(p.max_fails) {
+            p.effective_weight -= i64::from(step);
+        }
+        p.effective_weight = p.effective_weight.max(0);
+    }
+
+    /// A request to peer `i` succeeded: a success after a probe clears its failures.
+    pub fn succeeded(&mut self, i: usize) {
+        let p = &mut self.peers[i];
+        if p.accessed < p.checked {
+            p.fails = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(weights: &[u32]) -> Peers {
+        Peers::new(
+            weights
+                .iter()
+                .map(|&w| Peer::new(w, 2, Duration::from_secs(10)))
+                .collect(),
+        )
+    }
+
+    fn rr_sequence(p: &mut Peers, n: usize, now: Instant) -> Vec<usize> {
+        (0..n)
+            .map(|_| p.round_robin(&mut Tried::default(), now).expect("a peer"))
+            .collect()
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_matches_nginx() {
+        // nginx's documented sequence for weights 5, 1, 1: a a b a c a a.
+        let mut p = peers(&[5, 1, 1]);
+        assert_eq!(
+            rr_sequence(&mut p, 7, Instant::now()),
+            [0, 0, 1, 0, 2, 0, 0]
+        );
+        let mut even = peers(&[1, 1]);
+        assert_eq!(rr_sequence(&mut even, 4, Instant::now()), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn ip_hash_steps_match_hand_computed_nginx_values() {
+        // 192.168.1.x: key 192.168.1; from 89: 3978, 4441, 154 -> 154 after one step.
+        let key = [192, 168, 1];
+        assert_eq!(ip_hash_step(89, &key), 154);
+        assert_eq!(ip_hash_step(154, &key), 5654);
+        assert_eq!(ip_hash_step(5654, &key), 1196);
+    }
+
+    #[test]
+    fn ip_hash_sticks_per_slash_24_and_rehashes_around_a_down_peer() {
+        let now = Instant::now();
+        let mut p = peers(&[1, 1]);
+        let pick = |p: &mut Peers, ip: &str| {
+            p.ip_hash(
+                &mut IpHash::new(ip.parse().expect("ip")),
+                &mut Tried::default(),
+                now,
+            )
+        };
+        // 154 % 2 = 0: the whole 192.168.1.0/24 goes to the first server.
+        for last in [1, 7, 200, 254] {
+            assert_eq!(pick(&mut p, &format!("192.168.1.{last}")), Some(0));
+        }
+        let a = pick(&mut p, "10.1.2.3");
+        assert_eq!(pick(&mut p, "10.1.2.99"), a);
+        // First server failing (max_fails=2): the same clients move, consistently.
+        p.failed(0, now);
+        p.failed(0, now);
+        assert_eq!(pick(&mut p, "192.168.1.1"), Some(1));
+        assert_eq!(pick(&mut p, "192.168.1.77"), Some(1));
+        // IPv6: the whole address is the key.
+        let v6 = pick(&mut p, "2001:db8::1");
+        assert!(v6.is_some());
+    }
+
+    #[test]
+    fn failures_disable_for_fail_timeout_then_one_probe() {
+        let t0 = Instant::now();
+        let mut p = peers(&[1, 1]);
+        p.failed(0, t0);
+        // One failure of max_fails=2: still eligible.
+        assert!(p.get(0).usable(t0));
+        p.failed(0, t0);
+        assert!(!p.get(0).usable(t0 + Duration::from_secs(5)));
+        let during: Vec<_> = rr_sequence(&mut p, 4, t0 + Duration::from_secs(5));
+        assert_eq!(during, [1, 1, 1, 1]);
+        // After fail_timeout the peer is probed by a real request; success clears it.
+        let later = t0 + Duration::from_secs(11);
+        assert!(p.get(0).usable(later));
+        let mut tried = Tried::default();
+        let mut seen = Vec::new();
+        while let Some(i) = p.round_robin(&mut tried, later) {
+            seen.push(i);
+        }
+        assert!(seen.contains(&0), "probe chosen: {seen:?}");
+        p.succeeded(0);
+        assert_eq!(p.get(0).fails(), 0);
+    }
+
+    #[test]
+    fn every_peer_tried_at_most_once_then_none() {
+        let now = Instant::now();
+        let mut p = peers(&[3, 1, 2]);
+        let mut tried = Tried::default();
+        let mut got: Vec<_> = std::iter::from_fn(|| p.round_robin(&mut tried, now)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
+        let mut state = IpHash::new("10.0.0.1".parse().expect("ip"));
+        let mut tried = Tried::default();
+        let mut got: Vec<_> =
+            std::iter::from_fn(|| p.ip_hash(&mut state, &mut tried, now)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[test]
+    fn all_down_is_none() {
+        let now = Instant::now();
+        let mut p = peers(&[1, 1]);
+        for i in 0..2 {
+            p.failed(i, now);
+            p.failed(i, now);
+        }
+        assert_eq!(p.round_robin(&mut Tried::default(), now), None);
+        let mut state = IpHash::new("10.0.0.1".parse().expect("ip"));
+        assert_eq!(p.ip_hash(&mut state, &mut Tried::default(), now), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! The configuration: nginx's grammar ([`grammar`]) read into a directive tree.
+
+pub mod grammar;

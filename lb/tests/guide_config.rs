@@ -1,0 +1,79 @@
+//! The guide's nginx.conf, as written (its "---> Change this" markers removed), read by
+//! gluu-lb's grammar: every directive where nginx sees it.
+
+use gluu_lb::config::grammar::{Directive, parse_file};
+
+fn block(d: &Directive) -> &[Directive] {
+    d.block
+        .as_deref()
+        .unwrap_or_else(|| panic!("{} has no block", d.name))
+}
+
+#[test]
+fn the_guides_nginx_conf_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/guide-nginx.conf");
+    let top = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<_> = top.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["events", "http"]);
+    assert_eq!(block(&top[0])[0].args, ["6500"]);
+    let http = block(&top[1]);
+    let kinds: Vec<_> = http
+        .iter()
+        .map(|d| (d.name.as_str(), d.args.first().map(String::as_str)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("upstream", Some("backend_id")),
+            ("upstream", Some("backend")),
+            ("server", None),
+            ("server", None)
+        ]
+    );
+    let ip_hash_upstream = block(&http[0]);
+    assert_eq!(ip_hash_upstream[0].name, "ip_hash");
+    assert_eq!(
+        ip_hash_upstream[1].args,
+        ["159.203.126.10:443", "max_fails=2", "fail_timeout=10s"]
+    );
+    let tls_server = block(&http[3]);
+    let ssl_on = tls_server
+        .iter()
+        .find(|d| d.name == "ssl")
+        .expect("ssl on;");
+    assert_eq!(ssl_on.args, ["on"]);
+    let locations: Vec<_> = tls_server
+        .iter()
+        .filter(|d| d.name == "location")
+        .map(|d| d.args.join(" "))
+        .collect();
+    assert_eq!(
+        locations,
+        [
+            "~ ^(/)$",
+            "/.well-known",
+            "/oxauth",
+            "/identity",
+            "/cas",
+            "/passport"
+        ]
+    );
+    let identity = tls_server
+        .iter()
+        .find(|d| d.args == ["/identity"])
+        .expect("identity");
+    let pass = block(identity)
+        .iter()
+        .find(|d| d.name == "proxy_pass")
+        .expect("proxy_pass");
+    assert_eq!(pass.args, ["https://backend_id/identity"]);
+    let redirect = block(&http[2])
+        .iter()
+        .find(|d| d.name == "return")
+        .expect("return");
+    assert_eq!(
+        redirect.args,
+        ["301", "https://loadbalance.example.org$request_uri"]
+    );
+    assert_eq!(redirect.place.line, 18);
+}
