@@ -2,6 +2,7 @@
 //! gluu-lb's grammar: every directive where nginx sees it.
 
 use gluu_lb::config::grammar::{Directive, parse_file};
+use gluu_lb::config::upstream::{Method, upstream};
 
 fn block(d: &Directive) -> &[Directive] {
     d.block
@@ -29,6 +30,22 @@ fn the_guides_nginx_conf_parses() {
             ("server", None),
             ("server", None)
         ]
+    );
+    let sticky = upstream(&http[0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (sticky.name.as_str(), sticky.method),
+        ("backend_id", Method::IpHash)
+    );
+    let plain = upstream(&http[1]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (plain.name.as_str(), plain.method),
+        ("backend", Method::RoundRobin)
+    );
+    assert!(
+        plain
+            .servers
+            .iter()
+            .all(|s| s.max_fails == 2 && s.fail_timeout.as_secs() == 10)
     );
     let ip_hash_upstream = block(&http[0]);
     assert_eq!(ip_hash_upstream[0].name, "ip_hash");

@@ -1,3 +1,5 @@
-//! The configuration: nginx's grammar ([`grammar`]) read into a directive tree.
+//! The configuration: nginx's grammar ([`grammar`]) read into a directive tree, and the
+//! typed blocks read from it so far ([`upstream`]).
 
 pub mod grammar;
+pub mod upstream;

@@ -1,0 +1,336 @@
+//! `upstream NAME { ... }` read into typed form, with nginx's value syntax (times such as
+//! `10s` or `1m30s`, sizes), nginx's defaults (`weight=1 max_fails=1 fail_timeout=10s`) and
+//! its checks: a parameter nginx does not know, a weight of 0, `ip_hash` with `backup`
+//! servers, an upstream with no server, are errors at the directive's place.
+
+use std::time::Duration;
+
+use super::grammar::{Directive, GrammarError, Place};
+use crate::balance::Peer;
+
+/// How the upstream chooses a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Smooth weighted round robin (nginx's default).
+    RoundRobin,
+    /// `ip_hash;`: by the client's /24 (IPv6: whole address).
+    IpHash,
+    /// `hash $remote_addr consistent;`: a ring, so a server joining or leaving remaps about
+    /// 1/N of the clients.
+    ConsistentRemoteAddr,
+}
+
+/// One `server` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// `host:port` as written (resolved when connecting).
+    pub address: String,
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub backup: bool,
+    pub down: bool,
+    pub place: Place,
+}
+
+impl Server {
+    /// The balancer's live state for this server.
+    pub fn peer(&self) -> Peer {
+        let mut peer = Peer::new(self.weight, self.max_fails, self.fail_timeout);
+        peer.down = self.down;
+        peer
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub method: Method,
+    pub servers: Vec<Server>,
+    /// `keepalive N`: idle connections kept per upstream (our pool's bound).
+    pub keepalive: Option<usize>,
+    pub place: Place,
+}
+
+fn err(place: &Place, message: impl Into<String>) -> GrammarError {
+    GrammarError {
+        at: place.to_string(),
+        message: message.into(),
+    }
+}
+
+/// nginx's time syntax: a number with an optional unit (`ms`, `s`, `m`, `h`, `d`), several
+/// of them added (`1m30s`); a bare number is seconds.
+pub fn parse_time(v: &str) -> Option<Duration> {
+    if v.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else {
+            let secs = match rest.chars().next() {
+                Some('s') => 1,
+                Some('m') => 60,
+                Some('h') => 3600,
+                Some('d') => 86_400,
+                _ => return None,
+            };
+            (Duration::from_secs(secs), 1)
+        };
+        total += unit.checked_mul(u32::try_from(n).ok()?)?;
+        rest = &rest[len..];
+    }
+    Some(total)
+}
+
+fn number(place: &Place, directive: &str, v: &str) -> Result<u32, GrammarError> {
+    v.parse::<u32>().map_err(|_| {
+        err(
+            place,
+            format!("invalid number \"{v}\" in \"{directive}\" directive"),
+        )
+    })
+}
+
+fn server(d: &Directive) -> Result<Server, GrammarError> {
+    let Some((address, params)) = d.args.split_first() else {
+        return Err(err(
+            &d.place,
+            "invalid number of arguments in \"server\" directive",
+        ));
+    };
+    if address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
+        return Err(err(
+            &d.place,
+            format!("no port in upstream \"{address}\": write HOST:PORT (the nodes listen on 443)"),
+        ));
+    }
+    let mut s = Server {
+        address: address.clone(),
+        weight: 1,
+        max_fails: 1,
+        fail_timeout: Duration::from_secs(10),
+        backup: false,
+        down: false,
+        place: d.place.clone(),
+    };
+    for p in params {
+        match p.split_once('=') {
+            Some(("weight", v)) => {
+                s.weight = number(&d.place, "server", v)?;
+                if s.weight == 0 {
+                    return Err(err(&d.place, "invalid parameter \"weight=0\""));
+                }
+            }
+            Some(("max_fails", v)) => s.max_fails = number(&d.place, "server", v)?,
+            Some(("fail_timeout", v)) => {
+                s.fail_timeout = parse_time(v)
+                    .ok_or_else(|| err(&d.place, format!("invalid parameter \"{p}\"")))?;
+            }
+            None if p == "backup" => s.backup = true,
+            None if p == "down" => s.down = true,
+            _ => return Err(err(&d.place, format!("invalid parameter \"{p}\""))),
+        }
+    }
+    Ok(s)
+}
+
+/// Reads an `upstream` directive.
+pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
+    let [name] = d.args.as_slice() else {
+        return Err(err(
+            &d.place,
+            "invalid number of arguments in \"upstream\" directive",
+        ));
+    };
+    let Some(body) = &d.block else {
+        return Err(err(&d.place, "directive \"upstream\" has no opening \"{\""));
+    };
+    let mut u = Upstream {
+        name: name.clone(),
+        method: Method::RoundRobin,
+        servers: Vec::new(),
+        keepalive: None,
+        place: d.place.clone(),
+    };
+    let mut method_place: Option<&Place> = None;
+    for inner in body {
+        let set_method = |m: Method, u: &mut Upstream| -> Result<(), GrammarError> {
+            if u.method != Method::RoundRobin {
+                return Err(err(&inner.place, "load balancing method redefined"));
+            }
+            u.method = m;
+            Ok(())
+        };
+        match (inner.name.as_str(), inner.args.as_slice()) {
+            ("server", _) => u.servers.push(server(inner)?),
+            ("ip_hash", []) => {
+                set_method(Method::IpHash, &mut u)?;
+                method_place = Some(&inner.place);
+            }
+            ("hash", [key, c]) if key == "$remote_addr" && c == "consistent" => {
+                set_method(Method::ConsistentRemoteAddr, &mut u)?;
+                method_place = Some(&inner.place);
+            }
+            ("hash", _) => {
+                return Err(err(
+                    &inner.place,
+                    "only \"hash $remote_addr consistent\" is supported",
+                ));
+            }
+            ("keepalive", [n]) => {
+                let n = number(&inner.place, "keepalive", n)?;
+                u.keepalive = Some(n as usize);
+            }
+            _ => {
+                return Err(err(
+                    &inner.place,
+                    format!(
+                        "unknown or misused directive \"{}\" in upstream",
+                        inner.name
+                    ),
+                ));
+            }
+        }
+    }
+    if u.servers.is_empty() {
+        return Err(err(
+            &d.place,
+            format!("no servers are inside upstream \"{name}\""),
+        ));
+    }
+    if u.method == Method::IpHash
+        && let Some(b) = u.servers.iter().find(|s| s.backup)
+    {
+        return Err(err(
+            &b.place,
+            format!(
+                "balancing method does not support parameter \"backup\" (ip_hash at {})",
+                method_place.map(ToString::to_string).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::grammar::parse_file;
+
+    fn read(text: &str) -> Result<Upstream, GrammarError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, text).expect("write");
+        let top = parse_file(&path)?;
+        upstream(&top[0])
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_time("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_time("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_time("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_time("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "s", "10x", "ten", "10s5"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_guides_upstreams() {
+        let u = read("upstream backend_id {\n ip_hash;\n server 10.0.0.1:443 max_fails=2 fail_timeout=10s;\n server 10.0.0.2:443 max_fails=2 fail_timeout=10s;\n}\n")
+            .expect("valid");
+        assert_eq!(u.name, "backend_id");
+        assert_eq!(u.method, Method::IpHash);
+        assert_eq!(u.servers.len(), 2);
+        assert_eq!(u.servers[1].address, "10.0.0.2:443");
+        assert_eq!((u.servers[0].max_fails, u.servers[0].weight), (2, 1));
+        assert_eq!(u.servers[0].fail_timeout, Duration::from_secs(10));
+        let u = read("upstream b { hash $remote_addr consistent; server a:443 weight=3 backup; server c:443 down; keepalive 16; }")
+            .expect("valid");
+        assert_eq!(u.method, Method::ConsistentRemoteAddr);
+        assert!(u.servers[0].backup && u.servers[1].down);
+        assert_eq!(u.servers[0].weight, 3);
+        assert_eq!(u.keepalive, Some(16));
+        assert_eq!(
+            (u.servers[1].max_fails, u.servers[1].fail_timeout),
+            (1, Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases = [
+            (
+                "upstream b {\n server a:443 wieght=2;\n}",
+                "invalid parameter \"wieght=2\" in",
+                ":2",
+            ),
+            (
+                "upstream b {\n server a:443 weight=0;\n}",
+                "invalid parameter \"weight=0\"",
+                ":2",
+            ),
+            (
+                "upstream b {\n server a:443 fail_timeout=soon;\n}",
+                "invalid parameter \"fail_timeout=soon\"",
+                ":2",
+            ),
+            (
+                "upstream b {\n server nodeport;\n}",
+                "no port in upstream \"nodeport\"",
+                ":2",
+            ),
+            (
+                "upstream b {\n}",
+                "no servers are inside upstream \"b\"",
+                ":1",
+            ),
+            (
+                "upstream b {\n ip_hash;\n server a:1;\n server c:1 backup;\n}",
+                "does not support parameter \"backup\"",
+                ":4",
+            ),
+            (
+                "upstream b {\n ip_hash;\n ip_hash;\n server a:1;\n}",
+                "load balancing method redefined",
+                ":3",
+            ),
+            (
+                "upstream b {\n least_conn;\n server a:1;\n}",
+                "unknown or misused directive \"least_conn\"",
+                ":2",
+            ),
+            (
+                "upstream b {\n hash $request_uri;\n server a:1;\n}",
+                "only \"hash $remote_addr consistent\"",
+                ":2",
+            ),
+        ];
+        for (text, want, line) in cases {
+            let e = read(text).expect_err(text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.ends_with(line), "{text:?}: {e}");
+        }
+    }
+}
