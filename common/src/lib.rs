@@ -1,11 +1,13 @@
 //! What gluu-ha's daemons share: PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
 //! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]), logging
-//! ([`logging`]), the Prometheus listener ([`metrics`]), and the small Unix chores every
-//! daemon does the same way ([`process`]: pid files, dropping privileges).
+//! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
+//! messages ([`place`]), and the small Unix chores every daemon does the same way
+//! ([`process`]: pid files, dropping privileges).
 
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod place;
 pub mod process;
 pub mod signal;
 pub mod tls;

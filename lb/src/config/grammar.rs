@@ -5,22 +5,10 @@
 //! where it stands. The result is a tree of [`Directive`]s, each knowing its file and line;
 //! errors read as `nginx -t` words them, with the place.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where a directive or an error is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Place {
-    pub file: Arc<Path>,
-    pub line: usize,
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
-}
+pub use gluu_common::place::Place;
 
 /// A configuration error, printed `MESSAGE in FILE:LINE` as nginx prints them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

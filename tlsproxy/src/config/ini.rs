@@ -4,24 +4,12 @@
 //! a single file). There are no inline comments: `client = yes ; x` is a bad value, as in
 //! stunnel. Every entry remembers its file and line for error messages.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::ConfigError;
 
-/// Where an entry came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Place {
-    pub file: Arc<Path>,
-    pub line: usize,
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
-}
+pub use gluu_common::place::Place;
 
 #[derive(Clone, Debug)]
 pub struct Entry {
