@@ -1,0 +1,294 @@
+//! `location` blocks: their matchers, nginx's order for choosing one, and `proxy_pass`
+//! with nginx's URI replacement rule.
+//!
+//! nginx's order: an exact `=` match wins at once; otherwise the longest prefix is
+//! remembered, and if it is `^~` it wins; otherwise regular expressions (`~`, `~*`) are
+//! tried in file order and the first that matches wins; otherwise the longest prefix. No
+//! match at all is a 404 from gluu-lb (the guide's nginx would look for a static file).
+
+use regex::{Regex, RegexBuilder};
+
+use super::grammar::{Directive, GrammarError, Place};
+
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    /// `location = /path`
+    Exact(String),
+    /// `location /path` (`no_regex: false`) or `location ^~ /path` (`no_regex: true`).
+    Prefix { prefix: String, no_regex: bool },
+    /// `location ~ re` or `location ~* re` (case-insensitive).
+    Regex(Regex),
+}
+
+/// `proxy_pass https://UPSTREAM[/uri]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyPass {
+    pub upstream: String,
+    /// The URI part, if any: it replaces the part of the request path the location matched.
+    pub uri: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub matcher: Matcher,
+    pub proxy_pass: Option<ProxyPass>,
+    /// The block's other directives, for the typed proxy settings.
+    pub directives: Vec<Directive>,
+    pub place: Place,
+}
+
+fn err(place: &Place, message: impl Into<String>) -> GrammarError {
+    GrammarError {
+        at: place.to_string(),
+        message: message.into(),
+    }
+}
+
+fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Regex, GrammarError> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(caseless)
+        .build()
+        .map_err(|e| {
+            err(
+                place,
+                format!(
+                    "regular expression \"{pattern}\" cannot be used (PCRE look-around and \
+                     back-references are not supported): {e}"
+                ),
+            )
+        })
+}
+
+fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> {
+    let [url] = d.args.as_slice() else {
+        return Err(err(
+            &d.place,
+            "invalid number of arguments in \"proxy_pass\" directive",
+        ));
+    };
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(err(
+            &d.place,
+            format!(
+                "\"proxy_pass {url}\": only https:// upstreams are supported (the Gluu nodes \
+                 serve HTTPS)"
+            ),
+        ));
+    };
+    let (upstream, uri) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
+        None => (rest, None),
+    };
+    if uri.is_some() && is_regex {
+        return Err(err(
+            &d.place,
+            "\"proxy_pass\" cannot have URI part in location given by regular expression",
+        ));
+    }
+    Ok(ProxyPass {
+        upstream: upstream.to_owned(),
+        uri,
+    })
+}
+
+/// Reads a `location` directive.
+pub fn location(d: &Directive) -> Result<Location, GrammarError> {
+    let Some(body) = &d.block else {
+        return Err(err(&d.place, "directive \"location\" has no opening \"{\""));
+    };
+    let matcher = match d.args.as_slice() {
+        [m, p] if m == "=" => Matcher::Exact(p.clone()),
+        [m, p] if m == "^~" => Matcher::Prefix {
+            prefix: p.clone(),
+            no_regex: true,
+        },
+        [m, p] if m == "~" => Matcher::Regex(regex(&d.place, p, false)?),
+        [m, p] if m == "~*" => Matcher::Regex(regex(&d.place, p, true)?),
+        [p] if !p.starts_with('@') => Matcher::Prefix {
+            prefix: p.clone(),
+            no_regex: false,
+        },
+        _ => return Err(err(&d.place, "invalid location modifier or arguments")),
+    };
+    let is_regex = matches!(matcher, Matcher::Regex(_));
+    let mut pass = None;
+    let mut directives = Vec::new();
+    for inner in body {
+        if inner.name == "proxy_pass" {
+            if pass.is_some() {
+                return Err(err(&inner.place, "\"proxy_pass\" directive is duplicate"));
+            }
+            pass = Some(proxy_pass(inner, is_regex)?);
+        } else {
+            directives.push(inner.clone());
+        }
+    }
+    Ok(Location {
+        matcher,
+        proxy_pass: pass,
+        directives,
+        place: d.place.clone(),
+    })
+}
+
+/// The location for `path` (without the query), in nginx's order.
+pub fn find<'a>(locations: &'a [Location], path: &str) -> Option<&'a Location> {
+    let mut longest: Option<(&Location, usize, bool)> = None;
+    for l in locations {
+        match &l.matcher {
+            Matcher::Exact(p) if p == path => return Some(l),
+            Matcher::Prefix { prefix, no_regex }
+                if path.starts_with(prefix.as_str())
+                    && longest.is_none_or(|(_, len, _)| prefix.len() > len) =>
+            {
+                longest = Some((l, prefix.len(), *no_regex));
+            }
+            _ => {}
+        }
+    }
+    if let Some((l, _, true)) = longest {
+        return Some(l);
+    }
+    locations
+        .iter()
+        .find(|l| matches!(&l.matcher, Matcher::Regex(re) if re.is_match(path)))
+        .or(longest.map(|(l, _, _)| l))
+}
+
+/// The URI sent upstream: with a URI part in `proxy_pass`, the matched prefix of the path
+/// is replaced by it (nginx's rule); without one, the request URI goes unchanged.
+pub fn upstream_uri(location: &Location, path_and_query: &str) -> String {
+    match (&location.proxy_pass, &location.matcher) {
+        (Some(ProxyPass { uri: Some(uri), .. }), Matcher::Prefix { prefix, .. }) => {
+            let rest = path_and_query.get(prefix.len()..).unwrap_or("");
+            format!("{uri}{rest}")
+        }
+        (Some(ProxyPass { uri: Some(uri), .. }), Matcher::Exact(_)) => {
+            let query = path_and_query
+                .find('?')
+                .map_or("", |i| &path_and_query[i..]);
+            format!("{uri}{query}")
+        }
+        _ => path_and_query.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::grammar::parse_file;
+
+    fn read(text: &str) -> Result<Vec<Location>, GrammarError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, text).expect("write");
+        parse_file(&path)?.iter().map(location).collect()
+    }
+
+    fn chosen(ls: &[Location], path: &str) -> Option<usize> {
+        find(ls, path).map(|l| ls.iter().position(|x| std::ptr::eq(x, l)).expect("in list"))
+    }
+
+    #[test]
+    fn the_guides_locations() {
+        let ls = read(
+            "location ~ ^(/)$ { proxy_pass https://backend; }\n\
+             location /.well-known { proxy_pass https://backend/.well-known; }\n\
+             location /oxauth { proxy_pass https://backend/oxauth; }\n\
+             location /identity { proxy_pass https://backend_id/identity; }\n\
+             location /cas { proxy_pass https://backend/cas; }\n\
+             location /passport { proxy_pass https://backend/passport; }\n",
+        )
+        .expect("valid");
+        assert_eq!(chosen(&ls, "/"), Some(0));
+        assert_eq!(chosen(&ls, "/.well-known/openid-configuration"), Some(1));
+        assert_eq!(chosen(&ls, "/oxauth/restv1/token"), Some(2));
+        assert_eq!(chosen(&ls, "/identity/home.htm"), Some(3));
+        assert_eq!(chosen(&ls, "/identityx"), Some(3), "a prefix, as in nginx");
+        assert_eq!(chosen(&ls, "/cas/login"), Some(4));
+        assert_eq!(chosen(&ls, "/passport/auth"), Some(5));
+        assert_eq!(chosen(&ls, "/favicon.ico"), None);
+        assert_eq!(
+            ls[3].proxy_pass.as_ref().map(|p| p.upstream.as_str()),
+            Some("backend_id")
+        );
+        assert_eq!(upstream_uri(&ls[3], "/identity/a?b=c"), "/identity/a?b=c");
+        assert_eq!(upstream_uri(&ls[0], "/?x=1"), "/?x=1");
+    }
+
+    #[test]
+    fn nginx_order_exact_then_no_regex_prefix_then_regex_then_prefix() {
+        let ls = read(
+            "location / { }\n\
+             location = /exact { }\n\
+             location ^~ /static { }\n\
+             location ~* \\.(png|jpg)$ { }\n\
+             location /images { }\n\
+             location ~ ^/images/x { }\n",
+        )
+        .expect("valid");
+        assert_eq!(chosen(&ls, "/exact"), Some(1));
+        assert_eq!(chosen(&ls, "/exact/more"), Some(0));
+        assert_eq!(
+            chosen(&ls, "/static/a.png"),
+            Some(2),
+            "^~ stops the regex search"
+        );
+        assert_eq!(
+            chosen(&ls, "/images/a.PNG"),
+            Some(3),
+            "regex beats a longer prefix"
+        );
+        assert_eq!(
+            chosen(&ls, "/images/x.gif"),
+            Some(5),
+            "first matching regex in order"
+        );
+        assert_eq!(
+            chosen(&ls, "/images/y.gif"),
+            Some(4),
+            "no regex: longest prefix"
+        );
+        assert_eq!(chosen(&ls, "/other"), Some(0));
+    }
+
+    #[test]
+    fn uri_replacement() {
+        let ls = read(
+            "location /old { proxy_pass https://b/new; }\n\
+             location = /one { proxy_pass https://b/other; }\n\
+             location /keep { proxy_pass https://b; }\n",
+        )
+        .expect("valid");
+        assert_eq!(upstream_uri(&ls[0], "/old/x?y=1"), "/new/x?y=1");
+        assert_eq!(upstream_uri(&ls[1], "/one?q"), "/other?q");
+        assert_eq!(upstream_uri(&ls[2], "/keep/z"), "/keep/z");
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            ("location ~ ^/(a { }", "cannot be used"),
+            ("location ~ ^/(?=a) { }", "look-around"),
+            (
+                "location ~ ^/a { proxy_pass https://b/x; }",
+                "cannot have URI part",
+            ),
+            (
+                "location /a { proxy_pass http://b; }",
+                "only https:// upstreams",
+            ),
+            (
+                "location /a { proxy_pass https://b; proxy_pass https://c; }",
+                "is duplicate",
+            ),
+            ("location @named { }", "invalid location modifier"),
+            ("location /a;", "has no opening"),
+        ];
+        for (text, want) in cases {
+            let e = read(text).expect_err(text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains("nginx.conf:1"), "{text:?}: {e}");
+        }
+    }
+}
