@@ -1,6 +1,7 @@
 //! nginx's choice of upstream server, reproduced: smooth weighted round robin
 //! (`ngx_http_upstream_round_robin.c`), `ip_hash` (`ngx_http_upstream_ip_hash_module.c`),
-//! and passive failure accounting (`max_fails`, `fail_timeout`). The same client, server list
+//! `hash $remote_addr consistent` (`ngx_http_upstream_hash_module.c`'s ring), and passive
+//! failure accounting (`max_fails`, `fail_timeout`). The same client, server list
 //! and failure history give the same server nginx would pick, so a balancer swap does not
 //! move anyone's /identity session.
 //!
@@ -123,6 +124,51 @@ pub fn ip_hash_step(hash: u32, addr: &[u8]) -> u32 {
         .fold(hash, |h, &b| (h * 113 + u32::from(b)) % 6271)
 }
 
+/// nginx's consistent-hash ring: 160 points per unit of weight for each server, point `j`
+/// being `crc32(HOST \0 PORT, previous point as 4 little-endian bytes)` (compatible with
+/// Cache::Memcached::Fast, as nginx says), sorted. A server joining or leaving moves only
+/// the keys between its points and their predecessors: about 1/N of the clients.
+#[derive(Clone, Debug)]
+pub struct Ring {
+    /// (hash, peer index), sorted by hash, equal hashes kept once.
+    points: Vec<(u32, usize)>,
+}
+
+/// Points per unit of weight, as in nginx.
+const POINTS_PER_WEIGHT: u32 = 160;
+
+impl Ring {
+    /// `servers`: each peer's `host:port` as written, and its weight, in peer order.
+    pub fn new<'a>(servers: impl IntoIterator<Item = (&'a str, u32)>) -> Ring {
+        let mut points = Vec::new();
+        for (i, (address, weight)) in servers.into_iter().enumerate() {
+            let (host, port) = address.rsplit_once(':').unwrap_or((address, ""));
+            let mut base = crc32fast::Hasher::new();
+            base.update(host.as_bytes());
+            base.update(&[0]);
+            base.update(port.as_bytes());
+            let mut prev = 0u32;
+            for _ in 0..weight * POINTS_PER_WEIGHT {
+                let mut h = base.clone();
+                h.update(&prev.to_le_bytes());
+                prev = h.finalize();
+                points.push((prev, i));
+            }
+        }
+        points.sort_unstable();
+        points.dedup_by_key(|p| p.0);
+        Ring { points }
+    }
+
+    /// Index of the first point at or after `hash` (may be `len`, which wraps to 0).
+    fn start(&self, hash: u32) -> usize {
+        self.points.partition_point(|p| p.0 < hash)
+    }
+}
+
+/// nginx gives up walking the ring after this many points and falls back to round robin.
+const RING_TRIES: usize = 20;
+
 /// The servers of one upstream, in configuration order.
 #[derive(Clone, Debug)]
 pub struct Peers {
@@ -208,6 +254,31 @@ impl Peers {
                 return self.round_robin(tried, now);
             }
         }
+    }
+
+    /// `hash $remote_addr consistent`: the first usable, untried server on the ring at or
+    /// after crc32 of the client address; after 20 points, round robin.
+    pub fn consistent(
+        &mut self,
+        ring: &Ring,
+        key: &str,
+        tried: &mut Tried,
+        now: Instant,
+    ) -> Option<usize> {
+        let n = ring.points.len();
+        if n == 0 || self.peers.len() < 2 {
+            return self.round_robin(tried, now);
+        }
+        let start = ring.start(crc32fast::hash(key.as_bytes()));
+        for step in 0..=RING_TRIES {
+            let (_, i) = ring.points[(start + step) % n];
+            if !tried.has(i) && self.peers[i].usable(now) {
+                self.peers[i].chosen(now);
+                tried.mark(i);
+                return Some(i);
+            }
+        }
+        self.round_robin(tried, now)
     }
 
     /// A request to peer `i` failed (error, timeout, invalid header, or a listed status).
@@ -337,6 +408,58 @@ mod tests {
             std::iter::from_fn(|| p.ip_hash(&mut state, &mut tried, now)).collect();
         got.sort_unstable();
         assert_eq!(got, [0, 1, 2]);
+    }
+
+    #[test]
+    fn consistent_hash_remaps_about_one_in_n_when_a_server_joins() {
+        let now = Instant::now();
+        let three = ["10.0.0.1:443", "10.0.0.2:443", "10.0.0.3:443"];
+        let four = [
+            "10.0.0.1:443",
+            "10.0.0.2:443",
+            "10.0.0.3:443",
+            "10.0.0.4:443",
+        ];
+        let ring3 = Ring::new(three.iter().map(|a| (*a, 1)));
+        let ring4 = Ring::new(four.iter().map(|a| (*a, 1)));
+        assert_eq!(ring3.points.len(), 480);
+        let (mut p3, mut p4) = (peers(&[1, 1, 1]), peers(&[1, 1, 1, 1]));
+        let clients: Vec<String> = (0..4000u32)
+            .map(|i| format!("172.{}.{}.{}", i % 7, i / 256 % 256, i % 256))
+            .collect();
+        let mut moved = 0;
+        for c in &clients {
+            let a = p3
+                .consistent(&ring3, c, &mut Tried::default(), now)
+                .expect("peer");
+            let b = p4
+                .consistent(&ring4, c, &mut Tried::default(), now)
+                .expect("peer");
+            if a != b {
+                moved += 1;
+                assert_eq!(b, 3, "a client that moves, moves to the new server");
+            }
+        }
+        let share = f64::from(moved) / clients.len() as f64;
+        assert!(
+            (0.15..0.35).contains(&share),
+            "{share} of clients moved, expected about 1/4"
+        );
+        // Stable for a given client, and it avoids a down server.
+        let c = "192.0.2.10";
+        let first = p3
+            .consistent(&ring3, c, &mut Tried::default(), now)
+            .expect("peer");
+        assert_eq!(
+            p3.consistent(&ring3, c, &mut Tried::default(), now),
+            Some(first)
+        );
+        p3.failed(first, now);
+        p3.failed(first, now);
+        let other = p3
+            .consistent(&ring3, c, &mut Tried::default(), now)
+            .expect("peer");
+        assert_ne!(other, first);
     }
 
     #[test]
