@@ -94,3 +94,29 @@ fn the_guides_nginx_conf_parses() {
     );
     assert_eq!(redirect.place.line, 18);
 }
+
+#[test]
+fn the_guides_nginx_conf_loads_with_its_two_warnings() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/guide-nginx.conf");
+    let c = gluu_lb::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.worker_connections, 6500);
+    assert_eq!(c.upstreams.len(), 2);
+    assert_eq!(c.servers.len(), 2);
+    let tls = &c.servers[1];
+    assert_eq!(tls.listen[0].addr.port(), 443);
+    assert!(tls.listen[0].ssl, "`ssl on;` makes `listen 443` TLS");
+    assert_eq!(tls.locations.len(), 6);
+    assert_eq!(c.servers[0].ret.as_ref().map(|r| r.code), Some(301));
+    let warnings: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("\"ssl\" directive is deprecated")
+            && warnings[0].ends_with("guide-nginx.conf:24"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("\"loadbalance.example.org\", which no server_name has; did you mean \"loadbalancer.example.org\"")
+            && warnings[1].ends_with("guide-nginx.conf:18"),
+        "{warnings:?}"
+    );
+}

@@ -1,0 +1,226 @@
+//! `server { ... }` blocks: listening addresses, names, TLS material, `return`, locations.
+//! The guide's deprecated `ssl on;` is accepted (every `listen` of the block becomes TLS)
+//! with a warning, as nginx 1.22 does; nginx 1.25 removed it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use super::Warning;
+use super::grammar::{Directive, GrammarError, Place};
+use super::location::{Location, location};
+
+/// One `listen` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub ssl: bool,
+    pub http2: bool,
+    pub place: Place,
+}
+
+/// `return CODE [URL|TEXT]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Return {
+    pub code: u16,
+    pub target: Option<String>,
+    pub place: Place,
+}
+
+/// A virtual server.
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub listen: Vec<Listen>,
+    pub names: Vec<String>,
+    pub certificate: Option<PathBuf>,
+    pub certificate_key: Option<PathBuf>,
+    pub ret: Option<Return>,
+    pub locations: Vec<Location>,
+    pub place: Place,
+}
+
+fn err(place: &Place, message: impl Into<String>) -> GrammarError {
+    GrammarError {
+        at: place.to_string(),
+        message: message.into(),
+    }
+}
+
+fn arg(d: &Directive) -> Result<&str, GrammarError> {
+    match d.args.as_slice() {
+        [one] => Ok(one),
+        _ => Err(err(
+            &d.place,
+            format!("invalid number of arguments in \"{}\" directive", d.name),
+        )),
+    }
+}
+
+/// nginx's `listen` address: `PORT`, `ADDR:PORT`, `[V6]:PORT`, `*:PORT`.
+fn listen_addr(place: &Place, v: &str) -> Result<SocketAddr, GrammarError> {
+    if let Ok(port) = v.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Some(port) = v.strip_prefix("*:") {
+        let port = port.parse::<u16>().map_err(|_| {
+            err(
+                place,
+                format!("invalid port in \"{v}\" of the \"listen\" directive"),
+            )
+        })?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    v.parse::<SocketAddr>().map_err(|_| {
+        err(
+            place,
+            format!("invalid address \"{v}\" in \"listen\" directive (write PORT, ADDRESS:PORT or [IPv6]:PORT)"),
+        )
+    })
+}
+
+fn on_off(d: &Directive) -> Result<bool, GrammarError> {
+    match arg(d)? {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(err(
+            &d.place,
+            format!(
+                "invalid value \"{other}\" in \"{}\" directive, it must be \"on\" or \"off\"",
+                d.name
+            ),
+        )),
+    }
+}
+
+/// Reads a `server` block; relative certificate paths are taken from `root`.
+pub fn server(
+    d: &Directive,
+    root: &std::path::Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<Server, GrammarError> {
+    let Some(body) = &d.block else {
+        return Err(err(&d.place, "directive \"server\" has no opening \"{\""));
+    };
+    let mut s = Server {
+        listen: Vec::new(),
+        names: Vec::new(),
+        certificate: None,
+        certificate_key: None,
+        ret: None,
+        locations: Vec::new(),
+        place: d.place.clone(),
+    };
+    let mut ssl_on = false;
+    let mut http2_on = false;
+    for inner in body {
+        let path = |v: &str| root.join(v);
+        match inner.name.as_str() {
+            "listen" => {
+                let Some((addr, params)) = inner.args.split_first() else {
+                    return Err(err(
+                        &inner.place,
+                        "invalid number of arguments in \"listen\" directive",
+                    ));
+                };
+                let mut l = Listen {
+                    addr: listen_addr(&inner.place, addr)?,
+                    ssl: false,
+                    http2: false,
+                    place: inner.place.clone(),
+                };
+                for p in params {
+                    match p.as_str() {
+                        "ssl" => l.ssl = true,
+                        "http2" => l.http2 = true,
+                        "default_server" | "default" => {}
+                        other => {
+                            return Err(err(
+                                &inner.place,
+                                format!("invalid parameter \"{other}\""),
+                            ));
+                        }
+                    }
+                }
+                s.listen.push(l);
+            }
+            "server_name" => s.names.extend(inner.args.iter().cloned()),
+            "ssl" => {
+                ssl_on = on_off(inner)?;
+                if ssl_on {
+                    warnings.push(Warning {
+                        at: inner.place.to_string(),
+                        message: "the \"ssl\" directive is deprecated (removed in nginx 1.25), \
+                                  use the \"listen ... ssl\" directive instead"
+                            .to_owned(),
+                    });
+                }
+            }
+            "http2" => http2_on = on_off(inner)?,
+            "ssl_certificate" => s.certificate = Some(path(arg(inner)?)),
+            "ssl_certificate_key" => s.certificate_key = Some(path(arg(inner)?)),
+            "ssl_protocols" => {
+                for p in &inner.args {
+                    if !matches!(p.as_str(), "TLSv1.2" | "TLSv1.3") {
+                        return Err(err(
+                            &inner.place,
+                            format!(
+                                "\"ssl_protocols {p}\": gluu-lb speaks only TLSv1.2 and TLSv1.3 \
+                                 (rustls); older versions are broken"
+                            ),
+                        ));
+                    }
+                }
+            }
+            "return" => {
+                let (code, target) = match inner.args.as_slice() {
+                    [c] => (c, None),
+                    [c, t] => (c, Some(t.clone())),
+                    _ => {
+                        return Err(err(
+                            &inner.place,
+                            "invalid number of arguments in \"return\" directive",
+                        ));
+                    }
+                };
+                let code = code
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|c| (200..=599).contains(c))
+                    .ok_or_else(|| err(&inner.place, format!("invalid return code \"{code}\"")))?;
+                s.ret = Some(Return {
+                    code,
+                    target,
+                    place: inner.place.clone(),
+                });
+            }
+            "location" => s.locations.push(location(inner)?),
+            other => {
+                return Err(err(
+                    &inner.place,
+                    format!("unknown directive \"{other}\" in server"),
+                ));
+            }
+        }
+    }
+    if s.listen.is_empty() {
+        // nginx's default when run as root.
+        s.listen.push(Listen {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80),
+            ssl: false,
+            http2: false,
+            place: d.place.clone(),
+        });
+    }
+    for l in &mut s.listen {
+        l.ssl |= ssl_on;
+        l.http2 |= http2_on;
+    }
+    if s.listen.iter().any(|l| l.ssl) {
+        let (Some(_), Some(_)) = (&s.certificate, &s.certificate_key) else {
+            return Err(err(
+                &d.place,
+                "no \"ssl_certificate\" and \"ssl_certificate_key\" are defined for a TLS server",
+            ));
+        };
+    }
+    Ok(s)
+}
