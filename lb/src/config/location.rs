@@ -91,6 +91,25 @@ fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> 
     })
 }
 
+/// The location directives issue 3 supports; their values are read by the proxy settings
+/// (not yet: they are kept as written in [`Location::directives`]).
+const PROXY_DIRECTIVES: &[&str] = &[
+    "proxy_redirect",
+    "proxy_next_upstream",
+    "proxy_next_upstream_tries",
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "proxy_send_timeout",
+    "proxy_set_header",
+    "proxy_ssl_verify",
+    "proxy_ssl_trusted_certificate",
+    "proxy_ssl_name",
+    "proxy_ssl_server_name",
+    "client_max_body_size",
+    "health_check",
+    "access_log",
+];
+
 /// Reads a `location` directive.
 pub fn location(d: &Directive) -> Result<Location, GrammarError> {
     let Some(body) = &d.block else {
@@ -119,8 +138,13 @@ pub fn location(d: &Directive) -> Result<Location, GrammarError> {
                 return Err(err(&inner.place, "\"proxy_pass\" directive is duplicate"));
             }
             pass = Some(proxy_pass(inner, is_regex)?);
-        } else {
+        } else if PROXY_DIRECTIVES.contains(&inner.name.as_str()) {
             directives.push(inner.clone());
+        } else {
+            return Err(err(
+                &inner.place,
+                format!("unknown directive \"{}\" in location", inner.name),
+            ));
         }
     }
     Ok(Location {
@@ -284,6 +308,10 @@ mod tests {
             ),
             ("location @named { }", "invalid location modifier"),
             ("location /a;", "has no opening"),
+            (
+                "location /a { root /srv; }",
+                "unknown directive \"root\" in location",
+            ),
         ];
         for (text, want) in cases {
             let e = read(text).expect_err(text).to_string();
