@@ -19,7 +19,7 @@ pub struct GrammarError {
 }
 
 impl GrammarError {
-    fn at(place: &Place, message: impl Into<String>) -> Self {
+    pub fn at(place: &Place, message: impl Into<String>) -> Self {
         Self {
             at: place.to_string(),
             message: message.into(),
@@ -35,6 +35,36 @@ pub struct Directive {
     pub args: Vec<String>,
     pub block: Option<Vec<Directive>>,
     pub place: Place,
+}
+
+impl Directive {
+    /// An error at this directive's place.
+    pub fn error(&self, message: impl Into<String>) -> GrammarError {
+        GrammarError::at(&self.place, message)
+    }
+
+    /// The one argument this directive must have.
+    pub fn one_arg(&self) -> Result<&str, GrammarError> {
+        match self.args.as_slice() {
+            [one] => Ok(one),
+            _ => Err(self.error(format!(
+                "invalid number of arguments in \"{}\" directive",
+                self.name
+            ))),
+        }
+    }
+
+    /// An `on`/`off` flag.
+    pub fn on_off(&self) -> Result<bool, GrammarError> {
+        match self.one_arg()? {
+            "on" => Ok(true),
+            "off" => Ok(false),
+            v => Err(self.error(format!(
+                "invalid value \"{v}\" in \"{}\" directive, it must be \"on\" or \"off\"",
+                self.name
+            ))),
+        }
+    }
 }
 
 /// How deep `include` may nest before it is called a loop.

@@ -9,6 +9,7 @@
 use regex::{Regex, RegexBuilder};
 
 use super::grammar::{Directive, GrammarError, Place};
+use super::proxy::{ProxySettings, settings};
 
 #[derive(Clone, Debug)]
 pub enum Matcher {
@@ -32,16 +33,8 @@ pub struct ProxyPass {
 pub struct Location {
     pub matcher: Matcher,
     pub proxy_pass: Option<ProxyPass>,
-    /// The block's other directives, for the typed proxy settings.
-    pub directives: Vec<Directive>,
+    pub settings: ProxySettings,
     pub place: Place,
-}
-
-fn err(place: &Place, message: impl Into<String>) -> GrammarError {
-    GrammarError {
-        at: place.to_string(),
-        message: message.into(),
-    }
 }
 
 fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Regex, GrammarError> {
@@ -49,7 +42,7 @@ fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Regex, GrammarE
         .case_insensitive(caseless)
         .build()
         .map_err(|e| {
-            err(
+            GrammarError::at(
                 place,
                 format!(
                     "regular expression \"{pattern}\" cannot be used (PCRE look-around and \
@@ -61,13 +54,13 @@ fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Regex, GrammarE
 
 fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> {
     let [url] = d.args.as_slice() else {
-        return Err(err(
+        return Err(GrammarError::at(
             &d.place,
             "invalid number of arguments in \"proxy_pass\" directive",
         ));
     };
     let Some(rest) = url.strip_prefix("https://") else {
-        return Err(err(
+        return Err(GrammarError::at(
             &d.place,
             format!(
                 "\"proxy_pass {url}\": only https:// upstreams are supported (the Gluu nodes \
@@ -80,7 +73,7 @@ fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> 
         None => (rest, None),
     };
     if uri.is_some() && is_regex {
-        return Err(err(
+        return Err(GrammarError::at(
             &d.place,
             "\"proxy_pass\" cannot have URI part in location given by regular expression",
         ));
@@ -91,29 +84,13 @@ fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> 
     })
 }
 
-/// The location directives issue 3 supports; their values are read by the proxy settings
-/// (not yet: they are kept as written in [`Location::directives`]).
-const PROXY_DIRECTIVES: &[&str] = &[
-    "proxy_redirect",
-    "proxy_next_upstream",
-    "proxy_next_upstream_tries",
-    "proxy_connect_timeout",
-    "proxy_read_timeout",
-    "proxy_send_timeout",
-    "proxy_set_header",
-    "proxy_ssl_verify",
-    "proxy_ssl_trusted_certificate",
-    "proxy_ssl_name",
-    "proxy_ssl_server_name",
-    "client_max_body_size",
-    "health_check",
-    "access_log",
-];
-
-/// Reads a `location` directive.
-pub fn location(d: &Directive) -> Result<Location, GrammarError> {
+/// Reads a `location` directive (relative paths in it start at `root`).
+pub fn location(d: &Directive, root: &std::path::Path) -> Result<Location, GrammarError> {
     let Some(body) = &d.block else {
-        return Err(err(&d.place, "directive \"location\" has no opening \"{\""));
+        return Err(GrammarError::at(
+            &d.place,
+            "directive \"location\" has no opening \"{\"",
+        ));
     };
     let matcher = match d.args.as_slice() {
         [m, p] if m == "=" => Matcher::Exact(p.clone()),
@@ -127,7 +104,12 @@ pub fn location(d: &Directive) -> Result<Location, GrammarError> {
             prefix: p.clone(),
             no_regex: false,
         },
-        _ => return Err(err(&d.place, "invalid location modifier or arguments")),
+        _ => {
+            return Err(GrammarError::at(
+                &d.place,
+                "invalid location modifier or arguments",
+            ));
+        }
     };
     let is_regex = matches!(matcher, Matcher::Regex(_));
     let mut pass = None;
@@ -135,22 +117,20 @@ pub fn location(d: &Directive) -> Result<Location, GrammarError> {
     for inner in body {
         if inner.name == "proxy_pass" {
             if pass.is_some() {
-                return Err(err(&inner.place, "\"proxy_pass\" directive is duplicate"));
+                return Err(GrammarError::at(
+                    &inner.place,
+                    "\"proxy_pass\" directive is duplicate",
+                ));
             }
             pass = Some(proxy_pass(inner, is_regex)?);
-        } else if PROXY_DIRECTIVES.contains(&inner.name.as_str()) {
-            directives.push(inner.clone());
         } else {
-            return Err(err(
-                &inner.place,
-                format!("unknown directive \"{}\" in location", inner.name),
-            ));
+            directives.push(inner.clone());
         }
     }
     Ok(Location {
         matcher,
         proxy_pass: pass,
-        directives,
+        settings: settings(&directives, root)?,
         place: d.place.clone(),
     })
 }
@@ -206,7 +186,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, text).expect("write");
-        parse_file(&path)?.iter().map(location).collect()
+        parse_file(&path)?
+            .iter()
+            .map(|d| location(d, dir.path()))
+            .collect()
     }
 
     fn chosen(ls: &[Location], path: &str) -> Option<usize> {

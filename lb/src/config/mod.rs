@@ -1,11 +1,12 @@
 //! The configuration: nginx's grammar ([`grammar`]) read into a directive tree, then into
-//! typed blocks ([`upstream`], [`server`], [`location`]) with nginx's meaning. Directives
+//! typed blocks ([`upstream`], [`server`], [`location`], [`proxy`]) with nginx's meaning. Directives
 //! gluu-lb does not (yet) support are errors naming file, line and directive, never
 //! silently ignored. Warnings (`ssl on;`, a redirect to a host no `server_name` has) are
 //! collected for `-t` and start-up.
 
 pub mod grammar;
 pub mod location;
+pub mod proxy;
 pub mod server;
 pub mod upstream;
 
@@ -44,17 +45,10 @@ pub struct Config {
     pub warnings: Vec<Warning>,
 }
 
-fn err(d: &Directive, message: impl Into<String>) -> GrammarError {
-    GrammarError {
-        at: d.place.to_string(),
-        message: message.into(),
-    }
-}
-
 fn block(d: &Directive) -> Result<&[Directive], GrammarError> {
     d.block
         .as_deref()
-        .ok_or_else(|| err(d, format!("directive \"{}\" has no opening \"{{\"", d.name)))
+        .ok_or_else(|| d.error(format!("directive \"{}\" has no opening \"{{\"", d.name)))
 }
 
 impl Config {
@@ -78,23 +72,21 @@ impl Config {
                         match (e.name.as_str(), e.args.as_slice()) {
                             ("worker_connections", [n]) => {
                                 c.worker_connections =
-                                    n.parse::<usize>()
-                                        .ok()
-                                        .filter(|n| *n > 0)
-                                        .ok_or_else(|| err(e, format!("invalid number \"{n}\"")))?;
+                                    n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(
+                                        || e.error(format!("invalid number \"{n}\"")),
+                                    )?;
                             }
                             _ => {
-                                return Err(err(
-                                    e,
-                                    format!("unknown directive \"{}\" in events", e.name),
-                                ));
+                                return Err(
+                                    e.error(format!("unknown directive \"{}\" in events", e.name))
+                                );
                             }
                         }
                     }
                 }
                 "http" => {
                     if http_seen {
-                        return Err(err(d, "\"http\" directive is duplicate"));
+                        return Err(d.error("\"http\" directive is duplicate"));
                     }
                     http_seen = true;
                     for h in block(d)? {
@@ -102,27 +94,23 @@ impl Config {
                             "upstream" => {
                                 let u = upstream::upstream(h)?;
                                 if let Some(prev) = c.upstreams.iter().find(|p| p.name == u.name) {
-                                    return Err(err(
-                                        h,
-                                        format!(
-                                            "duplicate upstream \"{}\" (first at {})",
-                                            u.name, prev.place
-                                        ),
-                                    ));
+                                    return Err(h.error(format!(
+                                        "duplicate upstream \"{}\" (first at {})",
+                                        u.name, prev.place
+                                    )));
                                 }
                                 c.upstreams.push(u);
                             }
                             "server" => c.servers.push(server::server(h, root, &mut c.warnings)?),
                             other => {
-                                return Err(err(
-                                    h,
-                                    format!("unknown directive \"{other}\" in http"),
-                                ));
+                                return Err(
+                                    h.error(format!("unknown directive \"{other}\" in http"))
+                                );
                             }
                         }
                     }
                 }
-                other => return Err(err(d, format!("unknown directive \"{other}\""))),
+                other => return Err(d.error(format!("unknown directive \"{other}\""))),
             }
         }
         if !http_seen {

@@ -38,23 +38,6 @@ pub struct Server {
     pub place: Place,
 }
 
-fn err(place: &Place, message: impl Into<String>) -> GrammarError {
-    GrammarError {
-        at: place.to_string(),
-        message: message.into(),
-    }
-}
-
-fn arg(d: &Directive) -> Result<&str, GrammarError> {
-    match d.args.as_slice() {
-        [one] => Ok(one),
-        _ => Err(err(
-            &d.place,
-            format!("invalid number of arguments in \"{}\" directive", d.name),
-        )),
-    }
-}
-
 /// nginx's `listen` address: `PORT`, `ADDR:PORT`, `[V6]:PORT`, `*:PORT`.
 fn listen_addr(place: &Place, v: &str) -> Result<SocketAddr, GrammarError> {
     if let Ok(port) = v.parse::<u16>() {
@@ -62,7 +45,7 @@ fn listen_addr(place: &Place, v: &str) -> Result<SocketAddr, GrammarError> {
     }
     if let Some(port) = v.strip_prefix("*:") {
         let port = port.parse::<u16>().map_err(|_| {
-            err(
+            GrammarError::at(
                 place,
                 format!("invalid port in \"{v}\" of the \"listen\" directive"),
             )
@@ -70,25 +53,11 @@ fn listen_addr(place: &Place, v: &str) -> Result<SocketAddr, GrammarError> {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
     }
     v.parse::<SocketAddr>().map_err(|_| {
-        err(
+        GrammarError::at(
             place,
             format!("invalid address \"{v}\" in \"listen\" directive (write PORT, ADDRESS:PORT or [IPv6]:PORT)"),
         )
     })
-}
-
-fn on_off(d: &Directive) -> Result<bool, GrammarError> {
-    match arg(d)? {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        other => Err(err(
-            &d.place,
-            format!(
-                "invalid value \"{other}\" in \"{}\" directive, it must be \"on\" or \"off\"",
-                d.name
-            ),
-        )),
-    }
 }
 
 /// Reads a `server` block; relative certificate paths are taken from `root`.
@@ -98,7 +67,10 @@ pub fn server(
     warnings: &mut Vec<Warning>,
 ) -> Result<Server, GrammarError> {
     let Some(body) = &d.block else {
-        return Err(err(&d.place, "directive \"server\" has no opening \"{\""));
+        return Err(GrammarError::at(
+            &d.place,
+            "directive \"server\" has no opening \"{\"",
+        ));
     };
     let mut s = Server {
         listen: Vec::new(),
@@ -116,7 +88,7 @@ pub fn server(
         match inner.name.as_str() {
             "listen" => {
                 let Some((addr, params)) = inner.args.split_first() else {
-                    return Err(err(
+                    return Err(GrammarError::at(
                         &inner.place,
                         "invalid number of arguments in \"listen\" directive",
                     ));
@@ -133,7 +105,7 @@ pub fn server(
                         "http2" => l.http2 = true,
                         "default_server" | "default" => {}
                         other => {
-                            return Err(err(
+                            return Err(GrammarError::at(
                                 &inner.place,
                                 format!("invalid parameter \"{other}\""),
                             ));
@@ -144,7 +116,7 @@ pub fn server(
             }
             "server_name" => s.names.extend(inner.args.iter().cloned()),
             "ssl" => {
-                ssl_on = on_off(inner)?;
+                ssl_on = inner.on_off()?;
                 if ssl_on {
                     warnings.push(Warning {
                         at: inner.place.to_string(),
@@ -154,13 +126,13 @@ pub fn server(
                     });
                 }
             }
-            "http2" => http2_on = on_off(inner)?,
-            "ssl_certificate" => s.certificate = Some(path(arg(inner)?)),
-            "ssl_certificate_key" => s.certificate_key = Some(path(arg(inner)?)),
+            "http2" => http2_on = inner.on_off()?,
+            "ssl_certificate" => s.certificate = Some(path(inner.one_arg()?)),
+            "ssl_certificate_key" => s.certificate_key = Some(path(inner.one_arg()?)),
             "ssl_protocols" => {
                 for p in &inner.args {
                     if !matches!(p.as_str(), "TLSv1.2" | "TLSv1.3") {
-                        return Err(err(
+                        return Err(GrammarError::at(
                             &inner.place,
                             format!(
                                 "\"ssl_protocols {p}\": gluu-lb speaks only TLSv1.2 and TLSv1.3 \
@@ -175,7 +147,7 @@ pub fn server(
                     [c] => (c, None),
                     [c, t] => (c, Some(t.clone())),
                     _ => {
-                        return Err(err(
+                        return Err(GrammarError::at(
                             &inner.place,
                             "invalid number of arguments in \"return\" directive",
                         ));
@@ -185,16 +157,18 @@ pub fn server(
                     .parse::<u16>()
                     .ok()
                     .filter(|c| (200..=599).contains(c))
-                    .ok_or_else(|| err(&inner.place, format!("invalid return code \"{code}\"")))?;
+                    .ok_or_else(|| {
+                        GrammarError::at(&inner.place, format!("invalid return code \"{code}\""))
+                    })?;
                 s.ret = Some(Return {
                     code,
                     target,
                     place: inner.place.clone(),
                 });
             }
-            "location" => s.locations.push(location(inner)?),
+            "location" => s.locations.push(location(inner, root)?),
             other => {
-                return Err(err(
+                return Err(GrammarError::at(
                     &inner.place,
                     format!("unknown directive \"{other}\" in server"),
                 ));
@@ -216,7 +190,7 @@ pub fn server(
     }
     if s.listen.iter().any(|l| l.ssl) {
         let (Some(_), Some(_)) = (&s.certificate, &s.certificate_key) else {
-            return Err(err(
+            return Err(GrammarError::at(
                 &d.place,
                 "no \"ssl_certificate\" and \"ssl_certificate_key\" are defined for a TLS server",
             ));

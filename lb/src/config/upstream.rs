@@ -52,13 +52,6 @@ pub struct Upstream {
     pub place: Place,
 }
 
-fn err(place: &Place, message: impl Into<String>) -> GrammarError {
-    GrammarError {
-        at: place.to_string(),
-        message: message.into(),
-    }
-}
-
 /// nginx's time syntax: a number with an optional unit (`ms`, `s`, `m`, `h`, `d`), several
 /// of them added (`1m30s`); a bare number is seconds.
 pub fn parse_time(v: &str) -> Option<Duration> {
@@ -99,7 +92,7 @@ pub fn parse_time(v: &str) -> Option<Duration> {
 
 fn number(place: &Place, directive: &str, v: &str) -> Result<u32, GrammarError> {
     v.parse::<u32>().map_err(|_| {
-        err(
+        GrammarError::at(
             place,
             format!("invalid number \"{v}\" in \"{directive}\" directive"),
         )
@@ -108,7 +101,7 @@ fn number(place: &Place, directive: &str, v: &str) -> Result<u32, GrammarError> 
 
 fn server(d: &Directive) -> Result<Server, GrammarError> {
     let Some((address, params)) = d.args.split_first() else {
-        return Err(err(
+        return Err(GrammarError::at(
             &d.place,
             "invalid number of arguments in \"server\" directive",
         ));
@@ -118,7 +111,7 @@ fn server(d: &Directive) -> Result<Server, GrammarError> {
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .is_none()
     {
-        return Err(err(
+        return Err(GrammarError::at(
             &d.place,
             format!("no port in upstream \"{address}\": write HOST:PORT (the nodes listen on 443)"),
         ));
@@ -137,17 +130,23 @@ fn server(d: &Directive) -> Result<Server, GrammarError> {
             Some(("weight", v)) => {
                 s.weight = number(&d.place, "server", v)?;
                 if s.weight == 0 {
-                    return Err(err(&d.place, "invalid parameter \"weight=0\""));
+                    return Err(GrammarError::at(&d.place, "invalid parameter \"weight=0\""));
                 }
             }
             Some(("max_fails", v)) => s.max_fails = number(&d.place, "server", v)?,
             Some(("fail_timeout", v)) => {
-                s.fail_timeout = parse_time(v)
-                    .ok_or_else(|| err(&d.place, format!("invalid parameter \"{p}\"")))?;
+                s.fail_timeout = parse_time(v).ok_or_else(|| {
+                    GrammarError::at(&d.place, format!("invalid parameter \"{p}\""))
+                })?;
             }
             None if p == "backup" => s.backup = true,
             None if p == "down" => s.down = true,
-            _ => return Err(err(&d.place, format!("invalid parameter \"{p}\""))),
+            _ => {
+                return Err(GrammarError::at(
+                    &d.place,
+                    format!("invalid parameter \"{p}\""),
+                ));
+            }
         }
     }
     Ok(s)
@@ -156,13 +155,16 @@ fn server(d: &Directive) -> Result<Server, GrammarError> {
 /// Reads an `upstream` directive.
 pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
     let [name] = d.args.as_slice() else {
-        return Err(err(
+        return Err(GrammarError::at(
             &d.place,
             "invalid number of arguments in \"upstream\" directive",
         ));
     };
     let Some(body) = &d.block else {
-        return Err(err(&d.place, "directive \"upstream\" has no opening \"{\""));
+        return Err(GrammarError::at(
+            &d.place,
+            "directive \"upstream\" has no opening \"{\"",
+        ));
     };
     let mut u = Upstream {
         name: name.clone(),
@@ -175,7 +177,10 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
     for inner in body {
         let set_method = |m: Method, u: &mut Upstream| -> Result<(), GrammarError> {
             if u.method != Method::RoundRobin {
-                return Err(err(&inner.place, "load balancing method redefined"));
+                return Err(GrammarError::at(
+                    &inner.place,
+                    "load balancing method redefined",
+                ));
             }
             u.method = m;
             Ok(())
@@ -191,7 +196,7 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
                 method_place = Some(&inner.place);
             }
             ("hash", _) => {
-                return Err(err(
+                return Err(GrammarError::at(
                     &inner.place,
                     "only \"hash $remote_addr consistent\" is supported",
                 ));
@@ -201,7 +206,7 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
                 u.keepalive = Some(n as usize);
             }
             _ => {
-                return Err(err(
+                return Err(GrammarError::at(
                     &inner.place,
                     format!(
                         "unknown or misused directive \"{}\" in upstream",
@@ -212,7 +217,7 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
         }
     }
     if u.servers.is_empty() {
-        return Err(err(
+        return Err(GrammarError::at(
             &d.place,
             format!("no servers are inside upstream \"{name}\""),
         ));
@@ -220,7 +225,7 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
     if u.method == Method::IpHash
         && let Some(b) = u.servers.iter().find(|s| s.backup)
     {
-        return Err(err(
+        return Err(GrammarError::at(
             &b.place,
             format!(
                 "balancing method does not support parameter \"backup\" (ip_hash at {})",

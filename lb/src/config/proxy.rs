@@ -1,0 +1,430 @@
+//! A location's proxy settings, read from its `proxy_*`, `health_check`,
+//! `client_max_body_size` and `access_log` directives with nginx's defaults, and header
+//! values as templates of nginx variables (only those gluu-lb can fill; any other is
+//! nginx's `unknown "name" variable` error).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::grammar::{Directive, GrammarError, Place};
+use super::upstream::parse_time;
+
+/// Variables a header value or `proxy_ssl_name` may use.
+pub const VARIABLES: &[&str] = &[
+    "host",
+    "request_uri",
+    "scheme",
+    "server_name",
+    "remote_addr",
+    "proxy_add_x_forwarded_for",
+    "proxy_host",
+];
+
+/// A value with variables: literal text and `$name`/`${name}` parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    Text(String),
+    Var(&'static str),
+}
+
+pub type Template = Vec<Part>;
+
+/// Splits `v` into text and known variables.
+pub fn template(place: &Place, v: &str) -> Result<Template, GrammarError> {
+    let mut parts = Vec::new();
+    let mut rest = v;
+    while let Some(i) = rest.find('$') {
+        if i > 0 {
+            parts.push(Part::Text(rest[..i].to_owned()));
+        }
+        let after = &rest[i + 1..];
+        let (name, consumed) = match after.strip_prefix('{') {
+            Some(inner) => {
+                let end = inner.find('}').ok_or_else(|| {
+                    GrammarError::at(
+                        place,
+                        format!("the closing bracket in \"{v}\" variable is missing"),
+                    )
+                })?;
+                (&inner[..end], end + 2)
+            }
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        let known = VARIABLES
+            .iter()
+            .find(|k| **k == name)
+            .ok_or_else(|| GrammarError::at(place, format!("unknown \"{name}\" variable")))?;
+        parts.push(Part::Var(known));
+        rest = &after[consumed..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
+/// `proxy_next_upstream`: when a failed attempt moves on to the next server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextUpstream {
+    pub error: bool,
+    pub timeout: bool,
+    pub invalid_header: bool,
+    pub http_500: bool,
+    pub http_502: bool,
+    pub http_503: bool,
+    pub http_504: bool,
+    /// Also retry POST, LOCK, PATCH once sent (nginx's `non_idempotent`).
+    pub non_idempotent: bool,
+}
+
+/// NGINX Plus's `health_check`: active checks of every server of the location's upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub uri: String,
+    pub interval: Duration,
+    pub fails: u32,
+    pub passes: u32,
+    pub place: Place,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// `proxy_redirect off` passes `Location` through unchanged (the guide's setting).
+    pub redirect_off: bool,
+    pub next_upstream: NextUpstream,
+    /// 0: no limit beyond "each server once".
+    pub next_upstream_tries: u32,
+    /// Also bounds the upstream TLS handshake.
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    pub set_headers: Vec<(String, Template)>,
+    pub ssl_verify: Option<bool>,
+    pub ssl_trusted_certificate: Option<PathBuf>,
+    pub ssl_name: Option<Template>,
+    pub ssl_server_name: bool,
+    /// 0: no limit.
+    pub client_max_body_size: u64,
+    pub health_check: Option<HealthCheck>,
+    /// `access_log PATH [combined]`; `None` for `off` or when not set here.
+    pub access_log: Option<PathBuf>,
+}
+
+impl Default for ProxySettings {
+    /// nginx's defaults.
+    fn default() -> Self {
+        Self {
+            redirect_off: false,
+            next_upstream: NextUpstream {
+                error: true,
+                timeout: true,
+                ..NextUpstream::default()
+            },
+            next_upstream_tries: 0,
+            connect_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            set_headers: Vec::new(),
+            ssl_verify: None,
+            ssl_trusted_certificate: None,
+            ssl_name: None,
+            ssl_server_name: false,
+            client_max_body_size: 1 << 20,
+            health_check: None,
+            access_log: None,
+        }
+    }
+}
+
+fn time(d: &Directive) -> Result<Duration, GrammarError> {
+    let v = d.one_arg()?;
+    parse_time(v).ok_or_else(|| {
+        GrammarError::at(
+            &d.place,
+            format!("\"{}\" directive invalid value \"{v}\"", d.name),
+        )
+    })
+}
+
+/// nginx's size syntax: bytes, or a number with `k`, `m` or `g`.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let (num, mult) = match v.char_indices().last()? {
+        (i, 'k' | 'K') => (&v[..i], 1 << 10),
+        (i, 'm' | 'M') => (&v[..i], 1 << 20),
+        (i, 'g' | 'G') => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn health_check(d: &Directive) -> Result<HealthCheck, GrammarError> {
+    let mut h = HealthCheck {
+        uri: "/".to_owned(),
+        interval: Duration::from_secs(5),
+        fails: 1,
+        passes: 1,
+        place: d.place.clone(),
+    };
+    for a in &d.args {
+        let bad = || GrammarError::at(&d.place, format!("invalid parameter \"{a}\""));
+        match a.split_once('=') {
+            Some(("uri", v)) if v.starts_with('/') => h.uri = v.to_owned(),
+            Some(("interval", v)) => {
+                h.interval = parse_time(v).filter(|t| !t.is_zero()).ok_or_else(bad)?
+            }
+            Some(("fails", v)) => h.fails = v.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?,
+            Some(("passes", v)) => h.passes = v.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(h)
+}
+
+/// Reads a location's settings from its directives (root: where relative paths start).
+pub fn settings(
+    directives: &[Directive],
+    root: &std::path::Path,
+) -> Result<ProxySettings, GrammarError> {
+    let mut s = ProxySettings::default();
+    for d in directives {
+        match d.name.as_str() {
+            "proxy_redirect" => {
+                s.redirect_off = match d.one_arg()? {
+                    "off" => true,
+                    "default" => false,
+                    v => {
+                        return Err(GrammarError::at(
+                            &d.place,
+                            format!(
+                                "\"proxy_redirect {v}\": only \"off\" and \"default\" are supported"
+                            ),
+                        ));
+                    }
+                }
+            }
+            "proxy_next_upstream" => {
+                let mut n = NextUpstream::default();
+                for a in &d.args {
+                    match a.as_str() {
+                        "error" => n.error = true,
+                        "timeout" => n.timeout = true,
+                        "invalid_header" => n.invalid_header = true,
+                        "http_500" => n.http_500 = true,
+                        "http_502" => n.http_502 = true,
+                        "http_503" => n.http_503 = true,
+                        "http_504" => n.http_504 = true,
+                        "non_idempotent" => n.non_idempotent = true,
+                        "off" if d.args.len() == 1 => {}
+                        _ => {
+                            return Err(GrammarError::at(
+                                &d.place,
+                                format!("invalid value \"{a}\""),
+                            ));
+                        }
+                    }
+                }
+                s.next_upstream = n;
+            }
+            "proxy_next_upstream_tries" => {
+                s.next_upstream_tries = d.one_arg()?.parse().map_err(|_| {
+                    GrammarError::at(
+                        &d.place,
+                        "invalid number in \"proxy_next_upstream_tries\" directive",
+                    )
+                })?;
+            }
+            "proxy_connect_timeout" => s.connect_timeout = time(d)?,
+            "proxy_read_timeout" => s.read_timeout = time(d)?,
+            "proxy_send_timeout" => s.send_timeout = time(d)?,
+            "proxy_set_header" => {
+                let [name, value] = d.args.as_slice() else {
+                    return Err(GrammarError::at(
+                        &d.place,
+                        "invalid number of arguments in \"proxy_set_header\" directive",
+                    ));
+                };
+                s.set_headers
+                    .push((name.clone(), template(&d.place, value)?));
+            }
+            "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
+            "proxy_ssl_trusted_certificate" => {
+                s.ssl_trusted_certificate = Some(root.join(d.one_arg()?))
+            }
+            "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
+            "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
+            "client_max_body_size" => {
+                let v = d.one_arg()?;
+                s.client_max_body_size = parse_size(v).ok_or_else(|| {
+                    GrammarError::at(
+                        &d.place,
+                        format!("\"client_max_body_size\" directive invalid value \"{v}\""),
+                    )
+                })?;
+            }
+            "health_check" => s.health_check = Some(health_check(d)?),
+            "access_log" => {
+                s.access_log = match d.args.as_slice() {
+                    [off] if off == "off" => None,
+                    [path] => Some(root.join(path)),
+                    [path, format] if format == "combined" => Some(root.join(path)),
+                    _ => {
+                        return Err(GrammarError::at(
+                            &d.place,
+                            "\"access_log\": only PATH [combined] or off are supported",
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(GrammarError::at(
+                    &d.place,
+                    format!("unknown directive \"{other}\" in location"),
+                ));
+            }
+        }
+    }
+    if s.ssl_verify == Some(true) && s.ssl_trusted_certificate.is_none() {
+        let place = directives
+            .iter()
+            .find(|d| d.name == "proxy_ssl_verify")
+            .map(|d| d.place.to_string());
+        return Err(GrammarError {
+            at: place.unwrap_or_default(),
+            message: "no \"proxy_ssl_trusted_certificate\" for \"proxy_ssl_verify\"".to_owned(),
+        });
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::grammar::parse_file;
+
+    fn read(body: &str) -> Result<ProxySettings, GrammarError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, format!("location / {{\n{body}\n}}\n")).expect("write");
+        let top = parse_file(&path)?;
+        settings(top[0].block.as_deref().unwrap_or_default(), dir.path())
+    }
+
+    #[test]
+    fn the_guides_location_settings() {
+        let s = read(
+            "proxy_redirect off;\nproxy_next_upstream error timeout invalid_header http_500;\n\
+             proxy_connect_timeout 2;\nproxy_set_header Host $host;\n\
+             proxy_set_header X-Real-IP $remote_addr;\n\
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        )
+        .expect("valid");
+        assert!(s.redirect_off);
+        let n = s.next_upstream;
+        assert!(
+            n.error
+                && n.timeout
+                && n.invalid_header
+                && n.http_500
+                && !n.http_502
+                && !n.non_idempotent
+        );
+        assert_eq!(s.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.read_timeout, Duration::from_secs(60), "nginx's default");
+        assert_eq!(
+            s.set_headers[0],
+            ("Host".to_owned(), vec![Part::Var("host")])
+        );
+        assert_eq!(
+            s.set_headers[2].1,
+            vec![Part::Var("proxy_add_x_forwarded_for")]
+        );
+        assert_eq!(s.client_max_body_size, 1 << 20);
+    }
+
+    #[test]
+    fn defaults_templates_sizes_and_health_checks() {
+        let d = ProxySettings::default();
+        assert!(d.next_upstream.error && d.next_upstream.timeout && !d.next_upstream.http_500);
+        let place = Place {
+            file: std::sync::Arc::from(std::path::Path::new("x")),
+            line: 1,
+        };
+        assert_eq!(
+            template(&place, "https://${host}:8443$request_uri?a").expect("ok"),
+            vec![
+                Part::Text("https://".into()),
+                Part::Var("host"),
+                Part::Text(":8443".into()),
+                Part::Var("request_uri"),
+                Part::Text("?a".into())
+            ]
+        );
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("1x"), None);
+        let s = read("health_check uri=/oxauth/.well-known/openid-configuration interval=2s fails=3 passes=2;\nclient_max_body_size 0;\nproxy_next_upstream off;")
+            .expect("valid");
+        let h = s.health_check.expect("health_check");
+        assert_eq!(
+            (h.uri.as_str(), h.interval, h.fails, h.passes),
+            (
+                "/oxauth/.well-known/openid-configuration",
+                Duration::from_secs(2),
+                3,
+                2
+            )
+        );
+        assert_eq!(s.client_max_body_size, 0);
+        assert_eq!(s.next_upstream, NextUpstream::default());
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            (
+                "proxy_set_header Host $hots;",
+                "unknown \"hots\" variable",
+                ":2",
+            ),
+            ("proxy_set_header X ${host;", "closing bracket", ":2"),
+            (
+                "proxy_next_upstream error http_418;",
+                "invalid value \"http_418\"",
+                ":2",
+            ),
+            (
+                "proxy_connect_timeout soon;",
+                "invalid value \"soon\"",
+                ":2",
+            ),
+            (
+                "proxy_redirect http://a/ http://b/;",
+                "invalid number of arguments",
+                ":2",
+            ),
+            (
+                "proxy_ssl_verify on;",
+                "no \"proxy_ssl_trusted_certificate\"",
+                ":2",
+            ),
+            (
+                "health_check match=ok;",
+                "invalid parameter \"match=ok\"",
+                ":2",
+            ),
+            ("client_max_body_size lots;", "invalid value \"lots\"", ":2"),
+            ("access_log /var/log/x main;", "only PATH [combined]", ":2"),
+        ];
+        for (body, want, line) in cases {
+            let e = read(body).expect_err(body).to_string();
+            assert!(e.contains(want), "{body:?}: {e}");
+            assert!(e.ends_with(line), "{body:?}: {e}");
+        }
+    }
+}
