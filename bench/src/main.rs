@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use gluu_testkit::{Cert, Proc, Redis, free_port, require, stunnel, wait_for};
+use gluu_testkit::{Cert, Proc, Redis, Side, free_port, guide_conf, require, stunnel, wait_for};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -182,20 +182,25 @@ fn gluu_pair(bin: &Path, dir: &Path, cert: &Cert, redis: SocketAddr) -> Pair {
         std::fs::write(&p, text).expect("write config");
         p
     };
+    let log = |name: &str| format!("pid =\noutput = {}", dir.join(name).display());
     let server = write(
         "gluu-server.conf",
-        format!(
-            "cert = {}\npid =\noutput = {}\n[redis]\naccept = 127.0.0.1:{sport}\nconnect = {redis}\n",
-            cert.combined.display(),
-            dir.join("gluu-server.log").display()
+        guide_conf(
+            Side::RedisHost,
+            &cert.combined,
+            &log("gluu-server.log"),
+            format!("127.0.0.1:{sport}"),
+            redis,
         ),
     );
     let client = write(
         "gluu-client.conf",
-        format!(
-            "cert = {}\nclient = yes\npid =\noutput = {}\n[redis]\naccept = 127.0.0.1:{cport}\nconnect = 127.0.0.1:{sport}\n",
-            cert.combined.display(),
-            dir.join("gluu-client.log").display()
+        guide_conf(
+            Side::Node,
+            &cert.combined,
+            &log("gluu-client.log"),
+            format!("127.0.0.1:{cport}"),
+            format!("127.0.0.1:{sport}"),
         ),
     );
     let procs: Vec<Proc> = [(server, sport), (client, cport)]
@@ -220,23 +225,21 @@ fn stunnel_pair(dir: &Path, cert: &Cert, redis: SocketAddr) -> Pair {
     let (sport, cport) = (free_port(), free_port());
     // The guide's two files, with `client = yes` on the node side; logging to a file, as
     // gluu-tunnel does, at stunnel's default level.
+    let (server_addr, client_addr) = (
+        SocketAddr::from(([127, 0, 0, 1], sport)),
+        SocketAddr::from(([127, 0, 0, 1], cport)),
+    );
     let server = stunnel(
         dir,
         "stunnel-server",
-        &format!(
-            "cert = {}\n[redis]\naccept = 127.0.0.1:{sport}\nconnect = {redis}\n",
-            cert.combined.display()
-        ),
-        ([127, 0, 0, 1], sport).into(),
+        &guide_conf(Side::RedisHost, &cert.combined, "", server_addr, redis),
+        server_addr,
     );
     let client = stunnel(
         dir,
         "stunnel-client",
-        &format!(
-            "cert = {}\nclient = yes\n[redis]\naccept = 127.0.0.1:{cport}\nconnect = 127.0.0.1:{sport}\n",
-            cert.combined.display()
-        ),
-        ([127, 0, 0, 1], cport).into(),
+        &guide_conf(Side::Node, &cert.combined, "", client_addr, server_addr),
+        client_addr,
     );
     let procs = vec![server, client];
     Pair {

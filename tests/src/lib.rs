@@ -375,6 +375,40 @@ impl Drop for Proc {
     }
 }
 
+/// Which of the guide's two stunnel files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// `/etc/stunnel/redis-server.conf`: TLS in, plaintext to Redis.
+    RedisHost,
+    /// `/etc/stunnel/redis-client.conf` on each node, with the `client = yes` the guide omits.
+    Node,
+}
+
+/// One of the guide's stunnel files with our addresses; `globals` are extra lines before
+/// the `[redis]` section (pid, output, metrics, verification options).
+pub fn guide_conf(
+    side: Side,
+    cert: &Path,
+    globals: &str,
+    accept: impl std::fmt::Display,
+    connect: impl std::fmt::Display,
+) -> String {
+    let client = if side == Side::Node {
+        "client = yes\n"
+    } else {
+        ""
+    };
+    let sep = if globals.is_empty() || globals.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    format!(
+        "cert = {}\n{client}{globals}{sep}[redis]\naccept = {accept}\nconnect = {connect}\n",
+        cert.display()
+    )
+}
+
 /// The real Debian stunnel with `config` (written to `dir`), logging only to a file (as the
 /// benchmarks need to be fair: `foreground = yes` would also copy every line to stderr);
 /// waits until `wait_on` accepts connections.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gluu_testkit::{Cert, Proc, Redis, free_port, wait_for};
+use gluu_testkit::{Cert, Proc, Redis, Side, free_port, guide_conf, wait_for};
 
 /// What every test starts from: its own directory, a real Redis with `requirepass`, and
 /// the guide's shared `secureredis.pem`.
@@ -44,18 +44,24 @@ fn test_mode(path: &Path) -> (i32, String) {
 
 /// The guide's redis-server.conf with paths and addresses changed.
 fn guide_server(cert: &Path, accept: u16, redis: SocketAddr, pid: &Path) -> String {
-    format!(
-        "cert = {}\npid = {}\n[redis]\naccept = 127.0.0.1:{accept}\nconnect = {redis}\n",
-        cert.display(),
-        pid.display()
+    let pid = format!("pid = {}", pid.display());
+    guide_conf(
+        Side::RedisHost,
+        cert,
+        &pid,
+        format!("127.0.0.1:{accept}"),
+        redis,
     )
 }
 
 /// The guide's redis-client.conf with `client = yes` added.
 fn guide_client(cert: &Path, accept: u16, server: u16) -> String {
-    format!(
-        "cert = {}\nclient = yes\npid =\n[redis]\naccept = 127.0.0.1:{accept}\nconnect = 127.0.0.1:{server}\n",
-        cert.display()
+    guide_conf(
+        Side::Node,
+        cert,
+        "pid =",
+        format!("127.0.0.1:{accept}"),
+        format!("127.0.0.1:{server}"),
     )
 }
 

@@ -5,15 +5,31 @@
 
 mod support;
 
-use gluu_testkit::{Cert, Redis, free_port, stunnel};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use gluu_testkit::{Cert, Redis, Side, free_port, guide_conf, stunnel};
 use support::{client_conf, server_conf, start};
 
-/// The guide's redis-client.conf for stunnel (with `client = yes`, which the guide omits).
-fn stunnel_client(cert: &std::path::Path, accept: u16, server: std::net::SocketAddr) -> String {
-    format!(
-        "cert = {}\nclient = yes\n[redis]\naccept = 127.0.0.1:{accept}\nconnect = {server}\n",
-        cert.display()
-    )
+/// Real stunnel running one of the guide's files, listening on a fresh loopback port.
+fn stunnel_guide(
+    dir: &Path,
+    side: Side,
+    cert: &Path,
+    connect: SocketAddr,
+) -> (gluu_testkit::Proc, SocketAddr) {
+    let accept = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let name = match side {
+        Side::RedisHost => "stunnel-server",
+        Side::Node => "stunnel-client",
+    };
+    let proc = stunnel(
+        dir,
+        name,
+        &guide_conf(side, cert, "", accept, connect),
+        accept,
+    );
+    (proc, accept)
 }
 
 #[test]
@@ -26,15 +42,10 @@ fn stunnel_client_to_gluu_tunnel_server() {
         "redis-server.conf",
         &server_conf(&cert.combined, redis.addr(), ""),
     );
-    let port = free_port();
-    let _stunnel = stunnel(
-        dir.path(),
-        "stunnel-client",
-        &stunnel_client(&cert.combined, port, server.addr("redis")),
-        ([127, 0, 0, 1], port).into(),
-    );
+    let (_stunnel, entry) =
+        stunnel_guide(dir.path(), Side::Node, &cert.combined, server.addr("redis"));
     let mut con = redis
-        .connect_to(([127, 0, 0, 1], port).into())
+        .connect_to(entry)
         .expect("through stunnel + gluu-tunnel");
     let value = vec![9u8; 1 << 20];
     let _: () = redis::cmd("SET")
@@ -51,22 +62,13 @@ fn gluu_tunnel_client_to_stunnel_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = Redis::start();
     let cert = Cert::new(dir.path(), "secureredis");
-    let port = free_port();
     // The guide's redis-server.conf, as written.
-    let _stunnel = stunnel(
-        dir.path(),
-        "stunnel-server",
-        &format!(
-            "cert = {}\n[redis]\naccept = 127.0.0.1:{port}\nconnect = {}\n",
-            cert.combined.display(),
-            redis.addr()
-        ),
-        ([127, 0, 0, 1], port).into(),
-    );
+    let (_stunnel, tls_port) =
+        stunnel_guide(dir.path(), Side::RedisHost, &cert.combined, redis.addr());
     let client = start(
         dir.path(),
         "redis-client.conf",
-        &client_conf(&cert.combined, ([127, 0, 0, 1], port).into(), ""),
+        &client_conf(&cert.combined, tls_port, ""),
     );
     let mut con = redis
         .connect_to(client.addr("redis"))
@@ -95,35 +97,24 @@ fn stunnel_with_another_certificate_is_refused_both_ways() {
         "redis-server.conf",
         &server_conf(&ours.combined, redis.addr(), ""),
     );
-    let port = free_port();
-    let _c = stunnel(
+    let (_c, entry) = stunnel_guide(
         dir.path(),
-        "stunnel-client",
-        &stunnel_client(&theirs.combined, port, server.addr("redis")),
-        ([127, 0, 0, 1], port).into(),
+        Side::Node,
+        &theirs.combined,
+        server.addr("redis"),
     );
-    assert!(redis.connect_to(([127, 0, 0, 1], port).into()).is_err());
+    assert!(redis.connect_to(entry).is_err());
     assert!(
         server.metric(
             "gluu_tunnel_handshake_failures_total{service=\"redis\",reason=\"bad_certificate\"}"
         ) >= 1.0
     );
     // stunnel server with another certificate -> our client refuses it.
-    let sport = free_port();
-    let _s = stunnel(
-        dir.path(),
-        "stunnel-server",
-        &format!(
-            "cert = {}\n[redis]\naccept = 127.0.0.1:{sport}\nconnect = {}\n",
-            theirs.combined.display(),
-            redis.addr()
-        ),
-        ([127, 0, 0, 1], sport).into(),
-    );
+    let (_s, tls_port) = stunnel_guide(dir.path(), Side::RedisHost, &theirs.combined, redis.addr());
     let client = start(
         dir.path(),
         "redis-client.conf",
-        &client_conf(&ours.combined, ([127, 0, 0, 1], sport).into(), ""),
+        &client_conf(&ours.combined, tls_port, ""),
     );
     assert!(redis.connect_to(client.addr("redis")).is_err());
     assert!(

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gluu_testkit::{Cert, Proc, Redis, free_port};
+use gluu_testkit::{Cert, Proc, Redis, Side, free_port, guide_conf};
 
 struct Walk {
     failed: usize,
@@ -109,27 +109,40 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
     let password = write(d, "redis-password", &format!("{}\n", redis.password));
 
     let (server_port, client_port) = (free_port(), free_port());
+    let globals = |side: &str| {
+        format!(
+            "pid = {}\noutput = {}\nmetrics = 127.0.0.1:{}",
+            d.join(format!("{side}.pid")).display(),
+            d.join(format!("{side}.log")).display(),
+            free_port()
+        )
+    };
     let server_conf = write(
         d,
         "redis-server.conf",
         &format!(
-            "; the guide's /etc/stunnel/redis-server.conf (Redis host)\ncert = {}\npid = {}\noutput = {}\nmetrics = 127.0.0.1:{}\n[redis]\naccept = 127.0.0.1:{server_port}\nconnect = {}\n",
-            cert.combined.display(),
-            d.join("server.pid").display(),
-            d.join("server.log").display(),
-            free_port(),
-            redis.addr()
+            "; the guide's /etc/stunnel/redis-server.conf (Redis host)\n{}",
+            guide_conf(
+                Side::RedisHost,
+                &cert.combined,
+                &globals("server"),
+                format!("127.0.0.1:{server_port}"),
+                redis.addr()
+            )
         ),
     );
     let client_conf = write(
         d,
         "redis-client.conf",
         &format!(
-            "; the guide's /etc/stunnel/redis-client.conf (each node), with client = yes\ncert = {}\nclient = yes\npid = {}\noutput = {}\nmetrics = 127.0.0.1:{}\n[redis]\naccept = 127.0.0.1:{client_port}\nconnect = 127.0.0.1:{server_port}\n",
-            cert.combined.display(),
-            d.join("client.pid").display(),
-            d.join("client.log").display(),
-            free_port()
+            "; the guide's /etc/stunnel/redis-client.conf (each node), with client = yes\n{}",
+            guide_conf(
+                Side::Node,
+                &cert.combined,
+                &globals("client"),
+                format!("127.0.0.1:{client_port}"),
+                format!("127.0.0.1:{server_port}")
+            )
         ),
     );
 
@@ -191,9 +204,17 @@ fn walkthrough(check_only: bool) -> Result<usize, String> {
         d,
         "rogue-client.conf",
         &format!(
-            "; a stranger: another certificate, and it verifies nobody itself\ncert = {}\nclient = yes\nverifyPeer = no\noutput = {}\n[redis]\naccept = 127.0.0.1:{rogue_port}\nconnect = 127.0.0.1:{server_port}\n",
-            rogue_cert.combined.display(),
-            d.join("rogue.log").display()
+            "; a stranger: another certificate, and it verifies nobody itself\n{}",
+            guide_conf(
+                Side::Node,
+                &rogue_cert.combined,
+                &format!(
+                    "verifyPeer = no\noutput = {}",
+                    d.join("rogue.log").display()
+                ),
+                format!("127.0.0.1:{rogue_port}"),
+                format!("127.0.0.1:{server_port}")
+            )
         ),
     );
     let rogue = Proc::spawn(Command::new(&tunnel).arg(&rogue_conf));

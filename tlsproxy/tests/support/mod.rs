@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gluu_testkit::{Cert, Redis};
+use gluu_testkit::{Cert, Redis, Side, guide_conf};
 use gluu_tunnel::{Config, Control, Tunnel};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -123,20 +123,16 @@ pub fn start(dir: &Path, name: &str, text: &str) -> Running {
     start_file(&path)
 }
 
-/// The guide's redis-server.conf, pointed at `redis`.
+/// The guide's redis-server.conf, pointed at `redis`, with metrics and `extra` globals.
 pub fn server_conf(cert: &Path, redis: SocketAddr, extra: &str) -> String {
-    format!(
-        "cert = {}\nmetrics = 127.0.0.1:0\n{extra}\n[redis]\naccept = 127.0.0.1:0\nconnect = {redis}\n",
-        cert.display()
-    )
+    let globals = format!("metrics = 127.0.0.1:0\n{extra}");
+    guide_conf(Side::RedisHost, cert, &globals, "127.0.0.1:0", redis)
 }
 
 /// The guide's redis-client.conf with `client = yes`, pointed at a server tunnel.
 pub fn client_conf(cert: &Path, server: SocketAddr, extra: &str) -> String {
-    format!(
-        "cert = {}\nmetrics = 127.0.0.1:0\nclient = yes\n{extra}\n[redis]\naccept = 127.0.0.1:0\nconnect = {server}\n",
-        cert.display()
-    )
+    let globals = format!("metrics = 127.0.0.1:0\n{extra}");
+    guide_conf(Side::Node, cert, &globals, "127.0.0.1:0", server)
 }
 
 /// Redis behind a server tunnel behind a client tunnel, all sharing one certificate.
