@@ -2,8 +2,9 @@
 //! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]), logging
 //! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
 //! messages ([`place`]), and the small Unix chores every daemon does the same way
-//! ([`process`]: pid files, dropping privileges).
+//! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff).
 
+pub mod accept;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -21,6 +21,27 @@ fn open(path: &Path) -> std::io::Result<File> {
 }
 
 impl LogFile {
+    /// Opens (creates) `path` for appending.
+    pub fn open(path: &Path) -> std::io::Result<LogFile> {
+        Ok(LogFile {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new(open(path)?)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one whole line in one write (an access log line).
+    pub fn append(&self, line: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(line)
+    }
+
     /// Opens the file again by name (after logrotate moved the old one away).
     pub fn reopen(&self) -> std::io::Result<()> {
         let fresh = open(&self.path)?;

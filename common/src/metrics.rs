@@ -1,6 +1,7 @@
 //! The metrics listener: a tiny HTTP/1.1 server (hyper) on an address the admin chooses,
 //! normally loopback, serving Prometheus text at `/metrics` from a `prometheus-client`
-//! registry. Each daemon registers its own families; the listener is the same for all.
+//! registry and, for daemons that have one, a JSON status document at `/status`. Each
+//! daemon registers its own families; the listener is the same for all.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,24 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// A registry shared between the daemon, which registers families once, and the listener.
 pub type SharedRegistry = Arc<Mutex<Registry>>;
 
+/// Renders the `/status` JSON document at request time.
+pub type StatusFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the listener serves.
+#[derive(Clone)]
+pub struct Pages {
+    pub registry: SharedRegistry,
+    pub status: Option<StatusFn>,
+}
+
+impl std::fmt::Debug for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages")
+            .field("status", &self.status.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 fn render(registry: &SharedRegistry) -> String {
     let mut text = String::new();
     let guard = registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -27,10 +46,16 @@ fn render(registry: &SharedRegistry) -> String {
     text
 }
 
-fn respond(registry: &SharedRegistry, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, ctype, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, OPENMETRICS, render(registry)),
-        (&Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".into()),
+fn respond(pages: &Pages, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match (req.method(), req.uri().path(), &pages.status) {
+        (&Method::GET, "/metrics", _) => (StatusCode::OK, OPENMETRICS, render(&pages.registry)),
+        (&Method::GET, "/status", Some(status)) => (StatusCode::OK, "application/json", status()),
+        (&Method::GET, _, None) => (StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".into()),
+        (&Method::GET, _, Some(_)) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /status\n".into(),
+        ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -45,26 +70,14 @@ fn respond(registry: &SharedRegistry, req: &Request<Incoming>) -> Response<Full<
     resp
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, registry: SharedRegistry, shutdown: CancellationToken) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!("metrics accept failed: {e}");
-                    // EMFILE and friends: yield instead of spinning on the error.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let registry = registry.clone();
+/// Serves `pages` on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, pages: Pages, shutdown: CancellationToken) {
+    while let Some((stream, peer)) = crate::accept::next(&listener, &shutdown, "metrics").await {
+        let pages = pages.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let resp = respond(&registry, &req);
+                let resp = respond(&pages, &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

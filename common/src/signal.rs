@@ -6,17 +6,21 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Installs the handlers. Cancels `shutdown` on SIGTERM/SIGINT; each SIGHUP sends one `()` on
-/// the returned channel (several SIGHUPs while a reload runs collapse into one more reload);
-/// SIGUSR1 reopens `log`, if there is one.
+use crate::logging::LogFile;
+
+/// Installs the handlers. Cancels `shutdown` on SIGTERM/SIGINT (and SIGQUIT, nginx's
+/// graceful stop); each SIGHUP sends one `()` on the returned channel (several SIGHUPs while
+/// a reload runs collapse into one more reload); SIGUSR1 reopens every log file `logs`
+/// returns at that moment (the files can change with a reload).
 pub fn install(
     shutdown: CancellationToken,
-    log: Option<crate::logging::LogFile>,
+    logs: impl Fn() -> Vec<LogFile> + Send + 'static,
 ) -> std::io::Result<mpsc::Receiver<()>> {
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         loop {
@@ -25,15 +29,27 @@ pub fn install(
                     tracing::info!("SIGHUP: reloading configuration");
                     let _ = tx.try_send(());
                 }
-                _ = usr1.recv() => match &log {
-                    Some(log) => match log.reopen() {
-                        Ok(()) => tracing::info!("SIGUSR1: log file reopened"),
-                        Err(e) => tracing::error!("SIGUSR1: cannot reopen the log file: {e}"),
-                    },
-                    None => tracing::info!("SIGUSR1: logging to stderr, nothing to reopen"),
-                },
+                _ = usr1.recv() => {
+                    let files = logs();
+                    if files.is_empty() {
+                        tracing::info!("SIGUSR1: logging to stderr, nothing to reopen");
+                    }
+                    for log in files {
+                        match log.reopen() {
+                            Ok(()) => tracing::info!("SIGUSR1: reopened {}", log.path().display()),
+                            Err(e) => tracing::error!(
+                                "SIGUSR1: cannot reopen {}: {e}",
+                                log.path().display()
+                            ),
+                        }
+                    }
+                }
                 _ = term.recv() => {
                     tracing::info!("SIGTERM: stopping gracefully");
+                    shutdown.cancel();
+                }
+                _ = quit.recv() => {
+                    tracing::info!("SIGQUIT: stopping gracefully");
                     shutdown.cancel();
                 }
                 _ = int.recv() => {

@@ -17,6 +17,8 @@ pub struct Peer {
     pub max_fails: u32,
     pub fail_timeout: Duration,
     pub down: bool,
+    /// Taken out by active health checks until they pass again.
+    pub unhealthy: bool,
     current_weight: i64,
     effective_weight: i64,
     fails: u32,
@@ -34,6 +36,7 @@ impl Peer {
             max_fails,
             fail_timeout,
             down: false,
+            unhealthy: false,
             current_weight: 0,
             effective_weight: i64::from(weight),
             fails: 0,
@@ -56,7 +59,20 @@ impl Peer {
     }
 
     fn usable(&self, now: Instant) -> bool {
-        !self.down && !self.failing(now)
+        !self.down && !self.unhealthy && !self.failing(now)
+    }
+
+    /// One word for the status page.
+    pub fn state(&self, now: Instant) -> &'static str {
+        if self.down {
+            "down"
+        } else if self.unhealthy {
+            "unhealthy"
+        } else if self.failing(now) {
+            "failing"
+        } else {
+            "up"
+        }
     }
 
     /// A peer whose failure window has passed is chosen as a probe: remember when.
@@ -182,6 +198,11 @@ impl Peers {
 
     pub fn get(&self, i: usize) -> &Peer {
         &self.peers[i]
+    }
+
+    /// Active health checks' verdict on peer `i`.
+    pub fn set_unhealthy(&mut self, i: usize, unhealthy: bool) {
+        self.peers[i].unhealthy = unhealthy;
     }
 
     pub fn len(&self) -> usize {

@@ -1,8 +1,573 @@
 //! gluu-lb: the Gluu cluster's TLS load balancer, reading the guide's nginx.conf.
 //!
-//! In progress (issue 3): this crate so far holds nginx's configuration grammar
-//! ([`config::grammar`]) and nginx's server selection ([`balance`]); the typed
-//! configuration, the proxy and the binary come next.
+//! The binary is thin: it loads a [`Config`], [`Balancer::prepare`]s it (certificates,
+//! TLS configurations, upstream groups), [`Balancer::bind`]s, drops privileges and calls
+//! [`Balancer::run`] with a shutdown token and a reload channel. Tests do the same with
+//! `listen 127.0.0.1:0`.
 
+pub mod access_log;
 pub mod balance;
+pub mod body;
 pub mod config;
+pub mod forward;
+pub mod health;
+pub mod metrics;
+pub mod runtime;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use gluu_common::logging::LogFile;
+use gluu_common::metrics::{Pages, SharedRegistry};
+use gluu_common::notify;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::grammar::GrammarError;
+pub use config::{Config, Warning};
+use forward::Conn;
+use metrics::Metrics;
+use runtime::Runtime;
+
+/// What outlives a reload: the metric families and the `worker_connections` budget.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub metrics: Metrics,
+    /// One permit per open connection, client or node side (nginx counts both).
+    pub permits: Arc<Semaphore>,
+}
+
+/// A listening address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {error}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub error: std::io::Error,
+}
+
+/// How the outside world steers a running balancer.
+#[derive(Debug)]
+pub struct Control {
+    /// Cancel to stop: accepting ends at once, open requests get `worker_shutdown_timeout`.
+    pub shutdown: CancellationToken,
+    /// Each message re-reads the configuration file (SIGHUP).
+    pub reload: mpsc::Receiver<()>,
+}
+
+/// Sockets bound for a [`Balancer`], before privileges are dropped.
+#[derive(Debug)]
+pub struct Bound {
+    listeners: Vec<TcpListener>,
+    metrics: Option<TcpListener>,
+}
+
+impl Bound {
+    /// The addresses really listened on, in the order of the configuration's `listen`
+    /// lines (one per distinct address), each with whether it is TLS.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// A configuration with its TLS material loaded, ready to bind and run.
+#[derive(Debug)]
+pub struct Balancer {
+    current: Arc<ArcSwap<Runtime>>,
+    shared: Shared,
+    registry: SharedRegistry,
+}
+
+impl Balancer {
+    pub fn prepare(config: Config) -> Result<Self, GrammarError> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let permits = Arc::new(Semaphore::new(config.worker_connections));
+        let rt = Runtime::build(config)?;
+        Ok(Self {
+            current: Arc::new(ArcSwap::from_pointee(rt)),
+            shared: Shared { metrics, permits },
+            registry: Arc::new(Mutex::new(registry)),
+        })
+    }
+
+    /// Everything `-t` and start-up should say besides errors.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.current.load().warnings.clone()
+    }
+
+    pub fn config(&self) -> Config {
+        self.current.load().config.clone()
+    }
+
+    /// The log files of the running configuration (SIGUSR1 reopens them).
+    pub fn log_files(&self) -> impl Fn() -> Vec<LogFile> + Send + Sync + 'static {
+        let current = self.current.clone();
+        move || current.load().logs.clone()
+    }
+
+    pub async fn bind(&self) -> Result<Bound, BindError> {
+        let rt = self.current.load_full();
+        let mut listeners = Vec::new();
+        for l in &rt.listeners {
+            listeners.push(bind(l.addr).await?);
+        }
+        let metrics = match rt.config.metrics {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Bound { listeners, metrics })
+    }
+
+    /// Serves until `control.shutdown`, reloading on `control.reload`; then drains.
+    pub async fn run(self, bound: Bound, mut control: Control) -> anyhow::Result<()> {
+        let rt = self.current.load_full();
+        let mut state = Running {
+            conns: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+            slots: Vec::new(),
+            health: CancellationToken::new(),
+            shared: self.shared.clone(),
+            current: self.current.clone(),
+        };
+        for (i, listener) in bound.listeners.into_iter().enumerate() {
+            state.open(&rt, i, listener);
+        }
+        if let Some(listener) = bound.metrics {
+            tracing::info!(
+                "metrics on http://{}/metrics and /status",
+                listener.local_addr()?
+            );
+            let current = self.current.clone();
+            tokio::spawn(gluu_common::metrics::serve(
+                listener,
+                Pages {
+                    registry: self.registry.clone(),
+                    status: Some(Arc::new(move || status_json(&current.load()))),
+                },
+                control.shutdown.child_token(),
+            ));
+        }
+        for w in &rt.warnings {
+            tracing::warn!("{w}");
+        }
+        health::spawn_all(&rt, &self.shared, &state.health);
+        notify::ready(&format!("{} listeners", state.slots.len()));
+        drop(rt);
+        loop {
+            tokio::select! {
+                _ = control.shutdown.cancelled() => break,
+                Some(()) = control.reload.recv() => {
+                    notify::reloading();
+                    match state.reload().await {
+                        Ok(()) => {
+                            tracing::info!("reloaded {}", state.current.load().config.path.display());
+                            self.shared.metrics.reload(true);
+                        }
+                        Err(e) => {
+                            tracing::error!("reload failed, the previous configuration keeps running: {e}");
+                            self.shared.metrics.reload(false);
+                        }
+                    }
+                    notify::ready("reloaded");
+                }
+            }
+        }
+        notify::stopping();
+        let grace = state.current.load().config.shutdown_timeout;
+        state.drain(grace).await;
+        Ok(())
+    }
+}
+
+/// `/status`: every upstream's nodes and their state.
+fn status_json(rt: &Runtime) -> String {
+    let mut upstreams = serde_json::Map::new();
+    for u in &rt.config.upstreams {
+        if let Some(g) = rt.groups.get(&u.name) {
+            upstreams.insert(u.name.clone(), serde_json::Value::Array(g.status()));
+        }
+    }
+    let doc = serde_json::json!({
+        "config": rt.config.path.display().to_string(),
+        "upstreams": upstreams,
+    });
+    format!("{doc:#}\n")
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| BindError { addr, error })
+}
+
+/// Which runtime, and which of its listeners, a socket serves now.
+#[derive(Debug)]
+struct Binding {
+    rt: Arc<Runtime>,
+    listener: usize,
+}
+
+struct Slot {
+    configured: SocketAddr,
+    local: SocketAddr,
+    binding: Arc<ArcSwap<Binding>>,
+    stop: CancellationToken,
+}
+
+struct Running {
+    conns: TaskTracker,
+    hard_stop: CancellationToken,
+    slots: Vec<Slot>,
+    /// Cancelled when the health checks of the running configuration must stop.
+    health: CancellationToken,
+    shared: Shared,
+    current: Arc<ArcSwap<Runtime>>,
+}
+
+fn describe(rt: &Runtime, i: usize, local: SocketAddr) -> String {
+    let l = &rt.listeners[i];
+    let names: Vec<&str> = l
+        .servers
+        .iter()
+        .flat_map(|&s| rt.config.servers[s].names.iter().map(String::as_str))
+        .collect();
+    format!(
+        "listening on {local} ({}{}; server_name {})",
+        if l.tls.is_some() { "https" } else { "http" },
+        if l.http2 { ", h2" } else { "" },
+        if names.is_empty() {
+            "\"\"".to_owned()
+        } else {
+            names.join(" ")
+        }
+    )
+}
+
+impl Running {
+    fn open(&mut self, rt: &Arc<Runtime>, i: usize, listener: TcpListener) {
+        let local = listener.local_addr().unwrap_or(rt.listeners[i].addr);
+        tracing::info!("{}", describe(rt, i, local));
+        let slot = Slot {
+            configured: rt.listeners[i].addr,
+            local,
+            binding: Arc::new(ArcSwap::from_pointee(Binding {
+                rt: rt.clone(),
+                listener: i,
+            })),
+            stop: CancellationToken::new(),
+        };
+        tokio::spawn(accept_loop(
+            listener,
+            slot.binding.clone(),
+            slot.stop.clone(),
+            self.conns.clone(),
+            self.hard_stop.clone(),
+            self.shared.clone(),
+        ));
+        self.slots.push(slot);
+    }
+
+    /// Re-reads the file and builds a new runtime; binds what is new, then swaps it in and
+    /// closes what went away. Any error before the swap leaves everything as it was.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        let old = self.current.load_full();
+        let config = Config::load(&old.config.path)?;
+        let rt = Arc::new(Runtime::build(config)?);
+        for w in &rt.warnings {
+            tracing::warn!("{w}");
+        }
+        let (a, b) = (&old.config, &rt.config);
+        if a.worker_connections != b.worker_connections
+            || a.pid != b.pid
+            || a.user != b.user
+            || a.error_log != b.error_log
+            || a.metrics != b.metrics
+        {
+            tracing::warn!(
+                "worker_connections, pid, user, error_log and metrics changed: they take \
+                 effect at the next restart"
+            );
+        }
+        let mut taken = vec![false; self.slots.len()];
+        let mut plan = Vec::new();
+        for (i, l) in rt.listeners.iter().enumerate() {
+            let existing = self.slots.iter().enumerate().position(|(k, s)| {
+                !taken[k]
+                    && (s.configured == l.addr
+                        || (l.addr.port() == 0 && s.local.ip() == l.addr.ip()))
+            });
+            match existing {
+                Some(k) => {
+                    taken[k] = true;
+                    plan.push((i, Some(k), None));
+                }
+                None => plan.push((i, None, Some(bind(l.addr).await?))),
+            }
+        }
+        self.current.store(rt.clone());
+        let mut kept = Vec::new();
+        let mut fresh = Vec::new();
+        for (i, k, listener) in plan {
+            match (k, listener) {
+                (Some(k), _) => {
+                    self.slots[k].binding.store(Arc::new(Binding {
+                        rt: rt.clone(),
+                        listener: i,
+                    }));
+                    tracing::info!("{}", describe(&rt, i, self.slots[k].local));
+                    kept.push(k);
+                }
+                (None, Some(listener)) => fresh.push((i, listener)),
+                (None, None) => {}
+            }
+        }
+        let mut k = 0;
+        self.slots.retain(|slot| {
+            let keep = taken[k];
+            k += 1;
+            if !keep {
+                tracing::info!("no longer listening on {}", slot.local);
+                slot.stop.cancel();
+            }
+            keep
+        });
+        for (i, listener) in fresh {
+            self.open(&rt, i, listener);
+        }
+        self.health.cancel();
+        self.health = CancellationToken::new();
+        health::spawn_all(&rt, &self.shared, &self.health);
+        Ok(())
+    }
+
+    async fn drain(self, grace: Duration) {
+        self.health.cancel();
+        for slot in &self.slots {
+            slot.stop.cancel();
+        }
+        self.conns.close();
+        if !self.conns.is_empty() {
+            tracing::info!(
+                "draining {} open connections (up to {grace:?}, worker_shutdown_timeout)",
+                self.conns.len()
+            );
+        }
+        if tokio::time::timeout(grace, self.conns.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} connections still open after {grace:?}: closing them",
+                self.conns.len()
+            );
+            self.hard_stop.cancel();
+            self.conns.wait().await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    binding: Arc<ArcSwap<Binding>>,
+    stop: CancellationToken,
+    conns: TaskTracker,
+    hard_stop: CancellationToken,
+    shared: Shared,
+) {
+    let label = listener
+        .local_addr()
+        .map_or_else(|_| "listener".to_owned(), |a| a.to_string());
+    let mut at_limit = false;
+    loop {
+        let permit = match shared.permits.clone().try_acquire_owned() {
+            Ok(p) => {
+                at_limit = false;
+                p
+            }
+            Err(_) => {
+                if !at_limit {
+                    tracing::warn!(
+                        "[{label}] worker_connections are not enough: new connections wait in \
+                         the listen queue"
+                    );
+                    at_limit = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    p = shared.permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                }
+            }
+        };
+        let Some((stream, peer)) = gluu_common::accept::next(&listener, &stop, &label).await else {
+            return;
+        };
+        let binding = binding.clone();
+        let (stop, hard_stop, shared) = (stop.clone(), hard_stop.clone(), shared.clone());
+        conns.spawn(async move {
+            let _active = shared.metrics.connection();
+            tokio::select! {
+                _ = connection(stream, peer, binding, stop, &shared) => {}
+                _ = hard_stop.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    binding: Arc<ArcSwap<Binding>>,
+    stop: CancellationToken,
+    shared: &Shared,
+) {
+    let _ = stream.set_nodelay(true);
+    let (tls, limits) = {
+        let b = binding.load();
+        (
+            b.rt.listeners[b.listener].tls.clone(),
+            b.rt.config.limits.clone(),
+        )
+    };
+    let Some(acceptor) = tls else {
+        let conn = Conn {
+            remote: peer,
+            scheme: "http",
+            sni: None,
+        };
+        return serve(
+            TokioIo::new(stream),
+            conn,
+            false,
+            binding,
+            stop,
+            shared,
+            &limits,
+        )
+        .await;
+    };
+    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = gluu_common::verify::failure_reason(&e);
+            shared.metrics.handshake_failure(reason);
+            tracing::debug!(
+                "TLS handshake with {peer} failed: {}",
+                gluu_common::verify::describe_failure(&e)
+            );
+            return;
+        }
+        Err(_) => {
+            shared.metrics.handshake_failure("timeout");
+            tracing::debug!("TLS handshake with {peer} timed out");
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let conn = Conn {
+        remote: peer,
+        scheme: "https",
+        sni: session.server_name().map(str::to_owned),
+    };
+    serve(
+        TokioIo::new(stream),
+        conn,
+        h2,
+        binding,
+        stop,
+        shared,
+        &limits,
+    )
+    .await;
+}
+
+async fn serve<I>(
+    io: TokioIo<I>,
+    conn: Conn,
+    h2: bool,
+    binding: Arc<ArcSwap<Binding>>,
+    stop: CancellationToken,
+    shared: &Shared,
+    limits: &config::ClientLimits,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let shared = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let b = binding.load_full();
+        let (conn, shared) = (conn.clone(), shared.clone());
+        async move {
+            Ok::<_, Infallible>(
+                forward::handle(req, &conn, b.rt.clone(), b.listener, &shared).await,
+            )
+        }
+    });
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(limits.header_timeout))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => log_conn_end(r),
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                log_conn_end(conn.await);
+            }
+        }
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(limits.max_header_bytes);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => log_conn_end(r),
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                log_conn_end(conn.await);
+            }
+        }
+    }
+}
+
+fn log_conn_end(r: Result<(), hyper::Error>) {
+    if let Err(e) = r {
+        tracing::debug!("client connection: {e}");
+    }
+}
+
+/// Loads and prepares `path` as `-t` does: the configuration's errors, or its warnings.
+pub fn test_config(path: &Path) -> Result<Balancer, GrammarError> {
+    Balancer::prepare(Config::load(path)?)
+}

@@ -18,7 +18,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use gluu_common::metrics::SharedRegistry;
 use gluu_common::notify;
-use nix::errno::Errno;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -136,7 +135,10 @@ impl Tunnel {
             tracing::info!("metrics on http://{addr}/metrics");
             tokio::spawn(gluu_common::metrics::serve(
                 listener,
-                self.registry.clone(),
+                gluu_common::metrics::Pages {
+                    registry: self.registry.clone(),
+                    status: None,
+                },
                 control.shutdown.child_token(),
             ));
         }
@@ -307,15 +309,6 @@ impl Running {
     }
 }
 
-/// Accept errors that mean "out of a resource" rather than "this one connection failed":
-/// back off instead of spinning.
-fn resource_exhausted(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error().map(Errno::from_raw),
-        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
-    )
-}
-
 async fn accept_loop(
     listener: TcpListener,
     slot: Arc<ArcSwap<Service>>,
@@ -323,9 +316,6 @@ async fn accept_loop(
     conns: TaskTracker,
     hard_stop: CancellationToken,
 ) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(5);
-    const MAX_BACKOFF: Duration = Duration::from_secs(1);
-    let mut backoff = MIN_BACKOFF;
     let mut at_limit = false;
     loop {
         let svc = slot.load_full();
@@ -353,27 +343,9 @@ async fn accept_loop(
                 }
             }
         };
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(accepted) => {
-                    backoff = MIN_BACKOFF;
-                    accepted
-                }
-                Err(e) if resource_exhausted(&e) => {
-                    tracing::warn!("[{}] accept: {e}; retrying in {backoff:?}", svc.name());
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!("[{}] accept: {e}", svc.name());
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = gluu_common::accept::next(&listener, &stop, svc.name()).await
+        else {
+            return;
         };
         let span = tracing::info_span!("conn", service = svc.name(), %peer);
         let hard_stop = hard_stop.clone();

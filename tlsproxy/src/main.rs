@@ -181,7 +181,7 @@ async fn serve(tunnel: Tunnel, log: Option<logging::LogFile>) -> anyhow::Result<
         );
     }
     let shutdown = CancellationToken::new();
-    let reload = signal::install(shutdown.clone(), log)?;
+    let reload = signal::install(shutdown.clone(), move || log.iter().cloned().collect())?;
     tunnel.run(bound, Control { shutdown, reload }).await
 }
 

@@ -9,7 +9,7 @@
 use regex::{Regex, RegexBuilder};
 
 use super::grammar::{Directive, GrammarError, Place};
-use super::proxy::{ProxySettings, settings};
+use super::proxy::{ProxySettings, apply, validate};
 
 #[derive(Clone, Debug)]
 pub enum Matcher {
@@ -84,8 +84,13 @@ fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> 
     })
 }
 
-/// Reads a `location` directive (relative paths in it start at `root`).
-pub fn location(d: &Directive, root: &std::path::Path) -> Result<Location, GrammarError> {
+/// Reads a `location` directive (relative paths in it start at `root`); its settings start
+/// from `inherited` (the server's).
+pub fn location(
+    d: &Directive,
+    root: &std::path::Path,
+    inherited: &ProxySettings,
+) -> Result<Location, GrammarError> {
     let Some(body) = &d.block else {
         return Err(GrammarError::at(
             &d.place,
@@ -113,7 +118,7 @@ pub fn location(d: &Directive, root: &std::path::Path) -> Result<Location, Gramm
     };
     let is_regex = matches!(matcher, Matcher::Regex(_));
     let mut pass = None;
-    let mut directives = Vec::new();
+    let mut settings = inherited.clone();
     for inner in body {
         if inner.name == "proxy_pass" {
             if pass.is_some() {
@@ -123,14 +128,18 @@ pub fn location(d: &Directive, root: &std::path::Path) -> Result<Location, Gramm
                 ));
             }
             pass = Some(proxy_pass(inner, is_regex)?);
-        } else {
-            directives.push(inner.clone());
+        } else if !apply(&mut settings, inner, root)? {
+            return Err(GrammarError::at(
+                &inner.place,
+                format!("unknown directive \"{}\" in location", inner.name),
+            ));
         }
     }
+    validate(&settings, &d.place)?;
     Ok(Location {
         matcher,
         proxy_pass: pass,
-        settings: settings(&directives, root)?,
+        settings,
         place: d.place.clone(),
     })
 }
@@ -188,7 +197,7 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         parse_file(&path)?
             .iter()
-            .map(|d| location(d, dir.path()))
+            .map(|d| location(d, dir.path(), &ProxySettings::default()))
             .collect()
     }
 

@@ -11,9 +11,12 @@ pub mod server;
 pub mod upstream;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use grammar::{Directive, GrammarError};
+use proxy::ProxySettings;
 use server::Server;
 use upstream::Upstream;
 
@@ -33,6 +36,39 @@ impl fmt::Display for Warning {
 /// nginx's default `worker_connections`.
 const DEFAULT_WORKER_CONNECTIONS: usize = 512;
 
+/// `error_log FILE [LEVEL]`: where gluu-lb's own log goes (`stderr` is a file name nginx
+/// knows too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorLog {
+    /// `None` for `stderr`.
+    pub path: Option<PathBuf>,
+    pub level: tracing::Level,
+}
+
+/// Per-connection limits on clients, set in `http { }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// `client_header_timeout` (60s): the longest a client may take to send a request's
+    /// headers; hyper's timer also runs while a keep-alive connection waits for its next
+    /// request, so it is the idle limit as well.
+    pub header_timeout: Duration,
+    /// `large_client_header_buffers N SIZE`: the request line and headers together may use
+    /// N * SIZE bytes (nginx's default 4 8k: 32 KiB); more is answered 431.
+    pub max_header_bytes: usize,
+    /// `ssl_handshake_timeout` (60s, nginx 1.25's directive).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(60),
+            max_header_bytes: 4 * 8192,
+            handshake_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// A validated nginx.conf.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -40,6 +76,17 @@ pub struct Config {
     /// `events { worker_connections N; }`: connections at once, client and upstream sides
     /// counted together, as nginx counts them.
     pub worker_connections: usize,
+    /// `worker_shutdown_timeout` (default 30 s, nginx's is unbounded): how long a graceful
+    /// stop waits for open requests.
+    pub shutdown_timeout: Duration,
+    pub pid: Option<PathBuf>,
+    /// `user USER [GROUP]`: privileges dropped to after binding.
+    pub user: Option<(String, Option<String>)>,
+    pub error_log: Option<ErrorLog>,
+    /// `metrics ADDRESS:PORT` in `http { }` (gluu-lb's own directive): Prometheus text at
+    /// `/metrics`, every upstream server's state as JSON at `/status`.
+    pub metrics: Option<SocketAddr>,
+    pub limits: ClientLimits,
     pub upstreams: Vec<Upstream>,
     pub servers: Vec<Server>,
     pub warnings: Vec<Warning>,
@@ -58,15 +105,36 @@ impl Config {
         let mut c = Config {
             path: path.to_owned(),
             worker_connections: DEFAULT_WORKER_CONNECTIONS,
+            shutdown_timeout: Duration::from_secs(30),
+            pid: None,
+            user: None,
+            error_log: None,
+            metrics: None,
+            limits: ClientLimits::default(),
             upstreams: Vec::new(),
             servers: Vec::new(),
             warnings: Vec::new(),
         };
         let mut http_seen = false;
+        let mut http2 = false;
         for d in &top {
             match d.name.as_str() {
                 // Accepted: the runtime uses every core whatever this says.
                 "worker_processes" => {}
+                "worker_shutdown_timeout" => c.shutdown_timeout = proxy::time(d)?,
+                "pid" => c.pid = Some(root.join(d.one_arg()?)),
+                "user" => {
+                    c.user = match d.args.as_slice() {
+                        [u] => Some((u.clone(), None)),
+                        [u, g] => Some((u.clone(), Some(g.clone()))),
+                        _ => {
+                            return Err(
+                                d.error("invalid number of arguments in \"user\" directive")
+                            );
+                        }
+                    }
+                }
+                "error_log" => c.error_log = Some(error_log(d, root)?),
                 "events" => {
                     for e in block(d)? {
                         match (e.name.as_str(), e.args.as_slice()) {
@@ -89,7 +157,14 @@ impl Config {
                         return Err(d.error("\"http\" directive is duplicate"));
                     }
                     http_seen = true;
+                    let mut settings = ProxySettings::default();
+                    let mut own = Vec::new();
                     for h in block(d)? {
+                        if !proxy::apply(&mut settings, h, root)? {
+                            own.push(h);
+                        }
+                    }
+                    for h in own {
                         match h.name.as_str() {
                             "upstream" => {
                                 let u = upstream::upstream(h)?;
@@ -101,7 +176,42 @@ impl Config {
                                 }
                                 c.upstreams.push(u);
                             }
-                            "server" => c.servers.push(server::server(h, root, &mut c.warnings)?),
+                            "server" => {
+                                c.servers
+                                    .push(server::server(h, root, &settings, &mut c.warnings)?)
+                            }
+                            "http2" => http2 = h.on_off()?,
+                            "error_log" => c.error_log = Some(error_log(h, root)?),
+                            "metrics" => {
+                                let v = h.one_arg()?;
+                                let addr = v.parse::<SocketAddr>().map_err(|_| {
+                                    h.error(format!(
+                                        "invalid address \"{v}\" in \"metrics\" directive \
+                                         (write ADDRESS:PORT, e.g. 127.0.0.1:9145)"
+                                    ))
+                                })?;
+                                if !addr.ip().is_loopback() {
+                                    c.warnings.push(Warning {
+                                        at: h.place.to_string(),
+                                        message: format!(
+                                            "metrics on {addr}, not a loopback address: the \
+                                             status of every node is readable from the network"
+                                        ),
+                                    });
+                                }
+                                c.metrics = Some(addr);
+                            }
+                            "client_header_timeout" => c.limits.header_timeout = proxy::time(h)?,
+                            "ssl_handshake_timeout" => c.limits.handshake_timeout = proxy::time(h)?,
+                            "large_client_header_buffers" => {
+                                c.limits.max_header_bytes = header_buffers(h)?
+                            }
+                            "keepalive_timeout" => {
+                                return Err(h.error(
+                                    "\"keepalive_timeout\" is not supported: gluu-lb closes an \
+                                     idle keep-alive connection after client_header_timeout",
+                                ));
+                            }
                             other => {
                                 return Err(
                                     h.error(format!("unknown directive \"{other}\" in http"))
@@ -111,6 +221,11 @@ impl Config {
                     }
                 }
                 other => return Err(d.error(format!("unknown directive \"{other}\""))),
+            }
+        }
+        if http2 {
+            for l in c.servers.iter_mut().flat_map(|s| &mut s.listen) {
+                l.http2 |= l.ssl;
             }
         }
         if !http_seen {
@@ -177,6 +292,40 @@ impl Config {
 }
 
 /// The literal host of a redirect URL (`https://HOST[:port][/...|$var]`).
+fn error_log(d: &Directive, root: &Path) -> Result<ErrorLog, GrammarError> {
+    let (file, level) = match d.args.as_slice() {
+        [f] => (f, "error"),
+        [f, l] => (f, l.as_str()),
+        _ => {
+            return Err(d.error("invalid number of arguments in \"error_log\" directive"));
+        }
+    };
+    let level = match level {
+        "debug" => tracing::Level::DEBUG,
+        "info" | "notice" => tracing::Level::INFO,
+        "warn" => tracing::Level::WARN,
+        "error" | "crit" | "alert" | "emerg" => tracing::Level::ERROR,
+        other => return Err(d.error(format!("invalid log level \"{other}\""))),
+    };
+    Ok(ErrorLog {
+        path: (file != "stderr").then(|| root.join(file)),
+        level,
+    })
+}
+
+fn header_buffers(d: &Directive) -> Result<usize, GrammarError> {
+    let [n, size] = d.args.as_slice() else {
+        return Err(
+            d.error("invalid number of arguments in \"large_client_header_buffers\" directive")
+        );
+    };
+    let n = n.parse::<u64>().ok().filter(|n| *n > 0);
+    let size = proxy::parse_size(size).filter(|s| *s >= 1024);
+    n.zip(size)
+        .and_then(|(n, s)| usize::try_from(n.checked_mul(s)?).ok())
+        .ok_or_else(|| d.error("invalid value in \"large_client_header_buffers\" directive"))
+}
+
 fn redirect_host(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let end = rest.find(['/', ':', '$', '?']).unwrap_or(rest.len());

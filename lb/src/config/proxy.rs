@@ -113,6 +113,8 @@ pub struct ProxySettings {
     pub health_check: Option<HealthCheck>,
     /// `access_log PATH [combined]`; `None` for `off` or when not set here.
     pub access_log: Option<PathBuf>,
+    /// `client_body_timeout`: the longest wait between two reads of a request body.
+    pub client_body_timeout: Duration,
 }
 
 impl Default for ProxySettings {
@@ -137,11 +139,12 @@ impl Default for ProxySettings {
             client_max_body_size: 1 << 20,
             health_check: None,
             access_log: None,
+            client_body_timeout: Duration::from_secs(60),
         }
     }
 }
 
-fn time(d: &Directive) -> Result<Duration, GrammarError> {
+pub fn time(d: &Directive) -> Result<Duration, GrammarError> {
     let v = d.one_arg()?;
     parse_time(v).ok_or_else(|| {
         GrammarError::at(
@@ -186,119 +189,113 @@ fn health_check(d: &Directive) -> Result<HealthCheck, GrammarError> {
 }
 
 /// Reads a location's settings from its directives (root: where relative paths start).
-pub fn settings(
-    directives: &[Directive],
+/// Applies `d` to `s` when it is one of the proxy directives (allowed in `http`, `server`
+/// and `location`, inherited downwards as nginx inherits them); `Ok(false)` when it is not.
+pub fn apply(
+    s: &mut ProxySettings,
+    d: &Directive,
     root: &std::path::Path,
-) -> Result<ProxySettings, GrammarError> {
-    let mut s = ProxySettings::default();
-    for d in directives {
-        match d.name.as_str() {
-            "proxy_redirect" => {
-                s.redirect_off = match d.one_arg()? {
-                    "off" => true,
-                    "default" => false,
-                    v => {
-                        return Err(GrammarError::at(
-                            &d.place,
-                            format!(
-                                "\"proxy_redirect {v}\": only \"off\" and \"default\" are supported"
-                            ),
-                        ));
-                    }
-                }
-            }
-            "proxy_next_upstream" => {
-                let mut n = NextUpstream::default();
-                for a in &d.args {
-                    match a.as_str() {
-                        "error" => n.error = true,
-                        "timeout" => n.timeout = true,
-                        "invalid_header" => n.invalid_header = true,
-                        "http_500" => n.http_500 = true,
-                        "http_502" => n.http_502 = true,
-                        "http_503" => n.http_503 = true,
-                        "http_504" => n.http_504 = true,
-                        "non_idempotent" => n.non_idempotent = true,
-                        "off" if d.args.len() == 1 => {}
-                        _ => {
-                            return Err(GrammarError::at(
-                                &d.place,
-                                format!("invalid value \"{a}\""),
-                            ));
-                        }
-                    }
-                }
-                s.next_upstream = n;
-            }
-            "proxy_next_upstream_tries" => {
-                s.next_upstream_tries = d.one_arg()?.parse().map_err(|_| {
-                    GrammarError::at(
-                        &d.place,
-                        "invalid number in \"proxy_next_upstream_tries\" directive",
-                    )
-                })?;
-            }
-            "proxy_connect_timeout" => s.connect_timeout = time(d)?,
-            "proxy_read_timeout" => s.read_timeout = time(d)?,
-            "proxy_send_timeout" => s.send_timeout = time(d)?,
-            "proxy_set_header" => {
-                let [name, value] = d.args.as_slice() else {
+) -> Result<bool, GrammarError> {
+    match d.name.as_str() {
+        "proxy_redirect" => {
+            s.redirect_off = match d.one_arg()? {
+                "off" => true,
+                "default" => false,
+                v => {
                     return Err(GrammarError::at(
                         &d.place,
-                        "invalid number of arguments in \"proxy_set_header\" directive",
+                        format!(
+                            "\"proxy_redirect {v}\": only \"off\" and \"default\" are supported"
+                        ),
                     ));
-                };
-                s.set_headers
-                    .push((name.clone(), template(&d.place, value)?));
+                }
             }
-            "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
-            "proxy_ssl_trusted_certificate" => {
-                s.ssl_trusted_certificate = Some(root.join(d.one_arg()?))
-            }
-            "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
-            "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
-            "client_max_body_size" => {
-                let v = d.one_arg()?;
-                s.client_max_body_size = parse_size(v).ok_or_else(|| {
-                    GrammarError::at(
-                        &d.place,
-                        format!("\"client_max_body_size\" directive invalid value \"{v}\""),
-                    )
-                })?;
-            }
-            "health_check" => s.health_check = Some(health_check(d)?),
-            "access_log" => {
-                s.access_log = match d.args.as_slice() {
-                    [off] if off == "off" => None,
-                    [path] => Some(root.join(path)),
-                    [path, format] if format == "combined" => Some(root.join(path)),
+        }
+        "proxy_next_upstream" => {
+            let mut n = NextUpstream::default();
+            for a in &d.args {
+                match a.as_str() {
+                    "error" => n.error = true,
+                    "timeout" => n.timeout = true,
+                    "invalid_header" => n.invalid_header = true,
+                    "http_500" => n.http_500 = true,
+                    "http_502" => n.http_502 = true,
+                    "http_503" => n.http_503 = true,
+                    "http_504" => n.http_504 = true,
+                    "non_idempotent" => n.non_idempotent = true,
+                    "off" if d.args.len() == 1 => {}
                     _ => {
-                        return Err(GrammarError::at(
-                            &d.place,
-                            "\"access_log\": only PATH [combined] or off are supported",
-                        ));
+                        return Err(GrammarError::at(&d.place, format!("invalid value \"{a}\"")));
                     }
                 }
             }
-            other => {
+            s.next_upstream = n;
+        }
+        "proxy_next_upstream_tries" => {
+            s.next_upstream_tries = d.one_arg()?.parse().map_err(|_| {
+                GrammarError::at(
+                    &d.place,
+                    "invalid number in \"proxy_next_upstream_tries\" directive",
+                )
+            })?;
+        }
+        "proxy_connect_timeout" => s.connect_timeout = time(d)?,
+        "proxy_read_timeout" => s.read_timeout = time(d)?,
+        "proxy_send_timeout" => s.send_timeout = time(d)?,
+        "proxy_set_header" => {
+            let [name, value] = d.args.as_slice() else {
                 return Err(GrammarError::at(
                     &d.place,
-                    format!("unknown directive \"{other}\" in location"),
+                    "invalid number of arguments in \"proxy_set_header\" directive",
                 ));
+            };
+            s.set_headers
+                .push((name.clone(), template(&d.place, value)?));
+        }
+        "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
+        "proxy_ssl_trusted_certificate" => {
+            s.ssl_trusted_certificate = Some(root.join(d.one_arg()?))
+        }
+        "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
+        "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
+        "client_max_body_size" => {
+            let v = d.one_arg()?;
+            s.client_max_body_size = parse_size(v).ok_or_else(|| {
+                GrammarError::at(
+                    &d.place,
+                    format!("\"client_max_body_size\" directive invalid value \"{v}\""),
+                )
+            })?;
+        }
+        "health_check" => s.health_check = Some(health_check(d)?),
+        "access_log" => {
+            s.access_log = match d.args.as_slice() {
+                [off] if off == "off" => None,
+                [path] => Some(root.join(path)),
+                [path, format] if format == "combined" => Some(root.join(path)),
+                _ => {
+                    return Err(GrammarError::at(
+                        &d.place,
+                        "\"access_log\": only PATH [combined] or off are supported",
+                    ));
+                }
             }
         }
+        "client_body_timeout" => s.client_body_timeout = time(d)?,
+        _ => return Ok(false),
     }
+    Ok(true)
+}
+
+/// The checks that need a location's settings complete (inherited ones included).
+pub fn validate(s: &ProxySettings, at: &Place) -> Result<(), GrammarError> {
     if s.ssl_verify == Some(true) && s.ssl_trusted_certificate.is_none() {
-        let place = directives
-            .iter()
-            .find(|d| d.name == "proxy_ssl_verify")
-            .map(|d| d.place.to_string());
-        return Err(GrammarError {
-            at: place.unwrap_or_default(),
-            message: "no \"proxy_ssl_trusted_certificate\" for \"proxy_ssl_verify\"".to_owned(),
-        });
+        return Err(GrammarError::at(
+            at,
+            "no \"proxy_ssl_trusted_certificate\" for \"proxy_ssl_verify on\"",
+        ));
     }
-    Ok(s)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,7 +308,14 @@ mod tests {
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, format!("location / {{\n{body}\n}}\n")).expect("write");
         let top = parse_file(&path)?;
-        settings(top[0].block.as_deref().unwrap_or_default(), dir.path())
+        let mut s = ProxySettings::default();
+        for d in top[0].block.as_deref().unwrap_or_default() {
+            if !apply(&mut s, d, dir.path())? {
+                return Err(d.error("not a proxy directive"));
+            }
+        }
+        validate(&s, &top[0].place)?;
+        Ok(s)
     }
 
     #[test]
@@ -411,7 +415,7 @@ mod tests {
             (
                 "proxy_ssl_verify on;",
                 "no \"proxy_ssl_trusted_certificate\"",
-                ":2",
+                ":1",
             ),
             (
                 "health_check match=ok;",

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, location};
+use super::proxy::{ProxySettings, Template, apply, template};
 
 /// One `listen` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +23,10 @@ pub struct Listen {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Return {
     pub code: u16,
+    /// The URL (301, 302, 303, 307, 308) or the body text, as written.
     pub target: Option<String>,
+    /// `target` with its variables (`$host`, `$request_uri`, ...) found.
+    pub template: Option<Template>,
     pub place: Place,
 }
 
@@ -33,8 +37,13 @@ pub struct Server {
     pub names: Vec<String>,
     pub certificate: Option<PathBuf>,
     pub certificate_key: Option<PathBuf>,
+    /// `ssl_protocols`, when set (TLSv1.2 and/or TLSv1.3).
+    pub protocols: Option<Vec<String>>,
     pub ret: Option<Return>,
     pub locations: Vec<Location>,
+    /// The server level's proxy settings (what a request no location matches is logged
+    /// with).
+    pub settings: ProxySettings,
     pub place: Place,
 }
 
@@ -60,10 +69,13 @@ fn listen_addr(place: &Place, v: &str) -> Result<SocketAddr, GrammarError> {
     })
 }
 
-/// Reads a `server` block; relative certificate paths are taken from `root`.
+/// Reads a `server` block; relative certificate paths are taken from `root`. Its proxy
+/// directives (wherever they stand in the block) apply on top of `inherited` (the http
+/// block's) to every location.
 pub fn server(
     d: &Directive,
     root: &std::path::Path,
+    inherited: &ProxySettings,
     warnings: &mut Vec<Warning>,
 ) -> Result<Server, GrammarError> {
     let Some(body) = &d.block else {
@@ -77,13 +89,22 @@ pub fn server(
         names: Vec::new(),
         certificate: None,
         certificate_key: None,
+        protocols: None,
         ret: None,
         locations: Vec::new(),
+        settings: ProxySettings::default(),
         place: d.place.clone(),
     };
+    let mut settings = inherited.clone();
+    let mut own = Vec::new();
+    for inner in body {
+        if !apply(&mut settings, inner, root)? {
+            own.push(inner);
+        }
+    }
     let mut ssl_on = false;
     let mut http2_on = false;
-    for inner in body {
+    for inner in own {
         let path = |v: &str| root.join(v);
         match inner.name.as_str() {
             "listen" => {
@@ -141,6 +162,7 @@ pub fn server(
                         ));
                     }
                 }
+                s.protocols = Some(inner.args.clone());
             }
             "return" => {
                 let (code, target) = match inner.args.as_slice() {
@@ -162,11 +184,15 @@ pub fn server(
                     })?;
                 s.ret = Some(Return {
                     code,
+                    template: target
+                        .as_deref()
+                        .map(|t| template(&inner.place, t))
+                        .transpose()?,
                     target,
                     place: inner.place.clone(),
                 });
             }
-            "location" => s.locations.push(location(inner, root)?),
+            "location" => s.locations.push(location(inner, root, &settings)?),
             other => {
                 return Err(GrammarError::at(
                     &inner.place,
@@ -175,6 +201,7 @@ pub fn server(
             }
         }
     }
+    s.settings = settings;
     if s.listen.is_empty() {
         // nginx's default when run as root.
         s.listen.push(Listen {

@@ -1,0 +1,117 @@
+//! `access_log PATH [combined]`: nginx's combined format with two fields added at the end,
+//! `$upstream_addr` (every node tried, comma-separated, as nginx writes it) and
+//! `$upstream_response_time` (seconds to the node's response headers). Times are UTC
+//! (`+0000`). A line is written when the response body has gone out, so
+//! `$body_bytes_sent` is what the client got. SIGUSR1 reopens the files (logrotate).
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use gluu_common::logging::LogFile;
+
+/// What is known about a request when its response starts; the byte count comes at the end.
+#[derive(Debug)]
+pub struct Entry {
+    pub log: LogFile,
+    pub remote: IpAddr,
+    pub start: SystemTime,
+    pub request_line: String,
+    pub status: u16,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+    pub upstream_addrs: Vec<String>,
+    pub upstream_time: Option<Duration>,
+}
+
+/// nginx's `$time_local` layout (`24/Nov/2026:10:00:00 +0000`), from the HTTP date.
+fn time_local(t: SystemTime) -> String {
+    let http = httpdate::fmt_http_date(t); // "Tue, 24 Nov 2026 10:00:00 GMT"
+    let parts: Vec<&str> = http.split(' ').collect();
+    match parts.as_slice() {
+        [_, day, month, year, clock, _] => format!("{day}/{month}/{year}:{clock} +0000"),
+        _ => http,
+    }
+}
+
+/// nginx's escaping of logged strings: `"`, `\` and bytes outside printable ASCII as `\xHH`.
+fn escaped(out: &mut String, v: &str) {
+    for b in v.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(char::from(b));
+        }
+    }
+}
+
+fn quoted_or_dash(out: &mut String, v: Option<&str>) {
+    out.push('"');
+    escaped(out, v.unwrap_or("-"));
+    out.push('"');
+}
+
+impl Entry {
+    pub fn line(&self, body_bytes_sent: u64) -> String {
+        let mut out = String::with_capacity(160);
+        let _ = write!(out, "{} - - [{}] ", self.remote, time_local(self.start));
+        quoted_or_dash(&mut out, Some(&self.request_line));
+        let _ = write!(out, " {} {body_bytes_sent} ", self.status);
+        quoted_or_dash(&mut out, self.referer.as_deref());
+        out.push(' ');
+        quoted_or_dash(&mut out, self.user_agent.as_deref());
+        out.push(' ');
+        if self.upstream_addrs.is_empty() {
+            out.push('-');
+        } else {
+            out.push_str(&self.upstream_addrs.join(", "));
+        }
+        match self.upstream_time {
+            Some(t) => {
+                let _ = write!(out, " {:.3}", t.as_secs_f64());
+            }
+            None => out.push_str(" -"),
+        }
+        out.push('\n');
+        out
+    }
+
+    /// Writes the line; a failed write is logged, never fatal to the request.
+    pub fn write(&self, body_bytes_sent: u64) {
+        if let Err(e) = self.log.append(self.line(body_bytes_sent).as_bytes()) {
+            tracing::error!("access log {}: {e}", self.log.path().display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_plus_upstream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = Entry {
+            log: LogFile::open(&dir.path().join("a.log")).expect("open"),
+            remote: "192.0.2.7".parse().expect("ip"),
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),
+            request_line: "GET /oxauth/x?\"q\" HTTP/1.1".into(),
+            status: 200,
+            referer: None,
+            user_agent: Some("curl/7.88".into()),
+            upstream_addrs: vec!["10.0.0.1:443".into(), "10.0.0.2:443".into()],
+            upstream_time: Some(Duration::from_millis(12)),
+        };
+        assert_eq!(
+            e.line(1234),
+            "192.0.2.7 - - [06/Nov/1994:08:49:37 +0000] \"GET /oxauth/x?\\x22q\\x22 HTTP/1.1\" \
+             200 1234 \"-\" \"curl/7.88\" 10.0.0.1:443, 10.0.0.2:443 0.012\n"
+        );
+        e.write(5);
+        let text = std::fs::read_to_string(dir.path().join("a.log")).expect("read");
+        assert!(
+            text.ends_with("0.012\n") && text.contains(" 200 5 "),
+            "{text}"
+        );
+    }
+}

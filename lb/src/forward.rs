@@ -1,0 +1,560 @@
+//! One client request, end to end: the server and location in nginx's order, `return`,
+//! the request rebuilt for the node (URI replacement, hop-by-hop headers removed,
+//! `proxy_set_header`), nginx's choice of node with `proxy_next_upstream` retries, and the
+//! response streamed back with the access log line written at its end.
+//!
+//! Retries follow nginx: each node at most once per request, `proxy_next_upstream_tries`
+//! bounds them, a timeout answers 504 and other failures 502. Unlike nginx, request bodies
+//! are streamed, not buffered to disk, so a request whose body has gone to a node is never
+//! replayed; a request with no body is replayed after a failure unless its method is POST,
+//! LOCK or PATCH (without `non_idempotent`). A request the node never received (connect
+//! or TLS failure, a pooled connection found closed) always moves on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+
+use crate::Shared;
+use crate::access_log::Entry;
+use crate::body::{self, Body, Watched};
+use crate::config::location::{find, upstream_uri};
+use crate::config::proxy::{Part, Template};
+use crate::runtime::{Listener, Runtime};
+use crate::upstream::{InFlight, Lease, Route};
+
+/// What a request's connection knows.
+#[derive(Debug)]
+pub struct Conn {
+    pub remote: SocketAddr,
+    pub scheme: &'static str,
+    /// The TLS server name the client asked for.
+    pub sni: Option<String>,
+}
+
+/// The values of nginx's variables for one request.
+struct Vars<'a> {
+    host: &'a str,
+    request_uri: &'a str,
+    scheme: &'a str,
+    server_name: &'a str,
+    remote_addr: String,
+    forwarded_for: String,
+    proxy_host: &'a str,
+}
+
+fn render(t: &Template, v: &Vars<'_>) -> String {
+    let mut out = String::new();
+    for p in t {
+        match p {
+            Part::Text(s) => out.push_str(s),
+            Part::Var(name) => out.push_str(match *name {
+                "host" => v.host,
+                "request_uri" => v.request_uri,
+                "scheme" => v.scheme,
+                "server_name" => v.server_name,
+                "remote_addr" => &v.remote_addr,
+                "proxy_add_x_forwarded_for" => &v.forwarded_for,
+                "proxy_host" => v.proxy_host,
+                _ => "",
+            }),
+        }
+    }
+    out
+}
+
+/// RFC 9110 section 7.6.1: headers that describe one connection, never forwarded (plus
+/// those the `Connection` header names, and `Expect`, which hyper answers itself).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+    for h in named {
+        headers.remove(h);
+    }
+}
+
+fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    (req.version() == Version::HTTP_11 && connection_upgrade)
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The host part of `Host` (or the HTTP/2 authority), lower-cased, without the port.
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    let host = if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(body::text(format!(
+        "{} {}\n{text}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Where one request stands for its access log line.
+struct Log {
+    entry: Option<Entry>,
+}
+
+impl Log {
+    /// A response gluu-lb makes itself: logged at once.
+    fn local(mut self, resp: Response<Body>, shared: &Shared) -> Response<Body> {
+        shared.metrics.response(resp.status().as_u16());
+        if let Some(mut e) = self.entry.take() {
+            e.status = resp.status().as_u16();
+            let len = resp.body().size_hint().exact().unwrap_or(0);
+            e.write(len);
+        }
+        resp
+    }
+}
+
+/// Serves one request with the runtime current when it arrived.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    conn: &Conn,
+    rt: Arc<Runtime>,
+    listener: usize,
+    shared: &Shared,
+) -> Response<Body> {
+    let start = SystemTime::now();
+    let listener: &Listener = &rt.listeners[listener];
+    let host = host_of(&req);
+    let si = rt.server_for(listener, host.as_deref().or(conn.sni.as_deref()));
+    let server = &rt.config.servers[si];
+    let server_name = server.names.first().map_or("", String::as_str);
+    let request_uri = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let path = req.uri().path().to_owned();
+    let li = find(&server.locations, &path)
+        .and_then(|l| server.locations.iter().position(|x| std::ptr::eq(x, l)));
+    let lrt = li.map(|i| &rt.locations[si][i]);
+    let access_log = match lrt {
+        Some(l) => l.access_log.clone(),
+        None => rt.server_logs[si].clone(),
+    };
+    let mut log = Log {
+        entry: access_log.map(|log| Entry {
+            log,
+            remote: conn.remote.ip(),
+            start,
+            request_line: format!("{} {request_uri} {:?}", req.method(), req.version()),
+            status: 0,
+            referer: header_str(&req, header::REFERER),
+            user_agent: header_str(&req, header::USER_AGENT),
+            upstream_addrs: Vec::new(),
+            upstream_time: None,
+        }),
+    };
+    let forwarded_for = {
+        let mut prior: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let ip = conn.remote.ip().to_string();
+        prior.push(&ip);
+        prior.join(", ")
+    };
+    let mut vars = Vars {
+        host: host.as_deref().unwrap_or(server_name),
+        request_uri: &request_uri,
+        scheme: conn.scheme,
+        server_name,
+        remote_addr: conn.remote.ip().to_string(),
+        forwarded_for,
+        proxy_host: "",
+    };
+    if let Some(ret) = &server.ret {
+        let target = ret.template.as_ref().map(|t| render(t, &vars));
+        let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = match (ret.code, target) {
+            (301 | 302 | 303 | 307 | 308, Some(url)) => {
+                let mut r = plain(status, "");
+                match HeaderValue::from_str(&url) {
+                    Ok(v) => {
+                        r.headers_mut().insert(header::LOCATION, v);
+                    }
+                    Err(_) => return log.local(plain(StatusCode::BAD_REQUEST, ""), shared),
+                }
+                r
+            }
+            (_, Some(text)) => {
+                let mut r = Response::new(body::text(text));
+                *r.status_mut() = status;
+                r
+            }
+            (_, None) => plain(status, ""),
+        };
+        return log.local(resp, shared);
+    }
+    let (Some(li), Some(lrt)) = (li, lrt) else {
+        return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
+    };
+    let loc = &server.locations[li];
+    let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
+        return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
+    };
+    let Some(group) = rt.groups.get(&pass.upstream) else {
+        return log.local(plain(StatusCode::BAD_GATEWAY, ""), shared);
+    };
+    let settings = &loc.settings;
+    vars.proxy_host = &pass.upstream;
+    let max_body = settings.client_max_body_size;
+    if max_body > 0
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > max_body)
+    {
+        return log.local(
+            plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than client_max_body_size\n",
+            ),
+            shared,
+        );
+    }
+
+    // The request as the node gets it.
+    let upgrade = wants_upgrade(&req);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let mut headers = req.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::EXPECT);
+    headers.remove(header::HOST);
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&pass.upstream) {
+        headers.insert(header::HOST, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(conn.scheme) {
+        headers.insert("x-forwarded-proto", v);
+    }
+    for (name, template) in &settings.set_headers {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let value = render(template, &vars);
+        if value.is_empty() {
+            headers.remove(&name);
+        } else if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    let method = req.method().clone();
+    let uri = upstream_uri(loc, &request_uri);
+    let replayable = req.body().is_end_stream();
+    let idempotent = !matches!(method.as_str(), "POST" | "LOCK" | "PATCH");
+    let mut client_body: Option<Body> = (!replayable).then(|| {
+        Watched::new(req.into_body(), settings.client_body_timeout)
+            .limit(max_body)
+            .boxed()
+    });
+    let wait = if replayable {
+        settings.read_timeout
+    } else {
+        settings.send_timeout + settings.read_timeout
+    };
+    let nu = settings.next_upstream;
+    let max_tries = settings.next_upstream_tries;
+
+    let route = Route {
+        tls,
+        name,
+        connect_timeout: settings.connect_timeout,
+    };
+    let mut sel = group.selection(conn.remote.ip());
+    let mut tries = 0u32;
+    let mut failure_status = StatusCode::BAD_GATEWAY;
+    let mut fallback = None;
+    let t0 = Instant::now();
+    while let Some(n) = group.choose(&mut sel) {
+        tries += 1;
+        if tries > 1 {
+            shared.metrics.retry();
+        }
+        let node = &group.nodes[n];
+        if let Some(e) = &mut log.entry {
+            e.upstream_addrs.push(node.address.clone());
+        }
+        let mut upstream_req = Request::new(client_body.take().unwrap_or_else(body::empty));
+        *upstream_req.method_mut() = method.clone();
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = headers.clone();
+        match uri.parse() {
+            Ok(u) => *upstream_req.uri_mut() = u,
+            Err(_) => return log.local(plain(StatusCode::BAD_REQUEST, ""), shared),
+        }
+        let in_flight = node.in_flight();
+        shared.metrics.upstream_request(&group.name, &node.address);
+        let result = node.send(&route, upstream_req, wait, shared).await;
+        let tries_left = max_tries == 0 || tries < max_tries;
+        match result {
+            Ok((mut resp, lease)) => {
+                let status = resp.status().as_u16();
+                let listed = match status {
+                    500 => nu.http_500,
+                    502 => nu.http_502,
+                    503 => nu.http_503,
+                    504 => nu.http_504,
+                    _ => false,
+                };
+                if listed {
+                    group.failed(n);
+                    shared
+                        .metrics
+                        .upstream_failure(&group.name, &node.address, "http_5xx");
+                    tracing::warn!(
+                        "upstream {} ({}) answered {status} to {method} {uri} from {}",
+                        node.address,
+                        group.name,
+                        conn.remote
+                    );
+                    if replayable && (idempotent || nu.non_idempotent) && tries_left {
+                        fallback = Some((resp, (lease, in_flight)));
+                        continue;
+                    }
+                } else {
+                    group.succeeded(n);
+                }
+                let upstream_upgrade = (status == 101).then(|| hyper::upgrade::on(&mut resp));
+                return respond(
+                    resp,
+                    (lease, in_flight),
+                    log,
+                    t0,
+                    settings.read_timeout,
+                    client_upgrade.zip(upstream_upgrade),
+                    shared,
+                );
+            }
+            Err(f) if f.reason == "client_body" => {
+                tracing::info!(
+                    "{method} {uri} from {}: request body: {}",
+                    conn.remote,
+                    f.detail
+                );
+                let status = if f.detail.contains("client_max_body_size") {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::REQUEST_TIMEOUT
+                };
+                return log.local(plain(status, ""), shared);
+            }
+            Err(f) => {
+                if f.reason != "worker_connections" {
+                    group.failed(n);
+                }
+                shared
+                    .metrics
+                    .upstream_failure(&group.name, &node.address, f.reason);
+                tracing::warn!(
+                    "upstream {} ({}) failed: {} while sending {method} {uri} from {}",
+                    node.address,
+                    group.name,
+                    f.detail,
+                    conn.remote
+                );
+                failure_status = if f.is_timeout() {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                let listed = match f.reason {
+                    "timeout" => nu.timeout,
+                    "invalid_header" => nu.invalid_header,
+                    _ => nu.error,
+                };
+                let unsent = f.request.map(Request::into_body);
+                let replay = match unsent {
+                    Some(b) => {
+                        client_body = (!replayable).then_some(b);
+                        true
+                    }
+                    None => replayable && (idempotent || nu.non_idempotent),
+                };
+                if !(listed && replay && tries_left) {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((resp, done)) = fallback {
+        return respond(resp, done, log, t0, settings.read_timeout, None, shared);
+    }
+    if tries == 0 {
+        tracing::error!(
+            "no live upstreams in \"{}\" for {method} {uri} from {}",
+            group.name,
+            conn.remote
+        );
+    }
+    log.local(plain(failure_status, ""), shared)
+}
+
+fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+type Upgrades = (hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade);
+
+/// The node's response on its way to the client; `done` goes back (the connection to the
+/// pool, the in-flight count) when the body has been sent.
+fn respond(
+    resp: Response<Incoming>,
+    done: (Lease, InFlight),
+    mut log: Log,
+    t0: Instant,
+    read_timeout: std::time::Duration,
+    upgrades: Option<Upgrades>,
+    shared: &Shared,
+) -> Response<Body> {
+    let (lease, in_flight) = done;
+    let (mut parts, incoming) = resp.into_parts();
+    let status = parts.status;
+    shared.metrics.response(status.as_u16());
+    if let Some(e) = &mut log.entry {
+        e.status = status.as_u16();
+        e.upstream_time = Some(t0.elapsed());
+    }
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some((client, node))) = (status, upgrades) {
+        let upgrade = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(u) = upgrade {
+            parts.headers.insert(header::UPGRADE, u);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        tokio::spawn(async move {
+            let (Ok(client), Ok(node)) = tokio::join!(client, node) else {
+                return;
+            };
+            let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
+            let result = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+            drop(in_flight);
+            drop(lease);
+            if let Some(e) = log.entry.take() {
+                e.write(result.map(|(_, down)| down).unwrap_or(0));
+            }
+        });
+        return Response::from_parts(parts, body::empty());
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Watched::new(incoming, read_timeout)
+        .on_end(move |bytes, complete| {
+            if complete {
+                lease.release();
+            }
+            drop(in_flight);
+            if let Some(e) = log.entry.take() {
+                e.write(bytes);
+            }
+        })
+        .boxed();
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::COOKIE));
+    }
+
+    #[test]
+    fn templates_render_nginx_variables() {
+        let v = Vars {
+            host: "lb.example.org",
+            request_uri: "/a?b",
+            scheme: "https",
+            server_name: "lb",
+            remote_addr: "192.0.2.1".into(),
+            forwarded_for: "10.0.0.9, 192.0.2.1".into(),
+            proxy_host: "backend",
+        };
+        let t = vec![
+            Part::Var("scheme"),
+            Part::Text("://".into()),
+            Part::Var("host"),
+            Part::Var("request_uri"),
+            Part::Text(" ".into()),
+            Part::Var("proxy_add_x_forwarded_for"),
+        ];
+        assert_eq!(
+            render(&t, &v),
+            "https://lb.example.org/a?b 10.0.0.9, 192.0.2.1"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! `gluu-lb`: nginx's command line habits (`-c FILE`, `-t`, `-s reload|stop|quit|reopen`),
+//! then bind, drop privileges, and hand over to the library. Exit codes: 0 fine, 64
+//! (EX_USAGE) bad configuration, 1 anything else.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use gluu_common::{logging, process, signal};
+use gluu_lb::{Balancer, Config, Control, GrammarError};
+use nix::sys::signal::Signal;
+use tokio_util::sync::CancellationToken;
+
+const EX_USAGE: u8 = 64;
+
+/// TLS load balancer for a Gluu cluster: serves the guide's nginx.conf (TLS on 443, the
+/// redirect on 80, ip_hash stickiness for /identity, failover), keeps connections to the
+/// nodes alive, and pins the nodes to the balancer's own certificate unless told otherwise.
+#[derive(Parser, Debug)]
+#[command(name = "gluu-lb", version)]
+struct Cli {
+    /// nginx configuration file.
+    #[arg(short = 'c', long = "conf", default_value = "/etc/nginx/nginx.conf")]
+    config: PathBuf,
+
+    /// Check the configuration (syntax, certificates, keys, upstream TLS) and print errors
+    /// and security warnings; exit 0 only if gluu-lb would start with it.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+
+    /// Signal the running gluu-lb (its pid from the configuration's `pid` file).
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL")]
+    signal: Option<Action>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Action {
+    /// Re-read the configuration and certificates (SIGHUP).
+    Reload,
+    /// Stop, letting open requests finish (SIGTERM).
+    Stop,
+    /// Same as stop (SIGQUIT, nginx's graceful stop).
+    Quit,
+    /// Reopen the log files after logrotate (SIGUSR1).
+    Reopen,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.config;
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return config_failed(&path, &e),
+    };
+    if let Some(action) = cli.signal {
+        return send(&config, action);
+    }
+    if cli.test {
+        return test(&path, config);
+    }
+    let (level, output) = match &config.error_log {
+        Some(l) => (l.level, l.path.clone()),
+        None => (tracing::Level::INFO, None),
+    };
+    let error_log = match logging::init(level, output.as_deref()) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("gluu-lb: cannot open the error_log: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let balancer = match Balancer::prepare(config.clone()) {
+        Ok(b) => b,
+        Err(e) => return config_failed(&path, &e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gluu-lb: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(balancer, &config, error_log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gluu-lb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_failed(path: &Path, e: &GrammarError) -> ExitCode {
+    eprintln!("gluu-lb: [emerg] {e}");
+    eprintln!("gluu-lb: configuration file {} test failed", path.display());
+    ExitCode::from(EX_USAGE)
+}
+
+/// `-t`: everything start-up checks except binding.
+fn test(path: &Path, config: Config) -> ExitCode {
+    let user = config.user.clone();
+    let balancer = match Balancer::prepare(config) {
+        Ok(b) => b,
+        Err(e) => return config_failed(path, &e),
+    };
+    if let Some((u, g)) = &user {
+        let checked = process::lookup_user(u)
+            .and_then(|_| g.as_deref().map(process::lookup_group).transpose());
+        if let Err(e) = checked {
+            eprintln!("gluu-lb: [emerg] {e} in {}", path.display());
+            eprintln!("gluu-lb: configuration file {} test failed", path.display());
+            return ExitCode::from(EX_USAGE);
+        }
+    }
+    for w in balancer.warnings() {
+        eprintln!("gluu-lb: [warn] {w}");
+    }
+    eprintln!(
+        "gluu-lb: the configuration file {} syntax is ok",
+        path.display()
+    );
+    eprintln!(
+        "gluu-lb: configuration file {} test is successful",
+        path.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// `-s`: signals the process whose pid the `pid` file holds.
+fn send(config: &Config, action: Action) -> ExitCode {
+    let Some(pid_path) = &config.pid else {
+        eprintln!(
+            "gluu-lb: [error] {} has no \"pid\" directive, so there is no process to signal; add \
+             `pid /run/gluu-lb.pid;` or use `systemctl reload gluu-lb`",
+            config.path.display()
+        );
+        return ExitCode::from(EX_USAGE);
+    };
+    let pid = match std::fs::read_to_string(pid_path) {
+        Ok(text) => match text.trim().parse::<i32>() {
+            Ok(pid) => pid,
+            Err(_) => {
+                eprintln!(
+                    "gluu-lb: [error] invalid PID number \"{}\" in \"{}\"",
+                    text.trim(),
+                    pid_path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "gluu-lb: [error] open() \"{}\" failed ({e}): is gluu-lb running?",
+                pid_path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = match action {
+        Action::Reload => Signal::SIGHUP,
+        Action::Stop => Signal::SIGTERM,
+        Action::Quit => Signal::SIGQUIT,
+        Action::Reopen => Signal::SIGUSR1,
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gluu-lb: [error] kill({pid}, {signal}) failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    balancer: Balancer,
+    config: &Config,
+    error_log: Option<logging::LogFile>,
+) -> anyhow::Result<()> {
+    let bound = balancer.bind().await?;
+    let (user, group) = match &config.user {
+        Some((u, g)) => (
+            Some(process::lookup_user(u).map_err(anyhow::Error::msg)?),
+            g.as_deref()
+                .map(process::lookup_group)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => (None, None),
+    };
+    // Written while still root, so that /run is writable (nginx does the same).
+    let _pid = config
+        .pid
+        .as_deref()
+        .map(process::PidFile::create)
+        .transpose()?;
+    process::drop_privileges(user, group).map_err(anyhow::Error::msg)?;
+    let shutdown = CancellationToken::new();
+    let access_logs = balancer.log_files();
+    let reload = signal::install(shutdown.clone(), move || {
+        let mut files = access_logs();
+        files.extend(error_log.iter().cloned());
+        files
+    })?;
+    balancer.run(bound, Control { shutdown, reload }).await
+}

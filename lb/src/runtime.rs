@@ -1,0 +1,451 @@
+//! A configuration made ready to serve: listening sockets grouped as nginx groups them
+//! (one socket per address, its servers chosen by SNI and `Host`), TLS material loaded, one
+//! [`Group`] per upstream, each location's upstream TLS policy, and the access log files.
+//! A reload builds a new `Runtime` beside the running one and swaps it in whole.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gluu_common::logging::LogFile;
+use gluu_common::tls;
+use gluu_common::verify::{PeerPolicy, PeerVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::grammar::GrammarError;
+use crate::config::location::Location;
+use crate::config::proxy::Part;
+use crate::config::server::Server;
+use crate::config::{Config, Warning};
+use crate::upstream::{Group, UpstreamTls};
+
+/// How many TLS sessions the client side remembers for resumption.
+const SESSION_CACHE: usize = 4096;
+
+/// One listening socket and the servers behind it.
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub http2: bool,
+    /// Indexes into `config.servers`; the first is the default server.
+    pub servers: Vec<usize>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("addr", &self.addr)
+            .field("http2", &self.http2)
+            .field("servers", &self.servers)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// What a location needs at request time besides its configuration.
+#[derive(Debug)]
+pub struct LocationRt {
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// The server name (SNI, and the name checked with `proxy_ssl_verify on`).
+    pub ssl_name: Option<ServerName<'static>>,
+    pub access_log: Option<LogFile>,
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    pub listeners: Vec<Listener>,
+    pub groups: HashMap<String, Arc<Group>>,
+    /// `[server][location]`, parallel to `config.servers[s].locations`.
+    pub locations: Vec<Vec<LocationRt>>,
+    /// Each server's own access log (requests no location matches, `return`).
+    pub server_logs: Vec<Option<LogFile>>,
+    pub logs: Vec<LogFile>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Picks a certificate by SNI among the servers of one listening socket; the default
+/// server's otherwise.
+#[derive(Debug)]
+struct BySni {
+    names: Vec<(String, Arc<CertifiedKey>)>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name();
+        Some(
+            sni.and_then(|n| {
+                self.names
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(n))
+            })
+            .map_or(&self.default, |(_, k)| k)
+            .clone(),
+        )
+    }
+}
+
+/// Matches nginx's `server_name` forms: exact, `*.example.org`, `.example.org`.
+pub fn name_matches(pattern: &str, host: &str) -> bool {
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        return host.len() > suffix.len() + 1
+            && host.ends_with(suffix)
+            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.';
+    }
+    if let Some(domain) = pattern.strip_prefix('.') {
+        return host.eq_ignore_ascii_case(domain) || name_matches(&format!("*.{domain}"), host);
+    }
+    pattern.eq_ignore_ascii_case(host)
+}
+
+fn err(at: &crate::config::grammar::Place, message: impl Into<String>) -> GrammarError {
+    GrammarError::at(at, message)
+}
+
+impl Runtime {
+    pub fn build(config: Config) -> Result<Runtime, GrammarError> {
+        let provider = tls::provider();
+        let mut warnings = config.warnings.clone();
+        let mut keys: HashMap<usize, Arc<CertifiedKey>> = HashMap::new();
+        for (i, s) in config.servers.iter().enumerate() {
+            if let (Some(cert), Some(key)) = (&s.certificate, &s.certificate_key) {
+                let k = tls::load_certified_key(&provider, cert, Some(key))
+                    .map_err(|e| err(&s.place, e.to_string()))?;
+                keys.insert(i, k);
+            }
+        }
+        let listeners = listeners(&config, &keys, &provider)?;
+        let groups: HashMap<String, Arc<Group>> = config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), Arc::new(Group::new(u))))
+            .collect();
+        let mut tls_cache: HashMap<String, Arc<UpstreamTls>> = HashMap::new();
+        let mut log_cache: HashMap<PathBuf, LogFile> = HashMap::new();
+        let any_key = (0..config.servers.len()).find_map(|i| keys.get(&i).cloned());
+        let mut locations = Vec::new();
+        let mut server_logs = Vec::new();
+        for (i, s) in config.servers.iter().enumerate() {
+            server_logs.push(
+                s.settings
+                    .access_log
+                    .as_deref()
+                    .map(|p| open_log(p, &s.place, &mut log_cache))
+                    .transpose()?,
+            );
+            let own = keys.get(&i).or(any_key.as_ref());
+            let mut per = Vec::new();
+            for l in &s.locations {
+                per.push(location_rt(
+                    l,
+                    own,
+                    &provider,
+                    &mut tls_cache,
+                    &mut log_cache,
+                    &mut warnings,
+                )?);
+            }
+            locations.push(per);
+        }
+        Ok(Runtime {
+            logs: log_cache.into_values().collect(),
+            config,
+            listeners,
+            groups,
+            locations,
+            server_logs,
+            warnings,
+        })
+    }
+
+    /// The server for a request on `listener` with this `Host` (or SNI) name.
+    pub fn server_for(&self, listener: &Listener, host: Option<&str>) -> usize {
+        host.and_then(|h| {
+            listener.servers.iter().copied().find(|&s| {
+                self.config.servers[s]
+                    .names
+                    .iter()
+                    .any(|n| name_matches(n, h))
+            })
+        })
+        .unwrap_or(listener.servers[0])
+    }
+}
+
+fn listeners(
+    config: &Config,
+    keys: &HashMap<usize, Arc<CertifiedKey>>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Vec<Listener>, GrammarError> {
+    let mut out: Vec<(Listener, bool)> = Vec::new();
+    for (i, s) in config.servers.iter().enumerate() {
+        for l in &s.listen {
+            // Port 0 (tests) means "any free port": each such line gets its own socket.
+            let existing = out
+                .iter_mut()
+                .find(|(x, _)| l.addr.port() != 0 && x.addr == l.addr);
+            match existing {
+                Some((x, ssl)) => {
+                    if *ssl != l.ssl {
+                        return Err(err(
+                            &l.place,
+                            format!("{} is both TLS and plain in different servers", l.addr),
+                        ));
+                    }
+                    x.http2 |= l.http2;
+                    if !x.servers.contains(&i) {
+                        x.servers.push(i);
+                    }
+                }
+                None => out.push((
+                    Listener {
+                        addr: l.addr,
+                        http2: l.http2,
+                        servers: vec![i],
+                        tls: None,
+                    },
+                    l.ssl,
+                )),
+            }
+        }
+    }
+    let mut result = Vec::new();
+    for (mut l, ssl) in out {
+        if ssl {
+            l.tls = Some(acceptor(config, &l, keys, provider)?);
+        }
+        result.push(l);
+    }
+    Ok(result)
+}
+
+fn acceptor(
+    config: &Config,
+    l: &Listener,
+    keys: &HashMap<usize, Arc<CertifiedKey>>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<TlsAcceptor, GrammarError> {
+    let servers: Vec<(&Server, Arc<CertifiedKey>)> = l
+        .servers
+        .iter()
+        .filter_map(|&i| keys.get(&i).map(|k| (&config.servers[i], k.clone())))
+        .collect();
+    let first = &config.servers[l.servers[0]];
+    let Some((_, default)) = servers.first() else {
+        return Err(err(&first.place, "a TLS listen without a certificate"));
+    };
+    let resolver = BySni {
+        names: servers
+            .iter()
+            .flat_map(|(s, k)| s.names.iter().map(move |n| (n.clone(), k.clone())))
+            .collect(),
+        default: default.clone(),
+    };
+    let mut versions = Vec::new();
+    for v in tls::PROTOCOL_VERSIONS {
+        let name = if v.version == rustls::ProtocolVersion::TLSv1_3 {
+            "TLSv1.3"
+        } else {
+            "TLSv1.2"
+        };
+        if first
+            .protocols
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|x| x == name))
+        {
+            versions.push(*v);
+        }
+    }
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| err(&first.place, format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    sc.alpn_protocols = if l.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    sc.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    sc.send_tls13_tickets = 1;
+    Ok(TlsAcceptor::from(Arc::new(sc)))
+}
+
+/// The name the node is addressed by: `proxy_ssl_name` (text and `$proxy_host` only), else
+/// the upstream's name (nginx's default, `$proxy_host`).
+fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
+    let Some(pass) = &l.proxy_pass else {
+        return Ok(None);
+    };
+    let text = match &l.settings.ssl_name {
+        None => pass.upstream.clone(),
+        Some(parts) => {
+            let mut s = String::new();
+            for p in parts {
+                match p {
+                    Part::Text(t) => s.push_str(t),
+                    Part::Var("proxy_host") => s.push_str(&pass.upstream),
+                    Part::Var(v) => {
+                        return Err(err(
+                            &l.place,
+                            format!(
+                                "\"proxy_ssl_name\" with ${v} is not supported: gluu-lb checks \
+                                 one name per location (text or $proxy_host)"
+                            ),
+                        ));
+                    }
+                }
+            }
+            s
+        }
+    };
+    ServerName::try_from(text.clone()).map(Some).map_err(|_| {
+        err(
+            &l.place,
+            format!("\"{text}\" is not a valid TLS server name"),
+        )
+    })
+}
+
+/// One `LogFile` per path, however many locations log to it.
+fn open_log(
+    path: &std::path::Path,
+    at: &crate::config::grammar::Place,
+    cache: &mut HashMap<PathBuf, LogFile>,
+) -> Result<LogFile, GrammarError> {
+    if let Some(f) = cache.get(path) {
+        return Ok(f.clone());
+    }
+    let f = LogFile::open(path).map_err(|e| {
+        err(
+            at,
+            format!("access_log {}: cannot open: {e}", path.display()),
+        )
+    })?;
+    cache.insert(path.to_owned(), f.clone());
+    Ok(f)
+}
+
+fn location_rt(
+    l: &Location,
+    own: Option<&Arc<CertifiedKey>>,
+    provider: &Arc<CryptoProvider>,
+    tls_cache: &mut HashMap<String, Arc<UpstreamTls>>,
+    log_cache: &mut HashMap<PathBuf, LogFile>,
+    warnings: &mut Vec<Warning>,
+) -> Result<LocationRt, GrammarError> {
+    let s = &l.settings;
+    let access_log = s
+        .access_log
+        .as_deref()
+        .map(|p| open_log(p, &l.place, log_cache))
+        .transpose()?;
+    let name = ssl_name(l)?;
+    let Some(name) = name else {
+        return Ok(LocationRt {
+            tls: None,
+            ssl_name: None,
+            access_log,
+        });
+    };
+    let (policy, key) = match s.ssl_verify {
+        Some(true) => {
+            let trusted = s
+                .ssl_trusted_certificate
+                .as_deref()
+                .expect("validated: proxy_ssl_verify on has a trusted certificate");
+            let roots = tls::load_roots(trusted).map_err(|e| err(&l.place, e.to_string()))?;
+            (
+                PeerPolicy::Chain {
+                    roots: Arc::new(roots),
+                    names: vec![name.clone()],
+                },
+                format!("chain {} {}", trusted.display(), name.to_str()),
+            )
+        }
+        Some(false) => {
+            warnings.push(Warning {
+                at: l.place.to_string(),
+                message: "proxy_ssl_verify off: any host that answers on a node's address gets \
+                          the users' requests, passwords and tokens. Remove it to pin the \
+                          nodes to this server's certificate, or verify a chain with \
+                          proxy_ssl_verify on and proxy_ssl_trusted_certificate"
+                    .to_owned(),
+            });
+            (PeerPolicy::Anyone, "anyone".to_owned())
+        }
+        None => {
+            let Some(own) = own else {
+                return Err(err(
+                    &l.place,
+                    "no certificate to pin the nodes to: this configuration has no \
+                     ssl_certificate; set proxy_ssl_verify on with \
+                     proxy_ssl_trusted_certificate",
+                ));
+            };
+            if s.ssl_trusted_certificate.is_some() {
+                warnings.push(Warning {
+                    at: l.place.to_string(),
+                    message: "proxy_ssl_trusted_certificate without \"proxy_ssl_verify on\" is \
+                              not used (the nodes are pinned to this server's certificate)"
+                        .to_owned(),
+                });
+            }
+            let leaf: CertificateDer<'static> = own.cert[0].clone();
+            let key = format!("pin {}", tls::fingerprint(&leaf));
+            (PeerPolicy::Pinned(vec![leaf]), key)
+        }
+    };
+    let cache_key = format!("{key}|sni={}", s.ssl_server_name);
+    let tls = match tls_cache.get(&cache_key) {
+        Some(t) => t.clone(),
+        None => {
+            let describe = policy.describe();
+            let verifier = PeerVerifier::new(policy, provider)
+                .map_err(|e| err(&l.place, format!("upstream TLS: {e}")))?;
+            let mut cc = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(tls::PROTOCOL_VERSIONS)
+                .map_err(|e| err(&l.place, format!("upstream TLS: {e}")))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            cc.enable_sni = s.ssl_server_name;
+            cc.alpn_protocols = vec![b"http/1.1".to_vec()];
+            cc.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
+            let t = Arc::new(UpstreamTls {
+                connector: TlsConnector::from(Arc::new(cc)),
+                policy: describe,
+            });
+            tls_cache.insert(cache_key, t.clone());
+            t
+        }
+    };
+    Ok(LocationRt {
+        tls: Some(tls),
+        ssl_name: Some(name),
+        access_log,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn server_names() {
+        assert!(name_matches("lb.example.org", "LB.example.org"));
+        assert!(name_matches("*.example.org", "a.example.org"));
+        assert!(!name_matches("*.example.org", "example.org"));
+        assert!(!name_matches("*.example.org", "aexample.org"));
+        assert!(name_matches(".example.org", "example.org"));
+        assert!(name_matches(".example.org", "x.y.example.org"));
+        assert!(!name_matches("lb.example.org", "lb.example.org.evil"));
+    }
+}

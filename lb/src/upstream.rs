@@ -1,0 +1,502 @@
+//! The nodes behind an `upstream` block: nginx's choice of node ([`crate::balance`]) with
+//! its failure accounting, a keep-alive pool of HTTP/1.1 connections per node (the guide's
+//! nginx opens a new TCP and TLS connection for every request), the upstream TLS policy,
+//! and each node's state for `/status`.
+//!
+//! Pooled connections are keyed by the TLS settings and server name they were opened with,
+//! so a location that pins the node's certificate never reuses a connection another
+//! location opened without verification.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
+
+use crate::Shared;
+use crate::balance::{IpHash, Peers, Ring, Tried};
+use crate::body::{Body, BodyError};
+use crate::config::upstream::{Method, Upstream};
+
+/// Idle connections kept per node when the upstream has no `keepalive` line.
+pub const DEFAULT_KEEPALIVE: usize = 32;
+
+/// A pooled connection unused for this long is closed rather than reused (nginx's
+/// upstream `keepalive_timeout` default).
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a location talks TLS to its nodes; locations with the same settings share one.
+pub struct UpstreamTls {
+    pub connector: TlsConnector,
+    /// What the node must present, in words (for logs and `-t`).
+    pub policy: String,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a location reaches its nodes.
+#[derive(Debug)]
+pub struct Route<'a> {
+    pub tls: &'a Arc<UpstreamTls>,
+    pub name: &'a ServerName<'static>,
+    /// `proxy_connect_timeout`: TCP and TLS together.
+    pub connect_timeout: Duration,
+}
+
+/// Why a request to a node failed, as `proxy_next_upstream` and the metrics see it.
+#[derive(Debug)]
+pub struct Failure {
+    /// `connect`, `tls`, `timeout`, `invalid_header`, `closed`, `worker_connections`, or
+    /// `client_body` (the client's body was too large or too slow: not the node's fault).
+    pub reason: &'static str,
+    pub detail: String,
+    /// The request never left: retrying cannot replay anything.
+    pub request: Option<Request<Body>>,
+}
+
+impl Failure {
+    pub fn is_timeout(&self) -> bool {
+        self.reason == "timeout"
+    }
+
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+            request: None,
+        }
+    }
+}
+
+/// The last active health check of a node.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub at: SystemTime,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    fails: u32,
+    passes: u32,
+    last: Option<Check>,
+}
+
+struct Idle {
+    tls: usize,
+    name: ServerName<'static>,
+    since: Instant,
+    sender: SendRequest<Body>,
+}
+
+/// One `server` line of an upstream.
+pub struct Node {
+    pub address: String,
+    pub upstream: String,
+    keepalive: usize,
+    idle: Mutex<Vec<Idle>>,
+    active: AtomicUsize,
+    health: Mutex<Health>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("address", &self.address)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a request as in flight on a node until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Node>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection lent to one request; [`Lease::release`] returns it to the pool.
+pub struct Lease {
+    node: Arc<Node>,
+    tls: usize,
+    name: ServerName<'static>,
+    sender: SendRequest<Body>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("node", &self.node.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// The response was read to its end: the connection can serve the next request.
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.node.idle);
+        if idle.len() >= self.node.keepalive {
+            // nginx closes the least recently used one.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            tls: self.tls,
+            name: self.name,
+            since: Instant::now(),
+            sender: self.sender,
+        });
+    }
+}
+
+/// The client's request body failed (too large, too slow) while it went to the node: the
+/// client's fault, not the node's.
+fn client_body_fault(e: &hyper::Error) -> Option<&BodyError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return Some(b);
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn tls_key(tls: &Arc<UpstreamTls>) -> usize {
+    Arc::as_ptr(tls) as usize
+}
+
+impl Node {
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn take_idle(&self, tls: usize, name: &ServerName<'static>) -> Option<SendRequest<Body>> {
+        let mut idle = lock(&self.idle);
+        let now = Instant::now();
+        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_LIMIT);
+        let i = idle.iter().rposition(|c| c.tls == tls && &c.name == name)?;
+        Some(idle.swap_remove(i).sender)
+    }
+
+    /// A new TCP + TLS + HTTP/1.1 connection, within `timeout` (`proxy_connect_timeout`),
+    /// holding one of the `worker_connections` permits while it lives.
+    pub async fn connect(
+        &self,
+        tls: &UpstreamTls,
+        name: &ServerName<'static>,
+        timeout: Duration,
+        permits: &Arc<Semaphore>,
+    ) -> Result<SendRequest<Body>, Failure> {
+        let permit = permits.clone().try_acquire_owned().map_err(|_| {
+            Failure::new(
+                "worker_connections",
+                "worker_connections are not enough to connect to the node",
+            )
+        })?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| Failure::new("timeout", format!("connect timed out after {timeout:?}")))?
+            .map_err(|e| Failure::new("connect", format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = tokio::time::timeout_at(deadline, tls.connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| {
+                Failure::new(
+                    "timeout",
+                    format!("TLS handshake timed out after {timeout:?}"),
+                )
+            })?
+            .map_err(|e| {
+                Failure::new(
+                    "tls",
+                    format!(
+                        "TLS handshake: {} (the node must present {})",
+                        gluu_common::verify::describe_failure(&e),
+                        tls.policy
+                    ),
+                )
+            })?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::new("connect", format!("HTTP handshake: {e}")))?;
+        let address = self.address.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("connection to {address}: {e}");
+            }
+            drop(permit);
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` on a pooled connection, or a new one. A pooled connection the node closed
+    /// while it sat idle gives the request back untouched: it goes again on a fresh one,
+    /// transparently. `wait` bounds sending and waiting for the response headers.
+    pub async fn send(
+        self: &Arc<Self>,
+        route: &Route<'_>,
+        mut req: Request<Body>,
+        wait: Duration,
+        shared: &Shared,
+    ) -> Result<(hyper::Response<Incoming>, Lease), Failure> {
+        let (tls, name) = (route.tls, route.name);
+        let key = tls_key(tls);
+        loop {
+            let (mut sender, pooled) = match self.take_idle(key, name) {
+                Some(s) => (s, true),
+                None => {
+                    shared
+                        .metrics
+                        .upstream_connect(&self.upstream, &self.address);
+                    match self
+                        .connect(tls, name, route.connect_timeout, &shared.permits)
+                        .await
+                    {
+                        Ok(s) => (s, false),
+                        Err(mut f) => {
+                            f.request = Some(req);
+                            return Err(f);
+                        }
+                    }
+                }
+            };
+            if pooled && sender.ready().await.is_err() {
+                continue;
+            }
+            match tokio::time::timeout(wait, sender.try_send_request(req)).await {
+                Err(_) => {
+                    return Err(Failure::new(
+                        "timeout",
+                        format!("no response headers within {wait:?}"),
+                    ));
+                }
+                Ok(Ok(resp)) => {
+                    let lease = Lease {
+                        node: self.clone(),
+                        tls: key,
+                        name: name.clone(),
+                        sender,
+                    };
+                    return Ok((resp, lease));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(back) if pooled => req = back,
+                    back => {
+                        if let Some(fault) = client_body_fault(e.error()) {
+                            return Err(Failure {
+                                reason: "client_body",
+                                detail: fault.to_string(),
+                                request: None,
+                            });
+                        }
+                        let reason = if e.error().is_parse() {
+                            "invalid_header"
+                        } else {
+                            "closed"
+                        };
+                        return Err(Failure {
+                            reason,
+                            detail: e.error().to_string(),
+                            request: back,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// Records an active check's result; returns `Some(healthy)` when the node's state
+    /// changes (after `fails` failures in a row, or `passes` successes in a row).
+    pub fn record_check(
+        &self,
+        check: Check,
+        fails: u32,
+        passes: u32,
+        unhealthy: bool,
+    ) -> Option<bool> {
+        let mut h = lock(&self.health);
+        let ok = check.ok;
+        h.last = Some(check);
+        if ok {
+            h.fails = 0;
+            h.passes += 1;
+            (unhealthy && h.passes >= passes).then_some(true)
+        } else {
+            h.passes = 0;
+            h.fails += 1;
+            (!unhealthy && h.fails >= fails).then_some(false)
+        }
+    }
+}
+
+/// Which node a request tries next: nginx's per-request state.
+#[derive(Debug)]
+pub struct Selection {
+    tried: Tried,
+    backup_tried: Tried,
+    ip: Option<IpHash>,
+    key: String,
+}
+
+/// An `upstream` block at run time.
+#[derive(Debug)]
+pub struct Group {
+    pub name: String,
+    method: Method,
+    ring: Option<Ring>,
+    primary: Mutex<Peers>,
+    backup: Mutex<Peers>,
+    /// Node `i` is `primary[slots[i].1]` or `backup[slots[i].1]`.
+    slots: Vec<(bool, usize)>,
+    pub nodes: Vec<Arc<Node>>,
+}
+
+impl Group {
+    pub fn new(u: &Upstream) -> Group {
+        let keepalive = u.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
+        let mut primary = Vec::new();
+        let mut backup = Vec::new();
+        let mut slots = Vec::new();
+        let mut nodes = Vec::new();
+        for s in &u.servers {
+            let list = if s.backup { &mut backup } else { &mut primary };
+            slots.push((s.backup, list.len()));
+            list.push(s.peer());
+            nodes.push(Arc::new(Node {
+                address: s.address.clone(),
+                upstream: u.name.clone(),
+                keepalive,
+                idle: Mutex::new(Vec::new()),
+                active: AtomicUsize::new(0),
+                health: Mutex::new(Health::default()),
+            }));
+        }
+        let ring = (u.method == Method::ConsistentRemoteAddr).then(|| {
+            Ring::new(
+                u.servers
+                    .iter()
+                    .filter(|s| !s.backup)
+                    .map(|s| (s.address.as_str(), s.weight)),
+            )
+        });
+        Group {
+            name: u.name.clone(),
+            method: u.method,
+            ring,
+            primary: Mutex::new(Peers::new(primary)),
+            backup: Mutex::new(Peers::new(backup)),
+            slots,
+            nodes,
+        }
+    }
+
+    pub fn selection(&self, client: IpAddr) -> Selection {
+        Selection {
+            tried: Tried::default(),
+            backup_tried: Tried::default(),
+            ip: (self.method == Method::IpHash).then(|| IpHash::new(client)),
+            key: client.to_string(),
+        }
+    }
+
+    fn node_of(&self, backup: bool, i: usize) -> usize {
+        self.slots
+            .iter()
+            .position(|s| *s == (backup, i))
+            .unwrap_or_default()
+    }
+
+    /// The next node for this request, `None` when no live node is left untried.
+    pub fn choose(&self, sel: &mut Selection) -> Option<usize> {
+        let now = Instant::now();
+        let chosen = {
+            let mut peers = lock(&self.primary);
+            match (&mut sel.ip, &self.ring) {
+                (Some(ip), _) => peers.ip_hash(ip, &mut sel.tried, now),
+                (None, Some(ring)) => peers.consistent(ring, &sel.key, &mut sel.tried, now),
+                (None, None) => peers.round_robin(&mut sel.tried, now),
+            }
+        };
+        if let Some(i) = chosen {
+            return Some(self.node_of(false, i));
+        }
+        let i = lock(&self.backup).round_robin(&mut sel.backup_tried, now)?;
+        Some(self.node_of(true, i))
+    }
+
+    fn with_peers<R>(&self, node: usize, f: impl FnOnce(&mut Peers, usize) -> R) -> R {
+        let (backup, i) = self.slots[node];
+        let mut peers = lock(if backup { &self.backup } else { &self.primary });
+        f(&mut peers, i)
+    }
+
+    pub fn failed(&self, node: usize) {
+        self.with_peers(node, |p, i| p.failed(i, Instant::now()));
+    }
+
+    pub fn succeeded(&self, node: usize) {
+        self.with_peers(node, |p, i| p.succeeded(i));
+    }
+
+    pub fn set_unhealthy(&self, node: usize, unhealthy: bool) {
+        self.with_peers(node, |p, i| p.set_unhealthy(i, unhealthy));
+    }
+
+    pub fn is_unhealthy(&self, node: usize) -> bool {
+        self.with_peers(node, |p, i| p.get(i).unhealthy)
+    }
+
+    /// Every node's state, for `/status`.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let now = Instant::now();
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let (state, fails) = self.with_peers(n, |p, i| (p.get(i).state(now), p.get(i).fails()));
+                let last = lock(&node.health).last.clone();
+                serde_json::json!({
+                    "address": node.address,
+                    "backup": self.slots[n].0,
+                    "state": state,
+                    "fails": fails,
+                    "active": node.active.load(Ordering::Relaxed),
+                    "idle_connections": lock(&node.idle).len(),
+                    "last_check": last.map(|c| serde_json::json!({
+                        "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
+                        "ok": c.ok,
+                        "detail": c.detail,
+                    })),
+                })
+            })
+            .collect()
+    }
+}

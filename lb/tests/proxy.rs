@@ -1,0 +1,372 @@
+//! gluu-lb in front of two in-process Gluu-like nodes, with the guide's nginx.conf:
+//! routing, URIs, headers, the redirect, stickiness, HTTP/2, WebSocket, limits.
+
+mod support;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use support::{GUIDE_SETTINGS, HOST, Lab, with_locations};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn echo_location(text: String) -> String {
+    with_locations(
+        text,
+        &format!(
+            "    location /echo {{\n        proxy_pass https://backend;\n        {GUIDE_SETTINGS}\n    }}\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_guide_location_reaches_its_pool_with_its_uri() {
+    let lab = Lab::start(|t| t).await;
+    for (path, want) in [
+        ("/", "path=/\n"),
+        ("/.well-known/webfinger?x=1", "path=/.well-known/webfinger"),
+        ("/oxauth/restv1/token", "path=/oxauth/restv1/token"),
+        ("/cas/login", "path=/cas/login"),
+        ("/passport/auth/saml", "path=/passport/auth/saml"),
+    ] {
+        let r = lab.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r:?}");
+        assert!(r.body.contains(want), "{path}: {}", r.body);
+    }
+    let r = lab.get("/oxauth/.well-known/openid-configuration").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json()["issuer"],
+        format!("https://{HOST}"),
+        "the node's JSON passes unchanged"
+    );
+    let r = lab.get("/identity/home.htm").await;
+    assert!(r.body.contains("path=/identity/home.htm") && r.body.len() > 4000);
+    for path in ["/favicon.ico", "/robots.txt", "/index.html"] {
+        assert_eq!(lab.get(path).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(lab.nodes[0].requests() + lab.nodes[1].requests(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_80_redirects_with_the_guides_host_and_the_request_uri() {
+    let lab = Lab::start(|t| t).await;
+    let tcp = tokio::net::TcpStream::connect(lab.http)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(support::get("/identity/x?a=b"))
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        resp.headers()["location"],
+        // The guide's own typo, kept: `-t` warns about it.
+        "https://loadbalance.example.org/identity/x?a=b"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_as_the_guide_sets_them() {
+    let lab = Lab::start(echo_location).await;
+    let req = Request::get("/echo/h?q=1")
+        .header("host", format!("{HOST}:443"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "keep-alive, x-secret")
+        .header("x-secret", "hop")
+        .header("te", "trailers")
+        .header("cookie", "session=abc")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = lab
+        .client
+        .send(lab.https, Some("127.0.0.9".parse().expect("ip")), req)
+        .await
+        .expect("echo");
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let echo = r.json();
+    let h = &echo["headers"];
+    assert_eq!(echo["uri"], "/echo/h?q=1");
+    assert_eq!(h["host"][0], HOST, "Host $host: the name without the port");
+    assert_eq!(h["x-real-ip"][0], "127.0.0.9");
+    assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.9");
+    assert_eq!(h["x-forwarded-proto"][0], "https");
+    assert_eq!(h["cookie"][0], "session=abc");
+    for gone in ["x-secret", "te"] {
+        assert!(h.get(gone).is_none(), "{gone} is hop-by-hop: {h}");
+    }
+    assert!(
+        h.get("connection").is_none(),
+        "HTTP/1.1 keep-alive to the node: {h}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_sticks_per_client_slash_24_and_the_rest_round_robins() {
+    let lab = Lab::start(|t| t).await;
+    let mut seen = std::collections::HashSet::new();
+    for net in 1..=12u8 {
+        let mut nodes = std::collections::HashSet::new();
+        for host in [1u8, 77, 200] {
+            let ip: IpAddr = format!("127.{net}.3.{host}").parse().expect("ip");
+            let r = lab
+                .client
+                .get_from(lab.https, ip, "/identity/")
+                .await
+                .expect("identity");
+            nodes.insert(r.node().to_owned());
+        }
+        assert_eq!(nodes.len(), 1, "127.{net}.3.0/24 went to {nodes:?}");
+        seen.extend(nodes);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "12 networks all hashed to one node: {seen:?}"
+    );
+    let mut rr = Vec::new();
+    for _ in 0..4 {
+        rr.push(lab.get("/oxauth/x").await.node().to_owned());
+    }
+    assert!(
+        rr[0] != rr[1] && rr[0] == rr[2] && rr[1] == rr[3],
+        "round robin: {rr:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_via_alpn() {
+    let lab = Lab::start(|t| t.replace("    ssl on;", "    ssl on;\n    http2 on;")).await;
+    let tls = lab
+        .client
+        .connect(lab.https, None, true)
+        .await
+        .expect("connect");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get(format!(
+            "https://{HOST}/oxauth/.well-known/openid-configuration"
+        ))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+        let r = support::read(sender.send_request(req).await.expect("h2 request"))
+            .await
+            .expect("read");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["issuer"], format!("https://{HOST}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    let lab = Lab::start(|t| t).await;
+    let mut tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    tls.write_all(
+        format!(
+            "GET /oxauth/ws HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).await.expect("read head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in ["hello", "through the balancer"] {
+        tls.write_all(msg.as_bytes()).await.expect("write");
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut back))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(back, msg.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_too_large_requests() {
+    let lab = Lab::start(|t| {
+        echo_location(t.replace(
+            "http {\n",
+            "http {\n  large_client_header_buffers 2 4k;\n  client_max_body_size 1k;\n",
+        ))
+    })
+    .await;
+    let raw = |text: String| {
+        let client = lab.client.clone();
+        let addr = lab.https;
+        async move {
+            let mut tls = client.connect(addr, None, false).await.expect("connect");
+            tls.write_all(text.as_bytes()).await.expect("write");
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let bad = raw("GET /oxauth HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".into()).await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let huge = raw(format!(
+        "GET /oxauth HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    ))
+    .await;
+    assert!(huge.starts_with("HTTP/1.1 431"), "{huge}");
+    let body = "x".repeat(2048);
+    let req = Request::post("/echo")
+        .header("host", HOST)
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let r = lab.client.send(lab.https, None, req).await.expect("post");
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(lab.nodes[0].posts() + lab.nodes[1].posts(), 0, "never sent");
+    // Chunked, no length: stopped while streaming.
+    let chunked = raw(format!(
+        "POST /echo HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         800\r\n{}\r\n0\r\n\r\n",
+        "y".repeat(2048)
+    ))
+    .await;
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_the_nodes_are_kept_alive() {
+    let lab = Lab::start(|t| t).await;
+    let tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    for _ in 0..50 {
+        sender.ready().await.expect("ready");
+        let r = support::read(
+            sender
+                .send_request(support::get("/oxauth/x"))
+                .await
+                .expect("send"),
+        )
+        .await
+        .expect("read");
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let text = lab.metrics_get("/metrics").await;
+    let connects: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("gluu_lb_upstream_connects_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        (2.0..=4.0).contains(&connects),
+        "50 requests should reuse a connection per node, made {connects}:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_is_nginx_combined_plus_upstream() {
+    let lab =
+        Lab::start(|t| t.replace("http {\n", "http {\n  access_log access.log combined;\n")).await;
+    let req = Request::get("/oxauth/a?b=c")
+        .header("host", HOST)
+        .header("user-agent", "test-agent/1")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = lab
+        .client
+        .send(lab.https, Some("127.0.0.5".parse().expect("ip")), req)
+        .await
+        .expect("get");
+    let len = r.body.len();
+    lab.get("/nothing-here").await;
+    let path = lab.dir.path().join("access.log");
+    support::eventually(Duration::from_secs(5), "two access log lines", || {
+        let path = path.clone();
+        async move { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 2) }
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).expect("log");
+    let lines: Vec<&str> = text.lines().collect();
+    let node = lab
+        .nodes
+        .iter()
+        .find(|n| n.name == r.node())
+        .expect("node")
+        .addr;
+    assert!(
+        lines[0].starts_with("127.0.0.5 - - [")
+            && lines[0].contains(&format!(
+                "] \"GET /oxauth/a?b=c HTTP/1.1\" 200 {len} \"-\" \"test-agent/1\" {node} 0."
+            )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("\"GET /nothing-here HTTP/1.1\" 404 ") && lines[1].ends_with(" - -"),
+        "{}",
+        lines[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_and_metrics() {
+    let lab = Lab::start(|t| t).await;
+    lab.get("/oxauth/x").await;
+    let status = lab.status().await;
+    let nodes = status["upstreams"]["backend"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0]["address"], lab.nodes[0].addr.to_string());
+    assert_eq!(nodes[0]["state"], "up");
+    assert!(status["upstreams"]["backend_id"].is_array());
+    assert_eq!(
+        lab.metric("gluu_lb_requests_total{class=\"2xx\"}").await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_lets_a_request_finish() {
+    let lab = Lab::start(|t| t).await;
+    let client = lab.client.clone();
+    let addr = lab.https;
+    let slow = tokio::spawn(async move { client.get(addr, "/oxauth/slow/700").await });
+    // The request is in flight when the node has it.
+    support::eventually(Duration::from_secs(5), "the request at a node", || {
+        let n = lab.nodes[0].requests() + lab.nodes[1].requests();
+        async move { n == 1 }
+    })
+    .await;
+    let stopping = tokio::spawn(lab.stop());
+    let r = slow.await.expect("join").expect("finished");
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("slow"), "{}", r.body);
+    let took = stopping.await.expect("join");
+    assert!(took < Duration::from_secs(10), "drained in {took:?}");
+}

@@ -1,0 +1,332 @@
+//! The balancer's test bench: the guide's nginx.conf with loopback addresses, two
+//! in-process Gluu-like HTTPS nodes holding the balancer's certificate (as the guide copies
+//! httpd.crt/httpd.key), gluu-lb running in-process, and an HTTPS client that pins the
+//! balancer's certificate and can pick its source address in 127.0.0.0/8.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gluu_common::verify::{PeerPolicy, PeerVerifier};
+use gluu_lb::{Balancer, Config, Control};
+use gluu_testkit::Cert;
+use gluu_testkit::node::Node;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpSocket;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+pub const GUIDE: &str = include_str!("../data/guide-nginx.conf");
+pub const HOST: &str = "loadbalancer.example.org";
+
+/// The guide's file with the nodes' addresses, loopback listeners, the test certificate,
+/// a metrics listener, and `edit` applied last.
+pub fn guide_conf(nodes: &[SocketAddr], cert: &Cert, edit: impl Fn(String) -> String) -> String {
+    let text = GUIDE
+        .replace("159.203.126.10:443", &nodes[0].to_string())
+        .replace("138.197.65.243:443", &nodes[1].to_string())
+        .replace("listen       80;", "listen 127.0.0.1:0;")
+        .replace("listen 443;", "listen 127.0.0.1:0;")
+        .replace("/etc/nginx/ssl/httpd.crt", &cert.cert.display().to_string())
+        .replace("/etc/nginx/ssl/httpd.key", &cert.key.display().to_string())
+        .replace("http {\n", "http {\n  metrics 127.0.0.1:0;\n");
+    edit(text)
+}
+
+/// Adds `block` (one or more `location`s) to the TLS server of the guide's file.
+pub fn with_locations(text: String, block: &str) -> String {
+    let end = text
+        .rfind("\n  }\n}")
+        .expect("the guide's file ends its server block so");
+    format!("{}\n{block}{}", &text[..end], &text[end..])
+}
+
+/// The guide's proxy settings, for extra test locations.
+pub const GUIDE_SETTINGS: &str = "proxy_redirect off;
+        proxy_next_upstream error timeout invalid_header http_500;
+        proxy_connect_timeout 2;
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;";
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub cert: Cert,
+    pub nodes: Vec<Node>,
+    pub conf: PathBuf,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub metrics: SocketAddr,
+    pub client: Client,
+    shutdown: CancellationToken,
+    reload: mpsc::Sender<()>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+fn init_logging() {
+    let _ = gluu_common::logging::init(tracing::Level::WARN, None);
+}
+
+impl Lab {
+    /// Two nodes and gluu-lb with the guide's configuration, edited by `edit`.
+    pub async fn start(edit: impl Fn(String) -> String) -> Lab {
+        init_logging();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = Cert::new(dir.path(), "httpd");
+        let mut nodes = Vec::new();
+        for name in ["node1", "node2"] {
+            let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+            nodes.push(Node::start(name, &cert, any, &format!("https://{HOST}")).await);
+        }
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, guide_conf(&addrs, &cert, edit)).expect("write conf");
+        let config = Config::load(&conf).unwrap_or_else(|e| panic!("{e}"));
+        let balancer = Balancer::prepare(config).unwrap_or_else(|e| panic!("{e}"));
+        let bound = balancer.bind().await.expect("bind");
+        let listen = bound.addrs();
+        let metrics = bound.metrics_addr().expect("metrics listener");
+        let shutdown = CancellationToken::new();
+        let (reload, rx) = mpsc::channel(1);
+        let task = tokio::spawn(balancer.run(
+            bound,
+            Control {
+                shutdown: shutdown.clone(),
+                reload: rx,
+            },
+        ));
+        Lab {
+            client: Client::new(&cert),
+            dir,
+            cert,
+            nodes,
+            conf,
+            http: listen[0],
+            https: listen[1],
+            metrics,
+            shutdown,
+            reload,
+            task: Some(task),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.client
+            .get(self.https, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Rewrites the configuration file and asks for a reload (SIGHUP's path).
+    pub async fn reload_with(&self, text: &str) {
+        std::fs::write(&self.conf, text).expect("write conf");
+        self.reload.send(()).await.expect("reload");
+    }
+
+    /// GET on the metrics listener.
+    pub async fn metrics_get(&self, path: &str) -> String {
+        let tcp = tokio::net::TcpStream::connect(self.metrics)
+            .await
+            .expect("metrics");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", "metrics")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("metrics request");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.metrics_get("/status").await).expect("status json")
+    }
+
+    /// One node's `state` in `/status`.
+    pub async fn node_state(&self, upstream: &str, node: usize) -> String {
+        self.status().await["upstreams"][upstream][node]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Value of one sample line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics_get("/metrics")
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Graceful stop; returns how long it took.
+    pub async fn stop(mut self) -> Duration {
+        let t = std::time::Instant::now();
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("run");
+        }
+        t.elapsed()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A response, body read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn node(&self) -> &str {
+        self.headers
+            .get("x-node")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// An HTTPS client that pins the balancer's certificate.
+#[derive(Clone)]
+pub struct Client {
+    tls: TlsConnector,
+    h2: TlsConnector,
+}
+
+impl Client {
+    pub fn new(cert: &Cert) -> Client {
+        let provider = gluu_common::tls::provider();
+        let pin = gluu_common::tls::load_certs(&cert.cert).expect("cert");
+        let make = |alpn: &[u8]| {
+            let verifier =
+                PeerVerifier::new(PeerPolicy::Pinned(pin.clone()), &provider).expect("verifier");
+            let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            TlsConnector::from(Arc::new(c))
+        };
+        Client {
+            tls: make(b"http/1.1"),
+            h2: make(b"h2"),
+        }
+    }
+
+    /// A TLS connection from `source` (any 127.0.0.0/8 address; `None`: the default).
+    pub async fn connect(
+        &self,
+        to: SocketAddr,
+        source: Option<IpAddr>,
+        h2: bool,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let sock = TcpSocket::new_v4()?;
+        if let Some(ip) = source {
+            sock.bind(SocketAddr::new(ip, 0))?;
+        }
+        let tcp = sock.connect(to).await?;
+        let connector = if h2 { &self.h2 } else { &self.tls };
+        connector
+            .connect(ServerName::try_from(HOST).expect("name"), tcp)
+            .await
+    }
+
+    /// Sends one request on a new connection.
+    pub async fn send(
+        &self,
+        to: SocketAddr,
+        source: Option<IpAddr>,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Reply, String> {
+        let tls = self
+            .connect(to, source, false)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        read(resp).await
+    }
+
+    pub async fn get(&self, to: SocketAddr, path: &str) -> Result<Reply, String> {
+        self.send(to, None, get(path)).await
+    }
+
+    pub async fn get_from(
+        &self,
+        to: SocketAddr,
+        source: IpAddr,
+        path: &str,
+    ) -> Result<Reply, String> {
+        self.send(to, Some(source), get(path)).await
+    }
+}
+
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", HOST)
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+pub async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Result<Reply, String> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Polls `f` every 20 ms until it returns true; panics after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
