@@ -1,0 +1,135 @@
+//! The `gluu-lb` binary: `-t` on the guide's file (its two warnings), errors with file and
+//! line and exit 64, running with `-c`, `-s reload` and `-s stop` through the pid file.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use gluu_testkit::{Cert, Proc, wait_for};
+
+fn lb() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gluu-lb"))
+}
+
+fn guide(dir: &std::path::Path) -> std::path::PathBuf {
+    let cert = Cert::new(dir, "httpd");
+    let nodes: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().expect("a"); 2];
+    let text = support::guide_conf(&nodes, &cert, |t| {
+        t.replace("  metrics 127.0.0.1:0;\n", "").replace(
+            "events {",
+            &format!("pid {}/gluu-lb.pid;\nevents {{", dir.display()),
+        )
+    });
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn test_flag_reports_the_guides_warnings_and_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = guide(dir.path());
+    let out = lb().arg("-t").arg("-c").arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[warn] the \"ssl\" directive is deprecated"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean \"loadbalancer.example.org\"?"),
+        "{err}"
+    );
+    assert!(err.contains("nginx.conf:25"), "{err}");
+    assert!(err.contains("test is successful"), "{err}");
+}
+
+#[test]
+fn errors_name_file_and_line_and_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = guide(dir.path());
+    let text = std::fs::read_to_string(&path).expect("read");
+    let broken = dir.path().join("broken.conf");
+    std::fs::write(
+        &broken,
+        text.replace(
+            "proxy_connect_timeout   2;",
+            "proxy_connect_timeout   2;\n        gzip on;",
+        ),
+    )
+    .expect("write");
+    let out = lb().arg("-t").arg("-c").arg(&broken).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("unknown directive \"gzip\" in location in ")
+            && err.contains("broken.conf:34"),
+        "{err}"
+    );
+    let missing_key = dir.path().join("nokey.conf");
+    std::fs::write(&missing_key, text.replace("httpd.key", "absent.key")).expect("write");
+    let out = lb()
+        .arg("-t")
+        .arg("-c")
+        .arg(&missing_key)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("absent.key") && err.contains("cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn runs_reloads_and_stops_through_the_pid_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = guide(dir.path());
+    let mut proc = Proc::spawn(lb().arg("-c").arg(&path));
+    proc.wait_line("listening on", Duration::from_secs(20));
+    let pid_file = dir.path().join("gluu-lb.pid");
+    wait_for(Duration::from_secs(5), "the pid file", || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .filter(|p| p.trim() == proc.pid().to_string())
+    });
+    let ok = lb()
+        .args(["-s", "reload", "-c"])
+        .arg(&path)
+        .status()
+        .expect("run");
+    assert!(ok.success());
+    proc.wait_line("reloaded", Duration::from_secs(10));
+    let ok = lb()
+        .args(["-s", "stop", "-c"])
+        .arg(&path)
+        .status()
+        .expect("run");
+    assert!(ok.success());
+    let status = wait_for(Duration::from_secs(10), "gluu-lb to exit", || {
+        proc.child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn signal_without_a_pid_directive_says_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = guide(dir.path());
+    let text = std::fs::read_to_string(&path).expect("read");
+    let no_pid = dir.path().join("nopid.conf");
+    let start = text.find("pid ").expect("pid line");
+    let end = start + text[start..].find('\n').expect("eol");
+    std::fs::write(&no_pid, format!("{}{}", &text[..start], &text[end + 1..])).expect("write");
+    let out = lb()
+        .args(["-s", "reload", "-c"])
+        .arg(&no_pid)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(err.contains("no \"pid\" directive"), "{err}");
+}

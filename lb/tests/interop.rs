@@ -1,0 +1,153 @@
+//! gluu-lb in front of the real Debian nginx as the Gluu node (HTTPS, holding the
+//! balancer's certificate, as the guide sets the nodes up), and the same client sources
+//! sent through gluu-lb and through nginx's own `ip_hash` land on the same node.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use gluu_lb::{Balancer, Config, Control};
+use gluu_testkit::{Cert, Proc, free_port, listening, require, wait_for};
+use hyper::StatusCode;
+use tokio_util::sync::CancellationToken;
+
+/// A plain HTTP/1.0 GET from `source` to nginx's front; returns the body.
+fn plain_get(source: Ipv4Addr, to: SocketAddr, path: &str) -> String {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind source");
+    sock.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_nginx_nodes_behind_gluu_lb() {
+    let nginx = require("nginx");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), mode).expect("chmod");
+    let cert = Cert::new(dir.path(), "httpd");
+    for p in [&cert.key, &cert.combined] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod key for nginx's worker");
+    }
+    let nodes: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let front = free_port();
+    let node_blocks: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "server {{ listen 127.0.0.1:{p} ssl; ssl_certificate {c}; ssl_certificate_key {k};\n\
+                 location / {{ return 200 \"{i} $request_uri host=$host real=$http_x_real_ip xff=$http_x_forwarded_for\"; }} }}\n",
+                c = cert.cert.display(),
+                k = cert.key.display()
+            )
+        })
+        .collect();
+    let servers: String = nodes
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p}; "))
+        .collect();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n access_log off;\n upstream iph {{ ip_hash; {servers} }}\n{node_blocks}\
+             server {{ listen 127.0.0.1:{front}; location / {{ proxy_pass https://iph; }} }}\n}}\n",
+            d = dir.path().display(),
+        ),
+    )
+    .expect("write nginx.conf");
+    let mut proc = Proc::spawn(
+        Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf),
+    );
+    let front_addr: SocketAddr = ([127, 0, 0, 1], front).into();
+    wait_for(Duration::from_secs(10), "nginx to listen", || {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!(
+                "nginx exited with {status}: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+        }
+        listening(front_addr).then_some(())
+    });
+
+    let lb_conf = dir.path().join("gluu-lb.conf");
+    std::fs::write(
+        &lb_conf,
+        format!(
+            "events {{ worker_connections 256; }}\n\
+             http {{\n  upstream iph {{ ip_hash; {servers} }}\n\
+             server {{ listen 127.0.0.1:0 ssl; server_name {host};\n\
+             ssl_certificate {c}; ssl_certificate_key {k};\n\
+             location / {{ proxy_pass https://iph; proxy_set_header Host $host;\n\
+             proxy_set_header X-Real-IP $remote_addr;\n\
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}\n}}\n",
+            host = support::HOST,
+            c = cert.cert.display(),
+            k = cert.key.display()
+        ),
+    )
+    .expect("write gluu-lb conf");
+    let balancer = Balancer::prepare(Config::load(&lb_conf).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bound = balancer.bind().await.expect("bind");
+    let lb = bound.addrs()[0];
+    let shutdown = CancellationToken::new();
+    let (_reload, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(balancer.run(
+        bound,
+        Control {
+            shutdown: shutdown.clone(),
+            reload: rx,
+        },
+    ));
+    let client = support::Client::new(&cert);
+
+    let mut x: u32 = 4242;
+    let mut seen = [0usize; 2];
+    for _ in 0..24 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let [_, a, b, c] = x.to_be_bytes();
+        let source = Ipv4Addr::new(127, a, b, c.max(2));
+        let ours = client
+            .get_from(lb, IpAddr::V4(source), "/oxauth/x?y=1")
+            .await
+            .expect("through gluu-lb");
+        assert_eq!(ours.status, StatusCode::OK, "{ours:?}");
+        let theirs = tokio::task::spawn_blocking(move || plain_get(source, front_addr, "/"))
+            .await
+            .expect("join");
+        let (our_node, rest) = ours.body.split_once(' ').expect("node index");
+        let (their_node, _) = theirs.split_once(' ').expect("node index");
+        assert_eq!(our_node, their_node, "ip_hash for {source}");
+        assert_eq!(
+            rest,
+            format!(
+                "/oxauth/x?y=1 host={} real={source} xff={source}",
+                support::HOST
+            )
+        );
+        seen[our_node.parse::<usize>().expect("index")] += 1;
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "both nodes used: {seen:?}");
+    shutdown.cancel();
+}
