@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod lb;
+
 use clap::{Parser, Subcommand};
 use gluu_testkit::{Cert, Proc, Redis, Side, free_port, guide_conf, require, stunnel, wait_for};
 
@@ -45,6 +47,22 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// wrk and h2load through nginx (the guide's file, and with upstream keep-alive) and
+    /// gluu-lb (the guide's file); idle-connection memory.
+    Lb {
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds per case; each prints the median.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Idle TLS client connections held for the memory comparison.
+        #[arg(long, default_value_t = 5_000)]
+        idle: usize,
+        /// Requests per h2load run.
+        #[arg(long, default_value_t = 100_000)]
+        h2_requests: u64,
+    },
 }
 
 fn main() {
@@ -56,6 +74,12 @@ fn main() {
             idle,
             rounds,
         } => tunnel(requests, churn_requests, idle, rounds.max(1)),
+        Bench::Lb {
+            seconds,
+            rounds,
+            idle,
+            h2_requests,
+        } => lb::run(seconds, rounds.max(1), idle, h2_requests),
     }
 }
 

@@ -342,7 +342,7 @@ pub async fn handle(
             Err(_) => return log.local(plain(StatusCode::BAD_REQUEST, ""), shared),
         }
         let in_flight = node.in_flight();
-        shared.metrics.upstream_request(&group.name, &node.address);
+        node.counters.requests.inc();
         let result = node.send(&route, upstream_req, wait, shared).await;
         let tries_left = max_tries == 0 || tries < max_tries;
         match result {

@@ -99,7 +99,7 @@ impl Balancer {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let permits = Arc::new(Semaphore::new(config.worker_connections));
-        let rt = Runtime::build(config)?;
+        let rt = Runtime::build(config, &metrics)?;
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(rt)),
             shared: Shared { metrics, permits },
@@ -289,7 +289,7 @@ impl Running {
     async fn reload(&mut self) -> anyhow::Result<()> {
         let old = self.current.load_full();
         let config = Config::load(&old.config.path)?;
-        let rt = Arc::new(Runtime::build(config)?);
+        let rt = Arc::new(Runtime::build(config, &self.shared.metrics)?);
         for w in &rt.warnings {
             tracing::warn!("{w}");
         }

@@ -122,20 +122,15 @@ impl Metrics {
         self.requests.get_or_create(&StatusLabel { class }).inc();
     }
 
-    pub fn upstream_request(&self, upstream: &str, node: &str) {
+    /// A node's per-request counters, looked up once (no label hashing per request).
+    pub fn node(&self, upstream: &str, node: &str) -> NodeCounters {
         let label = NodeLabel {
             upstream: upstream.to_owned(),
             node: node.to_owned(),
         };
-        self.upstream_requests.get_or_create(&label).inc();
-    }
-
-    pub fn upstream_connect(&self, upstream: &str, node: &str) {
-        let label = NodeLabel {
-            upstream: upstream.to_owned(),
-            node: node.to_owned(),
-        };
-        self.upstream_connects.get_or_create(&label).inc();
+        let requests = self.upstream_requests.get_or_create(&label).clone();
+        let connects = self.upstream_connects.get_or_create(&label).clone();
+        NodeCounters { requests, connects }
     }
 
     pub fn upstream_failure(&self, upstream: &str, node: &str, reason: &'static str) {
@@ -161,6 +156,13 @@ impl Metrics {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
+}
+
+/// One node's request and connection counters.
+#[derive(Clone, Debug, Default)]
+pub struct NodeCounters {
+    pub requests: Counter,
+    pub connects: Counter,
 }
 
 /// Counts a connection as active while it lives.

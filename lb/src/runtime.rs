@@ -22,6 +22,7 @@ use crate::config::location::Location;
 use crate::config::proxy::Part;
 use crate::config::server::Server;
 use crate::config::{Config, Warning};
+use crate::metrics::Metrics;
 use crate::upstream::{Group, UpstreamTls};
 
 /// How many TLS sessions the client side remembers for resumption.
@@ -110,7 +111,7 @@ fn err(at: &crate::config::grammar::Place, message: impl Into<String>) -> Gramma
 }
 
 impl Runtime {
-    pub fn build(config: Config) -> Result<Runtime, GrammarError> {
+    pub fn build(config: Config, metrics: &Metrics) -> Result<Runtime, GrammarError> {
         let provider = tls::provider();
         let mut warnings = config.warnings.clone();
         let mut keys: HashMap<usize, Arc<CertifiedKey>> = HashMap::new();
@@ -125,7 +126,7 @@ impl Runtime {
         let groups: HashMap<String, Arc<Group>> = config
             .upstreams
             .iter()
-            .map(|u| (u.name.clone(), Arc::new(Group::new(u))))
+            .map(|u| (u.name.clone(), Arc::new(Group::new(u, metrics))))
             .collect();
         let mut tls_cache: HashMap<String, Arc<UpstreamTls>> = HashMap::new();
         let mut log_cache: HashMap<PathBuf, LogFile> = HashMap::new();

@@ -25,6 +25,7 @@ use crate::Shared;
 use crate::balance::{IpHash, Peers, Ring, Tried};
 use crate::body::{Body, BodyError};
 use crate::config::upstream::{Method, Upstream};
+use crate::metrics::{Metrics, NodeCounters};
 
 /// Idle connections kept per node when the upstream has no `keepalive` line.
 pub const DEFAULT_KEEPALIVE: usize = 32;
@@ -112,6 +113,7 @@ struct Idle {
 pub struct Node {
     pub address: String,
     pub upstream: String,
+    pub counters: NodeCounters,
     keepalive: usize,
     idle: Mutex<Vec<Idle>>,
     active: AtomicUsize,
@@ -273,9 +275,7 @@ impl Node {
             let (mut sender, pooled) = match self.take_idle(key, name) {
                 Some(s) => (s, true),
                 None => {
-                    shared
-                        .metrics
-                        .upstream_connect(&self.upstream, &self.address);
+                    self.counters.connects.inc();
                     match self
                         .connect(tls, name, route.connect_timeout, &shared.permits)
                         .await
@@ -380,7 +380,7 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn new(u: &Upstream) -> Group {
+    pub fn new(u: &Upstream, metrics: &Metrics) -> Group {
         let keepalive = u.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
         let mut primary = Vec::new();
         let mut backup = Vec::new();
@@ -393,6 +393,7 @@ impl Group {
             nodes.push(Arc::new(Node {
                 address: s.address.clone(),
                 upstream: u.name.clone(),
+                counters: metrics.node(&u.name, &s.address),
                 keepalive,
                 idle: Mutex::new(Vec::new()),
                 active: AtomicUsize::new(0),

@@ -296,6 +296,21 @@ impl Drop for Redis {
     }
 }
 
+/// The guide's nginx.conf for the load balancer, as the guide prints it.
+pub const GUIDE_NGINX_CONF: &str = include_str!("../../lb/tests/data/guide-nginx.conf");
+
+/// The guide's nginx.conf with the two nodes' addresses, the port-80 and port-443 `listen`
+/// values (`127.0.0.1:0`, or `127.0.0.1:PORT http2`, say), and `cert` as httpd.crt/.key.
+pub fn guide_nginx(nodes: &[SocketAddr], cert: &Cert, http: &str, https: &str) -> String {
+    GUIDE_NGINX_CONF
+        .replace("159.203.126.10:443", &nodes[0].to_string())
+        .replace("138.197.65.243:443", &nodes[1].to_string())
+        .replace("listen       80;", &format!("listen {http};"))
+        .replace("listen 443;", &format!("listen {https};"))
+        .replace("/etc/nginx/ssl/httpd.crt", &cert.cert.display().to_string())
+        .replace("/etc/nginx/ssl/httpd.key", &cert.key.display().to_string())
+}
+
 /// A child process killed when dropped (daemons under test, stunnel).
 #[derive(Debug)]
 pub struct Proc {

@@ -24,19 +24,12 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-pub const GUIDE: &str = include_str!("../data/guide-nginx.conf");
 pub const HOST: &str = "loadbalancer.example.org";
 
 /// The guide's file with the nodes' addresses, loopback listeners, the test certificate,
 /// a metrics listener, and `edit` applied last.
 pub fn guide_conf(nodes: &[SocketAddr], cert: &Cert, edit: impl Fn(String) -> String) -> String {
-    let text = GUIDE
-        .replace("159.203.126.10:443", &nodes[0].to_string())
-        .replace("138.197.65.243:443", &nodes[1].to_string())
-        .replace("listen       80;", "listen 127.0.0.1:0;")
-        .replace("listen 443;", "listen 127.0.0.1:0;")
-        .replace("/etc/nginx/ssl/httpd.crt", &cert.cert.display().to_string())
-        .replace("/etc/nginx/ssl/httpd.key", &cert.key.display().to_string())
+    let text = gluu_testkit::guide_nginx(nodes, cert, "127.0.0.1:0", "127.0.0.1:0")
         .replace("http {\n", "http {\n  metrics 127.0.0.1:0;\n");
     edit(text)
 }

@@ -1,0 +1,441 @@
+//! `gluu-bench lb`: gluu-lb against the real Debian nginx, in front of the same two
+//! in-process HTTPS nodes (the testkit's Gluu-like node: a 1.7 KB OpenID configuration at
+//! /oxauth/.well-known/openid-configuration, a 4 KB page under /identity).
+//!
+//! Three balancers run side by side on loopback: nginx with the guide's nginx.conf, nginx
+//! with upstream keep-alive added (`keepalive 32; proxy_http_version 1.1; proxy_set_header
+//! Connection "";`), and gluu-lb with the guide's file. All three write an access log to a
+//! file (the guide's nginx logs to /var/log/nginx/access.log by default) and listen with
+//! `http2`; nginx runs `worker_processes auto` (one per core), gluu-lb uses every core.
+//! wrk drives HTTP/1.1 (keep-alive and `Connection: close`), h2load drives HTTP/2; then each
+//! holds `idle` TLS client connections and its peak RSS is compared.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gluu_common::verify::{PeerPolicy, PeerVerifier};
+use gluu_testkit::node::Node;
+use gluu_testkit::{Cert, Proc, free_port, guide_nginx, listening, require, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{median, raise_fd_limit, rss_kib, sibling};
+
+const OPENID: &str = "/oxauth/.well-known/openid-configuration";
+const IDENTITY: &str = "/identity/home.htm";
+
+struct Target {
+    name: &'static str,
+    port: u16,
+    pid: i32,
+    _proc: Proc,
+}
+
+impl Target {
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The process and its children (nginx's workers).
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = vec![self.pid];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<i32>().ok());
+                if ppid == Some(self.pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+}
+
+/// One measurement: requests per second and, from wrk, p50 and p99 latency.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn parse_ms(v: &str) -> f64 {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().unwrap_or(f64::NAN) * scale
+}
+
+fn wrk(url: &str, seconds: u64, close: bool) -> Sample {
+    let mut cmd = Command::new(require("wrk"));
+    cmd.args(["-t2", "-c64", "--latency", "-d"])
+        .arg(format!("{seconds}s"));
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    let out = cmd.arg(url).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw error responses from {url}:\n{text}"
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk output:\n{text}"))
+    };
+    Sample {
+        rps: field("Requests/sec:").parse().unwrap_or(f64::NAN),
+        p50_ms: parse_ms(&field("50%")),
+        p99_ms: parse_ms(&field("99%")),
+    }
+}
+
+fn h2load(url: &str, requests: u64) -> Sample {
+    let out = Command::new(require("h2load"))
+        .args(["-c64", "-m10", "-t2", "-n"])
+        .arg(requests.to_string())
+        .arg(url)
+        .output()
+        .expect("run h2load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "h2load failed: {text}");
+    let done = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_default();
+    assert!(
+        done.contains(&format!("{requests} succeeded")),
+        "h2load against {url}: {done}\n{text}"
+    );
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|v| v.strip_suffix(" req/s"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    Sample {
+        rps,
+        ..Sample::default()
+    }
+}
+
+fn nginx_target(name: &'static str, dir: &Path, text: &str, port: u16) -> Target {
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(&conf, text).expect("write nginx conf");
+    let proc = Proc::spawn(
+        Command::new(require("nginx"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf),
+    );
+    started(name, proc, port)
+}
+
+fn started(name: &'static str, mut proc: Proc, port: u16) -> Target {
+    wait_for(Duration::from_secs(20), "the balancer to listen", || {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("{name} exited with {status}: {}", proc.seen.join("\n"));
+        }
+        listening(([127, 0, 0, 1], port).into()).then_some(())
+    });
+    Target {
+        name,
+        port,
+        pid: proc.pid(),
+        _proc: proc,
+    }
+}
+
+/// Opens `n` TLS connections to `port`, one request on each, and keeps them.
+async fn hold_idle(
+    port: u16,
+    n: usize,
+) -> Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let provider = gluu_common::tls::provider();
+    let verifier = PeerVerifier::new(PeerPolicy::Anyone, &provider).expect("verifier");
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("loadbalancer.example.org").expect("name");
+    // 50 at a time: each one is a full TLS handshake and a proxied request.
+    let mut conns = Vec::with_capacity(n);
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (connector, name) = (connector.clone(), name.clone());
+        opening.spawn(async move { open_one(&connector, name, port).await });
+        if opening.len() >= 50 || i + 1 == n {
+            while let Some(c) = opening.join_next().await {
+                conns.push(c.expect("join"));
+            }
+        }
+    }
+    conns
+}
+
+async fn open_one(
+    connector: &tokio_rustls::TlsConnector,
+    name: rustls_pki_types::ServerName<'static>,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut tls = connector
+            .connect(name.clone(), tcp)
+            .await
+            .expect("handshake");
+        tls.write_all(
+            format!("GET {OPENID} HTTP/1.1\r\nHost: loadbalancer.example.org\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("request");
+        // Read the head, then the Content-Length body.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (head_end, length) = loop {
+            let k = tls.read(&mut buf).await.expect("response");
+            assert!(k > 0, "connection closed during the idle test");
+            got.extend_from_slice(&buf[..k]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..i]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .expect("content-length");
+                break (i + 4, len);
+            }
+        };
+        while got.len() < head_end + length {
+            let k = tls.read(&mut buf).await.expect("body");
+            assert!(k > 0, "connection closed during the idle test");
+            got.extend_from_slice(&buf[..k]);
+        }
+        tls
+    }
+}
+
+pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
+    raise_fd_limit(65_536);
+    let bin = sibling("gluu-lb");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), mode).expect("chmod");
+    let cert = Cert::new(dir.path(), "httpd");
+    for p in [&cert.key, &cert.combined] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod key for nginx's worker");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let nodes: Vec<Node> = rt.block_on(async {
+        let mut v = Vec::new();
+        for name in ["node1", "node2"] {
+            v.push(Node::start(name, &cert, any, "https://loadbalancer.example.org").await);
+        }
+        v
+    });
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let d = dir.path().display().to_string();
+    let conf = |name: &str, port: u16| {
+        let text = guide_nginx(
+            &addrs,
+            &cert,
+            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{port} http2"),
+        );
+        text.replace(
+            "http {\n",
+            &format!("http {{\n  access_log {d}/{name}.access.log;\n"),
+        )
+    };
+    let nginx_prelude = |name: &str| {
+        format!(
+            "daemon off;\nworker_processes auto;\npid {d}/{name}.pid;\nerror_log {d}/{name}.error.log;\n\
+             worker_rlimit_nofile 65536;\n"
+        )
+    };
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let guide = nginx_target(
+        "nginx",
+        dir.path(),
+        &format!("{}{}", nginx_prelude("nginx"), conf("nginx", p1)),
+        p1,
+    );
+    let keepalive_text = conf("nginx-ka", p2)
+        .replace("fail_timeout=10s;\n  }", "fail_timeout=10s;\n  keepalive 32;\n  }")
+        .replace(
+            "proxy_redirect          off;",
+            "proxy_redirect off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";",
+        );
+    let keepalive = nginx_target(
+        "nginx-ka",
+        dir.path(),
+        &format!("{}{keepalive_text}", nginx_prelude("nginx-ka")),
+        p2,
+    );
+    let gluu_conf = dir.path().join("gluu-lb.conf");
+    std::fs::write(
+        &gluu_conf,
+        format!(
+            "error_log {d}/gluu-lb.error.log warn;\n{}",
+            conf("gluu-lb", p3)
+        ),
+    )
+    .expect("write gluu-lb conf");
+    let gluu = started(
+        "gluu-lb",
+        Proc::spawn(Command::new(&bin).arg("-c").arg(&gluu_conf)),
+        p3,
+    );
+    let targets = [guide, keepalive, gluu];
+
+    let version = |cmd: &Path, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    println!(
+        "gluu-bench lb: {} cores; {}; {}; {}; {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        version(&require("nginx"), "-v"),
+        version(&bin, "--version"),
+        version(&require("wrk"), "-v"),
+        version(&require("h2load"), "--version"),
+    );
+    println!(
+        "targets: nginx (the guide's nginx.conf), nginx-ka (plus upstream keepalive 32), gluu-lb (the guide's nginx.conf); \
+         wrk -t2 -c64 -d{seconds}s, h2load -c64 -m10 -n{h2_requests}; medians of {rounds} rounds\n"
+    );
+    // Warm up every path (TLS session caches, pools).
+    for t in &targets {
+        wrk(&t.url(OPENID), 1, false);
+    }
+    type Runner<'a> = Box<dyn Fn(&Target) -> Sample + 'a>;
+    let cases: Vec<(&str, Runner<'_>)> = vec![
+        (
+            "openid keep-alive",
+            Box::new(|t: &Target| wrk(&t.url(OPENID), seconds, false)),
+        ),
+        (
+            "identity keep-alive",
+            Box::new(|t: &Target| wrk(&t.url(IDENTITY), seconds, false)),
+        ),
+        (
+            "openid new connection",
+            Box::new(|t: &Target| wrk(&t.url(OPENID), seconds, true)),
+        ),
+        (
+            "openid HTTP/2",
+            Box::new(|t: &Target| h2load(&t.url(OPENID), h2_requests)),
+        ),
+    ];
+    for (name, runner) in &cases {
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
+        for _ in 0..rounds {
+            for (i, t) in targets.iter().enumerate() {
+                samples[i].push(runner(t));
+            }
+        }
+        let med: Vec<Sample> = samples
+            .iter()
+            .map(|s| Sample {
+                rps: median(s.iter().map(|x| x.rps).collect()),
+                p50_ms: median(s.iter().map(|x| x.p50_ms).collect()),
+                p99_ms: median(s.iter().map(|x| x.p99_ms).collect()),
+            })
+            .collect();
+        let cells: Vec<String> = targets
+            .iter()
+            .zip(&med)
+            .map(|(t, s)| {
+                if s.p50_ms > 0.0 {
+                    format!(
+                        "{} {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms",
+                        t.name, s.rps, s.p50_ms, s.p99_ms
+                    )
+                } else {
+                    format!("{} {:>8.0} req/s", t.name, s.rps)
+                }
+            })
+            .collect();
+        println!(
+            "{name:<22} {} | gluu/nginx {:.2}x, gluu/nginx-ka {:.2}x",
+            cells.join(" | "),
+            med[2].rps / med[0].rps,
+            med[2].rps / med[1].rps
+        );
+    }
+
+    println!("\nmemory with {idle} idle TLS client connections (one request each, then held):");
+    let mut peaks = Vec::new();
+    for t in [&targets[0], &targets[2]] {
+        let start = Instant::now();
+        let conns = rt.block_on(hold_idle(t.port, idle));
+        let (mut hwm, mut rss) = (0, 0);
+        let pids = t.pids();
+        for pid in &pids {
+            let (h, r) = rss_kib(*pid);
+            hwm += h;
+            rss += r;
+        }
+        println!(
+            "  {:<8} peak RSS {:>7.1} MiB, now {:>7.1} MiB  ({} processes; {} connections in {:.2?})",
+            t.name,
+            hwm as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            pids.len(),
+            conns.len(),
+            start.elapsed()
+        );
+        peaks.push(hwm);
+        drop(conns);
+    }
+    println!(
+        "  gluu-lb / nginx peak RSS: {:.2}",
+        peaks[1] as f64 / peaks[0] as f64
+    );
+    drop(nodes);
+}
