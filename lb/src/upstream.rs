@@ -28,7 +28,7 @@ use crate::config::upstream::{Method, Upstream};
 use crate::metrics::{Metrics, NodeCounters};
 
 /// Idle connections kept per node when the upstream has no `keepalive` line.
-pub const DEFAULT_KEEPALIVE: usize = 32;
+pub const DEFAULT_KEEPALIVE: usize = 256;
 
 /// A pooled connection unused for this long is closed rather than reused (nginx's
 /// upstream `keepalive_timeout` default).

@@ -492,7 +492,7 @@ fn sigusr1_reopens_the_log_file_after_rotation() {
     wait_for(Duration::from_secs(10), "a fresh log file", || {
         std::fs::read_to_string(&log)
             .ok()
-            .filter(|t| t.contains("log file reopened"))
+            .filter(|t| t.contains("SIGUSR1: reopened"))
             .map(|_| ())
     });
     kill("HUP", p.pid());
