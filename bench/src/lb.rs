@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
 use gluu_testkit::node::Node;
-use gluu_testkit::{Cert, Proc, free_port, guide_nginx, listening, require, wait_for};
+use gluu_testkit::{
+    Cert, Proc, free_port, guide_nginx, listening, nginx, readable_by_nginx, require, wait_for,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{median, raise_fd_limit, rss_kib, sibling};
@@ -140,14 +142,13 @@ fn h2load(url: &str, requests: u64) -> Sample {
 fn nginx_target(name: &'static str, dir: &Path, text: &str, port: u16) -> Target {
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(&conf, text).expect("write nginx conf");
-    let proc = Proc::spawn(
-        Command::new(require("nginx"))
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf),
-    );
-    started(name, proc, port)
+    let proc = nginx(dir, &conf, ([127, 0, 0, 1], port).into());
+    Target {
+        name,
+        port,
+        pid: proc.pid(),
+        _proc: proc,
+    }
 }
 
 fn started(name: &'static str, mut proc: Proc, port: u16) -> Target {
@@ -243,13 +244,8 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
     raise_fd_limit(65_536);
     let bin = sibling("gluu-lb");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(dir.path(), mode).expect("chmod");
     let cert = Cert::new(dir.path(), "httpd");
-    for p in [&cert.key, &cert.combined] {
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .expect("chmod key for nginx's worker");
-    }
+    readable_by_nginx(dir.path(), Some(&cert));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -5,6 +5,7 @@
 //! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff).
 
 pub mod accept;
+pub mod drain;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -362,25 +362,13 @@ impl Running {
         for slot in &self.slots {
             slot.stop.cancel();
         }
-        self.conns.close();
-        if !self.conns.is_empty() {
-            tracing::info!(
-                "draining {} open connections (up to {grace:?}, worker_shutdown_timeout)",
-                self.conns.len()
-            );
-        }
-        if tokio::time::timeout(grace, self.conns.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "{} connections still open after {grace:?}: closing them",
-                self.conns.len()
-            );
-            self.hard_stop.cancel();
-            self.conns.wait().await;
-        }
-        tracing::info!("stopped");
+        gluu_common::drain::wait(
+            &self.conns,
+            &self.hard_stop,
+            grace,
+            "worker_shutdown_timeout",
+        )
+        .await;
     }
 }
 
@@ -536,13 +524,7 @@ async fn serve<I>(
             .keep_alive_timeout(Duration::from_secs(20));
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => log_conn_end(r),
-            _ = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                log_conn_end(conn.await);
-            }
-        }
+        drive(conn, &stop, |c| c.graceful_shutdown()).await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -551,17 +533,26 @@ async fn serve<I>(
             .max_header_size(limits.max_header_bytes);
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => log_conn_end(r),
-            _ = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                log_conn_end(conn.await);
-            }
-        }
+        drive(conn, &stop, |c| c.graceful_shutdown()).await;
     }
 }
 
-fn log_conn_end(r: Result<(), hyper::Error>) {
+/// Runs a client connection to its end; when `stop` comes first, lets the request in
+/// flight finish and closes (HTTP/1.1: after the response; HTTP/2: GOAWAY).
+async fn drive<C>(
+    mut conn: std::pin::Pin<&mut C>,
+    stop: &CancellationToken,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
+    };
     if let Err(e) = r {
         tracing::debug!("client connection: {e}");
     }

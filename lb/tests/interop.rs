@@ -6,11 +6,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::time::Duration;
 
 use gluu_lb::{Balancer, Config, Control};
-use gluu_testkit::{Cert, Proc, free_port, listening, require, wait_for};
+use gluu_testkit::{Cert, free_port, nginx, readable_by_nginx};
 use hyper::StatusCode;
 use tokio_util::sync::CancellationToken;
 
@@ -33,15 +32,9 @@ fn plain_get(source: Ipv4Addr, to: SocketAddr, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_nginx_nodes_behind_gluu_lb() {
-    let nginx = require("nginx");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(dir.path(), mode).expect("chmod");
     let cert = Cert::new(dir.path(), "httpd");
-    for p in [&cert.key, &cert.combined] {
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .expect("chmod key for nginx's worker");
-    }
+    readable_by_nginx(dir.path(), Some(&cert));
     let nodes: Vec<u16> = (0..2).map(|_| free_port()).collect();
     let front = free_port();
     let node_blocks: String = nodes
@@ -72,23 +65,8 @@ async fn real_nginx_nodes_behind_gluu_lb() {
         ),
     )
     .expect("write nginx.conf");
-    let mut proc = Proc::spawn(
-        Command::new(nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf),
-    );
     let front_addr: SocketAddr = ([127, 0, 0, 1], front).into();
-    wait_for(Duration::from_secs(10), "nginx to listen", || {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!(
-                "nginx exited with {status}: {}",
-                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-            );
-        }
-        listening(front_addr).then_some(())
-    });
+    let _nginx = nginx(dir.path(), &conf, front_addr);
 
     let lb_conf = dir.path().join("gluu-lb.conf");
     std::fs::write(

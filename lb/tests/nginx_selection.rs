@@ -6,11 +6,10 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gluu_lb::balance::{IpHash, Peer, Peers, Ring, Tried};
-use gluu_testkit::{Proc, free_port, listening, require, wait_for};
+use gluu_testkit::{free_port, nginx, readable_by_nginx};
 
 /// An HTTP/1.0 GET from `source`; returns the body.
 fn get_from(source: Ipv4Addr, to: SocketAddr, path: &str) -> String {
@@ -31,11 +30,8 @@ fn get_from(source: Ipv4Addr, to: SocketAddr, path: &str) -> String {
 
 #[test]
 fn same_choice_as_nginx_for_ip_hash_and_consistent_hash() {
-    let nginx = require("nginx");
     let dir = tempfile::tempdir().expect("tempdir");
-    // nginx's worker runs as nobody: let it into its prefix.
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(dir.path(), mode).expect("chmod");
+    readable_by_nginx(dir.path(), None);
     let nodes: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let front = free_port();
     let servers: Vec<String> = nodes.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -63,23 +59,8 @@ fn same_choice_as_nginx_for_ip_hash_and_consistent_hash() {
         ),
     )
     .expect("write nginx.conf");
-    let mut proc = Proc::spawn(
-        Command::new(nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf),
-    );
     let front_addr: SocketAddr = ([127, 0, 0, 1], front).into();
-    wait_for(Duration::from_secs(10), "nginx to listen", || {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            panic!(
-                "nginx exited with {status}: {}",
-                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-            );
-        }
-        listening(front_addr).then_some(())
-    });
+    let _nginx = nginx(dir.path(), &conf, front_addr);
 
     let now = Instant::now();
     let ring = Ring::new(servers.iter().map(|s| (s.as_str(), 1)));

@@ -296,6 +296,38 @@ impl Drop for Redis {
     }
 }
 
+/// Starts the real nginx with `conf` (prefix `dir`, `daemon off;` in the file) and waits
+/// until it listens on `wait_on`; panics with nginx's error log if it exits first.
+pub fn nginx(dir: &Path, conf: &Path, wait_on: SocketAddr) -> Proc {
+    let mut proc = Proc::spawn(
+        Command::new(require("nginx"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(conf),
+    );
+    wait_for(Duration::from_secs(10), "nginx to listen", || {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!(
+                "nginx exited with {status}: {}\n{}",
+                proc.seen.join("\n"),
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+        }
+        listening(wait_on).then_some(())
+    });
+    proc
+}
+
+/// nginx's workers run as nobody: opens `dir` and `cert`'s key files to them.
+pub fn readable_by_nginx(dir: &Path, cert: Option<&Cert>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    for p in cert.iter().flat_map(|c| [&c.key, &c.combined]) {
+        set_mode(p, 0o644);
+    }
+}
+
 /// The guide's nginx.conf for the load balancer, as the guide prints it.
 pub const GUIDE_NGINX_CONF: &str = include_str!("../../lb/tests/data/guide-nginx.conf");
 

@@ -287,25 +287,7 @@ impl Running {
         }
         self.accepts.close();
         self.accepts.wait().await;
-        self.conns.close();
-        if !self.conns.is_empty() {
-            tracing::info!(
-                "draining {} open connections (up to {grace:?})",
-                self.conns.len()
-            );
-        }
-        if tokio::time::timeout(grace, self.conns.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "{} connections still open after {grace:?} (TIMEOUTdrain): closing them",
-                self.conns.len()
-            );
-            self.hard_stop.cancel();
-            self.conns.wait().await;
-        }
-        tracing::info!("stopped");
+        gluu_common::drain::wait(&self.conns, &self.hard_stop, grace, "TIMEOUTdrain").await;
     }
 }
 
