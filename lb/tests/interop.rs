@@ -4,31 +4,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use gluu_lb::{Balancer, Config, Control};
-use gluu_testkit::{Cert, free_port, nginx, readable_by_nginx};
+use gluu_testkit::{Cert, free_port, get_from, nginx, readable_by_nginx};
 use hyper::StatusCode;
 use tokio_util::sync::CancellationToken;
-
-/// A plain HTTP/1.0 GET from `source` to nginx's front; returns the body.
-fn plain_get(source: Ipv4Addr, to: SocketAddr, path: &str) -> String {
-    let sock =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.bind(&SocketAddr::from((source, 0)).into())
-        .expect("bind source");
-    sock.connect_timeout(&to.into(), Duration::from_secs(5))
-        .expect("connect");
-    let mut s: std::net::TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_nginx_nodes_behind_gluu_lb() {
@@ -111,7 +92,7 @@ async fn real_nginx_nodes_behind_gluu_lb() {
             .await
             .expect("through gluu-lb");
         assert_eq!(ours.status, StatusCode::OK, "{ours:?}");
-        let theirs = tokio::task::spawn_blocking(move || plain_get(source, front_addr, "/"))
+        let theirs = tokio::task::spawn_blocking(move || get_from(source, front_addr, "/"))
             .await
             .expect("join");
         let (our_node, rest) = ours.body.split_once(' ').expect("node index");

@@ -4,29 +4,11 @@
 //! [`gluu_lb::balance`] picks for them. This is what keeps /identity sessions in place when
 //! the balancer is swapped.
 
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use gluu_lb::balance::{IpHash, Peer, Peers, Ring, Tried};
-use gluu_testkit::{free_port, nginx, readable_by_nginx};
-
-/// An HTTP/1.0 GET from `source`; returns the body.
-fn get_from(source: Ipv4Addr, to: SocketAddr, path: &str) -> String {
-    let sock =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.bind(&SocketAddr::from((source, 0)).into())
-        .expect("bind source");
-    sock.connect_timeout(&to.into(), Duration::from_secs(5))
-        .expect("connect");
-    let mut s: std::net::TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
-}
+use gluu_testkit::{free_port, get_from, nginx, readable_by_nginx};
 
 #[test]
 fn same_choice_as_nginx_for_ip_hash_and_consistent_hash() {

@@ -328,6 +328,24 @@ pub fn readable_by_nginx(dir: &Path, cert: Option<&Cert>) {
     }
 }
 
+/// A plain HTTP/1.0 GET from `source` (any 127.0.0.0/8 address); returns the body.
+pub fn get_from(source: std::net::Ipv4Addr, to: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind source");
+    sock.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
 /// The guide's nginx.conf for the load balancer, as the guide prints it.
 pub const GUIDE_NGINX_CONF: &str = include_str!("../../lb/tests/data/guide-nginx.conf");
 
