@@ -410,13 +410,8 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
     for t in [&targets[0], &targets[2]] {
         let start = Instant::now();
         let conns = rt.block_on(hold_idle(t.port, idle));
-        let (mut hwm, mut rss) = (0, 0);
         let pids = t.pids();
-        for pid in &pids {
-            let (h, r) = rss_kib(*pid);
-            hwm += h;
-            rss += r;
-        }
+        let (hwm, rss) = rss_kib(&pids);
         println!(
             "  {:<8} peak RSS {:>7.1} MiB, now {:>7.1} MiB  ({} processes; {} connections in {:.2?})",
             t.name,

@@ -153,18 +153,23 @@ fn redis_benchmark(addr: SocketAddr, password: &str, case: &Case) -> f64 {
         .unwrap_or_else(|| panic!("no rate in redis-benchmark output: {text}"))
 }
 
-/// The peak and current resident set of a process, in KiB.
-fn rss_kib(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+/// The peak and current resident set of these processes together, in KiB.
+fn rss_kib(pids: &[i32]) -> (u64, u64) {
+    let (mut hwm, mut rss) = (0, 0);
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        hwm += field("VmHWM:");
+        rss += field("VmRSS:");
+    }
+    (hwm, rss)
 }
 
 /// Opens `n` connections through a tunnel and runs AUTH + PING on each, so every leg (client
@@ -396,12 +401,7 @@ fn tunnel(requests: u64, churn: u64, idle: usize, rounds: usize) {
     for pair in [&stunnel, &gluu] {
         let start = Instant::now();
         let conns = hold_idle(pair.entry, &redis.password, idle);
-        let (mut hwm, mut rss) = (0, 0);
-        for pid in &pair.pids {
-            let (h, r) = rss_kib(*pid);
-            hwm += h;
-            rss += r;
-        }
+        let (hwm, rss) = rss_kib(&pair.pids);
         println!(
             "  {:<12} peak RSS {:>7.1} MiB, now {:>7.1} MiB  ({} connections opened in {:.2?})",
             pair.name,

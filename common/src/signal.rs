@@ -8,6 +8,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logging::LogFile;
 
+/// How the outside world steers a running daemon (the signals below, or a test).
+#[derive(Debug)]
+pub struct Control {
+    /// Cancel to stop: accepting ends at once, open connections get the daemon's grace
+    /// period (`TIMEOUTdrain`, `worker_shutdown_timeout`).
+    pub shutdown: CancellationToken,
+    /// Each message re-reads the configuration file (SIGHUP).
+    pub reload: mpsc::Receiver<()>,
+}
+
 /// Installs the handlers. Cancels `shutdown` on SIGTERM/SIGINT (and SIGQUIT, nginx's
 /// graceful stop); each SIGHUP sends one `()` on the returned channel (several SIGHUPs while
 /// a reload runs collapse into one more reload); SIGUSR1 reopens every log file `logs`

@@ -29,13 +29,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::grammar::GrammarError;
 pub use config::{Config, Warning};
 use forward::Conn;
+pub use gluu_common::signal::Control;
 use metrics::Metrics;
 use runtime::Runtime;
 
@@ -53,15 +54,6 @@ pub struct Shared {
 pub struct BindError {
     pub addr: SocketAddr,
     pub error: std::io::Error,
-}
-
-/// How the outside world steers a running balancer.
-#[derive(Debug)]
-pub struct Control {
-    /// Cancel to stop: accepting ends at once, open requests get `worker_shutdown_timeout`.
-    pub shutdown: CancellationToken,
-    /// Each message re-reads the configuration file (SIGHUP).
-    pub reload: mpsc::Receiver<()>,
 }
 
 /// Sockets bound for a [`Balancer`], before privileges are dropped.

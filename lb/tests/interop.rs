@@ -38,11 +38,9 @@ async fn real_nginx_nodes_behind_gluu_lb() {
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n access_log off;\n upstream iph {{ ip_hash; {servers} }}\n{node_blocks}\
+            "{prelude}http {{\n access_log off;\n upstream iph {{ ip_hash; {servers} }}\n{node_blocks}\
              server {{ listen 127.0.0.1:{front}; location / {{ proxy_pass https://iph; }} }}\n}}\n",
-            d = dir.path().display(),
+            prelude = gluu_testkit::nginx_prelude(dir.path()),
         ),
     )
     .expect("write nginx.conf");

@@ -30,12 +30,10 @@ fn same_choice_as_nginx_for_ip_hash_and_consistent_hash() {
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n access_log off;\n\
+            "{prelude}http {{\n access_log off;\n\
              upstream iph {{ {iph} }}\n upstream ch {{ {ch} }}\n{node_blocks}\
              server {{ listen 127.0.0.1:{front}; location /iph {{ proxy_pass http://iph; }} location /ch {{ proxy_pass http://ch; }} }}\n}}\n",
-            d = dir.path().display(),
+            prelude = gluu_testkit::nginx_prelude(dir.path()),
             iph = upstream("ip_hash;"),
             ch = upstream("hash $remote_addr consistent;"),
         ),

@@ -319,6 +319,15 @@ pub fn nginx(dir: &Path, conf: &Path, wait_on: SocketAddr) -> Proc {
     proc
 }
 
+/// The top of a test nginx.conf: foreground, one worker, pid and error log in `dir`.
+pub fn nginx_prelude(dir: &Path) -> String {
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 256; }}\n",
+        d = dir.display()
+    )
+}
+
 /// nginx's workers run as nobody: opens `dir` and `cert`'s key files to them.
 pub fn readable_by_nginx(dir: &Path, cert: Option<&Cert>) {
     use std::os::unix::fs::PermissionsExt;

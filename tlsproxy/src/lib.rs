@@ -20,12 +20,12 @@ use gluu_common::metrics::SharedRegistry;
 use gluu_common::notify;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use config::{Config, ConfigError, Warning};
+pub use gluu_common::signal::Control;
 use metrics::Metrics;
 use service::Service;
 
@@ -36,15 +36,6 @@ pub struct BindError {
     pub service: String,
     pub addr: SocketAddr,
     pub error: std::io::Error,
-}
-
-/// How the outside world steers a running tunnel.
-#[derive(Debug)]
-pub struct Control {
-    /// Cancel to stop: accepting ends at once, open connections get `TIMEOUTdrain`.
-    pub shutdown: CancellationToken,
-    /// Each message re-reads the configuration file (SIGHUP).
-    pub reload: mpsc::Receiver<()>,
 }
 
 /// Sockets bound for a [`Tunnel`], before privileges are dropped.
