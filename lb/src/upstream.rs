@@ -163,8 +163,12 @@ impl Lease {
         }
         let mut idle = lock(&self.node.idle);
         if idle.len() >= self.node.keepalive {
-            // nginx closes the least recently used one.
-            idle.remove(0);
+            // Full: drop the dead and expired, then (nginx's rule) the least recently used.
+            let now = Instant::now();
+            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_LIMIT);
+            if idle.len() >= self.node.keepalive {
+                idle.remove(0);
+            }
         }
         idle.push(Idle {
             tls: self.tls,
@@ -199,11 +203,17 @@ impl Node {
     }
 
     fn take_idle(&self, tls: usize, name: &ServerName<'static>) -> Option<SendRequest<Body>> {
+        // Most recently used first; the match is nearly always the last entry, so this is
+        // O(1) per request. Closed or expired entries met on the way are dropped.
         let mut idle = lock(&self.idle);
         let now = Instant::now();
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_LIMIT);
-        let i = idle.iter().rposition(|c| c.tls == tls && &c.name == name)?;
-        Some(idle.swap_remove(i).sender)
+        while let Some(i) = idle.iter().rposition(|c| c.tls == tls && &c.name == name) {
+            let c = idle.remove(i);
+            if !c.sender.is_closed() && now.duration_since(c.since) < IDLE_LIMIT {
+                return Some(c.sender);
+            }
+        }
+        None
     }
 
     /// A new TCP + TLS + HTTP/1.1 connection, within `timeout` (`proxy_connect_timeout`),
