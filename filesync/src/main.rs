@@ -1,0 +1,254 @@
+//! `gluu-fsync`: parse the command line, read the configuration, and either run the daemon
+//! or one admin command (in-process, or through the running daemon's control socket).
+//! Exit codes: 0 fine / in sync, 2 out of sync, 64 (EX_USAGE) bad configuration, 1 error.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use gluu_common::{logging, signal};
+use gluu_fsync::commands::{self, Request};
+use gluu_fsync::daemon::{self, Options};
+use gluu_fsync::{Config, Node};
+use nix::fcntl::{Flock, FlockArg};
+use tokio_util::sync::CancellationToken;
+
+const EX_USAGE: u8 = 64;
+
+/// File replication for a Gluu cluster, from the guide's csync2 configuration: a daemon on
+/// every node pushes each change to every peer within a second, over TLS 1.3, with the group
+/// key proven (never sent) and every write crash-safe.
+#[derive(Parser, Debug)]
+#[command(name = "gluu-fsync", version)]
+struct Cli {
+    /// csync2 configuration file.
+    #[arg(short = 'c', long = "config", default_value = "/etc/csync2.cfg", global = true)]
+    config: PathBuf,
+
+    /// This node's name, as in the `host` lines (csync2 -N); default: the host name.
+    #[arg(short = 'N', long = "name", global = true)]
+    name: Option<String>,
+
+    /// Where the index, this node's certificate and the control socket live.
+    #[arg(long, default_value = "/var/lib/gluu-fsync", global = true)]
+    state_dir: PathBuf,
+
+    /// Check the configuration: errors (file:line) and warnings; exit 0 only if this node
+    /// would start with it, 64 if not.
+    #[arg(short = 't', long = "test-config")]
+    test_config: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a new group key (csync2 -k), mode 0600. Never replaces an existing file.
+    Keygen { file: PathBuf },
+    /// Serve peers, watch the included trees, push every change (run this under systemd).
+    Daemon {
+        /// Listen here instead of on this node's `host` address and port.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Quiet time after a change before it is pushed, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        debounce_ms: u64,
+        /// Push at the latest this long after the first change, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        max_delay_ms: u64,
+        /// Full rescan and exchange with every peer this often, in seconds.
+        #[arg(long, default_value_t = 60)]
+        rescan_secs: u64,
+        /// Log to this file (reopened on SIGUSR1) instead of stderr.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// One pass (csync2 -x): push and pull with every peer, then exit.
+    Sync {
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// These local versions win the next sync on every peer (csync2 -f, -r).
+    Force {
+        /// Everything below the given directories too.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Compare with every peer and list differences (csync2 -T); exit 0 in sync, 2 not.
+    Test { paths: Vec<PathBuf> },
+    /// Per peer: reachable, last exchange, pending changes, conflicts; exit 0 in sync.
+    Status,
+    /// List unsettled conflicts.
+    Conflicts,
+    /// Settle a conflict: keep this node's version or the peer's.
+    Resolve {
+        #[arg(long, value_enum)]
+        keep: Keep,
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Keep {
+    Local,
+    Remote,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Keygen { file }) = &cli.command {
+        return match gluu_fsync::keygen(file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gluu-fsync: {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("gluu-fsync: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let name = match cli.name.clone() {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    if cli.test_config {
+        let (errors, warnings) = gluu_fsync::check(&config, &name);
+        for w in &warnings {
+            eprintln!("gluu-fsync: [warn] {w}");
+        }
+        for e in &errors {
+            eprintln!("gluu-fsync: [emerg] {e}");
+        }
+        if errors.is_empty() {
+            eprintln!(
+                "gluu-fsync: the configuration file {} syntax is ok",
+                cli.config.display()
+            );
+            eprintln!(
+                "gluu-fsync: configuration file {} test is successful",
+                cli.config.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        eprintln!(
+            "gluu-fsync: configuration file {} test failed",
+            cli.config.display()
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    let Some(command) = cli.command else {
+        eprintln!("gluu-fsync: a subcommand is needed (see --help)");
+        return ExitCode::from(EX_USAGE);
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gluu-fsync: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, &name, &cli.state_dir, command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("gluu-fsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Hold the state directory: one process at a time works on an index.
+fn lock(state_dir: &Path) -> anyhow::Result<Option<Flock<File>>> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("state directory {}", state_dir.display()))?;
+    let file = File::create(state_dir.join("lock"))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> anyhow::Result<u8> {
+    let request = match command {
+        Command::Daemon {
+            listen,
+            debounce_ms,
+            max_delay_ms,
+            rescan_secs,
+            log,
+        } => {
+            let _log = logging::init(tracing::Level::INFO, log.as_deref())?;
+            let Some(_lock) = lock(state_dir)? else {
+                anyhow::bail!("another gluu-fsync daemon holds {}", state_dir.display());
+            };
+            let node = Node::open(config, name, state_dir).map_err(anyhow::Error::msg)?;
+            let listen = listen.unwrap_or(node.listen);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!("listening on {}", listener.local_addr()?);
+            let socket = daemon::control_socket(state_dir);
+            let _ = std::fs::remove_file(&socket);
+            let control = tokio::net::UnixListener::bind(&socket)
+                .with_context(|| format!("control socket {}", socket.display()))?;
+            let shutdown = CancellationToken::new();
+            let logs = _log.clone();
+            signal::install(shutdown.clone(), move || logs.clone().into_iter().collect())?;
+            let options = Options {
+                debounce: Duration::from_millis(debounce_ms),
+                max_delay: Duration::from_millis(max_delay_ms.max(debounce_ms)),
+                rescan: Duration::from_secs(rescan_secs.max(1)),
+                ..Options::default()
+            };
+            daemon::run(Arc::new(node), listener, control, shutdown, options).await?;
+            let _ = std::fs::remove_file(&socket);
+            return Ok(0);
+        }
+        Command::Keygen { .. } => unreachable!("handled before the configuration is read"),
+        Command::Sync { dry_run } => Request::Sync { dry_run },
+        Command::Force { recursive, paths } => Request::Force {
+            paths: absolute(paths)?,
+            recursive,
+        },
+        Command::Test { paths } => Request::Test {
+            paths: absolute(paths)?,
+        },
+        Command::Status => Request::Status,
+        Command::Conflicts => Request::Conflicts,
+        Command::Resolve { keep, path } => Request::Resolve {
+            path: absolute(vec![path])?.remove(0),
+            keep_remote: matches!(keep, Keep::Remote),
+        },
+    };
+    let _log = logging::init(tracing::Level::WARN, None)?;
+    let reply = match lock(state_dir)? {
+        Some(_lock) => {
+            let node = Node::open(config, name, state_dir).map_err(anyhow::Error::msg)?;
+            commands::run(&node, request).await
+        }
+        None => daemon::ask(state_dir, &request).await?,
+    };
+    print!("{}", reply.output);
+    Ok(u8::try_from(reply.code).unwrap_or(1))
+}
+
+/// Paths as the admin typed them, made absolute against the current directory.
+fn absolute(paths: Vec<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
+    let cwd = std::env::current_dir()?;
+    Ok(paths.into_iter().map(|p| cwd.join(p)).collect())
+}

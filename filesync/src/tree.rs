@@ -1,0 +1,280 @@
+//! One group as this node sees it: its include roots on this node's disk, its peers, its key,
+//! its index, and the scan that turns what is on disk into versions. A scan reads only
+//! `lstat` for files whose metadata did not change since the last one, and hashes the rest
+//! outside the index lock; it commits a change only if the file still has the metadata it
+//! had when hashed (else a write is in progress and the next event or rescan takes it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::config::{Config, Group, Host};
+use crate::fsops;
+use crate::index::{GroupState, IndexError, Kind, Meta, Stat};
+use crate::pattern;
+
+#[derive(Debug)]
+pub struct Tree {
+    pub group: Group,
+    /// This node's name.
+    pub me: String,
+    /// (logical root, its path here), in `include` order.
+    pub roots: Vec<(String, PathBuf)>,
+    pub peers: Vec<Host>,
+    pub key: [u8; 32],
+    pub backup_dir: Option<PathBuf>,
+    /// Where conflict copies go when there is no backup directory (outside the watched tree).
+    pub conflict_dir: PathBuf,
+    pub state_file: PathBuf,
+    /// File content bytes received from peers since start (chunks copied locally excluded).
+    pub bytes_in: AtomicU64,
+    state: Mutex<GroupState>,
+}
+
+/// A file found by a scan: logical path, path here, what lstat said.
+type Seen = (String, PathBuf, Kind, Stat);
+
+impl Tree {
+    pub fn new(
+        config: &Config,
+        group: &Group,
+        me: &str,
+        state_dir: &Path,
+    ) -> Result<Tree, String> {
+        let key = std::fs::read(&group.key_file)
+            .map_err(|e| format!("group {}: key {}: {e}", group.name, group.key_file.display()))?;
+        if key.trim_ascii().len() < 32 {
+            return Err(format!(
+                "group {}: key {} is shorter than 32 characters (make one with gluu-fsync keygen)",
+                group.name,
+                group.key_file.display()
+            ));
+        }
+        let mut roots = Vec::new();
+        for root in &group.roots {
+            roots.push((root.clone(), config.local_path(root, me)?));
+        }
+        let backup_dir = match &group.backup_directory {
+            Some(dir) => Some(config.local_path(dir, me)?),
+            None => None,
+        };
+        let state_file = GroupState::file(state_dir, &group.name);
+        let state = GroupState::load(&state_file).map_err(|e| e.to_string())?;
+        Ok(Tree {
+            group: group.clone(),
+            me: me.to_string(),
+            roots,
+            peers: group.hosts.iter().filter(|h| h.name != me).cloned().collect(),
+            key: crate::wire::group_key(&key),
+            backup_dir,
+            conflict_dir: state_dir.join("conflicts").join(&group.name),
+            state_file,
+            bytes_in: AtomicU64::new(0),
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn save(&self) -> Result<(), IndexError> {
+        let state = self.state().clone();
+        state.save(&self.state_file)
+    }
+
+    pub fn peer(&self, name: &str) -> Option<&Host> {
+        self.peers.iter().find(|h| h.name == name)
+    }
+
+    pub fn receive_only(&self) -> bool {
+        self.group.host(&self.me).is_some_and(|h| h.receive_only)
+    }
+
+    pub fn peer_names(&self) -> Vec<String> {
+        self.peers.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// The logical path of a path here, if it is under one of the roots.
+    pub fn logical(&self, local: &Path) -> Option<String> {
+        self.roots.iter().find_map(|(logical, root)| {
+            let rest = local.strip_prefix(root).ok()?;
+            let rest = rest.to_str()?;
+            Some(if rest.is_empty() {
+                logical.clone()
+            } else {
+                format!("{logical}/{rest}")
+            })
+        })
+    }
+
+    /// Where a logical path lives here, with the root it is under; `None` if it is not a
+    /// path this group replicates (malformed, outside every include, excluded).
+    pub fn local(&self, logical: &str) -> Option<(&Path, PathBuf)> {
+        if !pattern::well_formed(logical) || !self.group.rules.accepts(logical) {
+            return None;
+        }
+        self.roots.iter().find_map(|(root, local_root)| {
+            let rest = logical.strip_prefix(root.as_str())?;
+            if rest.is_empty() {
+                Some((local_root.as_path(), local_root.clone()))
+            } else {
+                let rest = rest.strip_prefix('/')?;
+                Some((local_root.as_path(), local_root.join(rest)))
+            }
+        })
+    }
+
+    /// Look at the whole tree (`None`) or at these paths here and below, and record every
+    /// change as a new local version. Returns the logical paths that changed.
+    pub fn scan(&self, under: Option<&[PathBuf]>) -> Vec<String> {
+        let mut seen: BTreeMap<String, (PathBuf, Kind, Stat)> = BTreeMap::new();
+        // Logical paths whose subtree was looked at completely: records below them that were
+        // not seen are deletions.
+        let mut covered: Vec<String> = Vec::new();
+        let starts: Vec<(String, PathBuf)> = match under {
+            None => self
+                .roots
+                .iter()
+                .filter(|(logical, local)| {
+                    // A missing root is never read as "everything was deleted": an unmounted
+                    // disk must not wipe the cluster.
+                    let present = local.exists();
+                    if !present {
+                        tracing::warn!(group = %self.group.name, root = %local.display(), logical = %logical, "include root is missing here; not scanning it");
+                    }
+                    present
+                })
+                .cloned()
+                .collect(),
+            Some(paths) => paths
+                .iter()
+                .filter_map(|p| Some((self.logical(p)?, p.clone())))
+                .collect(),
+        };
+        for (logical, local) in starts {
+            self.walk(&logical, &local, &mut seen);
+            covered.push(logical);
+        }
+        let mut changed = Vec::new();
+        // Which need hashing: new, or lstat differs from the last look.
+        let to_describe: Vec<Seen> = {
+            let state = self.state();
+            seen.iter()
+                .filter(|(path, (_, _, stat))| {
+                    state.records.get(*path).is_none_or(|r| r.stat.as_ref() != Some(stat))
+                })
+                .map(|(path, (local, kind, stat))| (path.clone(), local.clone(), *kind, *stat))
+                .collect()
+        };
+        let described: Vec<(Seen, Meta)> = to_describe
+            .into_iter()
+            .filter_map(|(path, local, kind, stat)| match fsops::describe(&local, kind, &stat) {
+                Ok(meta) => Some(((path, local, kind, stat), meta)),
+                Err(e) => {
+                    tracing::debug!(path = %local.display(), error = %e, "changed while being read; will look again");
+                    None
+                }
+            })
+            .collect();
+        let mut state = self.state();
+        for ((path, local, _, stat), meta) in described {
+            // Still what we hashed? (A receiver may have replaced it meanwhile, under this lock.)
+            match fsops::lstat(&local) {
+                Ok(Some((_, now))) if now == stat => {}
+                _ => continue,
+            }
+            match state.records.get_mut(&path) {
+                Some(record) if record.version.meta.same_as(&meta) => {
+                    record.stat = Some(stat);
+                }
+                _ => {
+                    state.commit_local(&self.me, &path, meta, Some(stat));
+                    changed.push(path);
+                }
+            }
+        }
+        let gone: Vec<String> = state
+            .records
+            .iter()
+            .filter(|(path, record)| {
+                record.version.meta.kind != Kind::Deleted
+                    && !seen.contains_key(*path)
+                    && covered
+                        .iter()
+                        .any(|c| *path == c || path.starts_with(&format!("{c}/")))
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in gone {
+            // Gone from our view; make sure it is really gone (not just excluded now).
+            if let Some((_, local)) = self.local(&path)
+                && matches!(fsops::lstat(&local), Ok(Some(_)))
+            {
+                continue;
+            }
+            state.commit_local(&self.me, &path, Meta::deleted(), None);
+            changed.push(path);
+        }
+        changed
+    }
+
+    fn walk(&self, logical: &str, local: &Path, seen: &mut BTreeMap<String, (PathBuf, Kind, Stat)>) {
+        let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if fsops::is_temp(name) || !self.group.rules.accepts(logical) {
+            return;
+        }
+        let (kind, stat) = match fsops::lstat(local) {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(path = %local.display(), error = %e, "skipped");
+                return;
+            }
+        };
+        seen.insert(logical.to_string(), (local.to_path_buf(), kind, stat));
+        if kind != Kind::Dir {
+            return;
+        }
+        let entries = match std::fs::read_dir(local) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(path = %local.display(), error = %e, "cannot list directory");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                tracing::warn!(path = %entry.path().display(), "skipped: name is not UTF-8");
+                continue;
+            };
+            self.walk(&format!("{logical}/{name}"), &entry.path(), seen);
+        }
+    }
+
+    /// Remove temp files a crash left behind (start-up only: a running receiver owns its own).
+    pub fn clean_temps(&self) {
+        for (_, root) in &self.roots {
+            remove_temps(root);
+        }
+    }
+}
+
+fn remove_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            remove_temps(&path);
+        } else if entry.file_name().to_str().is_some_and(fsops::is_temp) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed a temp file left by an interrupted transfer"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale temp file"),
+            }
+        }
+    }
+}
