@@ -1,0 +1,135 @@
+//! Two and three gluu-fsync daemons on loopback replicating one tree: every kind of change
+//! arrives, within a second for a plain write; large files move only changed chunks; a peer
+//! that was down catches up.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::{Duration, Instant, SystemTime};
+
+use gluu_testkit::wait_for;
+use support::Cluster;
+
+const SOON: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_write_arrives_within_a_second_and_every_kind_of_change_follows() {
+    let mut c = Cluster::new(2, "");
+    c.start_all();
+
+    let start = Instant::now();
+    std::fs::write(c.path(0, "oxauth.json"), b"{\"v\":1}").unwrap();
+    c.wait_content(1, "oxauth.json", b"{\"v\":1}", Duration::from_secs(1));
+    eprintln!("propagated in {:?}", start.elapsed());
+
+    // Modify, and mode + mtime travel.
+    let f = c.path(0, "oxauth.json");
+    std::fs::write(&f, b"{\"v\":2}").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    let g = c.path(1, "oxauth.json");
+    wait_for(SOON, "mode and mtime on n2", || {
+        let md = std::fs::metadata(&g).ok()?;
+        (std::fs::read(&g).ok()? == b"{\"v\":2}"
+            && md.permissions().mode() & 0o7777 == 0o640
+            && md.mtime() == 1_700_000_000)
+            .then_some(())
+    });
+
+    // Owner travels (by name: nobody/nogroup exist on Debian).
+    nix::unistd::chown(&f, Some(65534.into()), Some(65534.into())).unwrap();
+    wait_for(SOON, "owner on n2", || {
+        let md = std::fs::metadata(&g).ok()?;
+        (md.uid() == 65534 && md.gid() == 65534).then_some(())
+    });
+
+    // Nested directories, symlinks (never followed), renames, deletions.
+    std::fs::create_dir_all(c.path(0, "idp/metadata")).unwrap();
+    std::fs::write(c.path(0, "idp/metadata/sp.xml"), b"<EntityDescriptor/>").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", c.path(0, "idp/link")).unwrap();
+    c.wait_content(1, "idp/metadata/sp.xml", b"<EntityDescriptor/>", SOON);
+    wait_for(SOON, "symlink on n2", || {
+        let target = std::fs::read_link(c.path(1, "idp/link")).ok()?;
+        (target == std::path::Path::new("/etc/passwd")).then_some(())
+    });
+    std::fs::rename(c.path(0, "idp/metadata/sp.xml"), c.path(0, "idp/sp-renamed.xml")).unwrap();
+    c.wait_content(1, "idp/sp-renamed.xml", b"<EntityDescriptor/>", SOON);
+    c.wait_gone(1, "idp/metadata/sp.xml", SOON);
+    std::fs::remove_dir(c.path(0, "idp/metadata")).unwrap();
+    c.wait_gone(1, "idp/metadata", SOON);
+
+    // Excluded names stay local (the guide's `exclude *~ .*;`).
+    std::fs::write(c.path(0, "oxauth.json~"), b"editor backup").unwrap();
+    std::fs::write(c.path(0, ".swap"), b"hidden").unwrap();
+    // A change made on n2 goes the other way, and proves n1's excluded files were skipped
+    // in the same time.
+    std::fs::write(c.path(1, "from-n2"), b"back").unwrap();
+    c.wait_content(0, "from-n2", b"back", SOON);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!c.path(1, "oxauth.json~").exists());
+    assert!(!c.path(1, ".swap").exists());
+
+    let out = c.cli(0, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "status: {text}");
+    assert!(text.contains("peer n2") && text.contains("reachable"), "{text}");
+    let out = c.cli(1, &["test"]);
+    assert!(out.status.success(), "test: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn three_nodes_and_a_node_that_was_down_catches_up() {
+    let mut c = Cluster::new(3, "");
+    c.start_all();
+    std::fs::write(c.path(1, "a.xml"), b"from n2").unwrap();
+    c.wait_content(0, "a.xml", b"from n2", SOON);
+    c.wait_content(2, "a.xml", b"from n2", SOON);
+
+    c.kill(2);
+    std::fs::write(c.path(0, "a.xml"), b"changed while n3 was down").unwrap();
+    std::fs::write(c.path(0, "b.xml"), b"new while n3 was down").unwrap();
+    c.wait_content(1, "b.xml", b"new while n3 was down", SOON);
+    let out = c.cli(0, &["status"]);
+    assert_eq!(out.status.code(), Some(2), "n3 down: not in sync");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("peer n3") && text.contains("UNREACHABLE"), "{text}");
+
+    c.start(2);
+    c.wait_content(2, "a.xml", b"changed while n3 was down", SOON);
+    c.wait_content(2, "b.xml", b"new while n3 was down", SOON);
+    std::fs::remove_file(c.path(2, "a.xml")).unwrap();
+    c.wait_gone(0, "a.xml", SOON);
+    c.wait_gone(1, "a.xml", SOON);
+}
+
+#[test]
+fn a_small_edit_to_a_large_file_moves_only_its_chunk() {
+    let mut c = Cluster::new(2, "");
+    c.start_all();
+    let size = 20 << 20;
+    let mut content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(c.path(0, "big.bin"), &content).unwrap();
+    c.wait_content(1, "big.bin", &content, Duration::from_secs(30));
+    let before = received_bytes(&c, 1);
+    assert!(before >= size as u64, "first copy moved everything: {before}");
+
+    // Edit one byte in place, in the middle.
+    content[size / 2] ^= 0xff;
+    std::fs::write(c.path(0, "big.bin"), &content).unwrap();
+    c.wait_content(1, "big.bin", &content, Duration::from_secs(30));
+    let moved = received_bytes(&c, 1) - before;
+    assert!(moved <= 2 << 20, "an edit of one byte moved {moved} bytes");
+    eprintln!("one-byte edit of a 20 MiB file moved {moved} bytes");
+}
+
+fn received_bytes(c: &Cluster, i: usize) -> u64 {
+    let out = c.cli(i, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "bytes")
+        .unwrap_or_else(|| panic!("no byte count in {text}"));
+    words[at - 1].parse().unwrap()
+}

@@ -1,0 +1,167 @@
+//! A cluster of gluu-fsync daemons on loopback: one temp dir, each node with its own root
+//! (csync2 `prefix`), state directory and ephemeral port, all from one csync2.cfg.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use gluu_testkit::{Proc, free_port, wait_for};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gluu-fsync");
+
+#[derive(Debug)]
+pub struct FsNode {
+    pub name: String,
+    /// The replicated tree on this node (`%root%/conf`).
+    pub conf: PathBuf,
+    pub backup: PathBuf,
+    pub state: PathBuf,
+    pub port: u16,
+    pub proc: Option<Proc>,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub nodes: Vec<FsNode>,
+}
+
+impl Cluster {
+    /// `n` nodes in one group; `group_extra` goes inside the group block (e.g. `auto left;`).
+    pub fn new(n: usize, group_extra: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("csync2.key");
+        gluu_fsync::keygen(&key).expect("keygen");
+        let mut nodes = Vec::new();
+        let mut prefix = String::from("prefix root {\n");
+        let mut hosts = String::new();
+        for i in 1..=n {
+            let name = format!("n{i}");
+            let root = dir.path().join(&name);
+            let conf = root.join("conf");
+            std::fs::create_dir_all(&conf).expect("mkdir");
+            let port = free_port();
+            prefix.push_str(&format!("  on {name}: {};\n", root.display()));
+            hosts.push_str(&format!(" {name}@127.0.0.1:{port}"));
+            nodes.push(FsNode {
+                backup: root.join("backup"),
+                state: root.join("state"),
+                name,
+                conf,
+                port,
+                proc: None,
+            });
+        }
+        prefix.push_str("}\n");
+        let config = dir.path().join("csync2.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "{prefix}group test {{\n  host{hosts};\n  key {};\n  include %root%/conf;\n  exclude *~ .*;\n  backup-directory %root%/backup;\n  backup-generations 3;\n  {group_extra}\n}}\n",
+                key.display()
+            ),
+        )
+        .expect("write config");
+        Cluster { dir, config, nodes }
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let mut proc = Proc::spawn(
+            Command::new(BIN)
+                .arg("-c")
+                .arg(&self.config)
+                .args(["-N", &node.name, "--state-dir"])
+                .arg(&node.state)
+                .args(["daemon", "--rescan-secs", "30"]),
+        );
+        proc.wait_line("gluu-fsync ready", Duration::from_secs(30));
+        node.proc = Some(proc);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut proc) = self.nodes[i].proc.take() {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+    }
+
+    /// A graceful stop (SIGTERM), waited for.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut proc) = self.nodes[i].proc.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(proc.pid()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = proc.child.wait();
+        }
+    }
+
+    /// Run a gluu-fsync command as node `i`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Output {
+        let node = &self.nodes[i];
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&self.config)
+            .args(["-N", &node.name, "--state-dir"])
+            .arg(&node.state)
+            .args(args)
+            .output()
+            .expect("run gluu-fsync")
+    }
+
+    pub fn path(&self, i: usize, rel: &str) -> PathBuf {
+        self.nodes[i].conf.join(rel)
+    }
+
+    /// Wait until `rel` on node `i` holds `content`.
+    pub fn wait_content(&self, i: usize, rel: &str, content: &[u8], limit: Duration) {
+        let path = self.path(i, rel);
+        wait_for(limit, &format!("{} to hold the new content", path.display()), || {
+            (std::fs::read(&path).ok()? == content).then_some(())
+        });
+    }
+
+    pub fn wait_gone(&self, i: usize, rel: &str, limit: Duration) {
+        let path = self.path(i, rel);
+        wait_for(limit, &format!("{} to be deleted", path.display()), || {
+            std::fs::symlink_metadata(&path).is_err().then_some(())
+        });
+    }
+
+    /// The stderr lines node `i`'s daemon wrote so far (and up to `limit` more for `needle`).
+    pub fn log_line(&mut self, i: usize, needle: &str, limit: Duration) -> String {
+        self.nodes[i]
+            .proc
+            .as_mut()
+            .expect("running")
+            .wait_line(needle, limit)
+    }
+}
+
+/// Every file under `dir` whose content is `content`.
+pub fn find_content(dir: &Path, content: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(find_content(&path, content));
+        } else if std::fs::read(&path).is_ok_and(|c| c == content) {
+            out.push(path);
+        }
+    }
+    out
+}
