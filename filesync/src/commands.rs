@@ -273,16 +273,17 @@ fn force(node: &Node, paths: &[PathBuf], recursive: bool) -> Reply {
         // Unlike csync2 -f, which only marks files it already knows as dirty, look first:
         // on a fresh state the files are indexed now and then forced.
         tree.scan(Some(&mine));
-        {
-            let mut state = tree.state();
-            for path in &mine {
-                for logical in named(tree, path, recursive) {
-                    if state.force(&tree.me, &logical) {
-                        forced += 1;
-                    }
-                }
+        let names: Vec<String> = mine
+            .iter()
+            .flat_map(|path| named(tree, path, recursive))
+            .collect();
+        let mut state = tree.state();
+        for logical in names {
+            if state.force(&tree.me, &logical) {
+                forced += 1;
             }
         }
+        drop(state);
         if let Err(e) = tree.save() {
             return Reply {
                 code: FAILED,
