@@ -50,7 +50,9 @@ async fn run(action: Action, argv: Vec<String>) {
             .append(true)
             .open(path)
         {
-            Ok(file) => file.try_clone().map(|f| (Stdio::from(file), Stdio::from(f))),
+            Ok(file) => file
+                .try_clone()
+                .map(|f| (Stdio::from(file), Stdio::from(f))),
             Err(e) => Err(e),
         },
         None => Ok((Stdio::null(), Stdio::null())),

@@ -20,11 +20,21 @@ pub const FAILED: i32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    Sync { dry_run: bool },
-    Test { paths: Vec<PathBuf> },
+    Sync {
+        dry_run: bool,
+    },
+    Test {
+        paths: Vec<PathBuf>,
+    },
     Status,
-    Force { paths: Vec<PathBuf>, recursive: bool },
-    Resolve { path: PathBuf, keep_remote: bool },
+    Force {
+        paths: Vec<PathBuf>,
+        recursive: bool,
+    },
+    Resolve {
+        path: PathBuf,
+        keep_remote: bool,
+    },
     Conflicts,
 }
 
@@ -58,7 +68,10 @@ fn scan_all(node: &Node) -> Result<(), String> {
 async fn sync(node: &Node) -> Reply {
     let mut out = String::new();
     if let Err(e) = scan_all(node) {
-        return Reply { code: FAILED, output: e };
+        return Reply {
+            code: FAILED,
+            output: e,
+        };
     }
     let mut code = IN_SYNC;
     for tree in &node.trees {
@@ -113,7 +126,10 @@ fn difference(mine: Option<&Version>, theirs: Option<&Version>) -> Option<&'stat
 /// `test` (and `sync --dry-run`): what differs between this node and each peer.
 async fn compare(node: &Node, only: &[PathBuf], dry_run: bool) -> Reply {
     if let Err(e) = scan_all(node) {
-        return Reply { code: FAILED, output: e };
+        return Reply {
+            code: FAILED,
+            output: e,
+        };
     }
     let mut out = String::new();
     let mut code = IN_SYNC;
@@ -157,7 +173,9 @@ async fn compare(node: &Node, only: &[PathBuf], dry_run: bool) -> Reply {
                 if code == IN_SYNC {
                     code = OUT_OF_SYNC;
                 }
-                let local = tree.local(path).map_or_else(|| path.clone(), |(_, l)| l.display().to_string());
+                let local = tree
+                    .local(path)
+                    .map_or_else(|| path.clone(), |(_, l)| l.display().to_string());
                 let line = match (dry_run, what) {
                     (false, _) => format!("{what} (vs {}): {local}", peer.name),
                     (true, "only here" | "newer here") => {
@@ -220,7 +238,11 @@ async fn status(node: &Node) -> Reply {
                     .filter(|c| c.peer == peer.name)
                     .count();
                 (
-                    if tree.receive_only() { 0 } else { state.pending_for(&peer.name) },
+                    if tree.receive_only() {
+                        0
+                    } else {
+                        state.pending_for(&peer.name)
+                    },
                     p.last_exchange,
                     p.last_error,
                     peer_conflicts,
@@ -235,9 +257,15 @@ async fn status(node: &Node) -> Reply {
                 peer.name,
                 peer.address,
                 peer.port,
-                if peer.receive_only { ", receive-only" } else { "" },
+                if peer.receive_only {
+                    ", receive-only"
+                } else {
+                    ""
+                },
                 ago(last),
-                error.map(|e| format!(", last error: {e}")).unwrap_or_default(),
+                error
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default(),
             );
         }
     }
@@ -292,7 +320,10 @@ fn force(node: &Node, paths: &[PathBuf], recursive: bool) -> Reply {
         }
     }
     node.kick();
-    let _ = writeln!(out, "{forced} paths forced: they win their next conflict on every peer");
+    let _ = writeln!(
+        out,
+        "{forced} paths forced: they win their next conflict on every peer"
+    );
     Reply {
         code: if forced > 0 { IN_SYNC } else { FAILED },
         output: out,
@@ -349,7 +380,9 @@ fn conflicts(node: &Node) -> Reply {
         let state = tree.state();
         for (path, c) in &state.conflicts {
             count += 1;
-            let local = tree.local(path).map_or_else(|| path.clone(), |(_, l)| l.display().to_string());
+            let local = tree
+                .local(path)
+                .map_or_else(|| path.clone(), |(_, l)| l.display().to_string());
             let here = state.records.get(path).map(|r| &r.version.meta);
             let _ = writeln!(
                 out,
@@ -358,7 +391,11 @@ fn conflicts(node: &Node) -> Reply {
                 c.peer,
                 describe(&c.remote.meta),
                 ago(Some(c.detected)),
-                if c.take_remote { "; taking the peer's version at the next exchange" } else { "" },
+                if c.take_remote {
+                    "; taking the peer's version at the next exchange"
+                } else {
+                    ""
+                },
             );
         }
     }

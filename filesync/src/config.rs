@@ -203,10 +203,7 @@ impl Config {
                     let [included] = words.as_slice() else {
                         return Err(ConfigError::at(&place, "config takes one file name"));
                     };
-                    let included = path
-                        .parent()
-                        .unwrap_or(Path::new("/"))
-                        .join(&included.0);
+                    let included = path.parent().unwrap_or(Path::new("/")).join(&included.0);
                     self.read(&included, stack)?;
                 }
                 "nossl" => {
@@ -702,9 +699,21 @@ mod tests {
         assert_eq!(group.hosts[0].port, DEFAULT_PORT);
         assert_eq!(group.roots.len(), 7);
         assert_eq!(group.roots[6], "/opt/gluu-server/etc/gluu/conf");
-        assert!(group.rules.accepts("/opt/gluu-server/etc/gluu/conf/oxauth.json"));
-        assert!(!group.rules.accepts("/opt/gluu-server/etc/gluu/conf/oxauth.json~"));
-        assert!(!group.rules.accepts("/opt/gluu-server/etc/gluu/conf/.hidden"));
+        assert!(
+            group
+                .rules
+                .accepts("/opt/gluu-server/etc/gluu/conf/oxauth.json")
+        );
+        assert!(
+            !group
+                .rules
+                .accepts("/opt/gluu-server/etc/gluu/conf/oxauth.json~")
+        );
+        assert!(
+            !group
+                .rules
+                .accepts("/opt/gluu-server/etc/gluu/conf/.hidden")
+        );
         assert!(!group.rules.accepts("/opt/gluu-server/etc/gluu/other"));
         assert_eq!(group.auto, Auto::None);
     }
@@ -712,7 +721,10 @@ mod tests {
     #[test]
     fn host_forms() {
         let h = parse_host("a@127.0.0.2:4000").unwrap();
-        assert_eq!((h.name.as_str(), h.address.as_str(), h.port), ("a", "127.0.0.2", 4000));
+        assert_eq!(
+            (h.name.as_str(), h.address.as_str(), h.port),
+            ("a", "127.0.0.2", 4000)
+        );
         let h = parse_host("(b@[::1]:5)").unwrap();
         assert!(h.receive_only);
         assert_eq!((h.address.as_str(), h.port), ("::1", 5));
@@ -746,13 +758,37 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         for (text, line, message) in [
-            ("group g {\nhost a b;\nkey /k;\ninclude /x;\nnossl;\n}", 5, "unknown statement \"nossl\" in group"),
+            (
+                "group g {\nhost a b;\nkey /k;\ninclude /x;\nnossl;\n}",
+                5,
+                "unknown statement \"nossl\" in group",
+            ),
             ("nossl * *;\n", 1, "\"nossl\" is not supported"),
-            ("\ndatabase sqlite3:///x;", 2, "\"database\" is not supported"),
-            ("group g {\nhost a;\nkey /k;\ninclude /x;\n}", 1, "at least two hosts"),
-            ("group g {\nhost a b;\nkey /k;\ninclude /x/*.conf;\n}", 4, "wildcards"),
-            ("group g {\nhost a b;\nkey /k;\ninclude /x;\nauto newest;\n}", 5, "unknown auto mode"),
-            ("group g {\nhost a b;\nkey /k;\ninclude /x\n}", 5, "expected \";\" before \"}\""),
+            (
+                "\ndatabase sqlite3:///x;",
+                2,
+                "\"database\" is not supported",
+            ),
+            (
+                "group g {\nhost a;\nkey /k;\ninclude /x;\n}",
+                1,
+                "at least two hosts",
+            ),
+            (
+                "group g {\nhost a b;\nkey /k;\ninclude /x/*.conf;\n}",
+                4,
+                "wildcards",
+            ),
+            (
+                "group g {\nhost a b;\nkey /k;\ninclude /x;\nauto newest;\n}",
+                5,
+                "unknown auto mode",
+            ),
+            (
+                "group g {\nhost a b;\nkey /k;\ninclude /x\n}",
+                5,
+                "expected \";\" before \"}\"",
+            ),
             ("group g {\nhost a b;\n", 3, "unexpected end of file"),
         ] {
             let err = load(text).unwrap_err();

@@ -102,8 +102,12 @@ pub async fn run(
 
     // Peers.
     let accept = {
-        let (node, conns, shutdown, hard_stop) =
-            (node.clone(), conns.clone(), shutdown.clone(), hard_stop.clone());
+        let (node, conns, shutdown, hard_stop) = (
+            node.clone(),
+            conns.clone(),
+            shutdown.clone(),
+            hard_stop.clone(),
+        );
         tokio::spawn(async move {
             while let Some((tcp, remote)) =
                 gluu_common::accept::next(&listener, &shutdown, "gluu-fsync").await
@@ -298,9 +302,13 @@ async fn answer(node: Arc<Node>, stream: UnixStream) {
 /// The client side: send a request to the running daemon.
 pub async fn ask(state_dir: &std::path::Path, request: &Request) -> anyhow::Result<Reply> {
     let path = control_socket(state_dir);
-    let mut stream = UnixStream::connect(&path)
-        .await
-        .map_err(|e| anyhow::anyhow!("the daemon holds {} but its control socket {} does not answer: {e}", state_dir.display(), path.display()))?;
+    let mut stream = UnixStream::connect(&path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the daemon holds {} but its control socket {} does not answer: {e}",
+            state_dir.display(),
+            path.display()
+        )
+    })?;
     let mut text = serde_json::to_string(request)?;
     text.push('\n');
     stream.write_all(text.as_bytes()).await?;

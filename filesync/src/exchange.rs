@@ -104,8 +104,10 @@ fn decide(
             let winner = if mine.meta.same_content(&incoming.meta) {
                 // Only metadata differs (two nodes set up with the same files): nothing of
                 // value is lost either way; the newer mtime wins, then the left host.
-                Some(pick(tree, Auto::Younger, mine, incoming, peer, sender_initiated)
-                    .unwrap_or_else(|| left_of(tree, peer)))
+                Some(
+                    pick(tree, Auto::Younger, mine, incoming, peer, sender_initiated)
+                        .unwrap_or_else(|| left_of(tree, peer)),
+                )
             } else if state
                 .conflicts
                 .get(&incoming.path)
@@ -119,7 +121,14 @@ fn decide(
                     Winner::Local
                 })
             } else {
-                pick(tree, tree.group.auto, mine, incoming, peer, sender_initiated)
+                pick(
+                    tree,
+                    tree.group.auto,
+                    mine,
+                    incoming,
+                    peer,
+                    sender_initiated,
+                )
             };
             match winner {
                 Some(Winner::Remote) => Plan::Take {
@@ -285,7 +294,11 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                     copy: matches!(plan, Plan::Keep { .. }),
                 });
                 files.push((version, plan));
-            } else if let Plan::Take { version: v, conflict } = plan {
+            } else if let Plan::Take {
+                version: v,
+                conflict,
+            } = plan
+            {
                 match install(tree, peer, &v, None, conflict) {
                     Ok(true) => out.changed.push(v.path.clone()),
                     Ok(false) => {}
@@ -325,7 +338,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                             temp.disarm();
                             tracing::info!(group = %tree.group.name, peer, path = %offered.path, copy = %dest.display(), "kept the losing version as a conflict copy");
                         }
-                        Err(e) => tracing::warn!(copy = %dest.display(), error = %e, "cannot keep the conflict copy"),
+                        Err(e) => {
+                            tracing::warn!(copy = %dest.display(), error = %e, "cannot keep the conflict copy")
+                        }
                     }
                 }
                 Plan::Take { version, conflict } if chunks_from.is_some() => {
@@ -337,7 +352,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                     match install(tree, peer, &version, Some(temp), conflict) {
                         Ok(true) => out.changed.push(version.path.clone()),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(group = %tree.group.name, peer, path = %version.path, error = %e, "not installed"),
+                        Err(e) => {
+                            tracing::warn!(group = %tree.group.name, peer, path = %version.path, error = %e, "not installed")
+                        }
                     }
                 }
                 _ => {}
@@ -352,7 +369,8 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 p.last_exchange = Some(now_secs());
                 p.last_error = None;
             }
-            tree.save().map_err(|e| WireError::Io(std::io::Error::other(e)))?;
+            tree.save()
+                .map_err(|e| WireError::Io(std::io::Error::other(e)))?;
             conn.send(&Msg::Ack { upto }).await?;
             return Ok(out);
         }
@@ -450,7 +468,9 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
         Some(manifest) => {
             let count = size.div_ceil(CHUNK as u64);
             if manifest.len() as u64 != count || size <= CHUNKED_ABOVE {
-                return Err(WireError::Garbled("chunk list does not match the size".into()));
+                return Err(WireError::Garbled(
+                    "chunk list does not match the size".into(),
+                ));
             }
             let have = local.map(local_chunks).unwrap_or_default();
             let need: Vec<u32> = (0..count as u32)
@@ -506,7 +526,8 @@ fn local_chunks(path: &Path) -> HashMap<[u8; 32], u64> {
         if n == 0 {
             break;
         }
-        out.entry(*blake3::hash(&buf[..n]).as_bytes()).or_insert(offset);
+        out.entry(*blake3::hash(&buf[..n]).as_bytes())
+            .or_insert(offset);
         offset += n as u64;
     }
     out
@@ -530,7 +551,10 @@ fn install(
     if !matches!(still, Plan::Take { .. } | Plan::Adopt(_)) {
         return Ok(false);
     }
-    let old = state.records.get(&version.path).map(|r| r.version.meta.kind);
+    let old = state
+        .records
+        .get(&version.path)
+        .map(|r| r.version.meta.kind);
     if old == Some(Kind::File) && matches!(fsops::lstat(&local), Ok(Some((Kind::File, _)))) {
         let replaced = version.meta.kind != Kind::File || temp.is_some();
         if replaced {
@@ -655,8 +679,7 @@ async fn send_file<S: AsyncRead + AsyncWrite + Unpin>(
     if size <= CHUNKED_ABOVE {
         let mut content = Vec::with_capacity(size as usize);
         std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, size + 1), &mut content)?;
-        if content.len() as u64 != size || blake3::hash(&content).as_bytes() != &version.meta.hash
-        {
+        if content.len() as u64 != size || blake3::hash(&content).as_bytes() != &version.meta.hash {
             return conn.send(&gone).await;
         }
         conn.send(&Msg::FileHead {

@@ -106,13 +106,21 @@ pub fn describe(path: &Path, kind: Kind, stat: &Stat) -> io::Result<Meta> {
     };
     Ok(Meta {
         kind,
-        mode: if kind == Kind::Symlink { 0o777 } else { stat.mode },
+        mode: if kind == Kind::Symlink {
+            0o777
+        } else {
+            stat.mode
+        },
         uid: stat.uid,
         gid: stat.gid,
         user: user_name(stat.uid),
         group: group_name(stat.gid),
         // A symlink's own mtime is not worth a version.
-        mtime_ns: if kind == Kind::Symlink { 0 } else { stat.mtime_ns },
+        mtime_ns: if kind == Kind::Symlink {
+            0
+        } else {
+            stat.mtime_ns
+        },
         size,
         hash,
         target,
@@ -331,8 +339,14 @@ mod tests {
         }
         let rel = file.strip_prefix("/").unwrap();
         let base = backups.join(rel);
-        assert_eq!(fs::read_to_string(format!("{}.1", base.display())).unwrap(), "v3");
-        assert_eq!(fs::read_to_string(format!("{}.2", base.display())).unwrap(), "v2");
+        assert_eq!(
+            fs::read_to_string(format!("{}.1", base.display())).unwrap(),
+            "v3"
+        );
+        assert_eq!(
+            fs::read_to_string(format!("{}.2", base.display())).unwrap(),
+            "v2"
+        );
         assert!(!Path::new(&format!("{}.3", base.display())).exists());
     }
 }

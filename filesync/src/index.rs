@@ -384,8 +384,14 @@ mod tests {
     fn vector_order() {
         assert_eq!(vv(&[("a", 1)]).compare(&vv(&[("a", 1)])), Order::Equal);
         assert_eq!(vv(&[("a", 1)]).compare(&vv(&[("a", 2)])), Order::Older);
-        assert_eq!(vv(&[("a", 2), ("b", 1)]).compare(&vv(&[("a", 2)])), Order::Newer);
-        assert_eq!(vv(&[("a", 2)]).compare(&vv(&[("a", 1), ("b", 1)])), Order::Concurrent);
+        assert_eq!(
+            vv(&[("a", 2), ("b", 1)]).compare(&vv(&[("a", 2)])),
+            Order::Newer
+        );
+        assert_eq!(
+            vv(&[("a", 2)]).compare(&vv(&[("a", 1), ("b", 1)])),
+            Order::Concurrent
+        );
         let mut m = vv(&[("a", 2)]);
         m.merge(&vv(&[("a", 1), ("b", 1)]));
         assert_eq!(m, vv(&[("a", 2), ("b", 1)]));
@@ -413,8 +419,18 @@ mod tests {
         s.commit_local("a", "/x", Meta::deleted(), None);
         s.commit_local("a", "/y", Meta::deleted(), None);
         assert_eq!(s.changed_since(s.id, 1).len(), 1);
-        assert_eq!(s.changed_since(s.id ^ 1, 1).len(), 2, "a new id means everything");
-        s.peers.insert("b".into(), PeerState { acked: 1, ..Default::default() });
+        assert_eq!(
+            s.changed_since(s.id ^ 1, 1).len(),
+            2,
+            "a new id means everything"
+        );
+        s.peers.insert(
+            "b".into(),
+            PeerState {
+                acked: 1,
+                ..Default::default()
+            },
+        );
         s.collect_tombstones(&["b".into()]);
         assert!(!s.records.contains_key("/x") && s.records.contains_key("/y"));
     }

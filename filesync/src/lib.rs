@@ -51,7 +51,11 @@ pub fn keygen(path: &Path) -> std::io::Result<()> {
 /// things an admin should know (warnings).
 pub fn check(config: &Config, name: &str) -> (Vec<String>, Vec<String>) {
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-    let mine: Vec<_> = config.groups.iter().filter(|g| g.host(name).is_some()).collect();
+    let mine: Vec<_> = config
+        .groups
+        .iter()
+        .filter(|g| g.host(name).is_some())
+        .collect();
     if mine.is_empty() {
         errors.push(format!(
             "this node ({name}) is not a host of any group (set its name with -N)"

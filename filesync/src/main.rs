@@ -26,7 +26,12 @@ const EX_USAGE: u8 = 64;
 #[command(name = "gluu-fsync", version)]
 struct Cli {
     /// csync2 configuration file.
-    #[arg(short = 'c', long = "config", default_value = "/etc/csync2.cfg", global = true)]
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "/etc/csync2.cfg",
+        global = true
+    )]
     config: PathBuf,
 
     /// This node's name, as in the `host` lines (csync2 -N); default: the host name.

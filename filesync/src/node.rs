@@ -139,7 +139,9 @@ impl Node {
                         known_id,
                         since,
                         extra,
-                    } => exchange::send(&mut conn, tree, &peer.name, known_id, since, extra).await?,
+                    } => {
+                        exchange::send(&mut conn, tree, &peer.name, known_id, since, extra).await?
+                    }
                     other => return Err(WireError::Unexpected(other.name(), "an ask")),
                 }
             }
@@ -247,7 +249,11 @@ impl Node {
         };
         if let Err(e) = self.serve_requests(&mut conn, &tree, &peer).await {
             tracing::warn!(peer = %remote, node = %peer, group = %tree.group.name, error = %e, "exchange failed");
-            tree.state().peers.entry(peer.clone()).or_default().last_error = Some(e.to_string());
+            tree.state()
+                .peers
+                .entry(peer.clone())
+                .or_default()
+                .last_error = Some(e.to_string());
             if let Err(e) = tree.save() {
                 tracing::error!(group = %tree.group.name, error = %e, "cannot store the index");
             }
@@ -266,7 +272,11 @@ impl Node {
         let refuse = |reason: String| WireError::Refused(reason);
         let tree = self
             .tree(&group)
-            .ok_or_else(|| refuse(format!("{node} asked for group {group}, which this node is not in")))?
+            .ok_or_else(|| {
+                refuse(format!(
+                    "{node} asked for group {group}, which this node is not in"
+                ))
+            })?
             .clone();
         let ok = tree.peer(&node).is_some()
             && wire::mac_ok(

@@ -158,7 +158,9 @@ mod tests {
         for good in ["/a", "/a/b c/d", "%root%/x", "/a/.hidden"] {
             assert!(well_formed(good), "{good}");
         }
-        for bad in ["", "a/b", "/a/../b", "/a//b", "/a/./b", "/a/", "%r%x", "%%/a", "/a\0b", "%root/x"] {
+        for bad in [
+            "", "a/b", "/a/../b", "/a//b", "/a/./b", "/a/", "%r%x", "%%/a", "/a\0b", "%root/x",
+        ] {
             assert!(!well_formed(bad), "{bad:?}");
         }
     }

@@ -36,14 +36,14 @@ pub struct Tree {
 type Seen = (String, PathBuf, Kind, Stat);
 
 impl Tree {
-    pub fn new(
-        config: &Config,
-        group: &Group,
-        me: &str,
-        state_dir: &Path,
-    ) -> Result<Tree, String> {
-        let key = std::fs::read(&group.key_file)
-            .map_err(|e| format!("group {}: key {}: {e}", group.name, group.key_file.display()))?;
+    pub fn new(config: &Config, group: &Group, me: &str, state_dir: &Path) -> Result<Tree, String> {
+        let key = std::fs::read(&group.key_file).map_err(|e| {
+            format!(
+                "group {}: key {}: {e}",
+                group.name,
+                group.key_file.display()
+            )
+        })?;
         if key.trim_ascii().len() < 32 {
             return Err(format!(
                 "group {}: key {} is shorter than 32 characters (make one with gluu-fsync keygen)",
@@ -65,7 +65,12 @@ impl Tree {
             group: group.clone(),
             me: me.to_string(),
             roots,
-            peers: group.hosts.iter().filter(|h| h.name != me).cloned().collect(),
+            peers: group
+                .hosts
+                .iter()
+                .filter(|h| h.name != me)
+                .cloned()
+                .collect(),
             key: crate::wire::group_key(&key),
             backup_dir,
             conflict_dir: state_dir.join("conflicts").join(&group.name),
@@ -163,7 +168,10 @@ impl Tree {
             let state = self.state();
             seen.iter()
                 .filter(|(path, (_, _, stat))| {
-                    state.records.get(*path).is_none_or(|r| r.stat.as_ref() != Some(stat))
+                    state
+                        .records
+                        .get(*path)
+                        .is_none_or(|r| r.stat.as_ref() != Some(stat))
                 })
                 .map(|(path, (local, kind, stat))| (path.clone(), local.clone(), *kind, *stat))
                 .collect()
@@ -220,7 +228,12 @@ impl Tree {
         changed
     }
 
-    fn walk(&self, logical: &str, local: &Path, seen: &mut BTreeMap<String, (PathBuf, Kind, Stat)>) {
+    fn walk(
+        &self,
+        logical: &str,
+        local: &Path,
+        seen: &mut BTreeMap<String, (PathBuf, Kind, Stat)>,
+    ) {
         let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if fsops::is_temp(name) || !self.group.rules.accepts(logical) {
             return;
@@ -272,8 +285,12 @@ fn remove_temps(dir: &Path) {
             remove_temps(&path);
         } else if entry.file_name().to_str().is_some_and(fsops::is_temp) {
             match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "removed a temp file left by an interrupted transfer"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale temp file"),
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a temp file left by an interrupted transfer")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale temp file")
+                }
             }
         }
     }

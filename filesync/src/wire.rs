@@ -256,14 +256,19 @@ impl Tls {
         if !cert_path.exists() || !key_path.exists() {
             let made = rcgen::generate_simple_self_signed(vec![name.to_string()])
                 .map_err(|e| WireError::Tls(format!("cannot make a certificate: {e}")))?;
-            crate::fsops::write_durably(&key_path, made.signing_key.serialize_pem().as_bytes(), 0o600)?;
+            crate::fsops::write_durably(
+                &key_path,
+                made.signing_key.serialize_pem().as_bytes(),
+                0o600,
+            )?;
             crate::fsops::write_durably(&cert_path, made.cert.pem().as_bytes(), 0o644)?;
             tracing::info!(cert = %cert_path.display(), "made this node's TLS certificate");
         }
         let tls_error = |e: gluu_common::tls::TlsError| WireError::Tls(e.to_string());
         let certs: Vec<CertificateDer<'static>> =
             gluu_common::tls::load_certs(&cert_path).map_err(tls_error)?;
-        let key: PrivateKeyDer<'static> = gluu_common::tls::load_key(&key_path).map_err(tls_error)?;
+        let key: PrivateKeyDer<'static> =
+            gluu_common::tls::load_key(&key_path).map_err(tls_error)?;
         let provider = gluu_common::tls::provider();
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])

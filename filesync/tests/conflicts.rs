@@ -22,7 +22,13 @@ fn set_mtime(path: &std::path::Path, secs: u64) {
 
 /// Both nodes hold `f.xml` = "base"; then n2's daemon stops, n1 writes `mine` (mtime
 /// `mine_mtime`) and n2's disk gets `theirs` (mtime `theirs_mtime`) while they cannot talk.
-fn concurrent_edit(mode: &str, mine: &[u8], mine_mtime: u64, theirs: &[u8], theirs_mtime: u64) -> Cluster {
+fn concurrent_edit(
+    mode: &str,
+    mine: &[u8],
+    mine_mtime: u64,
+    theirs: &[u8],
+    theirs_mtime: u64,
+) -> Cluster {
     let mut c = Cluster::new(2, &format!("auto {mode};"));
     c.start_all();
     std::fs::write(c.path(0, "f.xml"), b"base").unwrap();
@@ -42,30 +48,94 @@ fn concurrent_edit(mode: &str, mine: &[u8], mine_mtime: u64, theirs: &[u8], thei
 }
 
 fn backups_hold(c: &Cluster, content: &[u8]) -> bool {
-    c.nodes.iter().any(|n| !find_content(&n.backup, content).is_empty())
+    c.nodes
+        .iter()
+        .any(|n| !find_content(&n.backup, content).is_empty())
 }
+
+/// (mode, n1 content, n1 mtime, n2 content, n2 mtime, n1 wins?)
+type Case = (&'static str, &'static [u8], u64, &'static [u8], u64, bool);
 
 #[test]
 fn each_auto_mode_picks_csync2s_winner_and_keeps_the_loser() {
-    // (mode, n1 content, n1 mtime, n2 content, n2 mtime, n1 wins?)
-    let cases: [(&str, &[u8], u64, &[u8], u64, bool); 7] = [
-        ("younger", b"n1 newer", 2_000_000_000, b"n2 older", 1_000_000_000, true),
-        ("older", b"n1 newer", 2_000_000_000, b"n2 older", 1_000_000_000, false),
-        ("bigger", b"n1 is the bigger one", 1_500_000_000, b"n2 small", 1_500_000_000, true),
-        ("smaller", b"n1 is the bigger one", 1_500_000_000, b"n2 small", 1_500_000_000, false),
-        ("left", b"n1 left", 1_500_000_000, b"n2 right", 1_600_000_000, true),
-        ("right", b"n1 left", 1_600_000_000, b"n2 right", 1_500_000_000, false),
+    let cases: [Case; 7] = [
+        (
+            "younger",
+            b"n1 newer",
+            2_000_000_000,
+            b"n2 older",
+            1_000_000_000,
+            true,
+        ),
+        (
+            "older",
+            b"n1 newer",
+            2_000_000_000,
+            b"n2 older",
+            1_000_000_000,
+            false,
+        ),
+        (
+            "bigger",
+            b"n1 is the bigger one",
+            1_500_000_000,
+            b"n2 small",
+            1_500_000_000,
+            true,
+        ),
+        (
+            "smaller",
+            b"n1 is the bigger one",
+            1_500_000_000,
+            b"n2 small",
+            1_500_000_000,
+            false,
+        ),
+        (
+            "left",
+            b"n1 left",
+            1_500_000_000,
+            b"n2 right",
+            1_600_000_000,
+            true,
+        ),
+        (
+            "right",
+            b"n1 left",
+            1_600_000_000,
+            b"n2 right",
+            1_500_000_000,
+            false,
+        ),
         // n2 runs the sync: it is first.
-        ("first", b"n1 waits", 1_600_000_000, b"n2 runs first", 1_500_000_000, false),
+        (
+            "first",
+            b"n1 waits",
+            1_600_000_000,
+            b"n2 runs first",
+            1_500_000_000,
+            false,
+        ),
     ];
     for (mode, mine, mine_mtime, theirs, theirs_mtime, n1_wins) in cases {
         let c = concurrent_edit(mode, mine, mine_mtime, theirs, theirs_mtime);
         let out = c.cli(1, &["sync"]);
-        assert!(out.status.success(), "{mode}: sync: {}", String::from_utf8_lossy(&out.stdout));
-        let (winner, loser) = if n1_wins { (mine, theirs) } else { (theirs, mine) };
+        assert!(
+            out.status.success(),
+            "{mode}: sync: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let (winner, loser) = if n1_wins {
+            (mine, theirs)
+        } else {
+            (theirs, mine)
+        };
         c.wait_content(0, "f.xml", winner, SOON);
         c.wait_content(1, "f.xml", winner, SOON);
-        assert!(backups_hold(&c, loser), "{mode}: the losing version is in no backup directory");
+        assert!(
+            backups_hold(&c, loser),
+            "{mode}: the losing version is in no backup directory"
+        );
     }
 }
 
@@ -73,7 +143,12 @@ fn each_auto_mode_picks_csync2s_winner_and_keeps_the_loser() {
 fn auto_none_reports_and_resolve_settles() {
     let c = concurrent_edit("none", b"n1 edit", 1_500_000_000, b"n2 edit", 1_600_000_000);
     let out = c.cli(1, &["sync"]);
-    assert_eq!(out.status.code(), Some(2), "a conflict: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a conflict: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Nothing was overwritten.
     assert_eq!(std::fs::read(c.path(0, "f.xml")).unwrap(), b"n1 edit");
     assert_eq!(std::fs::read(c.path(1, "f.xml")).unwrap(), b"n2 edit");
@@ -86,28 +161,54 @@ fn auto_none_reports_and_resolve_settles() {
 
     let f = c.path(1, "f.xml");
     let out = c.cli(1, &["resolve", "--keep", "remote", f.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = c.cli(1, &["sync"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     c.wait_content(1, "f.xml", b"n1 edit", SOON);
     assert!(backups_hold(&c, b"n2 edit"));
     let out = c.cli(1, &["conflicts"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // n1 learns that n2 took its version: in sync both ways.
     let out = c.cli(1, &["test"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn force_through_the_running_daemon_wins_everywhere() {
-    let c = concurrent_edit("none", b"n1 forced", 1_500_000_000, b"n2 edit", 1_600_000_000);
+    let c = concurrent_edit(
+        "none",
+        b"n1 forced",
+        1_500_000_000,
+        b"n2 edit",
+        1_600_000_000,
+    );
     // n1's daemon is running: force goes through its control socket.
     let root = c.nodes[0].conf.clone();
     let out = c.cli(0, &["force", "-r", root.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("forced"), "{text}");
     let out = c.cli(1, &["sync"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     c.wait_content(1, "f.xml", b"n1 forced", SOON);
     c.wait_content(0, "f.xml", b"n1 forced", SOON);
     assert!(backups_hold(&c, b"n2 edit"));
@@ -122,5 +223,8 @@ fn force_works_on_a_fresh_state() {
     let root = c.nodes[0].conf.clone();
     let out = c.cli(0, &["force", "-r", root.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("2 paths forced"), "{text}");
+    assert!(
+        out.status.success() && text.contains("2 paths forced"),
+        "{text}"
+    );
 }

@@ -27,7 +27,12 @@ fn a_write_arrives_within_a_second_and_every_kind_of_change_follows() {
     std::fs::write(&f, b"{\"v\":2}").unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     let g = c.path(1, "oxauth.json");
     wait_for(SOON, "mode and mtime on n2", || {
         let md = std::fs::metadata(&g).ok()?;
@@ -53,7 +58,11 @@ fn a_write_arrives_within_a_second_and_every_kind_of_change_follows() {
         let target = std::fs::read_link(c.path(1, "idp/link")).ok()?;
         (target == std::path::Path::new("/etc/passwd")).then_some(())
     });
-    std::fs::rename(c.path(0, "idp/metadata/sp.xml"), c.path(0, "idp/sp-renamed.xml")).unwrap();
+    std::fs::rename(
+        c.path(0, "idp/metadata/sp.xml"),
+        c.path(0, "idp/sp-renamed.xml"),
+    )
+    .unwrap();
     c.wait_content(1, "idp/sp-renamed.xml", b"<EntityDescriptor/>", SOON);
     c.wait_gone(1, "idp/metadata/sp.xml", SOON);
     std::fs::remove_dir(c.path(0, "idp/metadata")).unwrap();
@@ -73,9 +82,16 @@ fn a_write_arrives_within_a_second_and_every_kind_of_change_follows() {
     let out = c.cli(0, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "status: {text}");
-    assert!(text.contains("peer n2") && text.contains("reachable"), "{text}");
+    assert!(
+        text.contains("peer n2") && text.contains("reachable"),
+        "{text}"
+    );
     let out = c.cli(1, &["test"]);
-    assert!(out.status.success(), "test: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "test: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -93,7 +109,10 @@ fn three_nodes_and_a_node_that_was_down_catches_up() {
     let out = c.cli(0, &["status"]);
     assert_eq!(out.status.code(), Some(2), "n3 down: not in sync");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("peer n3") && text.contains("UNREACHABLE"), "{text}");
+    assert!(
+        text.contains("peer n3") && text.contains("UNREACHABLE"),
+        "{text}"
+    );
 
     c.start(2);
     c.wait_content(2, "a.xml", b"changed while n3 was down", SOON);
@@ -112,7 +131,10 @@ fn a_small_edit_to_a_large_file_moves_only_its_chunk() {
     std::fs::write(c.path(0, "big.bin"), &content).unwrap();
     c.wait_content(1, "big.bin", &content, Duration::from_secs(30));
     let before = received_bytes(&c, 1);
-    assert!(before >= size as u64, "first copy moved everything: {before}");
+    assert!(
+        before >= size as u64,
+        "first copy moved everything: {before}"
+    );
 
     // Edit one byte in place, in the middle.
     content[size / 2] ^= 0xff;

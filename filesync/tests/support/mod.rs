@@ -127,9 +127,11 @@ impl Cluster {
     /// Wait until `rel` on node `i` holds `content`.
     pub fn wait_content(&self, i: usize, rel: &str, content: &[u8], limit: Duration) {
         let path = self.path(i, rel);
-        wait_for(limit, &format!("{} to hold the new content", path.display()), || {
-            (std::fs::read(&path).ok()? == content).then_some(())
-        });
+        wait_for(
+            limit,
+            &format!("{} to hold the new content", path.display()),
+            || (std::fs::read(&path).ok()? == content).then_some(()),
+        );
     }
 
     pub fn wait_gone(&self, i: usize, rel: &str, limit: Duration) {
