@@ -206,24 +206,7 @@ impl Config {
                     let included = path.parent().unwrap_or(Path::new("/")).join(&included.0);
                     self.read(&included, stack)?;
                 }
-                "nossl" => {
-                    return Err(ConfigError::at(
-                        &place,
-                        "\"nossl\" is not supported: gluu-fsync always uses TLS 1.3",
-                    ));
-                }
-                "database" => {
-                    return Err(ConfigError::at(
-                        &place,
-                        "\"database\" is not supported: gluu-fsync keeps its own index in --state-dir",
-                    ));
-                }
-                other => {
-                    return Err(ConfigError::at(
-                        &place,
-                        format!("unknown statement \"{other}\""),
-                    ));
-                }
+                other => return Err(ConfigError::at(&place, unknown(other, ""))),
             }
         }
         stack.pop();
@@ -255,6 +238,17 @@ impl Config {
         }
         out.push_str(rest);
         Ok(PathBuf::from(out))
+    }
+}
+
+/// The error for a statement we do not take, with the reason for csync2's we know of.
+fn unknown(word: &str, within: &str) -> String {
+    match word {
+        "nossl" => "\"nossl\" is not supported: gluu-fsync always uses TLS 1.3".into(),
+        "database" => {
+            "\"database\" is not supported: gluu-fsync keeps its own index in --state-dir".into()
+        }
+        other => format!("unknown statement \"{other}\"{within}"),
     }
 }
 
@@ -382,12 +376,7 @@ fn parse_group(tokens: &mut Tokens<'_>, name: String, at: Place) -> Result<Group
                 tokens.expect("{")?;
                 group.actions.push(parse_action(tokens, place)?);
             }
-            other => {
-                return Err(ConfigError::at(
-                    &place,
-                    format!("unknown statement \"{other}\" in group"),
-                ));
-            }
+            other => return Err(ConfigError::at(&place, unknown(other, " in group"))),
         }
     }
     if group.hosts.len() < 2 {
@@ -759,9 +748,9 @@ mod tests {
     fn errors_name_the_line() {
         for (text, line, message) in [
             (
-                "group g {\nhost a b;\nkey /k;\ninclude /x;\nnossl;\n}",
+                "group g {\nhost a b;\nkey /k;\ninclude /x;\ncompare x;\n}",
                 5,
-                "unknown statement \"nossl\" in group",
+                "unknown statement \"compare\" in group",
             ),
             ("nossl * *;\n", 1, "\"nossl\" is not supported"),
             (
