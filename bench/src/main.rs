@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod fsync;
 mod lb;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +64,22 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         h2_requests: u64,
     },
+    /// gluu-fsync against csync2 on the same trees: initial sync, 10 changes, a pass with
+    /// nothing changed, and the daemon's write-to-in-place delay and idle CPU.
+    Fsync {
+        /// Small files (1-8 KB) in the initial sync.
+        #[arg(long, default_value_t = 2_000)]
+        files: usize,
+        /// 20 MB files in the initial sync.
+        #[arg(long, default_value_t = 5)]
+        big: usize,
+        /// Files in the tree for the nothing-changed pass.
+        #[arg(long, default_value_t = 10_000)]
+        idle_files: usize,
+        /// Changes timed through the daemons.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+    },
 }
 
 fn main() {
@@ -80,6 +97,12 @@ fn main() {
             idle,
             h2_requests,
         } => lb::run(seconds, rounds.max(1), idle, h2_requests),
+        Bench::Fsync {
+            files,
+            big,
+            idle_files,
+            changes,
+        } => fsync::run(files, big, idle_files, changes.max(1)),
     }
 }
 

@@ -688,22 +688,24 @@ mod tests {
         assert_eq!(group.hosts[0].port, DEFAULT_PORT);
         assert_eq!(group.roots.len(), 7);
         assert_eq!(group.roots[6], "/opt/gluu-server/etc/gluu/conf");
+        assert!(group.rules.accepts(
+            &group.roots[6],
+            "/opt/gluu-server/etc/gluu/conf/oxauth.json"
+        ));
+        assert!(!group.rules.accepts(
+            &group.roots[6],
+            "/opt/gluu-server/etc/gluu/conf/oxauth.json~"
+        ));
         assert!(
-            group
+            !group
                 .rules
-                .accepts("/opt/gluu-server/etc/gluu/conf/oxauth.json")
+                .accepts(&group.roots[6], "/opt/gluu-server/etc/gluu/conf/.hidden")
         );
         assert!(
             !group
                 .rules
-                .accepts("/opt/gluu-server/etc/gluu/conf/oxauth.json~")
+                .accepts(&group.roots[6], "/opt/gluu-server/etc/gluu/other")
         );
-        assert!(
-            !group
-                .rules
-                .accepts("/opt/gluu-server/etc/gluu/conf/.hidden")
-        );
-        assert!(!group.rules.accepts("/opt/gluu-server/etc/gluu/other"));
         assert_eq!(group.auto, Auto::None);
     }
 

@@ -228,6 +228,8 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await?;
     let mut out = Received::default();
+    // Directories files were renamed into: fsynced once each before the index records them.
+    let mut renamed_in: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
         let (id, upto, versions, more) = match conn.recv().await? {
             Msg::Offer {
@@ -299,7 +301,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 conflict,
             } = plan
             {
-                match install(tree, peer, &v, None, conflict) {
+                match install(tree, peer, &v, None, conflict, &mut renamed_in) {
                     Ok(true) => out.changed.push(v.path.clone()),
                     Ok(false) => {}
                     Err(e) => {
@@ -349,7 +351,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     drop(file);
-                    match install(tree, peer, &version, Some(temp), conflict) {
+                    match install(tree, peer, &version, Some(temp), conflict, &mut renamed_in) {
                         Ok(true) => out.changed.push(version.path.clone()),
                         Ok(false) => {}
                         Err(e) => {
@@ -361,6 +363,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         if !more {
+            for dir in std::mem::take(&mut renamed_in) {
+                File::open(&dir)?.sync_all()?;
+            }
             {
                 let mut state = tree.state();
                 let p = state.peers.entry(peer.to_string()).or_default();
@@ -541,6 +546,7 @@ fn install(
     version: &Version,
     temp: Option<Temp>,
     conflict: bool,
+    renamed_in: &mut BTreeSet<PathBuf>,
 ) -> std::io::Result<bool> {
     let (root, local) = tree
         .local(&version.path)
@@ -575,6 +581,9 @@ fn install(
             Some(temp) => {
                 fsops::commit_temp(temp.path(), &local)?;
                 temp.disarm();
+                if let Some(dir) = local.parent() {
+                    renamed_in.insert(dir.to_path_buf());
+                }
             }
             // Same content already here: only the metadata changes.
             None => {

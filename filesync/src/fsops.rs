@@ -217,7 +217,8 @@ pub fn finish_temp(file: &File, meta: &Meta) -> io::Result<()> {
     file.sync_all()
 }
 
-/// Put a finished temp file in place of `path`: rename, then fsync the directory.
+/// Put a finished temp file in place of `path` (rename). The caller fsyncs the directory
+/// (once per batch of files: [`sync_dir`]) before it records the new version anywhere.
 pub fn commit_temp(temp: &Path, path: &Path) -> io::Result<()> {
     // A directory where a file now belongs: only an empty one may go.
     if let Ok(md) = fs::symlink_metadata(path)
@@ -225,8 +226,7 @@ pub fn commit_temp(temp: &Path, path: &Path) -> io::Result<()> {
     {
         fs::remove_dir(path)?;
     }
-    fs::rename(temp, path)?;
-    sync_dir(path)
+    fs::rename(temp, path)
 }
 
 /// Create or update a directory with the version's owner, mode and mtime.
@@ -257,7 +257,8 @@ pub fn make_symlink(path: &Path, meta: &Meta) -> io::Result<()> {
     std::os::unix::fs::symlink(target, &temp)?;
     let (uid, gid) = owner_here(meta);
     let result = std::os::unix::fs::lchown(&temp, Some(uid), Some(gid))
-        .and_then(|()| commit_temp(&temp, path));
+        .and_then(|()| commit_temp(&temp, path))
+        .and_then(|()| sync_dir(path));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }

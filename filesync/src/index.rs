@@ -166,8 +166,12 @@ pub struct PeerState {
     pub received: u64,
     /// The last of our sequence numbers (of our current index id) the peer has applied.
     pub acked: u64,
-    /// Unix seconds of the last exchange that completed, and the last failure.
+    /// Unix seconds of the last exchange that completed, and the last failure: what the
+    /// running daemon reports, not stored (an index write per exchange would cost an fsync
+    /// for nothing when nothing changed).
+    #[serde(skip)]
     pub last_exchange: Option<u64>,
+    #[serde(skip)]
     pub last_error: Option<String>,
 }
 
@@ -242,15 +246,22 @@ impl GroupState {
         postcard::from_bytes(data).map_err(|e| damaged(&e.to_string()))
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), IndexError> {
+    /// Store the index unless it is byte for byte what `last` says was stored; returns the
+    /// checksum of what is stored now.
+    pub fn save(&self, path: &Path, last: Option<[u8; 32]>) -> Result<[u8; 32], IndexError> {
         let data = postcard::to_allocvec(self)
             .map_err(|e| IndexError::Write(path.to_path_buf(), std::io::Error::other(e)))?;
+        let sum = *blake3::hash(&data).as_bytes();
+        if last == Some(sum) {
+            return Ok(sum);
+        }
         let mut bytes = Vec::with_capacity(MAGIC.len() + data.len() + 32);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&data);
-        bytes.extend_from_slice(blake3::hash(&data).as_bytes());
+        bytes.extend_from_slice(&sum);
         fsops::write_durably(path, &bytes, 0o600)
-            .map_err(|e| IndexError::Write(path.to_path_buf(), e))
+            .map_err(|e| IndexError::Write(path.to_path_buf(), e))?;
+        Ok(sum)
     }
 
     /// Record a new version of `path` made here: next sequence number, our counter bumped.
@@ -403,8 +414,13 @@ mod tests {
         let path = dir.path().join("g.index");
         let mut state = GroupState::load(&path).unwrap();
         state.commit_local("a", "/x", Meta::deleted(), None);
-        state.save(&path).unwrap();
+        let sum = state.save(&path, None).unwrap();
         assert_eq!(GroupState::load(&path).unwrap(), state);
+        // Unchanged: not written again.
+        std::fs::remove_file(&path).unwrap();
+        state.save(&path, Some(sum)).unwrap();
+        assert!(!path.exists());
+        state.save(&path, None).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 40;
         bytes[last] ^= 1;

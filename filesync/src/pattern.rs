@@ -77,15 +77,20 @@ impl Rules {
             .map(|(include, _)| *include)
     }
 
-    /// Whether `path` is replicated: included by the last rule matching it, and no directory
-    /// above it that some rule matches is excluded.
-    pub fn accepts(&self, path: &str) -> bool {
-        if self.verdict(path) != Some(true) {
-            return false;
-        }
-        ancestors(path)
-            .skip(1)
-            .all(|dir| self.verdict(dir) != Some(false))
+    /// Whether `path`, under the include root `root`, is replicated: included by the last
+    /// rule matching it, and no directory between it and the root is excluded (what is
+    /// above the root is the admin's business: a root under a hidden directory is fine).
+    pub fn accepts(&self, root: &str, path: &str) -> bool {
+        self.verdict(path) == Some(true)
+            && ancestors(path)
+                .skip(1)
+                .take_while(|dir| dir.len() >= root.len())
+                .all(|dir| self.verdict(dir) != Some(false))
+    }
+
+    /// [`Rules::accepts`] for a path whose directories are already known to be accepted.
+    pub fn accepts_here(&self, path: &str) -> bool {
+        self.verdict(path) == Some(true)
     }
 
     /// For action patterns: whether any rule matches (actions have no exclusions).
@@ -142,15 +147,22 @@ mod tests {
             (false, "/etc/gluu/secret"),
             (true, "/etc/gluu/secret/public.pem"),
         ]);
-        assert!(r.accepts("/etc/gluu"));
-        assert!(r.accepts("/etc/gluu/a/b.json"));
-        assert!(!r.accepts("/etc/gluu/a/b.json~"));
-        assert!(!r.accepts("/etc/gluu/.git/config"), "under an excluded dir");
-        assert!(!r.accepts("/etc/gluuish"));
-        assert!(!r.accepts("/etc"));
-        assert!(!r.accepts("/etc/gluu/secret/x"));
+        assert!(r.accepts("/etc/gluu", "/etc/gluu"));
+        assert!(r.accepts("/etc/gluu", "/etc/gluu/a/b.json"));
+        assert!(!r.accepts("/etc/gluu", "/etc/gluu/a/b.json~"));
+        assert!(
+            !r.accepts("/etc/gluu", "/etc/gluu/.git/config"),
+            "under an excluded dir"
+        );
+        assert!(!r.accepts("/etc/gluuish", "/etc/gluuish"));
+        assert!(!r.accepts("/etc", "/etc"));
+        assert!(!r.accepts("/etc/gluu", "/etc/gluu/secret/x"));
         // Included by the last rule, but its directory is excluded: csync2 never gets there.
-        assert!(!r.accepts("/etc/gluu/secret/public.pem"));
+        // Above the root, nothing is checked.
+        let hidden = rules(&[(true, "/home/u/.config/gluu"), (false, ".*")]);
+        assert!(hidden.accepts("/home/u/.config/gluu", "/home/u/.config/gluu/a"));
+        assert!(!hidden.accepts("/home/u/.config/gluu", "/home/u/.config/gluu/.a/b"));
+        assert!(!r.accepts("/etc/gluu", "/etc/gluu/secret/public.pem"));
     }
 
     #[test]

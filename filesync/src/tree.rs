@@ -30,6 +30,8 @@ pub struct Tree {
     /// File content bytes received from peers since start (chunks copied locally excluded).
     pub bytes_in: AtomicU64,
     state: Mutex<GroupState>,
+    /// Checksum of the index as last stored (also serialises saves).
+    saved: Mutex<Option<[u8; 32]>>,
 }
 
 /// A file found by a scan: logical path, path here, what lstat said.
@@ -77,6 +79,7 @@ impl Tree {
             state_file,
             bytes_in: AtomicU64::new(0),
             state: Mutex::new(state),
+            saved: Mutex::new(None),
         })
     }
 
@@ -84,9 +87,13 @@ impl Tree {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Store the index if it changed since it was last stored.
     pub fn save(&self) -> Result<(), IndexError> {
-        let state = self.state().clone();
-        state.save(&self.state_file)
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the index lock: no copy of a large index, and a write takes milliseconds.
+        let state = self.state();
+        *saved = Some(state.save(&self.state_file, *saved)?);
+        Ok(())
     }
 
     pub fn peer(&self, name: &str) -> Option<&Host> {
@@ -117,11 +124,14 @@ impl Tree {
     /// Where a logical path lives here, with the root it is under; `None` if it is not a
     /// path this group replicates (malformed, outside every include, excluded).
     pub fn local(&self, logical: &str) -> Option<(&Path, PathBuf)> {
-        if !pattern::well_formed(logical) || !self.group.rules.accepts(logical) {
+        if !pattern::well_formed(logical) {
             return None;
         }
         self.roots.iter().find_map(|(root, local_root)| {
             let rest = logical.strip_prefix(root.as_str())?;
+            if !self.group.rules.accepts(root, logical) {
+                return None;
+            }
             if rest.is_empty() {
                 Some((local_root.as_path(), local_root.clone()))
             } else {
@@ -235,7 +245,9 @@ impl Tree {
         seen: &mut BTreeMap<String, (PathBuf, Kind, Stat)>,
     ) {
         let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if fsops::is_temp(name) || !self.group.rules.accepts(logical) {
+        // The directories above were accepted on the way down: only this entry's own rule
+        // is left to check.
+        if fsops::is_temp(name) || !self.group.rules.accepts_here(logical) {
             return;
         }
         let (kind, stat) = match fsops::lstat(local) {
