@@ -50,8 +50,10 @@ pub async fn run(node: &Node, request: Request) -> Reply {
         Request::Sync { dry_run: true } => compare(node, &[], true).await,
         Request::Test { paths } => compare(node, &paths, false).await,
         Request::Status => status(node).await,
-        Request::Force { paths, recursive } => force(node, &paths, recursive),
-        Request::Resolve { path, keep_remote } => resolve(node, &path, keep_remote),
+        Request::Force { paths, recursive } => force(node, &paths, recursive).unwrap_or_else(|e| e),
+        Request::Resolve { path, keep_remote } => {
+            resolve(node, &path, keep_remote).unwrap_or_else(|e| e)
+        }
         Request::Conflicts => conflicts(node),
     }
 }
@@ -286,7 +288,17 @@ fn named(tree: &Tree, path: &std::path::Path, recursive: bool) -> Vec<String> {
         .collect()
 }
 
-fn force(node: &Node, paths: &[PathBuf], recursive: bool) -> Reply {
+/// A failure to store the index, as a reply.
+impl From<crate::index::IndexError> for Reply {
+    fn from(e: crate::index::IndexError) -> Reply {
+        Reply {
+            code: FAILED,
+            output: format!("{e}\n"),
+        }
+    }
+}
+
+fn force(node: &Node, paths: &[PathBuf], recursive: bool) -> Result<Reply, Reply> {
     let mut out = String::new();
     let mut forced = 0;
     for tree in &node.trees {
@@ -312,25 +324,20 @@ fn force(node: &Node, paths: &[PathBuf], recursive: bool) -> Reply {
             }
         }
         drop(state);
-        if let Err(e) = tree.save() {
-            return Reply {
-                code: FAILED,
-                output: e.to_string(),
-            };
-        }
+        tree.save()?;
     }
     node.kick();
     let _ = writeln!(
         out,
         "{forced} paths forced: they win their next conflict on every peer"
     );
-    Reply {
+    Ok(Reply {
         code: if forced > 0 { IN_SYNC } else { FAILED },
         output: out,
-    }
+    })
 }
 
-fn resolve(node: &Node, path: &std::path::Path, keep_remote: bool) -> Reply {
+fn resolve(node: &Node, path: &std::path::Path, keep_remote: bool) -> Result<Reply, Reply> {
     for tree in &node.trees {
         let Some(logical) = tree.logical(path) else {
             continue;
@@ -355,22 +362,17 @@ fn resolve(node: &Node, path: &std::path::Path, keep_remote: bool) -> Reply {
             )
         };
         drop(state);
-        if let Err(e) = tree.save() {
-            return Reply {
-                code: FAILED,
-                output: e.to_string(),
-            };
-        }
+        tree.save()?;
         node.kick();
-        return Reply {
+        return Ok(Reply {
             code: IN_SYNC,
             output,
-        };
+        });
     }
-    Reply {
+    Err(Reply {
         code: FAILED,
         output: format!("no conflict recorded for {}\n", path.display()),
-    }
+    })
 }
 
 fn conflicts(node: &Node) -> Reply {
