@@ -240,7 +240,8 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             } if versions.len() <= OFFER_BATCH => (id, upto, versions, more),
             other => return Err(WireError::Unexpected(other.name(), "an offer")),
         };
-        let mut fetch: Vec<(Version, Plan)> = Vec::new();
+        // Each with whether its content must be fetched (decided under the same lock).
+        let mut fetch: Vec<(Version, Plan, bool)> = Vec::new();
         {
             let mut state = tree.state();
             for version in versions {
@@ -273,10 +274,13 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                         tracing::info!(group = %tree.group.name, peer, path = %version.path, "conflict settled: the version here wins");
                         state.supersede(&tree.me, &version.path, merged);
                         if copy {
-                            fetch.push((version, plan));
+                            fetch.push((version, plan, true));
                         }
                     }
-                    Plan::Take { .. } => fetch.push((version, plan)),
+                    Plan::Take { version: ref v, .. } => {
+                        let needs_content = v.meta.kind == Kind::File && !has_content(&state, v);
+                        fetch.push((version, plan, needs_content));
+                    }
                 }
             }
         }
@@ -284,12 +288,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         // now; files are asked for.
         let mut wants = Vec::new();
         let mut files = Vec::new();
-        for (version, plan) in fetch {
-            let needs_content = match &plan {
-                Plan::Keep { .. } => true,
-                Plan::Take { version: v, .. } => v.meta.kind == Kind::File && !has_content(tree, v),
-                _ => false,
-            };
+        for (version, plan, needs_content) in fetch {
             if needs_content {
                 wants.push(Want {
                     path: version.path.clone(),
@@ -383,8 +382,8 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Whether the file here already has this version's content (then only metadata changes).
-fn has_content(tree: &Tree, version: &Version) -> bool {
-    tree.state()
+fn has_content(state: &GroupState, version: &Version) -> bool {
+    state
         .records
         .get(&version.path)
         .is_some_and(|r| r.version.meta.same_content(&version.meta) && r.stat.is_some())
@@ -633,6 +632,7 @@ pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let last = batches.len() - 1;
     for (n, batch) in batches.into_iter().enumerate() {
+        let offered: HashMap<&str, &Version> = batch.iter().map(|v| (v.path.as_str(), v)).collect();
         conn.send(&Msg::Offer {
             id,
             upto,
@@ -645,7 +645,7 @@ pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
             other => return Err(WireError::Unexpected(other.name(), "wants")),
         };
         for item in items {
-            let Some(version) = batch.iter().find(|v| v.path == item.path) else {
+            let Some(version) = offered.get(item.path.as_str()) else {
                 return Err(WireError::Garbled(format!(
                     "asked for {} which was not offered",
                     item.path

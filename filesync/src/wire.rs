@@ -92,7 +92,7 @@ pub enum WireError {
     #[error("peer sent an unreadable message: {0}")]
     Garbled(String),
     #[error("peer sent {0} where {1} was expected")]
-    Unexpected(String, &'static str),
+    Unexpected(&'static str, &'static str),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("refused: {0}")]
@@ -175,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Ok(msg)
             }
-            (TAG_DATA, _) => Err(WireError::Unexpected("data".into(), "a message")),
+            (TAG_DATA, _) => Err(WireError::Unexpected("data", "a message")),
             (tag, _) => Err(WireError::Garbled(format!("unknown frame tag {tag}"))),
         }
     }
@@ -183,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub async fn recv_data(&mut self) -> Result<Vec<u8>, WireError> {
         match self.read_frame(MAX_DATA).await? {
             (TAG_DATA, body) => Ok(body),
-            (TAG_MESSAGE, _) => Err(WireError::Unexpected("a message".into(), "data")),
+            (TAG_MESSAGE, _) => Err(WireError::Unexpected("a message", "data")),
             (tag, _) => Err(WireError::Garbled(format!("unknown frame tag {tag}"))),
         }
     }
@@ -204,13 +204,20 @@ async fn timed<T>(
 
 impl Msg {
     /// For error messages: the variant's name.
-    pub fn name(&self) -> String {
-        let debug = format!("{self:?}");
-        debug
-            .split([' ', '{', '('])
-            .next()
-            .unwrap_or_default()
-            .to_string()
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello { .. } => "Hello",
+            Msg::Welcome { .. } => "Welcome",
+            Msg::Refused { .. } => "Refused",
+            Msg::Push => "Push",
+            Msg::Ask { .. } => "Ask",
+            Msg::Offer { .. } => "Offer",
+            Msg::Wants { .. } => "Wants",
+            Msg::FileHead { .. } => "FileHead",
+            Msg::Need { .. } => "Need",
+            Msg::Ack { .. } => "Ack",
+            Msg::Bye => "Bye",
+        }
     }
 }
 
