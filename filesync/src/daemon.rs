@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::action;
 use crate::commands::{self, Reply, Request};
-use crate::config::Host;
+use crate::config::{Config, Host};
 use crate::fsops;
 use crate::node::Node;
 use crate::tree::Tree;
@@ -87,13 +87,30 @@ async fn scan(node: &Arc<Node>, under: Option<Vec<PathBuf>>) -> Vec<(Arc<Tree>, 
     out
 }
 
+/// Why [`run`] returned.
+#[derive(Debug)]
+pub enum Exit {
+    /// `shutdown` was cancelled.
+    Stopped,
+    /// SIGHUP with a configuration that checks out: run again with it.
+    Reload(Box<Config>),
+}
+
+/// Serve, watch and push until `shutdown` is cancelled, or until a message on `reload`
+/// brings a configuration from `load` that passes the checks of `-t` (one that does not is
+/// logged and the daemon carries on as it was). Either way the indexes are stored and the
+/// exchanges in flight finish first; the listeners stay open for the next run.
 pub async fn run(
     node: Arc<Node>,
-    listener: TcpListener,
-    control: UnixListener,
-    shutdown: CancellationToken,
-    options: Options,
-) -> anyhow::Result<()> {
+    listener: Arc<TcpListener>,
+    control: Arc<UnixListener>,
+    shutdown: &CancellationToken,
+    reload: &mut mpsc::Receiver<()>,
+    load: &dyn Fn() -> Result<Config, String>,
+    options: &Options,
+) -> anyhow::Result<Exit> {
+    // Everything this run started stops with it; a stop of the daemon stops it too.
+    let shutdown = &shutdown.child_token();
     for tree in &node.trees {
         tree.clean_temps();
     }
@@ -200,11 +217,22 @@ pub async fn run(
     );
     gluu_common::notify::ready("watching and serving");
 
+    let mut exit = Exit::Stopped;
     let mut rescan = tokio::time::interval(options.rescan);
     rescan.tick().await;
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(()) = reload.recv() => match load() {
+                Ok(config) => {
+                    exit = Exit::Reload(Box::new(config));
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!("{e}; keeping the running configuration");
+                    continue;
+                }
+            },
             _ = rescan.tick() => None,
             event = events.recv() => event,
         };
@@ -230,7 +258,11 @@ pub async fn run(
         }
     }
 
-    gluu_common::notify::stopping();
+    match exit {
+        Exit::Stopped => gluu_common::notify::stopping(),
+        Exit::Reload(_) => gluu_common::notify::reloading(),
+    }
+    shutdown.cancel();
     drop(watcher);
     accept.abort();
     links.close();
@@ -241,7 +273,7 @@ pub async fn run(
             tracing::error!(group = %tree.group.name, error = %e, "cannot store the index");
         }
     }
-    Ok(())
+    Ok(exit)
 }
 
 /// Keep one peer up to date: an exchange now, then after every kick; on failure, retry with

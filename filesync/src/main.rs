@@ -201,26 +201,83 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
             let Some(_lock) = lock(state_dir)? else {
                 anyhow::bail!("another gluu-fsync daemon holds {}", state_dir.display());
             };
-            let node = Node::open(config, name, state_dir).map_err(anyhow::Error::msg)?;
-            let listen = listen.unwrap_or(node.listen);
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+            let mut node =
+                Node::open(config.clone(), name, state_dir).map_err(anyhow::Error::msg)?;
+            let mut listener = Arc::new(
+                tokio::net::TcpListener::bind(listen.unwrap_or(node.listen))
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {}", listen.unwrap_or(node.listen))
+                    })?,
+            );
             tracing::info!("listening on {}", listener.local_addr()?);
             let socket = daemon::control_socket(state_dir);
             let _ = std::fs::remove_file(&socket);
-            let control = tokio::net::UnixListener::bind(&socket)
-                .with_context(|| format!("control socket {}", socket.display()))?;
+            let control = Arc::new(
+                tokio::net::UnixListener::bind(&socket)
+                    .with_context(|| format!("control socket {}", socket.display()))?,
+            );
             let shutdown = CancellationToken::new();
             let logs = _log.clone();
-            signal::install(shutdown.clone(), move || logs.clone().into_iter().collect())?;
+            let mut reload =
+                signal::install(shutdown.clone(), move || logs.clone().into_iter().collect())?;
+            let load = || {
+                let config = Config::load(&config.file).map_err(|e| e.to_string())?;
+                let (errors, _) = gluu_fsync::check(&config, name);
+                match errors.is_empty() {
+                    true => Ok(config),
+                    false => Err(format!("{}: {}", config.file.display(), errors.join("; "))),
+                }
+            };
             let options = Options {
                 debounce: Duration::from_millis(debounce_ms),
                 max_delay: Duration::from_millis(max_delay_ms.max(debounce_ms)),
                 rescan: Duration::from_secs(rescan_secs.max(1)),
                 ..Options::default()
             };
-            daemon::run(Arc::new(node), listener, control, shutdown, options).await?;
+            let mut running = config.clone();
+            loop {
+                let exit = daemon::run(
+                    Arc::new(node),
+                    listener.clone(),
+                    control.clone(),
+                    &shutdown,
+                    &mut reload,
+                    &load,
+                    &options,
+                )
+                .await?;
+                let daemon::Exit::Reload(new) = exit else {
+                    break;
+                };
+                // The old run stored its indexes; open them again with the new groups. A
+                // configuration that cannot be opened (an address that no longer resolves)
+                // leaves the previous one running.
+                node = match Node::open(*new.clone(), name, state_dir) {
+                    Ok(node) => {
+                        running = *new;
+                        tracing::info!("reloaded {}", running.file.display());
+                        node
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}; keeping the running configuration");
+                        Node::open(running.clone(), name, state_dir).map_err(anyhow::Error::msg)?
+                    }
+                };
+                let wanted = listen.unwrap_or(node.listen);
+                if wanted != listener.local_addr()? {
+                    match tokio::net::TcpListener::bind(wanted).await {
+                        Ok(l) => {
+                            tracing::info!("listening on {wanted}");
+                            listener = Arc::new(l);
+                        }
+                        Err(e) => tracing::error!(
+                            "cannot listen on {wanted}: {e}; still listening on {}",
+                            listener.local_addr()?
+                        ),
+                    }
+                }
+            }
             let _ = std::fs::remove_file(&socket);
             return Ok(0);
         }

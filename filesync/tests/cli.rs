@@ -1,8 +1,11 @@
 //! The command line: `-t` on the guide's csync2.cfg (paths changed) and on broken files,
-//! `keygen`, and `--version`.
+//! `keygen`, `--version`, and a running daemon's SIGHUP reload and sd_notify messages.
+
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gluu-fsync");
 
@@ -72,4 +75,60 @@ fn config_test_on_the_guides_file_and_on_errors() {
 fn version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("gluu-fsync "));
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_a_broken_file_changes_nothing() {
+    let mut c = support::Cluster::new(2, "");
+    let notify = gluu_testkit::NotifySocket::bind(c.dir.path());
+    let limit = Duration::from_secs(10);
+    c.start_with_env(
+        0,
+        &[
+            ("NOTIFY_SOCKET", notify.path.as_os_str()),
+            ("WATCHDOG_USEC", "200000".as_ref()),
+        ],
+    );
+    c.start(1);
+    notify.wait_for("READY=1", limit);
+    assert_eq!(notify.recv(limit).trim_end(), "WATCHDOG=1");
+    let hup = |c: &support::Cluster| {
+        let pid = c.nodes[0].proc.as_ref().expect("running").pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP");
+    };
+
+    std::fs::write(c.path(0, "before.log"), b"one").unwrap();
+    c.wait_content(1, "before.log", b"one", limit);
+
+    // *.log excluded from now on: a new one stays here, a plain file still goes.
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    std::fs::write(
+        &c.config,
+        text.replace("exclude *~ .*;", "exclude *~ .* *.log;"),
+    )
+    .unwrap();
+    hup(&c);
+    notify.wait_for("RELOADING=1", limit);
+    notify.wait_for("READY=1", limit);
+    c.log_line(0, "reloaded", limit);
+    std::fs::write(c.path(0, "after.log"), b"two").unwrap();
+    std::fs::write(c.path(0, "after.txt"), b"three").unwrap();
+    c.wait_content(1, "after.txt", b"three", limit);
+    assert!(!c.path(1, "after.log").exists());
+
+    // A file that does not load: logged with its place, the running configuration stays.
+    std::fs::write(&c.config, format!("{text}bogus;\n")).unwrap();
+    hup(&c);
+    let line = c.log_line(0, "keeping the running configuration", limit);
+    assert!(line.contains("csync2.cfg:"), "{line}");
+    std::fs::write(c.path(0, "still.log"), b"four").unwrap();
+    std::fs::write(c.path(0, "still.txt"), b"five").unwrap();
+    c.wait_content(1, "still.txt", b"five", limit);
+    assert!(!c.path(1, "still.log").exists());
+    // Still fed after all that.
+    notify.wait_for("WATCHDOG=1", limit);
 }

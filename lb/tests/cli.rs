@@ -1,5 +1,6 @@
 //! The `gluu-lb` binary: `-t` on the guide's file (its two warnings), errors with file and
-//! line and exit 64, running with `-c`, `-s reload` and `-s stop` through the pid file.
+//! line and exit 64, running with `-c`, `-s reload` and `-s stop` through the pid file, with
+//! READY/RELOADING/STOPPING and watchdog pings to systemd.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use gluu_testkit::{Cert, Proc, wait_for};
+use gluu_testkit::{Cert, NotifySocket, Proc, wait_for};
 
 fn lb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gluu-lb"))
@@ -85,11 +86,22 @@ fn errors_name_file_and_line_and_exit_64() {
 }
 
 #[test]
-fn runs_reloads_and_stops_through_the_pid_file() {
+fn runs_reloads_and_stops_through_the_pid_file_telling_systemd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = guide(dir.path());
-    let mut proc = Proc::spawn(lb().arg("-c").arg(&path));
+    let notify = NotifySocket::bind(dir.path());
+    let limit = Duration::from_secs(20);
+    let mut proc = Proc::spawn(
+        lb().arg("-c")
+            .arg(&path)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "200000"),
+    );
     proc.wait_line("listening on", Duration::from_secs(20));
+    notify.wait_for("READY=1", limit);
+    for _ in 0..3 {
+        assert_eq!(notify.recv(limit).trim_end(), "WATCHDOG=1");
+    }
     let pid_file = dir.path().join("gluu-lb.pid");
     wait_for(Duration::from_secs(5), "the pid file", || {
         std::fs::read_to_string(&pid_file)
@@ -103,12 +115,15 @@ fn runs_reloads_and_stops_through_the_pid_file() {
         .expect("run");
     assert!(ok.success());
     proc.wait_line("reloaded", Duration::from_secs(10));
+    notify.wait_for("RELOADING=1", limit);
+    notify.wait_for("READY=1", limit);
     let ok = lb()
         .args(["-s", "stop", "-c"])
         .arg(&path)
         .status()
         .expect("run");
     assert!(ok.success());
+    notify.wait_for("STOPPING=1", limit);
     let status = wait_for(Duration::from_secs(10), "gluu-lb to exit", || {
         proc.child.try_wait().ok().flatten()
     });

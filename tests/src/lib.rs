@@ -451,6 +451,49 @@ impl Drop for Proc {
     }
 }
 
+/// systemd's notification socket, as a test sees it: spawn a daemon with
+/// `NOTIFY_SOCKET=path` (and `WATCHDOG_USEC` to ask for watchdog pings) and read what it says.
+#[derive(Debug)]
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: std::os::unix::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket { path, sock }
+    }
+
+    /// The next notification; panics after `limit` without one.
+    pub fn recv(&self, limit: Duration) -> String {
+        self.sock.set_read_timeout(Some(limit)).expect("timeout");
+        let mut buf = [0u8; 4096];
+        let n = self
+            .sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification within {limit:?}: {e}"));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Reads notifications until one contains `needle`, within `limit`.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no notification with {needle:?} within {limit:?}"
+            );
+            let got = self.recv(left);
+            if got.contains(needle) {
+                return got;
+            }
+        }
+    }
+}
+
 /// Which of the guide's two stunnel files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {

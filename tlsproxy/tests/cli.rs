@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gluu_testkit::{Cert, Proc, Redis, Side, free_port, guide_conf, wait_for};
+use gluu_testkit::{Cert, NotifySocket, Proc, Redis, Side, free_port, guide_conf, wait_for};
 
 /// What every test starts from: its own directory, a real Redis with `requirepass`, and
 /// the guide's shared `secureredis.pem`.
@@ -387,33 +387,32 @@ fn setuid_and_setgid_drop_root_after_binding() {
 }
 
 #[test]
-fn sd_notify_ready_reloading_stopping() {
+fn sd_notify_ready_watchdog_reloading_stopping() {
     let Site { dir, redis, cert } = site();
     let conf = write(
         dir.path(),
         "t.conf",
         &guide_server(&cert.combined, 0, redis.addr(), &dir.path().join("p")),
     );
-    let sock_path = dir.path().join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let recv = || {
-        let mut buf = [0u8; 1024];
-        let n = sock.recv(&mut buf).expect("a notification");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
-    let p = Proc::spawn(bin().arg(&conf).env("NOTIFY_SOCKET", &sock_path));
-    assert!(recv().contains("READY=1"));
-    kill("HUP", p.pid());
-    let reloading = recv();
-    assert!(
-        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
-        "{reloading}"
+    let notify = NotifySocket::bind(dir.path());
+    let limit = Duration::from_secs(10);
+    let p = Proc::spawn(
+        bin()
+            .arg(&conf)
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "200000"),
     );
-    assert!(recv().contains("READY=1"));
+    assert!(notify.recv(limit).contains("READY=1"));
+    // WatchdogSec=0.2: a ping every 0.1 s; three in a row prove it keeps feeding.
+    for _ in 0..3 {
+        assert_eq!(notify.recv(limit).trim_end(), "WATCHDOG=1");
+    }
+    kill("HUP", p.pid());
+    let reloading = notify.wait_for("RELOADING=1", limit);
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    notify.wait_for("READY=1", limit);
     kill("TERM", p.pid());
-    assert!(recv().contains("STOPPING=1"));
+    notify.wait_for("STOPPING=1", limit);
 }
 
 #[test]

@@ -69,6 +69,11 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_with_env(i, &[]);
+    }
+
+    /// Start node `i`'s daemon with these extra environment variables.
+    pub fn start_with_env(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)]) {
         let node = &mut self.nodes[i];
         let mut proc = Proc::spawn(
             Command::new(BIN)
@@ -76,7 +81,8 @@ impl Cluster {
                 .arg(&self.config)
                 .args(["-N", &node.name, "--state-dir"])
                 .arg(&node.state)
-                .args(["daemon", "--rescan-secs", "30"]),
+                .args(["daemon", "--rescan-secs", "30"])
+                .envs(env.iter().copied()),
         );
         proc.wait_line("gluu-fsync ready", Duration::from_secs(30));
         node.proc = Some(proc);
