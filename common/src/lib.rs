@@ -1,10 +1,11 @@
-//! What gluu-ha's daemons share: PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
+//! What gluu-ha's daemons share: `--version` text ([`build`]), PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
 //! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]), logging
 //! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
 //! messages ([`place`]), and the small Unix chores every daemon does the same way
 //! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff).
 
 pub mod accept;
+pub mod build;
 pub mod drain;
 pub mod logging;
 pub mod metrics;

@@ -23,7 +23,7 @@ const EX_USAGE: u8 = 64;
 /// every node pushes each change to every peer within a second, over TLS 1.3, with the group
 /// key proven (never sent) and every write crash-safe.
 #[derive(Parser, Debug)]
-#[command(name = "gluu-fsync", version)]
+#[command(name = "gluu-fsync", version = gluu_common::build::VERSION)]
 struct Cli {
     /// csync2 configuration file.
     #[arg(

@@ -73,8 +73,7 @@ fn config_test_on_the_guides_file_and_on_errors() {
 
 #[test]
 fn version() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gluu-fsync "));
+    gluu_testkit::assert_version(BIN, "gluu-fsync");
 }
 
 #[test]

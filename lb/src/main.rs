@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// redirect on 80, ip_hash stickiness for /identity, failover), keeps connections to the
 /// nodes alive, and pins the nodes to the balancer's own certificate unless told otherwise.
 #[derive(Parser, Debug)]
-#[command(name = "gluu-lb", version)]
+#[command(name = "gluu-lb", version = gluu_common::build::VERSION)]
 struct Cli {
     /// nginx configuration file.
     #[arg(short = 'c', long = "conf", default_value = "/etc/nginx/nginx.conf")]

@@ -148,3 +148,8 @@ fn signal_without_a_pid_directive_says_what_to_do() {
     assert_eq!(out.status.code(), Some(64));
     assert!(err.contains("no \"pid\" directive"), "{err}");
 }
+
+#[test]
+fn version_names_the_build() {
+    gluu_testkit::assert_version(env!("CARGO_BIN_EXE_gluu-lb"), "gluu-lb");
+}

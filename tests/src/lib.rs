@@ -42,6 +42,27 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// Checks `BIN --version`: the name, the workspace version, and where the binary came from
+/// (the commit in release builds, the profile otherwise; target; compiler).
+pub fn assert_version(bin: &str, name: &str) {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let head = format!("{name} {} (", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&head), "{text}");
+    assert!(
+        text.contains(", x86_64-") || text.contains(", aarch64-"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with(')') && text.contains("rustc 1."),
+        "{text}"
+    );
+}
+
 /// A port nobody listens on right now (for programs that cannot report the port they got).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -17,7 +17,7 @@ const EX_USAGE: u8 = 64;
 /// /etc/stunnel/redis-server.conf on the Redis host, redis-client.conf on each node),
 /// pinning the peer to the certificate in `cert` unless told otherwise.
 #[derive(Parser, Debug)]
-#[command(name = "gluu-tunnel", version, args_conflicts_with_subcommands = true)]
+#[command(name = "gluu-tunnel", version = gluu_common::build::VERSION, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Check the configuration (syntax, certificates, keys) and print errors and security
     /// warnings; exit 0 only if gluu-tunnel would start with it.

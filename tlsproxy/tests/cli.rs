@@ -515,3 +515,8 @@ fn sigusr1_reopens_the_log_file_after_rotation() {
         "SIGUSR1 must not kill it"
     );
 }
+
+#[test]
+fn version_names_the_build() {
+    gluu_testkit::assert_version(env!("CARGO_BIN_EXE_gluu-tunnel"), "gluu-tunnel");
+}
