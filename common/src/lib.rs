@@ -1,4 +1,4 @@
-//! What gluu-ha's daemons share: `--version` text ([`build`]), PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
+//! What gluu-ha's daemons share: `--version` text ([`build`]), man pages ([`man`]), PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
 //! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]), logging
 //! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
 //! messages ([`place`]), and the small Unix chores every daemon does the same way
@@ -8,6 +8,7 @@ pub mod accept;
 pub mod build;
 pub mod drain;
 pub mod logging;
+pub mod man;
 pub mod metrics;
 pub mod notify;
 pub mod place;

@@ -108,6 +108,7 @@ enum Keep {
 }
 
 fn main() -> ExitCode {
+    gluu_common::man::handle::<Cli>();
     let cli = Cli::parse();
     if let Some(Command::Keygen { file }) = &cli.command {
         return match gluu_fsync::keygen(file) {

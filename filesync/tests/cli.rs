@@ -72,8 +72,22 @@ fn config_test_on_the_guides_file_and_on_errors() {
 }
 
 #[test]
-fn version() {
+fn version_and_man_pages() {
     gluu_testkit::assert_version(BIN, "gluu-fsync");
+    gluu_testkit::assert_man_pages(
+        BIN,
+        &[
+            "gluu-fsync",
+            "gluu-fsync-keygen",
+            "gluu-fsync-daemon",
+            "gluu-fsync-sync",
+            "gluu-fsync-force",
+            "gluu-fsync-test",
+            "gluu-fsync-status",
+            "gluu-fsync-conflicts",
+            "gluu-fsync-resolve",
+        ],
+    );
 }
 
 #[test]

@@ -51,6 +51,7 @@ enum Action {
 }
 
 fn main() -> ExitCode {
+    gluu_common::man::handle::<Cli>();
     let cli = Cli::parse();
     let path = cli.config;
     let config = match Config::load(&path) {

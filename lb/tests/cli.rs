@@ -150,6 +150,7 @@ fn signal_without_a_pid_directive_says_what_to_do() {
 }
 
 #[test]
-fn version_names_the_build() {
+fn version_names_the_build_and_man_pages_render() {
     gluu_testkit::assert_version(env!("CARGO_BIN_EXE_gluu-lb"), "gluu-lb");
+    gluu_testkit::assert_man_pages(env!("CARGO_BIN_EXE_gluu-lb"), &["gluu-lb"]);
 }

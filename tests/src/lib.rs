@@ -63,6 +63,48 @@ pub fn assert_version(bin: &str, name: &str) {
     );
 }
 
+/// Checks `BIN --man-pages DIR`: exactly the pages named (`gluu-fsync`, `gluu-fsync-sync`,
+/// ...), each with its sections, and each rendered by groff without a warning.
+pub fn assert_man_pages(bin: &str, pages: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin)
+        .arg("--man-pages")
+        .arg(dir.path())
+        .output()
+        .expect("run --man-pages");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut written: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    let mut wanted: Vec<String> = pages.iter().map(|p| format!("{p}.8")).collect();
+    wanted.sort();
+    assert_eq!(written, wanted);
+    let groff = require("groff");
+    for page in &written {
+        let path = dir.path().join(page);
+        let text = std::fs::read_to_string(&path).expect("read page");
+        for section in [".TH ", ".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS"] {
+            assert!(text.contains(section), "{page} has no {section}:\n{text}");
+        }
+        let render = Command::new(&groff)
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&path)
+            .output()
+            .expect("run groff");
+        let warnings = String::from_utf8_lossy(&render.stderr);
+        assert!(
+            render.status.success() && warnings.trim().is_empty(),
+            "{page}: {warnings}"
+        );
+    }
+}
+
 /// A port nobody listens on right now (for programs that cannot report the port they got).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -51,6 +51,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    gluu_common::man::handle::<Cli>();
     let cli = Cli::parse();
     if let Some(Command::Check {
         config,

@@ -517,6 +517,10 @@ fn sigusr1_reopens_the_log_file_after_rotation() {
 }
 
 #[test]
-fn version_names_the_build() {
+fn version_names_the_build_and_man_pages_render() {
     gluu_testkit::assert_version(env!("CARGO_BIN_EXE_gluu-tunnel"), "gluu-tunnel");
+    gluu_testkit::assert_man_pages(
+        env!("CARGO_BIN_EXE_gluu-tunnel"),
+        &["gluu-tunnel", "gluu-tunnel-check"],
+    );
 }
