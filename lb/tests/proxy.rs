@@ -62,7 +62,7 @@ async fn port_80_redirects_with_the_guides_host_and_the_request_uri() {
         .expect("handshake");
     tokio::spawn(conn);
     let resp = sender
-        .send_request(support::get("/identity/x?a=b"))
+        .send_request(gluu_testkit::https::get("/identity/x?a=b"))
         .await
         .expect("request");
     assert_eq!(resp.status(), StatusCode::MOVED_PERMANENTLY);
@@ -163,7 +163,7 @@ async fn http2_clients_via_alpn() {
         ))
         .body(Full::new(Bytes::new()))
         .expect("request");
-        let r = support::read(sender.send_request(req).await.expect("h2 request"))
+        let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
             .await
             .expect("read");
         assert_eq!(r.status, StatusCode::OK);
@@ -268,9 +268,9 @@ async fn connections_to_the_nodes_are_kept_alive() {
     tokio::spawn(conn);
     for _ in 0..50 {
         sender.ready().await.expect("ready");
-        let r = support::read(
+        let r = gluu_testkit::https::read(
             sender
-                .send_request(support::get("/oxauth/x"))
+                .send_request(gluu_testkit::https::get("/oxauth/x"))
                 .await
                 .expect("send"),
         )

@@ -5,6 +5,7 @@
 //! Programs are installed by `scripts/setup.sh` (the README's test command runs it); a
 //! missing one is a test failure that says so, never a silent skip.
 
+pub mod https;
 pub mod node;
 
 use std::io::{BufRead, BufReader};

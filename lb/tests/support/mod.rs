@@ -5,26 +5,21 @@
 
 #![allow(dead_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use gluu_common::verify::{PeerPolicy, PeerVerifier};
 use gluu_lb::{Balancer, Config, Control};
 use gluu_testkit::Cert;
 use gluu_testkit::node::Node;
 use http_body_util::{BodyExt, Full};
+use hyper::Request;
 use hyper::body::Bytes;
-use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-pub const HOST: &str = "loadbalancer.example.org";
+pub use gluu_testkit::https::{Client, HOST, Reply};
 
 /// The guide's file with the nodes' addresses, loopback listeners, the test certificate,
 /// a metrics listener, and `edit` applied last.
@@ -179,133 +174,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// A response, body read whole.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn node(&self) -> &str {
-        self.headers
-            .get("x-node")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// An HTTPS client that pins the balancer's certificate.
-#[derive(Clone)]
-pub struct Client {
-    tls: TlsConnector,
-    h2: TlsConnector,
-}
-
-impl Client {
-    pub fn new(cert: &Cert) -> Client {
-        let provider = gluu_common::tls::provider();
-        let pin = gluu_common::tls::load_certs(&cert.cert).expect("cert");
-        let make = |alpn: &[u8]| {
-            let verifier =
-                PeerVerifier::new(PeerPolicy::Pinned(pin.clone()), &provider).expect("verifier");
-            let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .expect("versions")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
-            c.alpn_protocols = vec![alpn.to_vec()];
-            TlsConnector::from(Arc::new(c))
-        };
-        Client {
-            tls: make(b"http/1.1"),
-            h2: make(b"h2"),
-        }
-    }
-
-    /// A TLS connection from `source` (any 127.0.0.0/8 address; `None`: the default).
-    pub async fn connect(
-        &self,
-        to: SocketAddr,
-        source: Option<IpAddr>,
-        h2: bool,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        let sock = TcpSocket::new_v4()?;
-        if let Some(ip) = source {
-            sock.bind(SocketAddr::new(ip, 0))?;
-        }
-        let tcp = sock.connect(to).await?;
-        let connector = if h2 { &self.h2 } else { &self.tls };
-        connector
-            .connect(ServerName::try_from(HOST).expect("name"), tcp)
-            .await
-    }
-
-    /// Sends one request on a new connection.
-    pub async fn send(
-        &self,
-        to: SocketAddr,
-        source: Option<IpAddr>,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Reply, String> {
-        let tls = self
-            .connect(to, source, false)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(conn);
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        read(resp).await
-    }
-
-    pub async fn get(&self, to: SocketAddr, path: &str) -> Result<Reply, String> {
-        self.send(to, None, get(path)).await
-    }
-
-    pub async fn get_from(
-        &self,
-        to: SocketAddr,
-        source: IpAddr,
-        path: &str,
-    ) -> Result<Reply, String> {
-        self.send(to, Some(source), get(path)).await
-    }
-}
-
-pub fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path)
-        .header("host", HOST)
-        .body(Full::new(Bytes::new()))
-        .expect("request")
-}
-
-pub async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Result<Reply, String> {
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok(Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
 }
 
 /// Polls `f` every 20 ms until it returns true; panics after `limit`.
