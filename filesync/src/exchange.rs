@@ -56,6 +56,8 @@ pub struct Received {
     pub refused: usize,
     /// Content bytes that crossed the wire.
     pub bytes: u64,
+    /// Local changes found on disk before any scan reported them (to push to peers).
+    pub caught_up: Vec<String>,
 }
 
 fn decide(
@@ -250,6 +252,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                     out.refused += 1;
                     continue;
                 }
+                if tree.catch_up(&mut state, &version.path) {
+                    out.caught_up.push(version.path.clone());
+                }
                 let plan = decide(tree, &state, peer, &version, sender_initiated);
                 match plan {
                     Plan::Skip => {}
@@ -301,8 +306,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             } = plan
             {
                 match install(tree, peer, &v, None, conflict, &mut renamed_in) {
-                    Ok(true) => out.changed.push(v.path.clone()),
-                    Ok(false) => {}
+                    Ok(Installed::Yes) => out.changed.push(v.path.clone()),
+                    Ok(Installed::Stale) => {}
+                    Ok(Installed::ChangedHere) => out.caught_up.push(v.path.clone()),
                     Err(e) => {
                         tracing::warn!(group = %tree.group.name, peer, path = %v.path, error = %e, "not installed")
                     }
@@ -351,8 +357,9 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     drop(file);
                     match install(tree, peer, &version, Some(temp), conflict, &mut renamed_in) {
-                        Ok(true) => out.changed.push(version.path.clone()),
-                        Ok(false) => {}
+                        Ok(Installed::Yes) => out.changed.push(version.path.clone()),
+                        Ok(Installed::Stale) => {}
+                        Ok(Installed::ChangedHere) => out.caught_up.push(version.path.clone()),
                         Err(e) => {
                             tracing::warn!(group = %tree.group.name, peer, path = %version.path, error = %e, "not installed")
                         }
@@ -537,8 +544,19 @@ fn local_chunks(path: &Path) -> HashMap<[u8; 32], u64> {
     out
 }
 
+/// What [`install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Installed {
+    Yes,
+    /// The index moved on since the decision (a scan or another peer came first).
+    Stale,
+    /// The file here was changed and no scan had seen it yet: now recorded as a local
+    /// change, and kept.
+    ChangedHere,
+}
+
 /// Put `version` in place here (with its content in `temp` for files) if the local record is
-/// still what the decision saw, and record it. Returns whether the disk changed.
+/// still what the decision saw, and record it.
 fn install(
     tree: &Tree,
     peer: &str,
@@ -546,15 +564,19 @@ fn install(
     temp: Option<Temp>,
     conflict: bool,
     renamed_in: &mut BTreeSet<PathBuf>,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Installed> {
     let (root, local) = tree
         .local(&version.path)
         .ok_or_else(|| std::io::Error::other("not a path of this group"))?;
     let mut state = tree.state();
-    // Re-decide under the lock: a local change or another peer may have come first.
+    // Re-decide under the lock: a local change (scanned or not) or another peer may have
+    // come first. A local edit found only now stays; the peer weighs it at the next exchange.
+    if tree.catch_up(&mut state, &version.path) {
+        return Ok(Installed::ChangedHere);
+    }
     let still = decide(tree, &state, peer, version, false);
     if !matches!(still, Plan::Take { .. } | Plan::Adopt(_)) {
-        return Ok(false);
+        return Ok(Installed::Stale);
     }
     let old = state
         .records
@@ -600,7 +622,7 @@ fn install(
     };
     state.commit_remote(version.clone(), stat);
     tracing::info!(group = %tree.group.name, peer, path = %version.path, kind = ?version.meta.kind, "received");
-    Ok(true)
+    Ok(Installed::Yes)
 }
 
 /// The sending side of one direction, after the receiver's `Ask`.

@@ -167,6 +167,11 @@ impl Node {
                 if !received.changed.is_empty() {
                     action::run_matching(tree, &self.config, &received.changed, false);
                 }
+                // Local edits the exchange found before the watcher did: theirs to push.
+                if !received.caught_up.is_empty() {
+                    action::run_matching(tree, &self.config, &received.caught_up, true);
+                    self.kick();
+                }
             }
             Err(e) => {
                 let mut state = tree.state();

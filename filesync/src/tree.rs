@@ -238,6 +238,47 @@ impl Tree {
         changed
     }
 
+    /// Records a change on disk that no scan has seen yet (made within the watcher's debounce
+    /// window, say), so that a version arriving from a peer is weighed against what is really
+    /// here and never installed over an edit the index does not know. Runs under the state
+    /// lock the caller holds; returns whether it recorded a local change.
+    pub fn catch_up(&self, state: &mut GroupState, logical: &str) -> bool {
+        let Some((root, local)) = self.local(logical) else {
+            return false;
+        };
+        let record = state.records.get(logical);
+        let found = match fsops::lstat(&local) {
+            Ok(found) => found,
+            Err(_) => return false,
+        };
+        let meta = match (record, found) {
+            (None, None) => return false,
+            (Some(r), None) if r.version.meta.kind == Kind::Deleted => return false,
+            // Gone without a scan noticing; a missing root is never read as deletions.
+            (Some(_), None) if root.exists() => None,
+            (Some(_), None) => return false,
+            (Some(r), Some((_, stat))) if r.stat == Some(stat) => return false,
+            (_, Some((kind, stat))) => match fsops::describe(&local, kind, &stat) {
+                Ok(meta) => Some((meta, stat)),
+                Err(_) => return false,
+            },
+        };
+        match meta {
+            None => state.commit_local(&self.me, logical, Meta::deleted(), None),
+            Some((meta, stat)) => {
+                if let Some(r) = state.records.get_mut(logical)
+                    && r.version.meta.same_as(&meta)
+                {
+                    r.stat = Some(stat);
+                    return false;
+                }
+                state.commit_local(&self.me, logical, meta, Some(stat));
+            }
+        }
+        tracing::info!(group = %self.group.name, path = %logical, "changed here before the watcher reported it: recorded before weighing a peer's version");
+        true
+    }
+
     fn walk(
         &self,
         logical: &str,

@@ -6,8 +6,9 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
+use gluu_testkit::find_content;
 use gluu_testkit::wait_for;
-use support::{Cluster, find_content};
+use support::Cluster;
 
 const SOON: Duration = Duration::from_secs(10);
 
@@ -227,4 +228,28 @@ fn force_works_on_a_fresh_state() {
         out.status.success() && text.contains("2 paths forced"),
         "{text}"
     );
+}
+
+#[test]
+fn an_edit_the_watcher_has_not_reported_yet_is_never_overwritten() {
+    // n1 looks at its own changes only 3 s after the last one, so n2's version of the same
+    // file arrives first: n1 must weigh it against what is on its disk, not its index.
+    let mut c = Cluster::new(2, "");
+    c.start_with(0, &[], &["--debounce-ms", "3000", "--max-delay-ms", "3000"]);
+    c.start(1);
+    std::fs::write(c.path(1, "f.xml"), b"base").unwrap();
+    c.wait_content(0, "f.xml", b"base", SOON);
+    std::fs::write(c.path(0, "f.xml"), b"edited on n1").unwrap();
+    std::fs::write(c.path(1, "f.xml"), b"edited on n2").unwrap();
+    for i in 0..2 {
+        wait_for(SOON, "the conflict on both nodes (auto none)", || {
+            let out = c.cli(i, &["conflicts"]);
+            (out.status.code() == Some(2) && String::from_utf8_lossy(&out.stdout).contains("f.xml"))
+                .then_some(())
+        });
+    }
+    assert_eq!(std::fs::read(c.path(0, "f.xml")).unwrap(), b"edited on n1");
+    assert_eq!(std::fs::read(c.path(1, "f.xml")).unwrap(), b"edited on n2");
+    let line = c.log_line(0, "changed here before the watcher reported it", SOON);
+    assert!(line.contains("f.xml"), "{line}");
 }
