@@ -95,12 +95,13 @@ fn sighup_reloads_the_configuration_and_a_broken_file_changes_nothing() {
     let mut c = support::Cluster::new(2, "");
     let notify = gluu_testkit::NotifySocket::bind(c.dir.path());
     let limit = Duration::from_secs(10);
-    c.start_with_env(
+    c.start_with(
         0,
         &[
             ("NOTIFY_SOCKET", notify.path.as_os_str()),
             ("WATCHDOG_USEC", "200000".as_ref()),
         ],
+        &[],
     );
     c.start(1);
     notify.wait_for("READY=1", limit);

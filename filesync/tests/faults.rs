@@ -115,7 +115,7 @@ fn a_tampered_stream_is_refused_and_nothing_is_written() {
     let line = c.log_line(0, "exchange failed", SOON);
     assert!(line.contains("n2"), "{line}");
     assert!(!c.path(0, "tampered.bin").exists());
-    assert!(support::find_content(&c.nodes[0].conf, &payload).is_empty());
+    assert!(gluu_testkit::find_content(&c.nodes[0].conf, &payload).is_empty());
 }
 
 #[tokio::test]

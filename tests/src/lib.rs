@@ -506,6 +506,25 @@ impl Proc {
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).expect("pid fits")
     }
+
+    /// A graceful stop: SIGTERM, then up to `limit` for the exit (SIGKILL after that).
+    /// Returns the exit status when it stopped by itself.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
 }
 
 impl Drop for Proc {
@@ -513,6 +532,23 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every file under `dir` whose content is `content`.
+pub fn find_content(dir: &Path, content: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(find_content(&path, content));
+        } else if std::fs::read(&path).is_ok_and(|c| c == content) {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// systemd's notification socket, as a test sees it: spawn a daemon with

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -69,11 +69,11 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
-        self.start_with_env(i, &[]);
+        self.start_with(i, &[], &[]);
     }
 
-    /// Start node `i`'s daemon with these extra environment variables.
-    pub fn start_with_env(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)]) {
+    /// Start node `i`'s daemon with these extra environment variables and daemon options.
+    pub fn start_with(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)], options: &[&str]) {
         let node = &mut self.nodes[i];
         let mut proc = Proc::spawn(
             Command::new(BIN)
@@ -82,6 +82,7 @@ impl Cluster {
                 .args(["-N", &node.name, "--state-dir"])
                 .arg(&node.state)
                 .args(["daemon", "--rescan-secs", "30"])
+                .args(options)
                 .envs(env.iter().copied()),
         );
         proc.wait_line("gluu-fsync ready", Duration::from_secs(30));
@@ -105,11 +106,7 @@ impl Cluster {
     /// A graceful stop (SIGTERM), waited for.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut proc) = self.nodes[i].proc.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(proc.pid()),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = proc.child.wait();
+            proc.terminate(Duration::from_secs(20));
         }
     }
 
@@ -155,21 +152,4 @@ impl Cluster {
             .expect("running")
             .wait_line(needle, limit)
     }
-}
-
-/// Every file under `dir` whose content is `content`.
-pub fn find_content(dir: &Path, content: &[u8]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(find_content(&path, content));
-        } else if std::fs::read(&path).is_ok_and(|c| c == content) {
-            out.push(path);
-        }
-    }
-    out
 }
