@@ -269,12 +269,12 @@ fn cluster(check_only: bool) -> Result<Walk, String> {
     println!("  daemon logs    {}/*.log", d.display());
 
     if !check_only {
-        println!("\nCtrl-C stops everything gluu-box started.");
         let (tx, rx) = mpsc::channel();
         ctrlc::set_handler(move || {
             let _ = tx.send(());
         })
         .map_err(|e| e.to_string())?;
+        println!("\nCtrl-C stops everything gluu-box started.");
         let _ = rx.recv();
     }
     println!("\nstopping");
