@@ -17,8 +17,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// How to make a key rustls accepts; part of every "unusable key" message.
 pub const REGENERATE_HINT: &str = "regenerate it with 2048+ bit RSA or ECDSA P-256, e.g.\n  \
      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
-     -subj /CN=redis -keyout key.pem -out cert.pem\n  \
-     (or -newkey rsa:3072), then `cat key.pem cert.pem > secureredis.pem`";
+     -subj /CN=HOST -keyout key.pem -out cert.pem\n  \
+     (or -newkey rsa:3072); for stunnel's one-file form: `cat key.pem cert.pem > secureredis.pem`";
 
 /// Errors from loading TLS material; each names the file it is about.
 #[derive(Debug, thiserror::Error)]
