@@ -23,7 +23,20 @@ const EX_USAGE: u8 = 64;
 /// every node pushes each change to every peer within a second, over TLS 1.3, with the group
 /// key proven (never sent) and every write crash-safe.
 #[derive(Parser, Debug)]
-#[command(name = "gluu-fsync", version = gluu_common::build::VERSION)]
+#[command(
+    name = "gluu-fsync",
+    version = gluu_common::build::VERSION,
+    after_long_help = "While a daemon runs it holds the state directory; the other commands then go \
+through its control socket (STATE/control.sock) and act on the live index.\n\n\
+Signals (daemon): SIGHUP re-reads the configuration (one that fails -t is logged and changes \
+nothing); SIGTERM and SIGINT stop (exchanges in flight get 10 s, then the index is stored); \
+SIGUSR1 reopens --log.\n\n\
+Exit codes: 0 done / in sync; 2 out of sync (differences, pending changes, conflicts); 64 the \
+configuration does not load; 1 any other error.\n\n\
+Under systemd (gluu-fsync.service): Type=notify, READY/RELOADING/STOPPING and watchdog pings; \
+this node's -N goes in /etc/default/gluu-fsync.\n\n\
+See also: docs/migrating.md and the README in the gluu-ha sources; csync2(8)."
+)]
 struct Cli {
     /// csync2 configuration file.
     #[arg(

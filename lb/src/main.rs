@@ -22,7 +22,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// redirect on 80, ip_hash stickiness for /identity, failover), keeps connections to the
 /// nodes alive, and pins the nodes to the balancer's own certificate unless told otherwise.
 #[derive(Parser, Debug)]
-#[command(name = "gluu-lb", version = gluu_common::build::VERSION)]
+#[command(
+    name = "gluu-lb",
+    version = gluu_common::build::VERSION,
+    after_long_help = "Signals: SIGHUP re-reads the configuration and certificates (listeners stay open; \
+a file that does not load keeps the running one and the error is logged); SIGTERM, SIGQUIT and \
+SIGINT stop gracefully (open requests get worker_shutdown_timeout, 30 s by default); SIGUSR1 \
+reopens the access and error logs.\n\n\
+Exit codes: 0 stopped cleanly or -t passed; 64 the configuration does not load; 1 anything else \
+(a port in use).\n\n\
+Under systemd (gluu-lb.service): Type=notify, READY/RELOADING/STOPPING and watchdog pings. \
+Metrics: the `metrics ADDRESS:PORT;` directive (http block) serves /metrics and /status.\n\n\
+See also: docs/migrating.md and the README in the gluu-ha sources; nginx(8)."
+)]
 struct Cli {
     /// nginx configuration file.
     #[arg(short = 'c', long = "conf", default_value = "/etc/nginx/nginx.conf")]

@@ -17,7 +17,20 @@ const EX_USAGE: u8 = 64;
 /// /etc/stunnel/redis-server.conf on the Redis host, redis-client.conf on each node),
 /// pinning the peer to the certificate in `cert` unless told otherwise.
 #[derive(Parser, Debug)]
-#[command(name = "gluu-tunnel", version = gluu_common::build::VERSION, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "gluu-tunnel",
+    version = gluu_common::build::VERSION,
+    args_conflicts_with_subcommands = true,
+    after_long_help = "Signals: SIGHUP re-reads the file and certificates (new connections use them; a \
+file that does not load keeps the running configuration and the error is logged); SIGTERM and \
+SIGINT stop accepting and give open connections TIMEOUTdrain; SIGUSR1 reopens the `output` \
+log.\n\n\
+Exit codes: 0 stopped cleanly or -t passed; 64 the configuration does not load; 1 anything else.\n\n\
+Under systemd: one unit per file, gluu-tunnel@NAME.service runs /etc/stunnel/NAME.conf; \
+Type=notify, READY/RELOADING/STOPPING and watchdog pings. Metrics: `metrics = ADDRESS:PORT` \
+(global).\n\n\
+See also: docs/migrating.md and the README in the gluu-ha sources; stunnel(8)."
+)]
 struct Cli {
     /// Check the configuration (syntax, certificates, keys) and print errors and security
     /// warnings; exit 0 only if gluu-tunnel would start with it.
