@@ -215,8 +215,9 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
             let Some(_lock) = lock(state_dir)? else {
                 anyhow::bail!("another gluu-fsync daemon holds {}", state_dir.display());
             };
+            let file = config.file.clone();
             let mut node =
-                Node::open(config.clone(), name, state_dir).map_err(anyhow::Error::msg)?;
+                Arc::new(Node::open(config, name, state_dir).map_err(anyhow::Error::msg)?);
             let mut listener = Arc::new(
                 tokio::net::TcpListener::bind(listen.unwrap_or(node.listen))
                     .await
@@ -236,7 +237,7 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
             let mut reload =
                 signal::install(shutdown.clone(), move || logs.clone().into_iter().collect())?;
             let load = || {
-                let config = Config::load(&config.file).map_err(|e| e.to_string())?;
+                let config = Config::load(&file).map_err(|e| e.to_string())?;
                 let (errors, _) = gluu_fsync::check(&config, name);
                 match errors.is_empty() {
                     true => Ok(config),
@@ -249,10 +250,9 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
                 rescan: Duration::from_secs(rescan_secs.max(1)),
                 ..Options::default()
             };
-            let mut running = config.clone();
             loop {
                 let exit = daemon::run(
-                    Arc::new(node),
+                    node.clone(),
                     listener.clone(),
                     control.clone(),
                     &shutdown,
@@ -267,17 +267,17 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
                 // The old run stored its indexes; open them again with the new groups. A
                 // configuration that cannot be opened (an address that no longer resolves)
                 // leaves the previous one running.
-                node = match Node::open(*new.clone(), name, state_dir) {
-                    Ok(node) => {
-                        running = *new;
-                        tracing::info!("reloaded {}", running.file.display());
-                        node
+                node = Arc::new(match Node::open(*new, name, state_dir) {
+                    Ok(fresh) => {
+                        tracing::info!("reloaded {}", file.display());
+                        fresh
                     }
                     Err(e) => {
                         tracing::error!("{e}; keeping the running configuration");
-                        Node::open(running.clone(), name, state_dir).map_err(anyhow::Error::msg)?
+                        Node::open(node.config.clone(), name, state_dir)
+                            .map_err(anyhow::Error::msg)?
                     }
-                };
+                });
                 let wanted = listen.unwrap_or(node.listen);
                 if wanted != listener.local_addr()? {
                     match tokio::net::TcpListener::bind(wanted).await {
