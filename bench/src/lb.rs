@@ -23,7 +23,7 @@ use gluu_testkit::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{median, raise_fd_limit, rss_kib, sibling};
+use crate::{cpu_ticks, median, raise_fd_limit, rss_kib, sibling};
 
 const OPENID: &str = "/oxauth/.well-known/openid-configuration";
 const IDENTITY: &str = "/identity/home.htm";
@@ -62,12 +62,33 @@ impl Target {
     }
 }
 
-/// One measurement: requests per second and, from wrk, p50 and p99 latency.
+/// One measurement: requests per second and, from wrk, p50 and p99 latency; the CPU time
+/// (user + system) the balancer's processes and the two nodes spent per request.
 #[derive(Clone, Copy, Default)]
 struct Sample {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    requests: f64,
+    balancer_us: f64,
+    nodes_us: f64,
+}
+
+/// Runs one load against `target` and charges the CPU time its processes (and this one,
+/// which runs the nodes) used to the requests served.
+fn measured(target: &Target, load: impl FnOnce() -> Sample) -> Sample {
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let own = [i32::try_from(std::process::id()).expect("pid")];
+    let pids = target.pids();
+    let (balancer, nodes) = (cpu_ticks(&pids), cpu_ticks(&own));
+    let mut s = load();
+    let per_request = |ticks: u64| ticks as f64 / ticks_per_sec * 1e6 / s.requests;
+    s.balancer_us = per_request(cpu_ticks(&pids) - balancer);
+    s.nodes_us = per_request(cpu_ticks(&own) - nodes);
+    s
 }
 
 fn parse_ms(v: &str) -> f64 {
@@ -102,10 +123,17 @@ fn wrk(url: &str, seconds: u64, close: bool) -> Sample {
             .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
             .unwrap_or_else(|| panic!("no {prefix:?} in wrk output:\n{text}"))
     };
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(f64::NAN);
     Sample {
         rps: field("Requests/sec:").parse().unwrap_or(f64::NAN),
         p50_ms: parse_ms(&field("50%")),
         p99_ms: parse_ms(&field("99%")),
+        requests,
+        ..Sample::default()
     }
 }
 
@@ -135,6 +163,7 @@ fn h2load(url: &str, requests: u64) -> Sample {
         .unwrap_or(f64::NAN);
     Sample {
         rps,
+        requests: requests as f64,
         ..Sample::default()
     }
 }
@@ -372,7 +401,7 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
         for _ in 0..rounds {
             for (i, t) in targets.iter().enumerate() {
-                samples[i].push(runner(t));
+                samples[i].push(measured(t, || runner(t)));
             }
         }
         let med: Vec<Sample> = samples
@@ -381,20 +410,24 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
                 rps: median(s.iter().map(|x| x.rps).collect()),
                 p50_ms: median(s.iter().map(|x| x.p50_ms).collect()),
                 p99_ms: median(s.iter().map(|x| x.p99_ms).collect()),
+                balancer_us: median(s.iter().map(|x| x.balancer_us).collect()),
+                nodes_us: median(s.iter().map(|x| x.nodes_us).collect()),
+                ..Sample::default()
             })
             .collect();
         let cells: Vec<String> = targets
             .iter()
             .zip(&med)
             .map(|(t, s)| {
-                if s.p50_ms > 0.0 {
-                    format!(
-                        "{} {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms",
-                        t.name, s.rps, s.p50_ms, s.p99_ms
-                    )
+                let latency = if s.p50_ms > 0.0 {
+                    format!(" p50 {:.2} ms p99 {:.2} ms", s.p50_ms, s.p99_ms)
                 } else {
-                    format!("{} {:>8.0} req/s", t.name, s.rps)
-                }
+                    String::new()
+                };
+                format!(
+                    "{} {:>8.0} req/s{latency} CPU/req {:.0} us (nodes {:.0} us)",
+                    t.name, s.rps, s.balancer_us, s.nodes_us
+                )
             })
             .collect();
         println!(

@@ -13,11 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 const EX_USAGE: u8 = 64;
 
-// glibc's malloc spent ~9% of a proxied request in malloc/free/consolidate (perf);
-// mimalloc's thread-local free lists suit a proxy's many short-lived buffers.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// TLS load balancer for a Gluu cluster: serves the guide's nginx.conf (TLS on 443, the
 /// redirect on 80, ip_hash stickiness for /identity, failover), keeps connections to the
 /// nodes alive, and pins the nodes to the balancer's own certificate unless told otherwise.
