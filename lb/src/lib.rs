@@ -27,6 +27,7 @@ use gluu_common::metrics::{Pages, SharedRegistry};
 use gluu_common::notify;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
+use rustls::server::ProducesTickets;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -40,12 +41,14 @@ pub use gluu_common::signal::Control;
 use metrics::Metrics;
 use runtime::Runtime;
 
-/// What outlives a reload: the metric families and the `worker_connections` budget.
+/// What outlives a reload: the metric families, the `worker_connections` budget and the
+/// TLS session ticket keys (a reload does not cost every client a full handshake).
 #[derive(Clone, Debug)]
 pub struct Shared {
     pub metrics: Metrics,
     /// One permit per open connection, client or node side (nginx counts both).
     pub permits: Arc<Semaphore>,
+    pub tickets: Arc<dyn ProducesTickets>,
 }
 
 /// A listening address that could not be bound.
@@ -91,10 +94,21 @@ impl Balancer {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let permits = Arc::new(Semaphore::new(config.worker_connections));
-        let rt = Runtime::build(config, &metrics)?;
+        // Stateless tickets, as nginx's `ssl_session_tickets on` (its default): reusable by
+        // a client until the key rotates (rustls: every 6 hours, 12-hour lifetime).
+        let tickets = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| GrammarError {
+            at: config.path.display().to_string(),
+            message: format!("cannot make TLS session ticket keys: {e}"),
+        })?;
+        let shared = Shared {
+            metrics,
+            permits,
+            tickets,
+        };
+        let rt = Runtime::build(config, &shared)?;
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(rt)),
-            shared: Shared { metrics, permits },
+            shared,
             registry: Arc::new(Mutex::new(registry)),
         })
     }
@@ -281,7 +295,7 @@ impl Running {
     async fn reload(&mut self) -> anyhow::Result<()> {
         let old = self.current.load_full();
         let config = Config::load(&old.config.path)?;
-        let rt = Arc::new(Runtime::build(config, &self.shared.metrics)?);
+        let rt = Arc::new(Runtime::build(config, &self.shared)?);
         for w in &rt.warnings {
             tracing::warn!("{w}");
         }

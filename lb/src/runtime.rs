@@ -12,17 +12,17 @@ use gluu_common::logging::LogFile;
 use gluu_common::tls;
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::Shared;
 use crate::config::grammar::GrammarError;
 use crate::config::location::Location;
 use crate::config::proxy::Part;
 use crate::config::server::Server;
 use crate::config::{Config, Warning};
-use crate::metrics::Metrics;
 use crate::upstream::{Group, UpstreamTls};
 
 /// How many TLS sessions the client side remembers for resumption.
@@ -111,7 +111,7 @@ fn err(at: &crate::config::grammar::Place, message: impl Into<String>) -> Gramma
 }
 
 impl Runtime {
-    pub fn build(config: Config, metrics: &Metrics) -> Result<Runtime, GrammarError> {
+    pub fn build(config: Config, shared: &Shared) -> Result<Runtime, GrammarError> {
         let provider = tls::provider();
         let mut warnings = config.warnings.clone();
         let mut keys: HashMap<usize, Arc<CertifiedKey>> = HashMap::new();
@@ -122,11 +122,11 @@ impl Runtime {
                 keys.insert(i, k);
             }
         }
-        let listeners = listeners(&config, &keys, &provider)?;
+        let listeners = listeners(&config, &keys, &provider, &shared.tickets)?;
         let groups: HashMap<String, Arc<Group>> = config
             .upstreams
             .iter()
-            .map(|u| (u.name.clone(), Arc::new(Group::new(u, metrics))))
+            .map(|u| (u.name.clone(), Arc::new(Group::new(u, &shared.metrics))))
             .collect();
         let mut tls_cache: HashMap<String, Arc<UpstreamTls>> = HashMap::new();
         let mut log_cache: HashMap<PathBuf, LogFile> = HashMap::new();
@@ -184,6 +184,7 @@ fn listeners(
     config: &Config,
     keys: &HashMap<usize, Arc<CertifiedKey>>,
     provider: &Arc<CryptoProvider>,
+    tickets: &Arc<dyn ProducesTickets>,
 ) -> Result<Vec<Listener>, GrammarError> {
     let mut out: Vec<(Listener, bool)> = Vec::new();
     for (i, s) in config.servers.iter().enumerate() {
@@ -220,7 +221,7 @@ fn listeners(
     let mut result = Vec::new();
     for (mut l, ssl) in out {
         if ssl {
-            l.tls = Some(acceptor(config, &l, keys, provider)?);
+            l.tls = Some(acceptor(config, &l, keys, provider, tickets)?);
         }
         result.push(l);
     }
@@ -232,6 +233,7 @@ fn acceptor(
     l: &Listener,
     keys: &HashMap<usize, Arc<CertifiedKey>>,
     provider: &Arc<CryptoProvider>,
+    tickets: &Arc<dyn ProducesTickets>,
 ) -> Result<TlsAcceptor, GrammarError> {
     let servers: Vec<(&Server, Arc<CertifiedKey>)> = l
         .servers
@@ -275,7 +277,12 @@ fn acceptor(
         vec![b"http/1.1".to_vec()]
     };
     sc.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    sc.ticketer = tickets.clone();
     sc.send_tls13_tickets = 1;
+    // Our order (AES-128-GCM and ChaCha20 before the SHA-384 suite, see tls::provider),
+    // not the client's: OpenSSL clients list AES-256-GCM-SHA384 first, and SHA-384's key
+    // schedule is the costliest part of a handshake here.
+    sc.ignore_client_order = true;
     Ok(TlsAcceptor::from(Arc::new(sc)))
 }
 

@@ -370,3 +370,90 @@ async fn graceful_stop_lets_a_request_finish() {
     let took = stopping.await.expect("join");
     assert!(took < Duration::from_secs(10), "drained in {took:?}");
 }
+
+/// One HTTPS request on a new connection made with `config`: how the handshake went and
+/// which suite it chose. The response is read whole, so the session ticket that follows
+/// the handshake is stored for the next connection.
+async fn handshake_with(
+    lab: &Lab,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> (rustls::HandshakeKind, rustls::SupportedCipherSuite) {
+    let tcp = tokio::net::TcpStream::connect(lab.https)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(HOST).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let session = tls.get_ref().1;
+    let seen = (
+        session.handshake_kind().expect("handshake done"),
+        session.negotiated_cipher_suite().expect("suite"),
+    );
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http handshake");
+    let driver = tokio::spawn(conn);
+    let resp = sender
+        .send_request(gluu_testkit::https::get(
+            "/oxauth/.well-known/openid-configuration",
+        ))
+        .await
+        .expect("request");
+    let reply = gluu_testkit::https::read(resp).await.expect("response");
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(sender);
+    let _ = driver.await;
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_suite() {
+    let lab = Lab::start(|t| t).await;
+    let provider = gluu_common::tls::provider();
+    let pin = gluu_common::tls::load_certs(&lab.cert.cert).expect("cert");
+    let verifier = gluu_common::verify::PeerVerifier::new(
+        gluu_common::verify::PeerPolicy::Pinned(pin),
+        &provider,
+    )
+    .expect("verifier");
+    // An OpenSSL-like client: AES-256-GCM-SHA384 first.
+    let mut openssl_order = (*provider).clone();
+    openssl_order
+        .cipher_suites
+        .sort_by_key(|s| !s.suite().as_str().is_some_and(|n| n.ends_with("SHA384")));
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(openssl_order))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = std::sync::Arc::new(config);
+
+    let (kind, suite) = handshake_with(&lab, &config).await;
+    assert_eq!(kind, rustls::HandshakeKind::Full);
+    assert_eq!(
+        suite.suite(),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        "the balancer's preference, not the client's"
+    );
+    for _ in 0..3 {
+        let (kind, _) = handshake_with(&lab, &config).await;
+        assert_eq!(kind, rustls::HandshakeKind::Resumed);
+    }
+    let text = std::fs::read_to_string(&lab.conf).expect("conf");
+    lab.reload_with(&text).await;
+    support::eventually(Duration::from_secs(5), "the reload", || async {
+        lab.metric("gluu_lb_reloads_total{result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    let (kind, _) = handshake_with(&lab, &config).await;
+    assert_eq!(
+        kind,
+        rustls::HandshakeKind::Resumed,
+        "ticket keys outlive a reload"
+    );
+}
