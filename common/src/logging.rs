@@ -1,13 +1,23 @@
-//! Logging setup shared by the daemons: human-readable lines to stderr (the journal under
-//! systemd) or appended to a file (stunnel's `output`), at the configured level, which
-//! `RUST_LOG` overrides for debugging one module. A log file is reopened on SIGUSR1, which
-//! is what Debian's logrotate configuration for stunnel sends after rotating.
+//! Logging setup shared by the daemons: human-readable lines to stderr or appended to a file
+//! (stunnel's `output`), at the configured level, which `RUST_LOG` overrides for debugging
+//! one module. Colours only on a terminal. Under systemd (stderr is the journal's stream)
+//! each line starts with its syslog priority (`<4>` for a warning) and carries no timestamp:
+//! journald adds its own, and `journalctl -p warning` then finds our warnings. A log file
+//! is reopened on SIGUSR1, which is what Debian's logrotate configuration for stunnel sends
+//! after rotating.
 
 use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::Format;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The log file, shared with the subscriber so that it can be swapped for a fresh one.
 #[derive(Clone, Debug)]
@@ -95,9 +105,60 @@ pub fn init(level: tracing::Level, output: Option<&Path>) -> std::io::Result<Opt
             let _ = builder.with_ansi(false).with_writer(log.clone()).try_init();
             Ok(Some(log))
         }
-        None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
+        None if stderr_is_journal() => {
+            let format = format::format()
+                .without_time()
+                .with_target(false)
+                .with_ansi(false);
+            let _ = builder
+                .event_format(Journald(format))
+                .with_writer(std::io::stderr)
+                .try_init();
             Ok(None)
         }
+        None => {
+            let _ = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .try_init();
+            Ok(None)
+        }
+    }
+}
+
+/// systemd sets `JOURNAL_STREAM=DEVICE:INODE` to the stream it connected stderr to
+/// (sd_journal_stream_fd(3)); it is only ours while stderr is still that stream.
+fn stderr_is_journal() -> bool {
+    let Ok(want) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    want == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// The plain line, prefixed by its syslog priority as sd-daemon(3) describes.
+struct Journald(Format<format::Full, ()>);
+
+impl<S, N> FormatEvent<S, N> for Journald
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }
