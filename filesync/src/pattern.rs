@@ -103,20 +103,22 @@ impl Rules {
 /// `%prefix%`), no empty, `.` or `..` components, no NUL, bounded length.
 pub fn well_formed(path: &str) -> bool {
     const MAX_PATH: usize = 4096;
-    let rest = if let Some(rest) = path.strip_prefix('%') {
+    let (prefixed, rest) = if let Some(rest) = path.strip_prefix('%') {
         match rest.split_once('%') {
-            Some((name, rest)) if !name.is_empty() && !name.contains('/') => rest,
+            Some((name, rest)) if !name.is_empty() && !name.contains('/') => (true, rest),
             _ => return false,
         }
     } else {
-        path
+        (false, path)
     };
-    path.len() <= MAX_PATH
-        && !path.contains('\0')
-        && rest.starts_with('/')
-        && rest[1..]
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+    // A bare `%NAME%` is the root of `include %NAME%;` itself.
+    let below = |rest: &str| {
+        rest.starts_with('/')
+            && rest[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+    };
+    path.len() <= MAX_PATH && !path.contains('\0') && ((prefixed && rest.is_empty()) || below(rest))
 }
 
 #[cfg(test)]
@@ -167,11 +169,12 @@ mod tests {
 
     #[test]
     fn wire_paths() {
-        for good in ["/a", "/a/b c/d", "%root%/x", "/a/.hidden"] {
+        for good in ["/a", "/a/b c/d", "%root%/x", "%root%", "/a/.hidden"] {
             assert!(well_formed(good), "{good}");
         }
         for bad in [
-            "", "a/b", "/a/../b", "/a//b", "/a/./b", "/a/", "%r%x", "%%/a", "/a\0b", "%root/x",
+            "", "a/b", "/a/../b", "/a//b", "/a/./b", "/a/", "%r%x", "%%/a", "%%", "/a\0b",
+            "%root/x",
         ] {
             assert!(!well_formed(bad), "{bad:?}");
         }
