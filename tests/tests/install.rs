@@ -80,7 +80,7 @@ fn install_puts_binaries_man_pages_units_and_examples_in_place() {
         let execs: Vec<&str> = unit_text
             .lines()
             .filter(|l| l.starts_with("ExecStart") || l.starts_with("ExecReload=/"))
-            .filter(|l| !l.contains("/bin/kill"))
+            .filter(|l| !l.contains("kill -HUP"))
             .collect();
         assert_eq!(execs.len(), 3, "{unit_text}");
         for line in execs {
