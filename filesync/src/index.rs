@@ -226,10 +226,14 @@ impl GroupState {
     }
 
     /// The stored index, or a new one if there is none.
-    pub fn load(path: &Path) -> Result<GroupState, IndexError> {
+    /// The stored index and its checksum (`None`: nothing stored yet), for [`Self::save`]
+    /// to skip rewriting what is already there.
+    pub fn load(path: &Path) -> Result<(GroupState, Option<[u8; 32]>), IndexError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(GroupState::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((GroupState::new(), None));
+            }
             Err(e) => return Err(IndexError::Read(path.to_path_buf(), e)),
         };
         let damaged = |why: &str| IndexError::Damaged(path.to_path_buf(), why.to_string());
@@ -239,11 +243,13 @@ impl GroupState {
         if body.len() < 32 {
             return Err(damaged("truncated"));
         }
-        let (data, sum) = body.split_at(body.len() - 32);
-        if blake3::hash(data).as_bytes() != sum {
+        let data = &body[..body.len() - 32];
+        let sum = *blake3::hash(data).as_bytes();
+        if body[body.len() - 32..] != sum {
             return Err(damaged("checksum mismatch"));
         }
-        postcard::from_bytes(data).map_err(|e| damaged(&e.to_string()))
+        let state = postcard::from_bytes(data).map_err(|e| damaged(&e.to_string()))?;
+        Ok((state, Some(sum)))
     }
 
     /// Store the index unless it is byte for byte what `last` says was stored; returns the
@@ -412,10 +418,11 @@ mod tests {
     fn save_load_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.index");
-        let mut state = GroupState::load(&path).unwrap();
+        let (mut state, none) = GroupState::load(&path).unwrap();
+        assert_eq!(none, None);
         state.commit_local("a", "/x", Meta::deleted(), None);
         let sum = state.save(&path, None).unwrap();
-        assert_eq!(GroupState::load(&path).unwrap(), state);
+        assert_eq!(GroupState::load(&path).unwrap(), (state.clone(), Some(sum)));
         // Unchanged: not written again.
         std::fs::remove_file(&path).unwrap();
         state.save(&path, Some(sum)).unwrap();

@@ -14,6 +14,9 @@ use crate::fsops;
 use crate::index::{GroupState, IndexError, Kind, Meta, Stat};
 use crate::pattern;
 
+/// A wanted directory entry on its way into a scan: logical path, local path, the entry.
+type Child = (String, PathBuf, std::fs::DirEntry);
+
 #[derive(Debug)]
 pub struct Tree {
     pub group: Group,
@@ -62,7 +65,7 @@ impl Tree {
             None => None,
         };
         let state_file = GroupState::file(state_dir, &group.name);
-        let state = GroupState::load(&state_file).map_err(|e| e.to_string())?;
+        let (state, stored) = GroupState::load(&state_file).map_err(|e| e.to_string())?;
         Ok(Tree {
             group: group.clone(),
             me: me.to_string(),
@@ -79,7 +82,7 @@ impl Tree {
             state_file,
             bytes_in: AtomicU64::new(0),
             state: Mutex::new(state),
-            saved: Mutex::new(None),
+            saved: Mutex::new(stored),
         })
     }
 
@@ -169,7 +172,9 @@ impl Tree {
                 .collect(),
         };
         for (logical, local) in starts {
-            self.walk(&logical, &local, &mut seen);
+            if self.wanted(&logical, &local) {
+                self.walk(&logical, &local, fsops::lstat(&local), true, &mut seen);
+            }
             covered.push(logical);
         }
         let mut changed = Vec::new();
@@ -279,19 +284,25 @@ impl Tree {
         true
     }
 
+    /// Whether a scan looks at this entry. The directories above were accepted on the way
+    /// down: only its own rule is left to check.
+    fn wanted(&self, logical: &str, local: &Path) -> bool {
+        let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        !fsops::is_temp(name) && self.group.rules.accepts_here(logical)
+    }
+
+    /// Records a wanted entry, given what lstat said of it, and what is below a directory.
+    /// With `fan_out`, the subtrees of a directory are walked on several threads (one per
+    /// core, at most four): a scan is mostly `statx` calls, and they run in parallel.
     fn walk(
         &self,
         logical: &str,
         local: &Path,
+        found: std::io::Result<Option<(Kind, Stat)>>,
+        fan_out: bool,
         seen: &mut BTreeMap<String, (PathBuf, Kind, Stat)>,
     ) {
-        let name = local.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        // The directories above were accepted on the way down: only this entry's own rule
-        // is left to check.
-        if fsops::is_temp(name) || !self.group.rules.accepts_here(logical) {
-            return;
-        }
-        let (kind, stat) = match fsops::lstat(local) {
+        let (kind, stat) = match found {
             Ok(Some(found)) => found,
             Ok(None) => return,
             Err(e) => {
@@ -310,12 +321,52 @@ impl Tree {
                 return;
             }
         };
-        for entry in entries.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                tracing::warn!(path = %entry.path().display(), "skipped: name is not UTF-8");
-                continue;
-            };
-            self.walk(&format!("{logical}/{name}"), &entry.path(), seen);
+        let children: Vec<Child> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    tracing::warn!(path = %entry.path().display(), "skipped: name is not UTF-8");
+                    return None;
+                };
+                let (logical, local) = (format!("{logical}/{name}"), entry.path());
+                self.wanted(&logical, &local)
+                    .then_some((logical, local, entry))
+            })
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if !fan_out || threads < 2 || children.len() < 2 {
+            // A lone subdirectory passes the fan-out on to where the tree branches.
+            let fan_out = fan_out && children.len() < 2;
+            for (logical, local, entry) in children {
+                self.walk(&logical, &local, fsops::lstat_entry(&entry), fan_out, seen);
+            }
+            return;
+        }
+        let mut shares: Vec<Vec<Child>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, child) in children.into_iter().enumerate() {
+            shares[i % threads].push(child);
+        }
+        let parts: Vec<BTreeMap<String, (PathBuf, Kind, Stat)>> = std::thread::scope(|s| {
+            let running: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    s.spawn(move || {
+                        let mut part = BTreeMap::new();
+                        for (logical, local, entry) in share {
+                            let found = fsops::lstat_entry(&entry);
+                            self.walk(&logical, &local, found, false, &mut part);
+                        }
+                        part
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for part in parts {
+            seen.extend(part);
         }
     }
 
