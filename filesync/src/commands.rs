@@ -77,26 +77,38 @@ async fn sync(node: &Node) -> Reply {
     }
     let mut code = IN_SYNC;
     for tree in &node.trees {
-        for peer in &tree.peers {
-            match node.sync_with(tree, peer).await {
-                Ok(r) => {
-                    let _ = writeln!(
-                        out,
-                        "{} {}: {} received ({} bytes), {} conflicts, {} refused",
-                        tree.group.name,
-                        peer.name,
-                        r.changed.len(),
-                        r.bytes,
-                        r.conflicts.len(),
-                        r.refused
-                    );
-                    if !r.conflicts.is_empty() && code == IN_SYNC {
-                        code = OUT_OF_SYNC;
+        // A second round when the first took something: offered back, it is acknowledged
+        // by its sender and relayed to the others (what the daemon does on its own).
+        let mut received = 0;
+        for round in 0..2 {
+            if round == 1 && received == 0 {
+                break;
+            }
+            for peer in &tree.peers {
+                match node.sync_with(tree, peer).await {
+                    Ok(r) => {
+                        received += r.changed.len() + r.caught_up.len();
+                        if round == 1 {
+                            continue;
+                        }
+                        let _ = writeln!(
+                            out,
+                            "{} {}: {} received ({} bytes), {} conflicts, {} refused",
+                            tree.group.name,
+                            peer.name,
+                            r.changed.len(),
+                            r.bytes,
+                            r.conflicts.len(),
+                            r.refused
+                        );
+                        if !r.conflicts.is_empty() && code == IN_SYNC {
+                            code = OUT_OF_SYNC;
+                        }
                     }
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "{} {}: FAILED: {e}", tree.group.name, peer.name);
-                    code = FAILED;
+                    Err(e) => {
+                        let _ = writeln!(out, "{} {}: FAILED: {e}", tree.group.name, peer.name);
+                        code = FAILED;
+                    }
                 }
             }
         }

@@ -225,9 +225,8 @@ impl GroupState {
         state_dir.join(format!("{group}.index"))
     }
 
-    /// The stored index, or a new one if there is none.
-    /// The stored index and its checksum (`None`: nothing stored yet), for [`Self::save`]
-    /// to skip rewriting what is already there.
+    /// The stored index (a new one if there is none) and its checksum (`None`: nothing
+    /// stored yet), for [`Self::save`] to skip rewriting what is already there.
     pub fn load(path: &Path) -> Result<(GroupState, Option<[u8; 32]>), IndexError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
@@ -250,6 +249,38 @@ impl GroupState {
         }
         let state = postcard::from_bytes(data).map_err(|e| damaged(&e.to_string()))?;
         Ok((state, Some(sum)))
+    }
+
+    /// Each peer's last exchange and last error, a line per peer (`NAME<TAB>SECS<TAB>ERROR`):
+    /// what `status` shows when no daemon runs. Kept beside the index, not in it, so that an
+    /// exchange that changed nothing does not cost an index write.
+    pub fn peer_notes(&self) -> String {
+        let mut out = String::new();
+        for (name, p) in &self.peers {
+            let error = p.last_error.as_deref().unwrap_or("");
+            let error: String = error
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let secs = p.last_exchange.map(|s| s.to_string()).unwrap_or_default();
+            out.push_str(&format!("{name}\t{secs}\t{error}\n"));
+        }
+        out
+    }
+
+    /// Takes back what [`Self::peer_notes`] wrote; lines it cannot read are ignored.
+    pub fn read_peer_notes(&mut self, text: &str) {
+        for line in text.lines() {
+            let mut fields = line.splitn(3, '\t');
+            let (Some(name), Some(secs), Some(error)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let p = self.peers.entry(name.to_string()).or_default();
+            p.last_exchange = secs.parse().ok();
+            p.last_error = (!error.is_empty()).then(|| error.to_string());
+        }
     }
 
     /// Store the index unless it is byte for byte what `last` says was stored; returns the
@@ -434,6 +465,24 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = GroupState::load(&path).unwrap_err().to_string();
         assert!(err.contains("damaged") && err.contains("g.index"), "{err}");
+    }
+
+    #[test]
+    fn peer_notes_round_trip() {
+        let mut state = GroupState::new();
+        state.peers.entry("n1".into()).or_default().last_exchange = Some(1_795_000_000);
+        state.peers.entry("n2".into()).or_default().last_error =
+            Some("connect: refused\n\tagain".into());
+        let notes = state.peer_notes();
+        let mut back = GroupState::new();
+        back.read_peer_notes(&format!("{notes}garbage line\n"));
+        assert_eq!(back.peers["n1"].last_exchange, Some(1_795_000_000));
+        assert_eq!(back.peers["n1"].last_error, None);
+        assert_eq!(back.peers["n2"].last_exchange, None);
+        assert_eq!(
+            back.peers["n2"].last_error.as_deref(),
+            Some("connect: refused  again")
+        );
     }
 
     #[test]

@@ -170,6 +170,11 @@ impl Node {
                 // Local edits the exchange found before the watcher did: theirs to push.
                 if !received.caught_up.is_empty() {
                     action::run_matching(tree, &self.config, &received.caught_up, true);
+                }
+                // What was taken is offered on at once: the peer it came from acknowledges
+                // it (it has it; nothing moves), so nothing stays "pending" for it, and a
+                // peer that missed it gets it relayed.
+                if !received.changed.is_empty() || !received.caught_up.is_empty() {
                     self.kick();
                 }
             }

@@ -35,6 +35,8 @@ pub struct Tree {
     state: Mutex<GroupState>,
     /// Checksum of the index as last stored (also serialises saves).
     saved: Mutex<Option<[u8; 32]>>,
+    /// The peer notes as last written beside the index.
+    noted: Mutex<String>,
 }
 
 /// A file found by a scan: logical path, path here, what lstat said.
@@ -65,7 +67,9 @@ impl Tree {
             None => None,
         };
         let state_file = GroupState::file(state_dir, &group.name);
-        let (state, stored) = GroupState::load(&state_file).map_err(|e| e.to_string())?;
+        let (mut state, stored) = GroupState::load(&state_file).map_err(|e| e.to_string())?;
+        let noted = std::fs::read_to_string(state_file.with_extension("peers")).unwrap_or_default();
+        state.read_peer_notes(&noted);
         Ok(Tree {
             group: group.clone(),
             me: me.to_string(),
@@ -83,6 +87,7 @@ impl Tree {
             bytes_in: AtomicU64::new(0),
             state: Mutex::new(state),
             saved: Mutex::new(stored),
+            noted: Mutex::new(noted),
         })
     }
 
@@ -96,6 +101,18 @@ impl Tree {
         // Under the index lock: no copy of a large index, and a write takes milliseconds.
         let state = self.state();
         *saved = Some(state.save(&self.state_file, *saved)?);
+        let notes = state.peer_notes();
+        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        if *noted != notes {
+            // Informational (status without a daemon): no fsync, and a failure only logged.
+            let path = self.state_file.with_extension("peers");
+            match std::fs::write(&path, &notes) {
+                Ok(()) => *noted = notes,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the peer notes")
+                }
+            }
+        }
         Ok(())
     }
 

@@ -86,6 +86,10 @@ fn a_write_arrives_within_a_second_and_every_kind_of_change_follows() {
         text.contains("peer n2") && text.contains("reachable"),
         "{text}"
     );
+    // n2 took everything from n1: offered back at once, nothing stays pending for n1.
+    wait_for(SOON, "n2's status to say in sync", || {
+        c.cli(1, &["status"]).status.success().then_some(())
+    });
     let out = c.cli(1, &["test"]);
     assert!(
         out.status.success(),
@@ -154,4 +158,36 @@ fn received_bytes(c: &Cluster, i: usize) -> u64 {
         .position(|w| *w == "bytes")
         .unwrap_or_else(|| panic!("no byte count in {text}"));
     words[at - 1].parse().unwrap()
+}
+
+#[test]
+/// After a `sync` pass, with no daemon on this node: `status` knows when the peer was last
+/// reached, and nothing is left "pending" for the peer that sent what the pass took (the
+/// peer's root directory entry, changed by the file it received).
+fn status_after_a_pass_without_a_daemon_knows_the_exchange_and_has_nothing_pending() {
+    let mut c = Cluster::new(2, "");
+    c.start(1);
+    std::fs::write(c.path(0, "idp.properties"), b"synced by a pass").unwrap();
+    let out = c.cli(0, &["sync"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_content(1, "idp.properties", b"synced by a pass", SOON);
+    c.stop(1);
+    // Neither daemon runs now: n1's status comes from its state directory alone.
+    let out = c.cli(0, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("peer n2"))
+        .unwrap_or_else(|| panic!("no line for n2: {text}"));
+    assert!(
+        line.contains("UNREACHABLE")
+            && line.contains(" s ago")
+            && line.contains(" 0 changes pending"),
+        "{line}"
+    );
+    assert!(!line.contains("never"), "{line}");
 }
