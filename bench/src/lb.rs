@@ -280,14 +280,7 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
         .enable_all()
         .build()
         .expect("runtime");
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let nodes: Vec<Node> = rt.block_on(async {
-        let mut v = Vec::new();
-        for name in ["node1", "node2"] {
-            v.push(Node::start(name, &cert, any, "https://loadbalancer.example.org").await);
-        }
-        v
-    });
+    let nodes = rt.block_on(Node::pair(&cert, "https://loadbalancer.example.org"));
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let d = dir.path().display().to_string();
     let conf = |name: &str, port: u16| {

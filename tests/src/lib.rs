@@ -26,6 +26,23 @@ pub fn require(program: &str) -> PathBuf {
     panic!("{program} is not installed: run scripts/setup.sh (the README's test command does)");
 }
 
+/// The workspace's top directory (scripts/, systemd/, examples/).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_path_buf()
+}
+
+/// A finished command's stdout then stderr, as text (for assertion messages).
+pub fn text_of(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Polls `f` every few milliseconds until it returns `Some`, or panics after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

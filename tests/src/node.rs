@@ -174,6 +174,16 @@ impl Node {
         node
     }
 
+    /// The guide's two nodes, `node1` and `node2`, on ephemeral 127.0.0.1 ports, both
+    /// serving `cert` (the balancer's own, as the guide copies it).
+    pub async fn pair(cert: &Cert, issuer: &str) -> Vec<Node> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        vec![
+            Node::start("node1", cert, any, issuer).await,
+            Node::start("node2", cert, any, issuer).await,
+        ]
+    }
+
     async fn listen(&mut self) {
         let listener = TcpListener::bind(self.addr)
             .await

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gluu_testkit::{Cert, require};
+use gluu_testkit::{Cert, repo, require, text_of};
 
 const UNITS: [&str; 3] = [
     "gluu-lb.service",
@@ -14,27 +14,12 @@ const UNITS: [&str; 3] = [
     "gluu-fsync.service",
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_path_buf()
-}
-
 /// Where `cargo test --workspace` put the daemons (next to this package's gluu-box).
 fn built() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_gluu-box"))
         .parent()
         .expect("target dir")
         .to_path_buf()
-}
-
-fn text_of(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Installs into `root` (prefix root/usr, sysconfdir root/etc).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use gluu_testkit::https::Client;
 use gluu_testkit::node::Node;
 use gluu_testkit::{Cert, Proc, Redis, Side, free_port, guide_conf, guide_nginx, listening};
-use gluu_testkit::{require, wait_for};
+use gluu_testkit::{repo, require, text_of, wait_for};
 
 const UNITS: [&str; 3] = [
     "gluu-lb.service",
@@ -29,27 +29,12 @@ const UNITS: [&str; 3] = [
 /// The replicated tree inside the container (one the unit's ReadWritePaths allows).
 const TREE: &str = "opt/gluu-server/etc/gluu/conf";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_path_buf()
-}
-
 /// Where `cargo test --workspace` put the daemons (next to this package's gluu-box).
 fn built() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_gluu-box"))
         .parent()
         .expect("target dir")
         .to_path_buf()
-}
-
-fn text_of(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -234,14 +219,7 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
         std::fs::create_dir_all(root.join(d)).expect("mkdir");
     }
     let cert = Cert::new(&root.join("etc/nginx/ssl"), "httpd");
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let nodes: Vec<Node> = rt.block_on(async {
-        let mut v = Vec::new();
-        for name in ["node1", "node2"] {
-            v.push(Node::start(name, &cert, any, "https://loadbalancer.example.org").await);
-        }
-        v
-    });
+    let nodes = rt.block_on(Node::pair(&cert, "https://loadbalancer.example.org"));
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let (http, https) = (free_port(), free_port());
     let lb_https: SocketAddr = ([127, 0, 0, 1], https).into();

@@ -69,11 +69,7 @@ impl Lab {
         init_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let cert = Cert::new(dir.path(), "httpd");
-        let mut nodes = Vec::new();
-        for name in ["node1", "node2"] {
-            let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-            nodes.push(Node::start(name, &cert, any, &format!("https://{HOST}")).await);
-        }
+        let nodes = Node::pair(&cert, &format!("https://{HOST}")).await;
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, guide_conf(&addrs, &cert, edit)).expect("write conf");
