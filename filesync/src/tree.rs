@@ -350,8 +350,13 @@ impl Tree {
                     .then_some((logical, local, entry))
             })
             .collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        if !fan_out || threads < 2 || children.len() < 2 {
+        // Asked only where a fan-out is possible: it reads cgroup files each time.
+        let threads = if fan_out && children.len() >= 2 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        } else {
+            1
+        };
+        if threads < 2 {
             // A lone subdirectory passes the fan-out on to where the tree branches.
             let fan_out = fan_out && children.len() < 2;
             for (logical, local, entry) in children {

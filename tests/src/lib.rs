@@ -10,6 +10,7 @@ pub mod node;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -380,7 +381,7 @@ impl Drop for Redis {
 /// Starts the real nginx with `conf` (prefix `dir`, `daemon off;` in the file) and waits
 /// until it listens on `wait_on`; panics with nginx's error log if it exits first.
 pub fn nginx(dir: &Path, conf: &Path, wait_on: SocketAddr) -> Proc {
-    let mut proc = Proc::spawn(
+    let mut proc = Proc::spawn_group(
         Command::new(require("nginx"))
             .arg("-p")
             .arg(dir)
@@ -455,6 +456,9 @@ pub fn guide_nginx(nodes: &[SocketAddr], cert: &Cert, http: &str, https: &str) -
 #[derive(Debug)]
 pub struct Proc {
     pub child: Child,
+    /// Spawned as the leader of its own process group, which a drop kills whole (nginx's
+    /// workers outlive a master killed alone).
+    group: bool,
     /// Lines the process wrote to stderr, as they come.
     pub stderr: mpsc::Receiver<String>,
     /// Every stderr line seen so far (filled by [`Proc::wait_line`]).
@@ -464,6 +468,16 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stderr captured line by line.
     pub fn spawn(cmd: &mut Command) -> Proc {
+        Self::start(cmd, false)
+    }
+
+    /// [`Proc::spawn`] for a program that forks workers of its own: in a process group of
+    /// its own, all of which goes when the `Proc` is dropped.
+    pub fn spawn_group(cmd: &mut Command) -> Proc {
+        Self::start(cmd.process_group(0), true)
+    }
+
+    fn start(cmd: &mut Command, group: bool) -> Proc {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -481,6 +495,7 @@ impl Proc {
         });
         Proc {
             child,
+            group,
             stderr: rx,
             seen: Vec::new(),
         }
@@ -546,6 +561,12 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.group {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
