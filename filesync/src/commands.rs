@@ -77,38 +77,41 @@ async fn sync(node: &Node) -> Reply {
     }
     let mut code = IN_SYNC;
     for tree in &node.trees {
-        // A second round when the first took something: offered back, it is acknowledged
-        // by its sender and relayed to the others (what the daemon does on its own).
+        let mut reached = Vec::new();
         let mut received = 0;
-        for round in 0..2 {
-            if round == 1 && received == 0 {
-                break;
+        for peer in &tree.peers {
+            match node.sync_with(tree, peer).await {
+                Ok(r) => {
+                    received += r.changed.len() + r.caught_up.len();
+                    reached.push(peer);
+                    let _ = writeln!(
+                        out,
+                        "{} {}: {} received ({} bytes), {} conflicts, {} refused",
+                        tree.group.name,
+                        peer.name,
+                        r.changed.len(),
+                        r.bytes,
+                        r.conflicts.len(),
+                        r.refused
+                    );
+                    if !r.conflicts.is_empty() && code == IN_SYNC {
+                        code = OUT_OF_SYNC;
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "{} {}: FAILED: {e}", tree.group.name, peer.name);
+                    code = FAILED;
+                }
             }
-            for peer in &tree.peers {
-                match node.sync_with(tree, peer).await {
-                    Ok(r) => {
-                        received += r.changed.len() + r.caught_up.len();
-                        if round == 1 {
-                            continue;
-                        }
-                        let _ = writeln!(
-                            out,
-                            "{} {}: {} received ({} bytes), {} conflicts, {} refused",
-                            tree.group.name,
-                            peer.name,
-                            r.changed.len(),
-                            r.bytes,
-                            r.conflicts.len(),
-                            r.refused
-                        );
-                        if !r.conflicts.is_empty() && code == IN_SYNC {
-                            code = OUT_OF_SYNC;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = writeln!(out, "{} {}: FAILED: {e}", tree.group.name, peer.name);
-                        code = FAILED;
-                    }
+        }
+        // What the pass took is offered once more to the peers it reached: its sender
+        // acknowledges it (nothing moves), the others get it relayed; what the daemon does
+        // after every exchange that took something. A failure here leaves it pending, as
+        // `status` then says.
+        if received > 0 {
+            for peer in reached {
+                if let Err(e) = node.sync_with(tree, peer).await {
+                    tracing::debug!(peer = %peer.name, error = %e, "offering back what the pass took");
                 }
             }
         }
