@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gluu_testkit::{Cert, NotifySocket, Proc, Redis, Side, free_port, guide_conf, wait_for};
+use gluu_testkit::{
+    Cert, NotifySocket, Proc, Redis, Side, free_port, guide_conf, text_of, wait_for,
+};
 
 /// What every test starts from: its own directory, a real Redis with `requirepass`, and
 /// the guide's shared `secureredis.pem`.
@@ -78,14 +80,6 @@ fn check(config: &Path, password: Option<&Path>) -> Output {
         cmd.arg("--password-file").arg(p);
     }
     cmd.output().expect("run check")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -224,21 +218,25 @@ fn guide_files_run_unchanged_and_check_says_pong() {
     let password = write(dir.path(), "password", &format!("{}\n", Redis::PASSWORD));
 
     let out = check(&client_conf, Some(&password));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", text_of(&out));
     assert!(
-        text(&out).contains("PONG from Redis through [redis] at 127.0.0.1:"),
+        text_of(&out).contains("PONG from Redis through [redis] at 127.0.0.1:"),
         "{}",
-        text(&out)
+        text_of(&out)
     );
 
     let out = check(&client_conf, None);
     assert!(!out.status.success());
-    assert!(text(&out).contains("requires a password"), "{}", text(&out));
+    assert!(
+        text_of(&out).contains("requires a password"),
+        "{}",
+        text_of(&out)
+    );
 
     let wrong = write(dir.path(), "wrong", "not-it\n");
     let out = check(&client_conf, Some(&wrong));
     assert!(!out.status.success());
-    assert!(text(&out).contains("auth failed"), "{}", text(&out));
+    assert!(text_of(&out).contains("auth failed"), "{}", text_of(&out));
 
     // A node holding another certificate: the server refuses it, and check says so.
     let other = Cert::new(dir.path(), "other");
@@ -251,9 +249,9 @@ fn guide_files_run_unchanged_and_check_says_pong() {
     let out = check(&rogue_conf, Some(&password));
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("TLS rejected by 127.0.0.1:"),
+        text_of(&out).contains("TLS rejected by 127.0.0.1:"),
         "{}",
-        text(&out)
+        text_of(&out)
     );
 
     // Redis down: the handshake works, so check blames what is behind the far side.
@@ -261,9 +259,9 @@ fn guide_files_run_unchanged_and_check_says_pong() {
     let out = check(&client_conf, Some(&password));
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("Redis behind it is probably down"),
+        text_of(&out).contains("Redis behind it is probably down"),
         "{}",
-        text(&out)
+        text_of(&out)
     );
 
     // Nothing listening.
@@ -275,9 +273,9 @@ fn guide_files_run_unchanged_and_check_says_pong() {
     let out = check(&idle_conf, Some(&password));
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("refused: nothing listens on"),
+        text_of(&out).contains("refused: nothing listens on"),
         "{}",
-        text(&out)
+        text_of(&out)
     );
 }
 
