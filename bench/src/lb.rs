@@ -11,7 +11,7 @@
 //! holds `idle` TLS client connections and its peak RSS is compared.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -269,7 +269,25 @@ async fn open_one(
     }
 }
 
-pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
+/// What `gluu-bench lb` was asked for.
+#[derive(Debug)]
+pub struct Options {
+    pub seconds: u64,
+    pub rounds: usize,
+    pub idle: usize,
+    pub h2_requests: u64,
+    pub case: Option<String>,
+    pub baseline: Option<PathBuf>,
+}
+
+pub fn run(options: &Options) {
+    let &Options {
+        seconds,
+        rounds,
+        idle,
+        h2_requests,
+        ..
+    } = options;
     raise_fd_limit(65_536);
     let bin = sibling("gluu-lb");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -301,7 +319,7 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
              worker_rlimit_nofile 65536;\n"
         )
     };
-    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let (p1, p2) = (free_port(), free_port());
     let guide = nginx_target(
         "nginx",
         dir.path(),
@@ -320,21 +338,21 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
         &format!("{}{keepalive_text}", nginx_prelude("nginx-ka")),
         p2,
     );
-    let gluu_conf = dir.path().join("gluu-lb.conf");
-    std::fs::write(
-        &gluu_conf,
-        format!(
-            "error_log {d}/gluu-lb.error.log warn;\n{}",
-            conf("gluu-lb", p3)
-        ),
-    )
-    .expect("write gluu-lb conf");
-    let gluu = started(
-        "gluu-lb",
-        Proc::spawn(Command::new(&bin).arg("-c").arg(&gluu_conf)),
-        p3,
-    );
-    let targets = [guide, keepalive, gluu];
+    let gluu_lb = |name: &'static str, bin: &Path| {
+        let port = free_port();
+        let path = dir.path().join(format!("{name}.conf"));
+        let text = format!("error_log {d}/{name}.error.log warn;\n{}", conf(name, port));
+        std::fs::write(&path, text).expect("write gluu-lb conf");
+        started(
+            name,
+            Proc::spawn(Command::new(bin).arg("-c").arg(&path)),
+            port,
+        )
+    };
+    let mut targets = vec![guide, keepalive, gluu_lb("gluu-lb", &bin)];
+    if let Some(other) = &options.baseline {
+        targets.push(gluu_lb("baseline", other));
+    }
 
     let version = |cmd: &Path, arg: &str| {
         Command::new(cmd)
@@ -363,8 +381,16 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
         version(&require("wrk"), "-v"),
         version(&require("h2load"), "--version"),
     );
+    let baseline = match &options.baseline {
+        Some(b) => format!(
+            ", baseline ({} {}, the same file)",
+            b.display(),
+            version(b, "--version")
+        ),
+        None => String::new(),
+    };
     println!(
-        "targets: nginx (the guide's nginx.conf), nginx-ka (plus upstream keepalive 32), gluu-lb (the guide's nginx.conf); \
+        "targets: nginx (the guide's nginx.conf), nginx-ka (plus upstream keepalive 32), gluu-lb (the guide's nginx.conf){baseline}; \
          wrk -t2 -c64 -d{seconds}s, h2load -c64 -m10 -n{h2_requests}; medians of {rounds} rounds\n"
     );
     // Warm up every path (TLS session caches, pools).
@@ -390,7 +416,8 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
             Box::new(|t: &Target| h2load(&t.url(OPENID), h2_requests)),
         ),
     ];
-    for (name, runner) in &cases {
+    let wanted = |name: &str| options.case.as_deref().is_none_or(|c| name.contains(c));
+    for (name, runner) in cases.iter().filter(|(name, _)| wanted(name)) {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
         for _ in 0..rounds {
             for (i, t) in targets.iter().enumerate() {
@@ -423,14 +450,21 @@ pub fn run(seconds: u64, rounds: usize, idle: usize, h2_requests: u64) {
                 )
             })
             .collect();
+        let against_baseline = med
+            .get(3)
+            .map(|b| format!(", gluu/baseline {:.2}x", med[2].rps / b.rps))
+            .unwrap_or_default();
         println!(
-            "{name:<22} {} | gluu/nginx {:.2}x, gluu/nginx-ka {:.2}x",
+            "{name:<22} {} | gluu/nginx {:.2}x, gluu/nginx-ka {:.2}x{against_baseline}",
             cells.join(" | "),
             med[2].rps / med[0].rps,
             med[2].rps / med[1].rps
         );
     }
 
+    if idle == 0 {
+        return;
+    }
     println!("\nmemory with {idle} idle TLS client connections (one request each, then held):");
     let mut peaks = Vec::new();
     for t in [&targets[0], &targets[2]] {

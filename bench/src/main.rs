@@ -60,9 +60,19 @@ enum Bench {
         /// Idle TLS client connections held for the memory comparison.
         #[arg(long, default_value_t = 5_000)]
         idle: usize,
-        /// Requests per h2load run.
-        #[arg(long, default_value_t = 100_000)]
+        /// Requests per h2load run. nginx closes an HTTP/2 connection after 1,000 requests
+        /// (`http2_max_requests`) and h2load counts the rest as failed: keep this under
+        /// 64,000 (h2load's 64 connections x 1,000).
+        #[arg(long, default_value_t = 50_000)]
         h2_requests: u64,
+        /// Run only the cases whose name contains this (`keep-alive`, `new connection`,
+        /// `HTTP/2`); all of them when absent.
+        #[arg(long)]
+        case: Option<String>,
+        /// Another gluu-lb binary (an earlier build, say) run as a fourth target with the
+        /// same configuration, for an A/B comparison within one run.
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
     },
     /// gluu-fsync against csync2 on the same trees: initial sync, 10 changes, a pass with
     /// nothing changed, and the daemon's write-to-in-place delay and idle CPU.
@@ -96,7 +106,16 @@ fn main() {
             rounds,
             idle,
             h2_requests,
-        } => lb::run(seconds, rounds.max(1), idle, h2_requests),
+            case,
+            baseline,
+        } => lb::run(&lb::Options {
+            seconds,
+            rounds: rounds.max(1),
+            idle,
+            h2_requests,
+            case,
+            baseline,
+        }),
         Bench::Fsync {
             files,
             big,
