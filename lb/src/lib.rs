@@ -14,6 +14,7 @@ pub mod health;
 pub mod metrics;
 pub mod runtime;
 pub mod upstream;
+pub mod workers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use prometheus_client::registry::Registry;
 use rustls::server::ProducesTickets;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,15 +42,20 @@ use forward::Conn;
 pub use gluu_common::signal::Control;
 use metrics::Metrics;
 use runtime::Runtime;
+use workers::Workers;
 
-/// What outlives a reload: the metric families, the `worker_connections` budget and the
-/// TLS session ticket keys (a reload does not cost every client a full handshake).
+/// What outlives a reload: the metric families, the `worker_connections` budget, the TLS
+/// session ticket keys (a reload does not cost every client a full handshake) and the
+/// number of workers.
 #[derive(Clone, Debug)]
 pub struct Shared {
     pub metrics: Metrics,
-    /// One permit per open connection, client or node side (nginx counts both).
+    /// One permit per open connection, client or node side, and per listening socket of
+    /// each worker (nginx counts all three).
     pub permits: Arc<Semaphore>,
     pub tickets: Arc<dyn ProducesTickets>,
+    /// Worker threads ([`workers`]), fixed at start like nginx's worker processes.
+    pub workers: usize,
 }
 
 /// A listening address that could not be bound.
@@ -59,11 +66,22 @@ pub struct BindError {
     pub error: std::io::Error,
 }
 
-/// Sockets bound for a [`Balancer`], before privileges are dropped.
+/// Sockets bound for a [`Balancer`], before privileges are dropped: each listening socket
+/// once per worker (the same socket: every worker's event loop waits on it).
 #[derive(Debug)]
 pub struct Bound {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Shares>,
     metrics: Option<TcpListener>,
+}
+
+/// One listening socket, a descriptor for each worker.
+#[derive(Debug)]
+struct Shares(Vec<std::net::TcpListener>);
+
+impl Shares {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.0.first().and_then(|l| l.local_addr().ok())
+    }
 }
 
 impl Bound {
@@ -72,7 +90,7 @@ impl Bound {
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(Shares::local_addr)
             .collect()
     }
 
@@ -104,6 +122,7 @@ impl Balancer {
             metrics,
             permits,
             tickets,
+            workers: workers::count(config.workers),
         };
         let rt = Runtime::build(config, &shared)?;
         Ok(Self {
@@ -132,7 +151,7 @@ impl Balancer {
         let rt = self.current.load_full();
         let mut listeners = Vec::new();
         for l in &rt.listeners {
-            listeners.push(bind(l.addr).await?);
+            listeners.push(shares(l.addr, self.shared.workers).await?);
         }
         let metrics = match rt.config.metrics {
             Some(addr) => Some(bind(addr).await?),
@@ -144,6 +163,8 @@ impl Balancer {
     /// Serves until `control.shutdown`, reloading on `control.reload`; then drains.
     pub async fn run(self, bound: Bound, mut control: Control) -> anyhow::Result<()> {
         let rt = self.current.load_full();
+        let workers = Workers::start(self.shared.workers)
+            .map_err(|e| anyhow::anyhow!("cannot start the worker threads: {e}"))?;
         let mut state = Running {
             conns: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
@@ -151,6 +172,7 @@ impl Balancer {
             health: CancellationToken::new(),
             shared: self.shared.clone(),
             current: self.current.clone(),
+            workers: workers.handles().to_vec(),
         };
         for (i, listener) in bound.listeners.into_iter().enumerate() {
             state.open(&rt, i, listener);
@@ -174,7 +196,14 @@ impl Balancer {
             tracing::warn!("{w}");
         }
         health::spawn_all(&rt, &self.shared, &state.health);
-        notify::ready(&format!("{} listeners", state.slots.len()));
+        let handles = state.workers.clone();
+        notify::ready_checked(
+            &format!("{} listeners, {} workers", state.slots.len(), handles.len()),
+            move |limit| {
+                let handles = handles.clone();
+                Box::pin(async move { Workers::responsive(&handles, limit).await })
+            },
+        );
         drop(rt);
         loop {
             tokio::select! {
@@ -198,6 +227,7 @@ impl Balancer {
         notify::stopping();
         let grace = state.current.load().config.shutdown_timeout;
         state.drain(grace).await;
+        workers.stop().await;
         Ok(())
     }
 }
@@ -223,6 +253,19 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
         .map_err(|error| BindError { addr, error })
 }
 
+/// Binds `addr` (tokio's way: `SO_REUSEADDR`, a backlog of 1024) and makes a descriptor
+/// of it for each of `workers`.
+async fn shares(addr: SocketAddr, workers: usize) -> Result<Shares, BindError> {
+    let error = |error| BindError { addr, error };
+    let first = bind(addr).await?.into_std().map_err(error)?;
+    let mut all = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        all.push(first.try_clone().map_err(error)?);
+    }
+    all.push(first);
+    Ok(Shares(all))
+}
+
 /// Which runtime, and which of its listeners, a socket serves now.
 #[derive(Debug)]
 struct Binding {
@@ -245,6 +288,7 @@ struct Running {
     health: CancellationToken,
     shared: Shared,
     current: Arc<ArcSwap<Runtime>>,
+    workers: Vec<Handle>,
 }
 
 fn describe(rt: &Runtime, i: usize, local: SocketAddr) -> String {
@@ -267,7 +311,7 @@ fn describe(rt: &Runtime, i: usize, local: SocketAddr) -> String {
 }
 
 impl Running {
-    fn open(&mut self, rt: &Arc<Runtime>, i: usize, listener: TcpListener) {
+    fn open(&mut self, rt: &Arc<Runtime>, i: usize, listener: Shares) {
         let local = listener.local_addr().unwrap_or(rt.listeners[i].addr);
         tracing::info!("{}", describe(rt, i, local));
         let slot = Slot {
@@ -279,14 +323,22 @@ impl Running {
             })),
             stop: CancellationToken::new(),
         };
-        tokio::spawn(accept_loop(
-            listener,
-            slot.binding.clone(),
-            slot.stop.clone(),
-            self.conns.clone(),
-            self.hard_stop.clone(),
-            self.shared.clone(),
-        ));
+        for (worker, listener) in self.workers.iter().zip(listener.0) {
+            let binding = slot.binding.clone();
+            let stop = slot.stop.clone();
+            let (conns, hard_stop, shared) = (
+                self.conns.clone(),
+                self.hard_stop.clone(),
+                self.shared.clone(),
+            );
+            worker.spawn(async move {
+                // Registers the socket with this worker's event loop.
+                match TcpListener::from_std(listener) {
+                    Ok(l) => accept_loop(l, binding, stop, conns, hard_stop, shared).await,
+                    Err(e) => tracing::error!("cannot listen on {local} in this worker: {e}"),
+                }
+            });
+        }
         self.slots.push(slot);
     }
 
@@ -301,14 +353,15 @@ impl Running {
         }
         let (a, b) = (&old.config, &rt.config);
         if a.worker_connections != b.worker_connections
+            || a.workers != b.workers
             || a.pid != b.pid
             || a.user != b.user
             || a.error_log != b.error_log
             || a.metrics != b.metrics
         {
             tracing::warn!(
-                "worker_connections, pid, user, error_log and metrics changed: they take \
-                 effect at the next restart"
+                "worker_connections, worker_processes, pid, user, error_log and metrics \
+                 changed: they take effect at the next restart"
             );
         }
         let mut taken = vec![false; self.slots.len()];
@@ -324,7 +377,7 @@ impl Running {
                     taken[k] = true;
                     plan.push((i, Some(k), None));
                 }
-                None => plan.push((i, None, Some(bind(l.addr).await?))),
+                None => plan.push((i, None, Some(shares(l.addr, self.shared.workers).await?))),
             }
         }
         self.current.store(rt.clone());

@@ -86,7 +86,12 @@ fn main() -> ExitCode {
         Ok(b) => b,
         Err(e) => return config_failed(&path, &e),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control plane: signals, reloads, health checks, metrics. Clients are served by
+    // the worker threads that `Balancer::run` starts.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gluu-lb: cannot start the runtime: {e}");

@@ -126,7 +126,12 @@ impl Runtime {
         let groups: HashMap<String, Arc<Group>> = config
             .upstreams
             .iter()
-            .map(|u| (u.name.clone(), Arc::new(Group::new(u, &shared.metrics))))
+            .map(|u| {
+                (
+                    u.name.clone(),
+                    Arc::new(Group::new(u, &shared.metrics, shared.workers)),
+                )
+            })
             .collect();
         let mut tls_cache: HashMap<String, Arc<UpstreamTls>> = HashMap::new();
         let mut log_cache: HashMap<PathBuf, LogFile> = HashMap::new();

@@ -26,6 +26,7 @@ use crate::balance::{IpHash, Peers, Ring, Tried};
 use crate::body::{Body, BodyError};
 use crate::config::upstream::{Method, Upstream};
 use crate::metrics::{Metrics, NodeCounters};
+use crate::workers;
 
 /// Idle connections kept per node when the upstream has no `keepalive` line.
 pub const DEFAULT_KEEPALIVE: usize = 256;
@@ -114,8 +115,11 @@ pub struct Node {
     pub address: String,
     pub upstream: String,
     pub counters: NodeCounters,
+    /// Idle connections kept per worker (nginx: per worker process).
     keepalive: usize,
-    idle: Mutex<Vec<Idle>>,
+    /// One pool per worker thread, index [`workers::current`] (0: the control thread): a
+    /// connection is used only on the thread whose event loop drives it.
+    idle: Vec<Mutex<Vec<Idle>>>,
     active: AtomicUsize,
     health: Mutex<Health>,
 }
@@ -161,7 +165,7 @@ impl Lease {
         if self.sender.is_closed() {
             return;
         }
-        let mut idle = lock(&self.node.idle);
+        let mut idle = lock(self.node.pool());
         if idle.len() >= self.node.keepalive {
             // Full: drop the dead and expired, then (nginx's rule) the least recently used.
             let now = Instant::now();
@@ -202,10 +206,15 @@ impl Node {
         InFlight(self.clone())
     }
 
+    /// This thread's pool.
+    fn pool(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[workers::current().min(self.idle.len() - 1)]
+    }
+
     fn take_idle(&self, tls: usize, name: &ServerName<'static>) -> Option<SendRequest<Body>> {
         // Most recently used first; the match is nearly always the last entry, so this is
         // O(1) per request. Closed or expired entries met on the way are dropped.
-        let mut idle = lock(&self.idle);
+        let mut idle = lock(self.pool());
         let now = Instant::now();
         while let Some(i) = idle.iter().rposition(|c| c.tls == tls && &c.name == name) {
             let c = idle.remove(i);
@@ -390,7 +399,8 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn new(u: &Upstream, metrics: &Metrics) -> Group {
+    /// The nodes of `u`, each with a pool for each of `workers` and the control thread.
+    pub fn new(u: &Upstream, metrics: &Metrics, workers: usize) -> Group {
         let keepalive = u.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
         let mut primary = Vec::new();
         let mut backup = Vec::new();
@@ -405,7 +415,7 @@ impl Group {
                 upstream: u.name.clone(),
                 counters: metrics.node(&u.name, &s.address),
                 keepalive,
-                idle: Mutex::new(Vec::new()),
+                idle: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
                 active: AtomicUsize::new(0),
                 health: Mutex::new(Health::default()),
             }));
@@ -500,7 +510,7 @@ impl Group {
                     "state": state,
                     "fails": fails,
                     "active": node.active.load(Ordering::Relaxed),
-                    "idle_connections": lock(&node.idle).len(),
+                    "idle_connections": node.idle.iter().map(|p| lock(p).len()).sum::<usize>(),
                     "last_check": last.map(|c| serde_json::json!({
                         "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
                         "ok": c.ok,

@@ -89,6 +89,8 @@ fn errors_name_file_and_line_and_exit_64() {
 fn runs_reloads_and_stops_through_the_pid_file_telling_systemd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = guide(dir.path());
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, format!("worker_processes 3;\n{text}")).expect("write");
     let notify = NotifySocket::bind(dir.path());
     let limit = Duration::from_secs(20);
     let mut proc = Proc::spawn(
@@ -98,7 +100,17 @@ fn runs_reloads_and_stops_through_the_pid_file_telling_systemd() {
             .env("WATCHDOG_USEC", "200000"),
     );
     proc.wait_line("listening on", Duration::from_secs(20));
-    notify.wait_for("READY=1", limit);
+    let ready = notify.wait_for("READY=1", limit);
+    assert!(ready.contains("3 workers"), "{ready}");
+    let threads = std::fs::read_dir(format!("/proc/{}/task", proc.pid()))
+        .expect("tasks")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "gluu-lb-worker")
+        })
+        .count();
+    assert_eq!(threads, 3, "worker_processes 3: three worker threads");
     for _ in 0..3 {
         assert_eq!(notify.recv(limit).trim_end(), "WATCHDOG=1");
     }

@@ -76,6 +76,9 @@ pub struct Config {
     /// `events { worker_connections N; }`: connections at once, client and upstream sides
     /// counted together, as nginx counts them.
     pub worker_connections: usize,
+    /// `worker_processes N`: threads serving connections, each with its own event loop and
+    /// upstream pools (nginx's worker processes). `None` (`auto`, or no line): one per core.
+    pub workers: Option<usize>,
     /// `worker_shutdown_timeout` (default 30 s, nginx's is unbounded): how long a graceful
     /// stop waits for open requests.
     pub shutdown_timeout: Duration,
@@ -105,6 +108,7 @@ impl Config {
         let mut c = Config {
             path: path.to_owned(),
             worker_connections: DEFAULT_WORKER_CONNECTIONS,
+            workers: None,
             shutdown_timeout: Duration::from_secs(30),
             pid: None,
             user: None,
@@ -119,8 +123,14 @@ impl Config {
         let mut http2 = false;
         for d in &top {
             match d.name.as_str() {
-                // Accepted: the runtime uses every core whatever this says.
-                "worker_processes" => {}
+                "worker_processes" => {
+                    c.workers = match d.one_arg()? {
+                        "auto" => None,
+                        n => Some(n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            d.error(format!("invalid value \"{n}\" in \"worker_processes\""))
+                        })?),
+                    };
+                }
                 "worker_shutdown_timeout" => c.shutdown_timeout = proxy::time(d)?,
                 "pid" => c.pid = Some(root.join(d.one_arg()?)),
                 "user" => {
@@ -394,6 +404,16 @@ mod tests {
             ),
             ("gzip on;\nhttp { }", "unknown directive \"gzip\"", ":1"),
             (
+                "\nworker_processes 0;\nhttp { }",
+                "invalid value \"0\" in \"worker_processes\"",
+                ":2",
+            ),
+            (
+                "worker_processes 2 4;\nhttp { }",
+                "invalid number of arguments in \"worker_processes\"",
+                ":1",
+            ),
+            (
                 "http { }\nhttp { }",
                 "\"http\" directive is duplicate",
                 ":2",
@@ -475,5 +495,9 @@ mod tests {
             c.warnings
         );
         assert_eq!(c.worker_connections, DEFAULT_WORKER_CONNECTIONS);
+        assert_eq!(c.workers, None, "no worker_processes: one per core");
+        let workers = |line: &str| load(&format!("{line}\nhttp {{ }}\n")).expect(line).workers;
+        assert_eq!(workers("worker_processes auto;"), None);
+        assert_eq!(workers("worker_processes 3;"), Some(3));
     }
 }
