@@ -4,6 +4,7 @@
 //! (`+0000`). A line is written when the response body has gone out, so
 //! `$body_bytes_sent` is what the client got. SIGUSR1 reopens the files (logrotate).
 
+use std::cell::RefCell;
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -34,6 +35,25 @@ fn time_local(t: SystemTime) -> String {
     }
 }
 
+thread_local! {
+    /// The last second formatted on this thread (nginx caches its time strings too).
+    static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends [`time_local`] of `t`, formatting it only when the second changed.
+fn push_time_local(out: &mut String, t: SystemTime) {
+    let second = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *text = time_local(t);
+            *at = second;
+        }
+        out.push_str(text);
+    });
+}
+
 /// nginx's escaping of logged strings: `"`, `\` and bytes outside printable ASCII as `\xHH`.
 fn escaped(out: &mut String, v: &str) {
     for b in v.bytes() {
@@ -54,7 +74,9 @@ fn quoted_or_dash(out: &mut String, v: Option<&str>) {
 impl Entry {
     pub fn line(&self, body_bytes_sent: u64) -> String {
         let mut out = String::with_capacity(160);
-        let _ = write!(out, "{} - - [{}] ", self.remote, time_local(self.start));
+        let _ = write!(out, "{} - - [", self.remote);
+        push_time_local(&mut out, self.start);
+        out.push_str("] ");
         quoted_or_dash(&mut out, Some(&self.request_line));
         let _ = write!(out, " {} {body_bytes_sent} ", self.status);
         quoted_or_dash(&mut out, self.referer.as_deref());
@@ -107,6 +129,20 @@ mod tests {
             "192.0.2.7 - - [06/Nov/1994:08:49:37 +0000] \"GET /oxauth/x?\\x22q\\x22 HTTP/1.1\" \
              200 1234 \"-\" \"curl/7.88\" 10.0.0.1:443, 10.0.0.2:443 0.012\n"
         );
+        let next = Entry {
+            start: e.start + Duration::from_millis(1500),
+            ..e
+        };
+        assert!(
+            next.line(0).contains("[06/Nov/1994:08:49:38 +0000]"),
+            "the cached second moves on: {}",
+            next.line(0)
+        );
+        let e = Entry {
+            start: next.start - Duration::from_secs(3600),
+            ..next
+        };
+        assert!(e.line(0).contains("[06/Nov/1994:07:49:38 +0000]"));
         e.write(5);
         let text = std::fs::read_to_string(dir.path().join("a.log")).expect("read");
         assert!(

@@ -272,7 +272,7 @@ pub async fn handle(
     // The request as the node gets it.
     let upgrade = wants_upgrade(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let mut headers = req.headers().clone();
+    let mut headers = std::mem::take(req.headers_mut());
     strip_hop_by_hop(&mut headers);
     headers.remove(header::EXPECT);
     headers.remove(header::HOST);
