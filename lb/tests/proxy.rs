@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use support::{GUIDE_SETTINGS, HOST, Lab, with_locations};
+use support::{GUIDE_SETTINGS, HOST, Lab, eventually, with_locations};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn echo_location(text: String) -> String {
@@ -349,6 +349,21 @@ async fn the_status_page_and_metrics() {
         lab.metric("gluu_lb_requests_total{class=\"2xx\"}").await,
         1.0
     );
+    // No worker_processes line: a worker per core, each listing its client connections.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _held = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    let held = |status: serde_json::Value| -> Option<u64> {
+        let loads = status["worker_connections"].as_array()?;
+        (loads.len() == cores).then(|| loads.iter().filter_map(|n| n.as_u64()).sum())
+    };
+    eventually(Duration::from_secs(5), "one connection held", || async {
+        held(lab.status().await) == Some(1)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
