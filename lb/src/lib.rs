@@ -470,7 +470,7 @@ async fn accept_loop(
         };
         let binding = binding.clone();
         let (stop, hard_stop, shared) = (stop.clone(), hard_stop.clone(), shared.clone());
-        workers.spawn(&conns, async move {
+        workers.spawn(&conns, move || async move {
             let stream = match TcpStream::from_std(stream) {
                 Ok(s) => s,
                 Err(e) => {

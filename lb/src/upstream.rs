@@ -28,7 +28,8 @@ use crate::config::upstream::{Method, Upstream};
 use crate::metrics::{Metrics, NodeCounters};
 use crate::workers;
 
-/// Idle connections kept per node when the upstream has no `keepalive` line.
+/// Idle connections kept per node when the upstream has no `keepalive` line, shared out
+/// among the workers (a `keepalive N` line is per worker, as nginx's).
 pub const DEFAULT_KEEPALIVE: usize = 256;
 
 /// A pooled connection unused for this long is closed rather than reused (nginx's
@@ -401,7 +402,9 @@ pub struct Group {
 impl Group {
     /// The nodes of `u`, each with a pool for each of `workers` and the control thread.
     pub fn new(u: &Upstream, metrics: &Metrics, workers: usize) -> Group {
-        let keepalive = u.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
+        let keepalive = u
+            .keepalive
+            .unwrap_or(DEFAULT_KEEPALIVE.div_ceil(workers.max(1)));
         let mut primary = Vec::new();
         let mut backup = Vec::new();
         let mut slots = Vec::new();
