@@ -49,8 +49,8 @@ use workers::{Dispatch, Workers};
 #[derive(Clone, Debug)]
 pub struct Shared {
     pub metrics: Metrics,
-    /// One permit per open connection, client or node side, and per listening socket of
-    /// each worker (nginx counts all three).
+    /// One permit per open connection, client or node side, and per listening socket
+    /// (nginx counts all three).
     pub permits: Arc<Semaphore>,
     pub tickets: Arc<dyn ProducesTickets>,
     /// Worker threads ([`workers`]), fixed at start like nginx's worker processes.
