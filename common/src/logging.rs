@@ -43,6 +43,11 @@ impl LogFile {
         &self.path
     }
 
+    /// True when both are the same open file (clones of one [`LogFile::open`]).
+    pub fn same_file(&self, other: &LogFile) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
+    }
+
     /// Appends one whole line in one write (an access log line).
     pub fn append(&self, line: &[u8]) -> std::io::Result<()> {
         use std::io::Write;

@@ -21,6 +21,8 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log;
+
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
@@ -133,6 +135,7 @@ impl Workers {
         for i in 1..=n {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(access_log::flush)
                 .build()?;
             handles.push(rt.handle().clone());
             let stop = workers.stop.clone();
@@ -141,6 +144,9 @@ impl Workers {
                 .spawn(move || {
                     INDEX.with(|c| c.set(i));
                     rt.block_on(stop.cancelled());
+                    // Tasks dropped with the runtime may still log.
+                    drop(rt);
+                    access_log::flush();
                 })?;
             workers.threads.push(thread);
         }
