@@ -240,17 +240,19 @@ mod tests {
         let (seen_tx, seen) = tokio::sync::oneshot::channel();
         let many = FLUSH_AT / entry.line(2).len() + 1;
         let p = path.clone();
-        workers.dispatch().spawn(&tracker, move || async move {
-            for _ in 0..3 {
-                entry.write(2);
-            }
-            let during_pass = lines_in(&p);
-            for _ in 0..many {
-                entry.write(2);
-            }
-            let past_flush_at = lines_in(&p);
-            let _ = seen_tx.send((during_pass, past_flush_at));
-        });
+        workers
+            .dispatch()
+            .spawn_on(0, &tracker, move || async move {
+                for _ in 0..3 {
+                    entry.write(2);
+                }
+                let during_pass = lines_in(&p);
+                for _ in 0..many {
+                    entry.write(2);
+                }
+                let past_flush_at = lines_in(&p);
+                let _ = seen_tx.send((during_pass, past_flush_at));
+            });
         let (during_pass, past_flush_at) = seen.await.expect("the task ran");
         assert_eq!(during_pass, 1, "lines wait for the end of the pass");
         assert!(
