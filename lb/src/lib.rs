@@ -253,13 +253,17 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 }
 
 /// A listening socket as tokio binds one (`SO_REUSEADDR`, backlog 1024), non-blocking,
-/// with `SO_REUSEPORT` when `shared`.
+/// with `SO_REUSEPORT` when `shared`. An IPv6 address is IPv6 only, nginx's default
+/// (`ipv6only=on`): `listen 443;` and `listen [::]:443;` together then work as in nginx.
 fn listen_socket(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListener> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
     s.set_reuse_address(true)?;
     if shared {
         s.set_reuse_port(true)?;
@@ -697,5 +701,18 @@ mod tests {
         assert_eq!(e.error.kind(), std::io::ErrorKind::AddrInUse, "{e}");
         drop(group);
         assert!(bind_group(addrs[0], 2).is_ok(), "free again");
+    }
+
+    #[test]
+    fn an_ipv6_listening_socket_is_ipv6_only() {
+        let group = bind_group("[::1]:0".parse().expect("addr"), 2).expect("bind");
+        for l in &group {
+            assert!(socket2::SockRef::from(l).only_v6().expect("getsockopt"));
+        }
+        let v4 = bind_group("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");
+        assert!(
+            socket2::SockRef::from(&v4[0]).only_v6().is_err(),
+            "no such option on IPv4"
+        );
     }
 }
