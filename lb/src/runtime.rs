@@ -123,6 +123,21 @@ impl Runtime {
             }
         }
         let listeners = listeners(&config, &keys, &provider, &shared.tickets)?;
+        // Every worker's socket on every address holds a connection slot while it waits to
+        // accept (nginx counts listening sockets too, and refuses to start the same way).
+        let sockets = listeners.len() * shared.workers;
+        if config.worker_connections <= sockets {
+            return Err(GrammarError {
+                at: config.path.display().to_string(),
+                message: format!(
+                    "{} worker_connections are not enough for {sockets} listening sockets \
+                     ({} addresses, {} workers)",
+                    config.worker_connections,
+                    listeners.len(),
+                    shared.workers
+                ),
+            });
+        }
         let groups: HashMap<String, Arc<Group>> = config
             .upstreams
             .iter()

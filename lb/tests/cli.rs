@@ -83,6 +83,22 @@ fn errors_name_file_and_line_and_exit_64() {
         err.contains("absent.key") && err.contains("cannot read"),
         "{err}"
     );
+    // Three workers, each with a socket on 80 and on 443: six slots taken by listening.
+    let few = dir.path().join("few.conf");
+    std::fs::write(
+        &few,
+        format!("worker_processes 3;\n{text}")
+            .replace("worker_connections 6500;", "worker_connections 6;"),
+    )
+    .expect("write");
+    let out = lb().arg("-t").arg("-c").arg(&few).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("few.conf")
+            && err.contains("6 worker_connections are not enough for 6 listening sockets"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -291,6 +291,56 @@ async fn connections_to_the_nodes_are_kept_alive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_connections_bound_clients_and_node_connections() {
+    // One worker with a socket on port 80 and one on 443: each holds a slot while it waits
+    // to accept (nginx counts listening sockets too), so 4 leave room for 3 clients.
+    let lab = Lab::start(|t| {
+        format!("worker_processes 1;\n{t}")
+            .replace("worker_connections 6500;", "worker_connections 4;")
+    })
+    .await;
+    let handshake = |lab: &Lab| {
+        let (client, addr) = (lab.client.clone(), lab.https);
+        tokio::spawn(async move { client.connect(addr, None, false).await })
+    };
+    let mut held = Vec::new();
+    let mut waiting = loop {
+        assert!(
+            held.len() <= 4,
+            "worker_connections 4 let in {} clients",
+            held.len()
+        );
+        let mut h = handshake(&lab);
+        match tokio::time::timeout(Duration::from_millis(700), &mut h).await {
+            Ok(tls) => held.push(tls.expect("join").expect("handshake")),
+            Err(_) => break h,
+        }
+    };
+    assert_eq!(held.len(), 3, "the fourth client waits in the listen queue");
+    // Every slot is taken: a request that needs a node connection gets 502 at once.
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(held.remove(0)))
+        .await
+        .expect("http");
+    tokio::spawn(conn);
+    let r = gluu_testkit::https::read(
+        sender
+            .send_request(gluu_testkit::https::get("/oxauth/x"))
+            .await
+            .expect("send"),
+    )
+    .await
+    .expect("read");
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    // A client leaves: the waiting one is let in.
+    drop(held.pop());
+    let tls = tokio::time::timeout(Duration::from_secs(5), &mut waiting)
+        .await
+        .expect("let in when a slot frees")
+        .expect("join");
+    assert!(tls.is_ok(), "{:?}", tls.err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_is_nginx_combined_plus_upstream() {
     let lab =
         Lab::start(|t| t.replace("http {\n", "http {\n  access_log access.log combined;\n")).await;
