@@ -597,6 +597,7 @@ fn install(
     if version.meta.kind != Kind::Deleted {
         fsops::prepare_parent(root, &local)?;
     }
+    tree.journal(version)?;
     match version.meta.kind {
         Kind::File => match temp {
             Some(temp) => {

@@ -3,15 +3,23 @@
 //! `lstat` for files whose metadata did not change since the last one, and hashes the rest
 //! outside the index lock; it commits a change only if the file still has the metadata it
 //! had when hashed (else a write is in progress and the next event or rescan takes it).
+//!
+//! A version received from a peer is noted in the install journal (beside the index) before
+//! it goes on disk, and the journal is dropped when the index that records it is stored. A
+//! daemon killed in between finds, at its next start, the versions whose content is on disk
+//! and records them, instead of taking the received file for a local edit (which then met
+//! the peer's next version as a conflict).
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::config::{Config, Group, Host};
 use crate::fsops;
-use crate::index::{GroupState, IndexError, Kind, Meta, Stat};
+use crate::index::{GroupState, IndexError, Kind, Meta, Stat, Version};
 use crate::pattern;
 
 /// A wanted directory entry on its way into a scan: logical path, local path, the entry.
@@ -70,7 +78,7 @@ impl Tree {
         let (mut state, stored) = GroupState::load(&state_file).map_err(|e| e.to_string())?;
         let noted = std::fs::read_to_string(state_file.with_extension("peers")).unwrap_or_default();
         state.read_peer_notes(&noted);
-        Ok(Tree {
+        let tree = Tree {
             group: group.clone(),
             me: me.to_string(),
             roots,
@@ -88,7 +96,98 @@ impl Tree {
             state: Mutex::new(state),
             saved: Mutex::new(stored),
             noted: Mutex::new(noted),
-        })
+        };
+        let recovered = tree.recover().map_err(|e| {
+            format!(
+                "group {}: install journal {}: {e}",
+                group.name,
+                tree.journal_path().display()
+            )
+        })?;
+        if recovered > 0 {
+            tracing::info!(group = %group.name, versions = recovered, "recorded versions received before the last stop");
+        }
+        Ok(tree)
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.state_file.with_extension("journal")
+    }
+
+    /// Notes `version` before it goes on disk. The caller holds the index lock until the
+    /// version is in the index, so a [`Tree::save`] never drops a note whose version it
+    /// does not store. Not fsynced: the directory fsync and the index write at the end of
+    /// the exchange make a received file durable, this only covers a killed process.
+    pub fn journal(&self, version: &Version) -> std::io::Result<()> {
+        let data = postcard::to_allocvec(version).map_err(std::io::Error::other)?;
+        let len = u32::try_from(data.len()).map_err(std::io::Error::other)?;
+        let mut entry = Vec::with_capacity(data.len() + 12);
+        entry.extend_from_slice(&len.to_le_bytes());
+        entry.extend_from_slice(&data);
+        entry.extend_from_slice(&blake3::hash(&data).as_bytes()[..8]);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(self.journal_path())?
+            .write_all(&entry)
+    }
+
+    /// Records the journal's versions that reached the disk, stores the index and drops
+    /// the journal; returns how many were recorded. A torn last entry ends the journal.
+    fn recover(&self) -> Result<usize, String> {
+        let bytes = match std::fs::read(self.journal_path()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut recovered = 0;
+        {
+            let mut state = self.state();
+            let mut rest = bytes.as_slice();
+            while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                let len = u32::from_le_bytes(*len) as usize;
+                let Some((data, tail)) = tail.split_at_checked(len) else {
+                    break;
+                };
+                let Some((sum, tail)) = tail.split_first_chunk::<8>() else {
+                    break;
+                };
+                if blake3::hash(data).as_bytes()[..8] != sum[..] {
+                    break;
+                }
+                rest = tail;
+                let Ok(version) = postcard::from_bytes::<Version>(data) else {
+                    break;
+                };
+                if let Some(stat) = self.on_disk(&version) {
+                    state.commit_remote(version, stat);
+                    recovered += 1;
+                }
+            }
+        }
+        self.save().map_err(|e| e.to_string())?;
+        Ok(recovered)
+    }
+
+    /// `Some(stat)` when the disk holds `version` (its install got that far): same type,
+    /// and same content or target.
+    fn on_disk(&self, version: &Version) -> Option<Option<Stat>> {
+        let (_, local) = self.local(&version.path)?;
+        let here = fsops::lstat(&local).ok()?;
+        let meta = &version.meta;
+        match (meta.kind, here) {
+            (Kind::Deleted, None) => Some(None),
+            (Kind::Dir, Some((Kind::Dir, stat))) => Some(Some(stat)),
+            (Kind::File, Some((Kind::File, stat))) => {
+                (fsops::hash_file(&local).ok()? == meta.hash).then_some(Some(stat))
+            }
+            (Kind::Symlink, Some((Kind::Symlink, stat))) => {
+                let target = std::fs::read_link(&local).ok()?;
+                (target.to_str() == meta.target.as_deref()).then_some(Some(stat))
+            }
+            _ => None,
+        }
     }
 
     pub fn state(&self) -> MutexGuard<'_, GroupState> {
@@ -101,6 +200,13 @@ impl Tree {
         // Under the index lock: no copy of a large index, and a write takes milliseconds.
         let state = self.state();
         *saved = Some(state.save(&self.state_file, *saved)?);
+        // Every journaled version is in the index just stored (see `journal`).
+        match std::fs::remove_file(self.journal_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.journal_path().display(), error = %e, "cannot drop the install journal");
+            }
+            _ => {}
+        }
         let notes = state.peer_notes();
         let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
         if *noted != notes {

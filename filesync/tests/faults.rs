@@ -285,3 +285,63 @@ fn kill_9_in_the_middle_of_a_100_mb_transfer_never_leaves_a_partial_file() {
     }
     assert!(kills >= 2, "only {kills} of 3 kills landed mid-transfer");
 }
+
+#[test]
+fn a_received_file_whose_index_was_not_stored_is_recorded_at_the_next_start() {
+    let c = Cluster::new(2, "");
+    let version = |name: &str, content: &[u8]| Version {
+        path: format!("%root%/conf/{name}"),
+        meta: Meta {
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: "root".into(),
+            group: "root".into(),
+            mtime_ns: 0,
+            size: content.len() as u64,
+            hash: *blake3::hash(content).as_bytes(),
+            target: None,
+        },
+        vector: VersionVector([("n1".to_string(), 1)].into()),
+        forced: false,
+    };
+    let open = || Node::open(Config::load(&c.config).unwrap(), "n2", &c.nodes[1].state).unwrap();
+    {
+        // What a daemon killed between putting files in place and storing its index leaves:
+        // a.xml noted and on disk, b.xml noted but never written, a torn last note.
+        let node = open();
+        let tree = &node.trees[0];
+        std::fs::write(c.path(1, "a.xml"), b"from n1").unwrap();
+        tree.journal(&version("a.xml", b"from n1")).unwrap();
+        tree.journal(&version("b.xml", b"never arrived")).unwrap();
+        let journal = tree.state_file.with_extension("journal");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
+    }
+    let node = open();
+    let tree = &node.trees[0];
+    let state = tree.state();
+    let a = &state.records["%root%/conf/a.xml"];
+    assert_eq!(
+        a.version.vector,
+        VersionVector([("n1".to_string(), 1)].into())
+    );
+    assert!(a.stat.is_some(), "recorded as it is on disk");
+    assert!(!state.records.contains_key("%root%/conf/b.xml"));
+    assert!(
+        !tree.state_file.with_extension("journal").exists(),
+        "dropped once stored"
+    );
+    drop(state);
+    // The start's scan sees nothing changed here: the file is the peer's version, not an edit.
+    let changed = tree.scan(None);
+    assert!(!changed.iter().any(|p| p.ends_with("a.xml")), "{changed:?}");
+    assert_eq!(
+        tree.state().records["%root%/conf/a.xml"].version.vector,
+        VersionVector([("n1".to_string(), 1)].into())
+    );
+}
