@@ -36,6 +36,27 @@ fn sync_with_config(c: &Cluster, i: usize, config: &std::path::Path) -> std::pro
         .unwrap()
 }
 
+/// A file version of `content` at `path`, made once on node `by`.
+fn file_version(path: &str, content: &[u8], by: &str) -> Version {
+    Version {
+        path: path.to_string(),
+        meta: Meta {
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: "root".into(),
+            group: "root".into(),
+            mtime_ns: 0,
+            size: content.len() as u64,
+            hash: *blake3::hash(content).as_bytes(),
+            target: None,
+        },
+        vector: VersionVector([(by.to_string(), 1)].into()),
+        forced: false,
+    }
+}
+
 #[test]
 fn a_wrong_key_is_refused_before_any_data_moves() {
     let mut c = Cluster::new(2, "");
@@ -136,23 +157,7 @@ async fn a_peer_with_the_key_cannot_write_outside_the_group() {
         panic!("expected an ask");
     };
     let content = b"owned".to_vec();
-    let file = |path: &str| Version {
-        path: path.to_string(),
-        meta: Meta {
-            kind: Kind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: "root".into(),
-            group: "root".into(),
-            mtime_ns: 0,
-            size: content.len() as u64,
-            hash: *blake3::hash(&content).as_bytes(),
-            target: None,
-        },
-        vector: VersionVector([("n2".to_string(), 1)].into()),
-        forced: false,
-    };
+    let file = |path: &str| file_version(path, &content, "n2");
     let attempts = [
         "%root%/conf/../escape",
         "/etc/cron.d/owned",
@@ -289,23 +294,8 @@ fn kill_9_in_the_middle_of_a_100_mb_transfer_never_leaves_a_partial_file() {
 #[test]
 fn a_received_file_whose_index_was_not_stored_is_recorded_at_the_next_start() {
     let c = Cluster::new(2, "");
-    let version = |name: &str, content: &[u8]| Version {
-        path: format!("%root%/conf/{name}"),
-        meta: Meta {
-            kind: Kind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: "root".into(),
-            group: "root".into(),
-            mtime_ns: 0,
-            size: content.len() as u64,
-            hash: *blake3::hash(content).as_bytes(),
-            target: None,
-        },
-        vector: VersionVector([("n1".to_string(), 1)].into()),
-        forced: false,
-    };
+    let version =
+        |name: &str, content: &[u8]| file_version(&format!("%root%/conf/{name}"), content, "n1");
     let open = || Node::open(Config::load(&c.config).unwrap(), "n2", &c.nodes[1].state).unwrap();
     {
         // What a daemon killed between putting files in place and storing its index leaves:

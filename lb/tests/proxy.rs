@@ -254,6 +254,19 @@ async fn malformed_oversized_and_too_large_requests() {
     assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
 }
 
+/// A GET on an open HTTP/1.1 connection.
+async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> gluu_testkit::https::Reply {
+    sender.ready().await.expect("ready");
+    let resp = sender
+        .send_request(gluu_testkit::https::get(path))
+        .await
+        .expect("send");
+    gluu_testkit::https::read(resp).await.expect("read")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_to_the_nodes_are_kept_alive() {
     let lab = Lab::start(|t| t).await;
@@ -267,16 +280,10 @@ async fn connections_to_the_nodes_are_kept_alive() {
         .expect("handshake");
     tokio::spawn(conn);
     for _ in 0..50 {
-        sender.ready().await.expect("ready");
-        let r = gluu_testkit::https::read(
-            sender
-                .send_request(gluu_testkit::https::get("/oxauth/x"))
-                .await
-                .expect("send"),
-        )
-        .await
-        .expect("read");
-        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            get_on(&mut sender, "/oxauth/x").await.status,
+            StatusCode::OK
+        );
     }
     let text = lab.metrics_get("/metrics").await;
     let connects: f64 = text
@@ -322,14 +329,7 @@ async fn worker_connections_bound_clients_and_node_connections() {
         .await
         .expect("http");
     tokio::spawn(conn);
-    let r = gluu_testkit::https::read(
-        sender
-            .send_request(gluu_testkit::https::get("/oxauth/x"))
-            .await
-            .expect("send"),
-    )
-    .await
-    .expect("read");
+    let r = get_on(&mut sender, "/oxauth/x").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     // A client leaves: the waiting one is let in.
     drop(held.pop());
