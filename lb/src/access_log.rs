@@ -150,7 +150,7 @@ impl Entry {
             let i = match pending.iter().position(|(l, _)| l.same_file(&self.log)) {
                 Some(i) => i,
                 None => {
-                    pending.push((self.log.clone(), String::with_capacity(FLUSH_AT + 512)));
+                    pending.push((self.log.clone(), String::with_capacity(4096)));
                     pending.len() - 1
                 }
             };

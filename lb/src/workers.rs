@@ -4,11 +4,11 @@
 //! Each worker accepts on its own socket of every listening address (`SO_REUSEPORT`: the
 //! kernel spreads new connections over the sockets) and serves what it accepted; the
 //! upstream connections a connection's requests use live on the same worker: each worker
-//! keeps its own pools ([`current`] picks them), as each nginx worker does. A request therefore never crosses threads: no cross-thread
-//! wake-ups and no allocator traffic between threads, which a work-stealing runtime paid
-//! for on every request (perf: a fifth of the CPU per request on this path). The control
-//! plane (signals, reload, health checks, metrics, the watchdog) stays on the caller's
-//! runtime.
+//! keeps its own pools ([`current`] picks them), as each nginx worker does. A request
+//! therefore never crosses threads: no cross-thread wake-ups and no allocator traffic
+//! between threads, which a work-stealing runtime paid for on every request (perf: a fifth
+//! of the CPU per request on this path). The control plane (signals, reload, health
+//! checks, metrics, the watchdog) stays on the caller's runtime.
 
 use std::cell::Cell;
 use std::future::Future;
