@@ -196,6 +196,7 @@ pub async fn handle(
             upstream_time: None,
         }),
     };
+    let remote_addr = conn.remote.ip().to_string();
     let forwarded_for = {
         let mut prior: Vec<&str> = req
             .headers()
@@ -203,8 +204,7 @@ pub async fn handle(
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let ip = conn.remote.ip().to_string();
-        prior.push(&ip);
+        prior.push(&remote_addr);
         prior.join(", ")
     };
     let mut vars = Vars {
@@ -212,7 +212,7 @@ pub async fn handle(
         request_uri: &request_uri,
         scheme: conn.scheme,
         server_name,
-        remote_addr: conn.remote.ip().to_string(),
+        remote_addr,
         forwarded_for,
         proxy_host: "",
     };

@@ -447,7 +447,13 @@ impl Group {
             tried: Tried::default(),
             backup_tried: Tried::default(),
             ip: (self.method == Method::IpHash).then(|| IpHash::new(client)),
-            key: client.to_string(),
+            // `hash $remote_addr consistent` hashes the address as text; nothing else
+            // needs it.
+            key: if self.ring.is_some() {
+                client.to_string()
+            } else {
+                String::new()
+            },
         }
     }
 
