@@ -287,14 +287,11 @@ pub async fn handle(
         headers.insert("x-forwarded-proto", v);
     }
     for (name, template) in &settings.set_headers {
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
         let value = render(template, &vars);
         if value.is_empty() {
-            headers.remove(&name);
+            headers.remove(name);
         } else if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
+            headers.insert(name.clone(), v);
         }
     }
     let method = req.method().clone();

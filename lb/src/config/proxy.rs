@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hyper::header::HeaderName;
+
 use super::grammar::{Directive, GrammarError, Place};
 use super::upstream::parse_time;
 
@@ -103,7 +105,8 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub send_timeout: Duration,
-    pub set_headers: Vec<(String, Template)>,
+    /// `proxy_set_header`: names parsed once here, not per request.
+    pub set_headers: Vec<(HeaderName, Template)>,
     pub ssl_verify: Option<bool>,
     pub ssl_trusted_certificate: Option<PathBuf>,
     pub ssl_name: Option<Template>,
@@ -249,8 +252,13 @@ pub fn apply(
                     "invalid number of arguments in \"proxy_set_header\" directive",
                 ));
             };
-            s.set_headers
-                .push((name.clone(), template(&d.place, value)?));
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                GrammarError::at(
+                    &d.place,
+                    format!("invalid header name \"{name}\" in \"proxy_set_header\" directive"),
+                )
+            })?;
+            s.set_headers.push((name, template(&d.place, value)?));
         }
         "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
         "proxy_ssl_trusted_certificate" => {
@@ -341,7 +349,7 @@ mod tests {
         assert_eq!(s.read_timeout, Duration::from_secs(60), "nginx's default");
         assert_eq!(
             s.set_headers[0],
-            ("Host".to_owned(), vec![Part::Var("host")])
+            (HeaderName::from_static("host"), vec![Part::Var("host")])
         );
         assert_eq!(
             s.set_headers[2].1,
@@ -397,6 +405,11 @@ mod tests {
                 ":2",
             ),
             ("proxy_set_header X ${host;", "closing bracket", ":2"),
+            (
+                "proxy_set_header \"X Y\" 1;",
+                "invalid header name \"X Y\"",
+                ":2",
+            ),
             (
                 "proxy_next_upstream error http_418;",
                 "invalid value \"http_418\"",
