@@ -288,6 +288,41 @@ async fn reload_under_load_fails_nothing_and_a_broken_file_keeps_the_old_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_opens_a_new_listen_address_on_every_worker_and_closes_a_removed_one() {
+    let lab = Lab::start(|t| t).await;
+    let original = std::fs::read_to_string(&lab.conf).expect("conf");
+    let port = gluu_testkit::free_port();
+    let added: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    lab.reload_with(&original.replace("ssl on;", &format!("ssl on;\n    listen {added};")))
+        .await;
+    support::eventually(Duration::from_secs(5), "the new address served", || async {
+        lab.client
+            .get(added, "/oxauth/x")
+            .await
+            .is_ok_and(|r| r.status == StatusCode::OK)
+    })
+    .await;
+    // Each new connection lands on one worker's socket, by address and port: all answer.
+    for _ in 0..16 {
+        let r = tokio::time::timeout(Duration::from_secs(5), lab.client.get(added, "/oxauth/x"))
+            .await
+            .expect("every socket accepts")
+            .expect("served");
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    lab.reload_with(&original).await;
+    support::eventually(Duration::from_secs(5), "the address closed", || async {
+        tokio::net::TcpStream::connect(added).await.is_err()
+    })
+    .await;
+    assert_eq!(
+        lab.get("/oxauth/x").await.status,
+        StatusCode::OK,
+        "the rest still served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_must_present_the_balancers_certificate_by_default() {
     let mut lab = Lab::start(|t| t).await;
     // node1 replaced by an impostor on the same address with another certificate.
