@@ -14,7 +14,7 @@ set -euo pipefail
 gluu_need_packages() {
     local missing=() cmd pkg
     for pair in redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
-        stunnel4:stunnel4 nginx:nginx openssl:openssl cc:build-essential curl:curl \
+        stunnel4:stunnel4 nginx:nginx openssl:openssl cc:build-essential make:make curl:curl \
         pkill:procps prlimit:util-linux groff:groff-base systemd-analyze:systemd wrk:wrk h2load:nghttp2-client csync2:csync2 \
         debootstrap:debootstrap systemd-nspawn:systemd-container nsenter:util-linux; do
         cmd=${pair%%:*} pkg=${pair#*:}

@@ -13,6 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 const EX_USAGE: u8 = 64;
 
+/// jemalloc in place of glibc malloc: see the README (Dependencies).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// TLS load balancer for a Gluu cluster: serves the guide's nginx.conf (TLS on 443, the
 /// redirect on 80, ip_hash stickiness for /identity, failover), keeps connections to the
 /// nodes alive, and pins the nodes to the balancer's own certificate unless told otherwise.
