@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -217,17 +217,8 @@ async fn malformed_oversized_and_too_large_requests() {
         ))
     })
     .await;
-    let raw = |text: String| {
-        let client = lab.client.clone();
-        let addr = lab.https;
-        async move {
-            let mut tls = client.connect(addr, None, false).await.expect("connect");
-            tls.write_all(text.as_bytes()).await.expect("write");
-            let mut out = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
-            String::from_utf8_lossy(&out).into_owned()
-        }
-    };
+    let lab = &lab;
+    let raw = |text: String| async move { exchange(lab, &text).await.0 };
     let bad = raw("GET /oxauth HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".into()).await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
     let huge = raw(format!(
@@ -252,6 +243,80 @@ async fn malformed_oversized_and_too_large_requests() {
     ))
     .await;
     assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+}
+
+/// Writes `text` on a new TLS connection and reads until gluu-lb closes it (at most 10 s):
+/// what came back, and how long the connection stayed open after the write.
+async fn exchange(lab: &Lab, text: &str) -> (String, Duration) {
+    let mut tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    tls.write_all(text.as_bytes()).await.expect("write");
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_by_their_timeouts() {
+    let lab = Lab::start(|t| {
+        echo_location(t.replace(
+            "http {\n",
+            "http {\n  client_header_timeout 1s;\n  ssl_handshake_timeout 1s;\n  client_body_timeout 1s;\n",
+        ))
+    })
+    .await;
+    let cut_off = |what: &str, open: Duration| {
+        assert!(
+            open >= Duration::from_millis(900) && open < Duration::from_secs(8),
+            "{what}: closed after {open:?}, the timeout is 1s"
+        );
+    };
+
+    // TCP only, no ClientHello: ssl_handshake_timeout.
+    let mut tcp = tokio::net::TcpStream::connect(lab.https)
+        .await
+        .expect("connect");
+    let start = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut [0u8; 16])).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "closed without a byte: {read:?}"
+    );
+    cut_off("silent TCP connection", start.elapsed());
+
+    // Half a request head, then nothing: client_header_timeout.
+    let (got, open) = exchange(&lab, "GET /oxauth/x HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(
+        got.is_empty() || got.starts_with("HTTP/1.1 408"),
+        "nothing, or 408: {got}"
+    );
+    cut_off("half a request head", open);
+
+    // A keep-alive connection left idle after its request: client_header_timeout again.
+    let (got, open) = exchange(
+        &lab,
+        &format!("GET /oxauth/x HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
+    cut_off("idle keep-alive connection", open);
+
+    // A body that stops: client_body_timeout and 408. The body streams, so the node had the
+    // request head; it never saw the rest.
+    let (got, open) = exchange(
+        &lab,
+        &format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\n0123456789"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    cut_off("stalled request body", open);
+    assert_eq!(lab.nodes[0].posts() + lab.nodes[1].posts(), 1);
+    assert!(lab.get("/oxauth/x").await.body.contains("path=/oxauth/x"));
 }
 
 /// A GET on an open HTTP/1.1 connection.
