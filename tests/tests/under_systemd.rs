@@ -79,11 +79,12 @@ impl Machine {
             init,
         };
         // `is-system-running --wait` returns once start-up finished, whatever the outcome;
-        // before the container's D-Bus is up it cannot answer at all.
+        // before the container's D-Bus is up it prints nothing, or "offline" (it cannot reach
+        // the manager, though systemd is PID 1 there): both mean ask again.
         let state = wait_for(Duration::from_secs(60), "the container's boot", || {
             let out = machine.inside(&["systemctl", "is-system-running", "--wait"]);
             let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            (!state.is_empty()).then_some(state)
+            (!state.is_empty() && state != "offline").then_some(state)
         });
         assert!(
             state == "running" || state == "degraded",
