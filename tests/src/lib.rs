@@ -124,17 +124,31 @@ pub fn assert_man_pages(bin: &str, pages: &[&str]) {
     }
 }
 
-/// A port nobody listens on right now (for programs that cannot report the port they got).
+/// A port nobody listens on right now (for programs that cannot report the port they got),
+/// and never one this process handed out before: the kernel may give a port it just freed
+/// to the next `bind(:0)`, and two tests running side by side would then start their
+/// programs on the same port, one waiting on the other's listener.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("1000 ports in a row were ones already handed out");
 }
 
-/// True once something accepts TCP connections on `addr`.
+/// True once something accepts TCP connections on `addr`. A connection to itself (TCP's
+/// simultaneous open: the kernel chose `addr` as the source port of a connect to `addr`
+/// while nothing listened) does not count.
 pub fn listening(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
 /// A self-signed certificate and key, as the guide makes them (one file holding both, like
