@@ -9,6 +9,12 @@
 //! `http2`; nginx runs `worker_processes auto` (one per core), gluu-lb uses every core.
 //! wrk drives HTTP/1.1 (keep-alive and `Connection: close`), h2load drives HTTP/2; then each
 //! holds `idle` TLS client connections and its peak RSS is compared.
+//!
+//! With the guide's file Debian's nginx 1.22 speaks TLS 1.2 at most and gluu-lb TLS 1.3, and
+//! a resumed TLS 1.2 session skips the key exchange that TLS 1.3 resumption keeps (forward
+//! secrecy), on both sides of the connection. So the new-connection case is also run at one
+//! version on both sides: nginx-ka against gluu-lb with `ssl_protocols TLSv1.2;`, and nginx-ka
+//! with `ssl_protocols TLSv1.2 TLSv1.3;` against gluu-lb.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,7 +69,8 @@ impl Target {
 }
 
 /// One measurement: requests per second and, from wrk, p50 and p99 latency; the CPU time
-/// (user + system) the balancer's processes and the two nodes spent per request.
+/// (user + system) the balancer's processes, the two nodes and the load generator (wrk or
+/// h2load) spent per request.
 #[derive(Clone, Copy, Default)]
 struct Sample {
     rps: f64,
@@ -72,10 +79,19 @@ struct Sample {
     requests: f64,
     balancer_us: f64,
     nodes_us: f64,
+    client_us: f64,
 }
 
-/// Runs one load against `target` and charges the CPU time its processes (and this one,
-/// which runs the nodes) used to the requests served.
+/// CPU time, in microseconds, of the child processes this one has waited for (wrk, h2load).
+fn children_cpu_us() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let us = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e6 + t.tv_usec() as f64;
+    us(usage.user_time()) + us(usage.system_time())
+}
+
+/// Runs one load against `target` and charges the CPU time its processes, this one (which
+/// runs the nodes) and the load generator used to the requests served.
 fn measured(target: &Target, load: impl FnOnce() -> Sample) -> Sample {
     let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -83,11 +99,12 @@ fn measured(target: &Target, load: impl FnOnce() -> Sample) -> Sample {
         .unwrap_or(100) as f64;
     let own = [i32::try_from(std::process::id()).expect("pid")];
     let pids = target.pids();
-    let (balancer, nodes) = (cpu_ticks(&pids), cpu_ticks(&own));
+    let (balancer, nodes, client) = (cpu_ticks(&pids), cpu_ticks(&own), children_cpu_us());
     let mut s = load();
     let per_request = |ticks: u64| ticks as f64 / ticks_per_sec * 1e6 / s.requests;
     s.balancer_us = per_request(cpu_ticks(&pids) - balancer);
     s.nodes_us = per_request(cpu_ticks(&own) - nodes);
+    s.client_us = (children_cpu_us() - client) / s.requests;
     s
 }
 
@@ -168,6 +185,76 @@ fn h2load(url: &str, requests: u64) -> Sample {
     }
 }
 
+/// One run of a load generator against a target.
+type Load<'a> = dyn Fn(&Target) -> Sample + 'a;
+
+/// The case that compares new connections at one TLS version on both sides.
+const SAME_VERSION: &str = "openid new connection, same TLS version";
+
+/// `conf` with `extra` after its `ssl on;` line.
+fn with_ssl(conf: &str, extra: &str) -> String {
+    assert!(
+        conf.contains("ssl on;\n"),
+        "the guide's file has no `ssl on;`"
+    );
+    conf.replacen("ssl on;\n", &format!("ssl on;\n    {extra}\n"), 1)
+}
+
+/// Runs `load` `rounds` times against each target in turn and returns each one's medians.
+fn compare(targets: &[&Target], rounds: usize, load: &Load<'_>) -> Vec<Sample> {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
+    for _ in 0..rounds {
+        for (i, t) in targets.iter().enumerate() {
+            samples[i].push(measured(t, || load(t)));
+        }
+    }
+    samples
+        .iter()
+        .map(|s| {
+            let med = |f: fn(&Sample) -> f64| median(s.iter().map(f).collect());
+            Sample {
+                rps: med(|x| x.rps),
+                p50_ms: med(|x| x.p50_ms),
+                p99_ms: med(|x| x.p99_ms),
+                balancer_us: med(|x| x.balancer_us),
+                nodes_us: med(|x| x.nodes_us),
+                client_us: med(|x| x.client_us),
+                ..Sample::default()
+            }
+        })
+        .collect()
+}
+
+/// One line's worth of figures per target.
+fn cells(targets: &[&Target], med: &[Sample]) -> String {
+    let cells: Vec<String> = targets
+        .iter()
+        .zip(med)
+        .map(|(t, s)| {
+            let latency = if s.p50_ms > 0.0 {
+                format!(" p50 {:.2} ms p99 {:.2} ms", s.p50_ms, s.p99_ms)
+            } else {
+                String::new()
+            };
+            format!(
+                "{} {:>8.0} req/s{latency} CPU/req {:.0} us (nodes {:.0} us, client {:.0} us)",
+                t.name, s.rps, s.balancer_us, s.nodes_us, s.client_us
+            )
+        })
+        .collect();
+    cells.join(" | ")
+}
+
+/// The TLS version the balancer on `port` picks for a client offering 1.2 and 1.3.
+async fn negotiated(port: u16) -> String {
+    let conn = open_one(&connector(), port).await;
+    match conn.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".to_owned(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn nginx_target(name: &'static str, dir: &Path, text: &str, port: u16) -> Target {
     let conf = dir.join(format!("{name}.conf"));
     std::fs::write(&conf, text).expect("write nginx conf");
@@ -200,22 +287,13 @@ async fn hold_idle(
     port: u16,
     n: usize,
 ) -> Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let provider = gluu_common::tls::provider();
-    let verifier = PeerVerifier::new(PeerPolicy::Anyone, &provider).expect("verifier");
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls_pki_types::ServerName::try_from("loadbalancer.example.org").expect("name");
+    let connector = connector();
     // 50 at a time: each one is a full TLS handshake and a proxied request.
     let mut conns = Vec::with_capacity(n);
     let mut opening = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (connector, name) = (connector.clone(), name.clone());
-        opening.spawn(async move { open_one(&connector, name, port).await });
+        let connector = connector.clone();
+        opening.spawn(async move { open_one(&connector, port).await });
         if opening.len() >= 50 || i + 1 == n {
             while let Some(c) = opening.join_next().await {
                 conns.push(c.expect("join"));
@@ -225,19 +303,32 @@ async fn hold_idle(
     conns
 }
 
+/// A TLS client offering 1.2 and 1.3 that takes any certificate (the balancers serve a
+/// self-signed one).
+fn connector() -> tokio_rustls::TlsConnector {
+    let provider = gluu_common::tls::provider();
+    let verifier = PeerVerifier::new(PeerPolicy::Anyone, &provider).expect("verifier");
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS connection to `port` that has had one response.
 async fn open_one(
     connector: &tokio_rustls::TlsConnector,
-    name: rustls_pki_types::ServerName<'static>,
     port: u16,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     {
+        let name =
+            rustls_pki_types::ServerName::try_from("loadbalancer.example.org").expect("name");
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
-        let mut tls = connector
-            .connect(name.clone(), tcp)
-            .await
-            .expect("handshake");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
         tls.write_all(
             format!("GET {OPENID} HTTP/1.1\r\nHost: loadbalancer.example.org\r\n\r\n").as_bytes(),
         )
@@ -326,22 +417,32 @@ pub fn run(options: &Options) {
         &format!("{}{}", nginx_prelude("nginx"), conf("nginx", p1)),
         p1,
     );
-    let keepalive_text = conf("nginx-ka", p2)
-        .replace("fail_timeout=10s;\n  }", "fail_timeout=10s;\n  keepalive 32;\n  }")
-        .replace(
-            "proxy_redirect          off;",
-            "proxy_redirect off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";",
-        );
+    let keepalive_text = |name: &str, port: u16| {
+        conf(name, port)
+            .replace("fail_timeout=10s;\n  }", "fail_timeout=10s;\n  keepalive 32;\n  }")
+            .replace(
+                "proxy_redirect          off;",
+                "proxy_redirect off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";",
+            )
+    };
     let keepalive = nginx_target(
         "nginx-ka",
         dir.path(),
-        &format!("{}{keepalive_text}", nginx_prelude("nginx-ka")),
+        &format!(
+            "{}{}",
+            nginx_prelude("nginx-ka"),
+            keepalive_text("nginx-ka", p2)
+        ),
         p2,
     );
-    let gluu_lb = |name: &'static str, bin: &Path| {
+    // `extra` goes after the guide's `ssl on;`.
+    let gluu_lb = |name: &'static str, bin: &Path, extra: &str| {
         let port = free_port();
         let path = dir.path().join(format!("{name}.conf"));
-        let text = format!("error_log {d}/{name}.error.log warn;\n{}", conf(name, port));
+        let text = format!(
+            "error_log {d}/{name}.error.log warn;\n{}",
+            with_ssl(&conf(name, port), extra)
+        );
         std::fs::write(&path, text).expect("write gluu-lb conf");
         started(
             name,
@@ -349,10 +450,33 @@ pub fn run(options: &Options) {
             port,
         )
     };
-    let mut targets = vec![guide, keepalive, gluu_lb("gluu-lb", &bin)];
+    let mut targets = vec![guide, keepalive, gluu_lb("gluu-lb", &bin, "")];
     if let Some(other) = &options.baseline {
-        targets.push(gluu_lb("baseline", other));
+        targets.push(gluu_lb("baseline", other, ""));
     }
+    let wanted = |name: &str| options.case.as_deref().is_none_or(|c| name.contains(c));
+    // Debian's nginx 1.22 offers TLS 1.0-1.2 unless told otherwise, gluu-lb 1.2 and 1.3: the
+    // same-version case pairs each with the other's protocol as well.
+    let same_version = wanted(SAME_VERSION).then(|| {
+        let port = free_port();
+        let nginx13 = nginx_target(
+            "nginx-ka13",
+            dir.path(),
+            &format!(
+                "{}{}",
+                nginx_prelude("nginx-ka13"),
+                with_ssl(
+                    &keepalive_text("nginx-ka13", port),
+                    "ssl_protocols TLSv1.2 TLSv1.3;"
+                )
+            ),
+            port,
+        );
+        (
+            nginx13,
+            gluu_lb("gluu-lb12", &bin, "ssl_protocols TLSv1.2;"),
+        )
+    });
 
     let version = |cmd: &Path, arg: &str| {
         Command::new(cmd)
@@ -391,75 +515,60 @@ pub fn run(options: &Options) {
     };
     println!(
         "targets: nginx (the guide's nginx.conf), nginx-ka (plus upstream keepalive 32), gluu-lb (the guide's nginx.conf){baseline}; \
-         wrk -t2 -c64 -d{seconds}s, h2load -c64 -m10 -n{h2_requests}; medians of {rounds} rounds\n"
+         wrk -t2 -c64 -d{seconds}s, h2load -c64 -m10 -n{h2_requests}; medians of {rounds} rounds"
+    );
+    let all: Vec<&Target> = targets
+        .iter()
+        .chain(same_version.iter().flat_map(|(a, b)| [a, b]))
+        .collect();
+    let protocols: Vec<String> = all
+        .iter()
+        .map(|t| format!("{} {}", t.name, rt.block_on(negotiated(t.port))))
+        .collect();
+    println!(
+        "TLS version each balancer picks for a client offering 1.2 and 1.3 (wrk's OpenSSL does): {}\n",
+        protocols.join(", ")
     );
     // Warm up every path (TLS session caches, pools).
-    for t in &targets {
+    for t in &all {
         wrk(&t.url(OPENID), 1, false);
     }
-    type Runner<'a> = Box<dyn Fn(&Target) -> Sample + 'a>;
-    let cases: Vec<(&str, Runner<'_>)> = vec![
-        (
-            "openid keep-alive",
-            Box::new(|t: &Target| wrk(&t.url(OPENID), seconds, false)),
-        ),
-        (
-            "identity keep-alive",
-            Box::new(|t: &Target| wrk(&t.url(IDENTITY), seconds, false)),
-        ),
-        (
-            "openid new connection",
-            Box::new(|t: &Target| wrk(&t.url(OPENID), seconds, true)),
-        ),
-        (
-            "openid HTTP/2",
-            Box::new(|t: &Target| h2load(&t.url(OPENID), h2_requests)),
-        ),
+    let keep_alive = |path: &'static str| move |t: &Target| wrk(&t.url(path), seconds, false);
+    let new_connection = |t: &Target| wrk(&t.url(OPENID), seconds, true);
+    let h2 = |t: &Target| h2load(&t.url(OPENID), h2_requests);
+    let cases: [(&str, &Load<'_>); 4] = [
+        ("openid keep-alive", &keep_alive(OPENID)),
+        ("identity keep-alive", &keep_alive(IDENTITY)),
+        ("openid new connection", &new_connection),
+        ("openid HTTP/2", &h2),
     ];
-    let wanted = |name: &str| options.case.as_deref().is_none_or(|c| name.contains(c));
+    let targets_ref: Vec<&Target> = targets.iter().collect();
     for (name, runner) in cases.iter().filter(|(name, _)| wanted(name)) {
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
-        for _ in 0..rounds {
-            for (i, t) in targets.iter().enumerate() {
-                samples[i].push(measured(t, || runner(t)));
-            }
-        }
-        let med: Vec<Sample> = samples
-            .iter()
-            .map(|s| Sample {
-                rps: median(s.iter().map(|x| x.rps).collect()),
-                p50_ms: median(s.iter().map(|x| x.p50_ms).collect()),
-                p99_ms: median(s.iter().map(|x| x.p99_ms).collect()),
-                balancer_us: median(s.iter().map(|x| x.balancer_us).collect()),
-                nodes_us: median(s.iter().map(|x| x.nodes_us).collect()),
-                ..Sample::default()
-            })
-            .collect();
-        let cells: Vec<String> = targets
-            .iter()
-            .zip(&med)
-            .map(|(t, s)| {
-                let latency = if s.p50_ms > 0.0 {
-                    format!(" p50 {:.2} ms p99 {:.2} ms", s.p50_ms, s.p99_ms)
-                } else {
-                    String::new()
-                };
-                format!(
-                    "{} {:>8.0} req/s{latency} CPU/req {:.0} us (nodes {:.0} us)",
-                    t.name, s.rps, s.balancer_us, s.nodes_us
-                )
-            })
-            .collect();
+        let med = compare(&targets_ref, rounds, runner);
         let against_baseline = med
             .get(3)
             .map(|b| format!(", gluu/baseline {:.2}x", med[2].rps / b.rps))
             .unwrap_or_default();
         println!(
             "{name:<22} {} | gluu/nginx {:.2}x, gluu/nginx-ka {:.2}x{against_baseline}",
-            cells.join(" | "),
+            cells(&targets_ref, &med),
             med[2].rps / med[0].rps,
             med[2].rps / med[1].rps
         );
+    }
+    if let Some((nginx13, gluu12)) = &same_version {
+        let pairs = [
+            ("TLS 1.2", [&targets[1], gluu12]),
+            ("TLS 1.3", [nginx13, &targets[2]]),
+        ];
+        for (protocol, pair) in pairs {
+            let med = compare(&pair, rounds, &new_connection);
+            println!(
+                "{SAME_VERSION}, {protocol}: {} | gluu/nginx-ka {:.2}x",
+                cells(&pair, &med),
+                med[1].rps / med[0].rps
+            );
+        }
     }
 
     if idle == 0 {
