@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
@@ -31,6 +32,9 @@ use crate::workers;
 /// Idle connections kept per node when the upstream has no `keepalive` line, shared out
 /// among the workers (a `keepalive N` line is per worker, as nginx's).
 pub const DEFAULT_KEEPALIVE: usize = 256;
+
+/// Bytes read from a node connection at a time: a whole TLS record and its header.
+const NODE_READ_BUFFER: usize = 17 * 1024;
 
 /// A pooled connection unused for this long is closed rather than reused (nginx's
 /// upstream `keepalive_timeout` default).
@@ -247,6 +251,9 @@ impl Node {
             .map_err(|_| Failure::new("timeout", format!("connect timed out after {timeout:?}")))?
             .map_err(|e| Failure::new("connect", format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
+        // rustls reads at most 4 KiB per call: through this buffer a response record of any
+        // size (up to 16 KiB) comes in with one read(2), not one per 4 KiB.
+        let tcp = BufReader::with_capacity(NODE_READ_BUFFER, tcp);
         let stream = tokio::time::timeout_at(deadline, tls.connector.connect(name.clone(), tcp))
             .await
             .map_err(|_| {
