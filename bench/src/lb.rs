@@ -201,10 +201,13 @@ fn with_ssl(conf: &str, extra: &str) -> String {
 }
 
 /// Runs `load` `rounds` times against each target in turn and returns each one's medians.
+/// Each round starts one target further on, so no target always follows the same one.
 fn compare(targets: &[&Target], rounds: usize, load: &Load<'_>) -> Vec<Sample> {
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
-    for _ in 0..rounds {
-        for (i, t) in targets.iter().enumerate() {
+    for round in 0..rounds {
+        for k in 0..targets.len() {
+            let i = (round + k) % targets.len();
+            let t = targets[i];
             samples[i].push(measured(t, || load(t)));
         }
     }
