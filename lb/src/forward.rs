@@ -11,7 +11,6 @@
 //! or TLS failure, a pooled connection found closed) always moves on.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http_body_util::BodyExt;
@@ -160,7 +159,7 @@ impl Log {
 pub async fn handle(
     mut req: Request<Incoming>,
     conn: &Conn,
-    rt: Arc<Runtime>,
+    rt: &Runtime,
     listener: usize,
     shared: &Shared,
 ) -> Response<Body> {

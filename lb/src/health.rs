@@ -32,7 +32,7 @@ struct Probe {
 
 /// Starts the checks `rt` configures (one set per upstream, from the first location that
 /// has `health_check`); they stop when `stop` is cancelled (reload, shutdown).
-pub fn spawn_all(rt: &Runtime, shared: &Shared, stop: &CancellationToken) {
+pub fn spawn_all(rt: &Runtime, shared: &Arc<Shared>, stop: &CancellationToken) {
     let mut seen = HashSet::new();
     for (si, server) in rt.config.servers.iter().enumerate() {
         for (li, loc) in server.locations.iter().enumerate() {
@@ -66,7 +66,7 @@ pub fn spawn_all(rt: &Runtime, shared: &Shared, stop: &CancellationToken) {
     }
 }
 
-async fn run(p: Probe, shared: Shared, stop: CancellationToken) {
+async fn run(p: Probe, shared: Arc<Shared>, stop: CancellationToken) {
     let node = &p.group.nodes[p.node];
     loop {
         let result = tokio::select! {

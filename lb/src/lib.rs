@@ -46,7 +46,7 @@ use workers::{Dispatch, Workers};
 /// What outlives a reload: the metric families, the `worker_connections` budget, the TLS
 /// session ticket keys (a reload does not cost every client a full handshake) and the
 /// number of workers.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Shared {
     pub metrics: Metrics,
     /// One permit per open connection, client or node side, and per listening socket of
@@ -96,7 +96,7 @@ impl Bound {
 #[derive(Debug)]
 pub struct Balancer {
     current: Arc<ArcSwap<Runtime>>,
-    shared: Shared,
+    shared: Arc<Shared>,
     registry: SharedRegistry,
 }
 
@@ -120,7 +120,7 @@ impl Balancer {
         let rt = Runtime::build(config, &shared)?;
         Ok(Self {
             current: Arc::new(ArcSwap::from_pointee(rt)),
-            shared,
+            shared: Arc::new(shared),
             registry: Arc::new(Mutex::new(registry)),
         })
     }
@@ -312,7 +312,7 @@ struct Running {
     slots: Vec<Slot>,
     /// Cancelled when the health checks of the running configuration must stop.
     health: CancellationToken,
-    shared: Shared,
+    shared: Arc<Shared>,
     current: Arc<ArcSwap<Runtime>>,
     workers: Dispatch,
 }
@@ -461,7 +461,7 @@ impl Running {
 struct Serving {
     conns: TaskTracker,
     hard_stop: CancellationToken,
-    shared: Shared,
+    shared: Arc<Shared>,
     workers: Dispatch,
 }
 
@@ -542,7 +542,7 @@ async fn connection(
     peer: SocketAddr,
     binding: Arc<ArcSwap<Binding>>,
     stop: CancellationToken,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
     let (tls, limits) = {
@@ -612,21 +612,19 @@ async fn serve<I>(
     h2: bool,
     binding: Arc<ArcSwap<Binding>>,
     stop: CancellationToken,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     limits: &config::ClientLimits,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
     let shared = shared.clone();
+    // Per request: the configuration in force and two reference counts, no more (each
+    // clone of a count both workers share moves a cache line between the cores).
     let service = hyper::service::service_fn(move |req| {
         let b = binding.load_full();
         let (conn, shared) = (conn.clone(), shared.clone());
-        async move {
-            Ok::<_, Infallible>(
-                forward::handle(req, &conn, b.rt.clone(), b.listener, &shared).await,
-            )
-        }
+        async move { Ok::<_, Infallible>(forward::handle(req, &conn, &b.rt, b.listener, &shared).await) }
     });
     if h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
