@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
-    /// `2xx`, `3xx`, `4xx`, `5xx`.
+    /// One of [`CLASSES`].
     class: &'static str,
 }
 
@@ -38,12 +38,18 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// Response status classes, by hundreds from 1xx (anything above 5xx counts as 5xx).
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// Every family gluu-lb exports.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     connections_active: Gauge,
     connections: Counter,
     requests: Family<StatusLabel, Counter>,
+    /// The `requests` series of each class in [`CLASSES`], looked up once: a response
+    /// touches one counter, no lock and no label hashing.
+    by_class: [Counter; CLASSES.len()],
     upstream_requests: Family<NodeLabel, Counter>,
     upstream_failures: Family<NodeReasonLabel, Counter>,
     upstream_connects: Family<NodeLabel, Counter>,
@@ -54,7 +60,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
+        let mut m = Self::default();
+        m.by_class = CLASSES.map(|class| m.requests.get_or_create(&StatusLabel { class }).clone());
         let r = registry.sub_registry_with_prefix("gluu_lb");
         r.register(
             "connections_active",
@@ -112,14 +119,8 @@ impl Metrics {
     }
 
     pub fn response(&self, status: u16) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.get_or_create(&StatusLabel { class }).inc();
+        let class = usize::from(status / 100).clamp(1, CLASSES.len()) - 1;
+        self.by_class[class].inc();
     }
 
     /// A node's per-request counters, looked up once (no label hashing per request).
@@ -172,5 +173,34 @@ pub struct ActiveGuard(Gauge);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `gluu_lb_requests_total` value of each class in [`CLASSES`], as exported.
+    fn exported(registry: &Registry) -> [String; CLASSES.len()] {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        CLASSES.map(|class| {
+            let series = format!("gluu_lb_requests_total{{class=\"{class}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .unwrap_or_else(|| panic!("no {series:?} in:\n{text}"))
+                .to_owned()
+        })
+    }
+
+    #[test]
+    fn responses_count_by_status_class_and_every_class_is_exported_from_the_start() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        assert_eq!(exported(&registry), ["0", "0", "0", "0", "0"]);
+        for status in [101, 200, 204, 301, 404, 404, 502, 599] {
+            m.response(status);
+        }
+        assert_eq!(exported(&registry), ["1", "2", "1", "2", "2"]);
     }
 }
