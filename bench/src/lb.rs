@@ -191,8 +191,11 @@ type Load<'a> = dyn Fn(&Target) -> Sample + 'a;
 /// The case that compares new connections at one TLS version on both sides.
 const SAME_VERSION: &str = "openid new connection, same TLS version";
 
-/// `conf` with `extra` after its `ssl on;` line.
+/// `conf` with `extra` after its `ssl on;` line (unchanged when `extra` is empty).
 fn with_ssl(conf: &str, extra: &str) -> String {
+    if extra.is_empty() {
+        return conf.to_owned();
+    }
     assert!(
         conf.contains("ssl on;\n"),
         "the guide's file has no `ssl on;`"
