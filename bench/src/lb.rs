@@ -29,7 +29,7 @@ use gluu_testkit::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{cpu_ticks, median, raise_fd_limit, rss_kib, sibling};
+use crate::{cores, cpu_ticks, median, raise_fd_limit, rss_kib, sibling};
 
 const OPENID: &str = "/oxauth/.well-known/openid-configuration";
 const IDENTITY: &str = "/identity/home.htm";
@@ -121,9 +121,30 @@ fn parse_ms(v: &str) -> f64 {
     num.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
-fn wrk(url: &str, seconds: u64, close: bool) -> Sample {
+/// wrk's threads and connections.
+#[derive(Clone, Copy)]
+struct Clients {
+    threads: u32,
+    connections: u32,
+}
+
+/// The load every case puts on one target.
+const CLIENTS: Clients = Clients {
+    threads: 2,
+    connections: 64,
+};
+
+/// Half of it: what each of two targets loaded at once gets.
+const HALF: Clients = Clients {
+    threads: CLIENTS.threads / 2,
+    connections: CLIENTS.connections / 2,
+};
+
+fn wrk(url: &str, seconds: u64, close: bool, clients: Clients) -> Sample {
     let mut cmd = Command::new(require("wrk"));
-    cmd.args(["-t2", "-c64", "--latency", "-d"])
+    cmd.arg(format!("-t{}", clients.threads))
+        .arg(format!("-c{}", clients.connections))
+        .args(["--latency", "-d"])
         .arg(format!("{seconds}s"));
     if close {
         cmd.args(["-H", "Connection: close"]);
@@ -229,6 +250,49 @@ fn compare(targets: &[&Target], rounds: usize, load: &Load<'_>) -> Vec<Sample> {
             }
         })
         .collect()
+}
+
+/// Loads `a` and `b` at the same time, each from its own wrk with half the clients, `rounds`
+/// times. Both meet the same machine at the same instant, so the drift that moves
+/// one-after-the-other comparisons of identical binaries by up to 10% on this VM cancels
+/// out. Describes two ratios over the rounds (median, middle half, range): a's req/s to b's,
+/// and b's CPU time per request to a's (above 1: a does the same work for less).
+fn at_once(a: &Target, b: &Target, path: &str, close: bool, seconds: u64, rounds: usize) -> String {
+    let (ua, ub) = (a.url(path), b.url(path));
+    let (pa, pb) = (a.pids(), b.pids());
+    let (mut rps, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (ta, tb) = (cpu_ticks(&pa), cpu_ticks(&pb));
+        let (x, y) = std::thread::scope(|s| {
+            let x = s.spawn(|| wrk(&ua, seconds, close, HALF));
+            let y = wrk(&ub, seconds, close, HALF);
+            (x.join().expect("wrk thread"), y)
+        });
+        let (ca, cb) = (cpu_ticks(&pa) - ta, cpu_ticks(&pb) - tb);
+        rps.push(x.rps / y.rps);
+        cpu.push((cb as f64 / y.requests) / (ca as f64 / x.requests));
+    }
+    let spread = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        format!(
+            "{:.3}x (middle half {:.3}-{:.3}, all {:.3}-{:.3})",
+            v[n / 2],
+            v[n / 4],
+            v[(3 * n - 1) / 4],
+            v[0],
+            v[n - 1]
+        )
+    };
+    format!(
+        "req/s {}/{} {} | CPU/req {}/{} {}",
+        a.name,
+        b.name,
+        spread(rps),
+        b.name,
+        a.name,
+        spread(cpu)
+    )
 }
 
 /// One line's worth of figures per target.
@@ -387,6 +451,23 @@ pub fn run(options: &Options) {
     } = options;
     raise_fd_limit(65_536);
     let bin = sibling("gluu-lb");
+    let version = |cmd: &Path, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+            })
+            .unwrap_or_default()
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = Cert::new(dir.path(), "httpd");
     readable_by_nginx(dir.path(), Some(&cert));
@@ -416,13 +497,6 @@ pub fn run(options: &Options) {
              worker_rlimit_nofile 65536;\n"
         )
     };
-    let (p1, p2) = (free_port(), free_port());
-    let guide = nginx_target(
-        "nginx",
-        dir.path(),
-        &format!("{}{}", nginx_prelude("nginx"), conf("nginx", p1)),
-        p1,
-    );
     let keepalive_text = |name: &str, port: u16| {
         conf(name, port)
             .replace("fail_timeout=10s;\n  }", "fail_timeout=10s;\n  keepalive 32;\n  }")
@@ -431,16 +505,6 @@ pub fn run(options: &Options) {
                 "proxy_redirect off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";",
             )
     };
-    let keepalive = nginx_target(
-        "nginx-ka",
-        dir.path(),
-        &format!(
-            "{}{}",
-            nginx_prelude("nginx-ka"),
-            keepalive_text("nginx-ka", p2)
-        ),
-        p2,
-    );
     // `extra` goes after the guide's `ssl on;`.
     let gluu_lb = |name: &'static str, bin: &Path, extra: &str| {
         let port = free_port();
@@ -456,11 +520,53 @@ pub fn run(options: &Options) {
             port,
         )
     };
-    let mut targets = vec![guide, keepalive, gluu_lb("gluu-lb", &bin, "")];
-    if let Some(other) = &options.baseline {
-        targets.push(gluu_lb("baseline", other, ""));
-    }
     let wanted = |name: &str| options.case.as_deref().is_none_or(|c| name.contains(c));
+    if let Some(other) = &options.baseline {
+        let pair = [gluu_lb("gluu-lb", &bin, ""), gluu_lb("baseline", other, "")];
+        println!(
+            "gluu-bench lb --baseline: {} cores; gluu-lb: {}; baseline: {} ({}); the guide's \
+             nginx.conf; each loaded by its own wrk -t{} -c{} -d{seconds}s, both at once; {rounds} rounds",
+            cores(),
+            version(&bin, "--version"),
+            other.display(),
+            version(other, "--version"),
+            HALF.threads,
+            HALF.connections,
+        );
+        for t in &pair {
+            wrk(&t.url(OPENID), 1, false, CLIENTS);
+        }
+        for (name, path, close) in [
+            ("openid keep-alive", OPENID, false),
+            ("identity keep-alive", IDENTITY, false),
+            ("openid new connection", OPENID, true),
+        ] {
+            if wanted(name) {
+                let [a, b] = &pair;
+                println!("{name:<22} {}", at_once(a, b, path, close, seconds, rounds));
+            }
+        }
+        drop(nodes);
+        return;
+    }
+    let (p1, p2) = (free_port(), free_port());
+    let guide = nginx_target(
+        "nginx",
+        dir.path(),
+        &format!("{}{}", nginx_prelude("nginx"), conf("nginx", p1)),
+        p1,
+    );
+    let keepalive = nginx_target(
+        "nginx-ka",
+        dir.path(),
+        &format!(
+            "{}{}",
+            nginx_prelude("nginx-ka"),
+            keepalive_text("nginx-ka", p2)
+        ),
+        p2,
+    );
+    let targets = [guide, keepalive, gluu_lb("gluu-lb", &bin, "")];
     // Debian's nginx 1.22 offers TLS 1.0-1.2 unless told otherwise, gluu-lb 1.2 and 1.3: the
     // same-version case pairs each with the other's protocol as well.
     let same_version = wanted(SAME_VERSION).then(|| {
@@ -484,44 +590,18 @@ pub fn run(options: &Options) {
         )
     });
 
-    let version = |cmd: &Path, arg: &str| {
-        Command::new(cmd)
-            .arg(arg)
-            .output()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-            })
-            .unwrap_or_default()
-    };
     println!(
         "gluu-bench lb: {} cores; {}; {}; {}; {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        cores(),
         version(&require("nginx"), "-v"),
         version(&bin, "--version"),
         version(&require("wrk"), "-v"),
         version(&require("h2load"), "--version"),
     );
-    let baseline = match &options.baseline {
-        Some(b) => format!(
-            ", baseline ({} {}, the same file)",
-            b.display(),
-            version(b, "--version")
-        ),
-        None => String::new(),
-    };
     println!(
-        "targets: nginx (the guide's nginx.conf), nginx-ka (plus upstream keepalive 32), gluu-lb (the guide's nginx.conf){baseline}; \
-         wrk -t2 -c64 -d{seconds}s, h2load -c64 -m10 -n{h2_requests}; medians of {rounds} rounds"
+        "targets: nginx (the guide's nginx.conf), nginx-ka (plus upstream keepalive 32), gluu-lb (the guide's nginx.conf); \
+         wrk -t{} -c{} -d{seconds}s, h2load -c64 -m10 -n{h2_requests}; medians of {rounds} rounds",
+        CLIENTS.threads, CLIENTS.connections
     );
     let all: Vec<&Target> = targets
         .iter()
@@ -537,10 +617,11 @@ pub fn run(options: &Options) {
     );
     // Warm up every path (TLS session caches, pools).
     for t in &all {
-        wrk(&t.url(OPENID), 1, false);
+        wrk(&t.url(OPENID), 1, false, CLIENTS);
     }
-    let keep_alive = |path: &'static str| move |t: &Target| wrk(&t.url(path), seconds, false);
-    let new_connection = |t: &Target| wrk(&t.url(OPENID), seconds, true);
+    let keep_alive =
+        |path: &'static str| move |t: &Target| wrk(&t.url(path), seconds, false, CLIENTS);
+    let new_connection = |t: &Target| wrk(&t.url(OPENID), seconds, true, CLIENTS);
     let h2 = |t: &Target| h2load(&t.url(OPENID), h2_requests);
     let cases: [(&str, &Load<'_>); 4] = [
         ("openid keep-alive", &keep_alive(OPENID)),
@@ -551,12 +632,8 @@ pub fn run(options: &Options) {
     let targets_ref: Vec<&Target> = targets.iter().collect();
     for (name, runner) in cases.iter().filter(|(name, _)| wanted(name)) {
         let med = compare(&targets_ref, rounds, runner);
-        let against_baseline = med
-            .get(3)
-            .map(|b| format!(", gluu/baseline {:.2}x", med[2].rps / b.rps))
-            .unwrap_or_default();
         println!(
-            "{name:<22} {} | gluu/nginx {:.2}x, gluu/nginx-ka {:.2}x{against_baseline}",
+            "{name:<22} {} | gluu/nginx {:.2}x, gluu/nginx-ka {:.2}x",
             cells(&targets_ref, &med),
             med[2].rps / med[0].rps,
             med[2].rps / med[1].rps
@@ -582,8 +659,7 @@ pub fn run(options: &Options) {
     }
     println!("\nmemory with {idle} idle TLS client connections (one request each, then held):");
     let mut peaks = Vec::new();
-    // nginx, gluu-lb and the baseline if any: the guide's nginx holds idle client
-    // connections as nginx-ka does.
+    // nginx and gluu-lb: the guide's nginx holds idle client connections as nginx-ka does.
     let measured: Vec<&Target> = targets.iter().filter(|t| t.name != "nginx-ka").collect();
     for t in &measured {
         let start = Instant::now();

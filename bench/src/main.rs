@@ -69,8 +69,8 @@ enum Bench {
         /// `HTTP/2`); all of them when absent.
         #[arg(long)]
         case: Option<String>,
-        /// Another gluu-lb binary (an earlier build, say) run as a fourth target with the
-        /// same configuration, for an A/B comparison within one run.
+        /// Another gluu-lb binary (an earlier build, say): compare gluu-lb with it alone,
+        /// both loaded at the same time (the nginx targets are not started).
         #[arg(long)]
         baseline: Option<std::path::PathBuf>,
     },
@@ -341,6 +341,11 @@ fn sibling(name: &str) -> PathBuf {
     p
 }
 
+/// The machine's cores, as the benchmarks' first line reports them.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -369,9 +374,7 @@ fn tunnel(requests: u64, churn: u64, idle: usize, rounds: usize) {
     };
     println!(
         "gluu-bench tunnel: {} cores; {}; {}; {}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        cores(),
         version("redis-server", "--version", "Redis"),
         version("stunnel", "-version", "stunnel "),
         version(
