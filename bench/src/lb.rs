@@ -90,18 +90,22 @@ fn children_cpu_us() -> f64 {
     us(usage.user_time()) + us(usage.system_time())
 }
 
+/// The unit of [`cpu_ticks`].
+fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
 /// Runs one load against `target` and charges the CPU time its processes, this one (which
 /// runs the nodes) and the load generator used to the requests served.
 fn measured(target: &Target, load: impl FnOnce() -> Sample) -> Sample {
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
     let own = [i32::try_from(std::process::id()).expect("pid")];
     let pids = target.pids();
     let (balancer, nodes, client) = (cpu_ticks(&pids), cpu_ticks(&own), children_cpu_us());
     let mut s = load();
-    let per_request = |ticks: u64| ticks as f64 / ticks_per_sec * 1e6 / s.requests;
+    let per_request = |ticks: u64| ticks as f64 / ticks_per_second() * 1e6 / s.requests;
     s.balancer_us = per_request(cpu_ticks(&pids) - balancer);
     s.nodes_us = per_request(cpu_ticks(&own) - nodes);
     s.client_us = (children_cpu_us() - client) / s.requests;
@@ -256,11 +260,13 @@ fn compare(targets: &[&Target], rounds: usize, load: &Load<'_>) -> Vec<Sample> {
 /// times. Both meet the same machine at the same instant, so the drift that moves
 /// one-after-the-other comparisons of identical binaries by up to 10% on this VM cancels
 /// out. Describes two ratios over the rounds (median, middle half, range): a's req/s to b's,
-/// and b's CPU time per request to a's (above 1: a does the same work for less).
+/// and b's CPU time per request to a's (above 1: a does the same work for less), with the
+/// median CPU time per request of each.
 fn at_once(a: &Target, b: &Target, path: &str, close: bool, seconds: u64, rounds: usize) -> String {
     let (ua, ub) = (a.url(path), b.url(path));
     let (pa, pb) = (a.pids(), b.pids());
-    let (mut rps, mut cpu) = (Vec::new(), Vec::new());
+    let (mut rps, mut cpu, mut us_a, mut us_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let us = |ticks: u64, requests: f64| ticks as f64 * 1e6 / ticks_per_second() / requests;
     for _ in 0..rounds {
         let (ta, tb) = (cpu_ticks(&pa), cpu_ticks(&pb));
         let (x, y) = std::thread::scope(|s| {
@@ -269,8 +275,11 @@ fn at_once(a: &Target, b: &Target, path: &str, close: bool, seconds: u64, rounds
             (x.join().expect("wrk thread"), y)
         });
         let (ca, cb) = (cpu_ticks(&pa) - ta, cpu_ticks(&pb) - tb);
+        let (a_us, b_us) = (us(ca, x.requests), us(cb, y.requests));
         rps.push(x.rps / y.rps);
-        cpu.push((cb as f64 / y.requests) / (ca as f64 / x.requests));
+        cpu.push(b_us / a_us);
+        us_a.push(a_us);
+        us_b.push(b_us);
     }
     let spread = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -285,10 +294,14 @@ fn at_once(a: &Target, b: &Target, path: &str, close: bool, seconds: u64, rounds
         )
     };
     format!(
-        "req/s {}/{} {} | CPU/req {}/{} {}",
+        "req/s {}/{} {} | CPU/req {} {:.1} us, {} {:.1} us, {}/{} {}",
         a.name,
         b.name,
         spread(rps),
+        a.name,
+        median(us_a),
+        b.name,
+        median(us_b),
         b.name,
         a.name,
         spread(cpu)
