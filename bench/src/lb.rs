@@ -556,9 +556,9 @@ pub fn run(options: &Options) {
         for t in &pair {
             wrk(&t.url(OPENID), 1, false, CLIENTS);
         }
+        let [a, b] = &pair;
         for (name, path, close) in AT_ONCE {
             if wanted(name) {
-                let [a, b] = &pair;
                 println!("{name:<22} {}", at_once(a, b, path, close, seconds, rounds));
             }
         }
