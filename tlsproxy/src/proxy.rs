@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use gluu_common::verify::{describe_failure, failure_reason};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -122,7 +122,7 @@ async fn server_mode(
 async fn client_mode(
     svc: &Service,
     connector: &tokio_rustls::TlsConnector,
-    client: TcpStream,
+    mut client: TcpStream,
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
@@ -152,25 +152,58 @@ async fn client_mode(
         return;
     };
     // Whoever speaks first: if it is the application and it starts a TLS handshake of its
-    // own, refuse rather than tunnel TLS inside TLS to a plaintext server.
-    let mut first = [0u8; 2];
-    let app_first = tokio::select! {
-        r = client.peek(&mut first) => r.ok(),
-        _ = tls.get_ref().0.readable() => None,
+    // own, refuse rather than tunnel TLS inside TLS to a plaintext server. The server has
+    // spoken only once application data arrives: a TLS 1.3 server sends its session tickets
+    // right after the handshake, and reading the stream consumes them without a byte.
+    let mut first = [0u8; 1];
+    let mut early = [0u8; 1024];
+    let mut tls = tls;
+    let spoke = tokio::select! {
+        biased;
+        r = client.peek(&mut first) => Spoke::App(r),
+        r = tls.read(&mut early) => Spoke::Server(r),
+        _ = tokio::time::sleep(svc.config.timeouts.idle) => {
+            tracing::info!(
+                "[{name}] closing {peer}: neither it nor {target} said anything for {:?} \
+                 (TIMEOUTidle)",
+                svc.config.timeouts.idle
+            );
+            return;
+        }
         _ = stop.cancelled() => return,
     };
-    if let Some(n) = app_first
-        && n >= 1
-        && first[0] == TLS_HANDSHAKE
-    {
-        svc.metrics.handshake_failed("tls_on_plaintext_port");
-        tracing::warn!(
-            "[{name}] a TLS ClientHello arrived from {peer} on plaintext port {} (`client = \
-             yes`): the application already speaks TLS; point it at a TLS port or turn TLS \
-             off in the application. Nothing was forwarded",
-            client.local_addr().unwrap_or(svc.config.accept)
-        );
-        return;
+    match spoke {
+        Spoke::App(Ok(n)) if n >= 1 && first[0] == TLS_HANDSHAKE => {
+            svc.metrics.handshake_failed("tls_on_plaintext_port");
+            tracing::warn!(
+                "[{name}] a TLS ClientHello arrived from {peer} on plaintext port {} (`client = \
+                 yes`): the application already speaks TLS; point it at a TLS port or turn \
+                 TLS off in the application. Nothing was forwarded",
+                client.local_addr().unwrap_or(svc.config.accept)
+            );
+            return;
+        }
+        // Data, an end or an error from the application: the relay deals with all three.
+        Spoke::App(_) => {}
+        Spoke::Server(Ok(0)) => {
+            tracing::debug!("{target} closed before sending anything; closing {peer}");
+            return;
+        }
+        Spoke::Server(Ok(n)) => {
+            let write = client.write_all(&early[..n]);
+            if timeout(svc.config.timeouts.idle, write).await.is_err() {
+                tracing::info!(
+                    "[{name}] closing {peer}: it read nothing for {:?} (TIMEOUTidle)",
+                    svc.config.timeouts.idle
+                );
+                return;
+            }
+            svc.metrics.to_client.inc_by(n as u64);
+        }
+        Spoke::Server(Err(e)) => {
+            report_tls_error(svc, &e);
+            return;
+        }
     }
     let session = tls.get_ref().1;
     svc.metrics.handshake_done(session.handshake_kind());
@@ -355,17 +388,7 @@ where
         End::Done(Ok((to_target, to_client))) => {
             tracing::debug!("closed: {to_target} bytes to target, {to_client} to client")
         }
-        // In TLS 1.3 a server refuses a client certificate after the client has finished
-        // its side of the handshake, so the refusal arrives here, as an alert.
-        End::Done(Err(e)) if failure_reason(&e) == "alert_received" => {
-            svc.metrics.handshake_failed("alert_received");
-            tracing::warn!(
-                "[{}] the TLS peer ended the connection with {}; if this is the node side,                  the Redis host probably refused this node's certificate",
-                svc.name(),
-                describe_failure(&e)
-            );
-        }
-        End::Done(Err(e)) => tracing::debug!("closed: {e}"),
+        End::Done(Err(e)) => report_tls_error(svc, &e),
         End::Idle => tracing::info!(
             "[{}] closing a connection idle for {:?} (TIMEOUTidle)",
             svc.name(),
@@ -376,5 +399,28 @@ where
             timeouts.close
         ),
         End::Stopped => tracing::debug!("closing: shutdown grace period over"),
+    }
+}
+
+/// Which end of a fresh client-mode connection spoke first.
+enum Spoke {
+    App(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+}
+
+/// Logs an error that ended a connection after its handshake. In TLS 1.3 a server refuses a
+/// client certificate after the client has finished its side of the handshake, so that
+/// refusal arrives here, as an alert, and is counted with the handshake failures.
+fn report_tls_error(svc: &Service, e: &std::io::Error) {
+    if failure_reason(e) == "alert_received" {
+        svc.metrics.handshake_failed("alert_received");
+        tracing::warn!(
+            "[{}] the TLS peer ended the connection with {}; if this is the node side, the \
+             Redis host probably refused this node's certificate",
+            svc.name(),
+            describe_failure(e)
+        );
+    } else {
+        tracing::debug!("closed: {e}");
     }
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -223,8 +223,17 @@ fn tls_on_the_plaintext_port_is_refused_and_nothing_reaches_redis() {
             .expect("total_commands_processed")
     };
     let before = commands(&pair);
-    // A ClientHello's first bytes, as an application with TLS turned on would send.
+    // A ClientHello's first bytes, as an application with TLS turned on would send, after
+    // the tunnels' own handshake is over: the server has sent its TLS 1.3 session tickets
+    // by then, and they must not count as the server speaking first.
     let mut s = TcpStream::connect(pair.client.addr("redis")).expect("connect");
+    wait_for(Duration::from_secs(5), "the tunnels' handshake", || {
+        (pair
+            .server
+            .metric("gluu_tunnel_handshakes_total{service=\"redis\",kind=\"full\"}")
+            >= 1.0)
+            .then_some(())
+    });
     s.write_all(&[
         0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
     ])
@@ -296,6 +305,8 @@ fn a_flood_of_idle_connections_below_the_limit_does_not_delay_anyone() {
 fn idle_connections_are_closed_after_timeout_idle() {
     let pair = Pair::with("", "TIMEOUTidle = 1");
     let mut con = pair.con();
+    // And one that never says a word, so the tunnel is still waiting to see who speaks first.
+    let silent = TcpStream::connect(pair.client.addr("redis")).expect("connect");
     let start = Instant::now();
     wait_for(
         Duration::from_secs(10),
@@ -310,6 +321,50 @@ fn idle_connections_are_closed_after_timeout_idle() {
     );
     assert!(start.elapsed() >= Duration::from_millis(900));
     assert!(redis::cmd("PING").query::<String>(&mut con).is_err());
+    assert!(closed_silently(silent));
+}
+
+#[test]
+fn a_server_that_speaks_first_is_relayed() {
+    // SMTP-style: the target greets, the client answers. Nothing but the tunnels between.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let greeter = listener.local_addr().expect("addr");
+    let server_side = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.write_all(b"220 ready\r\n").expect("greet");
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).expect("read");
+        s.write_all(format!("250 {line}").as_bytes())
+            .expect("answer");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "secureredis");
+    let server = start(
+        dir.path(),
+        "server.conf",
+        &server_conf(&cert.combined, greeter, ""),
+    );
+    let client = start(
+        dir.path(),
+        "client.conf",
+        &client_conf(&cert.combined, server.addr("redis"), ""),
+    );
+    let s = TcpStream::connect(client.addr("redis")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reader = BufReader::new(&s);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("greeting");
+    assert_eq!(line, "220 ready\r\n");
+    (&s).write_all(b"HELO node\r\n").expect("write");
+    line.clear();
+    reader.read_line(&mut line).expect("answer");
+    assert_eq!(line, "250 HELO node\r\n");
+    server_side.join().expect("greeter");
+    assert_eq!(
+        client.metric("gluu_tunnel_bytes_total{service=\"redis\",direction=\"to_client\"}"),
+        (b"220 ready\r\n".len() + b"250 HELO node\r\n".len()) as f64
+    );
 }
 
 #[test]
