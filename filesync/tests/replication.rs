@@ -71,13 +71,19 @@ fn a_write_arrives_within_a_second_and_every_kind_of_change_follows() {
     // Excluded names stay local (the guide's `exclude *~ .*;`).
     std::fs::write(c.path(0, "oxauth.json~"), b"editor backup").unwrap();
     std::fs::write(c.path(0, ".swap"), b"hidden").unwrap();
-    // A change made on n2 goes the other way, and proves n1's excluded files were skipped
-    // in the same time.
-    std::fs::write(c.path(1, "from-n2"), b"back").unwrap();
-    c.wait_content(0, "from-n2", b"back", SOON);
-    std::thread::sleep(Duration::from_millis(300));
+    // A file written after them arrives, and n1 then has nothing left to offer n2: had the
+    // excluded files been indexed (in the same scan or an earlier one), n2 would hold them.
+    std::fs::write(c.path(0, "zz-after-excluded"), b"marker").unwrap();
+    c.wait_content(1, "zz-after-excluded", b"marker", SOON);
+    wait_for(SOON, "n1's status to say in sync", || {
+        c.cli(0, &["status"]).status.success().then_some(())
+    });
     assert!(!c.path(1, "oxauth.json~").exists());
     assert!(!c.path(1, ".swap").exists());
+
+    // A change made on n2 goes the other way.
+    std::fs::write(c.path(1, "from-n2"), b"back").unwrap();
+    c.wait_content(0, "from-n2", b"back", SOON);
 
     let out = c.cli(0, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
