@@ -190,15 +190,20 @@ async fn client_mode(
             return;
         }
         Spoke::Server(Ok(n)) => {
-            let write = client.write_all(&early[..n]);
-            if timeout(svc.config.timeouts.idle, write).await.is_err() {
-                tracing::info!(
-                    "[{name}] closing {peer}: it read nothing for {:?} (TIMEOUTidle)",
-                    svc.config.timeouts.idle
-                );
-                return;
-            }
-            svc.metrics.to_client.inc_by(n as u64);
+            match timeout(svc.config.timeouts.idle, client.write_all(&early[..n])).await {
+                Ok(Ok(())) => svc.metrics.to_client.inc_by(n as u64),
+                Ok(Err(e)) => {
+                    tracing::debug!("{peer}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(
+                        "[{name}] closing {peer}: it read nothing for {:?} (TIMEOUTidle)",
+                        svc.config.timeouts.idle
+                    );
+                    return;
+                }
+            };
         }
         Spoke::Server(Err(e)) => {
             report_tls_error(svc, &e);
