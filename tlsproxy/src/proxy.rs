@@ -140,7 +140,7 @@ async fn client_mode(
     };
     let deadline = Instant::now() + svc.config.timeouts.handshake;
     let handshake = connector.connect(server_name, upstream);
-    let Some(tls) = finish_handshake(
+    let Some(mut tls) = finish_handshake(
         svc,
         deadline,
         handshake,
@@ -157,7 +157,6 @@ async fn client_mode(
     // right after the handshake, and reading the stream consumes them without a byte.
     let mut first = [0u8; 1];
     let mut early = [0u8; 1024];
-    let mut tls = tls;
     let spoke = tokio::select! {
         biased;
         r = client.peek(&mut first) => Spoke::App(r),
