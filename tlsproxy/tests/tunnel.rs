@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use gluu_testkit::{Ca, Cert, wait_for};
-use support::{Pair, client_conf, closed_silently, server_conf, start};
+use support::{Pair, client_conf, closed_silently, server_conf, start, tunnels};
 
 #[test]
 fn auth_ping_and_values_from_1_byte_to_4_mib() {
@@ -339,16 +339,7 @@ fn a_server_that_speaks_first_is_relayed() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = Cert::new(dir.path(), "secureredis");
-    let server = start(
-        dir.path(),
-        "server.conf",
-        &server_conf(&cert.combined, greeter, ""),
-    );
-    let client = start(
-        dir.path(),
-        "client.conf",
-        &client_conf(&cert.combined, server.addr("redis"), ""),
-    );
+    let (_server, client) = tunnels(dir.path(), &cert.combined, greeter, "", "");
     let s = TcpStream::connect(client.addr("redis")).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -706,16 +697,7 @@ fn half_close_is_relayed_one_direction_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = Cert::new(dir.path(), "secureredis");
     let echo = echo_until_eof();
-    let server = start(
-        dir.path(),
-        "server.conf",
-        &server_conf(&cert.combined, echo, ""),
-    );
-    let client = start(
-        dir.path(),
-        "client.conf",
-        &client_conf(&cert.combined, server.addr("redis"), ""),
-    );
+    let (_server, client) = tunnels(dir.path(), &cert.combined, echo, "", "");
     let mut s = TcpStream::connect(client.addr("redis")).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

@@ -135,6 +135,28 @@ pub fn client_conf(cert: &Path, server: SocketAddr, extra: &str) -> String {
     guide_conf(Side::Node, cert, &globals, "127.0.0.1:0", server)
 }
 
+/// A server tunnel in front of `target` (redis-server.conf) and a client tunnel in front of
+/// that (redis-client.conf), both with `cert` and their `extra` global options.
+pub fn tunnels(
+    dir: &Path,
+    cert: &Path,
+    target: SocketAddr,
+    server_extra: &str,
+    client_extra: &str,
+) -> (Running, Running) {
+    let server = start(
+        dir,
+        "redis-server.conf",
+        &server_conf(cert, target, server_extra),
+    );
+    let client = start(
+        dir,
+        "redis-client.conf",
+        &client_conf(cert, server.addr("redis"), client_extra),
+    );
+    (server, client)
+}
+
 /// Redis behind a server tunnel behind a client tunnel, all sharing one certificate.
 pub struct Pair {
     pub dir: tempfile::TempDir,
@@ -154,15 +176,12 @@ impl Pair {
         let dir = tempfile::tempdir().expect("tempdir");
         let redis = Redis::start();
         let cert = Cert::new(dir.path(), "secureredis");
-        let server = start(
+        let (server, client) = tunnels(
             dir.path(),
-            "redis-server.conf",
-            &server_conf(&cert.combined, redis.addr(), server_extra),
-        );
-        let client = start(
-            dir.path(),
-            "redis-client.conf",
-            &client_conf(&cert.combined, server.addr("redis"), client_extra),
+            &cert.combined,
+            redis.addr(),
+            server_extra,
+            client_extra,
         );
         Pair {
             dir,
