@@ -43,6 +43,10 @@ enum Bench {
         /// Idle tunneled connections held for the memory comparison.
         #[arg(long, default_value_t = 1_000)]
         idle: usize,
+        /// Bytes per SET/GET value (redis-benchmark's `-d`). Gluu's session and token
+        /// entries run to several KB; a value over 4 KiB spans more than one rustls read.
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
         /// Rounds per case; each prints the median. Rounds alternate the three targets so
         /// that drift on a shared machine touches all of them alike.
         #[arg(long, default_value_t = 3)]
@@ -99,8 +103,15 @@ fn main() {
             requests,
             churn_requests,
             idle,
+            value_size,
             rounds,
-        } => tunnel(requests, churn_requests, idle, rounds.max(1)),
+        } => tunnel(&TunnelOptions {
+            requests,
+            churn: churn_requests,
+            idle,
+            value_size,
+            rounds: rounds.max(1),
+        }),
         Bench::Lb {
             seconds,
             rounds,
@@ -132,10 +143,10 @@ struct Case {
     requests: u64,
 }
 
-fn cases(requests: u64, churn: u64) -> Vec<Case> {
+fn cases(requests: u64, churn: u64, value_size: usize) -> Vec<Case> {
     let case = |name, args: &str, requests| Case {
         name,
-        args: format!("{args} -n {requests}"),
+        args: format!("{args} -n {requests} -d {value_size}"),
         requests,
     };
     vec![
@@ -178,7 +189,7 @@ fn redis_benchmark(addr: SocketAddr, password: &str, case: &Case) -> f64 {
             "-a",
             password,
         ])
-        .args(["--csv", "-d", "64"])
+        .arg("--csv")
         .args(case.args.split_whitespace())
         .output()
         .expect("run redis-benchmark");
@@ -351,7 +362,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn tunnel(requests: u64, churn: u64, idle: usize, rounds: usize) {
+/// `gluu-bench tunnel`'s command line.
+#[derive(Debug)]
+struct TunnelOptions {
+    requests: u64,
+    churn: u64,
+    idle: usize,
+    value_size: usize,
+    rounds: usize,
+}
+
+fn tunnel(opts: &TunnelOptions) {
+    let &TunnelOptions {
+        requests,
+        churn,
+        idle,
+        value_size,
+        rounds,
+    } = opts;
     raise_fd_limit(16_384);
     let bin = sibling("gluu-tunnel");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -384,7 +412,7 @@ fn tunnel(requests: u64, churn: u64, idle: usize, rounds: usize) {
         )
     );
     println!(
-        "certificate: ECDSA P-256 (rcgen), one file for both sides of both pairs; value size 64 bytes"
+        "certificate: ECDSA P-256 (rcgen), one file for both sides of both pairs; value size {value_size} bytes"
     );
     println!("each figure: ops/s, median of {rounds} rounds\n");
 
@@ -401,7 +429,7 @@ fn tunnel(requests: u64, churn: u64, idle: usize, rounds: usize) {
         .unwrap_or(100) as f64;
 
     let mut fresh = None;
-    for case in cases(requests, churn) {
+    for case in cases(requests, churn, value_size) {
         let mut samples = vec![Vec::with_capacity(rounds); targets.len()];
         let mut ticks = vec![0u64; targets.len()];
         for _ in 0..rounds {
