@@ -2,7 +2,8 @@
 //! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]), logging
 //! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
 //! messages ([`place`]), and the small Unix chores every daemon does the same way
-//! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff).
+//! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff;
+//! [`relay`]: copying a tunneled connection both ways under idle and close timeouts).
 
 pub mod accept;
 pub mod build;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod place;
 pub mod process;
+pub mod relay;
 pub mod signal;
 pub mod tls;
 pub mod verify;

@@ -8,23 +8,17 @@
 //! per-direction half-close, idle and close timeouts, counting bytes as they pass.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use gluu_common::relay::{self, End};
 use gluu_common::verify::{describe_failure, failure_reason};
-use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Target;
 use crate::service::{Service, Tls};
-
-/// Copy buffer per direction: one full TLS record's plaintext.
-const BUFFER: usize = 16 * 1024;
 
 /// First byte of a TLS record carrying a handshake message (the ClientHello).
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -273,74 +267,6 @@ async fn connect_target(svc: &Service) -> Option<(TcpStream, Target)> {
     None
 }
 
-/// Activity of one direction, read by the relay's watchdog.
-#[derive(Default)]
-struct Meter {
-    bytes: AtomicU64,
-    eof: AtomicBool,
-}
-
-/// A stream whose reads are counted (per connection, for timeouts; per service, for metrics).
-struct Metered<'a, S> {
-    io: S,
-    meter: &'a Meter,
-    counter: &'a Counter,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll {
-            let n = (buf.filled().len() - before) as u64;
-            if n == 0 {
-                self.meter.eof.store(true, Ordering::Relaxed);
-            } else {
-                self.meter.bytes.fetch_add(n, Ordering::Relaxed);
-                self.counter.inc_by(n);
-            }
-        }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// How often the watchdog looks: an eighth of the shorter timeout, so each fires within
-/// 12.5% of its value, but at least every 5 s and at most every 10 ms.
-fn watch_period(idle: Duration, close: Duration) -> Duration {
-    (idle.min(close) / 8).clamp(Duration::from_millis(10), Duration::from_secs(5))
-}
-
-/// Why a relay ended, for the debug log.
-#[derive(Debug)]
-enum End {
-    Done(std::io::Result<(u64, u64)>),
-    Idle,
-    CloseTimeout,
-    Stopped,
-}
-
 /// Relays both directions (`client` is the accepted side, `target` the connected one) until
 /// both have ended, a timeout fires, or `stop` (the end of the shutdown grace period) cuts it.
 async fn relay<C, T>(svc: &Service, client: C, target: T, stop: CancellationToken)
@@ -348,51 +274,24 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let (up, down) = (Meter::default(), Meter::default());
-    let mut client = Metered {
-        io: client,
-        meter: &up,
-        counter: &svc.metrics.to_target,
-    };
-    let mut target = Metered {
-        io: target,
-        meter: &down,
-        counter: &svc.metrics.to_client,
-    };
     let timeouts = svc.config.timeouts;
-    let period = watch_period(timeouts.idle, timeouts.close);
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut target, BUFFER, BUFFER);
-    tokio::pin!(copy);
-    let mut seen = 0;
-    let mut quiet_since = Instant::now();
-    let mut half_closed_since: Option<Instant> = None;
-    let end = loop {
-        tokio::select! {
-            r = &mut copy => break End::Done(r),
-            _ = stop.cancelled() => break End::Stopped,
-            _ = tokio::time::sleep(period) => {
-                let now = Instant::now();
-                let moved = up.bytes.load(Ordering::Relaxed) + down.bytes.load(Ordering::Relaxed);
-                if moved != seen {
-                    seen = moved;
-                    quiet_since = now;
-                } else if now - quiet_since >= timeouts.idle {
-                    break End::Idle;
-                }
-                if up.eof.load(Ordering::Relaxed) || down.eof.load(Ordering::Relaxed) {
-                    let since = *half_closed_since.get_or_insert(now);
-                    if now - since >= timeouts.close {
-                        break End::CloseTimeout;
-                    }
-                }
-            }
-        }
-    };
-    match end {
-        End::Done(Ok((to_target, to_client))) => {
+    let relayed = relay::relay(
+        client,
+        target,
+        relay::Timeouts {
+            idle: timeouts.idle,
+            close: timeouts.close,
+        },
+        stop.cancelled(),
+        [Some(&svc.metrics.to_target), Some(&svc.metrics.to_client)],
+    )
+    .await;
+    let (to_target, to_client) = (relayed.from_a, relayed.from_b);
+    match relayed.end {
+        End::Done => {
             tracing::debug!("closed: {to_target} bytes to target, {to_client} to client")
         }
-        End::Done(Err(e)) => report_tls_error(svc, &e),
+        End::Failed(e) => report_tls_error(svc, &e),
         End::Idle => tracing::info!(
             "[{}] closing a connection idle for {:?} (TIMEOUTidle)",
             svc.name(),
