@@ -11,11 +11,14 @@
 //! or TLS failure, a pooled connection found closed) always moves on.
 
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
+use gluu_common::relay;
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
@@ -25,7 +28,7 @@ use crate::body::{self, Body, Watched};
 use crate::config::location::{find, upstream_uri};
 use crate::config::proxy::{Part, Template};
 use crate::runtime::{Listener, Runtime};
-use crate::upstream::{InFlight, Lease, Route};
+use crate::upstream::{InFlight, Lease, Route, lock};
 
 /// What a request's connection knows.
 #[derive(Debug)]
@@ -34,6 +37,73 @@ pub struct Conn {
     pub scheme: &'static str,
     /// The TLS server name the client asked for.
     pub sni: Option<String>,
+    /// Set when a response switched the connection to another protocol: the connection's
+    /// task runs it once hyper has handed the socket over.
+    pub upgraded: Mutex<Option<Upgrade>>,
+}
+
+impl Conn {
+    pub fn new(remote: SocketAddr, scheme: &'static str, sni: Option<String>) -> Conn {
+        Conn {
+            remote,
+            scheme,
+            sni,
+            upgraded: Mutex::default(),
+        }
+    }
+}
+
+/// A connection switched to another protocol (a WebSocket). The client connection's own
+/// task relays it ([`Upgrade::run`]), so it keeps its `worker_connections` slot and a
+/// graceful stop waits for it; like nginx, it closes after `proxy_read_timeout` without a
+/// byte either way.
+pub struct Upgrade {
+    client: OnUpgrade,
+    node: OnUpgrade,
+    done: (Lease, InFlight),
+    log: Log,
+    idle: Duration,
+}
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("node", &self.done.0)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upgrade {
+    /// Relays both sockets until both ends close or `proxy_read_timeout` passes in silence,
+    /// then writes the access log line (bytes sent to the client, as nginx counts them).
+    pub async fn run(self) {
+        let Upgrade {
+            client,
+            node,
+            done,
+            mut log,
+            idle,
+        } = self;
+        let (Ok(client), Ok(node)) = tokio::join!(client, node) else {
+            return;
+        };
+        let timeouts = relay::Timeouts { idle, close: idle };
+        let (client, node) = (TokioIo::new(client), TokioIo::new(node));
+        let relayed =
+            relay::relay(client, node, timeouts, std::future::pending(), [None, None]).await;
+        tracing::debug!(
+            "upgraded connection to {} closed ({:?}): {} bytes up, {} down",
+            done.0.address(),
+            relayed.end,
+            relayed.from_a,
+            relayed.from_b
+        );
+        drop(done);
+        if let Some(e) = log.entry.take() {
+            e.write(relayed.from_b);
+        }
+    }
 }
 
 /// The values of nginx's variables for one request.
@@ -341,7 +411,7 @@ pub async fn handle(
         let result = node.send(&route, upstream_req, wait, shared).await;
         let tries_left = max_tries == 0 || tries < max_tries;
         match result {
-            Ok((mut resp, lease)) => {
+            Ok((resp, lease)) => {
                 let status = resp.status().as_u16();
                 let listed = match status {
                     500 => nu.http_500,
@@ -368,14 +438,13 @@ pub async fn handle(
                 } else {
                     group.succeeded(n);
                 }
-                let upstream_upgrade = (status == 101).then(|| hyper::upgrade::on(&mut resp));
                 return respond(
                     resp,
                     (lease, in_flight),
                     log,
                     t0,
                     settings.read_timeout,
-                    client_upgrade.zip(upstream_upgrade),
+                    client_upgrade.map(|u| (u, conn)),
                     shared,
                 );
             }
@@ -449,50 +518,46 @@ fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-type Upgrades = (hyper::upgrade::OnUpgrade, hyper::upgrade::OnUpgrade);
-
 /// The node's response on its way to the client; `done` goes back (the connection to the
-/// pool, the in-flight count) when the body has been sent.
+/// pool, the in-flight count) when the body has been sent. `upgrade` is the client's side
+/// of a requested protocol switch and its connection, where a 101 leaves the relay.
 fn respond(
-    resp: Response<Incoming>,
+    mut resp: Response<Incoming>,
     done: (Lease, InFlight),
     mut log: Log,
     t0: Instant,
-    read_timeout: std::time::Duration,
-    upgrades: Option<Upgrades>,
+    read_timeout: Duration,
+    upgrade: Option<(OnUpgrade, &Conn)>,
     shared: &Shared,
 ) -> Response<Body> {
-    let (lease, in_flight) = done;
-    let (mut parts, incoming) = resp.into_parts();
-    let status = parts.status;
+    let status = resp.status();
     shared.metrics.response(status.as_u16());
     if let Some(e) = &mut log.entry {
         e.status = status.as_u16();
         e.upstream_time = Some(t0.elapsed());
     }
-    if let (StatusCode::SWITCHING_PROTOCOLS, Some((client, node))) = (status, upgrades) {
-        let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some((client, conn))) = (status, upgrade) {
+        let node = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        if let Some(u) = upgrade {
+        if let Some(u) = protocol {
             parts.headers.insert(header::UPGRADE, u);
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        tokio::spawn(async move {
-            let (Ok(client), Ok(node)) = tokio::join!(client, node) else {
-                return;
-            };
-            let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
-            let result = tokio::io::copy_bidirectional(&mut client, &mut node).await;
-            drop(in_flight);
-            drop(lease);
-            if let Some(e) = log.entry.take() {
-                e.write(result.map(|(_, down)| down).unwrap_or(0));
-            }
+        *lock(&conn.upgraded) = Some(Upgrade {
+            client,
+            node,
+            done,
+            log,
+            idle: read_timeout,
         });
         return Response::from_parts(parts, body::empty());
     }
+    let (lease, in_flight) = done;
+    let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = Watched::new(incoming, read_timeout)
         .on_end(move |bytes, complete| {

@@ -553,11 +553,7 @@ async fn connection(
         )
     };
     let Some(acceptor) = tls else {
-        let conn = Conn {
-            remote: peer,
-            scheme: "http",
-            sni: None,
-        };
+        let conn = Conn::new(peer, "http", None);
         return serve(
             TokioIo::new(stream),
             conn,
@@ -589,11 +585,7 @@ async fn connection(
     };
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let conn = Conn {
-        remote: peer,
-        scheme: "https",
-        sni: session.server_name().map(str::to_owned),
-    };
+    let conn = Conn::new(peer, "https", session.server_name().map(str::to_owned));
     serve(
         TokioIo::new(stream),
         conn,
@@ -618,6 +610,7 @@ async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
+    let upgraded = conn.clone();
     let shared = shared.clone();
     // Per request, one reference count each for the configuration in force and `shared`
     // (cloning the struct itself touched eleven, and every count both workers share moves
@@ -647,6 +640,11 @@ async fn serve<I>(
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         drive(conn, &stop, |c| c.graceful_shutdown()).await;
+        // A WebSocket lives on in this task: its slot stays taken, a stop waits for it.
+        let upgrade = upstream::lock(&upgraded.upgraded).take();
+        if let Some(upgrade) = upgrade {
+            upgrade.run().await;
+        }
     }
 }
 

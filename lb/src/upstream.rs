@@ -8,8 +8,10 @@
 //! location opened without verification.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::Request;
@@ -17,9 +19,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::io::BufReader;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsConnector;
 
 use crate::Shared;
@@ -40,7 +42,8 @@ const NODE_READ_BUFFER: usize = 17 * 1024;
 /// upstream `keepalive_timeout` default).
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A mutex's guard; a panic while it was held does not make the data unusable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -148,6 +151,54 @@ impl Drop for InFlight {
     }
 }
 
+/// A node connection's stream with its `worker_connections` slot, released when the stream
+/// is dropped: when hyper closes the connection, or, for an upgraded one (a WebSocket),
+/// when the relay that took the stream over ends.
+struct Slotted<S> {
+    io: S,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Slotted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Slotted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// A connection lent to one request; [`Lease::release`] returns it to the pool.
 pub struct Lease {
     node: Arc<Node>,
@@ -165,6 +216,11 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// The node's `server` address.
+    pub fn address(&self) -> &str {
+        &self.node.address
+    }
+
     /// The response was read to its end: the connection can serve the next request.
     pub fn release(self) {
         if self.sender.is_closed() {
@@ -272,6 +328,10 @@ impl Node {
                     ),
                 )
             })?;
+        let stream = Slotted {
+            io: stream,
+            _slot: permit,
+        };
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Body>(TokioIo::new(stream))
             .await
@@ -281,7 +341,6 @@ impl Node {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("connection to {address}: {e}");
             }
-            drop(permit);
         });
         Ok(sender)
     }

@@ -171,9 +171,8 @@ async fn http2_clients_via_alpn() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_upgrades_pass_through() {
-    let lab = Lab::start(|t| t).await;
+/// Opens a WebSocket to the nodes' echo through the balancer; panics unless it gets 101.
+async fn websocket(lab: &Lab) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut tls = lab
         .client
         .connect(lab.https, None, false)
@@ -197,15 +196,92 @@ async fn websocket_upgrades_pass_through() {
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
+    tls
+}
+
+/// Sends `msg` and expects it back within 5 s.
+async fn echo<S: AsyncReadExt + AsyncWriteExt + Unpin>(ws: &mut S, msg: &str) {
+    ws.write_all(msg.as_bytes()).await.expect("write");
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), ws.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(back, msg.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    let lab = Lab::start(|t| t).await;
+    let mut ws = websocket(&lab).await;
     for msg in ["hello", "through the balancer"] {
-        tls.write_all(msg.as_bytes()).await.expect("write");
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut back))
-            .await
-            .expect("echo in time")
-            .expect("echo");
-        assert_eq!(back, msg.as_bytes());
+        echo(&mut ws, msg).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_keeps_its_slots_closes_after_proxy_read_timeout_and_drains_on_stop() {
+    // One worker with a socket on port 80 and one on 443, each holding a slot while it waits
+    // to accept (as in worker_connections_bound_clients_and_node_connections): 6 leave room
+    // for 5 connections.
+    let lab = Lab::start(|t| {
+        format!("worker_processes 1;\nworker_shutdown_timeout 1s;\n{t}")
+            .replace("worker_connections 6500;", "worker_connections 6;")
+            .replace(
+                "location /oxauth {\n",
+                "location /oxauth {\n        proxy_read_timeout 2s;\n",
+            )
+    })
+    .await;
+    let mut ws = websocket(&lab).await;
+    echo(&mut ws, "hello").await;
+    // The WebSocket holds two, the client's connection and the node's, as nginx counts them:
+    // three more clients get in, a fourth waits.
+    let mut held = Vec::new();
+    let waiting = loop {
+        assert!(
+            held.len() <= 3,
+            "the WebSocket and {} more clients let in",
+            held.len()
+        );
+        let (client, addr) = (lab.client.clone(), lab.https);
+        let mut h = tokio::spawn(async move { client.connect(addr, None, false).await });
+        match tokio::time::timeout(Duration::from_millis(700), &mut h).await {
+            Ok(tls) => held.push(tls.expect("join").expect("handshake")),
+            Err(_) => break h,
+        }
+    };
+    assert_eq!(held.len(), 3, "a WebSocket takes two of the five slots");
+    waiting.abort();
+    drop(held);
+    // Traffic keeps it open past proxy_read_timeout; 2 s without a byte either way closes it.
+    let mut pace = tokio::time::interval(Duration::from_millis(500));
+    for i in 0..7 {
+        pace.tick().await;
+        echo(&mut ws, &format!("message {i}")).await;
+    }
+    let quiet = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), ws.read(&mut [0u8; 16])).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "closed without a byte: {read:?}"
+    );
+    let open = quiet.elapsed();
+    assert!(
+        open >= Duration::from_millis(1900) && open < Duration::from_secs(8),
+        "closed after {open:?} without traffic; proxy_read_timeout is 2s"
+    );
+    // A graceful stop waits for an open WebSocket until worker_shutdown_timeout, then
+    // closes it.
+    let mut ws = websocket(&lab).await;
+    echo(&mut ws, "still here").await;
+    let took = lab.stop().await;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "stopped in {took:?}; worker_shutdown_timeout is 1s"
+    );
+    let read = tokio::time::timeout(Duration::from_secs(5), ws.read(&mut [0u8; 16])).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed: {read:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
