@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use gluu_common::relay;
@@ -40,6 +41,8 @@ pub struct Conn {
     /// Set when a response switched the connection to another protocol: the connection's
     /// task runs it once hyper has handed the socket over.
     pub upgraded: Mutex<Option<Upgrade>>,
+    /// Requests received so far (an HTTP/2 connection's idle limit watches it).
+    pub requests: AtomicU64,
 }
 
 impl Conn {
@@ -49,6 +52,7 @@ impl Conn {
             scheme,
             sni,
             upgraded: Mutex::default(),
+            requests: AtomicU64::new(0),
         }
     }
 }

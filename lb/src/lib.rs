@@ -19,8 +19,9 @@ pub mod workers;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use gluu_common::logging::LogFile;
@@ -610,7 +611,7 @@ async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    let upgraded = conn.clone();
+    let info = conn.clone();
     let shared = shared.clone();
     // Per request, one reference count each for the configuration in force and `shared`
     // (cloning the struct itself touched eleven, and every count both workers share moves
@@ -618,6 +619,7 @@ async fn serve<I>(
     let service = hyper::service::service_fn(move |req| {
         let b = binding.load_full();
         let (conn, shared) = (conn.clone(), shared.clone());
+        conn.requests.fetch_add(1, Ordering::Relaxed);
         async move { Ok::<_, Infallible>(forward::handle(req, &conn, &b.rt, b.listener, &shared).await) }
     });
     if h2 {
@@ -630,7 +632,9 @@ async fn serve<I>(
             .keep_alive_timeout(Duration::from_secs(20));
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
-        drive(conn, &stop, |c| c.graceful_shutdown()).await;
+        // hyper's HTTP/2 server has no idle limit (its PINGs only find dead peers).
+        let idle = Some((limits.header_timeout, &info.requests));
+        drive(conn, &stop, idle, |c| c.graceful_shutdown()).await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -639,27 +643,47 @@ async fn serve<I>(
             .max_header_size(limits.max_header_bytes);
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
-        drive(conn, &stop, |c| c.graceful_shutdown()).await;
+        // hyper's `header_read_timeout` is the idle limit between requests.
+        drive(conn, &stop, None, |c| c.graceful_shutdown()).await;
         // A WebSocket lives on in this task: its slot stays taken, a stop waits for it.
-        let upgrade = upstream::lock(&upgraded.upgraded).take();
+        let upgrade = upstream::lock(&info.upgraded).take();
         if let Some(upgrade) = upgrade {
             upgrade.run().await;
         }
     }
 }
 
-/// Runs a client connection to its end; when `stop` comes first, lets the request in
-/// flight finish and closes (HTTP/1.1: after the response; HTTP/2: GOAWAY).
+/// Runs a client connection to its end. When `stop` comes first, or `idle` passes without
+/// a new request (`idle`: the limit and the connection's request count), lets the requests
+/// in flight finish and closes (HTTP/1.1: after the response; HTTP/2: GOAWAY).
 async fn drive<C>(
     mut conn: std::pin::Pin<&mut C>,
     stop: &CancellationToken,
+    idle: Option<(Duration, &AtomicU64)>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
 {
+    let quiet = async {
+        let Some((limit, requests)) = idle else {
+            return std::future::pending().await;
+        };
+        let period = (limit / 8).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let (mut seen, mut since) = (requests.load(Ordering::Relaxed), Instant::now());
+        loop {
+            tokio::time::sleep(period).await;
+            let now = requests.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            } else if since.elapsed() >= limit {
+                tracing::debug!("closing a connection without a request for {limit:?}");
+                return;
+            }
+        }
+    };
     let r = tokio::select! {
         r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
+        () = async { tokio::select! { () = stop.cancelled() => {}, () = quiet => {} } } => {
             graceful(conn.as_mut());
             conn.await
         }

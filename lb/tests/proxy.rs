@@ -171,6 +171,68 @@ async fn http2_clients_via_alpn() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_client_header_timeout() {
+    let lab = Lab::start(|t| {
+        t.replace("    ssl on;", "    ssl on;\n    http2 on;")
+            .replace("http {\n", "http {\n  client_header_timeout 1s;\n")
+    })
+    .await;
+    let tls = lab
+        .client
+        .connect(lab.https, None, true)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    // Requests keep it open past the timeout; the client answers every PING meanwhile.
+    let mut pace = tokio::time::interval(Duration::from_millis(400));
+    for _ in 0..6 {
+        pace.tick().await;
+        let req = Request::get(format!("https://{HOST}/oxauth/x"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
+            .await
+            .expect("read");
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let quiet = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(end.is_ok(), "still open 10s after the last request");
+    let open = quiet.elapsed();
+    assert!(
+        open >= Duration::from_millis(900) && open < Duration::from_secs(8),
+        "closed after {open:?} without a request; client_header_timeout is 1s"
+    );
+    // A response slower than the limit still arrives: the close lets streams finish.
+    let tls = lab
+        .client
+        .connect(lab.https, None, true)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://{HOST}/oxauth/slow/2500"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
+        .await
+        .expect("read");
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("slow"), "{}", r.body);
+}
+
 /// Opens a WebSocket to the nodes' echo through the balancer; panics unless it gets 101.
 async fn websocket(lab: &Lab) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut tls = lab
