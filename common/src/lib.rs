@@ -3,7 +3,8 @@
 //! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
 //! messages ([`place`]), and the small Unix chores every daemon does the same way
 //! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff;
-//! [`relay`]: copying a tunneled connection both ways under idle and close timeouts).
+//! [`relay`]: copying a tunneled connection both ways under idle and close timeouts;
+//! [`tap`]: a stream with a slot or a counter attached).
 
 pub mod accept;
 pub mod build;
@@ -16,5 +17,6 @@ pub mod place;
 pub mod process;
 pub mod relay;
 pub mod signal;
+pub mod tap;
 pub mod tls;
 pub mod verify;

@@ -4,14 +4,14 @@
 //! direction has ended and the other has not followed within `close` (`TIMEOUTclose`).
 //! gluu-tunnel relays every connection this way, gluu-lb its upgraded (WebSocket) ones.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+
+use crate::tap::{OnRead, Tapped};
 
 /// Copy buffer per direction: one full TLS record's plaintext.
 const BUFFER: usize = 16 * 1024;
@@ -55,52 +55,22 @@ struct Meter {
     eof: AtomicBool,
 }
 
-/// A stream whose reads are counted (per connection, for the timeouts; and in `counter`,
-/// for a daemon's metrics, as the bytes pass).
-struct Metered<'a, S> {
-    io: S,
+/// What a relay attaches to each side: the side's [`Meter`] and, if any, a daemon's counter.
+struct Counting<'a> {
     meter: &'a Meter,
     counter: Option<&'a Counter>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll {
-            let n = (buf.filled().len() - before) as u64;
-            if n == 0 {
-                self.meter.eof.store(true, Ordering::Relaxed);
-            } else {
-                self.meter.bytes.fetch_add(n, Ordering::Relaxed);
-                if let Some(c) = self.counter {
-                    c.inc_by(n);
-                }
+impl OnRead for Counting<'_> {
+    fn on_read(&self, n: usize) {
+        if n == 0 {
+            self.meter.eof.store(true, Ordering::Relaxed);
+        } else {
+            self.meter.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(c) = self.counter {
+                c.inc_by(n as u64);
             }
         }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -125,16 +95,20 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let (from_a, from_b) = (Meter::default(), Meter::default());
-    let mut a = Metered {
-        io: a,
-        meter: &from_a,
-        counter: counters[0],
-    };
-    let mut b = Metered {
-        io: b,
-        meter: &from_b,
-        counter: counters[1],
-    };
+    let mut a = Tapped::new(
+        a,
+        Counting {
+            meter: &from_a,
+            counter: counters[0],
+        },
+    );
+    let mut b = Tapped::new(
+        b,
+        Counting {
+            meter: &from_b,
+            counter: counters[1],
+        },
+    );
     let period = watch_period(timeouts);
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER);
     tokio::pin!(copy);
