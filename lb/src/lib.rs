@@ -13,6 +13,7 @@ pub mod forward;
 pub mod health;
 pub mod metrics;
 pub mod runtime;
+pub mod send_timeout;
 pub mod upstream;
 pub mod workers;
 
@@ -42,6 +43,7 @@ use forward::Conn;
 pub use gluu_common::signal::Control;
 use metrics::Metrics;
 use runtime::Runtime;
+use send_timeout::SendTimed;
 use workers::{Dispatch, Workers};
 
 /// What outlives a reload: the metric families, the `worker_connections` budget, the TLS
@@ -553,6 +555,7 @@ async fn connection(
             b.rt.config.limits.clone(),
         )
     };
+    let stream = SendTimed::new(stream, limits.send_timeout);
     let Some(acceptor) = tls else {
         let conn = Conn::new(peer, "http", None);
         return serve(

@@ -141,31 +141,41 @@ async fn identity_sticks_per_client_slash_24_and_the_rest_round_robins() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_clients_via_alpn() {
-    let lab = Lab::start(|t| t.replace("    ssl on;", "    ssl on;\n    http2 on;")).await;
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// An HTTP/2 connection to the balancer (ALPN h2): its sender and the task driving it.
+async fn h2_connect(lab: &Lab) -> (H2Sender, tokio::task::JoinHandle<hyper::Result<()>>) {
     let tls = lab
         .client
         .connect(lab.https, None, true)
         .await
         .expect("connect");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+    let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         TokioIo::new(tls),
     )
     .await
     .expect("h2 handshake");
-    tokio::spawn(conn);
-    for _ in 0..3 {
-        let req = Request::get(format!(
-            "https://{HOST}/oxauth/.well-known/openid-configuration"
-        ))
+    (sender, tokio::spawn(conn))
+}
+
+/// A GET on an HTTP/2 connection.
+async fn h2_get(sender: &mut H2Sender, path: &str) -> gluu_testkit::https::Reply {
+    let req = Request::get(format!("https://{HOST}{path}"))
         .body(Full::new(Bytes::new()))
         .expect("request");
-        let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
-            .await
-            .expect("read");
+    gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
+        .await
+        .expect("read")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_via_alpn() {
+    let lab = Lab::start(|t| t.replace("    ssl on;", "    ssl on;\n    http2 on;")).await;
+    let (mut sender, _conn) = h2_connect(&lab).await;
+    for _ in 0..3 {
+        let r = h2_get(&mut sender, "/oxauth/.well-known/openid-configuration").await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json()["issuer"], format!("https://{HOST}"));
     }
@@ -178,29 +188,15 @@ async fn an_idle_http2_connection_is_closed_after_client_header_timeout() {
             .replace("http {\n", "http {\n  client_header_timeout 1s;\n")
     })
     .await;
-    let tls = lab
-        .client
-        .connect(lab.https, None, true)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_connect(&lab).await;
     // Requests keep it open past the timeout; the client answers every PING meanwhile.
     let mut pace = tokio::time::interval(Duration::from_millis(400));
     for _ in 0..6 {
         pace.tick().await;
-        let req = Request::get(format!("https://{HOST}/oxauth/x"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
-            .await
-            .expect("read");
-        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            h2_get(&mut sender, "/oxauth/x").await.status,
+            StatusCode::OK
+        );
     }
     let quiet = Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(10), conn).await;
@@ -211,24 +207,8 @@ async fn an_idle_http2_connection_is_closed_after_client_header_timeout() {
         "closed after {open:?} without a request; client_header_timeout is 1s"
     );
     // A response slower than the limit still arrives: the close lets streams finish.
-    let tls = lab
-        .client
-        .connect(lab.https, None, true)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    let req = Request::get(format!("https://{HOST}/oxauth/slow/2500"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
-        .await
-        .expect("read");
+    let (mut sender, _conn) = h2_connect(&lab).await;
+    let r = h2_get(&mut sender, "/oxauth/slow/2500").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("slow"), "{}", r.body);
 }
@@ -455,6 +435,51 @@ async fn slow_clients_are_cut_off_by_their_timeouts() {
     cut_off("stalled request body", open);
     assert_eq!(lab.nodes[0].posts() + lab.nodes[1].posts(), 1);
     assert!(lab.get("/oxauth/x").await.body.contains("path=/oxauth/x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_by_send_timeout() {
+    let lab = Lab::start(|t| t.replace("http {\n", "http {\n  send_timeout 1s;\n")).await;
+    let mut tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    // 32 MiB: far more than the socket buffers on both sides hold.
+    tls.write_all(format!("GET /oxauth/big/33554432 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    tls.read_exact(&mut head).await.expect("read");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The client stops reading; the node's connection stays busy until gluu-lb gives up.
+    let stalled = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the request no longer in flight",
+        || async {
+            lab.status().await["upstreams"]["backend"]
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().all(|n| n["active"] == 0))
+        },
+    )
+    .await;
+    let held = stalled.elapsed();
+    assert!(
+        held >= Duration::from_millis(900) && held < Duration::from_secs(8),
+        "released after {held:?}; send_timeout is 1s"
+    );
+    // What was sent before the cut arrives, then the end: far less than 32 MiB.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("still open after the cut, {got} bytes read"),
+        }
+    }
+    assert!(got < 32 << 20, "{got} bytes: the whole response was sent");
 }
 
 /// A GET on an open HTTP/1.1 connection.

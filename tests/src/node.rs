@@ -9,6 +9,7 @@
 //!   the body is read to its end first.
 //! - a path containing `/status/NNN`: answers NNN.
 //! - a path containing `/slow/MS`: answers after MS milliseconds.
+//! - a path containing `/big/N`: N bytes (at most 64 MiB), for clients that read slowly.
 //! - `Upgrade: websocket` on any path: 101, then echoes bytes back.
 //! - anything else: `node=NAME path=PATH` as text.
 
@@ -363,6 +364,15 @@ async fn answer(mut req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> 
             status.unwrap_or(StatusCode::BAD_REQUEST),
             "text/plain",
             format!("node={}\n", ctx.name),
+        );
+    }
+    if let Some(n) = path.split_once("/big/").map(|(_, n)| n) {
+        let n = n.parse::<usize>().unwrap_or(0).min(64 << 20);
+        return reply(
+            ctx,
+            StatusCode::OK,
+            "application/octet-stream",
+            vec![b'x'; n],
         );
     }
     if let Some(ms) = path.split_once("/slow/").map(|(_, ms)| ms) {

@@ -57,6 +57,8 @@ pub struct ClientLimits {
     pub max_header_bytes: usize,
     /// `ssl_handshake_timeout` (60s, nginx 1.25's directive).
     pub handshake_timeout: Duration,
+    /// `send_timeout` (60s): the longest a write to the client may wait for it to read.
+    pub send_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -65,6 +67,7 @@ impl Default for ClientLimits {
             header_timeout: Duration::from_secs(60),
             max_header_bytes: 4 * 8192,
             handshake_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -213,6 +216,7 @@ impl Config {
                             }
                             "client_header_timeout" => c.limits.header_timeout = proxy::time(h)?,
                             "ssl_handshake_timeout" => c.limits.handshake_timeout = proxy::time(h)?,
+                            "send_timeout" => c.limits.send_timeout = proxy::time(h)?,
                             "large_client_header_buffers" => {
                                 c.limits.max_header_bytes = header_buffers(h)?
                             }
