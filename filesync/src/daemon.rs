@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use gluu_common::accept;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +34,8 @@ pub struct Options {
     pub rescan: Duration,
     /// How long a stop waits for exchanges in flight.
     pub grace: Duration,
+    /// Peer connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             max_delay: Duration::from_millis(500),
             rescan: Duration::from_secs(60),
             grace: Duration::from_secs(10),
+            max_connections: 64,
         }
     }
 }
@@ -126,9 +130,20 @@ pub async fn run(
             shutdown.clone(),
             hard_stop.clone(),
         );
+        let (limit, max) = (
+            Arc::new(Semaphore::new(options.max_connections)),
+            options.max_connections,
+        );
         tokio::spawn(async move {
-            while let Some((tcp, remote)) =
-                gluu_common::accept::next(&listener, &shutdown, "gluu-fsync").await
+            let mut at_limit = false;
+            let report = || {
+                tracing::warn!(
+                    "{max} peer connections open (--max-connections): new ones wait in the \
+                     listen queue"
+                )
+            };
+            while let Some(slot) = accept::slot(&limit, &shutdown, &mut at_limit, report).await
+                && let Some((tcp, remote)) = accept::next(&listener, &shutdown, "gluu-fsync").await
             {
                 let (node, hard_stop) = (node.clone(), hard_stop.clone());
                 conns.spawn(async move {
@@ -136,6 +151,7 @@ pub async fn run(
                         _ = node.serve(tcp, remote) => {}
                         _ = hard_stop.cancelled() => {}
                     }
+                    drop(slot);
                 });
             }
         })

@@ -82,6 +82,9 @@ enum Command {
         /// Full rescan and exchange with every peer this often, in seconds.
         #[arg(long, default_value_t = 60)]
         rescan_secs: u64,
+        /// Peer connections served at once; more wait in the listen queue.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
         /// Log to this file (reopened on SIGUSR1) instead of stderr.
         #[arg(long)]
         log: Option<PathBuf>,
@@ -209,6 +212,7 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
             debounce_ms,
             max_delay_ms,
             rescan_secs,
+            max_connections,
             log,
         } => {
             let _log = logging::init(tracing::Level::INFO, log.as_deref())?;
@@ -248,6 +252,7 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
                 debounce: Duration::from_millis(debounce_ms),
                 max_delay: Duration::from_millis(max_delay_ms.max(debounce_ms)),
                 rescan: Duration::from_secs(rescan_secs.max(1)),
+                max_connections: max_connections as usize,
                 ..Options::default()
             };
             loop {

@@ -1,6 +1,7 @@
 //! Faults: a wrong group key, a tampered TLS stream, a peer that knows the key but sends
-//! paths outside the group, and kill -9 of the receiving daemon in the middle of a 100 MB
-//! transfer. Each is refused or survived with nothing partial written.
+//! paths outside the group, more connections than `--max-connections`, and kill -9 of the
+//! receiving daemon in the middle of a 100 MB transfer. Each is refused, held off or
+//! survived with nothing partial written.
 
 mod support;
 
@@ -81,6 +82,42 @@ fn a_wrong_key_is_refused_before_any_data_moves() {
         "{line}"
     );
     assert!(!c.path(0, "intruder.xml").exists());
+}
+
+/// Whether the daemon has answered `conn` (bytes, an end or an error) within `limit`.
+fn answered(conn: &mut TcpStream, limit: Duration) -> bool {
+    conn.set_read_timeout(Some(limit)).unwrap();
+    match conn.read(&mut [0u8; 64]) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn connections_over_max_connections_wait_in_the_listen_queue() {
+    let mut c = Cluster::new(2, "");
+    c.start_with(0, &[], &["--max-connections", "1"]);
+    let addr = ("127.0.0.1", c.nodes[0].port);
+    // Not TLS: a served connection is refused at once.
+    let mut junk = TcpStream::connect(addr).unwrap();
+    junk.write_all(b"not a TLS ClientHello\r\n").unwrap();
+    assert!(answered(&mut junk, SOON), "a free slot serves at once");
+    // One silent connection takes the only slot: the next is not even read...
+    let silent = TcpStream::connect(addr).unwrap();
+    let mut junk = TcpStream::connect(addr).unwrap();
+    junk.write_all(b"not a TLS ClientHello\r\n").unwrap();
+    assert!(
+        !answered(&mut junk, Duration::from_secs(1)),
+        "served past --max-connections 1"
+    );
+    let line = c.log_line(0, "--max-connections", SOON);
+    assert!(line.contains("1 peer connections open"), "{line}");
+    // ...until the slot is free again.
+    drop(silent);
+    assert!(answered(&mut junk, SOON), "served once the slot was free");
 }
 
 /// Forward TCP between a client and `to`, flipping one bit of the client's stream after the

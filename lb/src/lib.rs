@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use gluu_common::accept;
 use gluu_common::logging::LogFile;
 use gluu_common::metrics::{Pages, SharedRegistry};
 use gluu_common::notify;
@@ -500,29 +501,16 @@ async fn accept_loop(
     };
     let mut at_limit = false;
     loop {
-        let permit = match shared.permits.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_limit = false;
-                p
-            }
-            Err(_) => {
-                if !at_limit {
-                    tracing::warn!(
-                        "[{label}] worker_connections are not enough: new connections wait in \
-                         the listen queue"
-                    );
-                    at_limit = true;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    p = shared.permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                }
-            }
+        let report = || {
+            tracing::warn!(
+                "[{label}] worker_connections are not enough: new connections wait in the \
+                 listen queue"
+            )
         };
-        let Some((stream, peer)) = gluu_common::accept::next(&listener, &stop, &label).await else {
+        let Some(permit) = accept::slot(&shared.permits, &stop, &mut at_limit, report).await else {
+            return;
+        };
+        let Some((stream, peer)) = accept::next(&listener, &stop, &label).await else {
             return;
         };
         let load = workers.count_here();

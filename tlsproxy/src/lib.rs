@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use gluu_common::accept;
 use gluu_common::metrics::SharedRegistry;
 use gluu_common::notify;
 use prometheus_client::registry::Registry;
@@ -292,32 +293,17 @@ async fn accept_loop(
     let mut at_limit = false;
     loop {
         let svc = slot.load_full();
-        let permit = match svc.limit.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_limit = false;
-                p
-            }
-            Err(_) => {
-                if !at_limit {
-                    tracing::warn!(
-                        "[{}] {} connections open (maxConnections): new ones wait in the \
-                         listen queue",
-                        svc.name(),
-                        svc.config.max_connections
-                    );
-                    at_limit = true;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    p = svc.limit.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                }
-            }
+        let report = || {
+            tracing::warn!(
+                "[{}] {} connections open (maxConnections): new ones wait in the listen queue",
+                svc.name(),
+                svc.config.max_connections
+            )
         };
-        let Some((stream, peer)) = gluu_common::accept::next(&listener, &stop, svc.name()).await
-        else {
+        let Some(permit) = accept::slot(&svc.limit, &stop, &mut at_limit, report).await else {
+            return;
+        };
+        let Some((stream, peer)) = accept::next(&listener, &stop, svc.name()).await else {
             return;
         };
         let span = tracing::info_span!("conn", service = svc.name(), %peer);
