@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gluu_common::{logging, signal};
 use gluu_fsync::commands::{self, Request};
 use gluu_fsync::daemon::{self, Options};
+use gluu_fsync::wire::Timeouts;
 use gluu_fsync::{Config, Node};
 use nix::fcntl::{Flock, FlockArg};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,14 @@ struct Cli {
     /// Where the index, this node's certificate and the control socket live.
     #[arg(long, default_value = "/var/lib/gluu-fsync", global = true)]
     state_dir: PathBuf,
+
+    /// Seconds a peer may take to connect and finish the TLS handshake.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    handshake_timeout_secs: u64,
+
+    /// Seconds a peer may take for each read or write in the middle of an exchange.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    io_timeout_secs: u64,
 
     /// Check the configuration: errors (file:line) and warnings; exit 0 only if this node
     /// would start with it, 64 if not.
@@ -184,7 +193,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, &name, &cli.state_dir, command)) {
+    let timeouts = Timeouts {
+        handshake: Duration::from_secs(cli.handshake_timeout_secs),
+        io: Duration::from_secs(cli.io_timeout_secs),
+    };
+    let open = |config: Config| {
+        Node::open(config, &name, &cli.state_dir).map(|n| n.with_timeouts(timeouts))
+    };
+    match runtime.block_on(run(config, &name, &cli.state_dir, &open, command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("gluu-fsync: {e:#}");
@@ -205,7 +221,14 @@ fn lock(state_dir: &Path) -> anyhow::Result<Option<Flock<File>>> {
     }
 }
 
-async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> anyhow::Result<u8> {
+/// `open` makes this node from a configuration, with the command line's timeouts.
+async fn run(
+    config: Config,
+    name: &str,
+    state_dir: &Path,
+    open: &dyn Fn(Config) -> Result<Node, String>,
+    command: Command,
+) -> anyhow::Result<u8> {
     let request = match command {
         Command::Daemon {
             listen,
@@ -220,8 +243,7 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
                 anyhow::bail!("another gluu-fsync daemon holds {}", state_dir.display());
             };
             let file = config.file.clone();
-            let mut node =
-                Arc::new(Node::open(config, name, state_dir).map_err(anyhow::Error::msg)?);
+            let mut node = Arc::new(open(config).map_err(anyhow::Error::msg)?);
             let mut listener = Arc::new(
                 tokio::net::TcpListener::bind(listen.unwrap_or(node.listen))
                     .await
@@ -272,15 +294,14 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
                 // The old run stored its indexes; open them again with the new groups. A
                 // configuration that cannot be opened (an address that no longer resolves)
                 // leaves the previous one running.
-                node = Arc::new(match Node::open(*new, name, state_dir) {
+                node = Arc::new(match open(*new) {
                     Ok(fresh) => {
                         tracing::info!("reloaded {}", file.display());
                         fresh
                     }
                     Err(e) => {
                         tracing::error!("{e}; keeping the running configuration");
-                        Node::open(node.config.clone(), name, state_dir)
-                            .map_err(anyhow::Error::msg)?
+                        open(node.config.clone()).map_err(anyhow::Error::msg)?
                     }
                 });
                 let wanted = listen.unwrap_or(node.listen);
@@ -319,7 +340,7 @@ async fn run(config: Config, name: &str, state_dir: &Path, command: Command) -> 
     let _log = logging::init(tracing::Level::WARN, None)?;
     let reply = match lock(state_dir)? {
         Some(_lock) => {
-            let node = Node::open(config, name, state_dir).map_err(anyhow::Error::msg)?;
+            let node = open(config).map_err(anyhow::Error::msg)?;
             commands::run(&node, request).await
         }
         None => daemon::ask(state_dir, &request).await?,

@@ -15,10 +15,8 @@ use crate::config::{Config, Host};
 use crate::exchange::{self, Received};
 use crate::index::Version;
 use crate::tree::Tree;
-use crate::wire::{self, Conn, Msg, Tls, WireError};
+use crate::wire::{self, Conn, Msg, Timeouts, Tls, WireError};
 
-/// How long a TCP connect plus TLS handshake to a peer may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first message of a peer (before it is authenticated) is at most this big.
 const HELLO_LIMIT: usize = 64 << 10;
 
@@ -30,6 +28,8 @@ pub struct Node {
     pub tls: Tls,
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
+    /// How long peers may take (`--handshake-timeout`, `--io-timeout`).
+    pub timeouts: Timeouts,
     /// Wakes the daemon's peer links (local changes, a `force`, a `resolve`): a counter, so
     /// a link busy with an exchange still sees the kick when it finishes.
     kick: tokio::sync::watch::Sender<u64>,
@@ -70,8 +70,14 @@ impl Node {
             tls,
             state_dir: state_dir.to_path_buf(),
             listen,
+            timeouts: Timeouts::default(),
             kick: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// The same node with these limits on how long peers may take.
+    pub fn with_timeouts(self, timeouts: Timeouts) -> Node {
+        Node { timeouts, ..self }
     }
 
     /// Ask every peer link for an exchange now.
@@ -95,15 +101,16 @@ impl Node {
     ) -> Result<Conn<tokio_rustls::client::TlsStream<TcpStream>>, WireError> {
         let addr = peer.resolve()?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.client.clone());
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let limit = self.timeouts.handshake;
+        let tls = tokio::time::timeout(limit, async {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
             connector.connect(Tls::server_name(), tcp).await
         })
         .await
-        .map_err(|_| WireError::Timeout(CONNECT_TIMEOUT))??;
+        .map_err(|_| WireError::Timeout(limit))??;
         let exporter = wire::exporter(tls.get_ref().1)?;
-        let mut conn = Conn::new(tls);
+        let mut conn = Conn::new(tls, self.timeouts.io);
         conn.send(&Msg::Hello {
             node: self.name.clone(),
             group: tree.group.name.clone(),
@@ -231,7 +238,7 @@ impl Node {
     pub async fn serve(&self, tcp: TcpStream, remote: SocketAddr) {
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.server.clone());
-        let tls = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
+        let tls = match tokio::time::timeout(self.timeouts.handshake, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::warn!(peer = %remote, error = %e, "TLS handshake failed");
@@ -249,7 +256,7 @@ impl Node {
                 return;
             }
         };
-        let mut conn = Conn::new(tls);
+        let mut conn = Conn::new(tls, self.timeouts.io);
         let (tree, peer) = match self.authenticate(&mut conn, &exporter).await {
             Ok(found) => found,
             Err(e) => {

@@ -26,8 +26,22 @@ pub const OFFER_BATCH: usize = 1000;
 pub const CHUNK: usize = 1 << 20;
 /// Files above this size move as chunks, of which the receiver asks only the ones it lacks.
 pub const CHUNKED_ABOVE: u64 = 4 << 20;
-/// Give up on a peer that says nothing for this long in the middle of an exchange.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer may take: to connect and finish the TLS handshake, and for each read or
+/// write in the middle of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub handshake: Duration,
+    pub io: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: Duration::from_secs(5),
+            io: Duration::from_secs(30),
+        }
+    }
+}
 
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-gluu-fsync-auth";
 const KEY_CONTEXT: &str = "gluu-fsync group key v1";
@@ -104,15 +118,16 @@ pub enum WireError {
 const TAG_MESSAGE: u8 = 0;
 const TAG_DATA: u8 = 1;
 
-/// A framed, timed connection.
+/// A framed, timed connection: each read and write has `io` to complete.
 #[derive(Debug)]
 pub struct Conn<S> {
     stream: S,
+    io: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    pub fn new(stream: S) -> Self {
-        Conn { stream }
+    pub fn new(stream: S, io: Duration) -> Self {
+        Conn { stream, io }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -123,7 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut head = [0u8; 5];
         head[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
         head[4] = tag;
-        timed(async {
+        timed(self.io, async {
             self.stream.write_all(&head).await?;
             self.stream.write_all(body).await
         })
@@ -143,19 +158,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     pub async fn flush(&mut self) -> Result<(), WireError> {
-        timed(self.stream.flush()).await?;
+        timed(self.io, self.stream.flush()).await?;
         Ok(())
     }
 
     async fn read_frame(&mut self, limit: usize) -> Result<(u8, Vec<u8>), WireError> {
         let mut head = [0u8; 5];
-        timed(self.stream.read_exact(&mut head)).await?;
+        timed(self.io, self.stream.read_exact(&mut head)).await?;
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if len > limit {
             return Err(WireError::TooBig(len, limit));
         }
         let mut body = vec![0u8; len];
-        timed(self.stream.read_exact(&mut body)).await?;
+        timed(self.io, self.stream.read_exact(&mut body)).await?;
         Ok((head[4], body))
     }
 
@@ -194,11 +209,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 }
 
 async fn timed<T>(
+    limit: Duration,
     f: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> Result<T, WireError> {
-    match tokio::time::timeout(IO_TIMEOUT, f).await {
+    match tokio::time::timeout(limit, f).await {
         Ok(result) => Ok(result?),
-        Err(_) => Err(WireError::Timeout(IO_TIMEOUT)),
+        Err(_) => Err(WireError::Timeout(limit)),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Faults: a wrong group key, a tampered TLS stream, a peer that knows the key but sends
-//! paths outside the group, more connections than `--max-connections`, and kill -9 of the
-//! receiving daemon in the middle of a 100 MB transfer. Each is refused, held off or
-//! survived with nothing partial written.
+//! paths outside the group, more connections than `--max-connections`, a peer that never
+//! starts its handshake, and kill -9 of the receiving daemon in the middle of a 100 MB
+//! transfer. Each is refused, held off, cut off or survived with nothing partial written.
 
 mod support;
 
@@ -119,6 +119,23 @@ fn connections_over_max_connections_wait_in_the_listen_queue() {
     // ...until the slot is free again.
     drop(silent);
     assert!(answered(&mut junk, SOON), "served once the slot was free");
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
+    let mut c = Cluster::new(2, "");
+    c.start_with(0, &[], &["--handshake-timeout-secs", "1"]);
+    let mut silent = TcpStream::connect(("127.0.0.1", c.nodes[0].port)).unwrap();
+    let start = Instant::now();
+    assert!(answered(&mut silent, SOON), "still open after {SOON:?}");
+    let took = start.elapsed();
+    // 5 s without the option.
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(4),
+        "dropped after {took:?}; --handshake-timeout-secs is 1"
+    );
+    let line = c.log_line(0, "TLS handshake timed out", SOON);
+    assert!(line.contains("127.0.0.1:"), "{line}");
 }
 
 /// Forward TCP between a client and `to`, flipping one bit of the client's stream after the
