@@ -1,6 +1,6 @@
 //! Faults: a wrong group key, a tampered TLS stream, a peer that knows the key but sends
 //! paths outside the group, more connections than `--max-connections`, a peer that never
-//! starts its handshake, and kill -9 of the receiving daemon in the middle of a 100 MB
+//! starts its handshake or stalls mid-exchange, and kill -9 of the receiving daemon in the middle of a 100 MB
 //! transfer. Each is refused, held off, cut off or survived with nothing partial written.
 
 mod support;
@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use gluu_fsync::index::{Kind, Meta, Version, VersionVector};
-use gluu_fsync::wire::Msg;
+use gluu_fsync::wire::{Conn, Msg};
 use gluu_fsync::{Config, Node};
 use support::Cluster;
 
@@ -138,6 +138,43 @@ fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
     assert!(line.contains("127.0.0.1:"), "{line}");
 }
 
+/// n2, driven by hand through the library (it holds the key and speaks the protocol): a
+/// push to n1 started, n1's first question read.
+async fn push_as_n2(c: &Cluster) -> Conn<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let config = Config::load(&c.config).unwrap();
+    let node = Node::open(config, "n2", &c.nodes[1].state).unwrap();
+    let tree = node.trees[0].clone();
+    let peer = tree.peer("n1").unwrap().clone();
+    let mut conn = node.connect(&tree, &peer).await.unwrap();
+    conn.send(&Msg::Push).await.unwrap();
+    let Msg::Ask { .. } = conn.recv().await.unwrap() else {
+        panic!("expected an ask");
+    };
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stalls_mid_exchange_is_dropped_after_the_io_timeout() {
+    let mut c = Cluster::new(2, "");
+    c.start_with(0, &[], &["--io-timeout-secs", "1"]);
+    // Authenticated, n2 starts a push and then says nothing.
+    let mut conn = push_as_n2(&c).await;
+    let start = Instant::now();
+    let end = conn.recv().await;
+    let took = start.elapsed();
+    assert!(end.is_err(), "n1 answered a silent peer: {end:?}");
+    // 30 s without the option.
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(10),
+        "dropped after {took:?}; --io-timeout-secs is 1"
+    );
+    let line = c.log_line(0, "no answer within 1s", SOON);
+    assert!(
+        line.contains("exchange failed") && line.contains("node=n2"),
+        "{line}"
+    );
+}
+
 /// Forward TCP between a client and `to`, flipping one bit of the client's stream after the
 /// first `after` bytes.
 fn tampering_proxy(to: std::net::SocketAddr, after: usize) -> u16 {
@@ -201,16 +238,7 @@ async fn a_peer_with_the_key_cannot_write_outside_the_group() {
     std::fs::create_dir(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, c.path(0, "link")).unwrap();
     c.start(0);
-    // n2, driven by hand through the library: it holds the key and speaks the protocol.
-    let config = Config::load(&c.config).unwrap();
-    let node = Node::open(config, "n2", &c.nodes[1].state).unwrap();
-    let tree = node.trees[0].clone();
-    let peer = tree.peer("n1").unwrap().clone();
-    let mut conn = node.connect(&tree, &peer).await.unwrap();
-    conn.send(&Msg::Push).await.unwrap();
-    let Msg::Ask { .. } = conn.recv().await.unwrap() else {
-        panic!("expected an ask");
-    };
+    let mut conn = push_as_n2(&c).await;
     let content = b"owned".to_vec();
     let file = |path: &str| file_version(path, &content, "n2");
     let attempts = [
