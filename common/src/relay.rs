@@ -74,10 +74,10 @@ impl OnRead for Counting<'_> {
     }
 }
 
-/// How often the watchdog looks: an eighth of the shorter timeout, so each fires within
+/// How often a watchdog for `timeout` looks: an eighth of it, so the timeout fires within
 /// 12.5% of its value, but at least every 5 s and at most every 10 ms.
-fn watch_period(t: Timeouts) -> Duration {
-    (t.idle.min(t.close) / 8).clamp(Duration::from_millis(10), Duration::from_secs(5))
+pub fn watch_period(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(5))
 }
 
 /// Relays `a` and `b` (each direction half-closed on its own) until both have ended, a
@@ -109,7 +109,7 @@ where
             counter: counters[1],
         },
     );
-    let period = watch_period(timeouts);
+    let period = watch_period(timeouts.idle.min(timeouts.close));
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER);
     tokio::pin!(copy);
     tokio::pin!(stop);

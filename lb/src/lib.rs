@@ -659,7 +659,7 @@ async fn drive<C>(
         let Some((limit, requests)) = idle else {
             return std::future::pending().await;
         };
-        let period = (limit / 8).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let period = gluu_common::relay::watch_period(limit);
         let (mut seen, mut since) = (requests.load(Ordering::Relaxed), Instant::now());
         loop {
             tokio::time::sleep(period).await;

@@ -55,13 +55,13 @@ impl<S: Unpin> SendTimed<S> {
             self.armed = false;
             return poll;
         }
-        let deadline = Instant::now() + self.limit;
+        let limit = self.limit;
+        let was_armed = std::mem::replace(&mut self.armed, true);
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.armed {
-            timer.as_mut().reset(deadline);
-            self.armed = true;
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if !was_armed {
+            timer.as_mut().reset(Instant::now() + limit);
         }
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Error::new(
