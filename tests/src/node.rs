@@ -10,18 +10,23 @@
 //! - a path containing `/status/NNN`: answers NNN.
 //! - a path containing `/slow/MS`: answers after MS milliseconds.
 //! - a path containing `/big/N`: N bytes (at most 64 MiB), for clients that read slowly.
+//! - a path containing `/pause/MS`: the head and a first line at once, the last line MS
+//!   milliseconds later (a node that pauses in the middle of a body).
 //! - `Upgrade: websocket` on any path: 101, then echoes bytes back.
 //! - anything else: `node=NAME path=PATH` as text.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -293,13 +298,40 @@ async fn accept(
     }
 }
 
-fn reply(
-    ctx: &Ctx,
-    status: StatusCode,
-    ctype: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+/// A node's response body: whole, or in two parts with a pause between them.
+type NodeBody = Either<Full<Bytes>, Paused>;
+
+/// Sends `first`, waits for `pause`, then sends `last`.
+#[derive(Debug)]
+struct Paused {
+    first: Option<Bytes>,
+    pause: Pin<Box<tokio::time::Sleep>>,
+    last: Option<Bytes>,
+}
+
+impl hyper::body::Body for Paused {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(b) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        ready!(self.pause.as_mut().poll(cx));
+        Poll::Ready(self.last.take().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len() as u64);
+        SizeHint::with_exact(len(&self.first) + len(&self.last))
+    }
+}
+
+fn reply(ctx: &Ctx, status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<NodeBody> {
+    let mut r = Response::new(Either::Left(Full::new(body.into())));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, ctype.parse().expect("content type"));
@@ -307,7 +339,7 @@ fn reply(
     r
 }
 
-async fn answer(mut req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
+async fn answer(mut req: Request<Incoming>, ctx: &Ctx) -> Response<NodeBody> {
     ctx.counters.requests.fetch_add(1, Ordering::SeqCst);
     if req.method() == hyper::Method::POST {
         ctx.counters.posts.fetch_add(1, Ordering::SeqCst);
@@ -374,6 +406,16 @@ async fn answer(mut req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> 
             "application/octet-stream",
             vec![b'x'; n],
         );
+    }
+    if let Some(ms) = path.split_once("/pause/").map(|(_, ms)| ms) {
+        let pause = Duration::from_millis(ms.parse().unwrap_or(0));
+        let mut r = reply(ctx, StatusCode::OK, "text/plain", "");
+        *r.body_mut() = Either::Right(Paused {
+            first: Some(format!("node={} paused\n", ctx.name).into()),
+            pause: Box::pin(tokio::time::sleep(pause)),
+            last: Some(Bytes::from_static(b"resumed\n")),
+        });
+        return r;
     }
     if let Some(ms) = path.split_once("/slow/").map(|(_, ms)| ms) {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
