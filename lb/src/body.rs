@@ -5,6 +5,7 @@
 //! node's active-request count).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+use crate::send_timeout::Turn;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,6 +52,7 @@ pub struct Watched<B: HttpBody> {
     limit: Option<u64>,
     seen: u64,
     on_end: Option<OnEnd>,
+    turn: Option<Arc<Turn>>,
 }
 
 impl<B: HttpBody> std::fmt::Debug for Watched<B> {
@@ -70,7 +74,17 @@ impl<B: HttpBody> Watched<B> {
             limit: None,
             seen: 0,
             on_end: None,
+            turn: None,
         }
+    }
+
+    /// A response body of an HTTP/2 stream tells it when it waits on the client.
+    pub fn turn(mut self, turn: Option<Arc<Turn>>) -> Self {
+        if let Some(t) = &turn {
+            t.polled(true);
+        }
+        self.turn = turn;
+        self
     }
 
     /// More than `limit` bytes is an error (0: no limit, as nginx).
@@ -111,7 +125,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(t) = &this.turn {
+            t.polled(poll.is_ready());
+        }
+        match poll {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -147,7 +165,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test]

@@ -29,6 +29,7 @@ use crate::body::{self, Body, Watched};
 use crate::config::location::{find, upstream_uri};
 use crate::config::proxy::{Part, Template};
 use crate::runtime::{Listener, Runtime};
+use crate::send_timeout::Turn;
 use crate::upstream::{InFlight, Lease, Route, lock};
 
 /// What a request's connection knows.
@@ -564,6 +565,7 @@ fn respond(
     let (mut parts, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body = Watched::new(incoming, read_timeout)
+        .turn(Turn::current())
         .on_end(move |bytes, complete| {
             if complete {
                 lease.release();

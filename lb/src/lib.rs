@@ -29,7 +29,7 @@ use gluu_common::accept;
 use gluu_common::logging::LogFile;
 use gluu_common::metrics::{Pages, SharedRegistry};
 use gluu_common::notify;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use rustls::server::ProducesTickets;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -614,7 +614,8 @@ async fn serve<I>(
         async move { Ok::<_, Infallible>(forward::handle(req, &conn, &b.rt, b.listener, &shared).await) }
     });
     if h2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        let streams = send_timeout::Streams::new(limits.send_timeout, info.remote);
+        let mut builder = hyper::server::conn::http2::Builder::new(streams.clone());
         builder
             .timer(TokioTimer::new())
             .max_concurrent_streams(128)
@@ -623,9 +624,12 @@ async fn serve<I>(
             .keep_alive_timeout(Duration::from_secs(20));
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
-        // hyper's HTTP/2 server has no idle limit (its PINGs only find dead peers).
-        let idle = Some((limits.header_timeout, &info.requests));
-        drive(conn, &stop, idle, |c| c.graceful_shutdown()).await;
+        let watch = H2Watch {
+            idle: limits.header_timeout,
+            requests: &info.requests,
+            streams: &streams,
+        };
+        drive(conn, &stop, Some(watch), |c| c.graceful_shutdown()).await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -644,40 +648,66 @@ async fn serve<I>(
     }
 }
 
-/// Runs a client connection to its end. When `stop` comes first, or `idle` passes without
-/// a new request (`idle`: the limit and the connection's request count), lets the requests
-/// in flight finish and closes (HTTP/1.1: after the response; HTTP/2: GOAWAY).
+/// What hyper does not look after on an HTTP/2 connection: its idle limit (`idle` without
+/// a new request; `requests` counts them) and streams held up by the client
+/// (`send_timeout`).
+#[derive(Clone, Copy)]
+struct H2Watch<'a> {
+    idle: Duration,
+    requests: &'a AtomicU64,
+    streams: &'a send_timeout::Streams,
+}
+
+/// Runs a client connection to its end. When `stop` comes first, or an HTTP/2 connection
+/// goes idle (`watch`), lets the requests in flight finish and closes (HTTP/1.1: after the
+/// response; HTTP/2: GOAWAY). Streams held up by the client are reset throughout, during
+/// that finish too.
 async fn drive<C>(
     mut conn: std::pin::Pin<&mut C>,
     stop: &CancellationToken,
-    idle: Option<(Duration, &AtomicU64)>,
+    watch: Option<H2Watch<'_>>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
 {
     let quiet = async {
-        let Some((limit, requests)) = idle else {
+        let Some(w) = watch else {
             return std::future::pending().await;
         };
-        let period = gluu_common::relay::watch_period(limit);
-        let (mut seen, mut since) = (requests.load(Ordering::Relaxed), Instant::now());
+        let period = gluu_common::relay::watch_period(w.idle);
+        let (mut seen, mut since) = (w.requests.load(Ordering::Relaxed), Instant::now());
         loop {
             tokio::time::sleep(period).await;
-            let now = requests.load(Ordering::Relaxed);
+            let now = w.requests.load(Ordering::Relaxed);
             if now != seen {
                 (seen, since) = (now, Instant::now());
-            } else if since.elapsed() >= limit {
-                tracing::debug!("closing a connection without a request for {limit:?}");
+            } else if since.elapsed() >= w.idle {
+                tracing::debug!("closing a connection without a request for {:?}", w.idle);
                 return;
             }
         }
     };
-    let r = tokio::select! {
-        r = conn.as_mut() => r,
-        () = async { tokio::select! { () = stop.cancelled() => {}, () = quiet => {} } } => {
-            graceful(conn.as_mut());
-            conn.await
+    let stalled = async {
+        if let Some(w) = watch {
+            loop {
+                tokio::time::sleep(w.streams.period()).await;
+                w.streams.reset_stalled();
+            }
         }
+        std::future::pending::<Infallible>().await
+    };
+    let run = async {
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = async { tokio::select! { () = stop.cancelled() => {}, () = quiet => {} } } => {
+                graceful(conn.as_mut());
+                conn.await
+            }
+        }
+    };
+    let r = tokio::select! {
+        r = run => r,
+        never = stalled => match never {},
     };
     if let Err(e) = r {
         tracing::debug!("client connection: {e}");

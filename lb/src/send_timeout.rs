@@ -1,17 +1,28 @@
-//! nginx's `send_timeout` on a client connection: a write to the client may wait for the
-//! client to read for at most this long; then the connection fails, and with it the
-//! request, which frees the node connection it held. nginx sets the timer "only between two
-//! successive write operations", and so does [`SendTimed`]: it runs while a write is
-//! blocked and stops when one goes through.
+//! nginx's `send_timeout`: a response may wait for the client to read for at most this
+//! long; then the request fails, which frees the node connection it held. nginx sets the
+//! timer "only between two successive write operations", and so do both places here that
+//! can wait on the client:
+//! - [`SendTimed`], under each client connection: a write blocked on a full socket;
+//! - [`Streams`], the executor of an HTTP/2 connection's streams: a stream stopped by the
+//!   client's flow-control window, which leaves the socket writable and hyper simply not
+//!   polling the response body. The stream is reset (`CANCEL`) once held up for the limit
+//!   (at most a quarter of it later: the connection's watcher looks every eighth), and the
+//!   connection lives on.
 
 use std::future::Future;
 use std::io::{Error, ErrorKind, IoSlice, Result};
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
+
+use crate::upstream::lock;
 
 /// A client stream whose writes fail once one has been blocked for `limit`.
 pub struct SendTimed<S> {
@@ -73,6 +84,117 @@ impl<S: Unpin> SendTimed<S> {
             ))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+tokio::task_local! {
+    static STREAM: Arc<Turn>;
+}
+
+/// Whose turn it is in an HTTP/2 stream: the node's while its response body's last poll
+/// found no data (`proxy_read_timeout` runs in the body then), the client's once the body
+/// was made or gave a frame and hyper has not polled it again (only the client's
+/// flow-control window keeps hyper away).
+#[derive(Debug, Default)]
+pub struct Turn {
+    /// Polls so far, shifted left by one; the low bit set on the client's turn.
+    state: AtomicU64,
+}
+
+impl Turn {
+    /// The turn of the HTTP/2 stream this task serves; none outside [`Streams`].
+    pub fn current() -> Option<Arc<Turn>> {
+        STREAM.try_with(Arc::clone).ok()
+    }
+
+    /// The body was made or polled; `client`: it is the client's turn now.
+    pub fn polled(&self, client: bool) {
+        let polls = (self.state.load(Ordering::Relaxed) >> 1) + 1;
+        self.state
+            .store(polls << 1 | u64::from(client), Ordering::Relaxed);
+    }
+}
+
+/// The executor of one HTTP/2 connection's streams, which keeps a list of their tasks: the
+/// connection's watcher calls [`Streams::reset_stalled`] every [`Streams::period`]. No timer
+/// per stream: a stream costs a place in the list, looked at by the watcher.
+#[derive(Clone, Debug)]
+pub struct Streams {
+    limit: Duration,
+    peer: SocketAddr,
+    tasks: Arc<Mutex<Vec<Stream>>>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    turn: Arc<Turn>,
+    task: AbortHandle,
+    /// The turn's state when the watcher last saw it change, and when that was.
+    seen: u64,
+    since: Instant,
+}
+
+/// Finished streams are dropped from the list when it reaches this length (or at the next
+/// look): twice the 128 streams a connection may have open.
+const PRUNE_AT: usize = 256;
+
+impl Streams {
+    pub fn new(limit: Duration, peer: SocketAddr) -> Self {
+        Self {
+            limit,
+            peer,
+            tasks: Arc::default(),
+        }
+    }
+
+    /// How often [`Streams::reset_stalled`] should run.
+    pub fn period(&self) -> Duration {
+        gluu_common::relay::watch_period(self.limit)
+    }
+
+    /// Resets (`CANCEL`) every stream whose client has held it up for `limit`, and forgets
+    /// the finished ones.
+    pub fn reset_stalled(&self) {
+        let now = Instant::now();
+        lock(&self.tasks).retain_mut(|s| {
+            if s.task.is_finished() {
+                return false;
+            }
+            let state = s.turn.state.load(Ordering::Relaxed);
+            if state != s.seen {
+                (s.seen, s.since) = (state, now);
+            } else if state & 1 == 1 && now - s.since >= self.limit {
+                tracing::debug!(
+                    "HTTP/2 stream of {} reset: the client read nothing for {:?} (send_timeout)",
+                    self.peer,
+                    self.limit
+                );
+                s.task.abort();
+                return false;
+            }
+            true
+        });
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Streams
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let turn = Arc::new(Turn::default());
+        let task = tokio::spawn(STREAM.scope(turn.clone(), fut)).abort_handle();
+        let mut tasks = lock(&self.tasks);
+        if tasks.len() >= PRUNE_AT {
+            tasks.retain(|s| !s.task.is_finished());
+        }
+        tasks.push(Stream {
+            turn,
+            task,
+            seen: 0,
+            since: Instant::now(),
+        });
     }
 }
 

@@ -769,3 +769,90 @@ async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_su
         "ticket keys outlive a reload"
     );
 }
+
+/// Asks for 32 MiB on an HTTP/2 connection and never reads the body: the stream's
+/// flow-control window closes while the TCP connection stays healthy (hyper's client
+/// answers PINGs) and no write to it blocks, so the connection's send_timeout never runs.
+/// Returns the response and when it stalled.
+async fn stall_a_stream(
+    sender: &mut H2Sender,
+) -> (hyper::Response<hyper::body::Incoming>, Instant) {
+    let req = Request::get(format!("https://{HOST}/oxauth/big/33554432"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2 request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    (resp, Instant::now())
+}
+
+/// Waits until no request is in flight at the nodes; returns how long that took.
+async fn released(lab: &Lab, since: Instant) -> Duration {
+    eventually(
+        Duration::from_secs(15),
+        "the request no longer in flight",
+        || async {
+            lab.status().await["upstreams"]["backend"]
+                .as_array()
+                .is_some_and(|nodes| nodes.iter().all(|n| n["active"] == 0))
+        },
+    )
+    .await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() {
+    let lab = Lab::start(|t| {
+        t.replace("http {\n", "http {\n  send_timeout 1s;\n")
+            .replace("    ssl on;", "    ssl on;\n    http2 on;")
+    })
+    .await;
+    let (mut sender, _conn) = h2_connect(&lab).await;
+    let (resp, stalled) = stall_a_stream(&mut sender).await;
+    let held = released(&lab, stalled).await;
+    assert!(
+        held < Duration::from_secs(8),
+        "released after {held:?}; send_timeout is 1s"
+    );
+    // That stream was reset; the connection serves the next one.
+    let e = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect_err("reset");
+    assert!(format!("{e:?}").contains("CANCEL"), "{e:?}");
+    assert_eq!(
+        h2_get(&mut sender, "/oxauth/x").await.status,
+        StatusCode::OK
+    );
+    // The timer runs only while the client holds the stream up: a node that pauses
+    // mid-body for longer than send_timeout is waited for (proxy_read_timeout's business).
+    let r = h2_get(&mut sender, "/oxauth/pause/2500").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.ends_with("paused\nresumed\n"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_held_up_by_the_client_is_reset_after_the_idle_goaway_too() {
+    let lab = Lab::start(|t| {
+        t.replace(
+            "http {\n",
+            "http {\n  send_timeout 3s;\n  client_header_timeout 1s;\n",
+        )
+        .replace("    ssl on;", "    ssl on;\n    http2 on;")
+    })
+    .await;
+    let (mut sender, conn) = h2_connect(&lab).await;
+    let (resp, stalled) = stall_a_stream(&mut sender).await;
+    // GOAWAY after a second without a new request; the connection waits for the stream,
+    // which the client holds up until send_timeout resets it, and then ends.
+    let held = released(&lab, stalled).await;
+    assert!(
+        held >= Duration::from_secs(2) && held < Duration::from_secs(10),
+        "released after {held:?}; send_timeout is 3s"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(
+        end.is_ok(),
+        "the connection still open after its last stream"
+    );
+    drop(resp);
+}
