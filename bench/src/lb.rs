@@ -210,6 +210,43 @@ fn h2load(url: &str, requests: u64) -> Sample {
     }
 }
 
+/// h2load for `seconds` with `clients` (10 streams each): for loading two targets at once,
+/// where a fixed request count would let one finish first. (Not for nginx, which closes an
+/// HTTP/2 connection after 1,000 requests.)
+fn h2load_timed(url: &str, seconds: u64, clients: Clients) -> Sample {
+    let out = Command::new(require("h2load"))
+        .arg(format!("-c{}", clients.connections))
+        .arg(format!("-t{}", clients.threads))
+        .args(["-m10", "-D"])
+        .arg(seconds.to_string())
+        .arg(url)
+        .output()
+        .expect("run h2load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "h2load failed: {text}");
+    let done = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_default();
+    let count = |what: &str| {
+        done.split(", ")
+            .find_map(|f| f.strip_suffix(what))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {what:?} in h2load's {done:?}"))
+    };
+    assert_eq!(
+        count(" failed"),
+        0.0,
+        "h2load against {url}: {done}\n{text}"
+    );
+    let requests = count(" succeeded");
+    Sample {
+        rps: requests / seconds as f64,
+        requests,
+        ..Sample::default()
+    }
+}
+
 /// One run of a load generator against a target.
 type Load<'a> = dyn Fn(&Target) -> Sample + 'a;
 
@@ -256,13 +293,18 @@ fn compare(targets: &[&Target], rounds: usize, load: &Load<'_>) -> Vec<Sample> {
         .collect()
 }
 
-/// Loads `a` and `b` at the same time, each from its own wrk with half the clients, `rounds`
-/// times. Both meet the same machine at the same instant, so the drift that moves
+/// Loads `a` and `b` at the same time, each with `load` (half the clients), `rounds` times. Both meet the same machine at the same instant, so the drift that moves
 /// one-after-the-other comparisons of identical binaries by up to 10% on this VM cancels
 /// out. Describes two ratios over the rounds (median, middle half, range): a's req/s to b's,
 /// and b's CPU time per request to a's (above 1: a does the same work for less), with the
 /// median CPU time per request of each.
-fn at_once(a: &Target, b: &Target, path: &str, close: bool, seconds: u64, rounds: usize) -> String {
+fn at_once(
+    a: &Target,
+    b: &Target,
+    path: &str,
+    load: &(dyn Fn(&str) -> Sample + Sync),
+    rounds: usize,
+) -> String {
     let (ua, ub) = (a.url(path), b.url(path));
     let (pa, pb) = (a.pids(), b.pids());
     let (mut rps, mut cpu, mut us_a, mut us_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -270,8 +312,8 @@ fn at_once(a: &Target, b: &Target, path: &str, close: bool, seconds: u64, rounds
     for _ in 0..rounds {
         let (ta, tb) = (cpu_ticks(&pa), cpu_ticks(&pb));
         let (x, y) = std::thread::scope(|s| {
-            let x = s.spawn(|| wrk(&ua, seconds, close, HALF));
-            let y = wrk(&ub, seconds, close, HALF);
+            let x = s.spawn(|| load(&ua));
+            let y = load(&ub);
             (x.join().expect("wrk thread"), y)
         });
         let (ca, cb) = (cpu_ticks(&pa) - ta, cpu_ticks(&pb) - tb);
@@ -545,7 +587,8 @@ pub fn run(options: &Options) {
         let pair = [gluu_lb("gluu-lb", &bin, ""), gluu_lb("baseline", other, "")];
         println!(
             "gluu-bench lb --baseline: {} cores; gluu-lb: {}; baseline: {} ({}); the guide's \
-             nginx.conf; each loaded by its own wrk -t{} -c{} -d{seconds}s, both at once; {rounds} rounds",
+             nginx.conf; each loaded by its own wrk -t{} -c{} -d{seconds}s (HTTP/2: h2load -m10 as many), \
+             both at once; {rounds} rounds",
             cores(),
             version(&bin, "--version"),
             other.display(),
@@ -559,8 +602,17 @@ pub fn run(options: &Options) {
         let [a, b] = &pair;
         for (name, path, close) in AT_ONCE {
             if wanted(name) {
-                println!("{name:<22} {}", at_once(a, b, path, close, seconds, rounds));
+                let load = |u: &str| wrk(u, seconds, close, HALF);
+                println!("{name:<22} {}", at_once(a, b, path, &load, rounds));
             }
+        }
+        if wanted("openid HTTP/2") {
+            let load = |u: &str| h2load_timed(u, seconds, HALF);
+            println!(
+                "{:<22} {}",
+                "openid HTTP/2",
+                at_once(a, b, OPENID, &load, rounds)
+            );
         }
         drop(nodes);
         return;
@@ -664,7 +716,13 @@ pub fn run(options: &Options) {
         println!(
             "{:<22} {}",
             format!("{name}, at once"),
-            at_once(&targets[2], &targets[1], path, false, seconds, rounds)
+            at_once(
+                &targets[2],
+                &targets[1],
+                path,
+                &|u: &str| wrk(u, seconds, false, HALF),
+                rounds
+            )
         );
     }
     if let Some((nginx13, gluu12)) = &same_version {
