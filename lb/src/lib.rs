@@ -616,9 +616,12 @@ async fn serve<I>(
     if h2 {
         let streams = send_timeout::Streams::new(limits.send_timeout, info.remote);
         let mut builder = hyper::server::conn::http2::Builder::new(streams.clone());
+        // What a stream buffers for a client that does not read is bounded like what a node
+        // connection holds (hyper's default: 400 KiB per stream, 128 streams).
         builder
             .timer(TokioTimer::new())
             .max_concurrent_streams(128)
+            .max_send_buf_size(upstream::NODE_BUFFER_MAX)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(limits.header_timeout))
             .keep_alive_timeout(Duration::from_secs(20));

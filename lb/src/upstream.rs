@@ -37,6 +37,13 @@ pub const DEFAULT_KEEPALIVE: usize = 256;
 /// Bytes read from a node connection at a time: a whole TLS record and its header.
 const NODE_READ_BUFFER: usize = 17 * 1024;
 
+/// The most hyper's read buffer on a node connection grows to (its default: 400 KiB), and
+/// so the largest response head a node may send. While a client does not read, this is
+/// what a node connection holds of the response at most (plus the TLS record above): with
+/// hyper's default, an HTTP/2 client that opened 100 streams of 1 MiB and stopped reading
+/// made gluu-lb hold 1.1 MiB per stream (bench/RESULTS.md, session 13).
+pub const NODE_BUFFER_MAX: usize = 64 * 1024;
+
 /// A pooled connection unused for this long is closed rather than reused (nginx's
 /// upstream `keepalive_timeout` default).
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
@@ -283,6 +290,7 @@ impl Node {
         // upgraded one (a WebSocket), when the relay that took the stream over ends.
         let stream = Tapped::new(stream, permit);
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(NODE_BUFFER_MAX)
             .handshake::<_, Body>(TokioIo::new(stream))
             .await
             .map_err(|e| Failure::new("connect", format!("HTTP handshake: {e}")))?;

@@ -518,6 +518,9 @@ async fn connections_to_the_nodes_are_kept_alive() {
             StatusCode::OK
         );
     }
+    // A body far larger than every buffer on the way comes whole, on the same connection.
+    let r = get_on(&mut sender, "/oxauth/big/3000000").await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::OK, 3_000_000));
     let text = lab.metrics_get("/metrics").await;
     let connects: f64 = text
         .lines()
@@ -823,6 +826,9 @@ async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() 
         h2_get(&mut sender, "/oxauth/x").await.status,
         StatusCode::OK
     );
+    // A client that reads gets a body far larger than every buffer on the way, whole.
+    let r = h2_get(&mut sender, "/oxauth/big/3000000").await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::OK, 3_000_000));
     // The timer runs only while the client holds the stream up: a node that pauses
     // mid-body for longer than send_timeout is waited for (proxy_read_timeout's business).
     let r = h2_get(&mut sender, "/oxauth/pause/2500").await;
