@@ -179,19 +179,26 @@ fn wrk(url: &str, seconds: u64, close: bool, clients: Clients) -> Sample {
     }
 }
 
-fn h2load(url: &str, requests: u64) -> Sample {
+/// Runs h2load with `args` against `url`: its output, and its `requests:` line.
+fn run_h2load(url: &str, args: &[String]) -> (String, String) {
     let out = Command::new(require("h2load"))
-        .args(["-c64", "-m10", "-t2", "-n"])
-        .arg(requests.to_string())
+        .args(args)
         .arg(url)
         .output()
         .expect("run h2load");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "h2load failed: {text}");
     let done = text
         .lines()
         .find(|l| l.starts_with("requests:"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_owned();
+    (text, done)
+}
+
+fn h2load(url: &str, requests: u64) -> Sample {
+    let args = ["-c64", "-m10", "-t2", "-n", &requests.to_string()].map(String::from);
+    let (text, done) = run_h2load(url, &args);
     assert!(
         done.contains(&format!("{requests} succeeded")),
         "h2load against {url}: {done}\n{text}"
@@ -214,20 +221,14 @@ fn h2load(url: &str, requests: u64) -> Sample {
 /// where a fixed request count would let one finish first. (Not for nginx, which closes an
 /// HTTP/2 connection after 1,000 requests.)
 fn h2load_timed(url: &str, seconds: u64, clients: Clients) -> Sample {
-    let out = Command::new(require("h2load"))
-        .arg(format!("-c{}", clients.connections))
-        .arg(format!("-t{}", clients.threads))
-        .args(["-m10", "-D"])
-        .arg(seconds.to_string())
-        .arg(url)
-        .output()
-        .expect("run h2load");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "h2load failed: {text}");
-    let done = text
-        .lines()
-        .find(|l| l.starts_with("requests:"))
-        .unwrap_or_default();
+    let args = [
+        format!("-c{}", clients.connections),
+        format!("-t{}", clients.threads),
+        "-m10".to_owned(),
+        "-D".to_owned(),
+        seconds.to_string(),
+    ];
+    let (text, done) = run_h2load(url, &args);
     let count = |what: &str| {
         done.split(", ")
             .find_map(|f| f.strip_suffix(what))
