@@ -2,7 +2,8 @@
 //! them. It bounds the wait between two frames (`client_body_timeout` on requests,
 //! `proxy_read_timeout` on responses), the total size (`client_max_body_size`), and runs a
 //! closure with the byte count when the body is done or dropped (the access log line, the
-//! node's active-request count).
+//! node's active-request count). On an HTTP/2 response it also tells the stream whether
+//! it waits on the node or on the client ([`Turn`], for `send_timeout`).
 
 use std::pin::Pin;
 use std::sync::Arc;
