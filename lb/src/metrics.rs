@@ -1,6 +1,6 @@
 //! gluu-lb's Prometheus families. They live as long as the process: a reload keeps counting
 //! in the same series. Per-node state (up, failing, active requests, last check) is in the
-//! JSON at `/status` ([`crate::upstream::status_json`]).
+//! JSON at `/status` (built by `status_json` in `lib.rs`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
