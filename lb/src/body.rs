@@ -79,11 +79,8 @@ impl<B: HttpBody> Watched<B> {
         }
     }
 
-    /// A response body of an HTTP/2 stream tells it when it waits on the client.
+    /// A response body of an HTTP/2 stream tells it when it waits on the node.
     pub fn turn(mut self, turn: Option<Arc<Turn>>) -> Self {
-        if let Some(t) = &turn {
-            t.polled(true);
-        }
         self.turn = turn;
         self
     }

@@ -611,7 +611,15 @@ async fn serve<I>(
         let b = binding.load_full();
         let (conn, shared) = (conn.clone(), shared.clone());
         conn.requests.fetch_add(1, Ordering::Relaxed);
-        async move { Ok::<_, Infallible>(forward::handle(req, &conn, &b.rt, b.listener, &shared).await) }
+        async move {
+            let resp = forward::handle(req, &conn, &b.rt, b.listener, &shared).await;
+            if h2 {
+                // The response leaves the service: an HTTP/2 stream now waits on the
+                // client, unless a node's body says it waits on the node.
+                send_timeout::Turn::responded();
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     if h2 {
         let streams = send_timeout::Streams::new(limits.send_timeout, info.remote);

@@ -91,10 +91,11 @@ tokio::task_local! {
     static STREAM: Arc<Turn>;
 }
 
-/// Whose turn it is in an HTTP/2 stream: the node's while its response body's last poll
-/// found no data (`proxy_read_timeout` runs in the body then), the client's once the body
-/// was made or gave a frame and hyper has not polled it again (only the client's
-/// flow-control window keeps hyper away).
+/// Whose turn it is in an HTTP/2 stream: neither's while the service makes the response
+/// (the node's head is bounded by `proxy_read_timeout`), then the client's, except while a
+/// node's response body's last poll found no data (`proxy_read_timeout` runs in the body
+/// then). On the client's turn only the client's flow-control window keeps hyper from
+/// sending: a response gluu-lb made itself (a 404, a 502) waits on it just as a node's.
 #[derive(Debug, Default)]
 pub struct Turn {
     /// Polls so far, shifted left by one; the low bit set on the client's turn.
@@ -107,7 +108,12 @@ impl Turn {
         STREAM.try_with(Arc::clone).ok()
     }
 
-    /// The body was made or polled; `client`: it is the client's turn now.
+    /// The response of the HTTP/2 stream this task serves has been made: the client's turn.
+    pub fn responded() {
+        let _ = STREAM.try_with(|t| t.polled(true));
+    }
+
+    /// The body was polled; `client`: it is the client's turn now.
     pub fn polled(&self, client: bool) {
         let polls = (self.state.load(Ordering::Relaxed) >> 1) + 1;
         self.state

@@ -851,3 +851,42 @@ async fn a_stream_held_up_by_the_client_is_reset_after_the_idle_goaway_too() {
     );
     drop(resp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_gluu_lb_makes_itself_is_reset_too_when_the_client_holds_it_up() {
+    let lab = Lab::start(|t| {
+        t.replace("http {\n", "http {\n  send_timeout 1s;\n")
+            .replace("    ssl on;", "    ssl on;\n    http2 on;")
+    })
+    .await;
+    let tls = lab
+        .client
+        .connect(lab.https, None, true)
+        .await
+        .expect("connect");
+    // A window of 0: not one byte of any body may be sent until the client opens it.
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://{HOST}/nowhere"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2 request");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let held = Instant::now();
+    let body = http_body_util::BodyExt::collect(resp.into_body());
+    let e = tokio::time::timeout(Duration::from_secs(8), body)
+        .await
+        .expect("the stream still open 8s on; send_timeout is 1s")
+        .expect_err("reset");
+    assert!(format!("{e:?}").contains("CANCEL"), "{e:?}");
+    assert!(
+        held.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        held.elapsed()
+    );
+}
