@@ -136,8 +136,7 @@ struct Stream {
     turn: Arc<Turn>,
     task: AbortHandle,
     /// The turn's state when the watcher last saw it change, and when that was.
-    seen: u64,
-    since: Instant,
+    seen: Option<(u64, Instant)>,
 }
 
 /// Finished streams are dropped from the list when it reaches this length (or at the next
@@ -167,9 +166,11 @@ impl Streams {
                 return false;
             }
             let state = s.turn.state.load(Ordering::Relaxed);
-            if state != s.seen {
-                (s.seen, s.since) = (state, now);
-            } else if state & 1 == 1 && now - s.since >= self.limit {
+            let Some((_, since)) = s.seen.filter(|(seen, _)| *seen == state) else {
+                s.seen = Some((state, now));
+                return true;
+            };
+            if state & 1 == 1 && now - since >= self.limit {
                 tracing::debug!(
                     "HTTP/2 stream of {} reset: the client read nothing for {:?} (send_timeout)",
                     self.peer,
@@ -198,8 +199,7 @@ where
         tasks.push(Stream {
             turn,
             task,
-            seen: 0,
-            since: Instant::now(),
+            seen: None,
         });
     }
 }

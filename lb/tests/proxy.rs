@@ -143,36 +143,58 @@ async fn identity_sticks_per_client_slash_24_and_the_rest_round_robins() {
 
 type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
+/// A lab on the guide's configuration with HTTP/2 on and `http` (lines) added to `http {}`.
+async fn h2_lab(http: &str) -> Lab {
+    Lab::start(|t| {
+        t.replace("    ssl on;", "    ssl on;\n    http2 on;")
+            .replace("http {\n", &format!("http {{\n{http}"))
+    })
+    .await
+}
+
 /// An HTTP/2 connection to the balancer (ALPN h2): its sender and the task driving it.
 async fn h2_connect(lab: &Lab) -> (H2Sender, tokio::task::JoinHandle<hyper::Result<()>>) {
+    h2_connect_with_window(lab, None).await
+}
+
+/// [`h2_connect`] with the client's initial stream window (hyper's default when `None`).
+async fn h2_connect_with_window(
+    lab: &Lab,
+    window: Option<u32>,
+) -> (H2Sender, tokio::task::JoinHandle<hyper::Result<()>>) {
     let tls = lab
         .client
         .connect(lab.https, None, true)
         .await
         .expect("connect");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .expect("h2 handshake");
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(window)
+            .handshake(TokioIo::new(tls))
+            .await
+            .expect("h2 handshake");
     (sender, tokio::spawn(conn))
+}
+
+/// A GET on an HTTP/2 connection: the response, its body unread.
+async fn h2_send(sender: &mut H2Sender, path: &str) -> hyper::Response<hyper::body::Incoming> {
+    let req = Request::get(format!("https://{HOST}{path}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    sender.send_request(req).await.expect("h2 request")
 }
 
 /// A GET on an HTTP/2 connection.
 async fn h2_get(sender: &mut H2Sender, path: &str) -> gluu_testkit::https::Reply {
-    let req = Request::get(format!("https://{HOST}{path}"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
+    gluu_testkit::https::read(h2_send(sender, path).await)
         .await
         .expect("read")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_via_alpn() {
-    let lab = Lab::start(|t| t.replace("    ssl on;", "    ssl on;\n    http2 on;")).await;
+    let lab = h2_lab("").await;
     let (mut sender, _conn) = h2_connect(&lab).await;
     for _ in 0..3 {
         let r = h2_get(&mut sender, "/oxauth/.well-known/openid-configuration").await;
@@ -183,11 +205,7 @@ async fn http2_clients_via_alpn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_after_client_header_timeout() {
-    let lab = Lab::start(|t| {
-        t.replace("    ssl on;", "    ssl on;\n    http2 on;")
-            .replace("http {\n", "http {\n  client_header_timeout 1s;\n")
-    })
-    .await;
+    let lab = h2_lab("  client_header_timeout 1s;\n").await;
     let (mut sender, conn) = h2_connect(&lab).await;
     // Requests keep it open past the timeout; the client answers every PING meanwhile.
     let mut pace = tokio::time::interval(Duration::from_millis(400));
@@ -769,10 +787,7 @@ async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_su
 async fn stall_a_stream(
     sender: &mut H2Sender,
 ) -> (hyper::Response<hyper::body::Incoming>, Instant) {
-    let req = Request::get(format!("https://{HOST}/oxauth/big/33554432"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("h2 request");
+    let resp = h2_send(sender, "/oxauth/big/33554432").await;
     assert_eq!(resp.status(), StatusCode::OK);
     (resp, Instant::now())
 }
@@ -794,11 +809,7 @@ async fn released(lab: &Lab, since: Instant) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() {
-    let lab = Lab::start(|t| {
-        t.replace("http {\n", "http {\n  send_timeout 1s;\n")
-            .replace("    ssl on;", "    ssl on;\n    http2 on;")
-    })
-    .await;
+    let lab = h2_lab("  send_timeout 1s;\n").await;
     let (mut sender, _conn) = h2_connect(&lab).await;
     let (resp, stalled) = stall_a_stream(&mut sender).await;
     let held = released(&lab, stalled).await;
@@ -827,14 +838,7 @@ async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_held_up_by_the_client_is_reset_after_the_idle_goaway_too() {
-    let lab = Lab::start(|t| {
-        t.replace(
-            "http {\n",
-            "http {\n  send_timeout 3s;\n  client_header_timeout 1s;\n",
-        )
-        .replace("    ssl on;", "    ssl on;\n    http2 on;")
-    })
-    .await;
+    let lab = h2_lab("  send_timeout 3s;\n  client_header_timeout 1s;\n").await;
     let (mut sender, conn) = h2_connect(&lab).await;
     let (resp, stalled) = stall_a_stream(&mut sender).await;
     // GOAWAY after a second without a new request; the connection waits for the stream,
@@ -854,28 +858,10 @@ async fn a_stream_held_up_by_the_client_is_reset_after_the_idle_goaway_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_gluu_lb_makes_itself_is_reset_too_when_the_client_holds_it_up() {
-    let lab = Lab::start(|t| {
-        t.replace("http {\n", "http {\n  send_timeout 1s;\n")
-            .replace("    ssl on;", "    ssl on;\n    http2 on;")
-    })
-    .await;
-    let tls = lab
-        .client
-        .connect(lab.https, None, true)
-        .await
-        .expect("connect");
+    let lab = h2_lab("  send_timeout 1s;\n").await;
     // A window of 0: not one byte of any body may be sent until the client opens it.
-    let (mut sender, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(0)
-            .handshake(TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
-    let req = Request::get(format!("https://{HOST}/nowhere"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("h2 request");
+    let (mut sender, _conn) = h2_connect_with_window(&lab, Some(0)).await;
+    let resp = h2_send(&mut sender, "/nowhere").await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let held = Instant::now();
     let body = http_body_util::BodyExt::collect(resp.into_body());
