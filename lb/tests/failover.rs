@@ -1,5 +1,5 @@
 //! Failure handling with nginx's semantics: a node killed under load, POSTs never
-//! replayed, max_fails/fail_timeout, active health checks, all nodes down, a node's
+//! replayed, `proxy_next_upstream` off/tries/non_idempotent, max_fails/fail_timeout, active health checks, all nodes down, a node's
 //! idle keep-alive connection closed, reload under load, and the upstream TLS policy.
 
 mod support;
@@ -118,6 +118,75 @@ async fn a_post_that_never_left_goes_to_the_next_node() {
         assert_eq!(r.json()["body_len"], 19);
     }
     assert_eq!(lab.nodes[1].posts(), 4);
+}
+
+/// Sends `method path` (with `body`) and returns its status and how many requests the
+/// nodes received for it.
+async fn tries(lab: &Lab, method: &str, path: &str, body: &'static [u8]) -> (u16, usize) {
+    let before: usize = lab.nodes.iter().map(Node::requests).sum();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", HOST)
+        .body(Full::new(Bytes::from_static(body)))
+        .expect("request");
+    let r = lab.client.send(lab.https, None, req).await.expect("send");
+    let after: usize = lab.nodes.iter().map(Node::requests).sum();
+    (r.status.as_u16(), after - before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_next_upstream_off_tries_and_non_idempotent() {
+    let location = |path: &str, lines: &str| {
+        format!(
+            "    location {path} {{\n        proxy_pass https://backend;\n        {lines}\n    }}\n"
+        )
+    };
+    let locations = [
+        location("/default", "proxy_next_upstream error timeout http_500;"),
+        location(
+            "/tries",
+            "proxy_next_upstream error timeout http_500;\n        proxy_next_upstream_tries 1;",
+        ),
+        location("/off", "proxy_next_upstream off;"),
+        location(
+            "/non_idempotent",
+            "proxy_next_upstream error timeout http_500 non_idempotent;",
+        ),
+    ]
+    .concat();
+    // max_fails=0: a failure never takes a node out, so every request meets both nodes.
+    let mut lab =
+        Lab::start(|t| with_locations(t.replace("max_fails=2", "max_fails=0"), &locations)).await;
+    lab.nodes[0].fail_with(500);
+    lab.nodes[1].fail_with(500);
+    assert_eq!(tries(&lab, "GET", "/default/a", b"").await, (500, 2));
+    assert_eq!(tries(&lab, "GET", "/tries/a", b"").await, (500, 1));
+    assert_eq!(tries(&lab, "GET", "/off/a", b"").await, (500, 1));
+    // A POST moves on only with non_idempotent, and then only while it has no body: a body
+    // streams to the node, so once sent there is nothing left to replay.
+    assert_eq!(tries(&lab, "POST", "/default/a", b"").await, (500, 1));
+    assert_eq!(
+        tries(&lab, "POST", "/non_idempotent/a", b"").await,
+        (500, 2)
+    );
+    assert_eq!(
+        tries(&lab, "POST", "/non_idempotent/a", b"x=1").await,
+        (500, 1)
+    );
+
+    // A node that refuses connections: `off` answers 502 where the default moves on.
+    lab.nodes[1].fail_with(0);
+    lab.nodes[0].stop().await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(tries(&lab, "GET", "/off/a", b"").await);
+    }
+    for _ in 0..4 {
+        assert_eq!(tries(&lab, "GET", "/default/a", b"").await, (200, 1));
+    }
+    assert!(statuses.contains(&(502, 0)), "{statuses:?}");
+    assert!(statuses.contains(&(200, 1)), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
