@@ -1,6 +1,7 @@
 //! Failure handling with nginx's semantics: a node killed under load, POSTs never
-//! replayed, `proxy_next_upstream` off/tries/non_idempotent, max_fails/fail_timeout, active health checks, all nodes down, a node's
-//! idle keep-alive connection closed, reload under load, and the upstream TLS policy.
+//! replayed, `proxy_next_upstream` off/tries/non_idempotent, max_fails/fail_timeout, active
+//! health checks, all nodes down, a node's idle keep-alive connection closed, reload under
+//! load, and the upstream TLS policy.
 
 mod support;
 
