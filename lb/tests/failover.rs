@@ -190,6 +190,69 @@ async fn proxy_next_upstream_off_tries_and_non_idempotent() {
     assert!(statuses.contains(&(200, 1)), "{statuses:?}");
 }
 
+/// The guide's file with `params[i]` added to node i's `server` line in `upstream backend`
+/// (the round-robin pool behind /oxauth) and `fail_timeout=1s`.
+fn backend_servers(t: String, params: [&str; 2]) -> String {
+    let start = t.find("upstream backend {").expect("upstream backend");
+    let end = start + t[start..].find('}').expect("its end");
+    let mut params = params.iter();
+    let block: Vec<String> = t[start..end]
+        .lines()
+        .map(|l| match l.trim_start().starts_with("server ") {
+            true => l.replace(';', &format!(" {};", params.next().expect("two servers"))),
+            false => l.to_owned(),
+        })
+        .collect();
+    short_fail_timeout(format!("{}{}{}", &t[..start], block.join("\n"), &t[end..]))
+}
+
+/// Which node answered each of `n` GETs on /oxauth.
+async fn answered(lab: &Lab, n: usize) -> Vec<String> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let r = lab.get("/oxauth/x").await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        nodes.push(r.node().to_owned());
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_down_and_weight_choose_as_nginx() {
+    // weight=3: nginx's smooth round robin, three to one, interleaved.
+    let lab = Lab::start(|t| backend_servers(t, ["weight=3", ""])).await;
+    let got = answered(&lab, 8).await;
+    assert_eq!(
+        got,
+        [
+            "node1", "node1", "node2", "node1", "node1", "node1", "node2", "node1"
+        ],
+        "{got:?}"
+    );
+
+    // down: never chosen, and not counted as a failure.
+    let lab = Lab::start(|t| backend_servers(t, ["down", ""])).await;
+    assert!(answered(&lab, 6).await.iter().all(|n| n == "node2"));
+    assert_eq!(lab.nodes[0].requests(), 0);
+    assert_eq!(lab.node_state("backend", 0).await, "down");
+
+    // backup: idle while the primary lives, takes over without a failed GET, gives the
+    // traffic back once the primary answers again.
+    let mut lab = Lab::start(|t| backend_servers(t, ["", "backup"])).await;
+    assert!(answered(&lab, 6).await.iter().all(|n| n == "node1"));
+    assert_eq!(lab.nodes[1].requests(), 0);
+    lab.nodes[0].stop().await;
+    assert!(answered(&lab, 6).await.iter().all(|n| n == "node2"));
+    lab.nodes[0].restart().await;
+    support::eventually(
+        Duration::from_secs(5),
+        "node1 back from its backup",
+        || async { lab.get("/oxauth/x").await.node() == "node1" },
+    )
+    .await;
+    assert!(answered(&lab, 4).await.iter().all(|n| n == "node1"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_fails_takes_a_node_out_for_fail_timeout() {
     let mut lab = Lab::start(short_fail_timeout).await;

@@ -1,7 +1,7 @@
 //! `upstream NAME { ... }` read into typed form, with nginx's value syntax (times such as
 //! `10s` or `1m30s`, sizes), nginx's defaults (`weight=1 max_fails=1 fail_timeout=10s`) and
-//! its checks: a parameter nginx does not know, a weight of 0, `ip_hash` with `backup`
-//! servers, an upstream with no server, are errors at the directive's place.
+//! its checks: a parameter nginx does not know, a weight of 0, `ip_hash` or `hash` with
+//! `backup` servers, an upstream with no server, are errors at the directive's place.
 
 use std::time::Duration;
 
@@ -222,15 +222,14 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
             format!("no servers are inside upstream \"{name}\""),
         ));
     }
-    if u.method == Method::IpHash
+    // nginx's hash methods have no notion of a backup server (`backup` is only for round
+    // robin), whichever line comes first.
+    if let Some(place) = method_place
         && let Some(b) = u.servers.iter().find(|s| s.backup)
     {
         return Err(GrammarError::at(
             &b.place,
-            format!(
-                "balancing method does not support parameter \"backup\" (ip_hash at {})",
-                method_place.map(ToString::to_string).unwrap_or_default()
-            ),
+            format!("balancing method does not support parameter \"backup\" (set at {place})"),
         ));
     }
     Ok(u)
@@ -271,16 +270,18 @@ mod tests {
         assert_eq!(u.servers[1].address, "10.0.0.2:443");
         assert_eq!((u.servers[0].max_fails, u.servers[0].weight), (2, 1));
         assert_eq!(u.servers[0].fail_timeout, Duration::from_secs(10));
-        let u = read("upstream b { hash $remote_addr consistent; server a:443 weight=3 backup; server c:443 down; keepalive 16; }")
+        let u = read("upstream b { hash $remote_addr consistent; server a:443 weight=3; server c:443 down; keepalive 16; }")
             .expect("valid");
         assert_eq!(u.method, Method::ConsistentRemoteAddr);
-        assert!(u.servers[0].backup && u.servers[1].down);
+        assert!(!u.servers[0].backup && u.servers[1].down);
         assert_eq!(u.servers[0].weight, 3);
         assert_eq!(u.keepalive, Some(16));
         assert_eq!(
             (u.servers[1].max_fails, u.servers[1].fail_timeout),
             (1, Duration::from_secs(10))
         );
+        let u = read("upstream b { server a:443; server c:443 backup; }").expect("valid");
+        assert!(u.servers[1].backup);
     }
 
     #[test]
@@ -315,6 +316,11 @@ mod tests {
                 "upstream b {\n ip_hash;\n server a:1;\n server c:1 backup;\n}",
                 "does not support parameter \"backup\"",
                 ":4",
+            ),
+            (
+                "upstream b {\n server c:1 backup;\n hash $remote_addr consistent;\n}",
+                "does not support parameter \"backup\" (set at",
+                ":2",
             ),
             (
                 "upstream b {\n ip_hash;\n ip_hash;\n server a:1;\n}",
