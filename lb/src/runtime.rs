@@ -32,7 +32,8 @@ const SESSION_CACHE: usize = 4096;
 pub struct Listener {
     pub addr: SocketAddr,
     pub http2: bool,
-    /// Indexes into `config.servers`; the first is the default server.
+    /// Indexes into `config.servers`; the first is the default server (`default_server`,
+    /// else the first in the file).
     pub servers: Vec<usize>,
     pub tls: Option<TlsAcceptor>,
 }
@@ -222,7 +223,9 @@ fn listeners(
                         ));
                     }
                     x.http2 |= l.http2;
-                    if !x.servers.contains(&i) {
+                    if l.default_server {
+                        x.servers.insert(0, i);
+                    } else if !x.servers.contains(&i) {
                         x.servers.push(i);
                     }
                 }
@@ -465,6 +468,36 @@ fn location_rt(
 #[cfg(test)]
 mod tests {
     use super::name_matches;
+    use crate::{Balancer, Config};
+
+    #[test]
+    fn the_default_server_takes_unknown_names_on_its_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nginx.conf");
+        let servers = |flag: &str| {
+            format!(
+                "events {{ }}\nhttp {{\n\
+                 server {{ listen 127.0.0.1:8; server_name a.example.org; return 404; }}\n\
+                 server {{ listen 127.0.0.1:8 {flag}; server_name b.example.org; return 404; }}\n\
+                 server {{ listen 127.0.0.2:8; server_name c.example.org; return 404; }}\n}}\n"
+            )
+        };
+        for (flag, default) in [("", 0), ("default_server", 1)] {
+            std::fs::write(&path, servers(flag)).expect("write");
+            let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let balancer = Balancer::prepare(config).unwrap_or_else(|e| panic!("{e}"));
+            let rt = balancer.current.load();
+            let l = rt
+                .listeners
+                .iter()
+                .find(|l| l.addr.to_string() == "127.0.0.1:8")
+                .expect("127.0.0.1:8");
+            assert_eq!(rt.server_for(l, Some("x.example.org")), default, "{flag}");
+            assert_eq!(rt.server_for(l, None), default, "{flag}");
+            assert_eq!(rt.server_for(l, Some("a.example.org")), 0, "{flag}");
+            assert_eq!(rt.server_for(l, Some("B.example.org")), 1, "{flag}");
+        }
+    }
 
     #[test]
     fn server_names() {

@@ -67,13 +67,85 @@ impl Directive {
     }
 }
 
+/// Directives nginx takes once per block: a second line is `"NAME" directive is duplicate`
+/// (nginx's words), never a silent override.
+const ONCE: &[&str] = &[
+    "worker_processes",
+    "worker_shutdown_timeout",
+    "pid",
+    "user",
+    "events",
+    "http",
+    "worker_connections",
+    "metrics",
+    "http2",
+    "ssl",
+    "ssl_handshake_timeout",
+    "client_header_timeout",
+    "client_body_timeout",
+    "send_timeout",
+    "large_client_header_buffers",
+    "client_max_body_size",
+    "keepalive",
+    "proxy_pass",
+    "proxy_redirect",
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "proxy_send_timeout",
+    "proxy_next_upstream_tries",
+    "proxy_ssl_verify",
+    "proxy_ssl_name",
+    "proxy_ssl_server_name",
+    "proxy_ssl_trusted_certificate",
+];
+
+/// Directives nginx allows several of in a block (one more log or certificate, flags added
+/// up, the first `return` winning) where gluu-lb takes one: a second line is an error
+/// rather than a configuration that means something else here.
+const ONE_HERE: &[&str] = &[
+    "access_log",
+    "error_log",
+    "ssl_certificate",
+    "ssl_certificate_key",
+    "ssl_protocols",
+    "proxy_next_upstream",
+    "health_check",
+    "return",
+];
+
+/// Checks every block of the tree for a second line of a directive taken once.
+fn check_once(block: &[Directive]) -> Result<(), GrammarError> {
+    for (i, d) in block.iter().enumerate() {
+        let name = d.name.as_str();
+        if (ONCE.contains(&name) || ONE_HERE.contains(&name))
+            && let Some(first) = block[..i].iter().find(|p| p.name == d.name)
+        {
+            let mut message = format!("\"{name}\" directive is duplicate");
+            if ONE_HERE.contains(&name) {
+                message += &format!(
+                    " (first at {}; nginx takes several, gluu-lb one per block)",
+                    first.place
+                );
+            }
+            return Err(d.error(message));
+        }
+        if let Some(inner) = &d.block {
+            check_once(inner)?;
+        }
+    }
+    Ok(())
+}
+
 /// How deep `include` may nest before it is called a loop.
 const MAX_INCLUDE_DEPTH: usize = 16;
 
-/// Reads `path` and its includes into a directive tree.
+/// Reads `path` and its includes into a directive tree, in which no block has a second
+/// line of a directive taken once.
 pub fn parse_file(path: &Path) -> Result<Vec<Directive>, GrammarError> {
     let root = path.parent().unwrap_or(Path::new(".")).to_owned();
-    Parser { root }.file(path, 0)
+    let top = Parser { root }.file(path, 0)?;
+    check_once(&top)?;
+    Ok(top)
 }
 
 struct Parser {

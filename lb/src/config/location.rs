@@ -121,12 +121,6 @@ pub fn location(
     let mut settings = inherited.clone();
     for inner in body {
         if inner.name == "proxy_pass" {
-            if pass.is_some() {
-                return Err(GrammarError::at(
-                    &inner.place,
-                    "\"proxy_pass\" directive is duplicate",
-                ));
-            }
             pass = Some(proxy_pass(inner, is_regex)?);
         } else if !apply(&mut settings, inner, root)? {
             return Err(GrammarError::at(

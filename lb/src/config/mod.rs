@@ -123,6 +123,7 @@ impl Config {
             warnings: Vec::new(),
         };
         let mut http_seen = false;
+        let mut events_seen = false;
         let mut http2 = false;
         for d in &top {
             match d.name.as_str() {
@@ -149,12 +150,18 @@ impl Config {
                 }
                 "error_log" => c.error_log = Some(error_log(d, root)?),
                 "events" => {
+                    events_seen = true;
                     for e in block(d)? {
                         match (e.name.as_str(), e.args.as_slice()) {
                             ("worker_connections", [n]) => {
                                 c.worker_connections =
                                     n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(
-                                        || e.error(format!("invalid number \"{n}\"")),
+                                        || {
+                                            e.error(format!(
+                                                "invalid number \"{n}\" in \"worker_connections\" \
+                                                 directive"
+                                            ))
+                                        },
                                     )?;
                             }
                             _ => {
@@ -166,9 +173,6 @@ impl Config {
                     }
                 }
                 "http" => {
-                    if http_seen {
-                        return Err(d.error("\"http\" directive is duplicate"));
-                    }
                     http_seen = true;
                     let mut settings = ProxySettings::default();
                     let mut own = Vec::new();
@@ -242,13 +246,19 @@ impl Config {
                 l.http2 |= l.ssl;
             }
         }
+        let missing = |message: &str| GrammarError {
+            at: path.display().to_string(),
+            message: message.to_owned(),
+        };
+        if !events_seen {
+            // nginx refuses to start without one, even an empty `events { }`.
+            return Err(missing("no \"events\" section in configuration"));
+        }
         if !http_seen {
-            return Err(GrammarError {
-                at: path.display().to_string(),
-                message: "no \"http\" block: nothing to serve".to_owned(),
-            });
+            return Err(missing("no \"http\" block: nothing to serve"));
         }
         c.check_upstream_references()?;
+        c.check_shared_addresses()?;
         c.check_redirect_hosts();
         Ok(c)
     }
@@ -271,6 +281,43 @@ impl Config {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// nginx's checks across the servers of one address: one `default_server` at most (an
+    /// error), and a `server_name` claimed by two of them (a warning: the first keeps it).
+    /// Port 0 (tests) is a socket of its own per line.
+    fn check_shared_addresses(&mut self) -> Result<(), GrammarError> {
+        let mut defaults: Vec<SocketAddr> = Vec::new();
+        let mut names: Vec<(SocketAddr, &str, usize)> = Vec::new();
+        let mut found = Vec::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            for l in s.listen.iter().filter(|l| l.addr.port() != 0) {
+                if l.default_server {
+                    if defaults.contains(&l.addr) {
+                        return Err(GrammarError {
+                            at: l.place.to_string(),
+                            message: format!("a duplicate default server for {}", l.addr),
+                        });
+                    }
+                    defaults.push(l.addr);
+                }
+                for n in &s.names {
+                    match names.iter().find(|(a, m, _)| *a == l.addr && m == n) {
+                        Some((_, _, j)) if *j != i => found.push(Warning {
+                            at: s.place.to_string(),
+                            message: format!(
+                                "conflicting server name \"{n}\" on {}, ignored",
+                                l.addr
+                            ),
+                        }),
+                        Some(_) => {}
+                        None => names.push((l.addr, n, i)),
+                    }
+                }
+            }
+        }
+        self.warnings.extend(found);
         Ok(())
     }
 
@@ -398,7 +445,7 @@ mod tests {
         let cases = [
             (
                 "events { worker_connections 0; }\nhttp { }",
-                "invalid number \"0\"",
+                "invalid number \"0\" in \"worker_connections\" directive",
                 ":1",
             ),
             (
@@ -433,7 +480,7 @@ mod tests {
                 ":3",
             ),
             (
-                "http {\n server {\n  location / { proxy_pass https://nowhere; }\n }\n}",
+                "events { } http {\n server {\n  location / { proxy_pass https://nowhere; }\n }\n}",
                 "host not found in upstream \"nowhere\"",
                 ":3",
             ),
@@ -462,24 +509,63 @@ mod tests {
                 "unknown directive \"root\" in server",
                 ":3",
             ),
+            (
+                "http {\n server {\n  listen 8080;\n  listen 8080;\n }\n}",
+                "a duplicate listen 0.0.0.0:8080",
+                ":4",
+            ),
+            (
+                "events { } http {\n server { listen 8080 default_server; }\n server { listen 8080 default_server; }\n}",
+                "a duplicate default server for 0.0.0.0:8080",
+                ":3",
+            ),
+            (
+                "http {\n server {\n  location /a { }\n  location ^~ /a { }\n }\n}",
+                "duplicate location \"/a\"",
+                ":4",
+            ),
+            (
+                "http {\n server {\n  location = /a { }\n  location = /a { }\n }\n}",
+                "duplicate location \"/a\"",
+                ":4",
+            ),
+            (
+                "http {\n server {\n  location /a {\n   proxy_read_timeout 5s;\n   proxy_read_timeout 9s;\n  }\n }\n}",
+                "\"proxy_read_timeout\" directive is duplicate",
+                ":5",
+            ),
+            (
+                "http {\n server {\n  access_log a.log;\n  access_log b.log;\n }\n}",
+                "\"access_log\" directive is duplicate (first at",
+                ":4",
+            ),
         ];
         for (text, want, line) in cases {
             let e = load(&format!("{text}\n")).expect_err(text).to_string();
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(e.ends_with(line), "{text:?}: {e}");
         }
-        assert!(
-            load("events { }\n")
-                .expect_err("no http")
-                .to_string()
-                .contains("no \"http\" block")
-        );
+        for (text, want) in [
+            ("events { }\n", "no \"http\" block"),
+            ("http { }\n", "no \"events\" section in configuration"),
+            (
+                "events { }\nevents { }\nhttp { }\n",
+                "\"events\" directive is duplicate in",
+            ),
+            (
+                "events { worker_connections 8;\nworker_connections 9; }\nhttp { }\n",
+                "\"worker_connections\" directive is duplicate in",
+            ),
+        ] {
+            let e = load(text).expect_err(text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]
     fn listen_forms_and_ssl_on() {
         let c = load(&format!(
-            "http {{\n{BASE} server {{ listen 80; listen 127.0.0.1:8443 ssl http2; listen [::1]:9443; ssl on;\n ssl_certificate c.crt; ssl_certificate_key c.key; }}\n}}\n"
+            "events {{ }} http {{\n{BASE} server {{ listen 80; listen 127.0.0.1:8443 ssl http2; listen [::1]:9443; ssl on;\n ssl_certificate c.crt; ssl_certificate_key c.key; }}\n}}\n"
         ))
         .expect("valid");
         let s = &c.servers[0];
@@ -500,7 +586,28 @@ mod tests {
         );
         assert_eq!(c.worker_connections, DEFAULT_WORKER_CONNECTIONS);
         assert_eq!(c.workers, None, "no worker_processes: one per core");
-        let workers = |line: &str| load(&format!("{line}\nhttp {{ }}\n")).expect(line).workers;
+        // Regular expressions may repeat (the first wins), `=` and prefix share a path, and
+        // a name two servers of one address claim is a warning.
+        let c = load(
+            "events { }\nhttp {\n server { listen 8080; server_name a; location ~ ^/a { } location ~ ^/a { }\n  location = /a { } location /a { } }\n server { listen 8080; server_name a; }\n}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.servers[0].locations.len(), 4);
+        assert_eq!(
+            c.warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [format!(
+                "conflicting server name \"a\" on 0.0.0.0:8080, ignored in {}:5",
+                c.path.display()
+            )]
+        );
+        let workers = |line: &str| {
+            load(&format!("{line}\nevents {{ }}\nhttp {{ }}\n"))
+                .expect(line)
+                .workers
+        };
         assert_eq!(workers("worker_processes auto;"), None);
         assert_eq!(workers("worker_processes 3;"), Some(3));
     }

@@ -228,7 +228,13 @@ pub fn apply(
                     "non_idempotent" => n.non_idempotent = true,
                     "off" if d.args.len() == 1 => {}
                     _ => {
-                        return Err(GrammarError::at(&d.place, format!("invalid value \"{a}\"")));
+                        return Err(GrammarError::at(
+                            &d.place,
+                            format!(
+                                "invalid value \"{a}\" in \"proxy_next_upstream\" directive \
+                                 (\"off\" stands alone)"
+                            ),
+                        ));
                     }
                 }
             }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
-use super::location::{Location, location};
+use super::location::{Location, Matcher, location};
 use super::proxy::{ProxySettings, Template, apply, template};
 
 /// One `listen` line.
@@ -16,6 +16,10 @@ pub struct Listen {
     pub addr: SocketAddr,
     pub ssl: bool,
     pub http2: bool,
+    /// `default_server`: this server answers requests on the address that no
+    /// `server_name` claims, and its certificate is the one shown without SNI (without
+    /// the flag: the first server with the address).
+    pub default_server: bool,
     pub place: Place,
 }
 
@@ -69,6 +73,17 @@ fn listen_addr(place: &Place, v: &str) -> Result<SocketAddr, GrammarError> {
     })
 }
 
+/// The path `a` and `b` both match, when nginx counts them as one location: two `=`
+/// locations, or two prefix ones (`^~` or not). Regular expressions may repeat (the first
+/// wins).
+fn same_path<'a>(a: &'a Location, b: &Location) -> Option<&'a str> {
+    match (&a.matcher, &b.matcher) {
+        (Matcher::Exact(x), Matcher::Exact(y)) if x == y => Some(x),
+        (Matcher::Prefix { prefix: x, .. }, Matcher::Prefix { prefix: y, .. }) if x == y => Some(x),
+        _ => None,
+    }
+}
+
 /// Reads a `server` block; relative certificate paths are taken from `root`. Its proxy
 /// directives (wherever they stand in the block) apply on top of `inherited` (the http
 /// block's) to every location.
@@ -118,13 +133,14 @@ pub fn server(
                     addr: listen_addr(&inner.place, addr)?,
                     ssl: false,
                     http2: false,
+                    default_server: false,
                     place: inner.place.clone(),
                 };
                 for p in params {
                     match p.as_str() {
                         "ssl" => l.ssl = true,
                         "http2" => l.http2 = true,
-                        "default_server" | "default" => {}
+                        "default_server" | "default" => l.default_server = true,
                         other => {
                             return Err(GrammarError::at(
                                 &inner.place,
@@ -132,6 +148,12 @@ pub fn server(
                             ));
                         }
                     }
+                }
+                if l.addr.port() != 0 && s.listen.iter().any(|x| x.addr == l.addr) {
+                    return Err(GrammarError::at(
+                        &inner.place,
+                        format!("a duplicate listen {}", l.addr),
+                    ));
                 }
                 s.listen.push(l);
             }
@@ -192,7 +214,16 @@ pub fn server(
                     place: inner.place.clone(),
                 });
             }
-            "location" => s.locations.push(location(inner, root, &settings)?),
+            "location" => {
+                let l = location(inner, root, &settings)?;
+                if let Some(path) = s.locations.iter().find_map(|p| same_path(p, &l)) {
+                    return Err(GrammarError::at(
+                        &inner.place,
+                        format!("duplicate location \"{path}\""),
+                    ));
+                }
+                s.locations.push(l);
+            }
             other => {
                 return Err(GrammarError::at(
                     &inner.place,
@@ -208,6 +239,7 @@ pub fn server(
             addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80),
             ssl: false,
             http2: false,
+            default_server: false,
             place: d.place.clone(),
         });
     }

@@ -106,15 +106,25 @@ fn server(d: &Directive) -> Result<Server, GrammarError> {
             "invalid number of arguments in \"server\" directive",
         ));
     };
-    if address
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_none()
-    {
-        return Err(GrammarError::at(
-            &d.place,
-            format!("no port in upstream \"{address}\": write HOST:PORT (the nodes listen on 443)"),
-        ));
+    // nginx would take port 80 for a bare host; a TLS node there is nearly always a
+    // mistake, so the port is required.
+    match address.rsplit_once(':').filter(|(h, _)| !h.is_empty()) {
+        Some((_, port)) if !port.ends_with(']') => {
+            if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+                return Err(GrammarError::at(
+                    &d.place,
+                    format!("invalid port in upstream \"{address}\""),
+                ));
+            }
+        }
+        _ => {
+            return Err(GrammarError::at(
+                &d.place,
+                format!(
+                    "no port in upstream \"{address}\": write HOST:PORT (the nodes listen on 443)"
+                ),
+            ));
+        }
     }
     let mut s = Server {
         address: address.clone(),
@@ -201,10 +211,15 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
                     "only \"hash $remote_addr consistent\" is supported",
                 ));
             }
-            ("keepalive", [n]) => {
-                let n = number(&inner.place, "keepalive", n)?;
-                u.keepalive = Some(n as usize);
-            }
+            ("keepalive", [n]) => match number(&inner.place, "keepalive", n)? {
+                0 => {
+                    return Err(GrammarError::at(
+                        &inner.place,
+                        "invalid value \"0\" in \"keepalive\" directive",
+                    ));
+                }
+                n => u.keepalive = Some(n as usize),
+            },
             _ => {
                 return Err(GrammarError::at(
                     &inner.place,
@@ -306,6 +321,26 @@ mod tests {
                 "upstream b {\n server nodeport;\n}",
                 "no port in upstream \"nodeport\"",
                 ":2",
+            ),
+            (
+                "upstream b {\n server [::1];\n}",
+                "no port in upstream \"[::1]\"",
+                ":2",
+            ),
+            (
+                "upstream b {\n server a:1;\n server node:70000;\n}",
+                "invalid port in upstream \"node:70000\"",
+                ":3",
+            ),
+            (
+                "upstream b {\n server a:1;\n keepalive 0;\n}",
+                "invalid value \"0\" in \"keepalive\"",
+                ":3",
+            ),
+            (
+                "upstream b {\n server a:1;\n keepalive 8;\n keepalive 9;\n}",
+                "\"keepalive\" directive is duplicate",
+                ":4",
             ),
             (
                 "upstream b {\n}",
