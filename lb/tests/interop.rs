@@ -1,6 +1,7 @@
 //! gluu-lb in front of the real Debian nginx as the Gluu node (HTTPS, holding the
 //! balancer's certificate, as the guide sets the nodes up), and the same client sources
-//! sent through gluu-lb and through nginx's own `ip_hash` land on the same node.
+//! sent through gluu-lb and through nginx's own `ip_hash` land on the same node; and
+//! `nginx -t` and `gluu-lb -t` accept and refuse the same files, at the same line.
 
 mod support;
 
@@ -107,4 +108,186 @@ async fn real_nginx_nodes_behind_gluu_lb() {
     }
     assert!(seen[0] > 0 && seen[1] > 0, "both nodes used: {seen:?}");
     shutdown.cancel();
+}
+
+/// What `nginx -t` says of `conf`: `Ok(warning count)` or `Err(line)` (0: no line named).
+fn nginx_t(dir: &std::path::Path, conf: &std::path::Path) -> Result<usize, (usize, String)> {
+    let out = std::process::Command::new(gluu_testkit::require("nginx"))
+        .args(["-t", "-q", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .output()
+        .expect("run nginx -t");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        return Ok(text.matches("[warn]").count());
+    }
+    let at = format!("{}:", conf.display());
+    let line = text
+        .lines()
+        .find(|l| l.contains("[emerg]"))
+        .and_then(|l| l.rsplit_once(&at))
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or(0);
+    Err((line, text))
+}
+
+/// The same for gluu-lb (what `gluu-lb -t` runs).
+fn gluu_lb_t(conf: &std::path::Path) -> Result<usize, (usize, String)> {
+    match gluu_lb::test_config(conf) {
+        Ok(b) => Ok(b.warnings().len()),
+        Err(e) => {
+            let line =
+                e.at.rsplit_once(':')
+                    .and_then(|(_, n)| n.parse().ok())
+                    .unwrap_or(0);
+            Err((line, e.to_string()))
+        }
+    }
+}
+
+/// The checks nginx makes at `-t`, made the same by gluu-lb: every file either both accept
+/// (with warnings, or without, alike) or both refuse, at the same line where nginx names
+/// one.
+#[test]
+fn nginx_t_and_gluu_lb_t_agree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    let tls = format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let head = format!(
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\n",
+        d = dir.path().display()
+    );
+    let events = "events { worker_connections 64; }\n";
+    let up = "upstream b { server 127.0.0.1:9; server 127.0.0.1:10; }\n";
+    let http = |body: &str| format!("{events}http {{\n{up}{body}\n}}\n");
+    let server = |body: &str| http(&format!("server {{ listen 127.0.0.1:8;\n{body}\n}}"));
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "accepted: every location kind, repeated regexes, default_server",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; server_name a; {tls}\n\
+                 location = /a {{ proxy_pass https://b; }}\nlocation /a {{ proxy_pass https://b; }}\n\
+                 location ^~ /b {{ proxy_pass https://b; }}\nlocation ~ ^/c {{ proxy_pass https://b; }}\n\
+                 location ~* ^/c {{ proxy_pass https://b; }}\n}}\n\
+                 server {{ listen 127.0.0.1:8443 ssl default_server; server_name c; {tls} }}"
+            )),
+        ),
+        (
+            "a name two servers of one address claim (warned)",
+            http(
+                "server { listen 127.0.0.1:8; server_name a; }\nserver { listen 127.0.0.1:8; server_name a; }",
+            ),
+        ),
+        (
+            "the deprecated ssl on (warned)",
+            server(&format!("ssl on; {tls}")),
+        ),
+        (
+            "backup with round robin",
+            http("upstream r { server 127.0.0.1:1; server 127.0.0.1:2 backup; }"),
+        ),
+        ("no events", format!("http {{\n{up}}}\n")),
+        ("events twice", format!("{events}{}", http(""))),
+        (
+            "worker_connections twice",
+            http("").replace(
+                "worker_connections 64;",
+                "worker_connections 64;\nworker_connections 65;",
+            ),
+        ),
+        (
+            "duplicate location",
+            server("location /a { }\nlocation ^~ /a { }"),
+        ),
+        (
+            "duplicate exact location",
+            server("location = /a { }\nlocation = /a { }"),
+        ),
+        ("duplicate listen", server("listen 127.0.0.1:8;")),
+        (
+            "two default servers",
+            http(
+                "server { listen 127.0.0.1:8 default_server; }\nserver { listen 127.0.0.1:8 default_server; }",
+            ),
+        ),
+        (
+            "a proxy setting twice",
+            server(
+                "location /a { proxy_pass https://b;\nproxy_read_timeout 5s;\nproxy_read_timeout 6s; }",
+            ),
+        ),
+        (
+            "client_max_body_size twice",
+            server("client_max_body_size 1m;\nclient_max_body_size 2m;"),
+        ),
+        (
+            "proxy_pass twice",
+            server("location /a {\nproxy_pass https://b;\nproxy_pass https://b; }"),
+        ),
+        (
+            "keepalive 0",
+            http("upstream k { server 127.0.0.1:1;\nkeepalive 0; }"),
+        ),
+        (
+            "keepalive twice",
+            http("upstream k { server 127.0.0.1:1; keepalive 2;\nkeepalive 3; }"),
+        ),
+        (
+            "ip_hash with backup",
+            http("upstream k { ip_hash; server 127.0.0.1:1;\nserver 127.0.0.1:2 backup; }"),
+        ),
+        (
+            "hash with backup",
+            http(
+                "upstream k { hash $remote_addr consistent; server 127.0.0.1:1;\nserver 127.0.0.1:2 backup; }",
+            ),
+        ),
+        (
+            "a port out of range",
+            http("upstream k {\nserver 127.0.0.1:70000; }"),
+        ),
+        (
+            "weight=0",
+            http("upstream k {\nserver 127.0.0.1:1 weight=0; }"),
+        ),
+        (
+            "an upstream twice",
+            http("upstream b { server 127.0.0.1:1; }"),
+        ),
+        (
+            "an unknown variable",
+            server("location /a { proxy_pass https://b; proxy_set_header X $nope; }"),
+        ),
+        (
+            "ssl without a certificate",
+            http("server {\nlisten 127.0.0.1:8443 ssl; }"),
+        ),
+        ("a misplaced directive", server("proxy_pass https://b;")),
+        (
+            "a missing semicolon",
+            server("location /a { proxy_pass https://b }"),
+        ),
+    ];
+    let conf = dir.path().join("nginx.conf");
+    for (what, text) in cases {
+        std::fs::write(&conf, format!("{head}{text}")).expect("write");
+        let theirs = nginx_t(dir.path(), &conf);
+        let ours = gluu_lb_t(&conf);
+        match (&theirs, &ours) {
+            (Ok(w), Ok(v)) => assert_eq!(*w > 0, *v > 0, "{what}: warnings {w} vs {v}"),
+            (Err((line, _)), Err((our_line, _))) => {
+                assert!(
+                    *line == 0 || line == our_line,
+                    "{what}: {theirs:?}\n{ours:?}"
+                )
+            }
+            _ => panic!("{what}: nginx {theirs:?}\ngluu-lb {ours:?}\n{text}"),
+        }
+    }
 }
