@@ -31,6 +31,7 @@ use crate::config::proxy::{Part, Template};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
 use crate::upstream::{InFlight, Lease, Route, lock};
+use crate::uri;
 
 /// What a request's connection knows.
 #[derive(Debug)]
@@ -249,8 +250,11 @@ pub async fn handle(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let path = req.uri().path().to_owned();
-    let li = find(&server.locations, &path)
+    let path = uri::normalize(request_uri.split_once('?').map_or(&request_uri, |(p, _)| p));
+    let li = path
+        .as_ref()
+        .ok()
+        .and_then(|p| find(&server.locations, &p.bytes))
         .and_then(|l| server.locations.iter().position(|x| std::ptr::eq(x, l)));
     let lrt = li.map(|i| &rt.locations[si][i]);
     let access_log = match lrt {
@@ -289,6 +293,18 @@ pub async fn handle(
         remote_addr,
         forwarded_for,
         proxy_host: "",
+    };
+    let path = match path {
+        Ok(p) => p,
+        Err(e) => {
+            // As nginx, before anything else the server would do.
+            tracing::info!(
+                "{} {request_uri} from {}: 400, {e}",
+                req.method(),
+                conn.remote
+            );
+            return log.local(plain(StatusCode::BAD_REQUEST, ""), shared);
+        }
     };
     if let Some(ret) = &server.ret {
         let target = ret.template.as_ref().map(|t| render(t, &vars));
@@ -368,7 +384,8 @@ pub async fn handle(
         }
     }
     let method = req.method().clone();
-    let uri = upstream_uri(loc, &request_uri);
+    let query = request_uri.split_once('?').map_or("", |(_, q)| q);
+    let uri = upstream_uri(loc, &request_uri, &path, query);
     let replayable = req.body().is_end_stream();
     let idempotent = !matches!(method.as_str(), "POST" | "LOCK" | "PATCH");
     let mut client_body: Option<Body> = (!replayable).then(|| {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod send_timeout;
 pub mod upstream;
+pub mod uri;
 pub mod workers;
 
 use std::convert::Infallible;

@@ -291,3 +291,150 @@ fn nginx_t_and_gluu_lb_t_agree() {
         }
     }
 }
+
+/// Sends `GET target` as written on a new connection and reads until the server closes it:
+/// the status and, for a 200, the body.
+async fn raw_get(to: SocketAddr, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
+    let req = format!("GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{target}: {text}"));
+    let body = match status {
+        200 => text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned(),
+        _ => String::new(),
+    };
+    (status, body)
+}
+
+/// nginx normalizes a request's path before it picks a location (`%XX`, `//`, `.`, `..`)
+/// and, through a `proxy_pass` with a URI part, sends the normalized path on: the same
+/// targets through the real nginx and through gluu-lb, with the same locations, reach the
+/// same node with the same URI, or get the same error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalized_and_routed_as_nginx_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    readable_by_nginx(dir.path(), Some(&cert));
+    let tls = format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let (a, b, front) = (free_port(), free_port(), free_port());
+    let upstreams = format!(
+        "upstream up_a {{ server 127.0.0.1:{a}; }}\nupstream up_b {{ server 127.0.0.1:{b}; }}\n"
+    );
+    let locations = "location ~ ^(/)$ { proxy_pass https://up_a; }\n\
+         location /.well-known { proxy_pass https://up_b/.well-known; }\n\
+         location /oxauth { proxy_pass https://up_a/oxauth; }\n\
+         location /identity { proxy_pass https://up_b/identity; }\n\
+         location /raw { proxy_pass https://up_a; }\n\
+         location ^~ /static { proxy_pass https://up_b/s; }\n\
+         location = /exact { proxy_pass https://up_a/e; }\n\
+         location ~* \\.PNG$ { proxy_pass https://up_b; }\n";
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{prelude}http {{\n access_log off;\n{upstreams}\
+             server {{ listen 127.0.0.1:{a} ssl; {tls} location / {{ return 200 \"A $request_uri\"; }} }}\n\
+             server {{ listen 127.0.0.1:{b} ssl; {tls} location / {{ return 200 \"B $request_uri\"; }} }}\n\
+             server {{ listen 127.0.0.1:{front}; root {d}/none;\n{locations}}}\n}}\n",
+            prelude = gluu_testkit::nginx_prelude(dir.path()),
+            d = dir.path().display(),
+        ),
+    )
+    .expect("write nginx.conf");
+    let theirs: SocketAddr = ([127, 0, 0, 1], front).into();
+    let _nginx = nginx(dir.path(), &conf, theirs);
+
+    // gluu-lb: the same locations; its TLS server only gives the nodes' certificate to pin.
+    let lb_conf = dir.path().join("gluu-lb.conf");
+    std::fs::write(
+        &lb_conf,
+        format!(
+            "events {{ worker_connections 64; }}\nhttp {{\n{upstreams}\
+             server {{ listen 127.0.0.1:0; server_name lb;\n{locations}}}\n\
+             server {{ listen 127.0.0.1:0 ssl; {tls} }}\n}}\n"
+        ),
+    )
+    .expect("write gluu-lb conf");
+    let balancer = Balancer::prepare(Config::load(&lb_conf).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bound = balancer.bind().await.expect("bind");
+    let ours = bound.addrs()[0];
+    let shutdown = CancellationToken::new();
+    let (_reload, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(balancer.run(
+        bound,
+        Control {
+            shutdown: shutdown.clone(),
+            reload: rx,
+        },
+    ));
+
+    let targets = [
+        "/",
+        "/%2F",
+        "//",
+        "/?a=b",
+        "/oxauth/x?y=1",
+        "//oxauth//x",
+        "/%6Fxauth/x",
+        "/OXAUTH/x",
+        "/oxauth/../identity/y",
+        "/oxauth/%2e%2E/identity/y",
+        "/oxauth/./x/.",
+        "/oxauth/x/..",
+        "/oxauth/x/../..",
+        "/oxauth/%2F%2Fx",
+        "/oxauth/a%20b",
+        "/oxauth/a%3Fb?c=%3F",
+        "/oxauth/a%23b%25c",
+        "/oxauth/x?",
+        "/oxauth/caf%c3%a9",
+        "/oxauth/caf%E9",
+        "/oxauth/a+b%2B",
+        "/oxauth/.hidden/..x/.../y",
+        "/identity/%7euser",
+        "/raw//a/../%41?q=%2e",
+        "/raw/../oxauth/z",
+        "/static/../exact",
+        "/static/x",
+        "/exact",
+        "/exact/",
+        "/exact?q",
+        "/img/A.png",
+        "/img/a.PNG?x",
+        "/.well-known/openid-configuration",
+        "/.well-known/../.well-known/x",
+        "/..",
+        "/../oxauth",
+        "/oxauth/%2e%2e/%2e%2e/x",
+        "/oxauth/%zz",
+        "/oxauth/%4",
+        "/oxauth/%",
+        "/oxauth/%00",
+        "/nowhere",
+        "*",
+        "http://lb/oxauth//a",
+    ];
+    for target in targets {
+        let (got, want) = (raw_get(ours, target).await, raw_get(theirs, target).await);
+        assert_eq!(got, want, "GET {target}: gluu-lb, then nginx");
+    }
+    shutdown.cancel();
+}

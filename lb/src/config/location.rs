@@ -6,10 +6,11 @@
 //! tried in file order and the first that matches wins; otherwise the longest prefix. No
 //! match at all is a 404 from gluu-lb (the guide's nginx would look for a static file).
 
-use regex::{Regex, RegexBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 
 use super::grammar::{Directive, GrammarError, Place};
 use super::proxy::{ProxySettings, apply, validate};
+use crate::uri::{Path, escape};
 
 #[derive(Clone, Debug)]
 pub enum Matcher {
@@ -138,14 +139,14 @@ pub fn location(
     })
 }
 
-/// The location for `path` (without the query), in nginx's order.
-pub fn find<'a>(locations: &'a [Location], path: &str) -> Option<&'a Location> {
+/// The location for `path` (normalized, [`crate::uri::normalize`]), in nginx's order.
+pub fn find<'a>(locations: &'a [Location], path: &[u8]) -> Option<&'a Location> {
     let mut longest: Option<(&Location, usize, bool)> = None;
     for l in locations {
         match &l.matcher {
-            Matcher::Exact(p) if p == path => return Some(l),
+            Matcher::Exact(p) if p.as_bytes() == path => return Some(l),
             Matcher::Prefix { prefix, no_regex }
-                if path.starts_with(prefix.as_str())
+                if path.starts_with(prefix.as_bytes())
                     && longest.is_none_or(|(_, len, _)| prefix.len() > len) =>
             {
                 longest = Some((l, prefix.len(), *no_regex));
@@ -162,22 +163,36 @@ pub fn find<'a>(locations: &'a [Location], path: &str) -> Option<&'a Location> {
         .or(longest.map(|(l, _, _)| l))
 }
 
-/// The URI sent upstream: with a URI part in `proxy_pass`, the matched prefix of the path
-/// is replaced by it (nginx's rule); without one, the request URI goes unchanged.
-pub fn upstream_uri(location: &Location, path_and_query: &str) -> String {
-    match (&location.proxy_pass, &location.matcher) {
-        (Some(ProxyPass { uri: Some(uri), .. }), Matcher::Prefix { prefix, .. }) => {
-            let rest = path_and_query.get(prefix.len()..).unwrap_or("");
-            format!("{uri}{rest}")
-        }
-        (Some(ProxyPass { uri: Some(uri), .. }), Matcher::Exact(_)) => {
-            let query = path_and_query
-                .find('?')
-                .map_or("", |i| &path_and_query[i..]);
-            format!("{uri}{query}")
-        }
-        _ => path_and_query.to_owned(),
+/// The URI sent upstream (nginx's rule): without a URI part in `proxy_pass`, the request
+/// URI as the client sent it; with one, the normalized path with the location's part
+/// replaced by it (escaped again if the client escaped anything), then the query as sent.
+pub fn upstream_uri(
+    location: &Location,
+    request_uri: &str,
+    path: &Path<'_>,
+    query: &str,
+) -> String {
+    let matched = match &location.matcher {
+        Matcher::Prefix { prefix: p, .. } | Matcher::Exact(p) => p.len(),
+        Matcher::Regex(_) => 0,
+    };
+    let Some(ProxyPass { uri: Some(uri), .. }) = &location.proxy_pass else {
+        return request_uri.to_owned();
+    };
+    let rest = path.bytes.get(matched..).unwrap_or_default();
+    let mut out = String::with_capacity(uri.len() + rest.len() + query.len() + 1);
+    out.push_str(uri);
+    if path.quoted {
+        escape(rest, &mut out);
+    } else {
+        // Nothing was decoded, so these are the client's own (ASCII) bytes.
+        out.push_str(&String::from_utf8_lossy(rest));
     }
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -196,7 +211,15 @@ mod tests {
     }
 
     fn chosen(ls: &[Location], path: &str) -> Option<usize> {
-        find(ls, path).map(|l| ls.iter().position(|x| std::ptr::eq(x, l)).expect("in list"))
+        find(ls, path.as_bytes())
+            .map(|l| ls.iter().position(|x| std::ptr::eq(x, l)).expect("in list"))
+    }
+
+    /// What goes to the node for `request_uri` through location `l`.
+    fn sent(l: &Location, request_uri: &str) -> String {
+        let (path, query) = request_uri.split_once('?').unwrap_or((request_uri, ""));
+        let path = crate::uri::normalize(path).expect("a valid path");
+        upstream_uri(l, request_uri, &path, query)
     }
 
     #[test]
@@ -222,8 +245,8 @@ mod tests {
             ls[3].proxy_pass.as_ref().map(|p| p.upstream.as_str()),
             Some("backend_id")
         );
-        assert_eq!(upstream_uri(&ls[3], "/identity/a?b=c"), "/identity/a?b=c");
-        assert_eq!(upstream_uri(&ls[0], "/?x=1"), "/?x=1");
+        assert_eq!(sent(&ls[3], "/identity/a?b=c"), "/identity/a?b=c");
+        assert_eq!(sent(&ls[0], "/?x=1"), "/?x=1");
     }
 
     #[test]
@@ -270,9 +293,18 @@ mod tests {
              location /keep { proxy_pass https://b; }\n",
         )
         .expect("valid");
-        assert_eq!(upstream_uri(&ls[0], "/old/x?y=1"), "/new/x?y=1");
-        assert_eq!(upstream_uri(&ls[1], "/one?q"), "/other?q");
-        assert_eq!(upstream_uri(&ls[2], "/keep/z"), "/keep/z");
+        assert_eq!(sent(&ls[0], "/old/x?y=1"), "/new/x?y=1");
+        assert_eq!(sent(&ls[1], "/one?q"), "/other?q");
+        assert_eq!(sent(&ls[2], "/keep/z"), "/keep/z");
+        // With a URI part the normalized path goes on, escaped again if the client
+        // escaped anything, and an empty query loses its "?"; without one, what was sent.
+        assert_eq!(sent(&ls[0], "/old//x/./y?"), "/new/x/y");
+        assert_eq!(
+            sent(&ls[0], "/old/%2e%2e/old/a%20b%2fc%41?q=%2e"),
+            "/new/a%20b/cA?q=%2e"
+        );
+        assert_eq!(sent(&ls[0], "/old/caf%c3%a9"), "/new/caf%C3%A9");
+        assert_eq!(sent(&ls[2], "/keep//z/../%41?"), "/keep//z/../%41?");
     }
 
     #[test]
