@@ -185,18 +185,62 @@ fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// The host part of `Host` (or the HTTP/2 authority), lower-cased, without the port.
-fn host_of(req: &Request<Incoming>) -> Option<String> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    let host = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(raw)
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+/// `$host` as nginx takes it: the request line's host (absolute form, HTTP/2's
+/// `:authority`), else the `Host` header; `None` for an HTTP/1.0 request without either.
+/// `Err` is a 400, as in nginx: two `Host` headers, none in an HTTP/1.1 request (or in an
+/// HTTP/2 one without `:authority`), an invalid host.
+fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+    let mut headers = req.headers().get_all(header::HOST).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err("two Host headers");
+    }
+    let authority = req.uri().authority().map(|a| a.as_str().as_bytes());
+    let raw = match (req.version(), authority, header) {
+        (Version::HTTP_11, _, None) | (Version::HTTP_2, None, None) => {
+            return Err("no Host header");
+        }
+        (_, Some(a), _) => a,
+        (_, None, Some(h)) => h.as_bytes(),
+        (_, None, None) => return Ok(None),
     };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    valid_host(raw).map(Some).ok_or("an invalid host")
+}
+
+/// nginx's `ngx_http_validate_host`: the host up to its port (or an `[IPv6]` literal),
+/// one trailing dot dropped, lower case; `None` for an empty host, `..`, a `/`, a control
+/// character or a space.
+fn valid_host(raw: &[u8]) -> Option<String> {
+    let mut end = raw.len();
+    let mut last_dot = None;
+    let mut literal = false;
+    let mut rest = false;
+    for (i, &c) in raw.iter().enumerate() {
+        match c {
+            b'.' => {
+                if last_dot.is_some_and(|d| d + 1 == i) {
+                    return None;
+                }
+                last_dot = Some(i);
+            }
+            b':' if !literal && !rest => {
+                end = i;
+                rest = true;
+            }
+            b'[' if i == 0 => literal = true,
+            b']' if literal => {
+                end = i + 1;
+                literal = false;
+                rest = true;
+            }
+            b'/' | 0..=b' ' | 0x7f => return None,
+            _ => {}
+        }
+    }
+    if end > 0 && last_dot == Some(end - 1) {
+        end -= 1;
+    }
+    (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase())
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
@@ -242,7 +286,13 @@ pub async fn handle(
     let start = SystemTime::now();
     let listener: &Listener = &rt.listeners[listener];
     let host = host_of(&req);
-    let si = rt.server_for(listener, host.as_deref().or(conn.sni.as_deref()));
+    let si = rt.server_for(
+        listener,
+        host.as_ref()
+            .ok()
+            .and_then(Option::as_deref)
+            .or(conn.sni.as_deref()),
+    );
     let server = &rt.config.servers[si];
     let server_name = server.names.first().map_or("", String::as_str);
     let request_uri = req
@@ -274,6 +324,23 @@ pub async fn handle(
             upstream_time: None,
         }),
     };
+    let (path, host) = match (path, host) {
+        (Ok(p), Ok(h)) => (p, h),
+        (p, h) => {
+            // As nginx, before anything else the server would do.
+            let why = match (p, h) {
+                (_, Err(e)) => e.to_owned(),
+                (Err(e), _) => e.to_string(),
+                (Ok(_), Ok(_)) => unreachable!("both valid is the arm above"),
+            };
+            tracing::info!(
+                "{} {request_uri} from {}: 400, {why}",
+                req.method(),
+                conn.remote
+            );
+            return log.local(plain(StatusCode::BAD_REQUEST, ""), shared);
+        }
+    };
     let remote_addr = conn.remote.ip().to_string();
     let forwarded_for = {
         let mut prior: Vec<&str> = req
@@ -293,18 +360,6 @@ pub async fn handle(
         remote_addr,
         forwarded_for,
         proxy_host: "",
-    };
-    let path = match path {
-        Ok(p) => p,
-        Err(e) => {
-            // As nginx, before anything else the server would do.
-            tracing::info!(
-                "{} {request_uri} from {}: 400, {e}",
-                req.method(),
-                conn.remote
-            );
-            return log.local(plain(StatusCode::BAD_REQUEST, ""), shared);
-        }
     };
     if let Some(ret) = &server.ret {
         let target = ret.template.as_ref().map(|t| render(t, &vars));
@@ -599,6 +654,26 @@ fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_as_nginx_validates_them() {
+        for (raw, want) in [
+            ("LB.Example.org:443", Some("lb.example.org")),
+            ("lb.", Some("lb")),
+            ("a.:80", Some("a")),
+            ("[::1]:8443", Some("[::1]")),
+            ("a:b:c", Some("a")),
+            (".lb", Some(".lb")),
+            ("a..b", None),
+            ("a:b..c", None),
+            ("a/b", None),
+            ("a b", None),
+            (":80", None),
+            ("", None),
+        ] {
+            assert_eq!(valid_host(raw.as_bytes()).as_deref(), want, "{raw:?}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

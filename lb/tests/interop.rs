@@ -292,13 +292,12 @@ fn nginx_t_and_gluu_lb_t_agree() {
     }
 }
 
-/// Sends `GET target` as written on a new connection and reads until the server closes it:
+/// Sends `request` as written on a new connection and reads until the server closes it:
 /// the status and, for a 200, the body.
-async fn raw_get(to: SocketAddr, target: &str) -> (u16, String) {
+async fn raw(to: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
-    let req = format!("GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(request.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
         .await
@@ -308,7 +307,7 @@ async fn raw_get(to: SocketAddr, target: &str) -> (u16, String) {
     let status = text
         .get(9..12)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{target}: {text}"));
+        .unwrap_or_else(|| panic!("{request:?}: {text}"));
     let body = match status {
         200 => text
             .split_once("\r\n\r\n")
@@ -319,73 +318,120 @@ async fn raw_get(to: SocketAddr, target: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The real nginx and gluu-lb as balancers with the same locations, in front of the same
+/// two nginx nodes, A and B, which answer with the request URI, `Host` and `X-Host` they
+/// got (/host sends `$host` as `X-Host`, so that a host the balancer should have refused
+/// shows in the answer instead of being refused by the node).
+struct Twins {
+    ours: SocketAddr,
+    theirs: SocketAddr,
+    shutdown: CancellationToken,
+    _nginx: gluu_testkit::Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Twins {
+    async fn start() -> Twins {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = Cert::new(dir.path(), "httpd");
+        readable_by_nginx(dir.path(), Some(&cert));
+        let tls = format!(
+            "ssl_certificate {}; ssl_certificate_key {};",
+            cert.cert.display(),
+            cert.key.display()
+        );
+        let (a, b, front) = (free_port(), free_port(), free_port());
+        let upstreams = format!(
+            "upstream up_a {{ server 127.0.0.1:{a}; }}\nupstream up_b {{ server 127.0.0.1:{b}; }}\n"
+        );
+        let locations = "location ~ ^(/)$ { proxy_pass https://up_a; }\n\
+             location /.well-known { proxy_pass https://up_b/.well-known; }\n\
+             location /oxauth { proxy_pass https://up_a/oxauth; }\n\
+             location /identity { proxy_pass https://up_b/identity; }\n\
+             location /raw { proxy_pass https://up_a; }\n\
+             location ^~ /static { proxy_pass https://up_b/s; }\n\
+             location = /exact { proxy_pass https://up_a/e; }\n\
+             location ~* \\.PNG$ { proxy_pass https://up_b; }\n\
+             location /host { proxy_pass https://up_a; proxy_set_header X-Host $host; }\n";
+        let node = |port: u16, name: &str| {
+            format!(
+                "server {{ listen 127.0.0.1:{port} ssl; {tls} \
+                 location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host\"; }} }}\n"
+            )
+        };
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "{prelude}http {{\n access_log off;\n{upstreams}{}{}\
+                 server {{ listen 127.0.0.1:{front}; server_name lb; root {d}/none;\n{locations}}}\n}}\n",
+                node(a, "A"),
+                node(b, "B"),
+                prelude = gluu_testkit::nginx_prelude(dir.path()),
+                d = dir.path().display(),
+            ),
+        )
+        .expect("write nginx.conf");
+        let theirs: SocketAddr = ([127, 0, 0, 1], front).into();
+        let nginx = nginx(dir.path(), &conf, theirs);
+
+        // gluu-lb: the same locations; its TLS server only gives the nodes' certificate to
+        // pin.
+        let lb_conf = dir.path().join("gluu-lb.conf");
+        std::fs::write(
+            &lb_conf,
+            format!(
+                "events {{ worker_connections 64; }}\nhttp {{\n{upstreams}\
+                 server {{ listen 127.0.0.1:0; server_name lb;\n{locations}}}\n\
+                 server {{ listen 127.0.0.1:0 ssl; {tls} }}\n}}\n"
+            ),
+        )
+        .expect("write gluu-lb conf");
+        let balancer = Balancer::prepare(Config::load(&lb_conf).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bound = balancer.bind().await.expect("bind");
+        let ours = bound.addrs()[0];
+        let shutdown = CancellationToken::new();
+        let (_reload, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(balancer.run(
+            bound,
+            Control {
+                shutdown: shutdown.clone(),
+                reload: rx,
+            },
+        ));
+        Twins {
+            ours,
+            theirs,
+            shutdown,
+            _nginx: nginx,
+            _dir: dir,
+        }
+    }
+
+    /// Sends `request` to both; panics unless they answer alike.
+    async fn agree(&self, request: &str) {
+        let (got, want) = (
+            raw(self.ours, request).await,
+            raw(self.theirs, request).await,
+        );
+        assert_eq!(got, want, "{request:?}: gluu-lb, then nginx");
+    }
+}
+
+impl Drop for Twins {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// nginx normalizes a request's path before it picks a location (`%XX`, `//`, `.`, `..`)
 /// and, through a `proxy_pass` with a URI part, sends the normalized path on: the same
 /// targets through the real nginx and through gluu-lb, with the same locations, reach the
 /// same node with the same URI, or get the same error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_are_normalized_and_routed_as_nginx_does() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = Cert::new(dir.path(), "httpd");
-    readable_by_nginx(dir.path(), Some(&cert));
-    let tls = format!(
-        "ssl_certificate {}; ssl_certificate_key {};",
-        cert.cert.display(),
-        cert.key.display()
-    );
-    let (a, b, front) = (free_port(), free_port(), free_port());
-    let upstreams = format!(
-        "upstream up_a {{ server 127.0.0.1:{a}; }}\nupstream up_b {{ server 127.0.0.1:{b}; }}\n"
-    );
-    let locations = "location ~ ^(/)$ { proxy_pass https://up_a; }\n\
-         location /.well-known { proxy_pass https://up_b/.well-known; }\n\
-         location /oxauth { proxy_pass https://up_a/oxauth; }\n\
-         location /identity { proxy_pass https://up_b/identity; }\n\
-         location /raw { proxy_pass https://up_a; }\n\
-         location ^~ /static { proxy_pass https://up_b/s; }\n\
-         location = /exact { proxy_pass https://up_a/e; }\n\
-         location ~* \\.PNG$ { proxy_pass https://up_b; }\n";
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{prelude}http {{\n access_log off;\n{upstreams}\
-             server {{ listen 127.0.0.1:{a} ssl; {tls} location / {{ return 200 \"A $request_uri\"; }} }}\n\
-             server {{ listen 127.0.0.1:{b} ssl; {tls} location / {{ return 200 \"B $request_uri\"; }} }}\n\
-             server {{ listen 127.0.0.1:{front}; root {d}/none;\n{locations}}}\n}}\n",
-            prelude = gluu_testkit::nginx_prelude(dir.path()),
-            d = dir.path().display(),
-        ),
-    )
-    .expect("write nginx.conf");
-    let theirs: SocketAddr = ([127, 0, 0, 1], front).into();
-    let _nginx = nginx(dir.path(), &conf, theirs);
-
-    // gluu-lb: the same locations; its TLS server only gives the nodes' certificate to pin.
-    let lb_conf = dir.path().join("gluu-lb.conf");
-    std::fs::write(
-        &lb_conf,
-        format!(
-            "events {{ worker_connections 64; }}\nhttp {{\n{upstreams}\
-             server {{ listen 127.0.0.1:0; server_name lb;\n{locations}}}\n\
-             server {{ listen 127.0.0.1:0 ssl; {tls} }}\n}}\n"
-        ),
-    )
-    .expect("write gluu-lb conf");
-    let balancer = Balancer::prepare(Config::load(&lb_conf).unwrap_or_else(|e| panic!("{e}")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bound = balancer.bind().await.expect("bind");
-    let ours = bound.addrs()[0];
-    let shutdown = CancellationToken::new();
-    let (_reload, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(balancer.run(
-        bound,
-        Control {
-            shutdown: shutdown.clone(),
-            reload: rx,
-        },
-    ));
-
+    let twins = Twins::start().await;
     let targets = [
         "/",
         "/%2F",
@@ -433,8 +479,54 @@ async fn paths_are_normalized_and_routed_as_nginx_does() {
         "http://lb/oxauth//a",
     ];
     for target in targets {
-        let (got, want) = (raw_get(ours, target).await, raw_get(theirs, target).await);
-        assert_eq!(got, want, "GET {target}: gluu-lb, then nginx");
+        twins
+            .agree(&format!(
+                "GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
     }
-    shutdown.cancel();
+}
+
+/// `$host` as nginx makes it (request line first, then `Host`; lower case, without port or
+/// trailing dot) and the requests it refuses for their host (none in HTTP/1.1, two, or an
+/// invalid one): the same through the real nginx and through gluu-lb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_are_taken_and_refused_as_nginx_does() {
+    let twins = Twins::start().await;
+    let close = "Connection: close\r\n\r\n";
+    for host in [
+        "lb",
+        "LB.Example.ORG:8443",
+        "lb.example.org.",
+        "[::1]:80",
+        "[::1]",
+        "127.0.0.1:8",
+        "a_b.example",
+        "a:b:c",
+        "a:b..c",
+        ":80",
+        "a.:80",
+        "a..b",
+        "a/b",
+        "a\\b",
+        ".lb",
+        "",
+        "a b",
+    ] {
+        twins
+            .agree(&format!("GET /host/x HTTP/1.1\r\nHost: {host}\r\n{close}"))
+            .await;
+    }
+    for request in [
+        format!("GET /host/x HTTP/1.1\r\n{close}"),
+        format!("GET /host/x HTTP/1.0\r\n{close}"),
+        format!("GET /host/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n{close}"),
+        format!("GET /host/x HTTP/1.1\r\nHost: a\r\nHost: a\r\n{close}"),
+        format!("GET http://Abs.Example:81/host/x HTTP/1.1\r\nHost: other\r\n{close}"),
+        format!("GET http://abs.example/host/x HTTP/1.0\r\n{close}"),
+        format!("GET http://abs.example/host/x HTTP/1.1\r\n{close}"),
+        format!("GET http://abs..example/host/x HTTP/1.1\r\nHost: a\r\n{close}"),
+    ] {
+        twins.agree(&request).await;
+    }
 }
