@@ -207,6 +207,43 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
     valid_host(raw).map(Some).ok_or("an invalid host")
 }
 
+/// What nginx refuses in a request's method and body framing (a request smuggled past
+/// one reader of it is read differently by the next): a method of other than `A`-`Z`,
+/// `_` and `-` (400); both `Content-Length` and `Transfer-Encoding` (400); two
+/// `Content-Length`s, or one that is not digits alone (400); a transfer coding other than
+/// a single `chunked` (501).
+fn refused_framing(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
+    let bad = |why: &str| Some((StatusCode::BAD_REQUEST, why.to_owned()));
+    if !req
+        .method()
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    {
+        return bad("an invalid method");
+    }
+    let headers = req.headers();
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let length = headers.get(header::CONTENT_LENGTH);
+    match (lengths, codings.next()) {
+        (2.., _) => bad("two Content-Length headers"),
+        (1, _) if !length.is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit)) => {
+            bad("a Content-Length that is not a number")
+        }
+        (1, Some(_)) => bad("both Content-Length and Transfer-Encoding"),
+        (_, Some(te))
+            if codings.next().is_some() || !te.as_bytes().eq_ignore_ascii_case(b"chunked") =>
+        {
+            Some((
+                StatusCode::NOT_IMPLEMENTED,
+                format!("Transfer-Encoding {te:?}: only chunked is known"),
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// nginx's `ngx_http_validate_host`: the host up to its port (or an `[IPv6]` literal),
 /// one trailing dot dropped, lower case; `None` for an empty host, `..`, a `/`, a control
 /// character or a space.
@@ -324,22 +361,27 @@ pub async fn handle(
             upstream_time: None,
         }),
     };
-    let (path, host) = match (path, host) {
-        (Ok(p), Ok(h)) => (p, h),
-        (p, h) => {
-            // As nginx, before anything else the server would do.
-            let why = match (p, h) {
-                (_, Err(e)) => e.to_owned(),
-                (Err(e), _) => e.to_string(),
-                (Ok(_), Ok(_)) => unreachable!("both valid is the arm above"),
-            };
-            tracing::info!(
-                "{} {request_uri} from {}: 400, {why}",
-                req.method(),
-                conn.remote
-            );
-            return log.local(plain(StatusCode::BAD_REQUEST, ""), shared);
-        }
+    // What nginx refuses before anything else the server would do.
+    let refused = host
+        .as_ref()
+        .err()
+        .map(|e| (StatusCode::BAD_REQUEST, (*e).to_owned()))
+        .or_else(|| {
+            let e = path.as_ref().err()?;
+            Some((StatusCode::BAD_REQUEST, e.to_string()))
+        })
+        .or_else(|| refused_framing(&req));
+    if let Some((status, why)) = refused {
+        tracing::info!(
+            "{} {request_uri} from {}: {}, {why}",
+            req.method(),
+            conn.remote,
+            status.as_u16()
+        );
+        return log.local(plain(status, ""), shared);
+    }
+    let (Ok(path), Ok(host)) = (path, host) else {
+        unreachable!("an invalid path or host was refused above")
     };
     let remote_addr = conn.remote.ip().to_string();
     let forwarded_for = {

@@ -293,8 +293,8 @@ fn nginx_t_and_gluu_lb_t_agree() {
 }
 
 /// Sends `request` as written on a new connection and reads until the server closes it:
-/// the status and, for a 200, the body.
-async fn raw(to: SocketAddr, request: &str) -> (u16, String) {
+/// the status, whether a node answered (its `X-Node` header) and, for a 200, the body.
+async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
     s.write_all(request.as_bytes()).await.expect("write");
@@ -308,14 +308,10 @@ async fn raw(to: SocketAddr, request: &str) -> (u16, String) {
         .get(9..12)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("{request:?}: {text}"));
-    let body = match status {
-        200 => text
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_owned(),
-        _ => String::new(),
-    };
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let from_node = head.to_ascii_lowercase().contains("\r\nx-node: ");
+    let body = if status == 200 { body } else { "" };
+    (status, from_node, body.to_owned())
 }
 
 /// The real nginx and gluu-lb as balancers with the same locations, in front of the same
@@ -355,7 +351,7 @@ impl Twins {
              location /host { proxy_pass https://up_a; proxy_set_header X-Host $host; }\n";
         let node = |port: u16, name: &str| {
             format!(
-                "server {{ listen 127.0.0.1:{port} ssl; {tls} \
+                "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
                  location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host\"; }} }}\n"
             )
         };
@@ -416,6 +412,17 @@ impl Twins {
             raw(self.theirs, request).await,
         );
         assert_eq!(got, want, "{request:?}: gluu-lb, then nginx");
+    }
+
+    /// Sends `request` to both, where they knowingly differ: gluu-lb answers `ours` (status,
+    /// and whether a node answered it), nginx `theirs`.
+    async fn differ(&self, request: &str, ours: (u16, bool), theirs: u16) {
+        let (got, want) = (
+            raw(self.ours, request).await,
+            raw(self.theirs, request).await,
+        );
+        assert_eq!((got.0, got.1), ours, "{request:?}: gluu-lb");
+        assert_eq!(want.0, theirs, "{request:?}: nginx");
     }
 }
 
@@ -528,5 +535,83 @@ async fn hosts_are_taken_and_refused_as_nginx_does() {
         format!("GET http://abs..example/host/x HTTP/1.1\r\nHost: a\r\n{close}"),
     ] {
         twins.agree(&request).await;
+    }
+}
+
+/// Request lines and body framing nginx refuses (methods outside A-Z, `_`, `-`; a
+/// transfer coding other than chunked; two lengths, or one that is not a number), and
+/// what it takes: the same answer through the real nginx and gluu-lb, but where hyper's
+/// parser decides first (listed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_and_framing_are_refused_as_nginx_does() {
+    let twins = Twins::start().await;
+    let host = "Host: lb\r\nConnection: close\r\n";
+    for method in ["GET", "PROPFIND", "MY_VERB-2", "get", "G3T", "GET\t"] {
+        twins
+            .agree(&format!("{method} /host/x HTTP/1.1\r\n{host}\r\n"))
+            .await;
+    }
+    for framing in [
+        "Content-Length: 5\r\n\r\nhello",
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "Content-Length: +5\r\n\r\nhello",
+        "Content-Length: -1\r\n\r\n",
+        "Content-Length: 5x\r\n\r\nhello",
+        "Content-Length: 5, 5\r\n\r\nhello",
+    ] {
+        twins
+            .agree(&format!("POST /host/x HTTP/1.1\r\n{host}{framing}"))
+            .await;
+    }
+    for line in [
+        "GET /host/x HTTP/1.0",
+        "GET /host/x HTTP/0.9",
+        "GET /host/x http/1.1",
+    ] {
+        twins.agree(&format!("{line}\r\n{host}\r\n")).await;
+    }
+    // hyper's parser decides these before gluu-lb sees them: a 400 where nginx answers 501
+    // or 505, or serves a request line it is lenient with; and RFC 9112's reading of both
+    // lengths (chunked wins) and of a repeated equal length, where nginx refuses. gluu-lb
+    // frames what it sends the node itself, so no reading of these can differ between it
+    // and the node.
+    let post = "POST /host/x HTTP/1.1";
+    let chunked = "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    for (request, ours, nginx) in [
+        (
+            format!("{post}\r\n{host}Transfer-Encoding: gzip\r\n\r\nhello"),
+            (400, false),
+            501,
+        ),
+        (
+            format!("GET /host/x HTTP/2.0\r\n{host}\r\n"),
+            (400, false),
+            505,
+        ),
+        (
+            format!("GET /host/x HTTP/1.2\r\n{host}\r\n"),
+            (400, false),
+            200,
+        ),
+        (
+            format!("GET  /host/x HTTP/1.1\r\n{host}\r\n"),
+            (400, false),
+            200,
+        ),
+        (
+            format!("{post}\r\n{host}Content-Length: 5\r\n{chunked}"),
+            (200, true),
+            400,
+        ),
+        (
+            format!("{post}\r\n{host}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+            (200, true),
+            400,
+        ),
+    ] {
+        twins.differ(&request, ours, nginx).await;
     }
 }
