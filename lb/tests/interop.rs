@@ -348,11 +348,12 @@ impl Twins {
              location ^~ /static { proxy_pass https://up_b/s; }\n\
              location = /exact { proxy_pass https://up_a/e; }\n\
              location ~* \\.PNG$ { proxy_pass https://up_b; }\n\
-             location /host { proxy_pass https://up_a; proxy_set_header X-Host $host; }\n";
+             location /host { proxy_pass https://up_a; proxy_set_header X-Host $host;\n\
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
-                 location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host\"; }} }}\n"
+                 location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host xff=$http_x_forwarded_for\"; }} }}\n"
             )
         };
         let conf = dir.path().join("nginx.conf");
@@ -533,6 +534,12 @@ async fn hosts_are_taken_and_refused_as_nginx_does() {
         format!("GET http://abs.example/host/x HTTP/1.0\r\n{close}"),
         format!("GET http://abs.example/host/x HTTP/1.1\r\n{close}"),
         format!("GET http://abs..example/host/x HTTP/1.1\r\nHost: a\r\n{close}"),
+        format!("GET /host/x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n{close}"),
+        format!(
+            "GET /host/x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n\
+             X-Forwarded-For: 10.0.0.3\r\n{close}"
+        ),
+        format!("GET /host/x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For:\r\n{close}"),
     ] {
         twins.agree(&request).await;
     }
