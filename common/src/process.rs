@@ -56,6 +56,26 @@ pub fn lookup_group(spec: &str) -> Result<Gid, String> {
     }
 }
 
+/// Whether a process running as `uid` with the one group `gid` (what [`drop_privileges`]
+/// leaves) may read `path`, by its mode bits. `true` when the file cannot be looked at:
+/// reading it reports that better.
+pub fn readable_as(path: &Path, uid: Uid, gid: Gid) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(path) else {
+        return true;
+    };
+    let bit = if uid.is_root() {
+        return true;
+    } else if md.uid() == uid.as_raw() {
+        0o400
+    } else if md.gid() == gid.as_raw() {
+        0o040
+    } else {
+        0o004
+    };
+    md.mode() & bit != 0
+}
+
 /// Gives up root for the given group and user (group first: after setuid it is too late).
 /// Supplementary groups are reduced to the one group, so nothing of root's is kept.
 pub fn drop_privileges(user: Option<Uid>, group: Option<Gid>) -> Result<(), String> {

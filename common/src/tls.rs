@@ -153,6 +153,15 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// The mode of the key file `path` (`0o777` bits) when it has any of the `mask` bits, e.g.
+/// `0o004` for a key every user may read; `None` otherwise, or when the file cannot be
+/// looked at (loading it says why).
+pub fn exposed_key(path: &Path, mask: u32) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & mask != 0).then_some(mode)
+}
+
 /// SHA-256 fingerprint in the form `openssl x509 -fingerprint -sha256` prints, so that an
 /// admin can match what the log says against a file on disk.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {

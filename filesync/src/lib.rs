@@ -21,7 +21,7 @@ pub mod tree;
 pub mod wire;
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub use config::{Config, ConfigError};
@@ -62,19 +62,18 @@ pub fn check(config: &Config, name: &str) -> (Vec<String>, Vec<String>) {
         ));
     }
     for group in mine {
-        match std::fs::metadata(&group.key_file) {
-            Err(e) => errors.push(format!(
+        if let Err(e) = std::fs::metadata(&group.key_file) {
+            errors.push(format!(
                 "group {}: key {}: {e} (make one with gluu-fsync keygen)",
                 group.name,
                 group.key_file.display()
-            )),
-            Ok(md) if md.permissions().mode() & 0o077 != 0 => warnings.push(format!(
-                "group {}: key {} is readable by others (mode {:o}); chmod 600 it",
+            ));
+        } else if let Some(mode) = gluu_common::tls::exposed_key(&group.key_file, 0o077) {
+            warnings.push(format!(
+                "group {}: key {} is readable by others (mode {mode:o}); chmod 600 it",
                 group.name,
                 group.key_file.display(),
-                md.permissions().mode() & 0o777
-            )),
-            Ok(_) => {}
+            ));
         }
         for root in &group.roots {
             match config.local_path(root, name) {

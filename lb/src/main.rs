@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use gluu_common::{logging, process, signal};
 use gluu_lb::{Balancer, Config, Control, GrammarError};
 use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Uid};
 use tokio_util::sync::CancellationToken;
 
 const EX_USAGE: u8 = 64;
@@ -120,21 +121,22 @@ fn config_failed(path: &Path, e: &GrammarError) -> ExitCode {
 
 /// `-t`: everything start-up checks except binding.
 fn test(path: &Path, config: Config) -> ExitCode {
-    let user = config.user.clone();
     let balancer = match Balancer::prepare(config) {
         Ok(b) => b,
         Err(e) => return config_failed(path, &e),
     };
-    if let Some((u, g)) = &user {
-        let checked = process::lookup_user(u)
-            .and_then(|_| g.as_deref().map(process::lookup_group).transpose());
-        if let Err(e) = checked {
+    let unreadable = match identity(&balancer.config()) {
+        Ok(id) => unreadable_after_drop(&balancer.config(), id),
+        Err(e) => {
             eprintln!("gluu-lb: [emerg] {e} in {}", path.display());
             eprintln!("gluu-lb: configuration file {} test failed", path.display());
             return ExitCode::from(EX_USAGE);
         }
-    }
+    };
     for w in balancer.warnings() {
+        eprintln!("gluu-lb: [warn] {w}");
+    }
+    for w in unreadable {
         eprintln!("gluu-lb: [warn] {w}");
     }
     eprintln!(
@@ -146,6 +148,57 @@ fn test(path: &Path, config: Config) -> ExitCode {
         path.display()
     );
     ExitCode::SUCCESS
+}
+
+/// Who `user USER [GROUP]` runs gluu-lb as once it has bound its ports; as in nginx, no
+/// GROUP means the group named as USER.
+fn identity(config: &Config) -> Result<Option<(Uid, Gid)>, String> {
+    let Some((user, group)) = &config.user else {
+        return Ok(None);
+    };
+    let uid = process::lookup_user(user)?;
+    let gid = match group {
+        Some(g) => process::lookup_group(g)?,
+        None => process::lookup_group(user).map_err(|e| {
+            format!("{e}: `user {user};` means group {user} too, as in nginx; name the group, e.g. `user {user} nogroup;`")
+        })?,
+    };
+    Ok(Some((uid, gid)))
+}
+
+/// What a reload (SIGHUP) re-reads that gluu-lb could not read any more once it runs as
+/// `id`: the configuration file, certificates and keys. nginx's master process stays root
+/// for this; gluu-lb is one process, so the files must be readable by the `user`.
+fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String> {
+    let Some((uid, gid)) = id else {
+        return Vec::new();
+    };
+    let mut files: Vec<&Path> = vec![&config.path];
+    for s in &config.servers {
+        files.extend(s.certificate.as_deref());
+        files.extend(s.certificate_key.as_deref());
+        for l in &s.locations {
+            files.extend(l.settings.ssl_trusted_certificate.as_deref());
+        }
+    }
+    files.sort();
+    files.dedup();
+    let (user, group) = config
+        .user
+        .as_ref()
+        .map_or(("", None), |(u, g)| (u.as_str(), g.as_deref()));
+    let group = group.unwrap_or(user);
+    files
+        .into_iter()
+        .filter(|f| !process::readable_as(f, uid, gid))
+        .map(|f| {
+            format!(
+                "{} is not readable by user {user} (group {group}), whom gluu-lb runs as after \
+                 binding: a reload (SIGHUP) would fail on it; e.g. chgrp {group} {0} && chmod g+r {0}",
+                f.display()
+            )
+        })
+        .collect()
 }
 
 /// `-s`: signals the process whose pid the `pid` file holds.
@@ -199,23 +252,17 @@ async fn serve(
     error_log: Option<logging::LogFile>,
 ) -> anyhow::Result<()> {
     let bound = balancer.bind().await?;
-    let (user, group) = match &config.user {
-        Some((u, g)) => (
-            Some(process::lookup_user(u).map_err(anyhow::Error::msg)?),
-            g.as_deref()
-                .map(process::lookup_group)
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
-        ),
-        None => (None, None),
-    };
+    let id = identity(config).map_err(anyhow::Error::msg)?;
+    for w in unreadable_after_drop(config, id) {
+        tracing::warn!("{w}");
+    }
     // Written while still root, so that /run is writable (nginx does the same).
     let _pid = config
         .pid
         .as_deref()
         .map(process::PidFile::create)
         .transpose()?;
-    process::drop_privileges(user, group).map_err(anyhow::Error::msg)?;
+    process::drop_privileges(id.map(|i| i.0), id.map(|i| i.1)).map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
     let access_logs = balancer.log_files();
     let reload = signal::install(shutdown.clone(), move || {

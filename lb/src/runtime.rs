@@ -121,6 +121,19 @@ impl Runtime {
                 let k = tls::load_certified_key(&provider, cert, Some(key))
                     .map_err(|e| err(&s.place, e.to_string()))?;
                 keys.insert(i, k);
+                let seen = config.servers[..i]
+                    .iter()
+                    .any(|p| p.certificate_key.as_ref() == Some(key));
+                if let Some(mode) = tls::exposed_key(key, 0o004).filter(|_| !seen) {
+                    warnings.push(Warning {
+                        at: s.place.to_string(),
+                        message: format!(
+                            "the private key {} is readable by every user (mode {mode:o}): \
+                             chmod 600 it (gluu-lb reads it as root, before dropping privileges)",
+                            key.display()
+                        ),
+                    });
+                }
             }
         }
         let listeners = listeners(&config, &keys, &provider, &shared.tickets)?;

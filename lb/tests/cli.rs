@@ -186,3 +186,56 @@ fn version_names_the_build_and_man_pages_render() {
     gluu_testkit::assert_version(env!("CARGO_BIN_EXE_gluu-lb"), "gluu-lb");
     gluu_testkit::assert_man_pages(env!("CARGO_BIN_EXE_gluu-lb"), &["gluu-lb"]);
 }
+
+/// `user USER GROUP`: `-t` names each file a reload re-reads that gluu-lb cannot read once
+/// it runs as them (nginx's master stays root; gluu-lb is one process). `user USER` alone
+/// means the group named USER, as in nginx. A key every user may read is a warning.
+#[test]
+fn user_warns_of_files_a_reload_could_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = guide(dir.path());
+    let text = std::fs::read_to_string(&path).expect("read");
+    let as_nobody = dir.path().join("nobody.conf");
+    std::fs::write(&as_nobody, format!("user nobody nogroup;\n{text}")).expect("write");
+    let key = dir.path().join("httpd.key");
+    let t = |conf: &std::path::Path| {
+        let out = lb().arg("-t").arg("-c").arg(conf).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), err)
+    };
+    // Cert::new leaves the key root's, mode 640.
+    let (ok, err) = t(&as_nobody);
+    assert!(ok, "{err}");
+    let warning = format!(
+        "[warn] {} is not readable by user nobody (group nogroup)",
+        key.display()
+    );
+    assert!(err.contains(&warning), "{err}");
+    assert!(err.contains("a reload (SIGHUP) would fail on it"), "{err}");
+    std::os::unix::fs::chown(&key, None, Some(65534)).expect("chgrp nogroup");
+    let (ok, err) = t(&as_nobody);
+    assert!(
+        ok && !err.contains("is not readable") && !err.contains("every user"),
+        "{err}"
+    );
+    // A key anyone may read is a warning of its own, `user` or not.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let (ok, err) = t(&path);
+    let warning = format!("{} is readable by every user (mode 644)", key.display());
+    assert!(ok && err.contains(&warning), "{err}");
+
+    // No group: the one named as the user, which Debian does not have for nobody.
+    let no_group = dir.path().join("no-group.conf");
+    std::fs::write(&no_group, format!("user nobody;\n{text}")).expect("write");
+    let (ok, err) = t(&no_group);
+    let has_nobody_group = std::fs::read_to_string("/etc/group")
+        .expect("/etc/group")
+        .lines()
+        .any(|l| l.starts_with("nobody:"));
+    assert_eq!(ok, has_nobody_group, "{err}");
+    if !ok {
+        assert!(err.contains("no such group 'nobody'"), "{err}");
+        assert!(err.contains("`user nobody nogroup;`"), "{err}");
+    }
+}

@@ -4,7 +4,6 @@
 //! Built once at start-up and again on every reload, from a [`ServiceConfig`]; a build that
 //! fails leaves whatever was running untouched.
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -294,9 +293,7 @@ fn warn_if_world_readable(
     place: &crate::config::ini::Place,
     warnings: &mut Vec<Warning>,
 ) {
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o004 != 0
-    {
+    if gluu_common::tls::exposed_key(path, 0o004).is_some() {
         warnings.push(Warning {
             at: place.to_string(),
             message: format!(
