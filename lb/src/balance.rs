@@ -189,11 +189,24 @@ const RING_TRIES: usize = 20;
 #[derive(Clone, Debug)]
 pub struct Peers {
     peers: Vec<Peer>,
+    /// One primary server (nginx's `peers->single`): it is never taken out for failures,
+    /// `max_fails` and `fail_timeout` are ignored, as nginx documents.
+    single: bool,
 }
 
 impl Peers {
+    /// An upstream's primary servers.
     pub fn new(peers: Vec<Peer>) -> Peers {
-        Peers { peers }
+        let single = peers.len() == 1;
+        Peers { peers, single }
+    }
+
+    /// An upstream's `backup` servers: failures count even for one.
+    pub fn backup(peers: Vec<Peer>) -> Peers {
+        Peers {
+            peers,
+            single: false,
+        }
     }
 
     pub fn get(&self, i: usize) -> &Peer {
@@ -220,6 +233,14 @@ impl Peers {
     /// Smooth weighted round robin over the untried, usable peers; `None` when every peer
     /// is down, failing or tried ("no live upstreams").
     pub fn round_robin(&mut self, tried: &mut Tried, now: Instant) -> Option<usize> {
+        if self.single {
+            let p = &self.peers[0];
+            if tried.has(0) || p.down || p.unhealthy {
+                return None;
+            }
+            tried.mark(0);
+            return Some(0);
+        }
         let mut best: Option<(usize, i64)> = None;
         let mut total = 0i64;
         for (i, p) in self.peers.iter_mut().enumerate() {
@@ -304,6 +325,9 @@ impl Peers {
 
     /// A request to peer `i` failed (error, timeout, invalid header, or a listed status).
     pub fn failed(&mut self, i: usize, now: Instant) {
+        if self.single {
+            return;
+        }
         let p = &mut self.peers[i];
         p.fails += 1;
         p.accessed = Some(now);
@@ -481,6 +505,31 @@ mod tests {
             .consistent(&ring3, c, &mut Tried::default(), now)
             .expect("peer");
         assert_ne!(other, first);
+    }
+
+    #[test]
+    fn a_single_server_is_never_taken_out_for_failures() {
+        let now = Instant::now();
+        let mut one = peers(&[1]);
+        for _ in 0..5 {
+            let i = one
+                .round_robin(&mut Tried::default(), now)
+                .expect("the one server");
+            one.failed(i, now);
+        }
+        assert_eq!(one.get(0).state(now), "up");
+        let mut tried = Tried::default();
+        assert_eq!(one.round_robin(&mut tried, now), Some(0));
+        assert_eq!(one.round_robin(&mut tried, now), None, "once per request");
+        // `down` and active checks still take it out; a backup list counts failures.
+        one.set_unhealthy(0, true);
+        assert_eq!(one.round_robin(&mut Tried::default(), now), None);
+        let mut backup = Peers::backup(vec![Peer::new(1, 1, Duration::from_secs(10))]);
+        let i = backup
+            .round_robin(&mut Tried::default(), now)
+            .expect("a peer");
+        backup.failed(i, now);
+        assert_eq!(backup.round_robin(&mut Tried::default(), now), None);
     }
 
     #[test]

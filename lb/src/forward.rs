@@ -677,6 +677,11 @@ fn respond(
     }
     let (lease, in_flight) = done;
     let (mut parts, incoming) = resp.into_parts();
+    // A node that sent both: hyper read the body by its Transfer-Encoding, so the length is
+    // not this body's; RFC 9112 (6.3) has a proxy drop it.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(&mut parts.headers);
     let body = Watched::new(incoming, read_timeout)
         .turn(Turn::current())

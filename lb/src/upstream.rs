@@ -460,7 +460,7 @@ impl Group {
             method: u.method,
             ring,
             primary: Mutex::new(Peers::new(primary)),
-            backup: Mutex::new(Peers::new(backup)),
+            backup: Mutex::new(Peers::backup(backup)),
             slots,
             nodes,
         }

@@ -195,17 +195,7 @@ impl Node {
             .await
             .unwrap_or_else(|e| panic!("node {} bind {}: {e}", self.name, self.addr));
         self.addr = listener.local_addr().expect("local addr");
-        let provider = gluu_common::tls::provider();
-        let key =
-            gluu_common::tls::load_certified_key(&provider, &self.cert.cert, Some(&self.cert.key))
-                .expect("node certificate");
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(gluu_common::tls::SingleIdentity(key)));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = acceptor(&self.cert);
         let ctx = Ctx {
             name: Arc::from(self.name.as_str()),
             counters: self.counters.clone(),
@@ -259,6 +249,20 @@ struct Ctx {
     counters: Arc<Counters>,
     openid: Arc<String>,
     fail_with: Arc<Mutex<u16>>,
+}
+
+/// A node's TLS side: `cert`, HTTP/1.1 by ALPN.
+pub fn acceptor(cert: &Cert) -> TlsAcceptor {
+    let provider = gluu_common::tls::provider();
+    let key = gluu_common::tls::load_certified_key(&provider, &cert.cert, Some(&cert.key))
+        .expect("node certificate");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(gluu_common::tls::SingleIdentity(key)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
 }
 
 async fn accept(
