@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use crate::Shared;
 use crate::access_log::Entry;
 use crate::body::{self, Body, Watched};
-use crate::config::location::{find, upstream_uri};
+use crate::config::location::{Redirect, find, upstream_uri};
 use crate::config::proxy::{Part, Template};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
@@ -37,6 +37,8 @@ use crate::uri;
 #[derive(Debug)]
 pub struct Conn {
     pub remote: SocketAddr,
+    /// This end's address (a rewritten redirect names its port, as nginx's does).
+    pub local: Option<SocketAddr>,
     pub scheme: &'static str,
     /// The TLS server name the client asked for.
     pub sni: Option<String>,
@@ -48,9 +50,15 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(remote: SocketAddr, scheme: &'static str, sni: Option<String>) -> Conn {
+    pub fn new(
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        scheme: &'static str,
+        sni: Option<String>,
+    ) -> Conn {
         Conn {
             remote,
+            local,
             scheme,
             sni,
             upgraded: Mutex::default(),
@@ -205,6 +213,50 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
         (_, None, None) => return Ok(None),
     };
     valid_host(raw).map(Some).ok_or("an invalid host")
+}
+
+/// `proxy_redirect default`: the node's `Location`, and the URL of its `Refresh`. As in
+/// nginx (`absolute_redirect on`), a `Location` the rewrite leaves relative gets `base`
+/// in front; one the node sent relative is left alone.
+fn rewrite_redirects(headers: &mut HeaderMap, r: &Redirect, base: impl FnOnce() -> String) {
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| r.rewrite(v, 0))
+        .map(|v| match v.starts_with('/') {
+            true => base() + &v,
+            false => v,
+        });
+    let refresh = HeaderName::from_static("refresh");
+    let refreshed = headers
+        .get(&refresh)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let at = v.to_ascii_lowercase().find("url=")? + "url=".len();
+            r.rewrite(v, at)
+        });
+    for (name, value) in [(header::LOCATION, location), (refresh, refreshed)] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// `scheme://host[:port]` as nginx puts it in front of a relative redirect: the request's
+/// host (else this end's address), the port unless it is the scheme's own.
+fn redirect_base(conn: &Conn, host: &Option<String>) -> String {
+    let local = conn.local;
+    let host = match (host, local) {
+        (Some(h), _) => h.clone(),
+        (None, Some(SocketAddr::V6(a))) => format!("[{}]", a.ip()),
+        (None, Some(a)) => a.ip().to_string(),
+        (None, None) => String::new(),
+    };
+    let default = if conn.scheme == "https" { 443 } else { 80 };
+    match local.map(|a| a.port()).filter(|p| *p != default) {
+        Some(port) => format!("{}://{host}:{port}", conn.scheme),
+        None => format!("{}://{host}", conn.scheme),
+    }
 }
 
 /// What nginx refuses in a request's method and body framing (a request smuggled past
@@ -530,7 +582,10 @@ pub async fn handle(
         let result = node.send(&route, upstream_req, wait, shared).await;
         let tries_left = max_tries == 0 || tries < max_tries;
         match result {
-            Ok((resp, lease)) => {
+            Ok((mut resp, lease)) => {
+                if let Some(r) = &lrt.redirect {
+                    rewrite_redirects(resp.headers_mut(), r, || redirect_base(conn, &host));
+                }
                 let status = resp.status().as_u16();
                 let listed = match status {
                     500 => nu.http_500,

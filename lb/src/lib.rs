@@ -537,6 +537,7 @@ async fn connection(
     shared: &Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
     let (tls, limits) = {
         let b = binding.load();
         (
@@ -546,7 +547,7 @@ async fn connection(
     };
     let stream = SendTimed::new(stream, limits.send_timeout);
     let Some(acceptor) = tls else {
-        let conn = Conn::new(peer, "http", None);
+        let conn = Conn::new(peer, local, "http", None);
         return serve(
             TokioIo::new(stream),
             conn,
@@ -578,7 +579,12 @@ async fn connection(
     };
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let conn = Conn::new(peer, "https", session.server_name().map(str::to_owned));
+    let conn = Conn::new(
+        peer,
+        local,
+        "https",
+        session.server_name().map(str::to_owned),
+    );
     serve(
         TokioIo::new(stream),
         conn,

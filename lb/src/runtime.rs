@@ -19,7 +19,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::Shared;
 use crate::config::grammar::GrammarError;
-use crate::config::location::Location;
+use crate::config::location::{Location, Redirect};
 use crate::config::proxy::Part;
 use crate::config::server::Server;
 use crate::config::{Config, Warning};
@@ -56,6 +56,8 @@ pub struct LocationRt {
     /// The server name (SNI, and the name checked with `proxy_ssl_verify on`).
     pub ssl_name: Option<ServerName<'static>>,
     pub access_log: Option<LogFile>,
+    /// `proxy_redirect default`'s rewrite of a node's `Location` and `Refresh`.
+    pub redirect: Option<Redirect>,
 }
 
 #[derive(Debug)]
@@ -397,6 +399,7 @@ fn location_rt(
             tls: None,
             ssl_name: None,
             access_log,
+            redirect: None,
         });
     };
     let (policy, key) = match s.ssl_verify {
@@ -475,6 +478,7 @@ fn location_rt(
         tls: Some(tls),
         ssl_name: Some(name),
         access_log,
+        redirect: l.redirect(),
     })
 }
 

@@ -294,8 +294,8 @@ fn nginx_t_and_gluu_lb_t_agree() {
 
 /// Sends `request` as written on a new connection and reads until the server closes it:
 /// the status (0 without a status line), whether a node answered (its `X-Node` header)
-/// and, for a 200, the body (de-chunked, and cut to its `Content-Length`, as a client
-/// reads it).
+/// and what a client makes of it: any `Location` and `Refresh` header, then for a 200 the
+/// body (de-chunked, and cut to its `Content-Length`).
 async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
@@ -311,33 +311,35 @@ async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
         false => 0,
     };
     let (head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let head = head.to_ascii_lowercase();
-    let from_node = head.contains("\r\nx-node: ");
+    let header = |name: &str| {
+        head.split("\r\n")
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}: ")))
+            .map(|l| l[name.len() + 2..].to_owned())
+    };
+    let from_node = header("x-node").is_some();
+    let mut seen: String = ["location", "refresh"]
+        .iter()
+        .filter_map(|n| Some(format!("{n}: {}\n", header(n)?)))
+        .collect();
     if status != 200 {
-        return (status, from_node, String::new());
+        return (status, from_node, seen);
     }
-    if head.contains("\r\ntransfer-encoding: chunked") {
-        let mut plain = String::new();
+    if header("transfer-encoding").as_deref() == Some("chunked") {
         while let Some((size, rest)) = body.split_once("\r\n") {
             let size = usize::from_str_radix(size.split(';').next().unwrap_or(""), 16).unwrap_or(0);
             if size == 0 || rest.len() < size {
                 break;
             }
-            plain.push_str(&rest[..size]);
+            seen.push_str(&rest[..size]);
             body = rest[size..].strip_prefix("\r\n").unwrap_or("");
         }
-        return (status, from_node, plain);
+        return (status, from_node, seen);
     }
-    let length = head
-        .split("\r\n")
-        .find_map(|l| l.strip_prefix("content-length: "))
+    let length = header("content-length")
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(body.len());
-    (
-        status,
-        from_node,
-        body.get(..length).unwrap_or(body).to_owned(),
-    )
+    seen.push_str(body.get(..length).unwrap_or(body));
+    (status, from_node, seen)
 }
 
 /// What the canned node answers, by request path: responses a node might get wrong.
@@ -468,12 +470,16 @@ impl Twins {
              location ^~ /static { proxy_pass https://up_b/s; }\n\
              location = /exact { proxy_pass https://up_a/e; }\n\
              location ~* \\.PNG$ { proxy_pass https://up_b; }\n\
+             location /off { proxy_pass https://up_a/x; proxy_redirect off; }\n\
              location /host { proxy_pass https://up_a; proxy_set_header X-Host $host;\n\
                proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
-                 location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host xff=$http_x_forwarded_for\"; }} }}\n"
+                 location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host xff=$http_x_forwarded_for\"; }}\n\
+                 location ~ /go$ {{ return 302 https://up_a$uri/../went; }}\n\
+                 location ~ /relative$ {{ absolute_redirect off; return 302 $uri/../went; }}\n\
+                 location ~ /refresh$ {{ add_header X-Node {name}; add_header Refresh \"0; URL=https://up_a$uri/../r\"; return 200 r; }} }}\n"
             )
         };
         let conf = dir.path().join("nginx.conf");
@@ -527,11 +533,17 @@ impl Twins {
     }
 
     /// Sends `request` to both; panics unless they answer alike.
+    /// Each one's own port in what it answered (an absolute redirect) reads `:PORT`.
     async fn agree(&self, request: &str) {
-        let (got, want) = (
-            raw(self.ours, request).await,
-            raw(self.theirs, request).await,
-        );
+        let answer = |to: SocketAddr| async move {
+            let (status, node, text) = raw(to, request).await;
+            (
+                status,
+                node,
+                text.replace(&format!(":{}/", to.port()), ":PORT/"),
+            )
+        };
+        let (got, want) = (answer(self.ours).await, answer(self.theirs).await);
         assert_eq!(got, want, "{request:?}: gluu-lb, then nginx");
     }
 
@@ -766,5 +778,29 @@ async fn node_answers_are_taken_or_refused_as_nginx_does() {
             Some((_, ours, theirs)) => twins.differ(&request, *ours, *theirs).await,
             None => twins.agree(&request).await,
         }
+    }
+}
+
+/// `proxy_redirect default` (nginx's default) and `off`: a node's redirect to the
+/// `proxy_pass` URL comes back with the location's path in its place, in `Location` and in
+/// `Refresh`; the same through the real nginx and gluu-lb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_redirects_are_rewritten_as_nginx_does() {
+    let twins = Twins::start().await;
+    for path in [
+        "/oxauth/go",
+        "/oxauth/a/refresh",
+        "/raw/go",
+        "/raw/refresh",
+        "/off/go",
+        "/off/refresh",
+        "/identity/go",
+        "/oxauth/relative",
+    ] {
+        twins
+            .agree(&format!(
+                "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
     }
 }

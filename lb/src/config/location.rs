@@ -38,6 +38,43 @@ pub struct Location {
     pub place: Place,
 }
 
+/// `proxy_redirect default` (nginx's default): a node's `Location`, or the URL in its
+/// `Refresh`, that starts with the `proxy_pass` URL gets the location's path in place of
+/// it; without a URI part in `proxy_pass`, `https://UPSTREAM/` becomes `/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    pub from: String,
+    pub to: String,
+}
+
+impl Redirect {
+    /// `value` with the part from byte `at` on rewritten, if it starts with `from`.
+    pub fn rewrite(&self, value: &str, at: usize) -> Option<String> {
+        let rest = value.get(at..)?.strip_prefix(self.from.as_str())?;
+        Some(format!("{}{}{rest}", &value[..at], self.to))
+    }
+}
+
+impl Location {
+    /// The rewrite `proxy_redirect default` makes here; `None` with `proxy_redirect off`.
+    pub fn redirect(&self) -> Option<Redirect> {
+        let pass = self
+            .proxy_pass
+            .as_ref()
+            .filter(|_| !self.settings.redirect_off)?;
+        Some(match (&pass.uri, &self.matcher) {
+            (Some(uri), Matcher::Prefix { prefix: path, .. } | Matcher::Exact(path)) => Redirect {
+                from: format!("https://{}{uri}", pass.upstream),
+                to: path.clone(),
+            },
+            _ => Redirect {
+                from: format!("https://{}/", pass.upstream),
+                to: "/".to_owned(),
+            },
+        })
+    }
+}
+
 fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Regex, GrammarError> {
     RegexBuilder::new(pattern)
         .case_insensitive(caseless)
@@ -305,6 +342,34 @@ mod tests {
         );
         assert_eq!(sent(&ls[0], "/old/caf%c3%a9"), "/new/caf%C3%A9");
         assert_eq!(sent(&ls[2], "/keep//z/../%41?"), "/keep//z/../%41?");
+    }
+
+    #[test]
+    fn proxy_redirect_default_as_nginx_makes_it() {
+        let ls = read(
+            "location /oxauth { proxy_pass https://backend/oxauth; }\n\
+             location /a/ { proxy_pass https://b; }\n\
+             location ~ ^/r { proxy_pass https://b; }\n\
+             location /off { proxy_pass https://b/x; proxy_redirect off; }\n\
+             location /none { }\n",
+        )
+        .expect("valid");
+        let r = ls[0].redirect().expect("default");
+        assert_eq!(
+            r.rewrite("https://backend/oxauth/login?x=1", 0).as_deref(),
+            Some("/oxauth/login?x=1")
+        );
+        assert_eq!(r.rewrite("https://lb.example.org/oxauth/login", 0), None);
+        assert_eq!(
+            r.rewrite("0; url=https://backend/oxauth/x", 7).as_deref(),
+            Some("0; url=/oxauth/x")
+        );
+        for l in &ls[1..3] {
+            let r = l.redirect().expect("default");
+            assert_eq!(r.rewrite("https://b/c", 0).as_deref(), Some("/c"));
+        }
+        assert_eq!(ls[3].redirect(), None);
+        assert_eq!(ls[4].redirect(), None);
     }
 
     #[test]
