@@ -22,6 +22,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::access_log::Entry;
@@ -537,16 +538,14 @@ pub async fn handle(
     let uri = upstream_uri(loc, &request_uri, &path, query);
     let replayable = req.body().is_end_stream();
     let idempotent = !matches!(method.as_str(), "POST" | "LOCK" | "PATCH");
-    let mut client_body: Option<Body> = (!replayable).then(|| {
+    // Set once the client's body has all been read: the wait for the node's answer starts.
+    let sent = (!replayable).then(CancellationToken::new);
+    let mut client_body: Option<Body> = sent.clone().map(|sent| {
         Watched::new(req.into_body(), settings.client_body_timeout)
             .limit(max_body)
+            .on_end(move |_, _| sent.cancel())
             .boxed()
     });
-    let wait = if replayable {
-        settings.read_timeout
-    } else {
-        settings.send_timeout + settings.read_timeout
-    };
     let nu = settings.next_upstream;
     let max_tries = settings.next_upstream_tries;
 
@@ -554,6 +553,7 @@ pub async fn handle(
         tls,
         name,
         connect_timeout: settings.connect_timeout,
+        send_timeout: settings.send_timeout,
     };
     let mut sel = group.selection(conn.remote.ip());
     let mut tries = 0u32;
@@ -579,6 +579,7 @@ pub async fn handle(
         }
         let in_flight = node.in_flight();
         node.counters.requests.inc();
+        let wait = (settings.read_timeout, sent.as_ref());
         let result = node.send(&route, upstream_req, wait, shared).await;
         let tries_left = max_tries == 0 || tries < max_tries;
         match result {

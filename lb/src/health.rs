@@ -114,8 +114,9 @@ async fn run(p: Probe, shared: Arc<Shared>, stop: CancellationToken) {
 /// One check: the status on success, what went wrong otherwise.
 async fn once(p: &Probe, shared: &Shared) -> Result<StatusCode, String> {
     let node = &p.group.nodes[p.node];
+    let wait = p.check.interval.max(Duration::from_secs(1));
     let mut sender = node
-        .connect(&p.tls, &p.name, p.connect_timeout, &shared.permits)
+        .connect(&p.tls, &p.name, (p.connect_timeout, wait), &shared.permits)
         .await
         .map_err(|f| f.detail)?;
     let mut req = Request::new(body::empty());
@@ -131,7 +132,6 @@ async fn once(p: &Probe, shared: &Shared) -> Result<StatusCode, String> {
         header::USER_AGENT,
         HeaderValue::from_static("gluu-lb health check"),
     );
-    let wait = p.check.interval.max(Duration::from_secs(1));
     let resp = tokio::time::timeout(wait, sender.send_request(req))
         .await
         .map_err(|_| format!("no answer within {wait:?}"))?

@@ -24,10 +24,14 @@ use tokio::time::{Instant, Sleep};
 
 use crate::upstream::lock;
 
-/// A client stream whose writes fail once one has been blocked for `limit`.
+/// A stream whose writes fail once one has been blocked for `limit`: a client's
+/// (`send_timeout`), or a node's (`proxy_send_timeout`, a node that stops reading a request
+/// body).
 pub struct SendTimed<S> {
     io: S,
     limit: Duration,
+    /// Who did not read, and the directive that says how long, for the error.
+    peer: (&'static str, &'static str),
     /// Made at the first blocked write, reset at the next ones.
     timer: Option<Pin<Box<Sleep>>>,
     /// A write is blocked and `timer` runs for it.
@@ -44,10 +48,21 @@ impl<S> std::fmt::Debug for SendTimed<S> {
 }
 
 impl<S> SendTimed<S> {
+    /// A client connection, under `send_timeout`.
     pub fn new(io: S, limit: Duration) -> Self {
+        Self::with_peer(io, limit, ("the client", "send_timeout"))
+    }
+
+    /// A node connection, under `proxy_send_timeout`.
+    pub fn to_node(io: S, limit: Duration) -> Self {
+        Self::with_peer(io, limit, ("the node", "proxy_send_timeout"))
+    }
+
+    fn with_peer(io: S, limit: Duration, peer: (&'static str, &'static str)) -> Self {
         Self {
             io,
             limit,
+            peer,
             timer: None,
             armed: false,
         }
@@ -78,8 +93,8 @@ impl<S: Unpin> SendTimed<S> {
             Poll::Ready(()) => Poll::Ready(Err(Error::new(
                 ErrorKind::TimedOut,
                 format!(
-                    "the client read nothing for {:?} (send_timeout)",
-                    self.limit
+                    "{} read nothing for {:?} ({})",
+                    self.peer.0, self.limit, self.peer.1
                 ),
             ))),
             Poll::Pending => Poll::Pending,

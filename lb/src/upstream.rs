@@ -22,12 +22,14 @@ use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::balance::{IpHash, Peers, Ring, Tried};
 use crate::body::{Body, BodyError};
 use crate::config::upstream::{Method, Upstream};
 use crate::metrics::{Metrics, NodeCounters};
+use crate::send_timeout::SendTimed;
 use crate::workers;
 
 /// Idle connections kept per node when the upstream has no `keepalive` line, shared out
@@ -75,6 +77,17 @@ pub struct Route<'a> {
     pub name: &'a ServerName<'static>,
     /// `proxy_connect_timeout`: TCP and TLS together.
     pub connect_timeout: Duration,
+    /// `proxy_send_timeout`: the longest a write to the node may stay blocked.
+    pub send_timeout: Duration,
+}
+
+/// What a pooled connection was opened with: a request reuses only one opened the same
+/// way (TLS settings, server name, `proxy_send_timeout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PoolKey {
+    tls: usize,
+    name: ServerName<'static>,
+    send_timeout: Duration,
 }
 
 /// Why a request to a node failed, as `proxy_next_upstream` and the metrics see it.
@@ -118,8 +131,7 @@ struct Health {
 }
 
 struct Idle {
-    tls: usize,
-    name: ServerName<'static>,
+    key: PoolKey,
     since: Instant,
     sender: SendRequest<Body>,
 }
@@ -160,8 +172,7 @@ impl Drop for InFlight {
 /// A connection lent to one request; [`Lease::release`] returns it to the pool.
 pub struct Lease {
     node: Arc<Node>,
-    tls: usize,
-    name: ServerName<'static>,
+    key: PoolKey,
     sender: SendRequest<Body>,
 }
 
@@ -194,25 +205,34 @@ impl Lease {
             }
         }
         idle.push(Idle {
-            tls: self.tls,
-            name: self.name,
+            key: self.key,
             since: Instant::now(),
             sender: self.sender,
         });
     }
 }
 
-/// The client's request body failed (too large, too slow) while it went to the node: the
-/// client's fault, not the node's.
-fn client_body_fault(e: &hyper::Error) -> Option<&BodyError> {
+/// The first error of type `E` among `e`'s sources.
+fn source_of<E: std::error::Error + 'static>(e: &hyper::Error) -> Option<&E> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if let Some(b) = s.downcast_ref::<BodyError>() {
+        if let Some(b) = s.downcast_ref::<E>() {
             return Some(b);
         }
         source = s.source();
     }
     None
+}
+
+/// Whether a source of `e` of type `E` passes `test`.
+fn source_is<E: std::error::Error + 'static>(e: &hyper::Error, test: impl Fn(&E) -> bool) -> bool {
+    source_of::<E>(e).is_some_and(test)
+}
+
+/// The client's request body failed (too large, too slow) while it went to the node: the
+/// client's fault, not the node's.
+fn client_body_fault(e: &hyper::Error) -> Option<&BodyError> {
+    source_of::<BodyError>(e)
 }
 
 fn tls_key(tls: &Arc<UpstreamTls>) -> usize {
@@ -230,12 +250,12 @@ impl Node {
         &self.idle[workers::current().min(self.idle.len() - 1)]
     }
 
-    fn take_idle(&self, tls: usize, name: &ServerName<'static>) -> Option<SendRequest<Body>> {
+    fn take_idle(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
         // Most recently used first; the match is nearly always the last entry, so this is
         // O(1) per request. Closed or expired entries met on the way are dropped.
         let mut idle = lock(self.pool());
         let now = Instant::now();
-        while let Some(i) = idle.iter().rposition(|c| c.tls == tls && &c.name == name) {
+        while let Some(i) = idle.iter().rposition(|c| &c.key == key) {
             let c = idle.remove(i);
             if !c.sender.is_closed() && now.duration_since(c.since) < IDLE_LIMIT {
                 return Some(c.sender);
@@ -245,12 +265,13 @@ impl Node {
     }
 
     /// A new TCP + TLS + HTTP/1.1 connection, within `timeout` (`proxy_connect_timeout`),
-    /// holding one of the `worker_connections` permits while it lives.
+    /// holding one of the `worker_connections` permits while it lives; a write to it that
+    /// stays blocked for `send_timeout` fails.
     pub async fn connect(
         &self,
         tls: &UpstreamTls,
         name: &ServerName<'static>,
-        timeout: Duration,
+        (timeout, send_timeout): (Duration, Duration),
         permits: &Arc<Semaphore>,
     ) -> Result<SendRequest<Body>, Failure> {
         let permit = permits.clone().try_acquire_owned().map_err(|_| {
@@ -267,7 +288,7 @@ impl Node {
         let _ = tcp.set_nodelay(true);
         // rustls reads at most 4 KiB per call: through this buffer a response record of any
         // size (up to 16 KiB) comes in with one read(2), not one per 4 KiB.
-        let tcp = BufReader::with_capacity(NODE_READ_BUFFER, tcp);
+        let tcp = BufReader::with_capacity(NODE_READ_BUFFER, SendTimed::to_node(tcp, send_timeout));
         let stream = tokio::time::timeout_at(deadline, tls.connector.connect(name.clone(), tcp))
             .await
             .map_err(|_| {
@@ -305,25 +326,31 @@ impl Node {
 
     /// Sends `req` on a pooled connection, or a new one. A pooled connection the node closed
     /// while it sat idle gives the request back untouched: it goes again on a fresh one,
-    /// transparently. `wait` bounds sending and waiting for the response headers.
+    /// transparently. The response headers must come within `wait` (`proxy_read_timeout`)
+    /// of the request having gone whole: at once for a request without a body, else once
+    /// `sent` says the client's body has all been read (nginx, which buffers the body first,
+    /// starts the timer then too; a slow upload is bounded by `client_body_timeout`, a node
+    /// that stops reading it by `proxy_send_timeout`).
     pub async fn send(
         self: &Arc<Self>,
         route: &Route<'_>,
         mut req: Request<Body>,
-        wait: Duration,
+        (wait, sent): (Duration, Option<&CancellationToken>),
         shared: &Shared,
     ) -> Result<(hyper::Response<Incoming>, Lease), Failure> {
         let (tls, name) = (route.tls, route.name);
-        let key = tls_key(tls);
+        let key = PoolKey {
+            tls: tls_key(tls),
+            name: name.clone(),
+            send_timeout: route.send_timeout,
+        };
         loop {
-            let (mut sender, pooled) = match self.take_idle(key, name) {
+            let (mut sender, pooled) = match self.take_idle(&key) {
                 Some(s) => (s, true),
                 None => {
                     self.counters.connects.inc();
-                    match self
-                        .connect(tls, name, route.connect_timeout, &shared.permits)
-                        .await
-                    {
+                    let timeouts = (route.connect_timeout, route.send_timeout);
+                    match self.connect(tls, name, timeouts, &shared.permits).await {
                         Ok(s) => (s, false),
                         Err(mut f) => {
                             f.request = Some(req);
@@ -335,18 +362,27 @@ impl Node {
             if pooled && sender.ready().await.is_err() {
                 continue;
             }
-            match tokio::time::timeout(wait, sender.try_send_request(req)).await {
-                Err(_) => {
+            let head_due = async {
+                if let Some(sent) = sent {
+                    sent.cancelled().await;
+                }
+                tokio::time::sleep(wait).await;
+            };
+            let result = tokio::select! {
+                r = sender.try_send_request(req) => Ok(r),
+                () = head_due => Err(()),
+            };
+            match result {
+                Err(()) => {
                     return Err(Failure::new(
                         "timeout",
-                        format!("no response headers within {wait:?}"),
+                        format!("no response headers within {wait:?} of the request"),
                     ));
                 }
                 Ok(Ok(resp)) => {
                     let lease = Lease {
                         node: self.clone(),
-                        tls: key,
-                        name: name.clone(),
+                        key,
                         sender,
                     };
                     return Ok((resp, lease));
@@ -363,6 +399,10 @@ impl Node {
                         }
                         let reason = if e.error().is_parse() {
                             "invalid_header"
+                        } else if source_is(e.error(), |io: &std::io::Error| {
+                            io.kind() == std::io::ErrorKind::TimedOut
+                        }) {
+                            "timeout"
                         } else {
                             "closed"
                         };

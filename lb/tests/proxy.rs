@@ -458,6 +458,87 @@ async fn slow_clients_are_cut_off_by_their_timeouts() {
     assert!(lab.get("/oxauth/x").await.body.contains("path=/oxauth/x"));
 }
 
+/// A slow but steady upload is bounded by `client_body_timeout` between its pieces, not by
+/// the node's timeouts: `proxy_read_timeout` starts once the body has all gone (nginx,
+/// which buffers the body first, starts it then too). A node that stops reading a body is
+/// cut off after `proxy_send_timeout` (504), and the request is not replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_timed_as_nginx_times_them() {
+    let lab = Lab::start(|t| {
+        echo_location(t)
+            .replace(
+                "proxy_connect_timeout 2;",
+                "proxy_connect_timeout 2;\n        proxy_read_timeout 1s;\n        \
+                 proxy_send_timeout 1s;\n        client_max_body_size 0;",
+            )
+            .replace("http {\n", "http {\n  client_body_timeout 3s;\n")
+    })
+    .await;
+    // 3 s of body, a piece every 300 ms: longer than both node timeouts together.
+    let mut tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /echo/upload HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.expect("head");
+    let start = Instant::now();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tls.write_all(b"a\r\n0123456789\r\n").await.expect("piece");
+    }
+    tls.write_all(b"0\r\n\r\n").await.expect("end");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    let got = String::from_utf8_lossy(&out);
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "after {:?}: {got}",
+        start.elapsed()
+    );
+    assert!(got.contains("\"body_len\":100"), "{got}");
+
+    // The node takes the head, then reads nothing for 20 s: the body's writes block.
+    let posts = lab.nodes[0].posts() + lab.nodes[1].posts();
+    let mut tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    let body = 64 << 20;
+    let head = format!(
+        "POST /echo/slow/20000 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {body}\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.expect("head");
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let writer = tokio::spawn(async move {
+        let piece = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if wr.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), rd.read_to_end(&mut out)).await;
+    let took = start.elapsed();
+    writer.abort();
+    let got = String::from_utf8_lossy(&out);
+    assert!(got.starts_with("HTTP/1.1 504"), "after {took:?}: {got}");
+    assert!(
+        took < Duration::from_secs(10),
+        "{took:?}: proxy_send_timeout is 1s"
+    );
+    assert_eq!(
+        lab.nodes[0].posts() + lab.nodes[1].posts(),
+        posts + 1,
+        "not replayed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_by_send_timeout() {
     let lab = Lab::start(|t| t.replace("http {\n", "http {\n  send_timeout 1s;\n")).await;
