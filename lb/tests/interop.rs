@@ -397,6 +397,21 @@ const CANNED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Sends `request` to gluu-lb's and nginx's address of `pair`; panics unless they answer
+/// alike. Each one's own port in what it answered (an absolute redirect) reads `:PORT`.
+async fn compare(pair: (SocketAddr, SocketAddr), request: &str) {
+    let answer = |to: SocketAddr| async move {
+        let (status, node, text) = raw(to, request).await;
+        (
+            status,
+            node,
+            text.replace(&format!(":{}/", to.port()), ":PORT/"),
+        )
+    };
+    let (got, want) = (answer(pair.0).await, answer(pair.1).await);
+    assert_eq!(got, want, "{request:?}: gluu-lb, then nginx");
+}
+
 /// A TLS node that answers each request with its path's [`CANNED`] bytes and closes.
 async fn canned_node(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -440,6 +455,9 @@ async fn canned_node(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
 struct Twins {
     ours: SocketAddr,
     theirs: SocketAddr,
+    /// Each one's plain server that only redirects, as the guide's port-80 server.
+    ours_redirect: SocketAddr,
+    theirs_redirect: SocketAddr,
     shutdown: CancellationToken,
     _nginx: gluu_testkit::Proc,
     _dir: tempfile::TempDir,
@@ -455,7 +473,8 @@ impl Twins {
             cert.cert.display(),
             cert.key.display()
         );
-        let (a, b, front) = (free_port(), free_port(), free_port());
+        let (a, b, front, front80) = (free_port(), free_port(), free_port(), free_port());
+        let redirect = "server_name lb; return 301 https://$host$request_uri;";
         let canned = canned_node(gluu_testkit::node::acceptor(&cert)).await;
         let upstreams = format!(
             "upstream up_a {{ server 127.0.0.1:{a}; }}\nupstream up_b {{ server 127.0.0.1:{b}; }}\n\
@@ -487,7 +506,8 @@ impl Twins {
             &conf,
             format!(
                 "{prelude}http {{\n access_log off;\n{upstreams}{}{}\
-                 server {{ listen 127.0.0.1:{front}; server_name lb; root {d}/none;\n{locations}}}\n}}\n",
+                 server {{ listen 127.0.0.1:{front}; server_name lb; root {d}/none;\n{locations}}}\n\
+                 server {{ listen 127.0.0.1:{front80}; {redirect} }}\n}}\n",
                 node(a, "A"),
                 node(b, "B"),
                 prelude = gluu_testkit::nginx_prelude(dir.path()),
@@ -506,14 +526,15 @@ impl Twins {
             format!(
                 "events {{ worker_connections 64; }}\nhttp {{\n{upstreams}\
                  server {{ listen 127.0.0.1:0; server_name lb;\n{locations}}}\n\
-                 server {{ listen 127.0.0.1:0 ssl; {tls} }}\n}}\n"
+                 server {{ listen 127.0.0.1:0 ssl; {tls} }}\n\
+                 server {{ listen 127.0.0.1:0; {redirect} }}\n}}\n"
             ),
         )
         .expect("write gluu-lb conf");
         let balancer = Balancer::prepare(Config::load(&lb_conf).unwrap_or_else(|e| panic!("{e}")))
             .unwrap_or_else(|e| panic!("{e}"));
         let bound = balancer.bind().await.expect("bind");
-        let ours = bound.addrs()[0];
+        let (ours, ours_redirect) = (bound.addrs()[0], bound.addrs()[2]);
         let shutdown = CancellationToken::new();
         let (_reload, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(balancer.run(
@@ -526,6 +547,8 @@ impl Twins {
         Twins {
             ours,
             theirs,
+            ours_redirect,
+            theirs_redirect: ([127, 0, 0, 1], front80).into(),
             shutdown,
             _nginx: nginx,
             _dir: dir,
@@ -533,18 +556,13 @@ impl Twins {
     }
 
     /// Sends `request` to both; panics unless they answer alike.
-    /// Each one's own port in what it answered (an absolute redirect) reads `:PORT`.
     async fn agree(&self, request: &str) {
-        let answer = |to: SocketAddr| async move {
-            let (status, node, text) = raw(to, request).await;
-            (
-                status,
-                node,
-                text.replace(&format!(":{}/", to.port()), ":PORT/"),
-            )
-        };
-        let (got, want) = (answer(self.ours).await, answer(self.theirs).await);
-        assert_eq!(got, want, "{request:?}: gluu-lb, then nginx");
+        compare((self.ours, self.theirs), request).await;
+    }
+
+    /// [`Twins::agree`] for the redirecting servers.
+    async fn agree_on_redirect(&self, request: &str) {
+        compare((self.ours_redirect, self.theirs_redirect), request).await;
     }
 
     /// Sends `request` to both, where they knowingly differ: gluu-lb answers `ours` (status,
@@ -802,5 +820,27 @@ async fn node_redirects_are_rewritten_as_nginx_does() {
                 "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
             ))
             .await;
+    }
+}
+
+/// The guide's port-80 server, `return 301 https://$host$request_uri`: the same redirect
+/// (or refusal) from the real nginx and gluu-lb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_to_https_as_nginx_makes_them() {
+    let twins = Twins::start().await;
+    let close = "Connection: close\r\n\r\n";
+    for request in [
+        format!("GET /oxauth/x?y=1 HTTP/1.1\r\nHost: lb\r\n{close}"),
+        format!("GET / HTTP/1.1\r\nHost: LB.example.org:80\r\n{close}"),
+        format!("GET /a/../b//c?%41 HTTP/1.1\r\nHost: lb\r\n{close}"),
+        format!("GET /%41 HTTP/1.1\r\nHost: lb\r\n{close}"),
+        format!("GET /x HTTP/1.0\r\n{close}"),
+        format!("GET /x HTTP/1.1\r\nHost: a..b\r\n{close}"),
+        format!("GET /../x HTTP/1.1\r\nHost: lb\r\n{close}"),
+        format!("GET http://abs.example/x HTTP/1.1\r\nHost: lb\r\n{close}"),
+        "POST /x HTTP/1.1\r\nHost: lb\r\nConnection: close\r\nContent-Length: 2\r\n\r\nab"
+            .to_owned(),
+    ] {
+        twins.agree_on_redirect(&request).await;
     }
 }
