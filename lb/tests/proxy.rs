@@ -201,6 +201,14 @@ async fn http2_clients_via_alpn() {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json()["issuer"], format!("https://{HOST}"));
     }
+    // The path is normalized and :authority is the host, as over HTTP/1.1.
+    let r = h2_get(&mut sender, "/oxauth/../identity//%68ome.htm").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("/identity/home.htm"), "{}", r.body);
+    assert_eq!(
+        h2_get(&mut sender, "/../x").await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
