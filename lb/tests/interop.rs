@@ -397,6 +397,11 @@ const CANNED: &[(&str, &str)] = &[
     ),
 ];
 
+/// `GET target` for host `lb`, on a connection the server closes after it.
+fn get(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+}
+
 /// Sends `request` to gluu-lb's and nginx's address of `pair`; panics unless they answer
 /// alike. Each one's own port in what it answered (an absolute redirect) reads `:PORT`.
 async fn compare(pair: (SocketAddr, SocketAddr), request: &str) {
@@ -637,11 +642,7 @@ async fn paths_are_normalized_and_routed_as_nginx_does() {
         "http://lb/oxauth//a",
     ];
     for target in targets {
-        twins
-            .agree(&format!(
-                "GET {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
-            ))
-            .await;
+        twins.agree(&get(target)).await;
     }
 }
 
@@ -791,7 +792,7 @@ async fn node_answers_are_taken_or_refused_as_nginx_does() {
         ("/canned/continue", (200, true), 100),
     ];
     for (path, _) in CANNED {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+        let request = get(path);
         match differ.iter().find(|(p, _, _)| p == path) {
             Some((_, ours, theirs)) => twins.differ(&request, *ours, *theirs).await,
             None => twins.agree(&request).await,
@@ -815,11 +816,7 @@ async fn node_redirects_are_rewritten_as_nginx_does() {
         "/identity/go",
         "/oxauth/relative",
     ] {
-        twins
-            .agree(&format!(
-                "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
-            ))
-            .await;
+        twins.agree(&get(path)).await;
     }
 }
 
@@ -830,13 +827,13 @@ async fn redirects_to_https_as_nginx_makes_them() {
     let twins = Twins::start().await;
     let close = "Connection: close\r\n\r\n";
     for request in [
-        format!("GET /oxauth/x?y=1 HTTP/1.1\r\nHost: lb\r\n{close}"),
+        get("/oxauth/x?y=1"),
         format!("GET / HTTP/1.1\r\nHost: LB.example.org:80\r\n{close}"),
-        format!("GET /a/../b//c?%41 HTTP/1.1\r\nHost: lb\r\n{close}"),
-        format!("GET /%41 HTTP/1.1\r\nHost: lb\r\n{close}"),
+        get("/a/../b//c?%41"),
+        get("/%41"),
         format!("GET /x HTTP/1.0\r\n{close}"),
         format!("GET /x HTTP/1.1\r\nHost: a..b\r\n{close}"),
-        format!("GET /../x HTTP/1.1\r\nHost: lb\r\n{close}"),
+        get("/../x"),
         format!("GET http://abs.example/x HTTP/1.1\r\nHost: lb\r\n{close}"),
         "POST /x HTTP/1.1\r\nHost: lb\r\nConnection: close\r\nContent-Length: 2\r\n\r\nab"
             .to_owned(),
