@@ -193,7 +193,6 @@ fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
         .flatten()
 }
 
-/// The host part of `Host` (or the HTTP/2 authority), lower-cased, without the port.
 /// `$host` as nginx takes it: the request line's host (absolute form, HTTP/2's
 /// `:authority`), else the `Host` header; `None` for an HTTP/1.0 request without either.
 /// `Err` is a 400, as in nginx: two `Host` headers, none in an HTTP/1.1 request (or in an
@@ -262,9 +261,9 @@ fn redirect_base(conn: &Conn, host: &Option<String>) -> String {
 
 /// What nginx refuses in a request's method and body framing (a request smuggled past
 /// one reader of it is read differently by the next): a method of other than `A`-`Z`,
-/// `_` and `-` (400); both `Content-Length` and `Transfer-Encoding` (400); two
-/// `Content-Length`s, or one that is not digits alone (400); a transfer coding other than
-/// a single `chunked` (501).
+/// `_` and `-` (400); two `Content-Length`s, or one that is not digits alone (400); a
+/// transfer coding other than a single `chunked` (501). Both a length and a coding never
+/// get here: hyper reads such a request as chunked (RFC 9112) and drops the length.
 fn refused_framing(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
     let bad = |why: &str| Some((StatusCode::BAD_REQUEST, why.to_owned()));
     if !req
@@ -284,7 +283,6 @@ fn refused_framing(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
         (1, _) if !length.is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit)) => {
             bad("a Content-Length that is not a number")
         }
-        (1, Some(_)) => bad("both Content-Length and Transfer-Encoding"),
         (_, Some(te))
             if codings.next().is_some() || !te.as_bytes().eq_ignore_ascii_case(b"chunked") =>
         {

@@ -224,11 +224,6 @@ fn source_of<E: std::error::Error + 'static>(e: &hyper::Error) -> Option<&E> {
     None
 }
 
-/// Whether a source of `e` of type `E` passes `test`.
-fn source_is<E: std::error::Error + 'static>(e: &hyper::Error, test: impl Fn(&E) -> bool) -> bool {
-    source_of::<E>(e).is_some_and(test)
-}
-
 /// The client's request body failed (too large, too slow) while it went to the node: the
 /// client's fault, not the node's.
 fn client_body_fault(e: &hyper::Error) -> Option<&BodyError> {
@@ -399,9 +394,9 @@ impl Node {
                         }
                         let reason = if e.error().is_parse() {
                             "invalid_header"
-                        } else if source_is(e.error(), |io: &std::io::Error| {
-                            io.kind() == std::io::ErrorKind::TimedOut
-                        }) {
+                        } else if source_of::<std::io::Error>(e.error())
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                        {
                             "timeout"
                         } else {
                             "closed"
