@@ -363,6 +363,19 @@ impl Log {
     }
 }
 
+impl Drop for Log {
+    /// The request ended before it had a response: the client went away while gluu-lb
+    /// waited on a node (or on the client's own body). nginx logs that as 499.
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            if e.status == 0 {
+                e.status = 499;
+            }
+            e.write(0);
+        }
+    }
+}
+
 /// Serves one request with the runtime current when it arrived.
 pub async fn handle(
     mut req: Request<Incoming>,

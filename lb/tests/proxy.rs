@@ -715,6 +715,35 @@ async fn access_log_is_nginx_combined_plus_upstream() {
         "{}",
         lines[1]
     );
+
+    // A client that leaves while the node thinks: 499, as nginx logs it, with the node.
+    let mut tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    tls.write_all(format!("GET /oxauth/slow/3000 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    support::eventually(Duration::from_secs(5), "the request at a node", || async {
+        lab.nodes.iter().map(|n| n.requests()).sum::<usize>() >= 2
+    })
+    .await;
+    drop(tls);
+    support::eventually(Duration::from_secs(5), "a third line", || {
+        let path = path.clone();
+        async move { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 3) }
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).expect("log");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[2].contains("\"GET /oxauth/slow/3000 HTTP/1.1\" 499 0 ")
+            && lines[2].contains(" 127.0.0.1:"),
+        "{}",
+        lines[2]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
