@@ -750,6 +750,10 @@ fn respond(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(&mut parts.headers);
+    // nginx hides these of a node's (`proxy_hide_header`'s defaults): the node's software
+    // and version are nobody's business, and the date is the balancer's (hyper adds it).
+    parts.headers.remove(header::SERVER);
+    parts.headers.remove(header::DATE);
     let body = Watched::new(incoming, read_timeout)
         .turn(Turn::current())
         .on_end(move |bytes, complete| {

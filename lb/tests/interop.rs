@@ -345,6 +345,10 @@ async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
 /// What the canned node answers, by request path: responses a node might get wrong.
 const CANNED: &[(&str, &str)] = &[
     (
+        "/canned/banner",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nServer: Apache/2.4.41 (Ubuntu)\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
         "/canned/plain",
         "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Length: 2\r\n\r\nok",
     ),
@@ -859,5 +863,31 @@ async fn broken_node_answers_move_on_as_nginx_does() {
         for _ in 0..2 {
             twins.agree(&get(&format!("/mixed/{path}"))).await;
         }
+    }
+}
+
+/// A node's `Server` (its software and version) and `Date` do not reach the client: nginx
+/// hides them and sends its own date; so does gluu-lb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_banner_and_date_are_hidden_as_nginx_hides_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let twins = Twins::start().await;
+    for to in [twins.ours, twins.theirs] {
+        let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
+        s.write_all(get("/canned/banner").as_bytes())
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{to}: {head}");
+        assert!(
+            !head.contains("apache") && !head.contains("2001"),
+            "{to}: {head}"
+        );
+        assert!(head.contains("\r\ndate: "), "{to}: {head}");
     }
 }
