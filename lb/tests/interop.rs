@@ -292,11 +292,9 @@ fn nginx_t_and_gluu_lb_t_agree() {
     }
 }
 
-/// Sends `request` as written on a new connection and reads until the server closes it:
-/// the status (0 without a status line), whether a node answered (its `X-Node` header)
-/// and what a client makes of it: any `Location` and `Refresh` header, then for a 200 the
-/// body (de-chunked, and cut to its `Content-Length`).
-async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
+/// Sends `request` as written on a new connection and reads until the server closes it
+/// (at most 10 s): all of it, as text.
+async fn answer_to(to: SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
     s.write_all(request.as_bytes()).await.expect("write");
@@ -305,7 +303,14 @@ async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
         .await
         .expect("an answer within 10 s")
         .expect("read");
-    let text = String::from_utf8_lossy(&out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`answer_to`], read as a client reads it: the status (0 without a status line), whether
+/// a node answered (its `X-Node` header), any `Location` and `Refresh` header, then for a
+/// 200 the body (de-chunked, and cut to its `Content-Length`).
+async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
+    let text = answer_to(to, request).await;
     let status = match text.starts_with("HTTP/1.") {
         true => text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
         false => 0,
@@ -870,19 +875,11 @@ async fn broken_node_answers_move_on_as_nginx_does() {
 /// hides them and sends its own date; so does gluu-lb.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_banner_and_date_are_hidden_as_nginx_hides_them() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let twins = Twins::start().await;
     for to in [twins.ours, twins.theirs] {
-        let mut s = tokio::net::TcpStream::connect(to).await.expect("connect");
-        s.write_all(get("/canned/banner").as_bytes())
+        let head = answer_to(to, &get("/canned/banner"))
             .await
-            .expect("write");
-        let mut out = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-            .await
-            .expect("an answer within 10 s")
-            .expect("read");
-        let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
+            .to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{to}: {head}");
         assert!(
             !head.contains("apache") && !head.contains("2001"),
