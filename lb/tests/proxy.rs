@@ -241,22 +241,30 @@ async fn an_idle_http2_connection_is_closed_after_client_header_timeout() {
     assert!(r.body.contains("slow"), "{}", r.body);
 }
 
-/// Opens a WebSocket to the nodes' echo through the balancer; panics unless it gets 101.
-async fn websocket(lab: &Lab) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+/// A new TLS connection to gluu-lb with `text` written on it, as it stands.
+async fn sent_on_new_connection(
+    lab: &Lab,
+    text: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut tls = lab
         .client
         .connect(lab.https, None, false)
         .await
         .expect("connect");
-    tls.write_all(
-        format!(
+    tls.write_all(text.as_bytes()).await.expect("write");
+    tls
+}
+
+/// Opens a WebSocket to the nodes' echo through the balancer; panics unless it gets 101.
+async fn websocket(lab: &Lab) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = sent_on_new_connection(
+        lab,
+        &format!(
             "GET /oxauth/ws HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        .as_bytes(),
+        ),
     )
-    .await
-    .expect("write");
+    .await;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -395,12 +403,7 @@ async fn malformed_oversized_and_too_large_requests() {
 /// Writes `text` on a new TLS connection and reads until gluu-lb closes it (at most 10 s):
 /// what came back, and how long the connection stayed open after the write.
 async fn exchange(lab: &Lab, text: &str) -> (String, Duration) {
-    let mut tls = lab
-        .client
-        .connect(lab.https, None, false)
-        .await
-        .expect("connect");
-    tls.write_all(text.as_bytes()).await.expect("write");
+    let mut tls = sent_on_new_connection(lab, text).await;
     let start = Instant::now();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
@@ -483,15 +486,10 @@ async fn uploads_are_timed_as_nginx_times_them() {
     })
     .await;
     // 3 s of body, a piece every 300 ms: longer than both node timeouts together.
-    let mut tls = lab
-        .client
-        .connect(lab.https, None, false)
-        .await
-        .expect("connect");
     let head = format!(
         "POST /echo/upload HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
-    tls.write_all(head.as_bytes()).await.expect("head");
+    let mut tls = sent_on_new_connection(&lab, &head).await;
     let start = Instant::now();
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -510,16 +508,11 @@ async fn uploads_are_timed_as_nginx_times_them() {
 
     // The node takes the head, then reads nothing for 20 s: the body's writes block.
     let posts = lab.nodes[0].posts() + lab.nodes[1].posts();
-    let mut tls = lab
-        .client
-        .connect(lab.https, None, false)
-        .await
-        .expect("connect");
     let body = 64 << 20;
     let head = format!(
         "POST /echo/slow/20000 HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {body}\r\nConnection: close\r\n\r\n"
     );
-    tls.write_all(head.as_bytes()).await.expect("head");
+    let tls = sent_on_new_connection(&lab, &head).await;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let writer = tokio::spawn(async move {
         let piece = vec![b'x'; 1 << 20];
@@ -550,15 +543,12 @@ async fn uploads_are_timed_as_nginx_times_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_by_send_timeout() {
     let lab = Lab::start(|t| t.replace("http {\n", "http {\n  send_timeout 1s;\n")).await;
-    let mut tls = lab
-        .client
-        .connect(lab.https, None, false)
-        .await
-        .expect("connect");
     // 32 MiB: far more than the socket buffers on both sides hold.
-    tls.write_all(format!("GET /oxauth/big/33554432 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+    let mut tls = sent_on_new_connection(
+        &lab,
+        &format!("GET /oxauth/big/33554432 HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
+    )
+    .await;
     let mut head = [0u8; 12];
     tls.read_exact(&mut head).await.expect("read");
     assert_eq!(&head, b"HTTP/1.1 200");
@@ -689,12 +679,19 @@ async fn access_log_is_nginx_combined_plus_upstream() {
     let len = r.body.len();
     lab.get("/nothing-here").await;
     let path = lab.dir.path().join("access.log");
-    support::eventually(Duration::from_secs(5), "two access log lines", || {
+    // The log's text once it has `n` lines.
+    let logged = |n: usize| {
         let path = path.clone();
-        async move { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 2) }
-    })
-    .await;
-    let text = std::fs::read_to_string(&path).expect("log");
+        async move {
+            support::eventually(Duration::from_secs(5), "access log lines", || {
+                let path = path.clone();
+                async move { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= n) }
+            })
+            .await;
+            std::fs::read_to_string(&path).expect("log")
+        }
+    };
+    let text = logged(2).await;
     let lines: Vec<&str> = text.lines().collect();
     let node = lab
         .nodes
@@ -717,25 +714,17 @@ async fn access_log_is_nginx_combined_plus_upstream() {
     );
 
     // A client that leaves while the node thinks: 499, as nginx logs it, with the node.
-    let mut tls = lab
-        .client
-        .connect(lab.https, None, false)
-        .await
-        .expect("connect");
-    tls.write_all(format!("GET /oxauth/slow/3000 HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+    let tls = sent_on_new_connection(
+        &lab,
+        &format!("GET /oxauth/slow/3000 HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
+    )
+    .await;
     support::eventually(Duration::from_secs(5), "the request at a node", || async {
         lab.nodes.iter().map(|n| n.requests()).sum::<usize>() >= 2
     })
     .await;
     drop(tls);
-    support::eventually(Duration::from_secs(5), "a third line", || {
-        let path = path.clone();
-        async move { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 3) }
-    })
-    .await;
-    let text = std::fs::read_to_string(&path).expect("log");
+    let text = logged(3).await;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
