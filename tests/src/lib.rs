@@ -477,7 +477,12 @@ pub struct Proc {
     pub stderr: mpsc::Receiver<String>,
     /// Every stderr line seen so far (filled by [`Proc::wait_line`]).
     pub seen: Vec<String>,
+    /// The program, for the stderr a failing test prints when the process is dropped.
+    program: String,
 }
+
+/// A failing test prints at most this many of each process's last stderr lines.
+const LAST_LINES: usize = 200;
 
 impl Proc {
     /// Spawns `cmd` with stderr captured line by line.
@@ -498,6 +503,7 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let program = cmd.get_program().to_string_lossy().into_owned();
         let err = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -512,6 +518,7 @@ impl Proc {
             group,
             stderr: rx,
             seen: Vec::new(),
+            program,
         }
     }
 
@@ -571,6 +578,28 @@ impl Proc {
         let _ = self.child.wait();
         None
     }
+
+    /// For a failing test: the process's last stderr lines (it has exited; the reader
+    /// thread gets what the pipe still holds within a second).
+    fn print_last_lines(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+        let skip = self.seen.len().saturating_sub(LAST_LINES);
+        eprintln!(
+            "--- {} (pid {}): last {} stderr lines ---",
+            self.program,
+            self.child.id(),
+            self.seen.len() - skip
+        );
+        for line in &self.seen[skip..] {
+            eprintln!("{line}");
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -583,6 +612,9 @@ impl Drop for Proc {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            self.print_last_lines();
+        }
     }
 }
 
