@@ -450,15 +450,18 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
         Msg::FileHead { size, chunks, .. } if size == version.meta.size => (size, chunks),
         other => return Err(WireError::Unexpected(other.name(), "a file head")),
     };
+    // Any error here ends the exchange, since the stream would be out of step; the next
+    // one asks again.
+    fsops::room_for(dest, size)?;
     let temp_path = fsops::temp_for(dest);
-    // Writing into nowhere (a refused path) still consumes the frames; any error here ends
-    // the exchange, since the stream would be out of step.
+    // Writing into nowhere (a refused path) still consumes the frames.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .read(true)
         .create_new(true)
         .open(&temp_path)
-        .or_else(|_| tempfile::tempfile())?;
+        .or_else(|_| tempfile::tempfile())
+        .map_err(fsops::at(&temp_path))?;
     let temp = Temp(Some(temp_path));
     let mut hasher = blake3::Hasher::new();
     let mut moved = 0u64;
@@ -470,7 +473,7 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
                 if data.is_empty() || data.len() as u64 > left {
                     return Err(WireError::Garbled("file data longer than announced".into()));
                 }
-                file.write_all(&data)?;
+                file.write_all(&data).map_err(fsops::at(temp.path()))?;
                 hasher.update(&data);
                 left -= data.len() as u64;
                 moved += data.len() as u64;
@@ -513,7 +516,7 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     return Ok(None);
                 }
-                file.write_all(&data)?;
+                file.write_all(&data).map_err(fsops::at(temp.path()))?;
                 hasher.update(&data);
             }
         }

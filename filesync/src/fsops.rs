@@ -311,6 +311,42 @@ pub fn backup(path: &Path, dir: &Path, generations: u32) -> io::Result<PathBuf> 
     Ok(target)
 }
 
+/// Prefixes an error with the path it happened on, keeping its kind.
+pub fn at(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Refuses a file of `size` bytes for `dest` when its file system has less room (what this
+/// process may use: root may use the blocks reserved for root), before any of it is
+/// written or fetched. A disk that fills anyway fails the write, as any write fails.
+pub fn room_for(dest: &Path, size: u64) -> io::Result<()> {
+    // The file system of the nearest directory there is (a conflict copy's may not be yet).
+    let mut dir = dest.parent().unwrap_or(Path::new("/"));
+    let fs = loop {
+        match (nix::sys::statvfs::statvfs(dir), dir.parent()) {
+            (Ok(fs), _) => break fs,
+            (Err(nix::errno::Errno::ENOENT), Some(up)) => dir = up,
+            (Err(e), _) => return Err(at(dir)(e.into())),
+        }
+    };
+    let blocks = if nix::unistd::geteuid().is_root() {
+        fs.blocks_free()
+    } else {
+        fs.blocks_available()
+    };
+    let free = blocks.saturating_mul(fs.fragment_size());
+    if size > free {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "{}: {size} bytes do not fit ({free} bytes free on its file system)",
+                dest.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Read up to `buf.len()` bytes, fewer only at the end of the file.
 pub fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;

@@ -1,7 +1,8 @@
 //! Faults: a wrong group key, a tampered TLS stream, a peer that knows the key but sends
 //! paths outside the group, more connections than `--max-connections`, a peer that never
-//! starts its handshake or stalls mid-exchange, and kill -9 of the receiving daemon in the middle of a 100 MB
-//! transfer. Each is refused, held off, cut off or survived with nothing partial written.
+//! starts its handshake or stalls mid-exchange, kill -9 of the receiving daemon in the middle
+//! of a 100 MB transfer, and a file its disk cannot hold. Each is refused, held off, cut off
+//! or survived with nothing partial written.
 
 mod support;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use gluu_fsync::index::{Kind, Meta, Version, VersionVector};
 use gluu_fsync::wire::{Conn, Msg};
 use gluu_fsync::{Config, Node};
+use gluu_testkit::wait_for;
 use support::Cluster;
 
 const SOON: Duration = Duration::from_secs(10);
@@ -372,6 +374,36 @@ fn kill_9_in_the_middle_of_a_100_mb_transfer_never_leaves_a_partial_file() {
         );
     }
     assert!(kills >= 2, "only {kills} of 3 kills landed mid-transfer");
+}
+
+#[test]
+fn a_file_the_disk_cannot_hold_is_refused_before_any_of_it_moves_and_arrives_once_it_can() {
+    let mut c = Cluster::new(2, "");
+    let content: Vec<u8> = (0..24u32 << 20).map(|i| (i / 4096) as u8).collect();
+    std::fs::write(c.path(0, "big.bin"), &content).unwrap();
+    c.start(0);
+    c.start_on_tmpfs(1, "16m");
+    let line = c.log_line(1, "do not fit", SOON);
+    let named = format!(
+        "{}: 25165824 bytes do not fit (",
+        c.path(1, "big.bin").display()
+    );
+    assert!(line.contains(&named), "{line}");
+    // Nothing of it was written (no temp file), and the exchange is retried, not given up.
+    let tree = c.as_seen_by(1, "");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&tree)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(names().is_empty(), "{:?}", names());
+    c.resize(1, "64m");
+    let there = c.as_seen_by(1, "big.bin");
+    wait_for(SOON * 3, "big.bin once there is room", || {
+        (std::fs::read(&there).ok()? == content).then_some(())
+    });
+    assert_eq!(names(), ["big.bin"]);
 }
 
 #[test]

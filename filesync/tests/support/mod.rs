@@ -74,10 +74,53 @@ impl Cluster {
 
     /// Start node `i`'s daemon with these extra environment variables and daemon options.
     pub fn start_with(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)], options: &[&str]) {
+        self.launch(i, Command::new(BIN), env, options);
+    }
+
+    /// Start node `i`'s daemon with its tree on a tmpfs of `size` (mount's `size=`) that
+    /// only the daemon sees: it runs in a mount namespace of its own. Its files are under
+    /// [`Cluster::as_seen_by`]; [`Cluster::resize`] grows the tmpfs.
+    pub fn start_on_tmpfs(&mut self, i: usize, size: &str) {
+        let mut cmd = Command::new(gluu_testkit::require("unshare"));
+        cmd.args(["--mount", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o "size=$1,mode=0755" gluu-test "$2" && shift 2 && exec "$@""#)
+            .arg("sh")
+            .arg(size)
+            .arg(&self.nodes[i].conf)
+            .arg(BIN);
+        self.launch(i, cmd, &[], &[]);
+    }
+
+    /// Where the test sees node `i`'s `rel` as its daemon does (through `/proc/PID/root`,
+    /// which crosses into the daemon's mount namespace).
+    pub fn as_seen_by(&self, i: usize, rel: &str) -> PathBuf {
+        let pid = self.nodes[i].proc.as_ref().expect("running").pid();
+        let path = self.path(i, rel);
+        PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").expect("absolute"))
+    }
+
+    /// Give node `i`'s tmpfs (see [`Cluster::start_on_tmpfs`]) a new size.
+    pub fn resize(&self, i: usize, size: &str) {
+        let pid = self.nodes[i].proc.as_ref().expect("running").pid();
+        let out = Command::new(gluu_testkit::require("nsenter"))
+            .args(["--target", &pid.to_string(), "--mount", "mount", "-o"])
+            .arg(format!("remount,size={size}"))
+            .arg(&self.nodes[i].conf)
+            .output()
+            .expect("run nsenter");
+        assert!(out.status.success(), "{}", gluu_testkit::text_of(&out));
+    }
+
+    fn launch(
+        &mut self,
+        i: usize,
+        mut cmd: Command,
+        env: &[(&str, &std::ffi::OsStr)],
+        options: &[&str],
+    ) {
         let node = &mut self.nodes[i];
         let mut proc = Proc::spawn(
-            Command::new(BIN)
-                .arg("-c")
+            cmd.arg("-c")
                 .arg(&self.config)
                 .args(["-N", &node.name, "--state-dir"])
                 .arg(&node.state)
