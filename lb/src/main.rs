@@ -173,7 +173,7 @@ fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String>
     let Some((uid, gid)) = id else {
         return Vec::new();
     };
-    let mut files: Vec<&Path> = vec![&config.path];
+    let mut files: Vec<&Path> = config.sources.iter().map(PathBuf::as_path).collect();
     for s in &config.servers {
         files.extend(s.certificate.as_deref());
         files.extend(s.certificate_key.as_deref());

@@ -187,8 +187,8 @@ fn version_names_the_build_and_man_pages_render() {
     gluu_testkit::assert_man_pages(env!("CARGO_BIN_EXE_gluu-lb"), &["gluu-lb"]);
 }
 
-/// `user USER GROUP`: `-t` names each file a reload re-reads that gluu-lb cannot read once
-/// it runs as them (nginx's master stays root; gluu-lb is one process). `user USER` alone
+/// `user USER GROUP`: `-t` names each file a reload re-reads (included ones too) that
+/// gluu-lb cannot read once it runs as them (nginx's master stays root; gluu-lb is one process). `user USER` alone
 /// means the group named USER, as in nginx. A key every user may read is a warning.
 #[test]
 fn user_warns_of_files_a_reload_could_not_read() {
@@ -196,7 +196,19 @@ fn user_warns_of_files_a_reload_could_not_read() {
     let path = guide(dir.path());
     let text = std::fs::read_to_string(&path).expect("read");
     let as_nobody = dir.path().join("nobody.conf");
-    std::fs::write(&as_nobody, format!("user nobody nogroup;\n{text}")).expect("write");
+    // An included file is read again on reload too, even one with nothing in it.
+    let included = dir.path().join("site.conf");
+    std::fs::write(&included, "# nothing here yet\n").expect("write");
+    std::fs::set_permissions(
+        &included,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    std::fs::write(
+        &as_nobody,
+        format!("user nobody nogroup;\ninclude site.conf;\n{text}"),
+    )
+    .expect("write");
     let key = dir.path().join("httpd.key");
     let t = |conf: &std::path::Path| {
         let out = lb().arg("-t").arg("-c").arg(conf).output().expect("run");
@@ -212,7 +224,17 @@ fn user_warns_of_files_a_reload_could_not_read() {
     );
     assert!(err.contains(&warning), "{err}");
     assert!(err.contains("a reload (SIGHUP) would fail on it"), "{err}");
+    let warning = format!(
+        "[warn] {} is not readable by user nobody",
+        included.display()
+    );
+    assert!(err.contains(&warning), "{err}");
     std::os::unix::fs::chown(&key, None, Some(65534)).expect("chgrp nogroup");
+    std::fs::set_permissions(
+        &included,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
     let (ok, err) = t(&as_nobody);
     assert!(
         ok && !err.contains("is not readable") && !err.contains("every user"),

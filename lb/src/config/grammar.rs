@@ -5,6 +5,7 @@
 //! where it stands. The result is a tree of [`Directive`]s, each knowing its file and line;
 //! errors read as `nginx -t` words them, with the place.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -142,15 +143,27 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 /// Reads `path` and its includes into a directive tree, in which no block has a second
 /// line of a directive taken once.
 pub fn parse_file(path: &Path) -> Result<Vec<Directive>, GrammarError> {
+    parse_file_and_sources(path).map(|(top, _)| top)
+}
+
+/// [`parse_file`], and every file it read: `path` first, then each included file in the
+/// order read (what a reload reads again).
+pub fn parse_file_and_sources(path: &Path) -> Result<(Vec<Directive>, Vec<PathBuf>), GrammarError> {
     let root = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let top = Parser { root }.file(path, 0)?;
+    let parser = Parser {
+        root,
+        read: RefCell::default(),
+    };
+    let top = parser.file(path, 0)?;
     check_once(&top)?;
-    Ok(top)
+    Ok((top, parser.read.into_inner()))
 }
 
 struct Parser {
     /// Relative `include` paths are taken from here (nginx: the configuration prefix).
     root: PathBuf,
+    /// The files read so far.
+    read: RefCell<Vec<PathBuf>>,
 }
 
 /// What ended a token.
@@ -309,6 +322,7 @@ impl Parser {
             at: path.display().to_string(),
             message: format!("open() \"{}\" failed ({e})", path.display()),
         })?;
+        self.read.borrow_mut().push(path.to_owned());
         let mut lexer = Lexer {
             text: &text,
             pos: 0,
@@ -544,11 +558,16 @@ mod tests {
             "first;\nhttp { include conf.d/*.conf; include one.conf; }\nlast;\n",
         )
         .expect("w");
-        let ds = parse_file(&main).expect("valid");
+        let (ds, sources) = parse_file_and_sources(&main).expect("valid");
         assert_eq!(names(&ds), ["first", "http", "last"]);
         let http = ds[1].block.as_ref().expect("block");
         assert_eq!(names(http), ["a", "b", "one"]);
         assert!(http[0].place.file.ends_with("a.conf"));
+        let read: Vec<_> = ["nginx.conf", "conf.d/a.conf", "conf.d/b.conf", "one.conf"]
+            .iter()
+            .map(|f| dir.path().join(f))
+            .collect();
+        assert_eq!(sources, read);
         std::fs::write(dir.path().join("loop.conf"), "include loop.conf;\n").expect("w");
         std::fs::write(&main, "include loop.conf;\n").expect("w");
         let e = parse_file(&main).expect_err("loop").to_string();

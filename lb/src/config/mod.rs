@@ -76,6 +76,8 @@ impl Default for ClientLimits {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub path: PathBuf,
+    /// Every file the configuration was read from: `path`, then its includes.
+    pub sources: Vec<PathBuf>,
     /// `events { worker_connections N; }`: connections at once, client and upstream sides
     /// counted together, as nginx counts them.
     pub worker_connections: usize,
@@ -106,10 +108,11 @@ fn block(d: &Directive) -> Result<&[Directive], GrammarError> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, GrammarError> {
-        let top = grammar::parse_file(path)?;
+        let (top, sources) = grammar::parse_file_and_sources(path)?;
         let root = path.parent().unwrap_or(Path::new("."));
         let mut c = Config {
             path: path.to_owned(),
+            sources,
             worker_connections: DEFAULT_WORKER_CONNECTIONS,
             workers: None,
             shutdown_timeout: Duration::from_secs(30),
