@@ -22,6 +22,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
@@ -345,17 +346,27 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-/// Where one request stands for its access log line.
+/// Where one request stands for its access log line and the metrics.
 struct Log {
     entry: Option<Entry>,
+    /// `gluu_lb_requests_abandoned`, counted if the request ends before it has a status.
+    abandoned: Option<Counter>,
 }
 
 impl Log {
+    /// The response's status is known: counted, and kept for the log line.
+    fn answered(&mut self, status: StatusCode, shared: &Shared) {
+        shared.metrics.response(status.as_u16());
+        self.abandoned = None;
+        if let Some(e) = &mut self.entry {
+            e.status = status.as_u16();
+        }
+    }
+
     /// A response gluu-lb makes itself: logged at once.
     fn local(mut self, resp: Response<Body>, shared: &Shared) -> Response<Body> {
-        shared.metrics.response(resp.status().as_u16());
-        if let Some(mut e) = self.entry.take() {
-            e.status = resp.status().as_u16();
+        self.answered(resp.status(), shared);
+        if let Some(e) = self.entry.take() {
             let len = resp.body().size_hint().exact().unwrap_or(0);
             e.write(len);
         }
@@ -367,6 +378,9 @@ impl Drop for Log {
     /// The request ended before it had a response: the client went away while gluu-lb
     /// waited on a node (or on the client's own body). nginx logs that as 499.
     fn drop(&mut self) {
+        if let Some(abandoned) = self.abandoned.take() {
+            abandoned.inc();
+        }
         if let Some(mut e) = self.entry.take() {
             if e.status == 0 {
                 e.status = 499;
@@ -424,6 +438,7 @@ pub async fn handle(
             upstream_addrs: Vec::new(),
             upstream_time: None,
         }),
+        abandoned: Some(shared.metrics.abandoned()),
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -717,9 +732,8 @@ fn respond(
     shared: &Shared,
 ) -> Response<Body> {
     let status = resp.status();
-    shared.metrics.response(status.as_u16());
+    log.answered(status, shared);
     if let Some(e) = &mut log.entry {
-        e.status = status.as_u16();
         e.upstream_time = Some(t0.elapsed());
     }
     if let (StatusCode::SWITCHING_PROTOCOLS, Some((client, conn))) = (status, upgrade) {

@@ -50,6 +50,7 @@ pub struct Metrics {
     /// The `requests` series of each class in [`CLASSES`], looked up once: a response
     /// touches one counter, no lock and no label hashing.
     by_class: [Counter; CLASSES.len()],
+    abandoned: Counter,
     upstream_requests: Family<NodeLabel, Counter>,
     upstream_failures: Family<NodeReasonLabel, Counter>,
     upstream_connects: Family<NodeLabel, Counter>,
@@ -77,6 +78,11 @@ impl Metrics {
             "requests",
             "Responses sent to clients, by status class",
             m.requests.clone(),
+        );
+        r.register(
+            "requests_abandoned",
+            "Requests whose client went away before their response began (nginx logs 499)",
+            m.abandoned.clone(),
         );
         r.register(
             "upstream_requests",
@@ -121,6 +127,11 @@ impl Metrics {
     pub fn response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, CLASSES.len()) - 1;
         self.by_class[class].inc();
+    }
+
+    /// The counter of requests whose client left first, for a request to take along.
+    pub fn abandoned(&self) -> Counter {
+        self.abandoned.clone()
     }
 
     /// A node's per-request counters, looked up once (no label hashing per request).

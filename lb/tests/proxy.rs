@@ -714,16 +714,7 @@ async fn access_log_is_nginx_combined_plus_upstream() {
     );
 
     // A client that leaves while the node thinks: 499, as nginx logs it, with the node.
-    let tls = sent_on_new_connection(
-        &lab,
-        &format!("GET /oxauth/slow/3000 HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
-    )
-    .await;
-    support::eventually(Duration::from_secs(5), "the request at a node", || async {
-        lab.nodes.iter().map(|n| n.requests()).sum::<usize>() >= 2
-    })
-    .await;
-    drop(tls);
+    leave_while_the_node_thinks(&lab).await;
     let text = logged(3).await;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
@@ -733,6 +724,22 @@ async fn access_log_is_nginx_combined_plus_upstream() {
         "{}",
         lines[2]
     );
+}
+
+/// A client sends a request a node takes 3 s to answer, and leaves once the node has it.
+async fn leave_while_the_node_thinks(lab: &Lab) {
+    let reached = || lab.nodes.iter().map(|n| n.requests()).sum::<usize>();
+    let before = reached();
+    let tls = sent_on_new_connection(
+        lab,
+        &format!("GET /oxauth/slow/3000 HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
+    )
+    .await;
+    support::eventually(Duration::from_secs(5), "the request at a node", || async {
+        reached() > before
+    })
+    .await;
+    drop(tls);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -748,6 +755,17 @@ async fn the_status_page_and_metrics() {
     assert_eq!(
         lab.metric("gluu_lb_requests_total{class=\"2xx\"}").await,
         1.0
+    );
+    // A client that left before its response (nginx's 499) is counted apart, access log
+    // or not: it was sent no response.
+    leave_while_the_node_thinks(&lab).await;
+    support::eventually(Duration::from_secs(5), "an abandoned request", || async {
+        lab.metric("gluu_lb_requests_abandoned_total").await == 1.0
+    })
+    .await;
+    assert_eq!(
+        lab.metric("gluu_lb_requests_total{class=\"4xx\"}").await,
+        0.0
     );
     // No worker_processes line: a worker per core, each listing its client connections.
     // The kernel spreads connections over the workers' sockets by address and port: with
