@@ -22,7 +22,6 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
@@ -346,18 +345,15 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-/// Where one request stands for its access log line and the metrics.
+/// Where one request stands for its access log line.
 struct Log {
     entry: Option<Entry>,
-    /// `gluu_lb_requests_abandoned`, counted if the request ends before it has a status.
-    abandoned: Option<Counter>,
 }
 
 impl Log {
     /// The response's status is known: counted, and kept for the log line.
     fn answered(&mut self, status: StatusCode, shared: &Shared) {
         shared.metrics.response(status.as_u16());
-        self.abandoned = None;
         if let Some(e) = &mut self.entry {
             e.status = status.as_u16();
         }
@@ -378,9 +374,6 @@ impl Drop for Log {
     /// The request ended before it had a response: the client went away while gluu-lb
     /// waited on a node (or on the client's own body). nginx logs that as 499.
     fn drop(&mut self) {
-        if let Some(abandoned) = self.abandoned.take() {
-            abandoned.inc();
-        }
         if let Some(mut e) = self.entry.take() {
             if e.status == 0 {
                 e.status = 499;
@@ -438,7 +431,6 @@ pub async fn handle(
             upstream_addrs: Vec::new(),
             upstream_time: None,
         }),
-        abandoned: Some(shared.metrics.abandoned()),
     };
     // What nginx refuses before anything else the server would do.
     let refused = host

@@ -619,7 +619,9 @@ async fn serve<I>(
         let (conn, shared) = (conn.clone(), shared.clone());
         conn.requests.fetch_add(1, Ordering::Relaxed);
         async move {
+            let unanswered = shared.metrics.unanswered();
             let resp = forward::handle(req, &conn, &b.rt, b.listener, &shared).await;
+            unanswered.answered();
             if h2 {
                 // The response leaves the service: an HTTP/2 stream now waits on the
                 // client, unless a node's body says it waits on the node.

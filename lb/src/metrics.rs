@@ -129,9 +129,11 @@ impl Metrics {
         self.by_class[class].inc();
     }
 
-    /// The counter of requests whose client left first, for a request to take along.
-    pub fn abandoned(&self) -> Counter {
-        self.abandoned.clone()
+    /// A request on its way: counted as abandoned if dropped before [`Unanswered::answered`]
+    /// (its client left: hyper drops the request's future). No shared count is touched
+    /// per request.
+    pub fn unanswered(&self) -> Unanswered<'_> {
+        Unanswered(Some(&self.abandoned))
     }
 
     /// A node's per-request counters, looked up once (no label hashing per request).
@@ -213,5 +215,23 @@ mod tests {
             m.response(status);
         }
         assert_eq!(exported(&registry), ["1", "2", "1", "2", "2"]);
+    }
+}
+
+/// See [`Metrics::unanswered`].
+#[derive(Debug)]
+pub struct Unanswered<'a>(Option<&'a Counter>);
+
+impl Unanswered<'_> {
+    pub fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(abandoned) = self.0 {
+            abandoned.inc();
+        }
     }
 }
