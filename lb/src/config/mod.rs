@@ -128,6 +128,8 @@ impl Config {
         let mut http_seen = false;
         let mut events_seen = false;
         let mut http2 = false;
+        // `error_log` of the main context and of `http { }`, with where each was set.
+        let (mut main_log, mut http_log) = (None, None);
         for d in &top {
             match d.name.as_str() {
                 "worker_processes" => {
@@ -151,7 +153,7 @@ impl Config {
                         }
                     }
                 }
-                "error_log" => c.error_log = Some(error_log(d, root)?),
+                "error_log" => main_log = Some((error_log(d, root)?, &d.place)),
                 "events" => {
                     events_seen = true;
                     for e in block(d)? {
@@ -201,7 +203,7 @@ impl Config {
                                     .push(server::server(h, root, &settings, &mut c.warnings)?)
                             }
                             "http2" => http2 = h.on_off()?,
-                            "error_log" => c.error_log = Some(error_log(h, root)?),
+                            "error_log" => http_log = Some((error_log(h, root)?, &h.place)),
                             "metrics" => {
                                 let v = h.one_arg()?;
                                 let addr = v.parse::<SocketAddr>().map_err(|_| {
@@ -244,6 +246,20 @@ impl Config {
                 other => return Err(d.error(format!("unknown directive \"{other}\""))),
             }
         }
+        if let (Some((_, main)), Some((http, place))) = (&main_log, &http_log) {
+            c.warnings.push(Warning {
+                at: place.to_string(),
+                message: format!(
+                    "\"error_log\" is also set in the main context ({main}): gluu-lb, one \
+                     process, writes everything to this one ({}), where nginx writes its \
+                     process messages (start, reload, signals) to the other",
+                    http.path
+                        .as_deref()
+                        .map_or("stderr".into(), |p| p.display().to_string())
+                ),
+            });
+        }
+        c.error_log = http_log.or(main_log).map(|(log, _)| log);
         if http2 {
             for l in c.servers.iter_mut().flat_map(|s| &mut s.listen) {
                 l.http2 |= l.ssl;
@@ -613,5 +629,43 @@ mod tests {
         };
         assert_eq!(workers("worker_processes auto;"), None);
         assert_eq!(workers("worker_processes 3;"), Some(3));
+    }
+
+    #[test]
+    fn error_log_of_http_wins_over_the_main_one_with_a_warning() {
+        let logs = |text: &str| {
+            let c = load(text).expect(text);
+            let warnings: Vec<_> = c.warnings.iter().map(ToString::to_string).collect();
+            (c.error_log.and_then(|l| l.path), warnings, c.path)
+        };
+        // Either order: the main one before or after `http { }`.
+        for (text, line) in [
+            (
+                "error_log main.log;\nevents { }\nhttp {\n error_log http.log warn;\n}\n",
+                4,
+            ),
+            (
+                "events { }\nhttp {\n error_log http.log warn;\n}\nerror_log main.log;\n",
+                3,
+            ),
+        ] {
+            let (log, warnings, path) = logs(text);
+            let dir = path.parent().expect("dir");
+            assert_eq!(log, Some(dir.join("http.log")), "{text}");
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].contains("\"error_log\" is also set in the main context")
+                    && warnings[0].contains(&format!(
+                        "writes everything to this one ({})",
+                        dir.join("http.log").display()
+                    ))
+                    && warnings[0].ends_with(&format!("in {}:{line}", path.display())),
+                "{}",
+                warnings[0]
+            );
+        }
+        let (log, warnings, path) = logs("error_log main.log;\nevents { }\nhttp { }\n");
+        assert_eq!(log, Some(path.parent().expect("dir").join("main.log")));
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 }
