@@ -814,7 +814,8 @@ async fn node_answers_are_taken_or_refused_as_nginx_does() {
 
 /// `proxy_redirect default` (nginx's default) and `off`: a node's redirect to the
 /// `proxy_pass` URL comes back with the location's path in its place, in `Location` and in
-/// `Refresh`; the same through the real nginx and gluu-lb.
+/// `Refresh`, made absolute with the request's host (or, without one, this end's address);
+/// the same through the real nginx and gluu-lb.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_redirects_are_rewritten_as_nginx_does() {
     let twins = Twins::start().await;
@@ -830,6 +831,8 @@ async fn node_redirects_are_rewritten_as_nginx_does() {
     ] {
         twins.agree(&get(path)).await;
     }
+    // HTTP/1.0 without a Host: the rewritten redirect names this end's address and port.
+    twins.agree("GET /oxauth/go HTTP/1.0\r\n\r\n").await;
 }
 
 /// The guide's port-80 server, `return 301 https://$host$request_uri`: the same redirect
