@@ -189,6 +189,24 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// See [`Metrics::unanswered`].
+#[derive(Debug)]
+pub struct Unanswered<'a>(Option<&'a Counter>);
+
+impl Unanswered<'_> {
+    pub fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(abandoned) = self.0 {
+            abandoned.inc();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,23 +233,5 @@ mod tests {
             m.response(status);
         }
         assert_eq!(exported(&registry), ["1", "2", "1", "2", "2"]);
-    }
-}
-
-/// See [`Metrics::unanswered`].
-#[derive(Debug)]
-pub struct Unanswered<'a>(Option<&'a Counter>);
-
-impl Unanswered<'_> {
-    pub fn answered(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        if let Some(abandoned) = self.0 {
-            abandoned.inc();
-        }
     }
 }

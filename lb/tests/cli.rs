@@ -188,8 +188,9 @@ fn version_names_the_build_and_man_pages_render() {
 }
 
 /// `user USER GROUP`: `-t` names each file a reload re-reads (included ones too) that
-/// gluu-lb cannot read once it runs as them (nginx's master stays root; gluu-lb is one process). `user USER` alone
-/// means the group named USER, as in nginx. A key every user may read is a warning.
+/// gluu-lb cannot read once it runs as them (nginx's master stays root; gluu-lb is one
+/// process). `user USER` alone means the group named USER, as in nginx. A key every user
+/// may read is a warning.
 #[test]
 fn user_warns_of_files_a_reload_could_not_read() {
     let dir = tempfile::tempdir().expect("tempdir");
