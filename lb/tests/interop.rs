@@ -48,10 +48,9 @@ async fn real_nginx_nodes_behind_gluu_lb() {
     let front_addr: SocketAddr = ([127, 0, 0, 1], front).into();
     let _nginx = nginx(dir.path(), &conf, front_addr);
 
-    let lb_conf = dir.path().join("gluu-lb.conf");
-    std::fs::write(
-        &lb_conf,
-        format!(
+    let (addrs, shutdown) = run_gluu_lb(
+        dir.path(),
+        &format!(
             "events {{ worker_connections 256; }}\n\
              http {{\n  upstream iph {{ ip_hash; {servers} }}\n\
              server {{ listen 127.0.0.1:0 ssl; server_name {host};\n\
@@ -64,20 +63,8 @@ async fn real_nginx_nodes_behind_gluu_lb() {
             k = cert.key.display()
         ),
     )
-    .expect("write gluu-lb conf");
-    let balancer = Balancer::prepare(Config::load(&lb_conf).unwrap_or_else(|e| panic!("{e}")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bound = balancer.bind().await.expect("bind");
-    let lb = bound.addrs()[0];
-    let shutdown = CancellationToken::new();
-    let (_reload, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(balancer.run(
-        bound,
-        Control {
-            shutdown: shutdown.clone(),
-            reload: rx,
-        },
-    ));
+    .await;
+    let lb = addrs[0];
     let client = support::Client::new(&cert);
 
     let mut x: u32 = 4242;
@@ -426,6 +413,27 @@ async fn compare(pair: (SocketAddr, SocketAddr), request: &str) {
     assert_eq!(got, want, "{request:?}: gluu-lb, then nginx");
 }
 
+/// gluu-lb running `text` (written to DIR/gluu-lb.conf): its listening addresses in the
+/// file's order, and the token that stops it.
+async fn run_gluu_lb(dir: &std::path::Path, text: &str) -> (Vec<SocketAddr>, CancellationToken) {
+    let conf = dir.join("gluu-lb.conf");
+    std::fs::write(&conf, text).expect("write gluu-lb conf");
+    let balancer = Balancer::prepare(Config::load(&conf).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bound = balancer.bind().await.expect("bind");
+    let addrs = bound.addrs();
+    let shutdown = CancellationToken::new();
+    let (_reload, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(balancer.run(
+        bound,
+        Control {
+            shutdown: shutdown.clone(),
+            reload: rx,
+        },
+    ));
+    (addrs, shutdown)
+}
+
 /// A TLS node that answers each request with its path's [`CANNED`] bytes and closes.
 async fn canned_node(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -537,30 +545,17 @@ impl Twins {
 
         // gluu-lb: the same locations; its TLS server only gives the nodes' certificate to
         // pin.
-        let lb_conf = dir.path().join("gluu-lb.conf");
-        std::fs::write(
-            &lb_conf,
-            format!(
+        let (addrs, shutdown) = run_gluu_lb(
+            dir.path(),
+            &format!(
                 "events {{ worker_connections 64; }}\nhttp {{\n{upstreams}\
                  server {{ listen 127.0.0.1:0; server_name lb;\n{locations}}}\n\
                  server {{ listen 127.0.0.1:0 ssl; {tls} }}\n\
                  server {{ listen 127.0.0.1:0; {redirect} }}\n}}\n"
             ),
         )
-        .expect("write gluu-lb conf");
-        let balancer = Balancer::prepare(Config::load(&lb_conf).unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let bound = balancer.bind().await.expect("bind");
-        let (ours, ours_redirect) = (bound.addrs()[0], bound.addrs()[2]);
-        let shutdown = CancellationToken::new();
-        let (_reload, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(balancer.run(
-            bound,
-            Control {
-                shutdown: shutdown.clone(),
-                reload: rx,
-            },
-        ));
+        .await;
+        let (ours, ours_redirect) = (addrs[0], addrs[2]);
         Twins {
             ours,
             theirs,
