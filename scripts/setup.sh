@@ -6,7 +6,8 @@
 # load generators of `gluu-bench lb`), csync2 (the peer of `gluu-bench fsync`), groff and
 # systemd-analyze (the tests render the man pages and check the units), debootstrap and
 # systemd-nspawn (a test boots the units under a real systemd in a Debian container, see
-# scripts/rootfs.sh), and a Rust toolchain >= 1.88 through rustup.
+# scripts/rootfs.sh), ip, tc and ss (iproute2: gluu-fsync tests slow down and cut the
+# loopback of a network namespace of their own), and a Rust toolchain >= 1.88 through rustup.
 # Sourced by scripts/box.sh and scripts/test.sh so that PATH changes reach them; running it
 # on its own works too. Needs root (or sudo) only when something must be installed.
 set -euo pipefail
@@ -16,7 +17,7 @@ gluu_need_packages() {
     for pair in redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
         stunnel4:stunnel4 nginx:nginx openssl:openssl cc:build-essential make:make curl:curl \
         pkill:procps prlimit:util-linux groff:groff-base systemd-analyze:systemd wrk:wrk h2load:nghttp2-client csync2:csync2 \
-        debootstrap:debootstrap systemd-nspawn:systemd-container nsenter:util-linux; do
+        debootstrap:debootstrap systemd-nspawn:systemd-container nsenter:util-linux ip:iproute2 tc:iproute2 ss:iproute2; do
         cmd=${pair%%:*} pkg=${pair#*:}
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
     done

@@ -22,7 +22,7 @@ use crate::config::Auto;
 use crate::fsops;
 use crate::index::{GroupState, Kind, Order, Version, VersionVector, now_secs};
 use crate::tree::Tree;
-use crate::wire::{CHUNK, CHUNKED_ABOVE, Conn, Msg, OFFER_BATCH, Want, WireError};
+use crate::wire::{ACK_NOTHING, CHUNK, CHUNKED_ABOVE, Conn, Msg, OFFER_BATCH, Want, WireError};
 
 /// What the receiving side does with one offered version.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +232,8 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut out = Received::default();
     // Directories files were renamed into: fsynced once each before the index records them.
     let mut renamed_in: BTreeSet<PathBuf> = BTreeSet::new();
+    // Files left to another exchange fetching them: then this one acknowledges nothing.
+    let mut deferred = Vec::new();
     loop {
         let (id, upto, versions, more) = match conn.recv().await? {
             Msg::Offer {
@@ -295,11 +297,21 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         let mut files = Vec::new();
         for (version, plan, needs_content) in fetch {
             if needs_content {
+                let copy = matches!(plan, Plan::Keep { .. });
+                // A conflict copy is not installed in the tree: nothing to leave to another.
+                let claim = if copy {
+                    None
+                } else if let Some(claim) = tree.claim_fetch(&version) {
+                    Some(claim)
+                } else {
+                    deferred.push(version.path);
+                    continue;
+                };
                 wants.push(Want {
                     path: version.path.clone(),
-                    copy: matches!(plan, Plan::Keep { .. }),
+                    copy,
                 });
-                files.push((version, plan));
+                files.push((version, plan, claim));
             } else if let Plan::Take {
                 version: v,
                 conflict,
@@ -316,7 +328,7 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         conn.send(&Msg::Wants { items: wants }).await?;
-        for (offered, plan) in files {
+        for (offered, plan, _claim) in files {
             let (dest, chunks_from) = match &plan {
                 Plan::Keep { .. } => (conflict_copy(tree, &offered.path, peer), None),
                 _ => {
@@ -372,17 +384,27 @@ pub async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             for dir in std::mem::take(&mut renamed_in) {
                 File::open(&dir)?.sync_all()?;
             }
-            {
+            let acked = {
                 let mut state = tree.state();
                 let p = state.peers.entry(peer.to_string()).or_default();
-                p.their_id = id;
-                p.received = upto;
                 p.last_exchange = Some(now_secs());
                 p.last_error = None;
-            }
+                if !deferred.is_empty() {
+                    // The other exchange may yet fail: the cursor stays where it was, so the
+                    // next exchange offers these versions again (and skips what arrived).
+                    ACK_NOTHING
+                } else {
+                    p.their_id = id;
+                    p.received = upto;
+                    upto
+                }
+            };
             tree.save()
                 .map_err(|e| WireError::Io(std::io::Error::other(e)))?;
-            conn.send(&Msg::Ack { upto }).await?;
+            for path in deferred {
+                tracing::info!(group = %tree.group.name, peer, path, "already being fetched by another exchange: left to it, and this exchange not acknowledged");
+            }
+            conn.send(&Msg::Ack { upto: acked }).await?;
             return Ok(out);
         }
     }

@@ -15,7 +15,7 @@ use crate::config::{Config, Host};
 use crate::exchange::{self, Received};
 use crate::index::Version;
 use crate::tree::Tree;
-use crate::wire::{self, Conn, Msg, Timeouts, Tls, WireError};
+use crate::wire::{self, ACK_NOTHING, Conn, Msg, Timeouts, Tls, WireError};
 
 /// The first message of a peer (before it is authenticated) is at most this big.
 const HELLO_LIMIT: usize = 64 << 10;
@@ -217,8 +217,8 @@ impl Node {
                 other => return Err(WireError::Unexpected(other.name(), "an offer")),
             }
         }
-        // Acknowledge nothing: this look must not count as an exchange.
-        conn.send(&Msg::Ack { upto: u64::MAX }).await?;
+        // This look must not count as an exchange.
+        conn.send(&Msg::Ack { upto: ACK_NOTHING }).await?;
         conn.send(&Msg::Bye).await?;
         conn.shutdown().await;
         Ok(all)

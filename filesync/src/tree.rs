@@ -10,7 +10,7 @@
 //! and records them, instead of taking the received file for a local edit (which then met
 //! the peer's next version as a conflict).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,26 @@ pub struct Tree {
     saved: Mutex<Option<[u8; 32]>>,
     /// The peer notes as last written beside the index.
     noted: Mutex<String>,
+    /// The files (path, content hash) an exchange is fetching now: see [`Tree::claim_fetch`].
+    fetching: Mutex<HashSet<(String, [u8; 32])>>,
+}
+
+/// One exchange's claim on fetching one file version; released when dropped (installed,
+/// dropped or failed).
+#[derive(Debug)]
+pub struct Fetching<'a> {
+    tree: &'a Tree,
+    key: (String, [u8; 32]),
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.tree
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// A file found by a scan: logical path, path here, what lstat said.
@@ -96,6 +116,7 @@ impl Tree {
             state: Mutex::new(state),
             saved: Mutex::new(stored),
             noted: Mutex::new(noted),
+            fetching: Mutex::new(HashSet::new()),
         };
         let recovered = tree.recover().map_err(|e| {
             format!(
@@ -192,6 +213,20 @@ impl Tree {
 
     pub fn state(&self) -> MutexGuard<'_, GroupState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claim the fetching of `version`'s content, or `None` when another exchange (with the
+    /// same peer over another connection, or with another peer that has the same version)
+    /// is fetching it now: the content would cross twice, and the later install find itself
+    /// stale.
+    pub fn claim_fetch(&self, version: &Version) -> Option<Fetching<'_>> {
+        let key = (version.path.clone(), version.meta.hash);
+        let fresh = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        fresh.then_some(Fetching { tree: self, key })
     }
 
     /// Store the index if it changed since it was last stored.

@@ -26,6 +26,8 @@ pub const OFFER_BATCH: usize = 1000;
 pub const CHUNK: usize = 1 << 20;
 /// Files above this size move as chunks, of which the receiver asks only the ones it lacks.
 pub const CHUNKED_ABOVE: u64 = 4 << 20;
+/// The `Ack` of a receiver that did not apply everything offered: no sequence number is this.
+pub const ACK_NOTHING: u64 = u64::MAX;
 /// How long a peer may take: to connect and finish the TLS handshake, and for each read or
 /// write in the middle of an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +93,8 @@ pub enum Msg {
     },
     /// The receiving side, for a chunked file: the chunk numbers it lacks.
     Need { chunks: Vec<u32> },
-    /// The receiving side, at the end: everything up to `upto` is applied and stored.
+    /// The receiving side, at the end: everything up to `upto` is applied and stored
+    /// ([`ACK_NOTHING`]: not everything offered, so nothing is acknowledged).
     Ack { upto: u64 },
     /// Client: done.
     Bye,

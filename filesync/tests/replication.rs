@@ -160,6 +160,73 @@ fn a_small_edit_to_a_large_file_moves_only_its_chunk() {
     eprintln!("one-byte edit of a 20 MiB file moved {moved} bytes");
 }
 
+/// A node that comes up pulls what it missed while its peer, retrying the push that failed
+/// while the node was down, offers the same file over a second connection (here forced by a
+/// change on the peer mid-transfer): two exchanges with one file to fetch, on a loopback
+/// slow enough that the 6 MiB file takes about 3 s. Returns once one of them left the file
+/// to the other and stored what it did (the line comes then).
+fn two_exchanges_offering_one_file() -> (Cluster, Vec<u8>) {
+    let mut c = Cluster::new(2, "");
+    c.slow_network("16mbit");
+    let big: Vec<u8> = (0..6 << 20).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(c.path(0, "big.bin"), &big).unwrap();
+    c.start(0);
+    c.start(1);
+    wait_for(SOON, "the transfer to n2 to begin (a temp file)", || {
+        fetching(&c, 1).then_some(())
+    });
+    // n1's watcher kicks its link, which pushes to n2 at once: it offers big.bin as well.
+    std::fs::write(c.path(0, "small.txt"), b"small").unwrap();
+    c.log_line(1, "already being fetched by another exchange", SOON);
+    (c, big)
+}
+
+/// Whether node `i` is receiving a file (its temp file is there).
+fn fetching(c: &Cluster, i: usize) -> bool {
+    std::fs::read_dir(&c.nodes[i].conf)
+        .unwrap()
+        .flatten()
+        .any(|e| gluu_fsync::fsops::is_temp(e.file_name().to_str().unwrap_or("")))
+}
+
+#[test]
+fn a_file_two_exchanges_offer_at_once_crosses_the_wire_once() {
+    let (c, big) = two_exchanges_offering_one_file();
+    c.wait_content(1, "small.txt", b"small", SOON);
+    c.wait_content(1, "big.bin", &big, Duration::from_secs(30));
+    // Every fetch of it over (a second one would still hold its temp file).
+    wait_for(SOON, "n2's fetches to end", || {
+        (!fetching(&c, 1)).then_some(())
+    });
+    let moved = received_bytes(&c, 1);
+    assert!(
+        moved < big.len() as u64 * 3 / 2,
+        "{moved} bytes crossed for a file of {}",
+        big.len()
+    );
+    // Nothing stays pending: after the fetching exchange, the next one acknowledges all.
+    wait_for(SOON, "n1 to see n2 up to date", || {
+        let out = c.cli(0, &["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains(" 0 changes pending").then_some(())
+    });
+}
+
+#[test]
+/// The exchange the file was left to fails (its connection cut mid-transfer): the one that
+/// left it acknowledged nothing, so the next exchange offers the file again and it arrives.
+fn a_file_left_to_an_exchange_that_fails_still_arrives() {
+    let (c, big) = two_exchanges_offering_one_file();
+    // The exchange that fetches is still under way (its temp file is there).
+    assert!(fetching(&c, 1), "no transfer under way to cut");
+    c.cut_connections();
+    assert!(
+        std::fs::read(c.path(1, "big.bin")).ok() != Some(big.clone()),
+        "big.bin arrived before the cut: nothing was tested"
+    );
+    c.wait_content(1, "big.bin", &big, Duration::from_secs(30));
+}
+
 fn received_bytes(c: &Cluster, i: usize) -> u64 {
     let out = c.cli(i, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub nodes: Vec<FsNode>,
+    /// Holds the network namespace of [`Cluster::slow_network`] (dropped after the nodes).
+    net: Option<Proc>,
 }
 
 impl Cluster {
@@ -65,7 +67,12 @@ impl Cluster {
             ),
         )
         .expect("write config");
-        Cluster { dir, config, nodes }
+        Cluster {
+            dir,
+            config,
+            nodes,
+            net: None,
+        }
     }
 
     pub fn start(&mut self, i: usize) {
@@ -74,7 +81,35 @@ impl Cluster {
 
     /// Start node `i`'s daemon with these extra environment variables and daemon options.
     pub fn start_with(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)], options: &[&str]) {
-        self.launch(i, Command::new(BIN), env, options);
+        let cmd = match &self.net {
+            Some(holder) => {
+                let mut cmd = Command::new(gluu_testkit::require("nsenter"));
+                cmd.args(["--target", &holder.pid().to_string(), "--net"])
+                    .arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
+        self.launch(i, cmd, env, options);
+    }
+
+    /// From now on, start the daemons in one network namespace of this test's own, whose
+    /// loopback carries at most `rate` (`tc`'s token bucket: `16mbit` is 2 MB/s), so that a
+    /// transfer of a few MiB lasts seconds. Control sockets are files: `cli` still works.
+    pub fn slow_network(&mut self, rate: &str) {
+        gluu_testkit::require("ip");
+        gluu_testkit::require("tc");
+        let mut holder = Proc::spawn(
+            Command::new(gluu_testkit::require("unshare"))
+                .args(["--net", "sh", "-c"])
+                .arg(
+                    r#"ip link set lo up && tc qdisc add dev lo root tbf rate "$1" burst 256kb latency 50ms && echo slow network ready >&2 && exec sleep 3600"#,
+                )
+                .arg("sh")
+                .arg(rate),
+        );
+        holder.wait_line("slow network ready", Duration::from_secs(10));
+        self.net = Some(holder);
     }
 
     /// Start node `i`'s daemon with its tree on a tmpfs of `size` (mount's `size=`) that
@@ -109,6 +144,27 @@ impl Cluster {
             .output()
             .expect("run nsenter");
         assert!(out.status.success(), "{}", gluu_testkit::text_of(&out));
+    }
+
+    /// Reset every TCP connection in the namespace of [`Cluster::slow_network`] (`ss -K`):
+    /// each exchange under way fails as if the network had dropped it.
+    pub fn cut_connections(&self) {
+        let holder = self.net.as_ref().expect("slow_network first");
+        let out = Command::new(gluu_testkit::require("nsenter"))
+            .args(["--target", &holder.pid().to_string(), "--net"])
+            .arg(gluu_testkit::require("ss"))
+            .args(["-K", "-t", "state", "established"])
+            .output()
+            .expect("run nsenter");
+        assert!(out.status.success(), "{}", gluu_testkit::text_of(&out));
+        // ss lists what it reset under a header line; a kernel without socket destruction
+        // (CONFIG_INET_DIAG_DESTROY) resets nothing and says nothing.
+        let cut = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert!(
+            cut > 1,
+            "ss -K reset no connection: {}",
+            gluu_testkit::text_of(&out)
+        );
     }
 
     fn launch(
