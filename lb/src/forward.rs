@@ -572,6 +572,7 @@ pub async fn handle(
         name,
         connect_timeout: settings.connect_timeout,
         send_timeout: settings.send_timeout,
+        buffer_size: settings.buffer_size,
     };
     let mut sel = group.selection(conn.remote.ip());
     let mut tries = 0u32;

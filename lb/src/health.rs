@@ -18,7 +18,7 @@ use crate::Shared;
 use crate::body;
 use crate::config::proxy::HealthCheck;
 use crate::runtime::Runtime;
-use crate::upstream::{Check, Group, UpstreamTls};
+use crate::upstream::{Check, Group, Route, UpstreamTls};
 
 struct Probe {
     group: Arc<Group>,
@@ -28,6 +28,7 @@ struct Probe {
     name: ServerName<'static>,
     host: HeaderValue,
     connect_timeout: Duration,
+    buffer_size: usize,
 }
 
 /// Starts the checks `rt` configures (one set per upstream, from the first location that
@@ -59,6 +60,7 @@ pub fn spawn_all(rt: &Runtime, shared: &Arc<Shared>, stop: &CancellationToken) {
                     name: name.clone(),
                     host: host.clone(),
                     connect_timeout: loc.settings.connect_timeout,
+                    buffer_size: loc.settings.buffer_size,
                 };
                 tokio::spawn(run(probe, shared.clone(), stop.clone()));
             }
@@ -115,8 +117,15 @@ async fn run(p: Probe, shared: Arc<Shared>, stop: CancellationToken) {
 async fn once(p: &Probe, shared: &Shared) -> Result<StatusCode, String> {
     let node = &p.group.nodes[p.node];
     let wait = p.check.interval.max(Duration::from_secs(1));
+    let route = Route {
+        tls: &p.tls,
+        name: &p.name,
+        connect_timeout: p.connect_timeout,
+        send_timeout: wait,
+        buffer_size: p.buffer_size,
+    };
     let mut sender = node
-        .connect(&p.tls, &p.name, (p.connect_timeout, wait), &shared.permits)
+        .connect(&route, &shared.permits)
         .await
         .map_err(|f| f.detail)?;
     let mut req = Request::new(body::empty());

@@ -638,7 +638,7 @@ async fn serve<I>(
         builder
             .timer(TokioTimer::new())
             .max_concurrent_streams(128)
-            .max_send_buf_size(upstream::NODE_BUFFER_MAX)
+            .max_send_buf_size(upstream::STREAM_BUFFER_MAX)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(limits.header_timeout))
             .keep_alive_timeout(Duration::from_secs(20));

@@ -39,12 +39,11 @@ pub const DEFAULT_KEEPALIVE: usize = 256;
 /// Bytes read from a node connection at a time: a whole TLS record and its header.
 const NODE_READ_BUFFER: usize = 17 * 1024;
 
-/// The most hyper's read buffer on a node connection grows to (its default: 400 KiB), and
-/// so the largest response head a node may send. While a client does not read, this is
-/// what a node connection holds of the response at most (plus the TLS record above): with
-/// hyper's default, an HTTP/2 client that opened 100 streams of 1 MiB and stopped reading
-/// made gluu-lb hold 1.1 MiB per stream (bench/RESULTS.md, session 13).
-pub const NODE_BUFFER_MAX: usize = 64 * 1024;
+/// The most an HTTP/2 stream holds of a response its client does not read (hyper's
+/// default: 400 KiB; an HTTP/2 client that opened 100 streams of 1 MiB and stopped reading
+/// made gluu-lb hold 1.1 MiB per stream, bench/RESULTS.md, session 13). A node connection's
+/// read buffer has the same bound by default: `proxy_buffer_size`.
+pub const STREAM_BUFFER_MAX: usize = 64 * 1024;
 
 /// A pooled connection unused for this long is closed rather than reused (nginx's
 /// upstream `keepalive_timeout` default).
@@ -79,15 +78,21 @@ pub struct Route<'a> {
     pub connect_timeout: Duration,
     /// `proxy_send_timeout`: the longest a write to the node may stay blocked.
     pub send_timeout: Duration,
+    /// `proxy_buffer_size`: the most hyper's read buffer on the connection grows to (its
+    /// default: 400 KiB), and so the largest response head the node may send. While a
+    /// client does not read, this is what a node connection holds of the response at most
+    /// (plus one TLS record).
+    pub buffer_size: usize,
 }
 
 /// What a pooled connection was opened with: a request reuses only one opened the same
-/// way (TLS settings, server name, `proxy_send_timeout`).
+/// way (TLS settings, server name, `proxy_send_timeout`, `proxy_buffer_size`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct PoolKey {
     tls: usize,
     name: ServerName<'static>,
     send_timeout: Duration,
+    buffer_size: usize,
 }
 
 /// Why a request to a node failed, as `proxy_next_upstream` and the metrics see it.
@@ -259,16 +264,14 @@ impl Node {
         None
     }
 
-    /// A new TCP + TLS + HTTP/1.1 connection, within `timeout` (`proxy_connect_timeout`),
-    /// holding one of the `worker_connections` permits while it lives; a write to it that
-    /// stays blocked for `send_timeout` fails.
+    /// A new TCP + TLS + HTTP/1.1 connection the way `route` says, within its
+    /// `connect_timeout`, holding one of the `worker_connections` permits while it lives.
     pub async fn connect(
         &self,
-        tls: &UpstreamTls,
-        name: &ServerName<'static>,
-        (timeout, send_timeout): (Duration, Duration),
+        route: &Route<'_>,
         permits: &Arc<Semaphore>,
     ) -> Result<SendRequest<Body>, Failure> {
+        let (tls, name, timeout) = (route.tls, route.name, route.connect_timeout);
         let permit = permits.clone().try_acquire_owned().map_err(|_| {
             Failure::new(
                 "worker_connections",
@@ -283,7 +286,10 @@ impl Node {
         let _ = tcp.set_nodelay(true);
         // rustls reads at most 4 KiB per call: through this buffer a response record of any
         // size (up to 16 KiB) comes in with one read(2), not one per 4 KiB.
-        let tcp = BufReader::with_capacity(NODE_READ_BUFFER, SendTimed::to_node(tcp, send_timeout));
+        let tcp = BufReader::with_capacity(
+            NODE_READ_BUFFER,
+            SendTimed::to_node(tcp, route.send_timeout),
+        );
         let stream = tokio::time::timeout_at(deadline, tls.connector.connect(name.clone(), tcp))
             .await
             .map_err(|_| {
@@ -306,7 +312,7 @@ impl Node {
         // upgraded one (a WebSocket), when the relay that took the stream over ends.
         let stream = Tapped::new(stream, permit);
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .max_buf_size(NODE_BUFFER_MAX)
+            .max_buf_size(route.buffer_size)
             .handshake::<_, Body>(TokioIo::new(stream))
             .await
             .map_err(|e| Failure::new("connect", format!("HTTP handshake: {e}")))?;
@@ -333,19 +339,18 @@ impl Node {
         (wait, sent): (Duration, Option<&CancellationToken>),
         shared: &Shared,
     ) -> Result<(hyper::Response<Incoming>, Lease), Failure> {
-        let (tls, name) = (route.tls, route.name);
         let key = PoolKey {
-            tls: tls_key(tls),
-            name: name.clone(),
+            tls: tls_key(route.tls),
+            name: route.name.clone(),
             send_timeout: route.send_timeout,
+            buffer_size: route.buffer_size,
         };
         loop {
             let (mut sender, pooled) = match self.take_idle(&key) {
                 Some(s) => (s, true),
                 None => {
                     self.counters.connects.inc();
-                    let timeouts = (route.connect_timeout, route.send_timeout);
-                    match self.connect(tls, name, timeouts, &shared.permits).await {
+                    match self.connect(route, &shared.permits).await {
                         Ok(s) => (s, false),
                         Err(mut f) => {
                             f.request = Some(req);

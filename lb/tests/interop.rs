@@ -434,7 +434,15 @@ async fn run_gluu_lb(dir: &std::path::Path, text: &str) -> (Vec<SocketAddr>, Can
     (addrs, shutdown)
 }
 
-/// A TLS node that answers each request with its path's [`CANNED`] bytes and closes.
+/// A node's answer whose head is `n` bytes (at least about 60).
+fn big_head(n: usize) -> String {
+    let start = "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Length: 2\r\nX-Big: ";
+    let fill = n.saturating_sub(start.len() + 4);
+    format!("{start}{}\r\n\r\nok", "a".repeat(fill))
+}
+
+/// A TLS node that answers each request with its path's [`CANNED`] bytes (or, for
+/// `/canned/head-N`, [`big_head`]) and closes.
 async fn canned_node(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -458,10 +466,18 @@ async fn canned_node(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
                 }
                 let text = String::from_utf8_lossy(&head);
                 let path = text.split(' ').nth(1).unwrap_or_default();
-                let answer = CANNED.iter().find(|(p, _)| *p == path).map_or(
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-                    |(_, a)| a,
-                );
+                let answer = match path.strip_prefix("/canned/head-").map(str::parse) {
+                    // A response head of about N bytes (a header of N - 60 bytes of 'a').
+                    Some(Ok(n)) => big_head(n),
+                    _ => CANNED
+                        .iter()
+                        .find(|(p, _)| *p == path)
+                        .map_or(
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                            |(_, a)| a,
+                        )
+                        .to_owned(),
+                };
                 let _ = tls.write_all(answer.as_bytes()).await;
                 let _ = tls.shutdown().await;
             });
@@ -506,6 +522,7 @@ impl Twins {
         let locations = "location ~ ^(/)$ { proxy_pass https://up_a; }\n\
              location /.well-known { proxy_pass https://up_b/.well-known; }\n\
              location /canned/ { proxy_pass https://up_canned; }\n\
+             location /buffer8k/ { proxy_pass https://up_canned/canned/; proxy_buffer_size 8k; }\n\
              location /mixed/ { proxy_pass https://up_mixed/canned/;\n\
                proxy_next_upstream error timeout invalid_header http_500; }\n\
              location /oxauth { proxy_pass https://up_a/oxauth; }\n\
@@ -805,6 +822,16 @@ async fn node_answers_are_taken_or_refused_as_nginx_does() {
             None => twins.agree(&request).await,
         }
     }
+    // `proxy_buffer_size`: a response head that fits is passed on, a larger one is a 502
+    // (nginx: "upstream sent too big header"), both ways alike.
+    twins.agree(&get("/buffer8k/head-6000")).await;
+    twins.agree(&get("/buffer8k/head-12000")).await;
+    // Unset, nginx's is a memory page (4k here), gluu-lb's 64k: a 12,000-byte head (a
+    // node setting a few large cookies) passes here; one of 200,000 bytes is a 502 in both.
+    twins
+        .differ(&get("/canned/head-12000"), (200, true), 502)
+        .await;
+    twins.agree(&get("/canned/head-200000")).await;
 }
 
 /// `proxy_redirect default` (nginx's default) and `off`: a node's redirect to the

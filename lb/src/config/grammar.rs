@@ -98,6 +98,7 @@ const ONCE: &[&str] = &[
     "proxy_ssl_name",
     "proxy_ssl_server_name",
     "proxy_ssl_trusted_certificate",
+    "proxy_buffer_size",
 ];
 
 /// Directives nginx allows several of in a block (one more log or certificate, flags added

@@ -118,6 +118,10 @@ pub struct ProxySettings {
     pub access_log: Option<PathBuf>,
     /// `client_body_timeout`: the longest wait between two reads of a request body.
     pub client_body_timeout: Duration,
+    /// `proxy_buffer_size`: the largest response head a node may send (a larger one is a
+    /// 502, nginx's "upstream sent too big header"), and what a node connection holds of a
+    /// response its client does not read.
+    pub buffer_size: usize,
 }
 
 impl Default for ProxySettings {
@@ -143,9 +147,18 @@ impl Default for ProxySettings {
             health_check: None,
             access_log: None,
             client_body_timeout: Duration::from_secs(60),
+            buffer_size: BUFFER_SIZE_DEFAULT,
         }
     }
 }
+
+/// `proxy_buffer_size` unless set: nginx's is one memory page (4k or 8k), which a node's
+/// response with a few large cookies passes; gluu-lb's is roomier and still bounded.
+pub const BUFFER_SIZE_DEFAULT: usize = 64 << 10;
+
+/// `proxy_buffer_size`'s bounds: hyper reads a response head with no less than 8 KiB, and
+/// a buffer is held per node connection.
+const BUFFER_SIZE_RANGE: std::ops::RangeInclusive<u64> = (8 << 10)..=(16 << 20);
 
 pub fn time(d: &Directive) -> Result<Duration, GrammarError> {
     let v = d.one_arg()?;
@@ -296,6 +309,25 @@ pub fn apply(
             }
         }
         "client_body_timeout" => s.client_body_timeout = time(d)?,
+        "proxy_buffer_size" => {
+            let v = d.one_arg()?;
+            let size = parse_size(v).ok_or_else(|| {
+                GrammarError::at(
+                    &d.place,
+                    format!("\"proxy_buffer_size\" directive invalid value \"{v}\""),
+                )
+            })?;
+            if !BUFFER_SIZE_RANGE.contains(&size) {
+                return Err(GrammarError::at(
+                    &d.place,
+                    format!(
+                        "\"proxy_buffer_size {v}\": gluu-lb takes 8k to 16m (a response head \
+                         is read with no less than 8k)"
+                    ),
+                ));
+            }
+            s.buffer_size = usize::try_from(size).expect("at most 16m");
+        }
         _ => return Ok(false),
     }
     Ok(true)
@@ -400,6 +432,11 @@ mod tests {
         );
         assert_eq!(s.client_max_body_size, 0);
         assert_eq!(s.next_upstream, NextUpstream::default());
+        assert_eq!(d.buffer_size, 64 << 10);
+        assert_eq!(
+            read("proxy_buffer_size 16k;").expect("valid").buffer_size,
+            16 << 10
+        );
     }
 
     #[test]
@@ -442,6 +479,9 @@ mod tests {
                 ":2",
             ),
             ("client_max_body_size lots;", "invalid value \"lots\"", ":2"),
+            ("proxy_buffer_size lots;", "invalid value \"lots\"", ":2"),
+            ("proxy_buffer_size 4k;", "gluu-lb takes 8k to 16m", ":2"),
+            ("proxy_buffer_size 1g;", "gluu-lb takes 8k to 16m", ":2"),
             ("access_log /var/log/x main;", "only PATH [combined]", ":2"),
         ];
         for (body, want, line) in cases {
