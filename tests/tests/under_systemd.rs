@@ -188,8 +188,14 @@ fn redis_ping(entry: SocketAddr, password: &str) -> String {
 
 #[test]
 fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts_a_frozen_daemon() {
-    let base = run_ok(Command::new("bash").arg(repo().join("scripts/rootfs.sh")));
-    let base = PathBuf::from(base.lines().last().expect("rootfs path").trim());
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/rootfs.sh"))
+        .output()
+        .expect("run scripts/rootfs.sh");
+    assert!(out.status.success(), "scripts/rootfs.sh: {}", text_of(&out));
+    // The path is stdout's last line; what it did (a first debootstrap) went to stderr.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let base = PathBuf::from(stdout.lines().last().expect("rootfs path").trim());
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root");
     run_ok(
