@@ -173,20 +173,12 @@ fn two_exchanges_offering_one_file() -> (Cluster, Vec<u8>) {
     c.start(0);
     c.start(1);
     wait_for(SOON, "the transfer to n2 to begin (a temp file)", || {
-        fetching(&c, 1).then_some(())
+        c.receiving(1).then_some(())
     });
     // n1's watcher kicks its link, which pushes to n2 at once: it offers big.bin as well.
     std::fs::write(c.path(0, "small.txt"), b"small").unwrap();
     c.log_line(1, "already being fetched by another exchange", SOON);
     (c, big)
-}
-
-/// Whether node `i` is receiving a file (its temp file is there).
-fn fetching(c: &Cluster, i: usize) -> bool {
-    std::fs::read_dir(&c.nodes[i].conf)
-        .unwrap()
-        .flatten()
-        .any(|e| gluu_fsync::fsops::is_temp(e.file_name().to_str().unwrap_or("")))
 }
 
 #[test]
@@ -196,7 +188,7 @@ fn a_file_two_exchanges_offer_at_once_crosses_the_wire_once() {
     c.wait_content(1, "big.bin", &big, Duration::from_secs(30));
     // Every fetch of it over (a second one would still hold its temp file).
     wait_for(SOON, "n2's fetches to end", || {
-        (!fetching(&c, 1)).then_some(())
+        (!c.receiving(1)).then_some(())
     });
     let moved = received_bytes(&c, 1);
     assert!(
@@ -218,7 +210,7 @@ fn a_file_two_exchanges_offer_at_once_crosses_the_wire_once() {
 fn a_file_left_to_an_exchange_that_fails_still_arrives() {
     let (c, big) = two_exchanges_offering_one_file();
     // The exchange that fetches is still under way (its temp file is there).
-    assert!(fetching(&c, 1), "no transfer under way to cut");
+    assert!(c.receiving(1), "no transfer under way to cut");
     c.cut_connections();
     assert!(
         std::fs::read(c.path(1, "big.bin")).ok() != Some(big.clone()),

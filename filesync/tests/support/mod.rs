@@ -82,15 +82,19 @@ impl Cluster {
     /// Start node `i`'s daemon with these extra environment variables and daemon options.
     pub fn start_with(&mut self, i: usize, env: &[(&str, &std::ffi::OsStr)], options: &[&str]) {
         let cmd = match &self.net {
-            Some(holder) => {
-                let mut cmd = Command::new(gluu_testkit::require("nsenter"));
-                cmd.args(["--target", &holder.pid().to_string(), "--net"])
-                    .arg(BIN);
-                cmd
-            }
+            Some(_) => self.in_net(BIN),
             None => Command::new(BIN),
         };
         self.launch(i, cmd, env, options);
+    }
+
+    /// `program`, to be run in the namespace of [`Cluster::slow_network`].
+    fn in_net(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let holder = self.net.as_ref().expect("slow_network first");
+        let mut cmd = Command::new(gluu_testkit::require("nsenter"));
+        cmd.args(["--target", &holder.pid().to_string(), "--net"])
+            .arg(program);
+        cmd
     }
 
     /// From now on, start the daemons in one network namespace of this test's own, whose
@@ -149,10 +153,8 @@ impl Cluster {
     /// Reset every TCP connection in the namespace of [`Cluster::slow_network`] (`ss -K`):
     /// each exchange under way fails as if the network had dropped it.
     pub fn cut_connections(&self) {
-        let holder = self.net.as_ref().expect("slow_network first");
-        let out = Command::new(gluu_testkit::require("nsenter"))
-            .args(["--target", &holder.pid().to_string(), "--net"])
-            .arg(gluu_testkit::require("ss"))
+        let out = self
+            .in_net(gluu_testkit::require("ss"))
             .args(["-K", "-t", "state", "established"])
             .output()
             .expect("run nsenter");
@@ -220,6 +222,14 @@ impl Cluster {
             .args(args)
             .output()
             .expect("run gluu-fsync")
+    }
+
+    /// Whether node `i` is receiving a file into its tree (a temp file is there).
+    pub fn receiving(&self, i: usize) -> bool {
+        std::fs::read_dir(&self.nodes[i].conf)
+            .unwrap()
+            .flatten()
+            .any(|e| gluu_fsync::fsops::is_temp(e.file_name().to_str().unwrap_or("")))
     }
 
     pub fn path(&self, i: usize, rel: &str) -> PathBuf {
