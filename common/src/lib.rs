@@ -4,7 +4,8 @@
 //! messages ([`place`]), and the small Unix chores every daemon does the same way
 //! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff;
 //! [`relay`]: copying a tunneled connection both ways under idle and close timeouts;
-//! [`tap`]: a stream with a slot or a counter attached).
+//! [`tap`]: a stream with a slot or a counter attached; [`validity`]: warnings and a metric
+//! before a served certificate ends).
 
 pub mod accept;
 pub mod build;
@@ -19,4 +20,5 @@ pub mod relay;
 pub mod signal;
 pub mod tap;
 pub mod tls;
+pub mod validity;
 pub mod verify;

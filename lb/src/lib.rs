@@ -194,6 +194,9 @@ impl Balancer {
         for w in &rt.warnings {
             tracing::warn!("{w}");
         }
+        let certificates = self.shared.metrics.certificates();
+        certificates.set(rt.certificates.clone());
+        certificates.spawn_reminders(control.shutdown.child_token());
         health::spawn_all(&rt, &self.shared, &state.health);
         let dispatch = state.workers.clone();
         notify::ready_checked(
@@ -215,7 +218,9 @@ impl Balancer {
                     notify::reloading();
                     match state.reload().await {
                         Ok(()) => {
-                            tracing::info!("reloaded {}", state.current.load().config.path.display());
+                            let rt = state.current.load();
+                            tracing::info!("reloaded {}", rt.config.path.display());
+                            certificates.set(rt.certificates.clone());
                             self.shared.metrics.reload(true);
                         }
                         Err(e) => {
@@ -243,10 +248,23 @@ fn status_json(rt: &Runtime, workers: &Dispatch) -> String {
             upstreams.insert(u.name.clone(), serde_json::Value::Array(g.status()));
         }
     }
+    let certificates: Vec<_> = rt
+        .certificates
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "file": c.path.display().to_string(),
+                "subject": c.subject,
+                "not_after": c.not_after_text,
+                "not_after_timestamp": c.not_after,
+            })
+        })
+        .collect();
     let doc = serde_json::json!({
         "config": rt.config.path.display().to_string(),
         "upstreams": upstreams,
         "worker_connections": workers.loads(),
+        "certificates": certificates,
     });
     format!("{doc:#}\n")
 }

@@ -2,6 +2,7 @@
 //! in the same series. Per-node state (up, failing, active requests, last check) is in the
 //! JSON at `/status` (built by `status_json` in `lib.rs`).
 
+use gluu_common::validity::Served;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,6 +58,7 @@ pub struct Metrics {
     retries: Counter,
     handshake_failures: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    certificates: Served,
 }
 
 impl Metrics {
@@ -114,6 +116,7 @@ impl Metrics {
             "Configuration reloads, by result",
             m.reloads.clone(),
         );
+        m.certificates = Served::register(r);
         m
     }
 
@@ -164,6 +167,11 @@ impl Metrics {
         self.handshake_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// The served certificate files (`certificate_expiry_timestamp_seconds`).
+    pub fn certificates(&self) -> &Served {
+        &self.certificates
     }
 
     pub fn reload(&self, ok: bool) {

@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use gluu_common::logging::LogFile;
 use gluu_common::tls;
+use gluu_common::validity::{self, Validity};
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
@@ -71,6 +73,8 @@ pub struct Runtime {
     pub server_logs: Vec<Option<LogFile>>,
     pub logs: Vec<LogFile>,
     pub warnings: Vec<Warning>,
+    /// Each certificate file the servers serve, once.
+    pub certificates: Vec<Validity>,
 }
 
 /// Picks a certificate by SNI among the servers of one listening socket; the default
@@ -118,10 +122,18 @@ impl Runtime {
         let provider = tls::provider();
         let mut warnings = config.warnings.clone();
         let mut keys: HashMap<usize, Arc<CertifiedKey>> = HashMap::new();
+        let mut certificates: Vec<Validity> = Vec::new();
+        let now = SystemTime::now();
         for (i, s) in config.servers.iter().enumerate() {
             if let (Some(cert), Some(key)) = (&s.certificate, &s.certificate_key) {
                 let k = tls::load_certified_key(&provider, cert, Some(key))
                     .map_err(|e| err(&s.place, e.to_string()))?;
+                if let Some(message) = validity::record(&mut certificates, cert, &k.cert, now) {
+                    warnings.push(Warning {
+                        at: s.place.to_string(),
+                        message,
+                    });
+                }
                 keys.insert(i, k);
                 let seen = config.servers[..i]
                     .iter()
@@ -199,6 +211,7 @@ impl Runtime {
             locations,
             server_logs,
             warnings,
+            certificates,
         })
     }
 

@@ -15,9 +15,12 @@ fn lb() -> Command {
 }
 
 fn guide(dir: &std::path::Path) -> std::path::PathBuf {
-    let cert = Cert::new(dir, "httpd");
+    guide_serving(dir, &Cert::new(dir, "httpd"))
+}
+
+fn guide_serving(dir: &std::path::Path, cert: &Cert) -> std::path::PathBuf {
     let nodes: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().expect("a"); 2];
-    let text = support::guide_conf(&nodes, &cert, |t| {
+    let text = support::guide_conf(&nodes, cert, |t| {
         t.replace("  metrics 127.0.0.1:0;\n", "").replace(
             "events {",
             &format!("pid {}/gluu-lb.pid;\nevents {{", dir.display()),
@@ -45,6 +48,45 @@ fn test_flag_reports_the_guides_warnings_and_succeeds() {
     );
     assert!(err.contains("nginx.conf:25"), "{err}");
     assert!(err.contains("test is successful"), "{err}");
+}
+
+#[test]
+fn test_flag_warns_of_a_certificate_near_or_past_its_end_and_still_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = 86_400;
+    for (seconds, said) in [
+        (10 * day + 600, "expires on "),
+        (-3 * day - 600, "expired on "),
+    ] {
+        let cert = Cert::ending_in(dir.path(), "httpd", seconds);
+        let path = guide_serving(dir.path(), &cert);
+        let out = lb().arg("-t").arg("-c").arg(&path).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "nginx starts with it too: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("certificate {} (CN=", cert.cert.display())))
+            .unwrap_or_else(|| panic!("no warning for {seconds} s: {err}"));
+        assert!(line.contains("[warn]") && line.contains(said), "{line}");
+        let when = if seconds > 0 {
+            "in 10 days"
+        } else {
+            "3 days ago"
+        };
+        assert!(
+            line.contains(when) && line.contains("nginx.conf:"),
+            "{line}"
+        );
+    }
+    let cert = Cert::ending_in(dir.path(), "httpd", 31 * day + 600);
+    let out = lb()
+        .arg("-t")
+        .arg("-c")
+        .arg(guide_serving(dir.path(), &cert))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("(CN="), "{err}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod support;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use gluu_testkit::Cert;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
@@ -740,6 +741,43 @@ async fn leave_while_the_node_thinks(lab: &Lab) {
     })
     .await;
     drop(tls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_certificates_end_is_exported_and_follows_a_reload() {
+    let lab = Lab::start(|t| t).await;
+    let series = |c: &Cert| {
+        format!(
+            "gluu_lb_certificate_expiry_timestamp_seconds{{file=\"{}\"}}",
+            c.cert.display()
+        )
+    };
+    // rcgen's default end, 4096-01-01.
+    assert_eq!(lab.metric(&series(&lab.cert)).await, 67_090_118_400.0);
+    let renewed = Cert::ending_in(lab.dir.path(), "renewed", 20 * 86_400);
+    let due = (gluu_testkit::unix_now() + 20 * 86_400) as f64;
+    let text = std::fs::read_to_string(&lab.conf).expect("conf");
+    let path = |p: &std::path::Path| p.display().to_string();
+    lab.reload_with(
+        &text
+            .replace(&path(&lab.cert.cert), &path(&renewed.cert))
+            .replace(&path(&lab.cert.key), &path(&renewed.key)),
+    )
+    .await;
+    eventually(Duration::from_secs(5), "the renewed file", || async {
+        lab.metric(&series(&renewed)).await > 0.0
+    })
+    .await;
+    let end = lab.metric(&series(&renewed)).await;
+    assert!((end - due).abs() < 5.0, "{end} against {due}");
+    let metrics = lab.metrics_get("/metrics").await;
+    assert!(!metrics.contains(&path(&lab.cert.cert)), "{metrics}");
+    let status = lab.status().await;
+    let certs = status["certificates"].as_array().expect("certificates");
+    assert_eq!(certs.len(), 1, "{status}");
+    assert_eq!(certs[0]["file"], path(&renewed.cert));
+    assert_eq!(certs[0]["subject"], "CN=rcgen self signed cert");
+    assert_eq!(certs[0]["not_after_timestamp"].as_f64(), Some(end));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

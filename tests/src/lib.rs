@@ -175,6 +175,21 @@ impl Cert {
         Self::write(dir, name, &key, &cert)
     }
 
+    /// As [`Cert::new`], but its validity ends `seconds` from now (negative: it has ended).
+    pub fn ending_in(dir: &Path, name: &str, seconds: i64) -> Cert {
+        let names = vec![
+            name.to_owned(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ];
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        let end = u64::try_from(unix_now() + seconds).expect("after 1970");
+        params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(end);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed");
+        Self::write(dir, name, &key.serialize_pem(), &cert.pem())
+    }
+
     fn write(dir: &Path, name: &str, key: &str, cert: &str) -> Cert {
         let combined = dir.join(format!("{name}.pem"));
         let cert_path = dir.join(format!("{name}.crt"));
@@ -220,6 +235,14 @@ impl Cert {
         let cert = std::fs::read_to_string(&cert_path).expect("read cert");
         Self::write(dir, name, &key, &cert)
     }
+}
+
+/// Seconds since 1970 now (certificate dates are in these).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
 }
 
 /// A private certificate authority, for the explicit `CAfile` + `verifyChain` settings.

@@ -75,7 +75,12 @@ impl Tunnel {
     pub fn prepare(config: Config) -> Result<Self, ConfigError> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let (services, warnings) = service::build_all(&config, &metrics)?;
+        let service::Built {
+            services,
+            warnings,
+            certificates,
+        } = service::build_all(&config, &metrics)?;
+        metrics.certificates().set(certificates);
         Ok(Self {
             config,
             services,
@@ -137,6 +142,9 @@ impl Tunnel {
         for w in &self.warnings {
             tracing::warn!("{w}");
         }
+        self.metrics
+            .certificates()
+            .spawn_reminders(control.shutdown.child_token());
         for s in &self.services {
             tracing::info!("{}", s.describe());
         }
@@ -219,7 +227,11 @@ impl Running {
     /// away. Any error before the swap leaves everything as it was.
     async fn reload(&mut self, current: &Config, metrics: &Metrics) -> anyhow::Result<Config> {
         let config = Config::load(&current.path)?;
-        let (services, warnings) = service::build_all(&config, metrics)?;
+        let service::Built {
+            services,
+            warnings,
+            certificates,
+        } = service::build_all(&config, metrics)?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -270,6 +282,7 @@ impl Running {
             tracing::info!("{}", svc.describe());
             self.open(svc, listener);
         }
+        metrics.certificates().set(certificates);
         Ok(config)
     }
 

@@ -1,6 +1,7 @@
 //! gluu-tunnel's Prometheus families, labelled per service. They live as long as the
 //! process: a reload keeps counting in the same series.
 
+use gluu_common::validity::Served;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,11 +54,12 @@ pub struct Metrics {
     handshake_failures: Family<ReasonLabel, Counter>,
     target_failures: Family<TargetLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    certificates: Served,
 }
 
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
+        let mut m = Self::default();
         let r = registry.sub_registry_with_prefix("gluu_tunnel");
         r.register(
             "connections_active",
@@ -90,7 +92,13 @@ impl Metrics {
             "Configuration reloads, by result",
             m.reloads.clone(),
         );
+        m.certificates = Served::register(r);
         m
+    }
+
+    /// The served certificate files (`certificate_expiry_timestamp_seconds`).
+    pub fn certificates(&self) -> &Served {
+        &self.certificates
     }
 
     /// The handles one service's connections update (cheap clones of shared atomics).

@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use gluu_common::tls::{self, PROTOCOL_VERSIONS};
+use gluu_common::validity::{self, Validity};
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -98,37 +100,54 @@ impl Service {
 }
 
 /// Loads TLS material and builds every service of `config`, with the warnings to print.
-pub fn build_all(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<(Vec<Arc<Service>>, Vec<Warning>), ConfigError> {
+pub fn build_all(config: &Config, metrics: &Metrics) -> Result<Built, ConfigError> {
     let provider = tls::provider();
-    let mut warnings = config.warnings.clone();
-    let mut services = Vec::with_capacity(config.services.len());
+    let mut built = Built {
+        services: Vec::with_capacity(config.services.len()),
+        warnings: config.warnings.clone(),
+        certificates: Vec::new(),
+    };
     for s in &config.services {
-        services.push(Arc::new(build(s, &provider, metrics, &mut warnings)?));
+        let svc = build(s, &provider, metrics, &mut built)?;
+        built.services.push(Arc::new(svc));
     }
-    Ok((services, warnings))
+    Ok(built)
+}
+
+/// Every service of a configuration, what to warn about, and the certificate files served.
+#[derive(Debug)]
+pub struct Built {
+    pub services: Vec<Arc<Service>>,
+    pub warnings: Vec<Warning>,
+    /// Each `cert` file once.
+    pub certificates: Vec<Validity>,
 }
 
 fn build(
     s: &ServiceConfig,
     provider: &Arc<CryptoProvider>,
     metrics: &Metrics,
-    warnings: &mut Vec<Warning>,
+    built: &mut Built,
 ) -> Result<Service, ConfigError> {
-    let identity =
-        match &s.tls.cert {
-            Some(cert) => {
-                let key = s.tls.key.as_deref();
-                let place = s.place_of(if key.is_some() { "key" } else { "cert" });
-                warn_if_world_readable(key.unwrap_or(cert), &s.name, place, warnings);
-                Some(tls::load_certified_key(provider, cert, key).map_err(|e| {
-                    ConfigError::at(s.place_of("cert"), format!("[{}] {e}", s.name))
-                })?)
+    let warnings = &mut built.warnings;
+    let identity = match &s.tls.cert {
+        Some(cert) => {
+            let key = s.tls.key.as_deref();
+            let place = s.place_of(if key.is_some() { "key" } else { "cert" });
+            warn_if_world_readable(key.unwrap_or(cert), &s.name, place, warnings);
+            let identity = tls::load_certified_key(provider, cert, key)
+                .map_err(|e| ConfigError::at(s.place_of("cert"), format!("[{}] {e}", s.name)))?;
+            let now = SystemTime::now();
+            if let Some(m) = validity::record(&mut built.certificates, cert, &identity.cert, now) {
+                warnings.push(Warning {
+                    at: s.place_of("cert").to_string(),
+                    message: format!("[{}] {m}", s.name),
+                });
             }
-            None => None,
-        };
+            Some(identity)
+        }
+        None => None,
+    };
     let policy = peer_policy(s, identity.as_deref())?;
     if matches!(policy, PeerPolicy::Anyone | PeerPolicy::AnyCertificate) {
         warnings.push(Warning {

@@ -195,6 +195,30 @@ fn test_mode_warns_about_accepting_anyone() {
 }
 
 #[test]
+fn test_mode_warns_of_a_certificate_near_or_past_its_end() {
+    let Site { dir, redis, .. } = site();
+    let day = 86_400;
+    for (seconds, said) in [(5 * day + 600, "expires on "), (-400 * day, "expired on ")] {
+        // The guide's `openssl req -x509 ... -days 365`, a year on.
+        let cert = Cert::ending_in(dir.path(), "secureredis", seconds);
+        let pid = dir.path().join("s.pid");
+        let conf = guide_server(&cert.combined, 16379, redis.addr(), &pid);
+        let (code, err) = test_mode(&write(dir.path(), "redis-server.conf", &conf));
+        assert_eq!(code, 0, "stunnel starts with it too: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("[redis] certificate "))
+            .unwrap_or_else(|| panic!("no warning for {seconds} s: {err}"));
+        assert!(
+            line.contains("redis-server.conf:")
+                && line.contains(&cert.combined.display().to_string())
+                && line.contains(said),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn guide_files_run_unchanged_and_check_says_pong() {
     let Site {
         dir,

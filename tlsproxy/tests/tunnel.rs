@@ -420,8 +420,15 @@ fn sighup_rotates_certificates_and_keeps_open_connections() {
         .arg("v")
         .query(&mut old_con)
         .expect("set");
+    let expiry = format!(
+        "gluu_tunnel_certificate_expiry_timestamp_seconds{{file=\"{}\"}}",
+        pair.cert.combined.display()
+    );
+    // rcgen's default end, 4096-01-01.
+    assert_eq!(pair.server.metric(&expiry), 67_090_118_400.0);
     // Rotate: a new shared certificate written over the old file on both sides.
-    let new_cert = Cert::new(pair.dir.path(), "rotated");
+    let new_cert = Cert::ending_in(pair.dir.path(), "rotated", 50 * 86_400);
+    let due = (gluu_testkit::unix_now() + 50 * 86_400) as f64;
     std::fs::copy(&new_cert.combined, &pair.cert.combined).expect("rotate");
     pair.server.reload();
     pair.client.reload();
@@ -436,6 +443,10 @@ fn sighup_rotates_certificates_and_keeps_open_connections() {
                 == 1.0)
             .then_some(())
     });
+    for side in [&pair.server, &pair.client] {
+        let end = side.metric(&expiry);
+        assert!((end - due).abs() < 5.0, "{end} against {due}");
+    }
     // The open connection carries on.
     let v: String = redis::cmd("GET")
         .arg("k")
