@@ -54,8 +54,10 @@ thread_local! {
 }
 
 fn write_out(log: &LogFile, text: &str) {
-    if let Err(e) = log.append(text.as_bytes()) {
-        tracing::error!("access log {}: {e}", log.path().display());
+    match log.append(text.as_bytes()) {
+        Some(t) if t.failing => tracing::error!("access log {}", t.text),
+        Some(t) => tracing::warn!("access log {}", t.text),
+        None => {}
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -202,6 +203,47 @@ fn runs_reloads_and_stops_through_the_pid_file_telling_systemd() {
         proc.child.try_wait().ok().flatten()
     });
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_full_disk_under_the_access_log_is_said_once_and_costs_no_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = guide(dir.path());
+    let text = std::fs::read_to_string(&path).expect("read");
+    // /dev/full: every write fails with ENOSPC, as on a full /var/log.
+    let text = text.replacen("http {\n", "http {\n  access_log /dev/full;\n", 1);
+    std::fs::write(&path, text).expect("write");
+    let mut proc = Proc::spawn(lb().arg("-c").arg(&path));
+    let line = proc.wait_line("listening on 127.0.0.1:", Duration::from_secs(20));
+    let http: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    for i in 0..300 {
+        let mut s = std::net::TcpStream::connect(http).expect("connect");
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("read");
+        assert!(reply.starts_with("HTTP/1.1 301 "), "request {i}: {reply}");
+    }
+    proc.wait_line("access log /dev/full", Duration::from_secs(5));
+    assert!(
+        proc.terminate(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
+    // Exited: the rest of its stderr is there until the pipe's end.
+    let rest = std::iter::from_fn(|| proc.stderr.recv_timeout(Duration::from_secs(5)).ok());
+    let said: Vec<String> = (proc.seen.clone().into_iter().chain(rest))
+        .filter(|l| l.contains("access log /dev/full"))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].contains("No space left on device") && said[0].contains("said again every 60 s"),
+        "{said:?}"
+    );
 }
 
 #[test]
