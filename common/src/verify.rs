@@ -1,8 +1,9 @@
 //! Who a daemon accepts on the other end of a TLS connection.
 //!
-//! The guide verifies nobody. Our default is to pin the peer to the certificate we hold
-//! ourselves (one `secureredis.pem` on every tunnel host, one `httpd.crt` on the balancer and
-//! the nodes), so a stolen port or a rogue host gets nothing; explicit settings select chain
+//! The guide verifies nobody. Our default is to pin the peer to the key of the certificate we
+//! hold ourselves (one `secureredis.pem` on every tunnel host, one `httpd.crt` on the
+//! balancer and the nodes), so a stolen port or a rogue host gets nothing, and a certificate
+//! renewed with its key keeps working; explicit settings select chain
 //! verification against a CA file, a set of pinned certificates, or (loudly) anyone.
 //! One [`PeerVerifier`] serves both sides: it is rustls' server-certificate verifier on the
 //! client side and its client-certificate verifier on the server side.
@@ -17,14 +18,25 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::tls::fingerprint;
 
 /// What a peer must present.
 #[derive(Clone)]
 pub enum PeerPolicy {
-    /// Exactly one of these end-entity certificates, byte for byte (our default: the
-    /// certificate we hold ourselves; stunnel's `verifyPeer` with a `CAfile` of peers).
+    /// A certificate for the same key as `cert` (our default: `cert` is the certificate we
+    /// hold ourselves). The key is what the peer proves it holds in the handshake, so a
+    /// certificate renewed with the same key (`openssl req -new -x509 -key KEY ...`, as the
+    /// guide makes stunnel's) can reach the hosts one by one without any two refusing each
+    /// other on the way; dates are not looked at.
+    SameKey {
+        cert: CertificateDer<'static>,
+        /// `cert`'s DER SubjectPublicKeyInfo.
+        spki: Vec<u8>,
+    },
+    /// Exactly one of these end-entity certificates, byte for byte (stunnel's `verifyPeer`
+    /// with a `CAfile` of peers).
     Pinned(Vec<CertificateDer<'static>>),
     /// A chain to one of these roots. With `names` empty the name is not checked (stunnel's
     /// `verifyChain` without `checkHost`); otherwise the certificate must be valid for one.
@@ -38,10 +50,28 @@ pub enum PeerPolicy {
     Anyone,
 }
 
+/// The DER SubjectPublicKeyInfo of a certificate, `None` when it is not X.509.
+fn spki_of(cert: &[u8]) -> Option<Vec<u8>> {
+    let (_, parsed) = X509Certificate::from_der(cert).ok()?;
+    Some(parsed.public_key().raw.to_vec())
+}
+
 impl PeerPolicy {
+    /// [`PeerPolicy::SameKey`] as `cert`; `None` when `cert` cannot be read as X.509.
+    pub fn same_key_as(cert: CertificateDer<'static>) -> Option<PeerPolicy> {
+        let spki = spki_of(cert.as_ref())?;
+        Some(PeerPolicy::SameKey { cert, spki })
+    }
+
     /// One line for logs: what this side checks.
     pub fn describe(&self) -> String {
         match self {
+            PeerPolicy::SameKey { cert, .. } => {
+                format!(
+                    "pinned to the key of certificate sha256 {}",
+                    fingerprint(cert)
+                )
+            }
             PeerPolicy::Pinned(certs) => {
                 let prints: Vec<_> = certs.iter().map(fingerprint).collect();
                 format!("pinned to certificate sha256 {}", prints.join(" or "))
@@ -73,14 +103,16 @@ impl fmt::Debug for PeerPolicy {
 #[derive(Debug)]
 struct NotPinned {
     presented: String,
+    /// What was pinned: `the pinned one`, or `whose key is not the pinned one`.
+    what: &'static str,
 }
 
 impl fmt::Display for NotPinned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "peer presented certificate sha256 {} which is not the pinned one",
-            self.presented
+            "peer presented certificate sha256 {} {}",
+            self.presented, self.what
         )
     }
 }
@@ -121,13 +153,22 @@ impl PeerVerifier {
     }
 
     fn check_pin(&self, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
+        let refused = |what| {
+            Err(Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(NotPinned {
+                    presented: fingerprint(end_entity),
+                    what,
+                })),
+            )))
+        };
         match &self.policy {
+            PeerPolicy::SameKey { spki, .. }
+                if spki_of(end_entity.as_ref()).as_ref() != Some(spki) =>
+            {
+                refused("whose key is not the pinned one")
+            }
             PeerPolicy::Pinned(pins) if !pins.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
-                Err(Error::InvalidCertificate(CertificateError::Other(
-                    rustls::OtherError(Arc::new(NotPinned {
-                        presented: fingerprint(end_entity),
-                    })),
-                )))
+                refused("which is not the pinned one")
             }
             _ => Ok(()),
         }

@@ -454,13 +454,16 @@ fn location_rt(
                 warnings.push(Warning {
                     at: l.place.to_string(),
                     message: "proxy_ssl_trusted_certificate without \"proxy_ssl_verify on\" is \
-                              not used (the nodes are pinned to this server's certificate)"
+                              not used (the nodes are pinned to the key of this server's \
+                              certificate)"
                         .to_owned(),
                 });
             }
             let leaf: CertificateDer<'static> = own.cert[0].clone();
             let key = format!("pin {}", tls::fingerprint(&leaf));
-            (PeerPolicy::Pinned(vec![leaf]), key)
+            let policy = PeerPolicy::same_key_as(leaf)
+                .ok_or_else(|| err(&l.place, "the server's certificate cannot be read as X.509"))?;
+            (policy, key)
         }
     };
     let cache_key = format!("{key}|sni={}", s.ssl_server_name);

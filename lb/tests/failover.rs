@@ -458,10 +458,29 @@ async fn a_reload_opens_a_new_listen_address_on_every_worker_and_closes_a_remove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_must_present_the_balancers_certificate_by_default() {
     let mut lab = Lab::start(|t| t).await;
-    // node1 replaced by an impostor on the same address with another certificate.
-    let impostor_cert = Cert::new(lab.dir.path(), "impostor");
     let addr = lab.nodes[0].addr;
     lab.nodes[0].stop().await;
+    // node1 with its certificate renewed on the same key (not yet on the balancer): the key
+    // is what is pinned, so renewing host by host loses no node.
+    let renewed_cert = lab.cert.renewed(lab.dir.path(), "renewed");
+    let renewed_cert_bytes = std::fs::read(&renewed_cert.cert).expect("read");
+    assert_ne!(
+        renewed_cert_bytes,
+        std::fs::read(&lab.cert.cert).expect("read")
+    );
+    let mut renewed = Node::start("renewed", &renewed_cert, addr, "https://x").await;
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        answered.insert(lab.get("/oxauth/x").await.node().to_owned());
+    }
+    assert_eq!(
+        answered.into_iter().collect::<Vec<_>>(),
+        ["node2", "renewed"],
+        "both nodes answer"
+    );
+    renewed.stop().await;
+    // node1 replaced by an impostor on the same address with another key.
+    let impostor_cert = Cert::new(lab.dir.path(), "impostor");
     let _impostor = Node::start("impostor", &impostor_cert, addr, "https://x").await;
     for _ in 0..4 {
         let r = lab.get("/oxauth/x").await;

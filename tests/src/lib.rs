@@ -190,6 +190,21 @@ impl Cert {
         Self::write(dir, name, &key.serialize_pem(), &cert.pem())
     }
 
+    /// Another certificate for the same key, written as `name`: a renewal made with
+    /// `openssl req -new -x509 -key KEY ...`.
+    pub fn renewed(&self, dir: &Path, name: &str) -> Cert {
+        let key_pem = std::fs::read_to_string(&self.key).expect("read key");
+        let key = rcgen::KeyPair::from_pem(&key_pem).expect("key");
+        let names = vec![
+            name.to_owned(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ];
+        let params = rcgen::CertificateParams::new(names).expect("params");
+        let cert = params.self_signed(&key).expect("self-signed");
+        Self::write(dir, name, &key_pem, &cert.pem())
+    }
+
     fn write(dir: &Path, name: &str, key: &str, cert: &str) -> Cert {
         let combined = dir.join(format!("{name}.pem"));
         let cert_path = dir.join(format!("{name}.crt"));

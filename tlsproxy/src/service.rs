@@ -255,7 +255,12 @@ fn peer_policy(
                 ),
             ));
         };
-        return Ok(PeerPolicy::Pinned(vec![identity.cert[0].clone()]));
+        return PeerPolicy::same_key_as(identity.cert[0].clone()).ok_or_else(|| {
+            ConfigError::at(
+                s.place_of("cert"),
+                format!("[{}] the certificate cannot be read as X.509", s.name),
+            )
+        });
     }
     let ca = |option: &str| -> Result<_, ConfigError> {
         let Some(path) = &t.ca_file else {

@@ -98,7 +98,10 @@ fn test_mode_accepts_the_guides_files_and_flags_the_missing_client_yes() {
     let (code, err) = test_mode(&server);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("test is successful"), "{err}");
-    assert!(err.contains("pinned to certificate sha256"), "{err}");
+    assert!(
+        err.contains("pinned to the key of certificate sha256"),
+        "{err}"
+    );
     assert!(!err.contains("warning"), "{err}");
     // The node-side file exactly as the guide writes it: no `client = yes`.
     let node = write(

@@ -480,6 +480,46 @@ fn sighup_rotates_certificates_and_keeps_open_connections() {
 }
 
 #[test]
+fn a_certificate_renewed_on_the_same_key_reaches_the_hosts_one_by_one() {
+    let pair = Pair::start();
+    // The Redis host has the renewed file (`openssl req -new -x509 -key key.pem ...`, the
+    // guide's own recipe a year on), the node not yet: each still accepts the other.
+    let renewed = pair.cert.renewed(pair.dir.path(), "renewed");
+    let server = start(
+        pair.dir.path(),
+        "renewed-server.conf",
+        &server_conf(&renewed.combined, pair.redis.addr(), ""),
+    );
+    let client = start(
+        pair.dir.path(),
+        "old-client.conf",
+        &client_conf(&pair.cert.combined, server.addr("redis"), ""),
+    );
+    let mut con = pair
+        .redis
+        .connect_to(client.addr("redis"))
+        .expect("renewed and old certificate, one key");
+    let pong: String = redis::cmd("PING").query(&mut con).expect("ping");
+    assert_eq!(pong, "PONG");
+    // Another key is still refused.
+    let other = Cert::new(pair.dir.path(), "other");
+    let stranger = start(
+        pair.dir.path(),
+        "other-client.conf",
+        &client_conf(&other.combined, server.addr("redis"), ""),
+    );
+    assert!(pair.redis.connect_to(stranger.addr("redis")).is_err());
+    let refused = |reason: &str| {
+        server.metric(&format!(
+            "gluu_tunnel_handshake_failures_total{{service=\"redis\",reason=\"{reason}\"}}"
+        ))
+    };
+    wait_for(Duration::from_secs(5), "the stranger refused", || {
+        (refused("bad_certificate") + refused("alert_received") >= 1.0).then_some(())
+    });
+}
+
+#[test]
 fn a_broken_reload_keeps_the_old_configuration() {
     let pair = Pair::start();
     let mut con = pair.con();

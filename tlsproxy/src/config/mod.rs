@@ -262,7 +262,7 @@ fn unsupported(key: &str) -> Option<&'static str> {
         }
         "psksecrets" | "pskidentity" => {
             "rustls does not support TLS pre-shared keys; remove it and rely on certificates \
-             (by default both sides are pinned to the certificate in `cert`)"
+             (by default both sides are pinned to the key of the certificate in `cert`)"
         }
         "capath"
         | "crlfile"
