@@ -76,8 +76,8 @@ impl Validity {
         }
         if now > self.not_after {
             return Some(format!(
-                "{what} expired on {}, {}: clients that check dates refuse it; renew it and \
-                 reload",
+                "{what} expired on {}, {}: clients that check dates refuse it; renew it on \
+                 its key and reload",
                 self.not_after_text,
                 days(now - self.not_after, "") + " ago"
             ));
@@ -85,7 +85,7 @@ impl Validity {
         let left = self.not_after - now;
         (left <= WARN_WITHIN.as_secs() as i64).then(|| {
             format!(
-                "{what} expires on {}, {}: renew it and reload",
+                "{what} expires on {}, {}: renew it on its key and reload",
                 self.not_after_text,
                 days(left, "in ")
             )
@@ -238,7 +238,7 @@ mod tests {
         assert!(
             w.starts_with(
                 "certificate /etc/certs/httpd.crt (CN=rcgen self signed cert) expires on "
-            ) && w.ends_with(", in 10 days: renew it and reload"),
+            ) && w.ends_with(", in 10 days: renew it on its key and reload"),
             "{w}"
         );
         let w = validity(-D, 3600).warning(now).expect("today");
