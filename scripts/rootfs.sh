@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Prints the path of a minimal Debian root file system with systemd (the host's release, from
-# the host's mirror), made once with debootstrap and kept in $GLUU_ROOTFS_CACHE (default
-# /var/cache/gluu-ha). tests/tests/under_systemd.rs copies it, installs gluu-ha into the copy
+# Prints the path of a minimal Debian root file system with systemd and logrotate (the host's
+# release, from the host's mirror), made once with debootstrap and kept in $GLUU_ROOTFS_CACHE
+# (default /var/cache/gluu-ha). tests/tests/under_systemd.rs copies it, installs gluu-ha into the copy
 # and boots it with systemd-nspawn: the units run under a real systemd there. Needs root.
 #
 #   scripts/rootfs.sh        (make it if missing, print its path)
@@ -16,7 +16,9 @@ mirror=$(sed -n 's/^URIs: *//p; s/^deb \(\[[^]]*\] \)\{0,1\}\(http[^ ]*\) .*/\2/
     grep -v security | head -n1 || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 cache=${GLUU_ROOTFS_CACHE:-/var/cache/gluu-ha}
-root=$cache/rootfs-$suite
+# What the test needs inside besides minbase; a cache made with another list is not reused.
+packages=systemd,systemd-sysv,dbus,logrotate
+root=$cache/rootfs-$suite-$(printf %s "$packages" | sha256sum | cut -c1-8)
 
 if [ ! -e "$root/.complete" ]; then
     mkdir -p "$cache"
@@ -26,7 +28,7 @@ if [ ! -e "$root/.complete" ]; then
     chmod 755 "$tmp" # it becomes the container's /; mktemp made it 0700
     trap 'rm -rf "$tmp"' EXIT
     echo "rootfs: debootstrap $suite from $mirror into $root" >&2
-    if ! debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus \
+    if ! debootstrap --variant=minbase --include="$packages" \
         "$suite" "$tmp" "$mirror" >"$tmp.log" 2>&1; then
         tail -n 20 "$tmp.log" >&2
         rm -f "$tmp.log"

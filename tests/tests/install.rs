@@ -88,14 +88,21 @@ fn install_puts_binaries_man_pages_units_and_examples_in_place() {
             "{example}"
         );
     }
+    let logrotate = r.join("etc/logrotate.d/gluu-lb");
+    assert_eq!(mode(&logrotate), 0o644);
     // An admin's own settings survive a second install.
     let default = r.join("etc/default/gluu-fsync");
     std::fs::write(&default, "GLUU_FSYNC_ARGS=\"-N node7\"\n").expect("write");
+    std::fs::write(&logrotate, "/var/log/gluu-lb/*.log { weekly }\n").expect("write");
     let out = install(r);
     assert!(out.status.success(), "{}", text_of(&out));
     assert_eq!(
         std::fs::read_to_string(&default).expect("read"),
         "GLUU_FSYNC_ARGS=\"-N node7\"\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&logrotate).expect("read"),
+        "/var/log/gluu-lb/*.log { weekly }\n"
     );
     // Nonsense is refused with the usage's exit code.
     let out = Command::new("bash")

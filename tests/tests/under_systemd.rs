@@ -5,7 +5,7 @@
 //! `systemctl` inside the container: all three start (Type=notify: `start` returns after
 //! READY=1), serve through their sandboxes (HTTPS through gluu-lb to nodes on the host, Redis
 //! PING through gluu-tunnel, files replicated both ways with gluu-fsync, owner and mode
-//! kept), reload (a broken file is refused by ExecReload's `-t` and the daemon keeps
+//! kept), gluu-lb's access log rotates with the installed logrotate file, reload (a broken file is refused by ExecReload's `-t` and the daemon keeps
 //! running), the watchdog restarts a frozen daemon, and they stop cleanly. Their journals
 //! hold no permission errors from the sandbox.
 
@@ -236,7 +236,13 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
         &format!("127.0.0.1:{http}"),
         &format!("127.0.0.1:{https}"),
     )
-    .replace(&root.display().to_string(), "");
+    .replace(&root.display().to_string(), "")
+    // Where the example nginx.conf logs, and the installed logrotate file rotates.
+    .replacen(
+        "http {\n",
+        "http {\n  access_log /var/log/gluu-lb/access.log;\n",
+        1,
+    );
     write(&root.join("etc/nginx/nginx.conf"), &nginx_conf);
 
     // Redis on the host behind gluu-tunnel in the container; a gluu-tunnel client on the host.
@@ -343,6 +349,23 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
     let r = get("/oxauth/.well-known/openid-configuration");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.node().starts_with("node"), "{r:?}");
+
+    // The installed logrotate file: yesterday's lines in access.log.1, and gluu-lb, told by
+    // SIGUSR1, writes the next request to the new access.log.
+    let logged = |inside: &str, what: &str| {
+        std::fs::read_to_string(machine.path(inside)).is_ok_and(|t| t.contains(what))
+    };
+    let access = "/var/log/gluu-lb/access.log";
+    wait_for(Duration::from_secs(10), "the request in access.log", || {
+        logged(access, "openid-configuration").then_some(())
+    });
+    machine.inside_ok(&["logrotate", "-f", "/etc/logrotate.d/gluu-lb"]);
+    assert!(logged(&format!("{access}.1"), "openid-configuration"));
+    assert_eq!(get("/identity/after-rotation.htm").status, 200);
+    wait_for(Duration::from_secs(10), "the next request in the new file", || {
+        logged(access, "after-rotation").then_some(())
+    });
+    assert!(!logged(&format!("{access}.1"), "after-rotation"));
 
     // gluu-tunnel: PONG from Redis through the container's tunnel.
     let mut tunnel_client =
