@@ -362,9 +362,11 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
     machine.inside_ok(&["logrotate", "-f", "/etc/logrotate.d/gluu-lb"]);
     assert!(logged(&format!("{access}.1"), "openid-configuration"));
     assert_eq!(get("/identity/after-rotation.htm").status, 200);
-    wait_for(Duration::from_secs(10), "the next request in the new file", || {
-        logged(access, "after-rotation").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the next request in the new file",
+        || logged(access, "after-rotation").then_some(()),
+    );
     assert!(!logged(&format!("{access}.1"), "after-rotation"));
 
     // gluu-tunnel: PONG from Redis through the container's tunnel.
