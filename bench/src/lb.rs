@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
 use gluu_testkit::node::Node;
 use gluu_testkit::{
-    Cert, Proc, free_port, guide_nginx, listening, nginx, readable_by_nginx, require, wait_for,
+    Cert, Proc, free_port, guide_nginx, keepalive_tuned, listening, nginx, readable_by_nginx,
+    require, wait_for,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -560,14 +561,7 @@ pub fn run(options: &Options) {
              worker_rlimit_nofile 65536;\n"
         )
     };
-    let keepalive_text = |name: &str, port: u16| {
-        conf(name, port)
-            .replace("fail_timeout=10s;\n  }", "fail_timeout=10s;\n  keepalive 32;\n  }")
-            .replace(
-                "proxy_redirect          off;",
-                "proxy_redirect off;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";",
-            )
-    };
+    let keepalive_text = |name: &str, port: u16| keepalive_tuned(&conf(name, port));
     // `extra` goes after the guide's `ssl on;`.
     let gluu_lb = |name: &'static str, bin: &Path, extra: &str| {
         let port = free_port();

@@ -744,6 +744,24 @@ async fn leave_while_the_node_thinks(lab: &Lab) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_file_tuned_for_upstream_keep_alive_runs_as_it_is() {
+    // The benchmark's "nginx + keepalive" file: what nginx needs to keep node connections
+    // open is what gluu-lb does anyway.
+    let lab = Lab::start(|t| gluu_testkit::keepalive_tuned(&t)).await;
+    let text = std::fs::read_to_string(&lab.conf).expect("conf");
+    assert_eq!(text.matches("proxy_http_version 1.1;").count(), 6, "{text}");
+    assert_eq!(text.matches("keepalive 32;").count(), 2, "{text}");
+    assert_eq!(lab.get("/identity/x").await.status, StatusCode::OK);
+    for path in ["/oxauth/echo", "/passport/echo"] {
+        let r = lab.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {r:?}");
+        let seen = r.json();
+        assert!(seen["headers"]["connection"].is_null(), "{seen}");
+        assert_eq!(seen["headers"]["x-real-ip"][0], "127.0.0.1", "{seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_certificates_end_is_exported_and_follows_a_reload() {
     let lab = Lab::start(|t| t).await;
     let series = |c: &Cert| {

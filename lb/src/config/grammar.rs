@@ -98,6 +98,8 @@ const ONCE: &[&str] = &[
     "proxy_ssl_name",
     "proxy_ssl_server_name",
     "proxy_ssl_trusted_certificate",
+    "proxy_http_version",
+    "proxy_buffering",
     "proxy_buffer_size",
 ];
 

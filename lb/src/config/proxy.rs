@@ -328,6 +328,52 @@ pub fn apply(
             }
             s.buffer_size = usize::try_from(size).expect("at most 16m");
         }
+        // What gluu-lb does anyway, so an nginx.conf tuned for upstream keep-alive
+        // (`keepalive N; proxy_http_version 1.1; proxy_set_header Connection "";`) runs as it is.
+        "proxy_http_version" => match d.one_arg()? {
+            "1.1" => {}
+            "1.0" => {
+                return Err(GrammarError::at(
+                    &d.place,
+                    "\"proxy_http_version 1.0\": gluu-lb speaks HTTP/1.1 to the nodes, over \
+                     connections it keeps alive; remove the line",
+                ));
+            }
+            v => {
+                return Err(GrammarError::at(
+                    &d.place,
+                    format!(
+                        "invalid value \"{v}\" in \"proxy_http_version\" directive, it must be \
+                         \"1.0\" or \"1.1\""
+                    ),
+                ));
+            }
+        },
+        "proxy_buffering" => {
+            if d.on_off()? {
+                return Err(GrammarError::at(
+                    &d.place,
+                    "\"proxy_buffering on\": gluu-lb streams responses as nginx does with \
+                     \"proxy_buffering off\" (what a node connection holds for a slow client is \
+                     proxy_buffer_size); set it off or remove the line",
+                ));
+            }
+        }
+        "proxy_buffers"
+        | "proxy_busy_buffers_size"
+        | "proxy_max_temp_file_size"
+        | "proxy_temp_file_write_size"
+        | "proxy_temp_path" => {
+            return Err(GrammarError::at(
+                &d.place,
+                format!(
+                    "\"{}\" has no meaning here: gluu-lb streams responses, never to disk, as \
+                     nginx does with \"proxy_buffering off\", and what a node connection holds \
+                     is proxy_buffer_size; remove the line",
+                    d.name
+                ),
+            ));
+        }
         _ => return Ok(false),
     }
     Ok(true)
@@ -440,6 +486,15 @@ mod tests {
     }
 
     #[test]
+    fn an_nginx_conf_tuned_for_upstream_keep_alive_reads_as_it_is() {
+        let s = read(
+            "proxy_http_version 1.1;\nproxy_set_header Connection \"\";\nproxy_buffering off;",
+        )
+        .expect("what gluu-lb does anyway");
+        assert_eq!(s.set_headers.len(), 1, "Connection \"\" removes the header");
+    }
+
+    #[test]
     fn errors() {
         let cases = [
             (
@@ -483,6 +538,25 @@ mod tests {
             ("proxy_buffer_size 4k;", "gluu-lb takes 8k to 16m", ":2"),
             ("proxy_buffer_size 1g;", "gluu-lb takes 8k to 16m", ":2"),
             ("access_log /var/log/x main;", "only PATH [combined]", ":2"),
+            ("proxy_http_version 1.0;", "gluu-lb speaks HTTP/1.1", ":2"),
+            (
+                "proxy_http_version 2;",
+                "it must be \"1.0\" or \"1.1\"",
+                ":2",
+            ),
+            ("proxy_buffering on;", "set it off or remove the line", ":2"),
+            (
+                "proxy_buffering maybe;",
+                "it must be \"on\" or \"off\"",
+                ":2",
+            ),
+            (
+                "proxy_buffers 8 16k;",
+                "\"proxy_buffers\" has no meaning here",
+                ":2",
+            ),
+            ("proxy_busy_buffers_size 32k;", "is proxy_buffer_size", ":2"),
+            ("proxy_temp_path /var/cache/x;", "never to disk", ":2"),
         ];
         for (body, want, line) in cases {
             let e = read(body).expect_err(body).to_string();
