@@ -632,6 +632,24 @@ fn balancer(
             }
         }),
     );
+    walk.step(
+        "when the served certificate ends (warned of 30 days ahead; a metric to alert on)",
+        http_get(b.metrics, "/metrics").and_then(|text| {
+            let series = "gluu_lb_certificate_expiry_timestamp_seconds{file=";
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(series))
+                .ok_or_else(|| format!("no {series} in the metrics"))?;
+            let status = http_get(b.metrics, "/status")?;
+            let v: serde_json::Value =
+                serde_json::from_str(&status).map_err(|e| format!("{e}: {status}"))?;
+            let c = &v["certificates"][0];
+            match c["not_after"].as_str() {
+                Some(end) => Ok(format!("{} ends {end}; {line}", c["file"])),
+                None => Err(format!("no certificate in /status: {status}")),
+            }
+        }),
+    );
     Ok(b)
 }
 
