@@ -645,7 +645,10 @@ fn balancer(
                 serde_json::from_str(&status).map_err(|e| format!("{e}: {status}"))?;
             let c = &v["certificates"][0];
             match c["not_after"].as_str() {
-                Some(end) => Ok(format!("{} ends {end}; {line}", c["file"])),
+                Some(end) => Ok(format!(
+                    "{} ends {end}; {line}",
+                    c["file"].as_str().unwrap_or("?")
+                )),
                 None => Err(format!("no certificate in /status: {status}")),
             }
         }),
