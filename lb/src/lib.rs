@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod fdstore;
 pub mod forward;
 pub mod health;
 pub mod metrics;
@@ -145,12 +146,35 @@ impl Balancer {
         move || current.load().logs.clone()
     }
 
+    /// Binds every listening address, taking over the sockets a previous process left in
+    /// systemd's store ([`fdstore`]), and gives systemd copies of them all.
     pub async fn bind(&self) -> Result<Bound, BindError> {
         let rt = self.current.load_full();
+        let workers = self.shared.workers;
+        let mut inherited = fdstore::Inherited::from_env();
         let mut listeners = Vec::new();
         for l in &rt.listeners {
-            listeners.push(bind_group(l.addr, self.shared.workers)?);
+            let mut group = inherited.take(l.addr);
+            if group.is_empty() {
+                group = bind_group(l.addr, workers)?;
+            } else {
+                tracing::info!(
+                    "{}: {} listening socket(s) kept open by systemd across the restart",
+                    l.addr,
+                    group.len()
+                );
+                group.truncate(workers);
+                while group.len() < workers {
+                    group.push(listen_socket(l.addr, true).map_err(|error| BindError {
+                        addr: l.addr,
+                        error,
+                    })?);
+                }
+            }
+            fdstore::store(&group);
+            listeners.push(group);
         }
+        inherited.close_rest();
         let metrics = match rt.config.metrics {
             Some(addr) => Some(bind(addr).await?),
             None => None,
@@ -426,7 +450,11 @@ impl Running {
                     taken[k] = true;
                     plan.push((i, Some(k), None));
                 }
-                None => plan.push((i, None, Some(bind_group(l.addr, self.shared.workers)?))),
+                None => {
+                    let group = bind_group(l.addr, self.shared.workers)?;
+                    fdstore::store(&group);
+                    plan.push((i, None, Some(group)));
+                }
             }
         }
         self.current.store(rt.clone());
@@ -452,6 +480,7 @@ impl Running {
             k += 1;
             if !keep {
                 tracing::info!("no longer listening on {}", slot.local);
+                fdstore::forget(slot.local);
                 slot.stop.cancel();
             }
             keep
@@ -667,7 +696,10 @@ async fn serve<I>(
             requests: &info.requests,
             streams: &streams,
         };
-        drive(conn, &stop, Some(watch), |c| c.graceful_shutdown()).await;
+        drive(conn, &stop, &info.requests, Some(watch), |c| {
+            c.graceful_shutdown()
+        })
+        .await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -677,7 +709,7 @@ async fn serve<I>(
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         // hyper's `header_read_timeout` is the idle limit between requests.
-        drive(conn, &stop, None, |c| c.graceful_shutdown()).await;
+        drive(conn, &stop, &info.requests, None, |c| c.graceful_shutdown()).await;
         // A WebSocket lives on in this task: its slot stays taken, a stop waits for it.
         let upgrade = upstream::lock(&info.upgraded).take();
         if let Some(upgrade) = upgrade {
@@ -696,13 +728,19 @@ struct H2Watch<'a> {
     streams: &'a send_timeout::Streams,
 }
 
+/// How long a stop waits for the first request of a connection that has sent none yet.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs a client connection to its end. When `stop` comes first, or an HTTP/2 connection
 /// goes idle (`watch`), lets the requests in flight finish and closes (HTTP/1.1: after the
-/// response; HTTP/2: GOAWAY). Streams held up by the client are reset throughout, during
-/// that finish too.
+/// response; HTTP/2: GOAWAY). A connection accepted just before a stop, whose first request
+/// (counted in `requests`) has not come yet, gets [`FIRST_REQUEST_GRACE`] for it: closing it
+/// at once (as nginx does) fails a request that a restart would otherwise not touch.
+/// Streams held up by the client are reset throughout, during that finish too.
 async fn drive<C>(
     mut conn: std::pin::Pin<&mut C>,
     stop: &CancellationToken,
+    requests: &AtomicU64,
     watch: Option<H2Watch<'_>>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
@@ -734,10 +772,17 @@ async fn drive<C>(
         }
         std::future::pending::<Infallible>().await
     };
+    let stopped = async {
+        stop.cancelled().await;
+        let deadline = Instant::now() + FIRST_REQUEST_GRACE;
+        while requests.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     let run = async {
         tokio::select! {
             r = conn.as_mut() => r,
-            () = async { tokio::select! { () = stop.cancelled() => {}, () = quiet => {} } } => {
+            () = async { tokio::select! { () = stopped => {}, () = quiet => {} } } => {
                 graceful(conn.as_mut());
                 conn.await
             }

@@ -874,6 +874,45 @@ async fn graceful_stop_lets_a_request_finish() {
     assert!(took < Duration::from_secs(10), "drained in {took:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_serves_the_first_request_of_a_connection_it_caught_before_any() {
+    let lab = Lab::start(|t| t).await;
+    // Connected and through TLS, the request not sent yet: what a restart catches.
+    let caught = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("tls");
+    let mut silent = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("tls");
+    let addr = lab.https;
+    let stopping = tokio::spawn(lab.stop());
+    eventually(
+        Duration::from_secs(5),
+        "the listener closed",
+        || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(caught))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let r = sender
+        .send_request(gluu_testkit::https::get("/oxauth/x"))
+        .await
+        .expect("answered, not closed");
+    assert_eq!(r.status(), StatusCode::OK);
+    // One that never asks is closed after the grace, and the stop ends.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    let took = stopping.await.expect("join");
+    assert!(took < Duration::from_secs(5), "drained in {took:?}");
+}
+
 /// One HTTPS request on a new connection made with `config`: how the handshake went and
 /// which suite it chose. The response is read whole, so the session ticket that follows
 /// the handshake is stored for the next connection.

@@ -5,7 +5,8 @@
 //! `systemctl` inside the container: all three start (Type=notify: `start` returns after
 //! READY=1), serve through their sandboxes (HTTPS through gluu-lb to nodes on the host, Redis
 //! PING through gluu-tunnel, files replicated both ways with gluu-fsync, owner and mode
-//! kept), gluu-lb's access log rotates with the installed logrotate file, reload (a broken file is refused by ExecReload's `-t` and the daemon keeps
+//! kept), gluu-lb's access log rotates with the installed logrotate file, a restart of
+//! gluu-lb refuses no connection (its sockets wait in systemd's store), reload (a broken file is refused by ExecReload's `-t` and the daemon keeps
 //! running), the watchdog restarts a frozen daemon, and they stop cleanly. Their journals
 //! hold no permission errors from the sandbox.
 
@@ -438,6 +439,67 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
     );
     assert_eq!(get("/identity/home.htm").status, 200);
     assert_eq!(redis_ping(entry, &redis.password), "+OK\r\n+PONG\r\n");
+
+    // A restart (an upgrade): the listening sockets stay open in systemd's file descriptor
+    // store, so a client connecting over and over through it is never refused.
+    let lb_unit = UNITS[0];
+    let stored: usize = machine
+        .property(lb_unit, "NFileDescriptorStore")
+        .parse()
+        .expect("a count");
+    assert!(stored >= 2, "one socket per worker and address: {stored}");
+    let pid = machine.property(lb_unit, "MainPID");
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    let (answered, failed) = std::thread::scope(|scope| {
+        // Four clients, each connecting anew for every request; bounded: 2,000 requests
+        // each at most, and 20 each after the restart are enough.
+        let loads: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut answered, mut failed, mut after) = (0, Vec::new(), 0);
+                    for _ in 0..2_000 {
+                        let path = "/oxauth/.well-known/openid-configuration";
+                        match rt.block_on(client.get(lb_https, path)) {
+                            Ok(r) if r.status == 200 => answered += 1,
+                            Ok(r) => failed.push(format!("{}", r.status)),
+                            Err(e) => failed.push(e),
+                        }
+                        if restarted.load(std::sync::atomic::Ordering::Relaxed) {
+                            after += 1;
+                            if after == 20 {
+                                break;
+                            }
+                        }
+                    }
+                    (answered, failed)
+                })
+            })
+            .collect();
+        machine.inside_ok(&["systemctl", "restart", lb_unit]);
+        restarted.store(true, std::sync::atomic::Ordering::Relaxed);
+        loads
+            .into_iter()
+            .map(|l| l.join().expect("load thread"))
+            .fold((0, Vec::new()), |(a, mut f), (answered, failed)| {
+                f.extend(failed);
+                (a + answered, f)
+            })
+    });
+    assert_ne!(machine.property(lb_unit, "MainPID"), pid, "restarted");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed across the restart, the first: {:?}",
+        failed.len(),
+        answered + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        machine
+            .journal(lb_unit)
+            .contains("kept open by systemd across the restart"),
+        "{}",
+        machine.journal(lb_unit)
+    );
 
     // The watchdog: a frozen gluu-tunnel stops pinging; systemd aborts and restarts it.
     let tunnel = UNITS[1];
