@@ -164,30 +164,16 @@ pub struct Cert {
 impl Cert {
     /// ECDSA P-256, for `name` (also valid for localhost and 127.0.0.1).
     pub fn new(dir: &Path, name: &str) -> Cert {
-        let ck = rcgen::generate_simple_self_signed(vec![
-            name.to_owned(),
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-        ])
-        .expect("rcgen");
-        let key = ck.signing_key.serialize_pem();
-        let cert = ck.cert.pem();
-        Self::write(dir, name, &key, &cert)
+        Self::self_signed(dir, name, &rcgen::KeyPair::generate().expect("key"), |_| {})
     }
 
     /// As [`Cert::new`], but its validity ends `seconds` from now (negative: it has ended).
     pub fn ending_in(dir: &Path, name: &str, seconds: i64) -> Cert {
-        let names = vec![
-            name.to_owned(),
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-        ];
-        let mut params = rcgen::CertificateParams::new(names).expect("params");
         let end = u64::try_from(unix_now() + seconds).expect("after 1970");
-        params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(end);
         let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("self-signed");
-        Self::write(dir, name, &key.serialize_pem(), &cert.pem())
+        Self::self_signed(dir, name, &key, |p| {
+            p.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(end);
+        })
     }
 
     /// Another certificate for the same key, written as `name`: a renewal made with
@@ -195,14 +181,26 @@ impl Cert {
     pub fn renewed(&self, dir: &Path, name: &str) -> Cert {
         let key_pem = std::fs::read_to_string(&self.key).expect("read key");
         let key = rcgen::KeyPair::from_pem(&key_pem).expect("key");
+        Self::self_signed(dir, name, &key, |_| {})
+    }
+
+    /// A certificate `key` signs for `name`, localhost and 127.0.0.1, `edit` applied to its
+    /// parameters, written as `name`.
+    fn self_signed(
+        dir: &Path,
+        name: &str,
+        key: &rcgen::KeyPair,
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> Cert {
         let names = vec![
             name.to_owned(),
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
         ];
-        let params = rcgen::CertificateParams::new(names).expect("params");
-        let cert = params.self_signed(&key).expect("self-signed");
-        Self::write(dir, name, &key_pem, &cert.pem())
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        edit(&mut params);
+        let cert = params.self_signed(key).expect("self-signed");
+        Self::write(dir, name, &key.serialize_pem(), &cert.pem())
     }
 
     fn write(dir: &Path, name: &str, key: &str, cert: &str) -> Cert {
