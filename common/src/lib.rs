@@ -1,5 +1,6 @@
 //! What gluu-ha's daemons share: `--version` text ([`build`]), man pages ([`man`]), PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
-//! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]), logging
+//! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]) and its file
+//! descriptor store ([`fdstore`]: listening sockets kept across a restart), logging
 //! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
 //! messages ([`place`]), and the small Unix chores every daemon does the same way
 //! ([`process`]: pid files, dropping privileges; [`accept`]: accepting with backoff;
@@ -10,6 +11,7 @@
 pub mod accept;
 pub mod build;
 pub mod drain;
+pub mod fdstore;
 pub mod logging;
 pub mod man;
 pub mod metrics;

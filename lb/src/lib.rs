@@ -9,7 +9,6 @@ pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod config;
-pub mod fdstore;
 pub mod forward;
 pub mod health;
 pub mod metrics;
@@ -28,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use gluu_common::accept;
+use gluu_common::fdstore;
 use gluu_common::logging::LogFile;
 use gluu_common::metrics::{Pages, SharedRegistry};
 use gluu_common::notify;
@@ -171,7 +171,7 @@ impl Balancer {
                     })?);
                 }
             }
-            fdstore::store(&group);
+            keep_in_store(&group);
             listeners.push(group);
         }
         inherited.close_rest();
@@ -339,6 +339,13 @@ fn bind_group(addr: SocketAddr, n: usize) -> Result<Group, BindError> {
     Ok(group)
 }
 
+/// Gives systemd copies of one address's sockets ([`fdstore`]).
+fn keep_in_store(group: &Group) {
+    if let Some(addr) = group.first().and_then(|l| l.local_addr().ok()) {
+        fdstore::store(addr, group);
+    }
+}
+
 /// Which runtime, and which of its listeners, a socket serves now.
 #[derive(Debug)]
 struct Binding {
@@ -452,7 +459,7 @@ impl Running {
                 }
                 None => {
                     let group = bind_group(l.addr, self.shared.workers)?;
-                    fdstore::store(&group);
+                    keep_in_store(&group);
                     plan.push((i, None, Some(group)));
                 }
             }

@@ -6,7 +6,8 @@
 //! READY=1), serve through their sandboxes (HTTPS through gluu-lb to nodes on the host, Redis
 //! PING through gluu-tunnel, files replicated both ways with gluu-fsync, owner and mode
 //! kept), gluu-lb's access log rotates with the installed logrotate file, a restart of
-//! gluu-lb refuses no connection (its sockets wait in systemd's store), reload (a broken file is refused by ExecReload's `-t` and the daemon keeps
+//! gluu-lb or gluu-tunnel refuses no connection (their sockets wait in systemd's store),
+//! reload (a broken file is refused by ExecReload's `-t` and the daemon keeps
 //! running), the watchdog restarts a frozen daemon, and they stop cleanly. Their journals
 //! hold no permission errors from the sandbox.
 
@@ -166,15 +167,20 @@ impl Drop for Machine {
 
 /// AUTH and PING through `entry`; Redis's replies.
 fn redis_ping(entry: SocketAddr, password: &str) -> String {
-    let mut s = TcpStream::connect(entry).expect("connect to the tunnel");
+    try_redis_ping(entry, password).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// AUTH + PING through the tunnel at `entry`: what came back, or why nothing could be sent.
+fn try_redis_ping(entry: SocketAddr, password: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(entry).map_err(|e| format!("connect to the tunnel: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+        .map_err(|e| format!("timeout: {e}"))?;
     write!(
         s,
         "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n",
         password.len()
     )
-    .expect("send");
+    .map_err(|e| format!("send: {e}"))?;
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -184,7 +190,61 @@ fn redis_ping(entry: SocketAddr, password: &str) -> String {
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
     }
-    String::from_utf8_lossy(&got).into_owned()
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Runs `request` from four threads, each over and over, while `systemctl restart UNIT`
+/// runs and 20 more times each after it (bounded: 2,000 each at most); checks that the
+/// unit's sockets were in systemd's store and that it really restarted. Returns how many
+/// requests were answered, and what the failures said.
+fn through_a_restart(
+    machine: &Machine,
+    unit: &str,
+    request: impl Fn() -> Result<(), String> + Sync,
+) -> (usize, Vec<String>) {
+    let stored: usize = machine
+        .property(unit, "NFileDescriptorStore")
+        .parse()
+        .expect("a count");
+    assert!(
+        stored >= 1,
+        "{unit}: no listening socket in systemd's store"
+    );
+    let pid = machine.property(unit, "MainPID");
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut answered, mut failed, mut after) = (0, Vec::new(), 0);
+                    for _ in 0..2_000 {
+                        match request() {
+                            Ok(()) => answered += 1,
+                            Err(e) => failed.push(e),
+                        }
+                        if restarted.load(std::sync::atomic::Ordering::Relaxed) {
+                            after += 1;
+                            if after == 20 {
+                                break;
+                            }
+                        }
+                    }
+                    (answered, failed)
+                })
+            })
+            .collect();
+        machine.inside_ok(&["systemctl", "restart", unit]);
+        restarted.store(true, std::sync::atomic::Ordering::Relaxed);
+        loads
+            .into_iter()
+            .map(|l| l.join().expect("load thread"))
+            .fold((0, Vec::new()), |(a, mut f), (answered, failed)| {
+                f.extend(failed);
+                (a + answered, f)
+            })
+    });
+    assert_ne!(machine.property(unit, "MainPID"), pid, "{unit} restarted");
+    result
 }
 
 #[test]
@@ -441,65 +501,44 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
     assert_eq!(redis_ping(entry, &redis.password), "+OK\r\n+PONG\r\n");
 
     // A restart (an upgrade): the listening sockets stay open in systemd's file descriptor
-    // store, so a client connecting over and over through it is never refused.
-    let lb_unit = UNITS[0];
-    let stored: usize = machine
-        .property(lb_unit, "NFileDescriptorStore")
-        .parse()
-        .expect("a count");
-    assert!(stored >= 2, "one socket per worker and address: {stored}");
-    let pid = machine.property(lb_unit, "MainPID");
-    let restarted = std::sync::atomic::AtomicBool::new(false);
-    let (answered, failed) = std::thread::scope(|scope| {
-        // Four clients, each connecting anew for every request; bounded: 2,000 requests
-        // each at most, and 20 each after the restart are enough.
-        let loads: Vec<_> = (0..4)
-            .map(|_| {
-                scope.spawn(|| {
-                    let (mut answered, mut failed, mut after) = (0, Vec::new(), 0);
-                    for _ in 0..2_000 {
-                        let path = "/oxauth/.well-known/openid-configuration";
-                        match rt.block_on(client.get(lb_https, path)) {
-                            Ok(r) if r.status == 200 => answered += 1,
-                            Ok(r) => failed.push(format!("{}", r.status)),
-                            Err(e) => failed.push(e),
-                        }
-                        if restarted.load(std::sync::atomic::Ordering::Relaxed) {
-                            after += 1;
-                            if after == 20 {
-                                break;
-                            }
-                        }
-                    }
-                    (answered, failed)
-                })
-            })
-            .collect();
-        machine.inside_ok(&["systemctl", "restart", lb_unit]);
-        restarted.store(true, std::sync::atomic::Ordering::Relaxed);
-        loads
-            .into_iter()
-            .map(|l| l.join().expect("load thread"))
-            .fold((0, Vec::new()), |(a, mut f), (answered, failed)| {
-                f.extend(failed);
-                (a + answered, f)
-            })
+    // store, so clients connecting over and over through it are never refused.
+    let (answered, failed) = through_a_restart(&machine, UNITS[0], || {
+        let path = "/oxauth/.well-known/openid-configuration";
+        match rt.block_on(client.get(lb_https, path)) {
+            Ok(r) if r.status == 200 => Ok(()),
+            Ok(r) => Err(r.status.to_string()),
+            Err(e) => Err(e),
+        }
     });
-    assert_ne!(machine.property(lb_unit, "MainPID"), pid, "restarted");
     assert!(
         failed.is_empty(),
-        "{} of {} requests failed across the restart, the first: {:?}",
+        "{} of {} requests failed across gluu-lb's restart, the first: {:?}",
         failed.len(),
         answered + failed.len(),
         &failed[..failed.len().min(3)]
     );
+    let (answered, failed) = through_a_restart(&machine, UNITS[1], || {
+        match try_redis_ping(entry, &redis.password)? {
+            r if r == "+OK\r\n+PONG\r\n" => Ok(()),
+            r => Err(format!("{r:?}")),
+        }
+    });
     assert!(
-        machine
-            .journal(lb_unit)
-            .contains("kept open by systemd across the restart"),
-        "{}",
-        machine.journal(lb_unit)
+        failed.is_empty(),
+        "{} of {} PINGs failed across gluu-tunnel's restart, the first: {:?}",
+        failed.len(),
+        answered + failed.len(),
+        &failed[..failed.len().min(3)]
     );
+    for unit in &UNITS[..2] {
+        assert!(
+            machine
+                .journal(unit)
+                .contains("kept open by systemd across the restart"),
+            "{unit}: {}",
+            machine.journal(unit)
+        );
+    }
 
     // The watchdog: a frozen gluu-tunnel stops pinging; systemd aborts and restarts it.
     let tunnel = UNITS[1];

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use gluu_common::accept;
+use gluu_common::fdstore;
 use gluu_common::metrics::SharedRegistry;
 use gluu_common::notify;
 use prometheus_client::registry::Registry;
@@ -104,11 +105,33 @@ impl Tunnel {
     }
 
     /// Binds every service's `accept` address and the metrics address.
+    /// Binds every service's `accept` address, taking over the sockets a previous process
+    /// left in systemd's store ([`fdstore`]), and the metrics address.
     pub async fn bind(&self) -> Result<Bound, BindError> {
+        let mut inherited = fdstore::Inherited::from_env();
         let mut listeners = Vec::with_capacity(self.services.len());
         for s in &self.services {
-            listeners.push((s.name().to_owned(), bind(s.name(), s.config.accept).await?));
+            let kept = inherited.take(s.config.accept).into_iter().next();
+            let listener = match kept {
+                Some(l) => {
+                    tracing::info!(
+                        "[{}] {}: listening socket kept open by systemd across the restart",
+                        s.name(),
+                        s.config.accept
+                    );
+                    l.set_nonblocking(true)
+                        .and_then(|()| TcpListener::from_std(l))
+                        .map_err(|error| BindError {
+                            service: s.name().to_owned(),
+                            addr: s.config.accept,
+                            error,
+                        })?
+                }
+                None => bind(s.name(), s.config.accept).await?,
+            };
+            listeners.push((s.name().to_owned(), listener));
         }
+        inherited.close_rest();
         let metrics = match self.config.globals.metrics {
             Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
@@ -206,6 +229,7 @@ impl Running {
     fn open(&mut self, svc: Arc<Service>, listener: TcpListener) {
         let local = listener.local_addr().unwrap_or(svc.config.accept);
         tracing::info!("[{}] listening on {local}", svc.name());
+        fdstore::store(local, std::slice::from_ref(&listener));
         let slot = Slot {
             name: svc.name().to_owned(),
             configured: svc.config.accept,
@@ -274,6 +298,7 @@ impl Running {
                     slot.name,
                     slot.local
                 );
+                fdstore::forget(slot.local);
                 slot.stop.cancel();
             }
             k

@@ -427,7 +427,11 @@ fn sd_notify_ready_watchdog_reloading_stopping() {
             .env("NOTIFY_SOCKET", &notify.path)
             .env("WATCHDOG_USEC", "200000"),
     );
-    assert!(notify.recv(limit).contains("READY=1"));
+    // Before READY, a copy of the listening socket for systemd's store (kept across a
+    // restart), named after its address.
+    let stored = notify.wait_for("FDSTORE=1", limit);
+    assert!(stored.contains("FDNAME=listen_127.0.0.1_"), "{stored}");
+    notify.wait_for("READY=1", limit);
     // WatchdogSec=0.2: a ping every 0.1 s; three in a row prove it keeps feeding.
     for _ in 0..3 {
         assert_eq!(notify.recv(limit).trim_end(), "WATCHDOG=1");

@@ -1,10 +1,10 @@
 //! Listening sockets that outlive a restart: systemd's file descriptor store.
 //!
-//! Without it, `systemctl restart gluu-lb` (an upgrade, a crash and `Restart=`) closes the
-//! listening sockets when the old process stops and opens them when the new one has
-//! started: every client that connects in between is refused, and with the old process
-//! draining its requests first that can be seconds. So gluu-lb gives systemd a copy of each
-//! listening socket (`FDSTORE=1`, named after its address; the unit sets
+//! Without it, `systemctl restart` (an upgrade, or `Restart=` after a crash) closes a
+//! daemon's listening sockets when the old process stops and opens them when the new one
+//! has started: every client that connects in between is refused, and with the old process
+//! draining first that can be seconds. So gluu-lb and gluu-tunnel give systemd a copy of
+//! each listening socket (`FDSTORE=1`, named after its address; their units set
 //! `FileDescriptorStoreMax=`). systemd keeps the copies while the service runs or a restart
 //! is queued, and hands them to the next process (`LISTEN_FDS`): the sockets never close,
 //! the kernel queues the connections that arrive in between, and the new process accepts
@@ -64,13 +64,10 @@ fn name(addr: SocketAddr) -> String {
     format!("listen_{}", addr.to_string().replace(':', "_"))
 }
 
-/// Gives systemd copies of `sockets`, all listening on one address, replacing any it held
-/// for that address (a group can shrink when `worker_processes` changes). Outside systemd,
-/// nothing happens.
-pub fn store(sockets: &[TcpListener]) {
-    let Some(addr) = sockets.first().and_then(|s| s.local_addr().ok()) else {
-        return;
-    };
+/// Gives systemd copies of `sockets`, all listening on `addr`, replacing any it held for
+/// that address (gluu-lb's group of sockets per address can shrink when `worker_processes`
+/// changes). Outside systemd, nothing happens.
+pub fn store<S: AsFd>(addr: SocketAddr, sockets: &[S]) {
     forget(addr);
     let name = name(addr);
     let fds: Vec<_> = sockets.iter().map(AsFd::as_fd).collect();
