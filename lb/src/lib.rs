@@ -163,13 +163,7 @@ impl Balancer {
                     l.addr,
                     group.len()
                 );
-                group.truncate(workers);
-                while group.len() < workers {
-                    group.push(listen_socket(l.addr, true).map_err(|error| BindError {
-                        addr: l.addr,
-                        error,
-                    })?);
-                }
+                group = sized_group(l.addr, group, workers)?;
             }
             keep_in_store(&group);
             listeners.push(group);
@@ -332,9 +326,16 @@ fn bind_group(addr: SocketAddr, n: usize) -> Result<Group, BindError> {
     }
     let first = listen_socket(addr, true).map_err(err)?;
     let local = first.local_addr().map_err(err)?;
-    let mut group = vec![first];
-    for _ in 1..n.max(1) {
-        group.push(listen_socket(local, true).map_err(err)?);
+    sized_group(local, vec![first], n)
+}
+
+/// `group` (sockets on `local`) cut or filled up to `n` sockets, at least one.
+fn sized_group(local: SocketAddr, mut group: Group, n: usize) -> Result<Group, BindError> {
+    group.truncate(n.max(1));
+    while group.len() < n.max(1) {
+        let socket =
+            listen_socket(local, true).map_err(|error| BindError { addr: local, error })?;
+        group.push(socket);
     }
     Ok(group)
 }

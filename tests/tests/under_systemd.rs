@@ -193,15 +193,16 @@ fn try_redis_ping(entry: SocketAddr, password: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&got).into_owned())
 }
 
-/// Runs `request` from four threads, each over and over, while `systemctl restart UNIT`
-/// runs and 20 more times each after it (bounded: 2,000 each at most); checks that the
-/// unit's sockets were in systemd's store and that it really restarted. Returns how many
-/// requests were answered, and what the failures said.
-fn through_a_restart(
+/// Runs `request` (`what` in the failure message) from four threads, each over and over,
+/// while `systemctl restart UNIT` runs and 20 more times each after it (bounded: 2,000
+/// each at most); checks that the unit's sockets were in systemd's store, that it really
+/// restarted, and that no request failed.
+fn across_a_restart(
     machine: &Machine,
     unit: &str,
+    what: &str,
     request: impl Fn() -> Result<(), String> + Sync,
-) -> (usize, Vec<String>) {
+) {
     let stored: usize = machine
         .property(unit, "NFileDescriptorStore")
         .parse()
@@ -244,7 +245,14 @@ fn through_a_restart(
             })
     });
     assert_ne!(machine.property(unit, "MainPID"), pid, "{unit} restarted");
-    result
+    let (answered, failed) = result;
+    assert!(
+        failed.is_empty(),
+        "{} of {} {what} failed across {unit}'s restart, the first: {:?}",
+        failed.len(),
+        answered + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
 }
 
 #[test]
@@ -502,7 +510,7 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
 
     // A restart (an upgrade): the listening sockets stay open in systemd's file descriptor
     // store, so clients connecting over and over through it are never refused.
-    let (answered, failed) = through_a_restart(&machine, UNITS[0], || {
+    across_a_restart(&machine, UNITS[0], "requests", || {
         let path = "/oxauth/.well-known/openid-configuration";
         match rt.block_on(client.get(lb_https, path)) {
             Ok(r) if r.status == 200 => Ok(()),
@@ -510,26 +518,12 @@ fn the_units_start_serve_reload_and_stop_under_systemd_and_its_watchdog_restarts
             Err(e) => Err(e),
         }
     });
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed across gluu-lb's restart, the first: {:?}",
-        failed.len(),
-        answered + failed.len(),
-        &failed[..failed.len().min(3)]
-    );
-    let (answered, failed) = through_a_restart(&machine, UNITS[1], || {
+    across_a_restart(&machine, UNITS[1], "PINGs", || {
         match try_redis_ping(entry, &redis.password)? {
             r if r == "+OK\r\n+PONG\r\n" => Ok(()),
             r => Err(format!("{r:?}")),
         }
     });
-    assert!(
-        failed.is_empty(),
-        "{} of {} PINGs failed across gluu-tunnel's restart, the first: {:?}",
-        failed.len(),
-        answered + failed.len(),
-        &failed[..failed.len().min(3)]
-    );
     for unit in &UNITS[..2] {
         assert!(
             machine
