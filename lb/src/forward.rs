@@ -28,7 +28,7 @@ use crate::Shared;
 use crate::access_log::Entry;
 use crate::body::{self, Body, Watched};
 use crate::config::location::{Redirect, find, upstream_uri};
-use crate::config::proxy::{Part, Template};
+use crate::config::proxy::{self, AddHeader, Part, Template};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
 use crate::upstream::{InFlight, Lease, Route, lock};
@@ -345,12 +345,62 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-/// Where one request stands for its access log line.
+/// Where one request stands for its access log line, and the headers `add_header` puts on
+/// its response.
 struct Log {
     entry: Option<Entry>,
+    added: Vec<Added>,
+}
+
+/// A header `add_header` puts on this response, its value rendered for the request (`None`:
+/// it came out empty, which adds nothing, or removes the header it replaces).
+struct Added {
+    name: HeaderName,
+    value: Option<HeaderValue>,
+    always: bool,
+    replaces: bool,
 }
 
 impl Log {
+    /// The `add_header` lines in force for this request: the server's until a location is
+    /// chosen, then the location's (inherited as nginx inherits them).
+    fn add(&mut self, lines: &[AddHeader], vars: &Vars<'_>) {
+        self.added = lines
+            .iter()
+            .map(|line| {
+                // nginx turns NUL, CR and LF in a rendered value into spaces.
+                let text = render(&line.value, vars).replace(['\0', '\r', '\n'], " ");
+                Added {
+                    name: line.name.clone(),
+                    value: HeaderValue::from_bytes(text.as_bytes())
+                        .ok()
+                        .filter(|v| !v.is_empty()),
+                    always: line.always,
+                    replaces: line.replaces,
+                }
+            })
+            .collect();
+    }
+
+    /// Puts the `add_header` headers on a response of `status`.
+    fn decorate(&self, headers: &mut HeaderMap, status: StatusCode) {
+        let safe = proxy::safe_status(status.as_u16());
+        for a in self.added.iter().filter(|a| a.always || safe) {
+            match (&a.value, a.replaces) {
+                (Some(v), true) => {
+                    headers.insert(a.name.clone(), v.clone());
+                }
+                (None, true) => {
+                    headers.remove(&a.name);
+                }
+                (Some(v), false) => {
+                    headers.append(a.name.clone(), v.clone());
+                }
+                (None, false) => {}
+            }
+        }
+    }
+
     /// The response's status is known: counted, and kept for the log line.
     fn answered(&mut self, status: StatusCode, shared: &Shared) {
         shared.metrics.response(status.as_u16());
@@ -360,8 +410,10 @@ impl Log {
     }
 
     /// A response gluu-lb makes itself: logged at once.
-    fn local(mut self, resp: Response<Body>, shared: &Shared) -> Response<Body> {
-        self.answered(resp.status(), shared);
+    fn local(mut self, mut resp: Response<Body>, shared: &Shared) -> Response<Body> {
+        let status = resp.status();
+        self.answered(status, shared);
+        self.decorate(resp.headers_mut(), status);
         if let Some(e) = self.entry.take() {
             let len = resp.body().size_hint().exact().unwrap_or(0);
             e.write(len);
@@ -431,6 +483,31 @@ pub async fn handle(
             upstream_addrs: Vec::new(),
             upstream_time: None,
         }),
+        added: Vec::new(),
+    };
+    let remote_addr = conn.remote.ip().to_string();
+    let forwarded_for = {
+        let mut prior: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        prior.push(&remote_addr);
+        prior.join(", ")
+    };
+    let mut vars = Vars {
+        host: host
+            .as_ref()
+            .ok()
+            .and_then(Option::as_deref)
+            .unwrap_or(server_name),
+        request_uri: &request_uri,
+        scheme: conn.scheme,
+        server_name,
+        remote_addr,
+        forwarded_for,
+        proxy_host: "",
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -449,32 +526,14 @@ pub async fn handle(
             conn.remote,
             status.as_u16()
         );
+        log.add(&server.settings.add_headers, &vars);
         return log.local(plain(status, ""), shared);
     }
-    let (Ok(path), Ok(host)) = (path, host) else {
+    let (Ok(path), Ok(host)) = (path, host.as_ref()) else {
         unreachable!("an invalid path or host was refused above")
     };
-    let remote_addr = conn.remote.ip().to_string();
-    let forwarded_for = {
-        let mut prior: Vec<&str> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        prior.push(&remote_addr);
-        prior.join(", ")
-    };
-    let mut vars = Vars {
-        host: host.as_deref().unwrap_or(server_name),
-        request_uri: &request_uri,
-        scheme: conn.scheme,
-        server_name,
-        remote_addr,
-        forwarded_for,
-        proxy_host: "",
-    };
     if let Some(ret) = &server.ret {
+        log.add(&server.settings.add_headers, &vars);
         let target = ret.template.as_ref().map(|t| render(t, &vars));
         let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let resp = match (ret.code, target) {
@@ -498,9 +557,14 @@ pub async fn handle(
         return log.local(resp, shared);
     }
     let (Some(li), Some(lrt)) = (li, lrt) else {
+        log.add(&server.settings.add_headers, &vars);
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
     };
     let loc = &server.locations[li];
+    if let Some(pass) = &loc.proxy_pass {
+        vars.proxy_host = &pass.upstream;
+    }
+    log.add(&loc.settings.add_headers, &vars);
     let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
     };
@@ -508,7 +572,6 @@ pub async fn handle(
         return log.local(plain(StatusCode::BAD_GATEWAY, ""), shared);
     };
     let settings = &loc.settings;
-    vars.proxy_host = &pass.upstream;
     let max_body = settings.client_max_body_size;
     if max_body > 0
         && req
@@ -604,7 +667,7 @@ pub async fn handle(
         match result {
             Ok((mut resp, lease)) => {
                 if let Some(r) = &lrt.redirect {
-                    rewrite_redirects(resp.headers_mut(), r, || redirect_base(conn, &host));
+                    rewrite_redirects(resp.headers_mut(), r, || redirect_base(conn, host));
                 }
                 let status = resp.status().as_u16();
                 let listed = match status {
@@ -734,6 +797,7 @@ fn respond(
         let (mut parts, _) = resp.into_parts();
         let protocol = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
+        log.decorate(&mut parts.headers, status);
         if let Some(u) = protocol {
             parts.headers.insert(header::UPGRADE, u);
             parts
@@ -761,6 +825,7 @@ fn respond(
     // and version are nobody's business, and the date is the balancer's (hyper adds it).
     parts.headers.remove(header::SERVER);
     parts.headers.remove(header::DATE);
+    log.decorate(&mut parts.headers, status);
     let body = Watched::new(incoming, read_timeout)
         .turn(Turn::current())
         .on_end(move |bytes, complete| {

@@ -252,6 +252,22 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("location /a { proxy_pass https://b; proxy_set_header X $nope; }"),
         ),
         (
+            "add_header at every level, with always",
+            http(
+                "add_header X-A a;\nserver { listen 127.0.0.1:8; add_header X-B \"b $host\" always;\n\
+                 location /a { add_header ETag '\"e\"'; add_header Last-Modified \"\"; } }",
+            ),
+        ),
+        ("add_header with one argument", server("add_header X;")),
+        (
+            "add_header with an unknown flag",
+            server("add_header X y sometimes;"),
+        ),
+        (
+            "add_header with an unknown variable",
+            server("location /a { proxy_pass https://b;\nadd_header X $nope; }"),
+        ),
+        (
             "ssl without a certificate",
             http("server {\nlisten 127.0.0.1:8443 ssl; }"),
         ),
@@ -293,9 +309,12 @@ async fn answer_to(to: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The response headers [`raw`] reports, each line of them in the order sent.
+const SEEN: &[&str] = &["location", "refresh", "x-added", "etag", "last-modified"];
+
 /// [`answer_to`], read as a client reads it: the status (0 without a status line), whether
-/// a node answered (its `X-Node` header), any `Location` and `Refresh` header, then for a
-/// 200 the body (de-chunked, and cut to its `Content-Length`).
+/// a node answered (its `X-Node` header), the lines of the [`SEEN`] headers, then for a 200
+/// the body (de-chunked, and cut to its `Content-Length`).
 async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
     let text = answer_to(to, request).await;
     let status = match text.starts_with("HTTP/1.") {
@@ -309,9 +328,13 @@ async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
             .map(|l| l[name.len() + 2..].to_owned())
     };
     let from_node = header("x-node").is_some();
-    let mut seen: String = ["location", "refresh"]
+    let mut seen: String = SEEN
         .iter()
-        .filter_map(|n| Some(format!("{n}: {}\n", header(n)?)))
+        .flat_map(|n| {
+            head.split("\r\n")
+                .filter(move |l| l.to_ascii_lowercase().starts_with(&format!("{n}: ")))
+                .map(move |l| format!("{n}: {}\n", &l[n.len() + 2..]))
+        })
         .collect();
     if status != 200 {
         return (status, from_node, seen);
@@ -343,6 +366,10 @@ const CANNED: &[(&str, &str)] = &[
     (
         "/canned/plain",
         "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/tagged",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nETag: \"node\"\r\nLast-Modified: Tue, 01 Jan 2030 00:00:00 GMT\r\nX-Added: node\r\nContent-Length: 2\r\n\r\nok",
     ),
     (
         "/canned/no-reason",
@@ -519,7 +546,13 @@ impl Twins {
              upstream up_canned {{ server {canned}; }}\n\
              upstream up_mixed {{ server {canned} max_fails=0; server 127.0.0.1:{a}; }}\n"
         );
-        let locations = "location ~ ^(/)$ { proxy_pass https://up_a; }\n\
+        // Server-level header lines, which a location inherits only when it has none of
+        // that directive itself (/host, /own/, /tags/ have). No `always` at this level: a
+        // request hyper refuses as malformed gets no header from gluu-lb (README).
+        let locations = "add_header X-Added \"server $scheme\";\n\
+             add_header X-Added \"safe $host\";\n\
+             proxy_set_header X-Host from-server;\n\
+             location ~ ^(/)$ { proxy_pass https://up_a; }\n\
              location /.well-known { proxy_pass https://up_b/.well-known; }\n\
              location /canned/ { proxy_pass https://up_canned; }\n\
              location /buffer8k/ { proxy_pass https://up_canned/canned/; proxy_buffer_size 8k; }\n\
@@ -533,7 +566,13 @@ impl Twins {
              location ~* \\.PNG$ { proxy_pass https://up_b; }\n\
              location /off { proxy_pass https://up_a/x; proxy_redirect off; }\n\
              location /host { proxy_pass https://up_a; proxy_set_header X-Host $host;\n\
-               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }\n";
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }\n\
+             location /own/ { proxy_pass https://up_a;\n\
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+               add_header X-Added \"own $proxy_host\"; add_header X-Added always always; }\n\
+             location /tags/ { proxy_pass https://up_canned/canned/;\n\
+               add_header ETag '\"lb\"'; add_header Last-Modified \"\";\n\
+               add_header X-Added tags always; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
@@ -855,6 +894,53 @@ async fn node_redirects_are_rewritten_as_nginx_does() {
     }
     // HTTP/1.0 without a Host: the rewritten redirect names this end's address and port.
     twins.agree("GET /oxauth/go HTTP/1.0\r\n\r\n").await;
+}
+
+/// `add_header` (on 200, 201, 204, 206, 301-304, 307, 308 only, unless `always`; `ETag`
+/// and `Last-Modified` replace the node's, an empty value removes it) and the inheritance
+/// of `add_header` and `proxy_set_header` lines (a location with a line of its own inherits
+/// none of the server's): the same headers, to the client and to the node, through the
+/// real nginx and gluu-lb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_added_and_inherited_as_nginx_does() {
+    let twins = Twins::start().await;
+    for path in [
+        "/",
+        "/oxauth/x",
+        "/host",
+        "/own/x",
+        "/tags/tagged",
+        "/tags/missing",
+        "/nowhere",
+    ] {
+        twins.agree(&get(path)).await;
+    }
+    // That the comparison sees what it should: the server's lines reach a location without
+    // its own, the location's own replace them, only `always` reaches an error.
+    let (_, _, inherited) = raw(twins.ours, &get("/oxauth/x")).await;
+    assert!(
+        inherited.starts_with("x-added: server http\nx-added: safe lb\n")
+            && inherited.contains("x-host=from-server"),
+        "{inherited}"
+    );
+    let (_, _, own) = raw(twins.ours, &get("/own/x")).await;
+    assert!(
+        own.starts_with("x-added: own up_a\nx-added: always\n") && own.contains("x-host= "),
+        "{own}"
+    );
+    let (status, _, tagged) = raw(twins.ours, &get("/tags/tagged")).await;
+    assert_eq!(
+        (status, tagged.as_str()),
+        (200, "x-added: node\nx-added: tags\netag: \"lb\"\nok")
+    );
+    assert_eq!(
+        raw(twins.ours, &get("/tags/missing")).await,
+        (404, false, "x-added: tags\n".to_owned())
+    );
+    assert_eq!(
+        raw(twins.ours, &get("/nowhere")).await,
+        (404, false, String::new())
+    );
 }
 
 /// The guide's port-80 server, `return 301 https://$host$request_uri`: the same redirect

@@ -193,23 +193,40 @@ async fn h2_get(sender: &mut H2Sender, path: &str) -> gluu_testkit::https::Reply
         .expect("read")
 }
 
+/// HTTP/2 clients, with an admin's HSTS line (`add_header ... always` in `http {}`, which
+/// the guide's locations inherit) on every answer, node's or gluu-lb's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_via_alpn() {
-    let lab = h2_lab("").await;
+    const HSTS: &str = "max-age=31536000; includeSubDomains";
+    let lab = h2_lab(&format!(
+        "  add_header Strict-Transport-Security \"{HSTS}\" always;\n"
+    ))
+    .await;
     let (mut sender, _conn) = h2_connect(&lab).await;
+    let hsts = |r: &gluu_testkit::https::Reply| {
+        let all: Vec<_> = r
+            .headers
+            .get_all("strict-transport-security")
+            .iter()
+            .collect();
+        assert_eq!(all, [HSTS], "{:?}", r.headers);
+    };
     for _ in 0..3 {
         let r = h2_get(&mut sender, "/oxauth/.well-known/openid-configuration").await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.json()["issuer"], format!("https://{HOST}"));
+        hsts(&r);
     }
     // The path is normalized and :authority is the host, as over HTTP/1.1.
     let r = h2_get(&mut sender, "/oxauth/../identity//%68ome.htm").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("/identity/home.htm"), "{}", r.body);
-    assert_eq!(
-        h2_get(&mut sender, "/../x").await.status,
-        StatusCode::BAD_REQUEST
-    );
+    let r = h2_get(&mut sender, "/../x").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    hsts(&r);
+    let r = h2_get(&mut sender, "/unrouted").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    hsts(&r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

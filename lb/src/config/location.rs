@@ -9,7 +9,7 @@
 use regex::bytes::{Regex, RegexBuilder};
 
 use super::grammar::{Directive, GrammarError, Place};
-use super::proxy::{ProxySettings, apply, validate};
+use super::proxy::{ProxySettings, apply, inherit, validate};
 use crate::uri::{Path, escape};
 
 #[derive(Clone, Debug)]
@@ -156,7 +156,7 @@ pub fn location(
     };
     let is_regex = matches!(matcher, Matcher::Regex(_));
     let mut pass = None;
-    let mut settings = inherited.clone();
+    let mut settings = inherit(inherited, body);
     for inner in body {
         if inner.name == "proxy_pass" {
             pass = Some(proxy_pass(inner, is_regex)?);

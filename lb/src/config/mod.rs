@@ -179,9 +179,10 @@ impl Config {
                 }
                 "http" => {
                     http_seen = true;
-                    let mut settings = ProxySettings::default();
+                    let body = block(d)?;
+                    let mut settings = proxy::inherit(&ProxySettings::default(), body);
                     let mut own = Vec::new();
-                    for h in block(d)? {
+                    for h in body {
                         if !proxy::apply(&mut settings, h, root)? {
                             own.push(h);
                         }

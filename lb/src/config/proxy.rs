@@ -1,4 +1,4 @@
-//! A location's proxy settings, read from its `proxy_*`, `health_check`,
+//! A location's proxy settings, read from its `proxy_*`, `add_header`, `health_check`,
 //! `client_max_body_size` and `access_log` directives with nginx's defaults, and header
 //! values as templates of nginx variables (only those gluu-lb can fill; any other is
 //! nginx's `unknown "name" variable` error).
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hyper::header::HeaderName;
+use hyper::header::{self, HeaderName};
 
 use super::grammar::{Directive, GrammarError, Place};
 use super::upstream::parse_time;
@@ -94,6 +94,23 @@ pub struct HealthCheck {
     pub place: Place,
 }
 
+/// `add_header NAME VALUE [always]`: a header put on the responses to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddHeader {
+    pub name: HeaderName,
+    pub value: Template,
+    /// On every response; without it only on those of a [`safe_status`], as nginx has it.
+    pub always: bool,
+    /// `Last-Modified` and `ETag` replace what the node sent (an empty value removes it);
+    /// every other name adds a line beside the node's, as nginx does.
+    pub replaces: bool,
+}
+
+/// The statuses `add_header` without `always` applies to (nginx's list).
+pub fn safe_status(status: u16) -> bool {
+    matches!(status, 200 | 201 | 204 | 206 | 301..=304 | 307 | 308)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxySettings {
     /// `proxy_redirect off` passes `Location` through unchanged (the guide's setting).
@@ -107,6 +124,8 @@ pub struct ProxySettings {
     pub send_timeout: Duration,
     /// `proxy_set_header`: names parsed once here, not per request.
     pub set_headers: Vec<(HeaderName, Template)>,
+    /// `add_header`, in file order.
+    pub add_headers: Vec<AddHeader>,
     pub ssl_verify: Option<bool>,
     pub ssl_trusted_certificate: Option<PathBuf>,
     pub ssl_name: Option<Template>,
@@ -139,6 +158,7 @@ impl Default for ProxySettings {
             read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             set_headers: Vec::new(),
+            add_headers: Vec::new(),
             ssl_verify: None,
             ssl_trusted_certificate: None,
             ssl_name: None,
@@ -204,9 +224,56 @@ fn health_check(d: &Directive) -> Result<HealthCheck, GrammarError> {
     Ok(h)
 }
 
-/// Reads a location's settings from its directives (root: where relative paths start).
+/// The settings a block (`http`, `server`, `location`) starts from: its parent's, but as
+/// nginx inherits the header lists, a block with a `proxy_set_header` (or `add_header`) line
+/// of its own inherits none of its parent's lines of that directive.
+pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
+    let mut s = parent.clone();
+    let has = |name: &str| block.iter().any(|d| d.name == name);
+    if has("proxy_set_header") {
+        s.set_headers.clear();
+    }
+    if has("add_header") {
+        s.add_headers.clear();
+    }
+    s
+}
+
+fn add_header(d: &Directive) -> Result<AddHeader, GrammarError> {
+    let (name, value, always) = match d.args.as_slice() {
+        [name, value] => (name, value, false),
+        [name, value, always] if always == "always" => (name, value, true),
+        [_, _, other] => {
+            return Err(GrammarError::at(
+                &d.place,
+                format!("invalid parameter \"{other}\""),
+            ));
+        }
+        _ => {
+            return Err(GrammarError::at(
+                &d.place,
+                "invalid number of arguments in \"add_header\" directive",
+            ));
+        }
+    };
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        GrammarError::at(
+            &d.place,
+            format!("invalid header name \"{name}\" in \"add_header\" directive"),
+        )
+    })?;
+    let replaces = name == header::LAST_MODIFIED || name == header::ETAG;
+    Ok(AddHeader {
+        name,
+        value: template(&d.place, value)?,
+        always,
+        replaces,
+    })
+}
+
 /// Applies `d` to `s` when it is one of the proxy directives (allowed in `http`, `server`
-/// and `location`, inherited downwards as nginx inherits them); `Ok(false)` when it is not.
+/// and `location`, inherited downwards as nginx inherits them, see [`inherit`]; relative
+/// paths start at `root`); `Ok(false)` when it is not.
 pub fn apply(
     s: &mut ProxySettings,
     d: &Directive,
@@ -279,6 +346,7 @@ pub fn apply(
             })?;
             s.set_headers.push((name, template(&d.place, value)?));
         }
+        "add_header" => s.add_headers.push(add_header(d)?),
         "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
         "proxy_ssl_trusted_certificate" => {
             s.ssl_trusted_certificate = Some(root.join(d.one_arg()?))

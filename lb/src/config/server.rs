@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, Matcher, location};
-use super::proxy::{ProxySettings, Template, apply, template};
+use super::proxy::{ProxySettings, Template, apply, inherit, template};
 
 /// One `listen` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,7 +110,7 @@ pub fn server(
         settings: ProxySettings::default(),
         place: d.place.clone(),
     };
-    let mut settings = inherited.clone();
+    let mut settings = inherit(inherited, body);
     let mut own = Vec::new();
     for inner in body {
         if !apply(&mut settings, inner, root)? {
