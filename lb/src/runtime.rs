@@ -13,8 +13,12 @@ use gluu_common::logging::LogFile;
 use gluu_common::tls;
 use gluu_common::validity::{self, Validity};
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
+use rustls::SupportedCipherSuite;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
+    ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -24,10 +28,12 @@ use crate::config::grammar::GrammarError;
 use crate::config::location::{Location, Redirect};
 use crate::config::proxy::Part;
 use crate::config::server::Server;
+use crate::config::tls::SessionCache;
 use crate::config::{Config, Warning};
+use crate::sessions::{ExpiringCache, ExpiringTickets};
 use crate::upstream::{Group, UpstreamTls};
 
-/// How many TLS sessions the client side remembers for resumption.
+/// How many TLS sessions the client side (node connections) remembers for resumption.
 const SESSION_CACHE: usize = 4096;
 
 /// One listening socket and the servers behind it.
@@ -310,6 +316,7 @@ fn acceptor(
             "TLSv1.2"
         };
         if first
+            .tls
             .protocols
             .as_ref()
             .is_none_or(|p| p.iter().any(|x| x == name))
@@ -317,7 +324,24 @@ fn acceptor(
             versions.push(*v);
         }
     }
-    let mut sc = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let t = &first.tls;
+    // TLS 1.3's suites in gluu-lb's order, then TLS 1.2's as `ssl_ciphers` chose them.
+    let (tls13, tls12): (Vec<SupportedCipherSuite>, Vec<SupportedCipherSuite>) = provider
+        .cipher_suites
+        .iter()
+        .partition(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+    let tls12: Vec<SupportedCipherSuite> = match &t.ciphers {
+        Some(chosen) => chosen
+            .iter()
+            .filter_map(|c| tls12.iter().find(|s| s.suite() == *c).copied())
+            .collect(),
+        None => tls12,
+    };
+    let provider = Arc::new(CryptoProvider {
+        cipher_suites: tls13.into_iter().chain(tls12).collect(),
+        ..CryptoProvider::clone(provider)
+    });
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| err(&first.place, format!("TLS: {e}")))?
         .with_no_client_auth()
@@ -327,13 +351,21 @@ fn acceptor(
     } else {
         vec![b"http/1.1".to_vec()]
     };
-    sc.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    sc.ticketer = tickets.clone();
+    let cache: Arc<dyn StoresServerSessions> = match t.session_cache {
+        SessionCache::Off => Arc::new(NoServerSessionStorage {}),
+        SessionCache::Sessions(n) => ServerSessionMemoryCache::new(n),
+    };
+    sc.session_storage = Arc::new(ExpiringCache::new(cache, t.session_timeout));
+    sc.ticketer = Arc::new(ExpiringTickets::new(
+        tickets.clone(),
+        t.session_timeout,
+        t.session_tickets,
+    ));
     sc.send_tls13_tickets = 1;
-    // Our order (AES-128-GCM and ChaCha20 before the SHA-384 suite, see tls::provider),
-    // not the client's: OpenSSL clients list AES-256-GCM-SHA384 first, and SHA-384's key
-    // schedule is the costliest part of a handshake here.
-    sc.ignore_client_order = true;
+    // Without a line, our order (AES-128-GCM and ChaCha20 before the SHA-384 suite, see
+    // tls::provider), not the client's: OpenSSL clients list AES-256-GCM-SHA384 first, and
+    // SHA-384's key schedule is the costliest part of a handshake here.
+    sc.ignore_client_order = t.prefer_server_ciphers.unwrap_or(true);
     Ok(TlsAcceptor::from(Arc::new(sc)))
 }
 

@@ -150,6 +150,14 @@ fn nginx_t_and_gluu_lb_t_agree() {
         "pid {d}/nginx.pid;\nerror_log {d}/error.log;\n",
         d = dir.path().display()
     );
+    let dh = dir.path().join("dh.pem");
+    let made = std::process::Command::new(gluu_testkit::require("openssl"))
+        .args(["genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt"])
+        .args(["dh_param:ffdhe2048", "-out"])
+        .arg(&dh)
+        .output()
+        .expect("openssl genpkey");
+    assert!(made.status.success(), "{}", gluu_testkit::text_of(&made));
     let events = "events { worker_connections 64; }\n";
     let up = "upstream b { server 127.0.0.1:9; server 127.0.0.1:10; }\n";
     let http = |body: &str| format!("{events}http {{\n{up}{body}\n}}\n");
@@ -257,6 +265,51 @@ fn nginx_t_and_gluu_lb_t_agree() {
                 "add_header X-A a;\nserver { listen 127.0.0.1:8; add_header X-B \"b $host\" always;\n\
                  location /a { add_header ETag '\"e\"'; add_header Last-Modified \"\"; } }",
             ),
+        ),
+        (
+            "a hardened TLS setup, Mozilla's intermediate lines (warned)",
+            http(&format!(
+                "ssl_protocols TLSv1.2 TLSv1.3;\n\
+                 ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256;\n\
+                 ssl_prefer_server_ciphers off;\n\
+                 server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 ssl_session_timeout 1d; ssl_session_cache shared:MozSSL:10m; ssl_session_tickets off;\n\
+                 ssl_dhparam {dh}; ssl_stapling on; ssl_stapling_verify on;\n\
+                 ssl_trusted_certificate {ca}; resolver 127.0.0.1; resolver_timeout 5s;\n\
+                 add_header Strict-Transport-Security \"max-age=63072000\" always; }}",
+                dh = dh.display(),
+                ca = cert.cert.display(),
+            )),
+        ),
+        (
+            "session caches of every kind",
+            server("ssl_session_cache builtin:1000 shared:SSL:1m;\nlocation /a { }"),
+        ),
+        (
+            "a session cache too small",
+            server("ssl_session_cache shared:SSL:1k;"),
+        ),
+        (
+            "a session cache of an unknown kind",
+            server("ssl_session_cache private:SSL:1m;"),
+        ),
+        (
+            "ssl_ciphers that select nothing",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_ciphers RC4:DES; }}"
+            )),
+        ),
+        (
+            "ssl_ciphers twice",
+            server("ssl_ciphers HIGH;\nssl_ciphers HIGH;"),
+        ),
+        (
+            "ssl_session_tickets twice",
+            server("ssl_session_tickets on;\nssl_session_tickets off;"),
+        ),
+        (
+            "ssl_session_timeout of no time",
+            server("\nssl_session_timeout soon;"),
         ),
         ("add_header with one argument", server("add_header X;")),
         (

@@ -967,9 +967,13 @@ async fn handshake_with(
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_suite() {
-    let lab = Lab::start(|t| t).await;
+/// A client of `lab`'s balancer speaking `version`, which lists the SHA-384 suites first
+/// (as OpenSSL clients do) or last (as gluu-lb does), and keeps its sessions.
+fn client_config(
+    lab: &Lab,
+    version: &'static rustls::SupportedProtocolVersion,
+    sha384_first: bool,
+) -> std::sync::Arc<rustls::ClientConfig> {
     let provider = gluu_common::tls::provider();
     let pin = gluu_common::tls::load_certs(&lab.cert.cert).expect("cert");
     let verifier = gluu_common::verify::PeerVerifier::new(
@@ -977,20 +981,24 @@ async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_su
         &provider,
     )
     .expect("verifier");
-    // An OpenSSL-like client: AES-256-GCM-SHA384 first.
-    let mut openssl_order = (*provider).clone();
-    openssl_order
+    let mut order = (*provider).clone();
+    order
         .cipher_suites
-        .sort_by_key(|s| !s.suite().as_str().is_some_and(|n| n.ends_with("SHA384")));
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(openssl_order))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
-            .with_no_client_auth();
+        .sort_by_key(|s| s.suite().as_str().is_some_and(|n| n.ends_with("SHA384")) != sha384_first);
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(order))
+        .with_protocol_versions(&[version])
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let config = std::sync::Arc::new(config);
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_suite() {
+    let lab = Lab::start(|t| t).await;
+    let config = client_config(&lab, &rustls::version::TLS13, true);
 
     let (kind, suite) = handshake_with(&lab, &config).await;
     assert_eq!(kind, rustls::HandshakeKind::Full);
@@ -1015,6 +1023,54 @@ async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_su
         rustls::HandshakeKind::Resumed,
         "ticket keys outlive a reload"
     );
+}
+
+/// A hardened TLS block (Mozilla's kind) with nginx's meaning: `ssl_ciphers` chooses the
+/// TLS 1.2 suites, `ssl_prefer_server_ciphers off` lets the client choose, and with
+/// `ssl_session_tickets off` sessions resume from the cache until `ssl_session_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_tls_lines_choose_the_suites_and_how_long_sessions_resume() {
+    let lab = Lab::start(|t| {
+        t.replace(
+            "    ssl on;",
+            "    ssl on;\n    ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384;\n    \
+             ssl_prefer_server_ciphers off;\n    ssl_session_tickets off;\n    \
+             ssl_session_timeout 1s;",
+        )
+    })
+    .await;
+    // The client's first choice over TLS 1.3: AES-256-GCM-SHA384, where gluu-lb's own
+    // order gives AES-128 (the test above).
+    let tls13 = client_config(&lab, &rustls::version::TLS13, true);
+    let (_, suite) = handshake_with(&lab, &tls13).await;
+    assert_eq!(suite.suite(), rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    // Over TLS 1.2, a client that prefers AES-128 gets the AES-256 suite ssl_ciphers left.
+    let tls12 = client_config(&lab, &rustls::version::TLS12, false);
+    let (kind, suite) = handshake_with(&lab, &tls12).await;
+    let made = Instant::now();
+    assert_eq!(kind, rustls::HandshakeKind::Full);
+    assert!(
+        suite
+            .suite()
+            .as_str()
+            .is_some_and(|n| n.ends_with("AES_256_GCM_SHA384")),
+        "{suite:?}"
+    );
+    // No tickets: the session resumes from the cache by its ID, until it is 1 s old.
+    let (kind, _) = handshake_with(&lab, &tls12).await;
+    assert_eq!(kind, rustls::HandshakeKind::Resumed);
+    let mut last = kind;
+    while last == rustls::HandshakeKind::Resumed && made.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = handshake_with(&lab, &tls12).await.0;
+    }
+    let ended = made.elapsed();
+    assert_eq!(
+        last,
+        rustls::HandshakeKind::Full,
+        "still resumed after {ended:?}"
+    );
+    assert!(ended >= Duration::from_secs(1), "ended after {ended:?}");
 }
 
 /// Asks for 32 MiB on an HTTP/2 connection and never reads the body: the stream's

@@ -101,6 +101,16 @@ const ONCE: &[&str] = &[
     "proxy_http_version",
     "proxy_buffering",
     "proxy_buffer_size",
+    "ssl_ciphers",
+    "ssl_prefer_server_ciphers",
+    "ssl_session_tickets",
+    "ssl_session_timeout",
+    "ssl_dhparam",
+    "ssl_stapling",
+    "ssl_stapling_verify",
+    "ssl_trusted_certificate",
+    "resolver",
+    "resolver_timeout",
 ];
 
 /// Directives nginx allows several of in a block (one more log or certificate, flags added
@@ -112,6 +122,7 @@ const ONE_HERE: &[&str] = &[
     "ssl_certificate",
     "ssl_certificate_key",
     "ssl_protocols",
+    "ssl_session_cache",
     "proxy_next_upstream",
     "health_check",
     "return",

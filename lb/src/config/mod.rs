@@ -8,6 +8,7 @@ pub mod grammar;
 pub mod location;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::fmt;
@@ -181,9 +182,12 @@ impl Config {
                     http_seen = true;
                     let body = block(d)?;
                     let mut settings = proxy::inherit(&ProxySettings::default(), body);
+                    let mut tls = tls::TlsSettings::default();
                     let mut own = Vec::new();
                     for h in body {
-                        if !proxy::apply(&mut settings, h, root)? {
+                        if !proxy::apply(&mut settings, h, root)?
+                            && !tls::apply(&mut tls, h, &mut c.warnings)?
+                        {
                             own.push(h);
                         }
                     }
@@ -199,10 +203,13 @@ impl Config {
                                 }
                                 c.upstreams.push(u);
                             }
-                            "server" => {
-                                c.servers
-                                    .push(server::server(h, root, &settings, &mut c.warnings)?)
-                            }
+                            "server" => c.servers.push(server::server(
+                                h,
+                                root,
+                                &settings,
+                                &tls,
+                                &mut c.warnings,
+                            )?),
                             "http2" => http2 = h.on_off()?,
                             "error_log" => http_log = Some((error_log(h, root)?, &h.place)),
                             "metrics" => {
@@ -630,6 +637,34 @@ mod tests {
         };
         assert_eq!(workers("worker_processes auto;"), None);
         assert_eq!(workers("worker_processes 3;"), Some(3));
+    }
+
+    /// TLS lines in `http` reach every server, which may set its own on top.
+    #[test]
+    fn tls_settings_are_inherited_from_http() {
+        let c = load(
+            "events { }\nhttp {\n ssl_ciphers AES256;\n ssl_session_timeout 10m;\n\
+             server { listen 8443; ssl_session_timeout 1h; ssl_session_cache builtin:100; }\n\
+             server { listen 8444; ssl_protocols TLSv1.3; ssl_session_tickets off; }\n}\n",
+        )
+        .expect("valid");
+        let aes256 = vec![
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ];
+        let (a, b) = (&c.servers[0].tls, &c.servers[1].tls);
+        assert_eq!(a.ciphers.as_ref(), Some(&aes256));
+        assert_eq!(b.ciphers.as_ref(), Some(&aes256));
+        assert_eq!(a.session_timeout, Duration::from_secs(3600));
+        assert_eq!(b.session_timeout, Duration::from_secs(600));
+        assert_eq!(a.session_cache, tls::SessionCache::Sessions(100));
+        assert_eq!(
+            b.session_cache,
+            tls::SessionCache::Sessions(tls::SESSION_CACHE_DEFAULT)
+        );
+        assert!(a.session_tickets && !b.session_tickets);
+        assert_eq!(a.protocols, None);
+        assert_eq!(b.protocols, Some(vec!["TLSv1.3".to_owned()]));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, Matcher, location};
 use super::proxy::{ProxySettings, Template, apply, inherit, template};
+use super::tls::{self, TlsSettings};
 
 /// One `listen` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +42,9 @@ pub struct Server {
     pub names: Vec<String>,
     pub certificate: Option<PathBuf>,
     pub certificate_key: Option<PathBuf>,
-    /// `ssl_protocols`, when set (TLSv1.2 and/or TLSv1.3).
-    pub protocols: Option<Vec<String>>,
+    /// `ssl_protocols`, `ssl_ciphers`, the session settings: the http block's, with the
+    /// server's own lines on top.
+    pub tls: TlsSettings,
     pub ret: Option<Return>,
     pub locations: Vec<Location>,
     /// The server level's proxy settings (what a request no location matches is logged
@@ -91,6 +93,7 @@ pub fn server(
     d: &Directive,
     root: &std::path::Path,
     inherited: &ProxySettings,
+    inherited_tls: &TlsSettings,
     warnings: &mut Vec<Warning>,
 ) -> Result<Server, GrammarError> {
     let Some(body) = &d.block else {
@@ -104,7 +107,7 @@ pub fn server(
         names: Vec::new(),
         certificate: None,
         certificate_key: None,
-        protocols: None,
+        tls: inherited_tls.clone(),
         ret: None,
         locations: Vec::new(),
         settings: ProxySettings::default(),
@@ -113,7 +116,7 @@ pub fn server(
     let mut settings = inherit(inherited, body);
     let mut own = Vec::new();
     for inner in body {
-        if !apply(&mut settings, inner, root)? {
+        if !apply(&mut settings, inner, root)? && !tls::apply(&mut s.tls, inner, warnings)? {
             own.push(inner);
         }
     }
@@ -172,20 +175,6 @@ pub fn server(
             "http2" => http2_on = inner.on_off()?,
             "ssl_certificate" => s.certificate = Some(path(inner.one_arg()?)),
             "ssl_certificate_key" => s.certificate_key = Some(path(inner.one_arg()?)),
-            "ssl_protocols" => {
-                for p in &inner.args {
-                    if !matches!(p.as_str(), "TLSv1.2" | "TLSv1.3") {
-                        return Err(GrammarError::at(
-                            &inner.place,
-                            format!(
-                                "\"ssl_protocols {p}\": gluu-lb speaks only TLSv1.2 and TLSv1.3 \
-                                 (rustls); older versions are broken"
-                            ),
-                        ));
-                    }
-                }
-                s.protocols = Some(inner.args.clone());
-            }
             "return" => {
                 let (code, target) = match inner.args.as_slice() {
                     [c] => (c, None),
