@@ -33,6 +33,7 @@ const DAY: u64 = 86_400;
 /// (a chain's intermediate can end before the leaf).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validity {
+    /// The file, or for a certificate a peer presented, the peer's address.
     pub path: PathBuf,
     /// The subject of that certificate, as `openssl x509 -subject` prints it (`CN=...`).
     pub subject: String,
@@ -65,8 +66,14 @@ impl Validity {
 
     /// What to tell the admin at `now`: `None` while more than [`WARN_WITHIN`] remain.
     pub fn warning(&self, now: SystemTime) -> Option<String> {
-        let now = unix(now);
         let what = format!("certificate {} ({})", self.path.display(), self.subject);
+        self.warning_as(&what, "renew it on its key and reload", now)
+    }
+
+    /// [`Validity::warning`] for a certificate described as `what`, and `fix` for what to
+    /// do when it ends.
+    pub fn warning_as(&self, what: &str, fix: &str, now: SystemTime) -> Option<String> {
+        let now = unix(now);
         if now < self.not_before {
             return Some(format!(
                 "{what} is not valid yet (it starts {}): clients refuse it until then (is \
@@ -76,8 +83,7 @@ impl Validity {
         }
         if now > self.not_after {
             return Some(format!(
-                "{what} expired on {}, {}: clients that check dates refuse it; renew it on \
-                 its key and reload",
+                "{what} expired on {}, {}: clients that check dates refuse it; {fix}",
                 self.not_after_text,
                 days(now - self.not_after, "") + " ago"
             ));
@@ -85,7 +91,7 @@ impl Validity {
         let left = self.not_after - now;
         (left <= WARN_WITHIN.as_secs() as i64).then(|| {
             format!(
-                "{what} expires on {}, {}: renew it on its key and reload",
+                "{what} expires on {}, {}: {fix}",
                 self.not_after_text,
                 days(left, "in ")
             )

@@ -55,6 +55,7 @@ pub struct Metrics {
     upstream_requests: Family<NodeLabel, Counter>,
     upstream_failures: Family<NodeReasonLabel, Counter>,
     upstream_connects: Family<NodeLabel, Counter>,
+    upstream_certificates: Family<NodeLabel, Gauge>,
     retries: Counter,
     handshake_failures: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -102,6 +103,12 @@ impl Metrics {
             m.upstream_connects.clone(),
         );
         r.register(
+            "upstream_certificate_expiry_timestamp_seconds",
+            "When the certificate chain a node presented at its last new connection stops \
+             being valid (the earliest notAfter in it), in Unix seconds",
+            m.upstream_certificates.clone(),
+        );
+        r.register(
             "retries",
             "Requests passed to the next node (proxy_next_upstream)",
             m.retries.clone(),
@@ -147,7 +154,14 @@ impl Metrics {
         };
         let requests = self.upstream_requests.get_or_create(&label).clone();
         let connects = self.upstream_connects.get_or_create(&label).clone();
-        NodeCounters { requests, connects }
+        NodeCounters {
+            requests,
+            connects,
+            certificate: NodeCertificate {
+                family: self.upstream_certificates.clone(),
+                label,
+            },
+        }
     }
 
     pub fn upstream_failure(&self, upstream: &str, node: &str, reason: &'static str) {
@@ -181,10 +195,25 @@ impl Metrics {
 }
 
 /// One node's request and connection counters.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NodeCounters {
     pub requests: Counter,
     pub connects: Counter,
+    pub certificate: NodeCertificate,
+}
+
+/// A node's `upstream_certificate_expiry_timestamp_seconds`, made when the node first
+/// presents a certificate (a series at 0 before that would read as long expired).
+#[derive(Clone, Debug)]
+pub struct NodeCertificate {
+    family: Family<NodeLabel, Gauge>,
+    label: NodeLabel,
+}
+
+impl NodeCertificate {
+    pub fn set(&self, not_after: i64) {
+        self.family.get_or_create(&self.label).set(not_after);
+    }
 }
 
 /// Counts a connection as active while it lives.

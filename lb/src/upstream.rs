@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use gluu_common::tap::Tapped;
+use gluu_common::validity::{self, Validity};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -154,6 +155,51 @@ pub struct Node {
     idle: Vec<Mutex<Vec<Idle>>>,
     active: AtomicUsize,
     health: Mutex<Health>,
+    presented: Mutex<Presented>,
+}
+
+/// The certificate chain a node presented at its last new connection.
+#[derive(Debug, Default)]
+struct Presented {
+    leaf: Option<CertificateDer<'static>>,
+    validity: Option<Validity>,
+    /// When its end was last warned of.
+    warned: Option<Instant>,
+}
+
+impl Presented {
+    /// Notes `chain`, presented by `node` at `now`: the new end date when the certificate
+    /// changed, and what to warn of (a certificate ending within [`validity::WARN_WITHIN`],
+    /// ended, or not valid yet), said when first seen and again at most once every
+    /// [`validity::REMIND_EVERY`] while new connections keep meeting it.
+    fn see(
+        &mut self,
+        chain: &[CertificateDer<'static>],
+        node: &str,
+        now: (Instant, SystemTime),
+    ) -> (Option<i64>, Option<String>) {
+        let mut changed = None;
+        if self.leaf.as_ref() != chain.first() {
+            self.leaf = chain.first().cloned();
+            self.validity = Validity::of(std::path::Path::new(node), chain);
+            self.warned = None;
+            changed = self.validity.as_ref().map(|v| v.not_after);
+        }
+        let due = self
+            .warned
+            .is_none_or(|t| now.0.duration_since(t) >= validity::REMIND_EVERY);
+        let warning = self.validity.as_ref().filter(|_| due).and_then(|v| {
+            v.warning_as(
+                &format!("the certificate node {node} presents ({})", v.subject),
+                "renew it on the node",
+                now.1,
+            )
+        });
+        if warning.is_some() {
+            self.warned = Some(now.0);
+        }
+        (changed, warning)
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -309,6 +355,16 @@ impl Node {
                     ),
                 )
             })?;
+        if let Some(chain) = stream.get_ref().1.peer_certificates() {
+            let now = (Instant::now(), SystemTime::now());
+            let (changed, warning) = lock(&self.presented).see(chain, &self.address, now);
+            if let Some(end) = changed {
+                self.counters.certificate.set(end);
+            }
+            if let Some(w) = warning {
+                tracing::warn!("upstream \"{}\": {w}", self.upstream);
+            }
+        }
         // The slot goes with the stream: back when hyper closes the connection or, for an
         // upgraded one (a WebSocket), when the relay that took the stream over ends.
         let stream = Tapped::new(stream, permit);
@@ -486,6 +542,7 @@ impl Group {
                 idle: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
                 active: AtomicUsize::new(0),
                 health: Mutex::new(Health::default()),
+                presented: Mutex::new(Presented::default()),
             }));
         }
         let ring = (u.method == Method::ConsistentRemoteAddr).then(|| {
@@ -585,6 +642,11 @@ impl Group {
                     "fails": fails,
                     "active": node.active.load(Ordering::Relaxed),
                     "idle_connections": node.idle.iter().map(|p| lock(p).len()).sum::<usize>(),
+                    "certificate": lock(&node.presented).validity.as_ref().map(|v| serde_json::json!({
+                        "subject": v.subject,
+                        "not_after": v.not_after_text,
+                        "not_after_timestamp": v.not_after,
+                    })),
                     "last_check": last.map(|c| serde_json::json!({
                         "at": c.at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
                         "ok": c.ok,
@@ -593,5 +655,37 @@ impl Group {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gluu_testkit::Cert;
+
+    #[test]
+    fn a_node_certificate_near_its_end_is_warned_of_once_a_day() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = |c: Cert| gluu_common::tls::load_certs(&c.cert).expect("load");
+        let near = chain(Cert::ending_in(dir.path(), "near", 10 * 86_400));
+        let far = chain(Cert::new(dir.path(), "far"));
+        let node = "10.0.0.1:443";
+        let mut p = Presented::default();
+        let (t0, wall) = (Instant::now(), SystemTime::now());
+        let (end, warning) = p.see(&near, node, (t0, wall));
+        assert!(end.is_some_and(|e| e > 0));
+        let w = warning.expect("warned");
+        assert!(
+            w.starts_with("the certificate node 10.0.0.1:443 presents (CN=")
+                && w.contains(" days: renew it on the node"),
+            "{w}"
+        );
+        // The same certificate on the next connections: said again a day later, not before.
+        let hour = t0 + Duration::from_secs(3600);
+        assert_eq!(p.see(&near, node, (hour, wall)), (None, None));
+        let day = t0 + validity::REMIND_EVERY;
+        assert!(p.see(&near, node, (day, wall)).1.is_some());
+        // Renewed on the node: its new end, and nothing to say.
+        assert_eq!(p.see(&far, node, (day, wall)), (Some(67_090_118_400), None));
     }
 }

@@ -825,6 +825,34 @@ async fn the_status_page_and_metrics() {
     assert_eq!(nodes[0]["address"], lab.nodes[0].addr.to_string());
     assert_eq!(nodes[0]["state"], "up");
     assert!(status["upstreams"]["backend_id"].is_array());
+    // The node that answered presented its certificate (rcgen's default end, 4096-01-01);
+    // the other has not been connected to yet and has no date, nor a series.
+    let seen: Vec<_> = nodes
+        .iter()
+        .filter(|n| !n["certificate"].is_null())
+        .collect();
+    assert_eq!(seen.len(), 1, "{status}");
+    assert_eq!(
+        seen[0]["certificate"]["subject"],
+        "CN=rcgen self signed cert"
+    );
+    assert_eq!(
+        seen[0]["certificate"]["not_after_timestamp"].as_i64(),
+        Some(67_090_118_400)
+    );
+    let series = |n: &serde_json::Value| {
+        format!(
+            "gluu_lb_upstream_certificate_expiry_timestamp_seconds{{upstream=\"backend\",node=\"{}\"}}",
+            n["address"].as_str().expect("address")
+        )
+    };
+    assert_eq!(lab.metric(&series(seen[0])).await, 67_090_118_400.0);
+    let unseen = nodes
+        .iter()
+        .find(|n| n["certificate"].is_null())
+        .expect("unseen");
+    let text = lab.metrics_get("/metrics").await;
+    assert!(!text.contains(&series(unseen)), "{text}");
     assert_eq!(
         lab.metric("gluu_lb_requests_total{class=\"2xx\"}").await,
         1.0
