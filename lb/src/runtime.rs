@@ -131,7 +131,7 @@ impl Runtime {
         let mut certificates: Vec<Validity> = Vec::new();
         let now = SystemTime::now();
         for (i, s) in config.servers.iter().enumerate() {
-            if let (Some(cert), Some(key)) = (&s.certificate, &s.certificate_key) {
+            if let (Some(cert), Some(key)) = (&s.tls.certificate, &s.tls.certificate_key) {
                 let k = tls::load_certified_key(&provider, cert, Some(key))
                     .map_err(|e| err(&s.place, e.to_string()))?;
                 if let Some(message) = validity::record(&mut certificates, cert, &k.cert, now) {
@@ -143,7 +143,7 @@ impl Runtime {
                 keys.insert(i, k);
                 let seen = config.servers[..i]
                     .iter()
-                    .any(|p| p.certificate_key.as_ref() == Some(key));
+                    .any(|p| p.tls.certificate_key.as_ref() == Some(key));
                 if let Some(mode) = tls::exposed_key(key, 0o004).filter(|_| !seen) {
                     warnings.push(Warning {
                         at: s.place.to_string(),

@@ -282,6 +282,13 @@ fn nginx_t_and_gluu_lb_t_agree() {
             )),
         ),
         (
+            "the certificate in http, for every server",
+            format!(
+                "{events}http {{\n{up}{tls}\nserver {{ listen 127.0.0.1:8443 ssl; }}\n\
+                 server {{ listen 127.0.0.1:8444 ssl; }}\n}}\n"
+            ),
+        ),
+        (
             "session caches of every kind",
             server("ssl_session_cache builtin:1000 shared:SSL:1m;\nlocation /a { }"),
         ),

@@ -186,7 +186,7 @@ impl Config {
                     let mut own = Vec::new();
                     for h in body {
                         if !proxy::apply(&mut settings, h, root)?
-                            && !tls::apply(&mut tls, h, &mut c.warnings)?
+                            && !tls::apply(&mut tls, h, root, &mut c.warnings)?
                         {
                             own.push(h);
                         }
@@ -604,7 +604,7 @@ mod tests {
             s.listen.iter().all(|l| l.ssl),
             "ssl on makes every listen TLS"
         );
-        assert!(s.certificate.as_deref().expect("cert").is_absolute());
+        assert!(s.tls.certificate.as_deref().expect("cert").is_absolute());
         assert_eq!(c.warnings.len(), 1);
         assert!(
             c.warnings[0].message.contains("deprecated"),
@@ -644,8 +644,10 @@ mod tests {
     fn tls_settings_are_inherited_from_http() {
         let c = load(
             "events { }\nhttp {\n ssl_ciphers AES256;\n ssl_session_timeout 10m;\n\
-             server { listen 8443; ssl_session_timeout 1h; ssl_session_cache builtin:100; }\n\
-             server { listen 8444; ssl_protocols TLSv1.3; ssl_session_tickets off; }\n}\n",
+             ssl_certificate all.crt; ssl_certificate_key all.key;\n\
+             server { listen 8443 ssl; ssl_session_timeout 1h; ssl_session_cache builtin:100; }\n\
+             server { listen 8444 ssl; ssl_protocols TLSv1.3; ssl_session_tickets off;\n\
+             ssl_certificate own.crt; ssl_certificate_key own.key; }\n}\n",
         )
         .expect("valid");
         let aes256 = vec![
@@ -665,6 +667,12 @@ mod tests {
         assert!(a.session_tickets && !b.session_tickets);
         assert_eq!(a.protocols, None);
         assert_eq!(b.protocols, Some(vec!["TLSv1.3".to_owned()]));
+        let file =
+            |p: &Option<PathBuf>| p.as_deref().and_then(Path::file_name).map(|n| n.to_owned());
+        assert_eq!(file(&a.certificate), Some("all.crt".into()));
+        assert_eq!(file(&a.certificate_key), Some("all.key".into()));
+        assert_eq!(file(&b.certificate), Some("own.crt".into()));
+        assert_eq!(file(&b.certificate_key), Some("own.key".into()));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! with a warning, as nginx 1.22 does; nginx 1.25 removed it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 
 use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
@@ -40,10 +39,8 @@ pub struct Return {
 pub struct Server {
     pub listen: Vec<Listen>,
     pub names: Vec<String>,
-    pub certificate: Option<PathBuf>,
-    pub certificate_key: Option<PathBuf>,
-    /// `ssl_protocols`, `ssl_ciphers`, the session settings: the http block's, with the
-    /// server's own lines on top.
+    /// `ssl_certificate` and its key, `ssl_protocols`, `ssl_ciphers`, the session
+    /// settings: the http block's, with the server's own lines on top.
     pub tls: TlsSettings,
     pub ret: Option<Return>,
     pub locations: Vec<Location>,
@@ -105,8 +102,6 @@ pub fn server(
     let mut s = Server {
         listen: Vec::new(),
         names: Vec::new(),
-        certificate: None,
-        certificate_key: None,
         tls: inherited_tls.clone(),
         ret: None,
         locations: Vec::new(),
@@ -116,14 +111,13 @@ pub fn server(
     let mut settings = inherit(inherited, body);
     let mut own = Vec::new();
     for inner in body {
-        if !apply(&mut settings, inner, root)? && !tls::apply(&mut s.tls, inner, warnings)? {
+        if !apply(&mut settings, inner, root)? && !tls::apply(&mut s.tls, inner, root, warnings)? {
             own.push(inner);
         }
     }
     let mut ssl_on = false;
     let mut http2_on = false;
     for inner in own {
-        let path = |v: &str| root.join(v);
         match inner.name.as_str() {
             "listen" => {
                 let Some((addr, params)) = inner.args.split_first() else {
@@ -173,8 +167,6 @@ pub fn server(
                 }
             }
             "http2" => http2_on = inner.on_off()?,
-            "ssl_certificate" => s.certificate = Some(path(inner.one_arg()?)),
-            "ssl_certificate_key" => s.certificate_key = Some(path(inner.one_arg()?)),
             "return" => {
                 let (code, target) = match inner.args.as_slice() {
                     [c] => (c, None),
@@ -237,7 +229,7 @@ pub fn server(
         l.http2 |= http2_on;
     }
     if s.listen.iter().any(|l| l.ssl) {
-        let (Some(_), Some(_)) = (&s.certificate, &s.certificate_key) else {
+        let (Some(_), Some(_)) = (&s.tls.certificate, &s.tls.certificate_key) else {
             return Err(GrammarError::at(
                 &d.place,
                 "no \"ssl_certificate\" and \"ssl_certificate_key\" are defined for a TLS server",

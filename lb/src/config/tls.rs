@@ -1,10 +1,12 @@
-//! A server's TLS settings beyond its certificate, in `http` (inherited by every server) or
-//! `server`: nginx's `ssl_protocols`, `ssl_ciphers`, `ssl_prefer_server_ciphers`,
+//! A server's TLS settings, in `http` (inherited by every server) or `server`: nginx's
+//! `ssl_certificate`, `ssl_certificate_key`, `ssl_protocols`, `ssl_ciphers`,
+//! `ssl_prefer_server_ciphers`,
 //! `ssl_session_cache`, `ssl_session_timeout` and `ssl_session_tickets`, with nginx's
 //! meaning. The other lines of a hardened nginx TLS setup (Mozilla's generator writes
 //! them) have no meaning for gluu-lb: they are accepted with a warning that says why, so
 //! such a file runs as it is and nothing is silently dropped.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls::CipherSuite;
@@ -36,6 +38,8 @@ const SESSIONS_PER_MIB: u64 = 4000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsSettings {
+    pub certificate: Option<PathBuf>,
+    pub certificate_key: Option<PathBuf>,
     /// `ssl_protocols` (TLSv1.2 and/or TLSv1.3); `None`: both.
     pub protocols: Option<Vec<String>>,
     /// `ssl_ciphers`: the TLS 1.2 suites it selects, in its order; `None`: all of
@@ -54,6 +58,8 @@ pub struct TlsSettings {
 impl Default for TlsSettings {
     fn default() -> Self {
         Self {
+            certificate: None,
+            certificate_key: None,
             protocols: None,
             ciphers: None,
             prefer_server_ciphers: None,
@@ -65,10 +71,11 @@ impl Default for TlsSettings {
 }
 
 /// Applies `d` to `s` when it is one of the TLS settings (or a line accepted with a
-/// warning); `Ok(false)` when it is not.
+/// warning; relative paths start at `root`); `Ok(false)` when it is not.
 pub fn apply(
     s: &mut TlsSettings,
     d: &Directive,
+    root: &Path,
     warnings: &mut Vec<Warning>,
 ) -> Result<bool, GrammarError> {
     let mut unused = |why: &str| {
@@ -78,6 +85,8 @@ pub fn apply(
         })
     };
     match d.name.as_str() {
+        "ssl_certificate" => s.certificate = Some(root.join(d.one_arg()?)),
+        "ssl_certificate_key" => s.certificate_key = Some(root.join(d.one_arg()?)),
         "ssl_protocols" => {
             for p in &d.args {
                 if !matches!(p.as_str(), "TLSv1.2" | "TLSv1.3") {
