@@ -1,4 +1,5 @@
 //! What gluu-ha's daemons share: `--version` text ([`build`]), man pages ([`man`]), PEM/TLS loading and peer pinning ([`tls`], [`verify`]),
+//! OpenSSL's cipher settings for rustls' suites ([`ciphers`]),
 //! signals and graceful shutdown ([`signal`]), systemd readiness ([`notify`]) and its file
 //! descriptor store ([`fdstore`]: listening sockets kept across a restart), logging
 //! ([`logging`]), the Prometheus listener ([`metrics`]), configuration places for error
@@ -10,6 +11,7 @@
 
 pub mod accept;
 pub mod build;
+pub mod ciphers;
 pub mod drain;
 pub mod fdstore;
 pub mod logging;

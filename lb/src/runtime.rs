@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use gluu_common::ciphers;
 use gluu_common::logging::LogFile;
 use gluu_common::tls;
 use gluu_common::validity::{self, Validity};
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
-use rustls::SupportedCipherSuite;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{
     ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
@@ -326,21 +326,7 @@ fn acceptor(
     }
     let t = &first.tls;
     // TLS 1.3's suites in gluu-lb's order, then TLS 1.2's as `ssl_ciphers` chose them.
-    let (tls13, tls12): (Vec<SupportedCipherSuite>, Vec<SupportedCipherSuite>) = provider
-        .cipher_suites
-        .iter()
-        .partition(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
-    let tls12: Vec<SupportedCipherSuite> = match &t.ciphers {
-        Some(chosen) => chosen
-            .iter()
-            .filter_map(|c| tls12.iter().find(|s| s.suite() == *c).copied())
-            .collect(),
-        None => tls12,
-    };
-    let provider = Arc::new(CryptoProvider {
-        cipher_suites: tls13.into_iter().chain(tls12).collect(),
-        ..CryptoProvider::clone(provider)
-    });
+    let provider = Arc::new(ciphers::restrict(provider, None, t.ciphers.as_deref()));
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| err(&first.place, format!("TLS: {e}")))?

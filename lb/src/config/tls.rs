@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gluu_common::ciphers;
 use rustls::CipherSuite;
 
 use super::Warning;
@@ -98,7 +99,7 @@ pub fn apply(
             }
             s.protocols = Some(d.args.clone());
         }
-        "ssl_ciphers" => s.ciphers = Some(ciphers(d, d.one_arg()?)?),
+        "ssl_ciphers" => s.ciphers = Some(cipher_list(d, d.one_arg()?)?),
         "ssl_prefer_server_ciphers" => s.prefer_server_ciphers = Some(d.on_off()?),
         "ssl_session_tickets" => s.session_tickets = d.on_off()?,
         "ssl_session_timeout" => s.session_timeout = time(d)?,
@@ -164,221 +165,14 @@ fn session_cache(d: &Directive) -> Result<SessionCache, GrammarError> {
     Ok(SessionCache::Sessions(n.min(SESSION_CACHE_MAX)))
 }
 
-/// One TLS 1.2 suite gluu-lb has, with the words of OpenSSL's cipher strings that select
-/// it (checked against `openssl ciphers` in the tests).
-struct Suite {
-    name: &'static str,
-    suite: CipherSuite,
-    words: &'static [&'static str],
-    /// Bits, for `@STRENGTH`.
-    strength: u16,
-}
-
-const ECDHE: &[&str] = &[
-    "ALL", "DEFAULT", "HIGH", "TLSv1.2", "kECDHE", "kEECDH", "ECDHE", "EECDH", "ECDH",
-];
-
-macro_rules! suite {
-    ($name:literal, $suite:ident, $strength:literal, [$($word:literal),*]) => {
-        Suite {
-            name: $name,
-            suite: CipherSuite::$suite,
-            words: &[$($word),*],
-            strength: $strength,
-        }
-    };
-}
-
-/// In OpenSSL's own order (`openssl ciphers ALL`), which a word adds them in.
-const SUITES: &[Suite] = &[
-    suite!(
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        256,
-        ["aECDSA", "ECDSA", "AES", "AESGCM", "AES256", "FIPS"]
-    ),
-    suite!(
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        256,
-        ["aRSA", "AES", "AESGCM", "AES256", "FIPS"]
-    ),
-    suite!(
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        256,
-        ["aECDSA", "ECDSA", "CHACHA20"]
-    ),
-    suite!(
-        "ECDHE-RSA-CHACHA20-POLY1305",
-        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        256,
-        ["aRSA", "CHACHA20"]
-    ),
-    suite!(
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        128,
-        ["aECDSA", "ECDSA", "AES", "AESGCM", "AES128", "FIPS"]
-    ),
-    suite!(
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        128,
-        ["aRSA", "AES", "AESGCM", "AES128", "FIPS"]
-    ),
-];
-
-impl Suite {
-    /// Whether the cipher string item `A+B+...` selects it: every part is its name or one
-    /// of its words (a word OpenSSL knows but this suite lacks, or one it does not know,
-    /// selects nothing, as in OpenSSL).
-    fn selected_by(&self, item: &str) -> bool {
-        item.split('+')
-            .all(|w| w == self.name || ECDHE.contains(&w) || self.words.contains(&w))
-    }
-}
-
-/// The TLS 1.2 suites an OpenSSL cipher string selects, in its order, as OpenSSL's
-/// `ssl_cipher_process_rulestr` applies it: a word adds the suites it selects that are not
-/// in the list yet at the end, `-` takes them out (to the front of the ones that can come
-/// back), `!` takes them out for good, `+` moves them to the end, `@STRENGTH` orders by
-/// key length.
-pub fn select(text: &str) -> Result<Vec<CipherSuite>, String> {
-    // (index into SUITES, in the list)
-    let mut list: Vec<(usize, bool)> = (0..SUITES.len()).map(|i| (i, false)).collect();
-    for item in text.split([':', ' ', ',', ';']).filter(|s| !s.is_empty()) {
-        if let Some(command) = item.strip_prefix('@') {
-            if command == "STRENGTH" {
-                for bits in [256, 128] {
-                    move_to_end(&mut list, |i, on| on && SUITES[i].strength == bits);
-                }
-            } else if !command.starts_with("SECLEVEL=") {
-                return Err(format!("\"{item}\" is not supported"));
-            }
-            continue;
-        }
-        if item.starts_with("SUITEB") {
-            return Err(format!("\"{item}\" is not supported"));
-        }
-        let (op, words) = match item.as_bytes()[0] {
-            b'!' | b'-' | b'+' => (item.as_bytes()[0], &item[1..]),
-            _ => (b' ', item),
-        };
-        let hit = |i: usize| SUITES[i].selected_by(words);
-        match op {
-            b'!' => list.retain(|&(i, _)| !hit(i)),
-            b'-' => {
-                let (out, rest): (Vec<_>, Vec<_>) =
-                    list.into_iter().partition(|&(i, on)| on && hit(i));
-                list = out
-                    .into_iter()
-                    .map(|(i, _)| (i, false))
-                    .chain(rest)
-                    .collect();
-            }
-            b'+' => move_to_end(&mut list, |i, on| on && hit(i)),
-            _ => {
-                move_to_end(&mut list, |i, on| !on && hit(i));
-                for entry in &mut list {
-                    entry.1 |= hit(entry.0);
-                }
-            }
-        }
-    }
-    Ok(list
-        .into_iter()
-        .filter(|&(_, on)| on)
-        .map(|(i, _)| SUITES[i].suite)
-        .collect())
-}
-
-/// Moves the entries `pick` chooses to the end of `list`, in their order.
-fn move_to_end(list: &mut Vec<(usize, bool)>, pick: impl Fn(usize, bool) -> bool) {
-    let (moved, rest): (Vec<_>, Vec<_>) = list.drain(..).partition(|&(i, on)| pick(i, on));
-    list.extend(rest);
-    list.extend(moved);
-}
-
-fn ciphers(d: &Directive, text: &str) -> Result<Vec<CipherSuite>, GrammarError> {
-    let chosen = select(text).map_err(|why| d.error(format!("\"ssl_ciphers {text}\": {why}")))?;
+fn cipher_list(d: &Directive, text: &str) -> Result<Vec<CipherSuite>, GrammarError> {
+    let chosen = ciphers::select_tls12(text)
+        .map_err(|why| d.error(format!("\"ssl_ciphers {text}\": {why}")))?;
     if chosen.is_empty() {
-        let have: Vec<&str> = SUITES.iter().map(|s| s.name).collect();
         return Err(d.error(format!(
             "\"ssl_ciphers {text}\" selects none of gluu-lb's TLS 1.2 cipher suites ({})",
-            have.join(":")
+            ciphers::tls12_names()
         )));
     }
     Ok(chosen)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(text: &str) -> Vec<&'static str> {
-        select(text)
-            .expect("select")
-            .into_iter()
-            .map(|c| SUITES.iter().find(|s| s.suite == c).expect("ours").name)
-            .collect()
-    }
-
-    #[test]
-    fn a_list_of_names_is_taken_in_its_order() {
-        assert_eq!(
-            names(
-                "ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
-            ),
-            ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
-        );
-        assert!(names("DHE-RSA-AES128-GCM-SHA256:RC4").is_empty());
-        assert_eq!(names("HIGH:!aNULL:!MD5").len(), SUITES.len());
-    }
-
-    /// The suites and order OpenSSL's own parser makes of each string, of those gluu-lb has.
-    #[test]
-    fn cipher_strings_select_what_openssl_selects() {
-        let openssl = gluu_testkit::require("openssl");
-        for text in [
-            "HIGH:!aNULL:!MD5",
-            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:\
-             ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:\
-             DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305",
-            "EECDH+AESGCM:EDH+AESGCM",
-            "EECDH+AESGCM:EDH+AESGCM:AES256+EECDH:AES256+EDH",
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "AES128:AES256:CHACHA20",
-            "ALL:-AES256:AES256",
-            "ALL:!AES256:AES256",
-            "ALL:+AES128",
-            "ALL:+aRSA:-CHACHA20",
-            "CHACHA20:AES128:@STRENGTH",
-            "AES128+ECDSA:ECDHE+aRSA:HIGH",
-            "kEECDH+ECDSA+AES128:kEECDH+ECDSA:kEECDH:-ECDSA+AES256",
-            "FIPS:!ECDSA",
-            "DEFAULT:!CHACHA20",
-            "ECDHE-RSA-CHACHA20-POLY1305,ECDHE-ECDSA-AES128-GCM-SHA256 HIGH",
-            "CHACHA20:-ALL:ECDSA",
-        ] {
-            let out = std::process::Command::new(&openssl)
-                .args(["ciphers", "-tls1_2", text])
-                .output()
-                .expect("openssl");
-            let listed = String::from_utf8_lossy(&out.stdout);
-            let theirs: Vec<&str> = listed
-                .trim()
-                .split(':')
-                .filter(|n| SUITES.iter().any(|s| s.name == *n))
-                .collect();
-            assert_eq!(names(text), theirs, "{text}");
-        }
-    }
-
-    #[test]
-    fn commands_gluu_lb_cannot_follow_are_refused() {
-        assert!(select("HIGH:@SECLEVEL=2").is_ok());
-        assert!(select("HIGH:@FOO").is_err());
-        assert!(select("SUITEB128").is_err());
-    }
 }
