@@ -148,6 +148,11 @@ pub fn tls12_names() -> String {
     SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(":")
 }
 
+/// Our TLS 1.3 suites' names (for messages).
+pub fn tls13_names() -> String {
+    TLS13.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(":")
+}
+
 /// The TLS 1.3 suites rustls has, by the names OpenSSL's `-ciphersuites` takes.
 const TLS13: &[(&str, CipherSuite)] = &[
     (

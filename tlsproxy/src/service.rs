@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
+use gluu_common::ciphers;
 use gluu_common::tls::{self, PROTOCOL_VERSIONS};
 use gluu_common::validity::{self, Validity};
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
@@ -174,6 +175,12 @@ fn build(
             .map_err(|e| ConfigError::at(s.place_of("cafile"), format!("[{}] {e}", s.name)))?,
     );
     let versions = versions(s);
+    // `ciphers` and `ciphersuites` narrow what this service offers.
+    let provider = &Arc::new(ciphers::restrict(
+        provider,
+        s.tls.ciphersuites.as_deref(),
+        s.tls.ciphers.as_deref(),
+    ));
     let tls_err = |e: rustls::Error| ConfigError::at(&s.place, format!("[{}] TLS: {e}", s.name));
     let tls = match s.mode {
         Mode::Server => {

@@ -123,3 +123,57 @@ fn stunnel_with_another_certificate_is_refused_both_ways() {
         ) >= 1.0
     );
 }
+
+/// stunnel's `ciphers` and `ciphersuites` mean the same to gluu-tunnel as to stunnel: a
+/// gluu-tunnel client whose suites the stunnel server does not take is refused, one that
+/// shares a suite gets through (TLS 1.2 by cipher string, TLS 1.3 by suite names).
+#[test]
+fn cipher_lines_mean_what_they_mean_to_stunnel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start();
+    let cert = Cert::new(dir.path(), "secureredis");
+    for (version, stunnel_says, refused, shared) in [
+        (
+            "TLSv1.2",
+            "ciphers = ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ciphers = ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305",
+            "ciphers = HIGH:!AES128",
+        ),
+        (
+            "TLSv1.3",
+            "ciphersuites = TLS_CHACHA20_POLY1305_SHA256",
+            "ciphersuites = TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+            "ciphersuites = TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256",
+        ),
+    ] {
+        let accept = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let globals = format!("sslVersion = {version}\n{stunnel_says}\n");
+        let _stunnel = stunnel(
+            dir.path(),
+            &format!("stunnel-{version}"),
+            &guide_conf(
+                Side::RedisHost,
+                &cert.combined,
+                &globals,
+                accept,
+                redis.addr(),
+            ),
+            accept,
+        );
+        for (ours, gets_through) in [(refused, false), (shared, true)] {
+            let client = start(
+                dir.path(),
+                "redis-client.conf",
+                &client_conf(
+                    &cert.combined,
+                    accept,
+                    &format!("sslVersion = {version}\n{ours}\n"),
+                ),
+            );
+            let ping = redis
+                .connect_to(client.addr("redis"))
+                .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con));
+            assert_eq!(ping.is_ok(), gets_through, "{version}, {ours}: {ping:?}");
+        }
+    }
+}

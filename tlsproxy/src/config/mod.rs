@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gluu_common::ciphers;
 use ini::{Entry, Place, Section};
 
 /// A configuration error: where, and what is wrong. Printed as `file:line: message`.
@@ -117,6 +118,10 @@ pub struct TlsOptions {
     pub sni: Option<String>,
     pub min_version: Option<TlsVersion>,
     pub max_version: Option<TlsVersion>,
+    /// `ciphers`: the TLS 1.2 suites an OpenSSL cipher string selects, in its order.
+    pub ciphers: Option<Vec<rustls::CipherSuite>>,
+    /// `ciphersuites`: the TLS 1.3 suites named, in their order.
+    pub ciphersuites: Option<Vec<rustls::CipherSuite>>,
 }
 
 impl TlsOptions {
@@ -256,9 +261,10 @@ const GLOBAL_ONLY: &[&str] = &[
 /// OpenSSL knobs rustls has no equivalent for: refused with a reason, never ignored.
 fn unsupported(key: &str) -> Option<&'static str> {
     Some(match key {
-        "ciphers" | "ciphersuites" | "curves" | "options" | "sslversion_openssl" => {
-            "rustls cannot honour OpenSSL cipher and option strings; it offers only modern \
-             AEAD suites with forward secrecy on TLS 1.2 and 1.3. Remove the line"
+        "curves" | "options" | "sslversion_openssl" => {
+            "rustls cannot honour OpenSSL option and curve strings; it offers only modern \
+             AEAD suites with forward secrecy on TLS 1.2 and 1.3 (which `ciphers` and \
+             `ciphersuites` can narrow). Remove the line"
         }
         "psksecrets" | "pskidentity" => {
             "rustls does not support TLS pre-shared keys; remove it and rely on certificates \
@@ -475,6 +481,32 @@ impl Draft {
                 self.tls.max_version = v;
             }
             "sslversionmin" => self.tls.min_version = parse_version(e)?,
+            "ciphers" => {
+                let chosen = ciphers::select_tls12(&e.value).map_err(|why| bad(e, why))?;
+                if chosen.is_empty() {
+                    return Err(bad(
+                        e,
+                        format!(
+                            "selects none of the TLS 1.2 suites rustls has ({})",
+                            ciphers::tls12_names()
+                        ),
+                    ));
+                }
+                self.tls.ciphers = Some(chosen);
+            }
+            "ciphersuites" => {
+                let chosen = ciphers::select_tls13(&e.value);
+                if chosen.is_empty() {
+                    return Err(bad(
+                        e,
+                        format!(
+                            "names none of the TLS 1.3 suites rustls has ({})",
+                            ciphers::tls13_names()
+                        ),
+                    ));
+                }
+                self.tls.ciphersuites = Some(chosen);
+            }
             "sslversionmax" => self.tls.max_version = parse_version(e)?,
             "timeoutconnect" => self.timeouts.connect = parse_secs(e)?,
             "timeoutidle" => self.timeouts.idle = parse_secs(e)?,

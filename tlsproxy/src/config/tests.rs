@@ -118,6 +118,38 @@ fn include_directory_in_name_order() {
     assert!(e.contains("30-bad.conf:2: unknown option 'bogus'"), "{e}");
 }
 
+/// stunnel's `ciphers` (an OpenSSL cipher string, TLS 1.2) and `ciphersuites` (TLS 1.3
+/// names), as a service default or its own.
+#[test]
+fn ciphers_and_ciphersuites_narrow_the_suites() {
+    use rustls::CipherSuite;
+    let c = load(
+        "cert = c.pem\nciphers = ECDHE+AESGCM:!AES128\n[a]\naccept = 1\nconnect = 2\n\
+         [b]\naccept = 3\nconnect = 2\nciphers = ECDHE-RSA-CHACHA20-POLY1305\n\
+         ciphersuites = TLS_AES_128_CCM_SHA256:TLS_CHACHA20_POLY1305_SHA256\n",
+    )
+    .expect("valid");
+    let (a, b) = (&c.services[0].tls, &c.services[1].tls);
+    assert_eq!(
+        a.ciphers.as_deref(),
+        Some(
+            &[
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+            ][..]
+        )
+    );
+    assert_eq!(a.ciphersuites, None);
+    assert_eq!(
+        b.ciphers.as_deref(),
+        Some(&[CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256][..])
+    );
+    assert_eq!(
+        b.ciphersuites.as_deref(),
+        Some(&[CipherSuite::TLS13_CHACHA20_POLY1305_SHA256][..])
+    );
+}
+
 #[test]
 fn include_loop_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -146,7 +178,26 @@ fn errors_name_line_and_option() {
             "sslVersion = TLSv1\n",
             "rustls speaks only TLSv1.2 and TLSv1.3",
         ),
-        ("ciphers = HIGH:!aNULL\n", "cannot honour OpenSSL cipher"),
+        (
+            "curves = prime256v1\n",
+            "cannot honour OpenSSL option and curve",
+        ),
+        (
+            "options = NO_SSLv3\n",
+            "cannot honour OpenSSL option and curve",
+        ),
+        (
+            "ciphers = DHE-RSA-AES128-GCM-SHA256:RC4\n",
+            "t.conf:5: option 'ciphers': bad value `DHE-RSA-AES128-GCM-SHA256:RC4`: selects none",
+        ),
+        (
+            "ciphers = HIGH:@STRENGTH:@FOO\n",
+            "\"@FOO\" is not supported",
+        ),
+        (
+            "ciphersuites = TLS_AES_128_CCM_SHA256\n",
+            "names none of the TLS 1.3 suites rustls has",
+        ),
         (
             "PSKsecrets = psk.txt\n",
             "does not support TLS pre-shared keys",
