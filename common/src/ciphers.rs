@@ -86,7 +86,7 @@ impl Suite {
 /// `ssl_cipher_process_rulestr` applies it: a word adds the suites it selects that are not
 /// in the list yet at the end, `-` takes them out (to the front of the ones that can come
 /// back), `!` takes them out for good, `+` moves them to the end, `@STRENGTH` orders by
-/// key length.
+/// key length. Selecting none of ours is an error, as selecting none is to OpenSSL.
 pub fn select_tls12(text: &str) -> Result<Vec<CipherSuite>, String> {
     // (index into SUITES, in the list)
     let mut list: Vec<(usize, bool)> = (0..SUITES.len()).map(|i| (i, false)).collect();
@@ -129,11 +129,19 @@ pub fn select_tls12(text: &str) -> Result<Vec<CipherSuite>, String> {
             }
         }
     }
-    Ok(list
+    let chosen: Vec<CipherSuite> = list
         .into_iter()
         .filter(|&(_, on)| on)
         .map(|(i, _)| SUITES[i].suite)
-        .collect())
+        .collect();
+    if chosen.is_empty() {
+        let ours: Vec<&str> = SUITES.iter().map(|s| s.name).collect();
+        return Err(format!(
+            "it selects none of the TLS 1.2 suites rustls has ({})",
+            ours.join(":")
+        ));
+    }
+    Ok(chosen)
 }
 
 /// Moves the entries `pick` chooses to the end of `list`, in their order.
@@ -141,16 +149,6 @@ fn move_to_end(list: &mut Vec<(usize, bool)>, pick: impl Fn(usize, bool) -> bool
     let (moved, rest): (Vec<_>, Vec<_>) = list.drain(..).partition(|&(i, on)| pick(i, on));
     list.extend(rest);
     list.extend(moved);
-}
-
-/// Our TLS 1.2 suites' OpenSSL names, in OpenSSL's order (for messages).
-pub fn tls12_names() -> String {
-    SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(":")
-}
-
-/// Our TLS 1.3 suites' names (for messages).
-pub fn tls13_names() -> String {
-    TLS13.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(":")
 }
 
 /// The TLS 1.3 suites rustls has, by the names OpenSSL's `-ciphersuites` takes.
@@ -170,8 +168,9 @@ const TLS13: &[(&str, CipherSuite)] = &[
 ];
 
 /// The TLS 1.3 suites a `:`-separated list of names selects, in its order; names rustls
-/// lacks (`TLS_AES_128_CCM_SHA256`) select nothing, as OpenSSL ignores names it lacks.
-pub fn select_tls13(text: &str) -> Vec<CipherSuite> {
+/// lacks (`TLS_AES_128_CCM_SHA256`) select nothing, as OpenSSL ignores names it lacks, and
+/// naming none of ours is an error, as naming none is to OpenSSL.
+pub fn select_tls13(text: &str) -> Result<Vec<CipherSuite>, String> {
     let mut out = Vec::new();
     for name in text.split(':').filter(|n| !n.is_empty()) {
         if let Some((_, c)) = TLS13.iter().find(|(n, _)| *n == name)
@@ -180,7 +179,14 @@ pub fn select_tls13(text: &str) -> Vec<CipherSuite> {
             out.push(*c);
         }
     }
-    out
+    if out.is_empty() {
+        let ours: Vec<&str> = TLS13.iter().map(|(n, _)| *n).collect();
+        return Err(format!(
+            "it names none of the TLS 1.3 suites rustls has ({})",
+            ours.join(":")
+        ));
+    }
+    Ok(out)
 }
 
 /// `provider` offering, for each version a list is given for, just those suites in that
@@ -229,11 +235,16 @@ mod tests {
             ),
             ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"]
         );
-        assert!(names("DHE-RSA-AES128-GCM-SHA256:RC4").is_empty());
+        let none = select_tls12("DHE-RSA-AES128-GCM-SHA256:RC4").expect_err("none of ours");
+        assert!(
+            none.starts_with("it selects none of the TLS 1.2 suites"),
+            "{none}"
+        );
+        assert!(select_tls13("TLS_AES_128_CCM_SHA256").is_err());
         assert_eq!(names("HIGH:!aNULL:!MD5").len(), SUITES.len());
     }
 
-    /// The suites and order OpenSSL's own parser makes of each string, of those gluu-lb has.
+    /// The suites and order OpenSSL's own parser makes of each string, of those we have.
     #[test]
     fn cipher_strings_select_what_openssl_selects() {
         // Installed by scripts/setup.sh (the README's test command runs it).
@@ -298,6 +309,7 @@ mod tests {
                 .filter(|n| TLS13.iter().any(|(name, _)| name == n))
                 .collect();
             let ours: Vec<&str> = select_tls13(text)
+                .expect("select")
                 .iter()
                 .map(|c| TLS13.iter().find(|(_, s)| s == c).expect("ours").0)
                 .collect();
@@ -310,7 +322,7 @@ mod tests {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let tls12 = select_tls12("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384")
             .expect("select");
-        let tls13 = select_tls13("TLS_CHACHA20_POLY1305_SHA256");
+        let tls13 = select_tls13("TLS_CHACHA20_POLY1305_SHA256").expect("select");
         let suites = |p: &CryptoProvider| -> Vec<CipherSuite> {
             p.cipher_suites.iter().map(|s| s.suite()).collect()
         };

@@ -482,30 +482,11 @@ impl Draft {
             }
             "sslversionmin" => self.tls.min_version = parse_version(e)?,
             "ciphers" => {
-                let chosen = ciphers::select_tls12(&e.value).map_err(|why| bad(e, why))?;
-                if chosen.is_empty() {
-                    return Err(bad(
-                        e,
-                        format!(
-                            "selects none of the TLS 1.2 suites rustls has ({})",
-                            ciphers::tls12_names()
-                        ),
-                    ));
-                }
-                self.tls.ciphers = Some(chosen);
+                self.tls.ciphers = Some(ciphers::select_tls12(&e.value).map_err(|w| bad(e, w))?)
             }
             "ciphersuites" => {
-                let chosen = ciphers::select_tls13(&e.value);
-                if chosen.is_empty() {
-                    return Err(bad(
-                        e,
-                        format!(
-                            "names none of the TLS 1.3 suites rustls has ({})",
-                            ciphers::tls13_names()
-                        ),
-                    ));
-                }
-                self.tls.ciphersuites = Some(chosen);
+                self.tls.ciphersuites =
+                    Some(ciphers::select_tls13(&e.value).map_err(|w| bad(e, w))?)
             }
             "sslversionmax" => self.tls.max_version = parse_version(e)?,
             "timeoutconnect" => self.timeouts.connect = parse_secs(e)?,

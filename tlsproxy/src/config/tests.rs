@@ -188,7 +188,7 @@ fn errors_name_line_and_option() {
         ),
         (
             "ciphers = DHE-RSA-AES128-GCM-SHA256:RC4\n",
-            "t.conf:5: option 'ciphers': bad value `DHE-RSA-AES128-GCM-SHA256:RC4`: selects none",
+            "t.conf:5: option 'ciphers': bad value `DHE-RSA-AES128-GCM-SHA256:RC4`: it selects none",
         ),
         (
             "ciphers = HIGH:@STRENGTH:@FOO\n",
