@@ -1,8 +1,7 @@
 //! A server's TLS settings, in `http` (inherited by every server) or `server`: nginx's
 //! `ssl_certificate`, `ssl_certificate_key`, `ssl_protocols`, `ssl_ciphers`,
-//! `ssl_prefer_server_ciphers`,
-//! `ssl_session_cache`, `ssl_session_timeout` and `ssl_session_tickets`, with nginx's
-//! meaning. The other lines of a hardened nginx TLS setup (Mozilla's generator writes
+//! `ssl_prefer_server_ciphers`, `ssl_session_cache`, `ssl_session_timeout` and
+//! `ssl_session_tickets`, with nginx's meaning. The other lines of a hardened nginx TLS setup (Mozilla's generator writes
 //! them) have no meaning for gluu-lb: they are accepted with a warning that says why, so
 //! such a file runs as it is and nothing is silently dropped.
 
