@@ -143,8 +143,12 @@ fn test_mode_rejects_every_error_class_with_file_and_line() {
             "rustls speaks only TLSv1.2 and TLSv1.3",
         ),
         (
-            ok("ciphers = DEFAULT:!MD5\n", &cert.combined),
-            "cannot honour OpenSSL cipher",
+            ok("options = NO_SSLv3\n", &cert.combined),
+            "cannot honour OpenSSL option and curve strings",
+        ),
+        (
+            ok("ciphers = DHE-RSA-AES256-GCM-SHA384:RC4\n", &cert.combined),
+            "t.conf:5: option 'ciphers': bad value `DHE-RSA-AES256-GCM-SHA384:RC4`: it selects none",
         ),
         (
             ok("PSKsecrets = /etc/psk\n", &cert.combined),
