@@ -237,12 +237,6 @@ impl Config {
                             "large_client_header_buffers" => {
                                 c.limits.max_header_bytes = header_buffers(h)?
                             }
-                            "keepalive_timeout" => {
-                                return Err(h.error(
-                                    "\"keepalive_timeout\" is not supported: gluu-lb closes an \
-                                     idle keep-alive connection after client_header_timeout",
-                                ));
-                            }
                             other => {
                                 return Err(
                                     h.error(format!("unknown directive \"{other}\" in http"))
@@ -524,6 +518,16 @@ mod tests {
             (
                 "http {\n server {\n  listen 443 ssl;\n  ssl_protocols TLSv1 TLSv1.2;\n }\n}",
                 "ssl_protocols TLSv1\"",
+                ":4",
+            ),
+            (
+                "http {\n keepalive_timeout 65;\n}",
+                "\"keepalive_timeout\" is not supported: gluu-lb closes an idle",
+                ":2",
+            ),
+            (
+                "http {\n server {\n  location / {\n   keepalive_timeout 65;\n  }\n }\n}",
+                "after client_header_timeout (set in http)",
                 ":4",
             ),
             (

@@ -427,6 +427,13 @@ pub fn apply(
                 ));
             }
         }
+        // nginx takes it in http, server and location: refused the same way in each.
+        "keepalive_timeout" => {
+            return Err(d.error(
+                "\"keepalive_timeout\" is not supported: gluu-lb closes an idle keep-alive \
+                 connection after client_header_timeout (set in http)",
+            ));
+        }
         "proxy_buffers"
         | "proxy_busy_buffers_size"
         | "proxy_max_temp_file_size"
