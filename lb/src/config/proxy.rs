@@ -239,6 +239,16 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     s
 }
 
+/// The header `name` of the directive `d` (`proxy_set_header`, `add_header`).
+fn header_name(d: &Directive, name: &str) -> Result<HeaderName, GrammarError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        d.error(format!(
+            "invalid header name \"{name}\" in \"{}\" directive",
+            d.name
+        ))
+    })
+}
+
 fn add_header(d: &Directive) -> Result<AddHeader, GrammarError> {
     let (name, value, always) = match d.args.as_slice() {
         [name, value] => (name, value, false),
@@ -256,12 +266,7 @@ fn add_header(d: &Directive) -> Result<AddHeader, GrammarError> {
             ));
         }
     };
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-        GrammarError::at(
-            &d.place,
-            format!("invalid header name \"{name}\" in \"add_header\" directive"),
-        )
-    })?;
+    let name = header_name(d, name)?;
     let replaces = name == header::LAST_MODIFIED || name == header::ETAG;
     Ok(AddHeader {
         name,
@@ -338,12 +343,7 @@ pub fn apply(
                     "invalid number of arguments in \"proxy_set_header\" directive",
                 ));
             };
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                GrammarError::at(
-                    &d.place,
-                    format!("invalid header name \"{name}\" in \"proxy_set_header\" directive"),
-                )
-            })?;
+            let name = header_name(d, name)?;
             s.set_headers.push((name, template(&d.place, value)?));
         }
         "add_header" => s.add_headers.push(add_header(d)?),
