@@ -189,6 +189,31 @@ pub fn select_tls13(text: &str) -> Result<Vec<CipherSuite>, String> {
     Ok(out)
 }
 
+/// What is wrong with TLS 1.2 suites `chosen` for a certificate whose key is `key`, when
+/// none of them can be used with it (ECDSA suites need an ECDSA or Ed25519 key, RSA suites
+/// an RSA key): OpenSSL accepts such a list and then fails every TLS 1.2 handshake.
+pub fn unusable_with(key: rustls::SignatureAlgorithm, chosen: &[CipherSuite]) -> Option<String> {
+    let needs = match key {
+        rustls::SignatureAlgorithm::RSA => "aRSA",
+        rustls::SignatureAlgorithm::ECDSA | rustls::SignatureAlgorithm::ED25519 => "aECDSA",
+        _ => return None,
+    };
+    let usable = SUITES
+        .iter()
+        .any(|s| chosen.contains(&s.suite) && s.words.contains(&needs));
+    (!usable).then(|| {
+        format!(
+            "none of the TLS 1.2 suites chosen can be used with the certificate's {key:?} key \
+             (it needs {} suites)",
+            if needs == "aRSA" {
+                "ECDHE-RSA"
+            } else {
+                "ECDHE-ECDSA"
+            }
+        )
+    })
+}
+
 /// `provider` offering, for each version a list is given for, just those suites in that
 /// order (the other version's in the provider's own order).
 pub fn restrict(
@@ -315,6 +340,21 @@ mod tests {
                 .collect();
             assert_eq!(ours, theirs, "{text}");
         }
+    }
+
+    #[test]
+    fn suites_of_the_other_key_type_are_found_out() {
+        use rustls::SignatureAlgorithm::{ECDSA, RSA};
+        let rsa_only = select_tls12("aRSA").expect("select");
+        let all = select_tls12("ALL").expect("select");
+        let why = unusable_with(ECDSA, &rsa_only).expect("unusable");
+        assert!(
+            why.contains("ECDSA key (it needs ECDHE-ECDSA suites)"),
+            "{why}"
+        );
+        assert_eq!(unusable_with(RSA, &rsa_only), None);
+        assert_eq!(unusable_with(ECDSA, &all), None);
+        assert!(unusable_with(RSA, &select_tls12("ECDSA").expect("select")).is_some());
     }
 
     #[test]

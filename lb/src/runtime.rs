@@ -156,7 +156,7 @@ impl Runtime {
                 }
             }
         }
-        let listeners = listeners(&config, &keys, &provider, &shared.tickets)?;
+        let listeners = listeners(&config, &keys, &provider, &shared.tickets, &mut warnings)?;
         // Every worker's socket on every address holds a connection slot while it waits to
         // accept (nginx counts listening sockets too, and refuses to start the same way).
         let sockets = listeners.len() * shared.workers;
@@ -240,6 +240,7 @@ fn listeners(
     keys: &HashMap<usize, Arc<CertifiedKey>>,
     provider: &Arc<CryptoProvider>,
     tickets: &Arc<dyn ProducesTickets>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<Vec<Listener>, GrammarError> {
     let mut out: Vec<(Listener, bool)> = Vec::new();
     for (i, s) in config.servers.iter().enumerate() {
@@ -278,7 +279,7 @@ fn listeners(
     let mut result = Vec::new();
     for (mut l, ssl) in out {
         if ssl {
-            l.tls = Some(acceptor(config, &l, keys, provider, tickets)?);
+            l.tls = Some(acceptor(config, &l, keys, provider, tickets, warnings)?);
         }
         result.push(l);
     }
@@ -291,6 +292,7 @@ fn acceptor(
     keys: &HashMap<usize, Arc<CertifiedKey>>,
     provider: &Arc<CryptoProvider>,
     tickets: &Arc<dyn ProducesTickets>,
+    warnings: &mut Vec<Warning>,
 ) -> Result<TlsAcceptor, GrammarError> {
     let servers: Vec<(&Server, Arc<CertifiedKey>)> = l
         .servers
@@ -325,6 +327,24 @@ fn acceptor(
         }
     }
     let t = &first.tls;
+    let tls12 = versions
+        .iter()
+        .any(|v| v.version == rustls::ProtocolVersion::TLSv1_2);
+    if let (true, Some(chosen)) = (tls12, &t.ciphers) {
+        for (s, k) in &servers {
+            if let Some(why) = ciphers::unusable_with(k.key.algorithm(), chosen) {
+                let fails = if versions.len() > 1 {
+                    "TLS 1.2 clients cannot connect (TLS 1.3 ones can)"
+                } else {
+                    "no client can connect"
+                };
+                warnings.push(Warning {
+                    at: s.place.to_string(),
+                    message: format!("ssl_ciphers on {}: {why}: {fails}", l.addr),
+                });
+            }
+        }
+    }
     // TLS 1.3's suites in gluu-lb's order, then TLS 1.2's as `ssl_ciphers` chose them.
     let provider = Arc::new(ciphers::restrict(provider, None, t.ciphers.as_deref()));
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)

@@ -51,6 +51,36 @@ fn test_flag_reports_the_guides_warnings_and_succeeds() {
     assert!(err.contains("test is successful"), "{err}");
 }
 
+/// An `ssl_ciphers` line copied from elsewhere can leave only suites the certificate's key
+/// cannot sign for (nginx starts with it, and TLS 1.2 handshakes fail): `-t` says so.
+#[test]
+fn test_flag_warns_of_ciphers_the_certificate_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = guide(dir.path());
+    let text = std::fs::read_to_string(&path).expect("read");
+    let said = |line: &str| {
+        std::fs::write(
+            &path,
+            text.replace("    ssl on;", &format!("    ssl on;\n    {line}")),
+        )
+        .expect("write");
+        let out = lb().arg("-t").arg("-c").arg(&path).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    // The test certificate has an ECDSA key.
+    let err = said("ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305;");
+    assert!(
+        err.contains("ECDSA key (it needs ECDHE-ECDSA suites): TLS 1.2 clients cannot connect (TLS 1.3 ones can)"),
+        "{err}"
+    );
+    let err = said("ssl_ciphers aRSA; ssl_protocols TLSv1.2;");
+    assert!(err.contains("no client can connect"), "{err}");
+    let err = said("ssl_ciphers HIGH;");
+    assert!(!err.contains("ssl_ciphers on"), "{err}");
+}
+
 #[test]
 fn test_flag_warns_of_a_certificate_near_or_past_its_end_and_still_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");

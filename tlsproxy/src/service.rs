@@ -175,6 +175,22 @@ fn build(
             .map_err(|e| ConfigError::at(s.place_of("cafile"), format!("[{}] {e}", s.name)))?,
     );
     let versions = versions(s);
+    let tls12 = versions
+        .iter()
+        .any(|v| v.version == rustls::ProtocolVersion::TLSv1_2);
+    if let (true, Some(chosen), Some(id)) = (tls12, &s.tls.ciphers, &identity)
+        && let Some(why) = ciphers::unusable_with(id.key.algorithm(), chosen)
+    {
+        let fails = if versions.len() > 1 {
+            "TLS 1.2 peers cannot connect (TLS 1.3 ones can)"
+        } else {
+            "no peer can connect"
+        };
+        warnings.push(Warning {
+            at: s.place_of("ciphers").to_string(),
+            message: format!("[{}] `ciphers`: {why}: {fails}", s.name),
+        });
+    }
     // `ciphers` and `ciphersuites` narrow what this service offers.
     let provider = &Arc::new(ciphers::restrict(
         provider,

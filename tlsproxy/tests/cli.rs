@@ -202,6 +202,27 @@ fn test_mode_warns_about_accepting_anyone() {
 }
 
 #[test]
+fn test_mode_warns_of_ciphers_the_certificate_cannot_use() {
+    let Site { dir, cert, .. } = site();
+    let conf = |ciphers: &str| {
+        format!(
+            "cert = {}\n[redis]\naccept = 1\nconnect = 2\n{ciphers}\n",
+            cert.combined.display()
+        )
+    };
+    // The test certificate has an ECDSA key.
+    let (code, err) = test_mode(&write(dir.path(), "t.conf", &conf("ciphers = aRSA")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("t.conf:5: warning: [redis] `ciphers`: none of the TLS 1.2 suites chosen")
+            && err.contains("TLS 1.2 peers cannot connect (TLS 1.3 ones can)"),
+        "{err}"
+    );
+    let (_, err) = test_mode(&write(dir.path(), "t.conf", &conf("ciphers = ECDSA")));
+    assert!(!err.contains("`ciphers`"), "{err}");
+}
+
+#[test]
 fn test_mode_warns_of_a_certificate_near_or_past_its_end() {
     let Site { dir, redis, .. } = site();
     let day = 86_400;
