@@ -307,6 +307,16 @@ fn nginx_t_and_gluu_lb_t_agree() {
             )),
         ),
         (
+            "ssl_protocols in any case",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_protocols tlsv1.2 TLSV1.3; }}"
+            )),
+        ),
+        (
+            "ssl_protocols naming no version",
+            server("\nssl_protocols TLSv1.2 TLSv1.4;"),
+        ),
+        (
             "ssl_ciphers twice",
             server("ssl_ciphers HIGH;\nssl_ciphers HIGH;"),
         ),
@@ -351,6 +361,24 @@ fn nginx_t_and_gluu_lb_t_agree() {
                 )
             }
             _ => panic!("{what}: nginx {theirs:?}\ngluu-lb {ours:?}\n{text}"),
+        }
+    }
+    // Known differences: nginx offers TLSv1 and TLSv1.1 where gluu-lb cannot, so it runs
+    // Debian's stock line with a warning and refuses a line that leaves it nothing.
+    for (protocols, ours_ok) in [("TLSv1 TLSv1.1 TLSv1.2", true), ("TLSv1 TLSv1.1", false)] {
+        let text = http(&format!(
+            "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_protocols {protocols}; }}"
+        ));
+        let text = format!("{head}{text}");
+        let at = text
+            .lines()
+            .position(|l| l.starts_with("ssl_protocols"))
+            .map(|i| i + 1);
+        std::fs::write(&conf, &text).expect("write");
+        assert_eq!(nginx_t(dir.path(), &conf), Ok(0), "{protocols}");
+        match gluu_lb_t(&conf) {
+            Ok(warnings) => assert!(ours_ok && warnings == 1, "{protocols}: {warnings}"),
+            Err((line, why)) => assert!(!ours_ok && Some(line) == at, "{protocols}: {line} {why}"),
         }
     }
 }

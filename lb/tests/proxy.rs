@@ -1101,6 +1101,34 @@ async fn nginx_tls_lines_choose_the_suites_and_how_long_sessions_resume() {
     assert!(ended >= Duration::from_secs(1), "ended after {ended:?}");
 }
 
+/// Debian's and Ubuntu's stock `ssl_protocols TLSv1 TLSv1.1 TLSv1.2;` runs as nginx runs
+/// it, less the versions rustls lacks: TLS 1.2 clients get in and TLS 1.3 ones, which the
+/// line leaves out, do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_ssl_protocols_line_offers_what_it_lists_that_gluu_lb_speaks() {
+    let lab = Lab::start(|t| {
+        t.replace(
+            "    ssl on;",
+            "    ssl on;\n    ssl_protocols TLSv1 TLSv1.1 TLSv1.2;",
+        )
+    })
+    .await;
+    let tls12 = client_config(&lab, &rustls::version::TLS12, false);
+    let (kind, suite) = handshake_with(&lab, &tls12).await;
+    assert_eq!(kind, rustls::HandshakeKind::Full);
+    assert_eq!(suite.version(), &rustls::version::TLS12);
+    let tls13 = client_config(&lab, &rustls::version::TLS13, false);
+    let tcp = tokio::net::TcpStream::connect(lab.https)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(HOST).expect("name");
+    let refused = tokio_rustls::TlsConnector::from(tls13)
+        .connect(name, tcp)
+        .await
+        .expect_err("TLS 1.3 is not listed");
+    assert!(refused.to_string().contains("ProtocolVersion"), "{refused}");
+}
+
 /// Asks for 32 MiB on an HTTP/2 connection and never reads the body: the stream's
 /// flow-control window closes while the TCP connection stays healthy (hyper's client
 /// answers PINGs) and no write to it blocks, so the connection's send_timeout never runs.

@@ -516,8 +516,13 @@ mod tests {
                 ":3",
             ),
             (
-                "http {\n server {\n  listen 443 ssl;\n  ssl_protocols TLSv1 TLSv1.2;\n }\n}",
-                "ssl_protocols TLSv1\"",
+                "http {\n server {\n  listen 443 ssl;\n  ssl_protocols TLSv1 TLSv1.1;\n }\n}",
+                "\"ssl_protocols TLSv1 TLSv1.1\": gluu-lb speaks only TLSv1.2 and TLSv1.3",
+                ":4",
+            ),
+            (
+                "http {\n server {\n  listen 443 ssl;\n  ssl_protocols TLSv1.2 TLSv1.4;\n }\n}",
+                "invalid value \"TLSv1.4\"",
                 ":4",
             ),
             (
@@ -677,6 +682,28 @@ mod tests {
         assert_eq!(file(&a.certificate_key), Some("all.key".into()));
         assert_eq!(file(&b.certificate), Some("own.crt".into()));
         assert_eq!(file(&b.certificate_key), Some("own.key".into()));
+    }
+
+    /// Debian's and Ubuntu's stock `ssl_protocols` line runs: the versions gluu-lb lacks
+    /// are dropped with a warning at the line, the rest kept by their canonical names.
+    #[test]
+    fn older_protocols_are_dropped_with_a_warning() {
+        let c = load(
+            "events { }\nhttp {\n ssl_certificate c.crt; ssl_certificate_key c.key;\n\
+             ssl_protocols TLSv1 TLSv1.1 tlsv1.2 TLSv1.3 TLSv1;\n\
+             server { listen 8443 ssl; }\n server { listen 8444 ssl; ssl_protocols TLSv1.3; }\n}\n",
+        )
+        .expect("valid");
+        let both = vec!["TLSv1.2".to_owned(), "TLSv1.3".to_owned()];
+        assert_eq!(c.servers[0].tls.protocols, Some(both));
+        assert_eq!(c.servers[1].tls.protocols, Some(vec!["TLSv1.3".to_owned()]));
+        let warnings: Vec<_> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("\"ssl_protocols\": TLSv1, TLSv1.1 are not offered")
+                && warnings[0].ends_with(":4"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -87,17 +87,7 @@ pub fn apply(
     match d.name.as_str() {
         "ssl_certificate" => s.certificate = Some(root.join(d.one_arg()?)),
         "ssl_certificate_key" => s.certificate_key = Some(root.join(d.one_arg()?)),
-        "ssl_protocols" => {
-            for p in &d.args {
-                if !matches!(p.as_str(), "TLSv1.2" | "TLSv1.3") {
-                    return Err(d.error(format!(
-                        "\"ssl_protocols {p}\": gluu-lb speaks only TLSv1.2 and TLSv1.3 \
-                         (rustls); older versions are broken"
-                    )));
-                }
-            }
-            s.protocols = Some(d.args.clone());
-        }
+        "ssl_protocols" => s.protocols = Some(protocols(d, warnings)?),
         "ssl_ciphers" => s.ciphers = Some(cipher_list(d, d.one_arg()?)?),
         "ssl_prefer_server_ciphers" => s.prefer_server_ciphers = Some(d.on_off()?),
         "ssl_session_tickets" => s.session_tickets = d.on_off()?,
@@ -128,6 +118,59 @@ pub fn apply(
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// The versions nginx's `ssl_protocols` names (case aside), and whether gluu-lb offers
+/// each.
+const PROTOCOLS: [(&str, bool); 6] = [
+    ("SSLv2", false),
+    ("SSLv3", false),
+    ("TLSv1", false),
+    ("TLSv1.1", false),
+    ("TLSv1.2", true),
+    ("TLSv1.3", true),
+];
+
+/// `ssl_protocols`: the versions gluu-lb offers among those listed, by their canonical
+/// names. Older ones are dropped with a warning, so a line written for nginx's older
+/// defaults (`TLSv1 TLSv1.1 TLSv1.2`, Debian's and Ubuntu's stock `nginx.conf`) runs as
+/// it is; a line with none of TLSv1.2 and TLSv1.3 is an error, since nothing would be left.
+fn protocols(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Vec<String>, GrammarError> {
+    if d.args.is_empty() {
+        return Err(d.error("invalid number of arguments in \"ssl_protocols\" directive"));
+    }
+    let (mut offered, mut dropped) = (Vec::new(), Vec::new());
+    for a in &d.args {
+        let Some(&(name, ours)) = PROTOCOLS.iter().find(|(n, _)| n.eq_ignore_ascii_case(a)) else {
+            return Err(d.error(format!("invalid value \"{a}\"")));
+        };
+        let list = if ours { &mut offered } else { &mut dropped };
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+    if offered.is_empty() {
+        return Err(d.error(format!(
+            "\"ssl_protocols {}\": gluu-lb speaks only TLSv1.2 and TLSv1.3 (rustls); older \
+             versions are broken (RFC 8996) and cannot be offered: add TLSv1.2",
+            d.args.join(" ")
+        )));
+    }
+    if !dropped.is_empty() {
+        warnings.push(Warning {
+            at: d.place.to_string(),
+            message: format!(
+                "\"ssl_protocols\": {} not offered: gluu-lb speaks only TLSv1.2 and TLSv1.3 \
+                 (rustls; RFC 8996 retires the older versions), so a client that speaks \
+                 nothing newer cannot connect",
+                match dropped.as_slice() {
+                    [one] => format!("{one} is"),
+                    more => format!("{} are", more.join(", ")),
+                }
+            ),
+        });
+    }
+    Ok(offered.into_iter().map(str::to_owned).collect())
 }
 
 fn session_cache(d: &Directive) -> Result<SessionCache, GrammarError> {
