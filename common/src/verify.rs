@@ -30,10 +30,11 @@ pub enum PeerPolicy {
     /// certificate renewed with the same key (`openssl req -new -x509 -key KEY ...`, as the
     /// guide makes stunnel's) can reach the hosts one by one without any two refusing each
     /// other on the way; dates are not looked at.
+    /// Several: a certificate for the key of any one of them (gluu-lb serving an RSA and
+    /// an ECDSA certificate).
     SameKey {
-        cert: CertificateDer<'static>,
-        /// `cert`'s DER SubjectPublicKeyInfo.
-        spki: Vec<u8>,
+        /// Each certificate with its DER SubjectPublicKeyInfo.
+        keys: Vec<(CertificateDer<'static>, Vec<u8>)>,
     },
     /// Exactly one of these end-entity certificates, byte for byte (stunnel's `verifyPeer`
     /// with a `CAfile` of peers).
@@ -59,17 +60,28 @@ fn spki_of(cert: &[u8]) -> Option<Vec<u8>> {
 impl PeerPolicy {
     /// [`PeerPolicy::SameKey`] as `cert`; `None` when `cert` cannot be read as X.509.
     pub fn same_key_as(cert: CertificateDer<'static>) -> Option<PeerPolicy> {
-        let spki = spki_of(cert.as_ref())?;
-        Some(PeerPolicy::SameKey { cert, spki })
+        Self::same_key_as_any([cert])
+    }
+
+    /// [`PeerPolicy::SameKey`] as any of `certs`; `None` when one cannot be read as X.509.
+    pub fn same_key_as_any(
+        certs: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Option<PeerPolicy> {
+        let keys = certs
+            .into_iter()
+            .map(|cert| spki_of(cert.as_ref()).map(|spki| (cert, spki)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(PeerPolicy::SameKey { keys })
     }
 
     /// One line for logs: what this side checks.
     pub fn describe(&self) -> String {
         match self {
-            PeerPolicy::SameKey { cert, .. } => {
+            PeerPolicy::SameKey { keys } => {
+                let prints: Vec<_> = keys.iter().map(|(cert, _)| fingerprint(cert)).collect();
                 format!(
                     "pinned to the key of certificate sha256 {}",
-                    fingerprint(cert)
+                    prints.join(" or ")
                 )
             }
             PeerPolicy::Pinned(certs) => {
@@ -162,10 +174,16 @@ impl PeerVerifier {
             )))
         };
         match &self.policy {
-            PeerPolicy::SameKey { spki, .. }
-                if spki_of(end_entity.as_ref()).as_ref() != Some(spki) =>
-            {
-                refused("whose key is not the pinned one")
+            PeerPolicy::SameKey { keys } => {
+                let presented = spki_of(end_entity.as_ref());
+                if keys
+                    .iter()
+                    .any(|(_, spki)| presented.as_ref() == Some(spki))
+                {
+                    Ok(())
+                } else {
+                    refused("whose key is not the pinned one")
+                }
             }
             PeerPolicy::Pinned(pins) if !pins.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
                 refused("which is not the pinned one")

@@ -14,6 +14,7 @@ pub mod health;
 pub mod metrics;
 pub mod runtime;
 pub mod send_timeout;
+pub mod served;
 pub mod sessions;
 pub mod upstream;
 pub mod uri;

@@ -175,8 +175,8 @@ fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String>
     };
     let mut files: Vec<&Path> = config.sources.iter().map(PathBuf::as_path).collect();
     for s in &config.servers {
-        files.extend(s.tls.certificate.as_deref());
-        files.extend(s.tls.certificate_key.as_deref());
+        files.extend(s.tls.certificates.iter().map(PathBuf::as_path));
+        files.extend(s.tls.certificate_keys.iter().map(PathBuf::as_path));
         for l in &s.locations {
             files.extend(l.settings.ssl_trusted_certificate.as_deref());
         }

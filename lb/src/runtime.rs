@@ -30,6 +30,7 @@ use crate::config::proxy::Part;
 use crate::config::server::Server;
 use crate::config::tls::SessionCache;
 use crate::config::{Config, Warning};
+use crate::served::Served;
 use crate::sessions::{ExpiringCache, ExpiringTickets};
 use crate::upstream::{Group, UpstreamTls};
 
@@ -83,26 +84,25 @@ pub struct Runtime {
     pub certificates: Vec<Validity>,
 }
 
-/// Picks a certificate by SNI among the servers of one listening socket; the default
-/// server's otherwise.
+/// Picks a server by SNI among the servers of one listening socket (the default server's
+/// otherwise), then among its certificates the one for this client.
 #[derive(Debug)]
 struct BySni {
-    names: Vec<(String, Arc<CertifiedKey>)>,
-    default: Arc<CertifiedKey>,
+    names: Vec<(String, Arc<Served>)>,
+    default: Arc<Served>,
 }
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name();
-        Some(
-            sni.and_then(|n| {
+        let served = sni
+            .and_then(|n| {
                 self.names
                     .iter()
                     .find(|(name, _)| name.eq_ignore_ascii_case(n))
             })
-            .map_or(&self.default, |(_, k)| k)
-            .clone(),
-        )
+            .map_or(&self.default, |(_, k)| k);
+        Some(served.choose(&hello).clone())
     }
 }
 
@@ -127,34 +127,45 @@ impl Runtime {
     pub fn build(config: Config, shared: &Shared) -> Result<Runtime, GrammarError> {
         let provider = tls::provider();
         let mut warnings = config.warnings.clone();
-        let mut keys: HashMap<usize, Arc<CertifiedKey>> = HashMap::new();
+        let mut keys: HashMap<usize, Arc<Served>> = HashMap::new();
         let mut certificates: Vec<Validity> = Vec::new();
+        let mut exposed: Vec<PathBuf> = Vec::new();
         let now = SystemTime::now();
         for (i, s) in config.servers.iter().enumerate() {
-            if let (Some(cert), Some(key)) = (&s.tls.certificate, &s.tls.certificate_key) {
-                let k = tls::load_certified_key(&provider, cert, Some(key))
-                    .map_err(|e| err(&s.place, e.to_string()))?;
-                if let Some(message) = validity::record(&mut certificates, cert, &k.cert, now) {
-                    warnings.push(Warning {
-                        at: s.place.to_string(),
-                        message,
-                    });
+            let (certs, key_paths) = (&s.tls.certificates, &s.tls.certificate_keys);
+            if certs.is_empty() || key_paths.len() < certs.len() {
+                continue;
+            }
+            let (served, dropped) = Served::load(&provider, certs, key_paths)
+                .map_err(|e| err(&s.place, e.to_string()))?;
+            let mut warn = |message| {
+                warnings.push(Warning {
+                    at: s.place.to_string(),
+                    message,
+                })
+            };
+            dropped.into_iter().for_each(&mut warn);
+            for pair in served.pairs() {
+                let cert = &pair.certificate;
+                if let Some(message) =
+                    validity::record(&mut certificates, cert, &pair.key.cert, now)
+                {
+                    warn(message);
                 }
-                keys.insert(i, k);
-                let seen = config.servers[..i]
-                    .iter()
-                    .any(|p| p.tls.certificate_key.as_ref() == Some(key));
-                if let Some(mode) = tls::exposed_key(key, 0o004).filter(|_| !seen) {
-                    warnings.push(Warning {
-                        at: s.place.to_string(),
-                        message: format!(
-                            "the private key {} is readable by every user (mode {mode:o}): \
-                             chmod 600 it (gluu-lb reads it as root, before dropping privileges)",
-                            key.display()
-                        ),
-                    });
+                let key = &pair.key_path;
+                if exposed.contains(key) {
+                    continue;
+                }
+                exposed.push(key.clone());
+                if let Some(mode) = tls::exposed_key(key, 0o004) {
+                    warn(format!(
+                        "the private key {} is readable by every user (mode {mode:o}): \
+                         chmod 600 it (gluu-lb reads it as root, before dropping privileges)",
+                        key.display()
+                    ));
                 }
             }
+            keys.insert(i, Arc::new(served));
         }
         let listeners = listeners(&config, &keys, &provider, &shared.tickets, &mut warnings)?;
         // Every worker's socket on every address holds a connection slot while it waits to
@@ -237,7 +248,7 @@ impl Runtime {
 
 fn listeners(
     config: &Config,
-    keys: &HashMap<usize, Arc<CertifiedKey>>,
+    keys: &HashMap<usize, Arc<Served>>,
     provider: &Arc<CryptoProvider>,
     tickets: &Arc<dyn ProducesTickets>,
     warnings: &mut Vec<Warning>,
@@ -289,12 +300,12 @@ fn listeners(
 fn acceptor(
     config: &Config,
     l: &Listener,
-    keys: &HashMap<usize, Arc<CertifiedKey>>,
+    keys: &HashMap<usize, Arc<Served>>,
     provider: &Arc<CryptoProvider>,
     tickets: &Arc<dyn ProducesTickets>,
     warnings: &mut Vec<Warning>,
 ) -> Result<TlsAcceptor, GrammarError> {
-    let servers: Vec<(&Server, Arc<CertifiedKey>)> = l
+    let servers: Vec<(&Server, Arc<Served>)> = l
         .servers
         .iter()
         .filter_map(|&i| keys.get(&i).map(|k| (&config.servers[i], k.clone())))
@@ -302,13 +313,6 @@ fn acceptor(
     let first = &config.servers[l.servers[0]];
     let Some((_, default)) = servers.first() else {
         return Err(err(&first.place, "a TLS listen without a certificate"));
-    };
-    let resolver = BySni {
-        names: servers
-            .iter()
-            .flat_map(|(s, k)| s.names.iter().map(move |n| (n.clone(), k.clone())))
-            .collect(),
-        default: default.clone(),
     };
     let mut versions = Vec::new();
     for v in tls::PROTOCOL_VERSIONS {
@@ -331,8 +335,14 @@ fn acceptor(
         .iter()
         .any(|v| v.version == rustls::ProtocolVersion::TLSv1_2);
     if let (true, Some(chosen)) = (tls12, &t.ciphers) {
-        for (s, k) in &servers {
-            if let Some(why) = ciphers::unusable_with(k.key.algorithm(), chosen) {
+        for (s, served) in &servers {
+            // TLS 1.2 fails only when none of the server's certificates can be used.
+            let unusable: Option<Vec<String>> = served
+                .pairs()
+                .iter()
+                .map(|p| ciphers::unusable_with(p.key.key.algorithm(), chosen))
+                .collect();
+            if let Some(why) = unusable.and_then(|w| w.into_iter().next()) {
                 let fails = if versions.len() > 1 {
                     "TLS 1.2 clients cannot connect (TLS 1.3 ones can)"
                 } else {
@@ -347,6 +357,13 @@ fn acceptor(
     }
     // TLS 1.3's suites in gluu-lb's order, then TLS 1.2's as `ssl_ciphers` chose them.
     let provider = Arc::new(ciphers::restrict(provider, None, t.ciphers.as_deref()));
+    let resolver = BySni {
+        names: servers
+            .iter()
+            .flat_map(|(s, k)| s.names.iter().map(move |n| (n.clone(), k.clone())))
+            .collect(),
+        default: default.clone(),
+    };
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| err(&first.place, format!("TLS: {e}")))?
@@ -432,7 +449,7 @@ fn open_log(
 
 fn location_rt(
     l: &Location,
-    own: Option<&Arc<CertifiedKey>>,
+    own: Option<&Arc<Served>>,
     provider: &Arc<CryptoProvider>,
     tls_cache: &mut HashMap<String, Arc<UpstreamTls>>,
     log_cache: &mut HashMap<PathBuf, LogFile>,
@@ -497,9 +514,11 @@ fn location_rt(
                         .to_owned(),
                 });
             }
-            let leaf: CertificateDer<'static> = own.cert[0].clone();
-            let key = format!("pin {}", tls::fingerprint(&leaf));
-            let policy = PeerPolicy::same_key_as(leaf)
+            let leaves: Vec<CertificateDer<'static>> =
+                own.pairs().iter().map(|p| p.key.cert[0].clone()).collect();
+            let prints: Vec<_> = leaves.iter().map(tls::fingerprint).collect();
+            let key = format!("pin {}", prints.join(","));
+            let policy = PeerPolicy::same_key_as_any(leaves)
                 .ok_or_else(|| err(&l.place, "the server's certificate cannot be read as X.509"))?;
             (policy, key)
         }

@@ -1129,6 +1129,100 @@ async fn a_stock_ssl_protocols_line_offers_what_it_lists_that_gluu_lb_speaks() {
     assert!(refused.to_string().contains("ProtocolVersion"), "{refused}");
 }
 
+/// The certificate gluu-lb presents to a client whose provider is `edit`ed (what it can
+/// verify, which suites it offers), speaking `version`.
+async fn presented_to(
+    lab: &Lab,
+    version: &'static rustls::SupportedProtocolVersion,
+    edit: impl FnOnce(&mut rustls::crypto::CryptoProvider),
+) -> rustls::pki_types::CertificateDer<'static> {
+    let mut provider = (*gluu_common::tls::provider()).clone();
+    edit(&mut provider);
+    let provider = std::sync::Arc::new(provider);
+    let verifier =
+        gluu_common::verify::PeerVerifier::new(gluu_common::verify::PeerPolicy::Anyone, &provider)
+            .expect("verifier");
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(lab.https)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(HOST).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("presented")[0].clone()
+}
+
+/// A server with an RSA and an ECDSA certificate (nginx's several `ssl_certificate`
+/// lines) gives each client one it can use, as nginx does: ECDSA to a client that can
+/// verify ECDSA signatures and has a suite for it, RSA to one that cannot (by signature
+/// scheme, or, over TLS 1.2, by the suites it offers). The nodes, which present the ECDSA
+/// one, are pinned to either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rsa_and_an_ecdsa_certificate_each_reach_the_clients_that_can_use_them() {
+    let extra = tempfile::tempdir().expect("tempdir");
+    let rsa = Cert::openssl_rsa(extra.path(), "rsa", 2048);
+    let lab = Lab::start(|t| {
+        t.replace(
+            "    ssl on;",
+            &format!(
+                "    ssl on;\n    ssl_certificate {};\n    ssl_certificate_key {};",
+                rsa.cert.display(),
+                rsa.key.display()
+            ),
+        )
+    })
+    .await;
+    let der = |path: &std::path::Path| gluu_common::tls::load_certs(path).expect("cert")[0].clone();
+    let (ecdsa, rsa) = (der(&lab.cert.cert), der(&rsa.cert));
+    let rsa_schemes_only = |p: &mut rustls::crypto::CryptoProvider| {
+        let mapping: Vec<_> = p
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .filter(|(scheme, _)| scheme.as_str().is_some_and(|n| n.starts_with("RSA")))
+            .copied()
+            .collect();
+        p.signature_verification_algorithms.mapping = Vec::leak(mapping);
+    };
+    let rsa_suites_only = |p: &mut rustls::crypto::CryptoProvider| {
+        p.cipher_suites
+            .retain(|s| s.suite().as_str().is_some_and(|n| n.contains("_RSA_")));
+    };
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        assert_eq!(
+            presented_to(&lab, version, |_| {}).await,
+            ecdsa,
+            "{version:?}"
+        );
+        assert_eq!(
+            presented_to(&lab, version, rsa_schemes_only).await,
+            rsa,
+            "{version:?}"
+        );
+    }
+    assert_eq!(
+        presented_to(&lab, &rustls::version::TLS12, rsa_suites_only).await,
+        rsa
+    );
+    let reply = lab
+        .client
+        .get(lab.https, "/oxauth/x")
+        .await
+        .expect("request");
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the nodes' certificate is one served"
+    );
+}
+
 /// Asks for 32 MiB on an HTTP/2 connection and never reads the body: the stream's
 /// flow-control window closes while the TCP connection stays healthy (hyper's client
 /// answers PINGs) and no write to it blocks, so the connection's send_timeout never runs.

@@ -119,8 +119,6 @@ const ONCE: &[&str] = &[
 const ONE_HERE: &[&str] = &[
     "access_log",
     "error_log",
-    "ssl_certificate",
-    "ssl_certificate_key",
     "ssl_protocols",
     "ssl_session_cache",
     "proxy_next_upstream",

@@ -613,7 +613,7 @@ mod tests {
             s.listen.iter().all(|l| l.ssl),
             "ssl on makes every listen TLS"
         );
-        assert!(s.tls.certificate.as_deref().expect("cert").is_absolute());
+        assert!(s.tls.certificates[0].is_absolute());
         assert_eq!(c.warnings.len(), 1);
         assert!(
             c.warnings[0].message.contains("deprecated"),
@@ -656,7 +656,8 @@ mod tests {
              ssl_certificate all.crt; ssl_certificate_key all.key;\n\
              server { listen 8443 ssl; ssl_session_timeout 1h; ssl_session_cache builtin:100; }\n\
              server { listen 8444 ssl; ssl_protocols TLSv1.3; ssl_session_tickets off;\n\
-             ssl_certificate own.crt; ssl_certificate_key own.key; }\n}\n",
+             ssl_certificate own.crt; ssl_certificate_key own.key;\n\
+             ssl_certificate ec.crt; ssl_certificate_key ec.key; }\n}\n",
         )
         .expect("valid");
         let aes256 = vec![
@@ -676,12 +677,16 @@ mod tests {
         assert!(a.session_tickets && !b.session_tickets);
         assert_eq!(a.protocols, None);
         assert_eq!(b.protocols, Some(vec!["TLSv1.3".to_owned()]));
-        let file =
-            |p: &Option<PathBuf>| p.as_deref().and_then(Path::file_name).map(|n| n.to_owned());
-        assert_eq!(file(&a.certificate), Some("all.crt".into()));
-        assert_eq!(file(&a.certificate_key), Some("all.key".into()));
-        assert_eq!(file(&b.certificate), Some("own.crt".into()));
-        assert_eq!(file(&b.certificate_key), Some("own.key".into()));
+        let files = |p: &[PathBuf]| -> Vec<String> {
+            p.iter()
+                .filter_map(|p| Some(p.file_name()?.to_str()?.to_owned()))
+                .collect()
+        };
+        assert_eq!(files(&a.certificates), ["all.crt"]);
+        assert_eq!(files(&a.certificate_keys), ["all.key"]);
+        // A server's own lines replace the http block's, however many.
+        assert_eq!(files(&b.certificates), ["own.crt", "ec.crt"]);
+        assert_eq!(files(&b.certificate_keys), ["own.key", "ec.key"]);
     }
 
     /// Debian's and Ubuntu's stock `ssl_protocols` line runs: the versions gluu-lb lacks

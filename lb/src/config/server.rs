@@ -102,7 +102,7 @@ pub fn server(
     let mut s = Server {
         listen: Vec::new(),
         names: Vec::new(),
-        tls: inherited_tls.clone(),
+        tls: tls::inherit(inherited_tls, body),
         ret: None,
         locations: Vec::new(),
         settings: ProxySettings::default(),
@@ -229,12 +229,32 @@ pub fn server(
         l.http2 |= http2_on;
     }
     if s.listen.iter().any(|l| l.ssl) {
-        let (Some(_), Some(_)) = (&s.tls.certificate, &s.tls.certificate_key) else {
+        let (certs, keys) = (&s.tls.certificates, &s.tls.certificate_keys);
+        if certs.is_empty() || keys.is_empty() {
             return Err(GrammarError::at(
                 &d.place,
                 "no \"ssl_certificate\" and \"ssl_certificate_key\" are defined for a TLS server",
             ));
-        };
+        }
+        if let Some(cert) = certs.get(keys.len()) {
+            return Err(GrammarError::at(
+                &d.place,
+                format!(
+                    "no \"ssl_certificate_key\" is defined for certificate \"{}\"",
+                    cert.display()
+                ),
+            ));
+        }
+        for key in &keys[certs.len()..] {
+            warnings.push(Warning {
+                at: d.place.to_string(),
+                message: format!(
+                    "\"ssl_certificate_key {}\" has no \"ssl_certificate\" to go with and is \
+                     not used (nginx ignores it too)",
+                    key.display()
+                ),
+            });
+        }
     }
     Ok(s)
 }

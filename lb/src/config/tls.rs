@@ -38,8 +38,11 @@ const SESSIONS_PER_MIB: u64 = 4000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsSettings {
-    pub certificate: Option<PathBuf>,
-    pub certificate_key: Option<PathBuf>,
+    /// `ssl_certificate` lines, in order; several for several key types (RSA and ECDSA),
+    /// as nginx takes them.
+    pub certificates: Vec<PathBuf>,
+    /// `ssl_certificate_key` lines, in order: the Nth goes with the Nth certificate.
+    pub certificate_keys: Vec<PathBuf>,
     /// `ssl_protocols` (TLSv1.2 and/or TLSv1.3); `None`: both.
     pub protocols: Option<Vec<String>>,
     /// `ssl_ciphers`: the TLS 1.2 suites it selects, in its order; `None`: all of
@@ -58,8 +61,8 @@ pub struct TlsSettings {
 impl Default for TlsSettings {
     fn default() -> Self {
         Self {
-            certificate: None,
-            certificate_key: None,
+            certificates: Vec::new(),
+            certificate_keys: Vec::new(),
             protocols: None,
             ciphers: None,
             prefer_server_ciphers: None,
@@ -68,6 +71,21 @@ impl Default for TlsSettings {
             session_tickets: true,
         }
     }
+}
+
+/// The settings a `server` starts from: the `http` block's, except that a block with an
+/// `ssl_certificate` (or `ssl_certificate_key`) line of its own inherits none of those
+/// lines, as nginx inherits the lists.
+pub fn inherit(parent: &TlsSettings, block: &[Directive]) -> TlsSettings {
+    let mut s = parent.clone();
+    let has = |name: &str| block.iter().any(|d| d.name == name);
+    if has("ssl_certificate") {
+        s.certificates.clear();
+    }
+    if has("ssl_certificate_key") {
+        s.certificate_keys.clear();
+    }
+    s
 }
 
 /// Applies `d` to `s` when it is one of the TLS settings (or a line accepted with a
@@ -85,8 +103,8 @@ pub fn apply(
         })
     };
     match d.name.as_str() {
-        "ssl_certificate" => s.certificate = Some(root.join(d.one_arg()?)),
-        "ssl_certificate_key" => s.certificate_key = Some(root.join(d.one_arg()?)),
+        "ssl_certificate" => s.certificates.push(root.join(d.one_arg()?)),
+        "ssl_certificate_key" => s.certificate_keys.push(root.join(d.one_arg()?)),
         "ssl_protocols" => s.protocols = Some(protocols(d, warnings)?),
         "ssl_ciphers" => s.ciphers = Some(cipher_list(d, d.one_arg()?)?),
         "ssl_prefer_server_ciphers" => s.prefer_server_ciphers = Some(d.on_off()?),
