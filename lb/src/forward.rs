@@ -27,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::access_log::Entry;
 use crate::body::{self, Body, Watched};
+use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Redirect, find, upstream_uri};
 use crate::config::proxy::{self, AddHeader, Part, Template};
+use crate::limit::{self, Limit, Verdict};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
 use crate::upstream::{InFlight, Lease, Route, lock};
@@ -435,6 +437,74 @@ impl Drop for Log {
     }
 }
 
+/// nginx's `limit_req` for this request: waits first when a limit says so, and gives the
+/// refusal to send when one refuses (unless `limit_req_dry_run`). `who` describes the
+/// request for the log line, as nginx's do.
+async fn limit_req(
+    limits: &[Limit],
+    s: &LimitSettings,
+    conn: &Conn,
+    who: impl Fn() -> String,
+    shared: &Shared,
+) -> Option<Response<Body>> {
+    if limits.is_empty() {
+        return None;
+    }
+    let (refused, delay_level) = match s.log_level {
+        LogLevel::Error => (tracing::Level::ERROR, tracing::Level::WARN),
+        LogLevel::Warn => (tracing::Level::WARN, tracing::Level::INFO),
+        LogLevel::Notice | LogLevel::Info => (tracing::Level::INFO, tracing::Level::INFO),
+    };
+    let dry = if s.dry_run { ", dry run" } else { "" };
+    let thousandths = |n: u64| format!("{}.{:03}", n / 1000, n % 1000);
+    match limit::check(limits, conn.remote.ip()) {
+        Verdict::Pass => None,
+        Verdict::Reject { excess, zone } => {
+            let line = format!(
+                "limiting requests{dry}, excess: {} by zone \"{zone}\", {}",
+                thousandths(excess),
+                who()
+            );
+            log_at(refused, &line);
+            let result = if s.dry_run {
+                "rejected_dry_run"
+            } else {
+                "rejected"
+            };
+            shared.metrics.limited(zone, result);
+            let status = StatusCode::from_u16(s.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (!s.dry_run).then(|| plain(status, ""))
+        }
+        Verdict::Delay { wait, excess, zone } => {
+            let line = format!(
+                "delaying request{dry}, excess: {}, by zone \"{zone}\", {}",
+                thousandths(excess),
+                who()
+            );
+            log_at(delay_level, &line);
+            let result = if s.dry_run {
+                "delayed_dry_run"
+            } else {
+                "delayed"
+            };
+            shared.metrics.limited(zone, result);
+            if !s.dry_run {
+                tokio::time::sleep(wait).await;
+            }
+            None
+        }
+    }
+}
+
+/// A log line at a level chosen at run time.
+fn log_at(level: tracing::Level, line: &str) {
+    match level {
+        tracing::Level::ERROR => tracing::error!("{line}"),
+        tracing::Level::WARN => tracing::warn!("{line}"),
+        _ => tracing::info!("{line}"),
+    }
+}
+
 /// Serves one request with the runtime current when it arrived.
 pub async fn handle(
     mut req: Request<Incoming>,
@@ -556,8 +626,21 @@ pub async fn handle(
         };
         return log.local(resp, shared);
     }
+    let who = || {
+        format!(
+            "client: {}, server: {server_name}, request: \"{} {request_uri} {:?}\", host: \"{}\"",
+            conn.remote.ip(),
+            req.method(),
+            req.version(),
+            host.as_deref().unwrap_or(server_name)
+        )
+    };
     let (Some(li), Some(lrt)) = (li, lrt) else {
         log.add(&server.settings.add_headers, &vars);
+        let limits = &rt.server_limits[si];
+        if let Some(refused) = limit_req(limits, &server.settings.limit, conn, who, shared).await {
+            return log.local(refused, shared);
+        }
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
     };
     let loc = &server.locations[li];
@@ -565,6 +648,9 @@ pub async fn handle(
         vars.proxy_host = &pass.upstream;
     }
     log.add(&loc.settings.add_headers, &vars);
+    if let Some(refused) = limit_req(&lrt.limits, &loc.settings.limit, conn, who, shared).await {
+        return log.local(refused, shared);
+    }
     let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
     };

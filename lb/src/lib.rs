@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod forward;
 pub mod health;
+pub mod limit;
 pub mod metrics;
 pub mod runtime;
 pub mod send_timeout;
@@ -63,6 +64,9 @@ pub struct Shared {
     pub tickets: Arc<dyn ProducesTickets>,
     /// Worker threads ([`workers`]), fixed at start like nginx's worker processes.
     pub workers: usize,
+    /// The `limit_req_zone`s of the running configuration: a reload keeps those whose name
+    /// and size stay, with the clients they remember (nginx keeps its shared memory zones).
+    pub zones: Mutex<Vec<Arc<limit::Zone>>>,
 }
 
 /// A listening address that could not be bound.
@@ -124,6 +128,7 @@ impl Balancer {
             permits,
             tickets,
             workers: workers::count(config.workers),
+            zones: Mutex::default(),
         };
         let rt = Runtime::build(config, &shared)?;
         Ok(Self {

@@ -35,6 +35,14 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabel {
+    zone: String,
+    /// nginx's `$limit_req_status` in lower case: `delayed`, `rejected`,
+    /// `delayed_dry_run`, `rejected_dry_run`.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -59,6 +67,7 @@ pub struct Metrics {
     retries: Counter,
     handshake_failures: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    limited: Family<ZoneLabel, Counter>,
     certificates: Served,
 }
 
@@ -123,8 +132,23 @@ impl Metrics {
             "Configuration reloads, by result",
             m.reloads.clone(),
         );
+        r.register(
+            "limit_req",
+            "Requests limit_req delayed or refused (or would have, with limit_req_dry_run), by \
+             zone",
+            m.limited.clone(),
+        );
         m.certificates = Served::register(r);
         m
+    }
+
+    /// A request `limit_req` delayed or refused; `result` is one of [`ZoneLabel`]'s.
+    pub fn limited(&self, zone: &str, result: &'static str) {
+        let label = ZoneLabel {
+            zone: zone.to_owned(),
+            result,
+        };
+        self.limited.get_or_create(&label).inc();
     }
 
     /// A client connection opened; the returned guard counts it as active until dropped.

@@ -27,11 +27,14 @@ use crate::Shared;
 use crate::config::grammar::GrammarError;
 use crate::config::location::{Location, Redirect};
 use crate::config::proxy::Part;
+use crate::config::proxy::ProxySettings;
 use crate::config::server::Server;
 use crate::config::tls::SessionCache;
 use crate::config::{Config, Warning};
+use crate::limit::{Limit, Zone};
 use crate::served::Served;
 use crate::sessions::{ExpiringCache, ExpiringTickets};
+use crate::upstream::lock;
 use crate::upstream::{Group, UpstreamTls};
 
 /// How many TLS sessions the client side (node connections) remembers for resumption.
@@ -67,6 +70,8 @@ pub struct LocationRt {
     pub access_log: Option<LogFile>,
     /// `proxy_redirect default`'s rewrite of a node's `Location` and `Refresh`.
     pub redirect: Option<Redirect>,
+    /// Its `limit_req` lines with their zones.
+    pub limits: Vec<Limit>,
 }
 
 #[derive(Debug)]
@@ -78,10 +83,48 @@ pub struct Runtime {
     pub locations: Vec<Vec<LocationRt>>,
     /// Each server's own access log (requests no location matches, `return`).
     pub server_logs: Vec<Option<LogFile>>,
+    /// Each server's own `limit_req` lines (for requests no location matches).
+    pub server_limits: Vec<Vec<Limit>>,
     pub logs: Vec<LogFile>,
     pub warnings: Vec<Warning>,
     /// Each certificate file the servers serve, once.
     pub certificates: Vec<Validity>,
+}
+
+/// The zones of `config`'s `limit_req_zone` lines: the running ones where name and size
+/// stay, new ones otherwise.
+fn zones(config: &Config, shared: &Shared) -> Vec<Arc<Zone>> {
+    let running = lock(&shared.zones);
+    config
+        .limit_req_zones
+        .iter()
+        .map(|def| {
+            running
+                .iter()
+                .find(|z| z.fits(def))
+                .cloned()
+                .unwrap_or_else(|| Zone::new(def))
+        })
+        .collect()
+}
+
+/// A block's `limit_req` lines with their zones (every zone exists: `Config` checked).
+fn limits(s: &ProxySettings, config: &Config, zones: &[Arc<Zone>]) -> Vec<Limit> {
+    s.limit
+        .limits
+        .iter()
+        .filter_map(|line| {
+            let i = config
+                .limit_req_zones
+                .iter()
+                .position(|z| z.name == line.zone)?;
+            Some(Limit::new(
+                line,
+                &config.limit_req_zones[i],
+                zones[i].clone(),
+            ))
+        })
+        .collect()
 }
 
 /// Picks a server by SNI among the servers of one listening socket (the default server's
@@ -196,9 +239,12 @@ impl Runtime {
         let mut tls_cache: HashMap<String, Arc<UpstreamTls>> = HashMap::new();
         let mut log_cache: HashMap<PathBuf, LogFile> = HashMap::new();
         let any_key = (0..config.servers.len()).find_map(|i| keys.get(&i).cloned());
+        let zones = zones(&config, shared);
         let mut locations = Vec::new();
         let mut server_logs = Vec::new();
+        let mut server_limits = Vec::new();
         for (i, s) in config.servers.iter().enumerate() {
+            server_limits.push(limits(&s.settings, &config, &zones));
             server_logs.push(
                 s.settings
                     .access_log
@@ -209,18 +255,22 @@ impl Runtime {
             let own = keys.get(&i).or(any_key.as_ref());
             let mut per = Vec::new();
             for l in &s.locations {
-                per.push(location_rt(
+                let mut rt = location_rt(
                     l,
                     own,
                     &provider,
                     &mut tls_cache,
                     &mut log_cache,
                     &mut warnings,
-                )?);
+                )?;
+                rt.limits = limits(&l.settings, &config, &zones);
+                per.push(rt);
             }
             locations.push(per);
         }
+        *lock(&shared.zones) = zones;
         Ok(Runtime {
+            server_limits,
             logs: log_cache.into_values().collect(),
             config,
             listeners,
@@ -468,6 +518,7 @@ fn location_rt(
             ssl_name: None,
             access_log,
             redirect: None,
+            limits: Vec::new(),
         });
     };
     let (policy, key) = match s.ssl_verify {
@@ -552,6 +603,7 @@ fn location_rt(
         ssl_name: Some(name),
         access_log,
         redirect: l.redirect(),
+        limits: Vec::new(),
     })
 }
 

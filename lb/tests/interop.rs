@@ -334,6 +334,58 @@ fn nginx_t_and_gluu_lb_t_agree() {
             )),
         ),
         (
+            "limit_req at every level, its zone defined after it",
+            format!(
+                "{events}http {{\n{up}limit_req zone=one burst=5;\n\
+                 server {{ listen 127.0.0.1:8; limit_req zone=two nodelay; limit_req_status 429;\n\
+                 location /a {{ limit_req zone=one burst=20 delay=8; limit_req zone=two;\n\
+                 limit_req_log_level warn; limit_req_dry_run on; }} }}\n\
+                 limit_req_zone $binary_remote_addr zone=one:10m rate=10r/s;\n\
+                 limit_req_zone $remote_addr zone=two:1m rate=30r/m;\n}}\n"
+            ),
+        ),
+        (
+            "limit_req of an unknown zone",
+            server("location /a {\nlimit_req zone=nope; }"),
+        ),
+        (
+            "limit_req of one zone twice",
+            http(
+                "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;\n\
+                 server { listen 127.0.0.1:8; limit_req zone=one;\nlimit_req zone=one; }",
+            ),
+        ),
+        (
+            "limit_req_zone twice",
+            http(
+                "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;\n\
+                 limit_req_zone $binary_remote_addr zone=one:1m rate=2r/s;",
+            ),
+        ),
+        (
+            "limit_req_zone too small",
+            http("\nlimit_req_zone $binary_remote_addr zone=one:16k rate=1r/s;"),
+        ),
+        (
+            "limit_req_zone with a rate per hour",
+            http("\nlimit_req_zone $binary_remote_addr zone=one:1m rate=5r/h;"),
+        ),
+        (
+            "limit_req with burst=0",
+            http(
+                "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;\n\
+                 server { listen 127.0.0.1:8;\nlimit_req zone=one burst=0; }",
+            ),
+        ),
+        (
+            "limit_req_status out of range",
+            server("\nlimit_req_status 200;"),
+        ),
+        (
+            "limit_req_zone in a server",
+            server("\nlimit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;"),
+        ),
+        (
             "ssl_protocols in any case",
             http(&format!(
                 "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_protocols tlsv1.2 TLSV1.3; }}"
@@ -560,7 +612,7 @@ fn get(target: &str) -> String {
 
 /// Sends `request` to gluu-lb's and nginx's address of `pair`; panics unless they answer
 /// alike. Each one's own port in what it answered (an absolute redirect) reads `:PORT`.
-async fn compare(pair: (SocketAddr, SocketAddr), request: &str) {
+async fn compare(pair: (SocketAddr, SocketAddr), request: &str) -> u16 {
     let answer = |to: SocketAddr| async move {
         let (status, node, text) = raw(to, request).await;
         (
@@ -571,6 +623,7 @@ async fn compare(pair: (SocketAddr, SocketAddr), request: &str) {
     };
     let (got, want) = (answer(pair.0).await, answer(pair.1).await);
     assert_eq!(got, want, "{request:?}: gluu-lb, then nginx");
+    got.0
 }
 
 /// gluu-lb running `text` (written to DIR/gluu-lb.conf): its listening addresses in the
@@ -677,7 +730,9 @@ impl Twins {
         let upstreams = format!(
             "upstream up_a {{ server 127.0.0.1:{a}; }}\nupstream up_b {{ server 127.0.0.1:{b}; }}\n\
              upstream up_canned {{ server {canned}; }}\n\
-             upstream up_mixed {{ server {canned} max_fails=0; server 127.0.0.1:{a}; }}\n"
+             upstream up_mixed {{ server {canned} max_fails=0; server 127.0.0.1:{a}; }}\n\
+             limit_req_zone $binary_remote_addr zone=twins:1m rate=1r/m;\n\
+             limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;\n"
         );
         // Server-level header lines, which a location inherits only when it has none of
         // that directive itself (/host, /own/, /tags/ have). No `always` at this level: a
@@ -705,7 +760,10 @@ impl Twins {
                add_header X-Added \"own $proxy_host\"; add_header X-Added always always; }\n\
              location /tags/ { proxy_pass https://up_canned/canned/;\n\
                add_header ETag '\"lb\"'; add_header Last-Modified \"\";\n\
-               add_header X-Added tags always; }\n";
+               add_header X-Added tags always; }\n\
+             location /limited/ { proxy_pass https://up_a; limit_req zone=twins burst=2 nodelay;\n\
+               limit_req_status 429; add_header X-Added limited always; }\n\
+             location /delayed/ { proxy_pass https://up_a; limit_req zone=slow burst=5; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
@@ -756,9 +814,9 @@ impl Twins {
         }
     }
 
-    /// Sends `request` to both; panics unless they answer alike.
-    async fn agree(&self, request: &str) {
-        compare((self.ours, self.theirs), request).await;
+    /// Sends `request` to both; panics unless they answer alike. The status both gave.
+    async fn agree(&self, request: &str) -> u16 {
+        compare((self.ours, self.theirs), request).await
     }
 
     /// [`Twins::agree`] for the redirecting servers.
@@ -781,6 +839,30 @@ impl Twins {
 impl Drop for Twins {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// `limit_req` as nginx applies it: at 1 request a minute with `burst=2 nodelay`, one
+/// client's first three requests go at once and the fourth is refused with
+/// `limit_req_status` (and the location's `always` header); at 2 a second with `burst=5`
+/// and no `nodelay`, the second request waits about half a second at both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_limited_as_nginx_limits_them() {
+    let twins = Twins::start().await;
+    for i in 0..4 {
+        let status = twins.agree(&get(&format!("/limited/{i}"))).await;
+        assert_eq!(status, if i < 3 { 200 } else { 429 }, "request {i}");
+    }
+    for to in [twins.ours, twins.theirs] {
+        assert_eq!(raw(to, &get("/delayed/a")).await.0, 200);
+        let start = std::time::Instant::now();
+        assert_eq!(raw(to, &get("/delayed/b")).await.0, 200);
+        let waited = start.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_millis(400)
+                && waited < std::time::Duration::from_secs(5),
+            "{to}: waited {waited:?}"
+        );
     }
 }
 
@@ -991,7 +1073,9 @@ async fn node_answers_are_taken_or_refused_as_nginx_does() {
         let request = get(path);
         match differ.iter().find(|(p, _, _)| p == path) {
             Some((_, ours, theirs)) => twins.differ(&request, *ours, *theirs).await,
-            None => twins.agree(&request).await,
+            None => {
+                twins.agree(&request).await;
+            }
         }
     }
     // `proxy_buffer_size`: a response head that fits is passed on, a larger one is a 502

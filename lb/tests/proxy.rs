@@ -1129,6 +1129,78 @@ async fn a_stock_ssl_protocols_line_offers_what_it_lists_that_gluu_lb_speaks() {
     assert!(refused.to_string().contains("ProtocolVersion"), "{refused}");
 }
 
+/// `limit_req` in the guide's file: a zone of one request a minute per client, the
+/// server-level line limiting every location without one of its own and the requests no
+/// location matches, `/oxauth` in dry run (counted, never refused), the refusals in the
+/// metrics, and the clients' states kept across a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_req_refuses_past_the_burst_and_keeps_counting_across_a_reload() {
+    let lab = Lab::start(|t| {
+        t.replacen(
+            "http {\n",
+            "http {\n  limit_req_zone $binary_remote_addr zone=login:1m rate=1r/m;\n",
+            1,
+        )
+        .replace(
+            "    ssl on;",
+            "    ssl on;\n    limit_req zone=login burst=1 nodelay;",
+        )
+        .replace(
+            "proxy_pass https://backend/oxauth;",
+            "proxy_pass https://backend/oxauth;\n        limit_req_dry_run on;",
+        )
+    })
+    .await;
+    let statuses = |paths: &'static [&'static str]| {
+        let lab = &lab;
+        async move {
+            let mut got = Vec::new();
+            for p in paths {
+                got.push(lab.get(p).await.status.as_u16());
+            }
+            got
+        }
+    };
+    assert_eq!(
+        statuses(&["/identity/a", "/identity/b", "/identity/c"]).await,
+        [200, 200, 503]
+    );
+    assert_eq!(
+        statuses(&["/nowhere"]).await,
+        [503],
+        "no location: the server's line"
+    );
+    assert_eq!(
+        statuses(&["/oxauth/a", "/oxauth/b"]).await,
+        [200, 200],
+        "dry run"
+    );
+    let series =
+        |result: &str| format!("gluu_lb_limit_req_total{{zone=\"login\",result=\"{result}\"}}");
+    assert_eq!(lab.metric(&series("rejected")).await, 2.0);
+    assert!(lab.metric(&series("rejected_dry_run")).await >= 2.0);
+
+    let text = std::fs::read_to_string(&lab.conf).expect("conf");
+    lab.reload_with(&text).await;
+    eventually(Duration::from_secs(5), "the reload", || async {
+        lab.metric("gluu_lb_reloads_total{result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        statuses(&["/identity/d"]).await,
+        [503],
+        "the zone kept its state"
+    );
+    // A reload that changes the zone's size starts it afresh, as nginx does.
+    lab.reload_with(&text.replace("zone=login:1m", "zone=login:2m"))
+        .await;
+    eventually(Duration::from_secs(5), "the second reload", || async {
+        lab.metric("gluu_lb_reloads_total{result=\"ok\"}").await >= 2.0
+    })
+    .await;
+    assert_eq!(statuses(&["/identity/e"]).await, [200], "a new zone");
+}
+
 /// The certificate gluu-lb presents to a client whose provider is `edit`ed (what it can
 /// verify, which suites it offers), speaking `version`.
 async fn presented_to(

@@ -5,6 +5,7 @@
 //! collected for `-t` and start-up.
 
 pub mod grammar;
+pub mod limit;
 pub mod location;
 pub mod proxy;
 pub mod server;
@@ -96,6 +97,8 @@ pub struct Config {
     /// `/metrics`, every upstream server's state as JSON at `/status`.
     pub metrics: Option<SocketAddr>,
     pub limits: ClientLimits,
+    /// `limit_req_zone` lines, in file order.
+    pub limit_req_zones: Vec<limit::ZoneDef>,
     pub upstreams: Vec<Upstream>,
     pub servers: Vec<Server>,
     pub warnings: Vec<Warning>,
@@ -122,6 +125,7 @@ impl Config {
             error_log: None,
             metrics: None,
             limits: ClientLimits::default(),
+            limit_req_zones: Vec::new(),
             upstreams: Vec::new(),
             servers: Vec::new(),
             warnings: Vec::new(),
@@ -211,6 +215,19 @@ impl Config {
                                 &mut c.warnings,
                             )?),
                             "http2" => http2 = h.on_off()?,
+                            "limit_req_zone" => {
+                                let z = limit::zone(h)?;
+                                if let Some(prev) =
+                                    c.limit_req_zones.iter().find(|p| p.name == z.name)
+                                {
+                                    return Err(h.error(format!(
+                                        "limit_req_zone \"{}\" is already bound to key \"{}\" \
+                                         (at {})",
+                                        z.name, prev.key, prev.place
+                                    )));
+                                }
+                                c.limit_req_zones.push(z);
+                            }
                             "error_log" => http_log = Some((error_log(h, root)?, &h.place)),
                             "metrics" => {
                                 let v = h.one_arg()?;
@@ -279,6 +296,7 @@ impl Config {
             return Err(missing("no \"http\" block: nothing to serve"));
         }
         c.check_upstream_references()?;
+        c.check_limit_req_zones()?;
         c.check_shared_addresses()?;
         c.check_redirect_hosts();
         Ok(c)
@@ -300,6 +318,25 @@ impl Config {
                         pass.upstream
                     ),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `limit_req` names a `limit_req_zone` (defined anywhere in `http`, as in nginx).
+    fn check_limit_req_zones(&self) -> Result<(), GrammarError> {
+        let settings = self.servers.iter().flat_map(|s| {
+            std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings))
+        });
+        for l in settings.flat_map(|s| &s.limit.limits) {
+            if !self.limit_req_zones.iter().any(|z| z.name == l.zone) {
+                return Err(GrammarError::at(
+                    &l.place,
+                    format!(
+                        "zero size shared memory zone \"{}\" (no limit_req_zone defines it)",
+                        l.zone
+                    ),
+                ));
             }
         }
         Ok(())
@@ -687,6 +724,30 @@ mod tests {
         // A server's own lines replace the http block's, however many.
         assert_eq!(files(&b.certificates), ["own.crt", "ec.crt"]);
         assert_eq!(files(&b.certificate_keys), ["own.key", "ec.key"]);
+    }
+
+    /// `limit_req` lines are inherited as nginx inherits lists: a block with one of its own
+    /// takes none from above; the other `limit_req_*` lines are inherited one by one.
+    #[test]
+    fn limit_req_lines_are_inherited_as_a_list() {
+        let c = load(
+            "events { }\nhttp {\n limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;\n\
+             limit_req_zone $binary_remote_addr zone=two:1m rate=1r/s;\n\
+             limit_req zone=one; limit_req_status 429;\n\
+             server { listen 80;\n location /a { }\n location /b { limit_req zone=two burst=3; }\n\
+             location /c { limit_req_dry_run on; } }\n}\n",
+        )
+        .expect("valid");
+        let s = &c.servers[0];
+        let zones = |l: &proxy::ProxySettings| -> Vec<String> {
+            l.limit.limits.iter().map(|x| x.zone.clone()).collect()
+        };
+        assert_eq!(zones(&s.settings), ["one"]);
+        assert_eq!(zones(&s.locations[0].settings), ["one"]);
+        assert_eq!(zones(&s.locations[1].settings), ["two"]);
+        assert_eq!(zones(&s.locations[2].settings), ["one"]);
+        assert!(s.locations.iter().all(|l| l.settings.limit.status == 429));
+        assert!(s.locations[2].settings.limit.dry_run && !s.locations[0].settings.limit.dry_run);
     }
 
     /// Debian's and Ubuntu's stock `ssl_protocols` line runs: the versions gluu-lb lacks

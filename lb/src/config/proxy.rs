@@ -9,6 +9,7 @@ use std::time::Duration;
 use hyper::header::{self, HeaderName};
 
 use super::grammar::{Directive, GrammarError, Place};
+use super::limit::{self, LimitSettings};
 use super::upstream::parse_time;
 
 /// Variables a header value or `proxy_ssl_name` may use.
@@ -141,6 +142,8 @@ pub struct ProxySettings {
     /// 502, nginx's "upstream sent too big header"), and what a node connection holds of a
     /// response its client does not read.
     pub buffer_size: usize,
+    /// `limit_req` and its companions.
+    pub limit: LimitSettings,
 }
 
 impl Default for ProxySettings {
@@ -168,6 +171,7 @@ impl Default for ProxySettings {
             access_log: None,
             client_body_timeout: Duration::from_secs(60),
             buffer_size: BUFFER_SIZE_DEFAULT,
+            limit: LimitSettings::default(),
         }
     }
 }
@@ -225,8 +229,8 @@ fn health_check(d: &Directive) -> Result<HealthCheck, GrammarError> {
 }
 
 /// The settings a block (`http`, `server`, `location`) starts from: its parent's, but as
-/// nginx inherits the header lists, a block with a `proxy_set_header` (or `add_header`) line
-/// of its own inherits none of its parent's lines of that directive.
+/// nginx inherits the lists, a block with a `proxy_set_header` (or `add_header`, or
+/// `limit_req`) line of its own inherits none of its parent's lines of that directive.
 pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     let mut s = parent.clone();
     let has = |name: &str| block.iter().any(|d| d.name == name);
@@ -235,6 +239,9 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("add_header") {
         s.add_headers.clear();
+    }
+    if has("limit_req") {
+        s.limit.limits.clear();
     }
     s
 }
@@ -449,7 +456,7 @@ pub fn apply(
                 ),
             ));
         }
-        _ => return Ok(false),
+        _ => return limit::apply(&mut s.limit, d),
     }
     Ok(true)
 }
