@@ -364,22 +364,7 @@ fn acceptor(
     let Some((_, default)) = servers.first() else {
         return Err(err(&first.place, "a TLS listen without a certificate"));
     };
-    let mut versions = Vec::new();
-    for v in tls::PROTOCOL_VERSIONS {
-        let name = if v.version == rustls::ProtocolVersion::TLSv1_3 {
-            "TLSv1.3"
-        } else {
-            "TLSv1.2"
-        };
-        if first
-            .tls
-            .protocols
-            .as_ref()
-            .is_none_or(|p| p.iter().any(|x| x == name))
-        {
-            versions.push(*v);
-        }
-    }
+    let versions = versions(first.tls.protocols.as_deref());
     let t = &first.tls;
     let tls12 = versions
         .iter()
@@ -440,6 +425,23 @@ fn acceptor(
     // SHA-384's key schedule is the costliest part of a handshake here.
     sc.ignore_client_order = t.prefer_server_ciphers.unwrap_or(true);
     Ok(TlsAcceptor::from(Arc::new(sc)))
+}
+
+/// The protocol versions an `ssl_protocols` (or `proxy_ssl_protocols`) line leaves, by
+/// their canonical names; no line: both.
+fn versions(listed: Option<&[String]>) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    tls::PROTOCOL_VERSIONS
+        .iter()
+        .copied()
+        .filter(|v| {
+            let name = if v.version == rustls::ProtocolVersion::TLSv1_3 {
+                "TLSv1.3"
+            } else {
+                "TLSv1.2"
+            };
+            listed.is_none_or(|p| p.iter().any(|x| x == name))
+        })
+        .collect()
 }
 
 /// The name the node is addressed by: `proxy_ssl_name` (text and `$proxy_host` only), else
@@ -574,22 +576,30 @@ fn location_rt(
             (policy, key)
         }
     };
-    let cache_key = format!("{key}|sni={}", s.ssl_server_name);
+    let cache_key = format!(
+        "{key}|sni={}|protocols={:?}|ciphers={:?}|reuse={}",
+        s.ssl_server_name, s.ssl_protocols, s.ssl_ciphers, s.ssl_session_reuse
+    );
     let tls = match tls_cache.get(&cache_key) {
         Some(t) => t.clone(),
         None => {
             let describe = policy.describe();
             let verifier = PeerVerifier::new(policy, provider)
                 .map_err(|e| err(&l.place, format!("upstream TLS: {e}")))?;
-            let mut cc = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(tls::PROTOCOL_VERSIONS)
+            let provider = Arc::new(ciphers::restrict(provider, None, s.ssl_ciphers.as_deref()));
+            let mut cc = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&versions(s.ssl_protocols.as_deref()))
                 .map_err(|e| err(&l.place, format!("upstream TLS: {e}")))?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth();
             cc.enable_sni = s.ssl_server_name;
             cc.alpn_protocols = vec![b"http/1.1".to_vec()];
-            cc.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
+            cc.resumption = if s.ssl_session_reuse {
+                rustls::client::Resumption::in_memory_sessions(SESSION_CACHE)
+            } else {
+                rustls::client::Resumption::disabled()
+            };
             let t = Arc::new(UpstreamTls {
                 connector: TlsConnector::from(Arc::new(cc)),
                 policy: describe,

@@ -386,6 +386,23 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nlimit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;"),
         ),
         (
+            "the TLS to the nodes, at every level",
+            http(&format!(
+                "proxy_ssl_protocols TLSv1.2 TLSv1.3; proxy_ssl_session_reuse off;\n\
+                 server {{ listen 127.0.0.1:8443 ssl; {tls} proxy_ssl_ciphers HIGH:!aNULL;\n\
+                 location /a {{ proxy_pass https://b; proxy_ssl_protocols TLSv1.3;\n\
+                 proxy_ssl_ciphers ECDHE+AESGCM; proxy_ssl_session_reuse on; }} }}"
+            )),
+        ),
+        (
+            "proxy_ssl_ciphers that select nothing",
+            server("location /a { proxy_pass https://b;\nproxy_ssl_ciphers RC4; }"),
+        ),
+        (
+            "proxy_ssl_session_reuse maybe",
+            server("\nproxy_ssl_session_reuse maybe;"),
+        ),
+        (
             "ssl_protocols in any case",
             http(&format!(
                 "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_protocols tlsv1.2 TLSV1.3; }}"
@@ -763,13 +780,19 @@ impl Twins {
                add_header X-Added tags always; }\n\
              location /limited/ { proxy_pass https://up_a; limit_req zone=twins burst=2 nodelay;\n\
                limit_req_status 429; add_header X-Added limited always; }\n\
-             location /delayed/ { proxy_pass https://up_a; limit_req zone=slow burst=5; }\n";
+             location /delayed/ { proxy_pass https://up_a; limit_req zone=slow burst=5; }\n\
+             location /tls12 { proxy_pass https://up_a/tls; proxy_ssl_protocols TLSv1.2;\n\
+               proxy_ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384; }\n\
+             location /reuse-on { proxy_pass https://up_a/reused; }\n\
+             location /reuse-off { proxy_pass https://up_a/reused; proxy_ssl_session_reuse off; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
                  location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host xff=$http_x_forwarded_for\"; }}\n\
                  location ~ /go$ {{ return 302 https://up_a$uri/../went; }}\n\
                  location ~ /relative$ {{ absolute_redirect off; return 302 $uri/../went; }}\n\
+                 location = /tls {{ return 200 \"$ssl_protocol $ssl_cipher\"; }}\n\
+                 location = /reused {{ keepalive_timeout 0; return 200 \"reused=$ssl_session_reused\"; }}\n\
                  location ~ /refresh$ {{ add_header X-Node {name}; add_header Refresh \"0; URL=https://up_a$uri/../r\"; return 200 r; }} }}\n"
             )
         };
@@ -839,6 +862,32 @@ impl Twins {
 impl Drop for Twins {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// The TLS gluu-lb speaks to a node as nginx does with the same lines, seen from the node
+/// (a real nginx, which reports the version, suite and resumption it got):
+/// `proxy_ssl_protocols` and `proxy_ssl_ciphers` choose TLS 1.2 and the one suite, and a
+/// new connection resumes the last session unless `proxy_ssl_session_reuse off` (the node
+/// closes after each answer, so each request is a new connection for gluu-lb as well).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_connections_speak_the_tls_nginx_speaks() {
+    let twins = Twins::start().await;
+    let body = |to: SocketAddr, path: &'static str| async move {
+        let (status, from_node, text) = raw(to, &get(path)).await;
+        assert_eq!((status, from_node), (200, true), "{path}: {text}");
+        text.lines().last().unwrap_or_default().to_owned()
+    };
+    for to in [twins.ours, twins.theirs] {
+        assert_eq!(body(to, "/reuse-off").await, "reused=.", "{to}");
+        assert_eq!(body(to, "/reuse-off").await, "reused=.", "{to}");
+        assert_eq!(body(to, "/reuse-on").await, "reused=.", "{to}");
+        assert_eq!(body(to, "/reuse-on").await, "reused=r", "{to}");
+        assert_eq!(
+            body(to, "/tls12").await,
+            "TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384",
+            "{to}"
+        );
     }
 }
 

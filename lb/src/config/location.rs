@@ -8,6 +8,7 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::proxy::{ProxySettings, apply, inherit, validate};
 use crate::uri::{Path, escape};
@@ -128,6 +129,7 @@ pub fn location(
     d: &Directive,
     root: &std::path::Path,
     inherited: &ProxySettings,
+    warnings: &mut Vec<Warning>,
 ) -> Result<Location, GrammarError> {
     let Some(body) = &d.block else {
         return Err(GrammarError::at(
@@ -160,7 +162,7 @@ pub fn location(
     for inner in body {
         if inner.name == "proxy_pass" {
             pass = Some(proxy_pass(inner, is_regex)?);
-        } else if !apply(&mut settings, inner, root)? {
+        } else if !apply(&mut settings, inner, root, warnings)? {
             return Err(GrammarError::at(
                 &inner.place,
                 format!("unknown directive \"{}\" in location", inner.name),
@@ -243,7 +245,7 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         parse_file(&path)?
             .iter()
-            .map(|d| location(d, dir.path(), &ProxySettings::default()))
+            .map(|d| location(d, dir.path(), &ProxySettings::default(), &mut Vec::new()))
             .collect()
     }
 

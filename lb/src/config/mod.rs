@@ -189,7 +189,7 @@ impl Config {
                     let mut tls = tls::TlsSettings::default();
                     let mut own = Vec::new();
                     for h in body {
-                        if !proxy::apply(&mut settings, h, root)?
+                        if !proxy::apply(&mut settings, h, root, &mut c.warnings)?
                             && !tls::apply(&mut tls, h, root, &mut c.warnings)?
                         {
                             own.push(h);

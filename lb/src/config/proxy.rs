@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use hyper::header::{self, HeaderName};
 
+use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::limit::{self, LimitSettings};
+use super::tls;
 use super::upstream::parse_time;
 
 /// Variables a header value or `proxy_ssl_name` may use.
@@ -131,6 +133,14 @@ pub struct ProxySettings {
     pub ssl_trusted_certificate: Option<PathBuf>,
     pub ssl_name: Option<Template>,
     pub ssl_server_name: bool,
+    /// `proxy_ssl_protocols`: the versions offered to the nodes; `None`: TLSv1.2 and
+    /// TLSv1.3.
+    pub ssl_protocols: Option<Vec<String>>,
+    /// `proxy_ssl_ciphers`: the TLS 1.2 suites offered to the nodes, in order; `None`: all
+    /// of gluu-lb's.
+    pub ssl_ciphers: Option<Vec<rustls::CipherSuite>>,
+    /// `proxy_ssl_session_reuse` (on): new node connections resume a TLS session.
+    pub ssl_session_reuse: bool,
     /// 0: no limit.
     pub client_max_body_size: u64,
     pub health_check: Option<HealthCheck>,
@@ -166,6 +176,9 @@ impl Default for ProxySettings {
             ssl_trusted_certificate: None,
             ssl_name: None,
             ssl_server_name: false,
+            ssl_protocols: None,
+            ssl_ciphers: None,
+            ssl_session_reuse: true,
             client_max_body_size: 1 << 20,
             health_check: None,
             access_log: None,
@@ -290,6 +303,7 @@ pub fn apply(
     s: &mut ProxySettings,
     d: &Directive,
     root: &std::path::Path,
+    warnings: &mut Vec<Warning>,
 ) -> Result<bool, GrammarError> {
     match d.name.as_str() {
         "proxy_redirect" => {
@@ -360,6 +374,9 @@ pub fn apply(
         }
         "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
         "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
+        "proxy_ssl_protocols" => s.ssl_protocols = Some(tls::protocols(d, warnings)?),
+        "proxy_ssl_ciphers" => s.ssl_ciphers = Some(tls::cipher_list(d, d.one_arg()?)?),
+        "proxy_ssl_session_reuse" => s.ssl_session_reuse = d.on_off()?,
         "client_max_body_size" => {
             let v = d.one_arg()?;
             s.client_max_body_size = parse_size(v).ok_or_else(|| {
@@ -484,7 +501,7 @@ mod tests {
         let top = parse_file(&path)?;
         let mut s = ProxySettings::default();
         for d in top[0].block.as_deref().unwrap_or_default() {
-            if !apply(&mut s, d, dir.path())? {
+            if !apply(&mut s, d, dir.path(), &mut Vec::new())? {
                 return Err(d.error("not a proxy directive"));
             }
         }

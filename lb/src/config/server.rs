@@ -111,7 +111,9 @@ pub fn server(
     let mut settings = inherit(inherited, body);
     let mut own = Vec::new();
     for inner in body {
-        if !apply(&mut settings, inner, root)? && !tls::apply(&mut s.tls, inner, root, warnings)? {
+        if !apply(&mut settings, inner, root, warnings)?
+            && !tls::apply(&mut s.tls, inner, root, warnings)?
+        {
             own.push(inner);
         }
     }
@@ -196,7 +198,7 @@ pub fn server(
                 });
             }
             "location" => {
-                let l = location(inner, root, &settings)?;
+                let l = location(inner, root, &settings, warnings)?;
                 if let Some(path) = s.locations.iter().find_map(|p| same_path(p, &l)) {
                     return Err(GrammarError::at(
                         &inner.place,

@@ -149,11 +149,14 @@ const PROTOCOLS: [(&str, bool); 6] = [
     ("TLSv1.3", true),
 ];
 
-/// `ssl_protocols`: the versions gluu-lb offers among those listed, by their canonical
+/// `ssl_protocols` (and `proxy_ssl_protocols`): the versions gluu-lb offers among those listed, by their canonical
 /// names. Older ones are dropped with a warning, so a line written for nginx's older
 /// defaults (`TLSv1 TLSv1.1 TLSv1.2`, Debian's and Ubuntu's stock `nginx.conf`) runs as
 /// it is; a line with none of TLSv1.2 and TLSv1.3 is an error, since nothing would be left.
-fn protocols(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Vec<String>, GrammarError> {
+pub(super) fn protocols(
+    d: &Directive,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<String>, GrammarError> {
     if d.args.is_empty() {
         return Err(d.error("invalid number of arguments in \"ssl_protocols\" directive"));
     }
@@ -225,6 +228,6 @@ fn session_cache(d: &Directive) -> Result<SessionCache, GrammarError> {
     Ok(SessionCache::Sessions(n.min(SESSION_CACHE_MAX)))
 }
 
-fn cipher_list(d: &Directive, text: &str) -> Result<Vec<CipherSuite>, GrammarError> {
-    ciphers::select_tls12(text).map_err(|why| d.error(format!("\"ssl_ciphers {text}\": {why}")))
+pub(super) fn cipher_list(d: &Directive, text: &str) -> Result<Vec<CipherSuite>, GrammarError> {
+    ciphers::select_tls12(text).map_err(|why| d.error(format!("\"{} {text}\": {why}", d.name)))
 }
