@@ -1,8 +1,9 @@
-//! `access_log PATH [combined]`: nginx's combined format with two fields added at the end,
-//! `$upstream_addr` (every node tried, comma-separated, as nginx writes it) and
-//! `$upstream_response_time` (seconds to the node's response headers). Times are UTC
-//! (`+0000`). A line is written when the response body has gone out, so
-//! `$body_bytes_sent` is what the client got. SIGUSR1 reopens the files (logrotate).
+//! `access_log PATH [FORMAT]`: by default nginx's combined format with two fields added at
+//! the end, `$upstream_addr` (every node tried, comma-separated, as nginx writes it) and
+//! `$upstream_response_time` (seconds to the node's response headers); or a `log_format`'s
+//! text and variables, escaped as nginx escapes them. Times are UTC (`+0000`). A line is
+//! written when the response body has gone out, so `$body_bytes_sent` is what the client
+//! got. SIGUSR1 reopens the files (logrotate).
 //!
 //! On a worker thread, lines wait in the thread's buffer until the worker runs out of ready
 //! work (its runtime's park hook calls [`flush`]) or [`FLUSH_AT`] bytes gathered: one
@@ -13,11 +14,37 @@
 use std::cell::RefCell;
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use gluu_common::logging::LogFile;
 
+use crate::config::log_format::{Escape, LogFormat, Piece, Var};
 use crate::workers;
+
+/// An `access_log` line made ready: its file, and its format (`None`: combined).
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    pub file: LogFile,
+    pub format: Option<Arc<LogFormat>>,
+}
+
+/// What a `log_format` may ask of a request beyond the combined line's fields, taken only
+/// for such formats.
+#[derive(Debug, Default)]
+pub struct More {
+    pub remote_port: u16,
+    pub method: String,
+    pub request_uri: String,
+    /// nginx's `$uri`: the path, normalized.
+    pub uri: String,
+    pub protocol: String,
+    pub scheme: &'static str,
+    pub host: String,
+    pub server_name: String,
+    /// The values of the format's `$http_NAME` headers, in its order.
+    pub headers: Vec<Option<String>>,
+}
 
 /// Bytes a worker gathers before it writes even in the middle of a pass.
 pub const FLUSH_AT: usize = 32 * 1024;
@@ -26,6 +53,10 @@ pub const FLUSH_AT: usize = 32 * 1024;
 #[derive(Debug)]
 pub struct Entry {
     pub log: LogFile,
+    /// `None`: combined.
+    pub format: Option<Arc<LogFormat>>,
+    /// Set when `format` is.
+    pub more: Option<Box<More>>,
     pub remote: IpAddr,
     pub start: SystemTime,
     pub request_line: String,
@@ -101,6 +132,52 @@ fn escaped(out: &mut String, v: &str) {
     }
 }
 
+/// `escape=json`: a JSON string's content (nginx's `ngx_escape_json`).
+fn json_escaped(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// nginx's `$time_iso8601` (`2026-11-24T10:00:00+00:00`), from the HTTP date.
+fn time_iso8601(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let http = httpdate::fmt_http_date(t);
+    let parts: Vec<&str> = http.split(' ').collect();
+    match parts.as_slice() {
+        [_, day, month, year, clock, _] => {
+            let m = MONTHS.iter().position(|x| x == month).map_or(0, |i| i + 1);
+            format!("{year}-{m:02}-{day}T{clock}+00:00")
+        }
+        _ => http,
+    }
+}
+
+/// nginx's `$hostname`.
+fn hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|n| n.into_string().ok())
+            .unwrap_or_default()
+    })
+}
+
 fn quoted_or_dash(out: &mut String, v: Option<&str>) {
     out.push('"');
     escaped(out, v.unwrap_or("-"));
@@ -116,6 +193,96 @@ impl Entry {
     }
 
     fn push_line(&self, out: &mut String, body_bytes_sent: u64) {
+        match (&self.format, &self.more) {
+            (Some(f), Some(more)) => self.push_formatted(out, f, more, body_bytes_sent),
+            _ => self.push_combined(out, body_bytes_sent),
+        }
+    }
+
+    /// A `log_format`'s line: its text, and each variable's value escaped its way.
+    fn push_formatted(&self, out: &mut String, f: &LogFormat, more: &More, body_bytes_sent: u64) {
+        let mut value = String::new();
+        for piece in &f.pieces {
+            let var = match piece {
+                Piece::Text(t) => {
+                    out.push_str(t);
+                    continue;
+                }
+                Piece::Var(v) => *v,
+            };
+            value.clear();
+            let found = self.value(var, more, body_bytes_sent, &mut value);
+            match (f.escape, found) {
+                (Escape::Json, false) => {}
+                (_, false) => out.push('-'),
+                (Escape::Default, true) => escaped(out, &value),
+                (Escape::Json, true) => json_escaped(out, &value),
+                (Escape::None, true) => out.push_str(&value),
+            }
+        }
+        out.push('\n');
+    }
+
+    /// Puts `var`'s value in `out`; `false` when the request has none (nginx's "not
+    /// found", logged as `-`).
+    fn value(&self, var: Var, more: &More, body_bytes_sent: u64, out: &mut String) -> bool {
+        let text = |out: &mut String, v: &str| {
+            out.push_str(v);
+            true
+        };
+        match var {
+            Var::RemoteAddr => text(out, &self.remote.to_string()),
+            Var::RemotePort => text(out, &more.remote_port.to_string()),
+            Var::RemoteUser => false,
+            Var::TimeLocal => {
+                push_time_local(out, self.start);
+                true
+            }
+            Var::TimeIso8601 => text(out, &time_iso8601(self.start)),
+            Var::Msec => {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                text(
+                    out,
+                    &format!("{}.{:03}", now.as_secs(), now.subsec_millis()),
+                )
+            }
+            Var::Request => text(out, &self.request_line),
+            Var::RequestMethod => text(out, &more.method),
+            Var::RequestUri => text(out, &more.request_uri),
+            Var::Uri => text(out, &more.uri),
+            Var::Args => match more.request_uri.split_once('?') {
+                Some((_, q)) => text(out, q),
+                None => false,
+            },
+            Var::ServerProtocol => text(out, &more.protocol),
+            Var::Scheme => text(out, more.scheme),
+            Var::Https => text(out, if more.scheme == "https" { "on" } else { "" }),
+            Var::Host => text(out, &more.host),
+            Var::ServerName => text(out, &more.server_name),
+            Var::Status => text(out, &self.status.to_string()),
+            Var::BodyBytesSent => text(out, &body_bytes_sent.to_string()),
+            Var::RequestTime => {
+                let t = self.start.elapsed().unwrap_or_default();
+                text(out, &format!("{}.{:03}", t.as_secs(), t.subsec_millis()))
+            }
+            Var::UpstreamAddr if self.upstream_addrs.is_empty() => false,
+            Var::UpstreamAddr => text(out, &self.upstream_addrs.join(", ")),
+            Var::UpstreamResponseTime => match self.upstream_time {
+                Some(t) => text(out, &format!("{:.3}", t.as_secs_f64())),
+                None => false,
+            },
+            Var::Pid => text(out, &std::process::id().to_string()),
+            Var::Hostname => text(out, hostname()),
+            Var::Header(i) => match more.headers.get(i).and_then(Option::as_deref) {
+                Some(v) => text(out, v),
+                None => false,
+            },
+        }
+    }
+
+    fn push_combined(&self, out: &mut String, body_bytes_sent: u64) {
         let _ = write!(out, "{} - - [", self.remote);
         push_time_local(out, self.start);
         out.push_str("] ");
@@ -175,6 +342,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = Entry {
             log: LogFile::open(&dir.path().join("a.log")).expect("open"),
+            format: None,
+            more: None,
             remote: "192.0.2.7".parse().expect("ip"),
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),
             request_line: "GET /oxauth/x?\"q\" HTTP/1.1".into(),
@@ -211,6 +380,92 @@ mod tests {
         );
     }
 
+    /// A `log_format` line: each variable's value, `-` (or, with `escape=json`, nothing)
+    /// for one the request has not, escaped nginx's way.
+    #[test]
+    fn log_formats_render_their_variables() {
+        use crate::config::grammar::{Directive, Place};
+        let format = |args: &[&str]| {
+            let d = Directive {
+                name: "log_format".to_owned(),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                block: None,
+                place: Place {
+                    file: std::path::Path::new("nginx.conf").into(),
+                    line: 1,
+                },
+            };
+            Arc::new(crate::config::log_format::log_format(&d).expect("format"))
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Entry {
+            log: LogFile::open(&dir.path().join("a.log")).expect("open"),
+            format: None,
+            more: Some(Box::new(More {
+                remote_port: 40000,
+                method: "GET".into(),
+                request_uri: "/oxauth/x?a=\"b\"".into(),
+                uri: "/oxauth/x".into(),
+                protocol: "HTTP/1.1".into(),
+                scheme: "https",
+                host: "lb.example.org".into(),
+                server_name: "lb.example.org".into(),
+                headers: vec![Some("curl/8 \"x\"\u{1}".into()), None],
+            })),
+            remote: "192.0.2.7".parse().expect("ip"),
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),
+            request_line: "GET /oxauth/x?a=\"b\" HTTP/1.1".into(),
+            status: 200,
+            referer: None,
+            user_agent: None,
+            upstream_addrs: vec!["10.0.0.1:443".into()],
+            upstream_time: None,
+        };
+        e.format = Some(format(&[
+            "main",
+            "$remote_addr:$remote_port $remote_user [$time_local] $time_iso8601 \"$request\" ",
+            "$request_method $request_uri $uri $args $server_protocol $scheme $https $host ",
+            "$server_name $status $body_bytes_sent $upstream_addr $upstream_response_time ",
+            "\"$http_user_agent\" $http_x_nope",
+        ]));
+        assert_eq!(
+            e.line(1234),
+            "192.0.2.7:40000 - [06/Nov/1994:08:49:37 +0000] 1994-11-06T08:49:37+00:00 \
+             \"GET /oxauth/x?a=\\x22b\\x22 HTTP/1.1\" GET /oxauth/x?a=\\x22b\\x22 /oxauth/x \
+             a=\\x22b\\x22 HTTP/1.1 https on lb.example.org lb.example.org 200 1234 10.0.0.1:443 - \
+             \"curl/8 \\x22x\\x22\\x01\" -\n"
+        );
+        e.format = Some(format(&[
+            "j",
+            "escape=json",
+            "{\"ua\":\"$http_user_agent\",\"nope\":\"$http_x_nope\",\"up\":\"$upstream_response_time\"}",
+        ]));
+        assert_eq!(
+            e.line(0),
+            "{\"ua\":\"curl/8 \\\"x\\\"\\u0001\",\"nope\":\"\",\"up\":\"\"}\n"
+        );
+        e.format = Some(format(&[
+            "raw",
+            "escape=none",
+            "$http_user_agent|$http_x_nope",
+        ]));
+        assert_eq!(e.line(0), "curl/8 \"x\"\u{1}|-\n");
+        let timed = format(&["t", "$msec $request_time $pid $hostname"]);
+        e.format = Some(timed);
+        e.start = SystemTime::now() - Duration::from_millis(1500);
+        let line = e.line(0);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(fields[0].parse::<f64>().is_ok_and(|t| t > 1.7e9), "{line}");
+        assert!(
+            fields[1]
+                .parse::<f64>()
+                .is_ok_and(|t| (1.5..60.0).contains(&t)),
+            "{line}"
+        );
+        assert_eq!(fields[2], std::process::id().to_string());
+        assert!(!fields[3].is_empty() && fields[3] != "-", "{line}");
+    }
+
     fn lines_in(path: &std::path::Path) -> usize {
         std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
     }
@@ -221,6 +476,8 @@ mod tests {
         let path = dir.path().join("a.log");
         let entry = Entry {
             log: LogFile::open(&path).expect("open"),
+            format: None,
+            more: None,
             remote: "192.0.2.7".parse().expect("ip"),
             start: SystemTime::now(),
             request_line: "GET / HTTP/1.1".into(),

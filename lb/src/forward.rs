@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::access_log::Entry;
+use crate::access_log::{Entry, More};
 use crate::body::{self, Body, Watched};
 use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Redirect, find, upstream_uri};
@@ -542,8 +542,34 @@ pub async fn handle(
         None => rt.server_logs[si].clone(),
     };
     let mut log = Log {
-        entry: access_log.map(|log| Entry {
-            log,
+        entry: access_log.map(|a| Entry {
+            more: a.format.as_ref().map(|f| {
+                Box::new(More {
+                    remote_port: conn.remote.port(),
+                    method: req.method().to_string(),
+                    request_uri: request_uri.clone(),
+                    uri: path.as_ref().map_or_else(
+                        |_| String::new(),
+                        |p| String::from_utf8_lossy(&p.bytes).into_owned(),
+                    ),
+                    protocol: format!("{:?}", req.version()),
+                    scheme: conn.scheme,
+                    host: host
+                        .as_ref()
+                        .ok()
+                        .and_then(Option::as_deref)
+                        .unwrap_or(server_name)
+                        .to_owned(),
+                    server_name: server_name.to_owned(),
+                    headers: f
+                        .headers
+                        .iter()
+                        .map(|h| header_str(&req, h.clone()))
+                        .collect(),
+                })
+            }),
+            log: a.file,
+            format: a.format,
             remote: conn.remote.ip(),
             start,
             request_line: format!("{} {request_uri} {:?}", req.method(), req.version()),

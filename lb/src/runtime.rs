@@ -24,10 +24,11 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::Shared;
+use crate::access_log::AccessLog;
 use crate::config::grammar::GrammarError;
 use crate::config::location::{Location, Redirect};
 use crate::config::proxy::Part;
-use crate::config::proxy::ProxySettings;
+use crate::config::proxy::{AccessLogLine, ProxySettings};
 use crate::config::server::Server;
 use crate::config::tls::SessionCache;
 use crate::config::{Config, Warning};
@@ -67,7 +68,7 @@ pub struct LocationRt {
     pub tls: Option<Arc<UpstreamTls>>,
     /// The server name (SNI, and the name checked with `proxy_ssl_verify on`).
     pub ssl_name: Option<ServerName<'static>>,
-    pub access_log: Option<LogFile>,
+    pub access_log: Option<AccessLog>,
     /// `proxy_redirect default`'s rewrite of a node's `Location` and `Refresh`.
     pub redirect: Option<Redirect>,
     /// Its `limit_req` lines with their zones.
@@ -82,7 +83,7 @@ pub struct Runtime {
     /// `[server][location]`, parallel to `config.servers[s].locations`.
     pub locations: Vec<Vec<LocationRt>>,
     /// Each server's own access log (requests no location matches, `return`).
-    pub server_logs: Vec<Option<LogFile>>,
+    pub server_logs: Vec<Option<AccessLog>>,
     /// Each server's own `limit_req` lines (for requests no location matches).
     pub server_limits: Vec<Vec<Limit>>,
     pub logs: Vec<LogFile>,
@@ -248,22 +249,21 @@ impl Runtime {
             server_logs.push(
                 s.settings
                     .access_log
-                    .as_deref()
-                    .map(|p| open_log(p, &s.place, &mut log_cache))
+                    .as_ref()
+                    .map(|a| open_log(a, &config, &mut log_cache))
                     .transpose()?,
             );
             let own = keys.get(&i).or(any_key.as_ref());
             let mut per = Vec::new();
             for l in &s.locations {
-                let mut rt = location_rt(
-                    l,
-                    own,
-                    &provider,
-                    &mut tls_cache,
-                    &mut log_cache,
-                    &mut warnings,
-                )?;
+                let mut rt = location_rt(l, own, &provider, &mut tls_cache, &mut warnings)?;
                 rt.limits = limits(&l.settings, &config, &zones);
+                rt.access_log = l
+                    .settings
+                    .access_log
+                    .as_ref()
+                    .map(|a| open_log(a, &config, &mut log_cache))
+                    .transpose()?;
                 per.push(rt);
             }
             locations.push(per);
@@ -480,23 +480,31 @@ fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
     })
 }
 
-/// One `LogFile` per path, however many locations log to it.
+/// An `access_log` line's file (one `LogFile` per path, however many lines name it) and
+/// format.
 fn open_log(
-    path: &std::path::Path,
-    at: &crate::config::grammar::Place,
+    line: &AccessLogLine,
+    config: &Config,
     cache: &mut HashMap<PathBuf, LogFile>,
-) -> Result<LogFile, GrammarError> {
-    if let Some(f) = cache.get(path) {
-        return Ok(f.clone());
-    }
-    let f = LogFile::open(path).map_err(|e| {
-        err(
-            at,
-            format!("access_log {}: cannot open: {e}", path.display()),
-        )
-    })?;
-    cache.insert(path.to_owned(), f.clone());
-    Ok(f)
+) -> Result<AccessLog, GrammarError> {
+    let path = &line.path;
+    let file = match cache.get(path) {
+        Some(f) => f.clone(),
+        None => {
+            let f = LogFile::open(path).map_err(|e| {
+                err(
+                    &line.place,
+                    format!("access_log {}: cannot open: {e}", path.display()),
+                )
+            })?;
+            cache.insert(path.to_owned(), f.clone());
+            f
+        }
+    };
+    Ok(AccessLog {
+        file,
+        format: config.log_format(&line.format),
+    })
 }
 
 fn location_rt(
@@ -504,21 +512,15 @@ fn location_rt(
     own: Option<&Arc<Served>>,
     provider: &Arc<CryptoProvider>,
     tls_cache: &mut HashMap<String, Arc<UpstreamTls>>,
-    log_cache: &mut HashMap<PathBuf, LogFile>,
     warnings: &mut Vec<Warning>,
 ) -> Result<LocationRt, GrammarError> {
     let s = &l.settings;
-    let access_log = s
-        .access_log
-        .as_deref()
-        .map(|p| open_log(p, &l.place, log_cache))
-        .transpose()?;
     let name = ssl_name(l)?;
     let Some(name) = name else {
         return Ok(LocationRt {
             tls: None,
             ssl_name: None,
-            access_log,
+            access_log: None,
             redirect: None,
             limits: Vec::new(),
         });
@@ -611,7 +613,7 @@ fn location_rt(
     Ok(LocationRt {
         tls: Some(tls),
         ssl_name: Some(name),
-        access_log,
+        access_log: None,
         redirect: l.redirect(),
         limits: Vec::new(),
     })

@@ -386,6 +386,45 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nlimit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;"),
         ),
         (
+            "log formats, used at every level, with buffer= and flush=",
+            format!(
+                "{events}http {{\n{up}log_format main '$remote_addr [$time_local] \"$request\" '\n\
+                 '$status $body_bytes_sent \"$http_user_agent\" $upstream_addr $request_time';\n\
+                 log_format json escape=json '{{\"s\":$status,\"h\":\"$host\",\"u\":\"$uri\"}}';\n\
+                 access_log {d}/a.log main buffer=32k flush=5s;\n\
+                 server {{ listen 127.0.0.1:8; access_log {d}/b.log json;\n\
+                 location /a {{ access_log {d}/c.log combined; }} }}\n}}\n",
+                d = dir.path().display()
+            ),
+        ),
+        (
+            "an access_log of an unknown format",
+            server(&format!(
+                "\naccess_log {}/a.log main;",
+                dir.path().display()
+            )),
+        ),
+        (
+            "log_format twice",
+            http("log_format main '$status';\nlog_format main '$status';"),
+        ),
+        (
+            "log_format named combined",
+            http("\nlog_format combined '$status';"),
+        ),
+        (
+            "log_format with an unknown variable",
+            http("\nlog_format main '$nope';"),
+        ),
+        (
+            "log_format with an unknown escaping",
+            http("\nlog_format main escape=xml '$status';"),
+        ),
+        (
+            "log_format in a server",
+            server("\nlog_format main '$status';"),
+        ),
+        (
             "the TLS to the nodes, at every level",
             http(&format!(
                 "proxy_ssl_protocols TLSv1.2 TLSv1.3; proxy_ssl_session_reuse off;\n\
@@ -728,7 +767,8 @@ struct Twins {
     theirs_redirect: SocketAddr,
     shutdown: CancellationToken,
     _nginx: gluu_testkit::Proc,
-    _dir: tempfile::TempDir,
+    /// Where both write the access log of `/logged/` (`nginx.log`, `gluu-lb.log`).
+    dir: tempfile::TempDir,
 }
 
 impl Twins {
@@ -749,7 +789,11 @@ impl Twins {
              upstream up_canned {{ server {canned}; }}\n\
              upstream up_mixed {{ server {canned} max_fails=0; server 127.0.0.1:{a}; }}\n\
              limit_req_zone $binary_remote_addr zone=twins:1m rate=1r/m;\n\
-             limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;\n"
+             limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;\n\
+             log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" '\n\
+               '$uri $args $request_method $server_protocol $scheme $https $host $server_name $http_x_nope';\n\
+             log_format json escape=json '{{\"request\":\"$request\",\"agent\":\"$http_user_agent\",'\n\
+               '\"nope\":\"$http_x_nope\",\"status\":$status}}';\n"
         );
         // Server-level header lines, which a location inherits only when it has none of
         // that directive itself (/host, /own/, /tags/ have). No `always` at this level: a
@@ -781,6 +825,8 @@ impl Twins {
              location /limited/ { proxy_pass https://up_a; limit_req zone=twins burst=2 nodelay;\n\
                limit_req_status 429; add_header X-Added limited always; }\n\
              location /delayed/ { proxy_pass https://up_a; limit_req zone=slow burst=5; }\n\
+             location /logged/ { proxy_pass https://up_a; access_log DIR/WHO.log main; }\n\
+             location /logjson/ { proxy_pass https://up_a; access_log DIR/WHO.json json; }\n\
              location /tls12 { proxy_pass https://up_a/tls; proxy_ssl_protocols TLSv1.2;\n\
                proxy_ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384; }\n\
              location /reuse-on { proxy_pass https://up_a/reused; }\n\
@@ -796,15 +842,22 @@ impl Twins {
                  location ~ /refresh$ {{ add_header X-Node {name}; add_header Refresh \"0; URL=https://up_a$uri/../r\"; return 200 r; }} }}\n"
             )
         };
+        // Each writes the access logs of /logged/ to files of its own.
+        let logged = |who: &str| {
+            locations
+                .replace("DIR", &dir.path().display().to_string())
+                .replace("WHO", who)
+        };
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
             &conf,
             format!(
                 "{prelude}http {{\n access_log off;\n{upstreams}{}{}\
-                 server {{ listen 127.0.0.1:{front}; server_name lb; root {d}/none;\n{locations}}}\n\
+                 server {{ listen 127.0.0.1:{front}; server_name lb; root {d}/none;\n{}}}\n\
                  server {{ listen 127.0.0.1:{front80}; {redirect} }}\n}}\n",
                 node(a, "A"),
                 node(b, "B"),
+                logged("nginx"),
                 prelude = gluu_testkit::nginx_prelude(dir.path()),
                 d = dir.path().display(),
             ),
@@ -819,9 +872,10 @@ impl Twins {
             dir.path(),
             &format!(
                 "events {{ worker_connections 64; }}\nhttp {{\n{upstreams}\
-                 server {{ listen 127.0.0.1:0; server_name lb;\n{locations}}}\n\
+                 server {{ listen 127.0.0.1:0; server_name lb;\n{}}}\n\
                  server {{ listen 127.0.0.1:0 ssl; {tls} }}\n\
-                 server {{ listen 127.0.0.1:0; {redirect} }}\n}}\n"
+                 server {{ listen 127.0.0.1:0; {redirect} }}\n}}\n",
+                logged("gluu-lb")
             ),
         )
         .await;
@@ -833,7 +887,7 @@ impl Twins {
             theirs_redirect: ([127, 0, 0, 1], front80).into(),
             shutdown,
             _nginx: nginx,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -888,6 +942,39 @@ async fn node_connections_speak_the_tls_nginx_speaks() {
             "TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384",
             "{to}"
         );
+    }
+}
+
+/// `log_format` as nginx writes it: the same requests through both give the same lines,
+/// in the default escaping (`\xHH`, `-` for a missing value) and in JSON's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_are_written_as_nginx_writes_them() {
+    let twins = Twins::start().await;
+    let requests = [
+        "GET /logged/a%2e//b?x=1&y=%22 HTTP/1.1\r\nHost: LB\r\nUser-Agent: a \"b\" \\c é\r\nConnection: close\r\n\r\n",
+        "GET /logged/plain HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+        "GET /logjson/q?a=%22 HTTP/1.1\r\nHost: lb\r\nUser-Agent: \"x\\y\"\té\r\nConnection: close\r\n\r\n",
+    ];
+    for r in requests {
+        twins.agree(r).await;
+    }
+    for (file, lines) in [("log", 2), ("json", 1)] {
+        let read = |who: &str| {
+            let path = twins.dir.path().join(format!("{who}.{file}"));
+            async move {
+                support::eventually(
+                    std::time::Duration::from_secs(5),
+                    "the log lines",
+                    || async {
+                        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= lines)
+                    },
+                )
+                .await;
+                std::fs::read_to_string(&path).expect("log")
+            }
+        };
+        let (ours, theirs) = (read("gluu-lb").await, read("nginx").await);
+        assert_eq!(ours, theirs, "{file}: gluu-lb, then nginx");
     }
 }
 

@@ -744,6 +744,63 @@ async fn access_log_is_nginx_combined_plus_upstream() {
     );
 }
 
+/// A `log_format` with `escape=json`, as admins write them for a log pipeline: each line
+/// is a JSON object with the request's values, a header the client did not send empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_takes_a_log_format() {
+    let lab = Lab::start(|t| {
+        t.replace(
+            "http {\n",
+            "http {\n  log_format json escape=json '{\"client\":\"$remote_addr\",\"request\":\"$request\",'\n\
+             '\"uri\":\"$uri\",\"args\":\"$args\",\"status\":$status,\"bytes\":$body_bytes_sent,'\n\
+             '\"agent\":\"$http_user_agent\",\"nope\":\"$http_x_nope\",\"node\":\"$upstream_addr\",'\n\
+             '\"host\":\"$host\",\"scheme\":\"$scheme\",\"took\":$request_time}';\n\
+             access_log access.json json;\n",
+        )
+    })
+    .await;
+    let req = Request::get("/oxauth//a%2e?b=c%22")
+        .header("host", HOST)
+        .header("user-agent", "agent \"quoted\"")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = lab
+        .client
+        .send(lab.https, Some("127.0.0.6".parse().expect("ip")), req)
+        .await
+        .expect("get");
+    let path = lab.dir.path().join("access.json");
+    eventually(Duration::from_secs(5), "the access log line", || async {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 1)
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).expect("log");
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line"))
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
+    let node = lab
+        .nodes
+        .iter()
+        .find(|n| n.name == r.node())
+        .expect("node")
+        .addr;
+    let want = serde_json::json!({
+        "client": "127.0.0.6",
+        "request": "GET /oxauth//a%2e?b=c%22 HTTP/1.1",
+        "uri": "/oxauth/a.",
+        "args": "b=c%22",
+        "status": 200,
+        "bytes": r.body.len(),
+        "agent": "agent \"quoted\"",
+        "nope": "",
+        "node": node.to_string(),
+        "host": HOST,
+        "scheme": "https",
+        "took": line["took"],
+    });
+    assert_eq!(line, want, "{text}");
+    assert!(line["took"].as_f64().is_some_and(|t| t < 5.0), "{text}");
+}
+
 /// A client sends a request a node takes 3 s to answer, and leaves once the node has it.
 async fn leave_while_the_node_thinks(lab: &Lab) {
     let reached = || lab.nodes.iter().map(|n| n.requests()).sum::<usize>();

@@ -7,6 +7,7 @@
 pub mod grammar;
 pub mod limit;
 pub mod location;
+pub mod log_format;
 pub mod proxy;
 pub mod server;
 pub mod tls;
@@ -15,6 +16,7 @@ pub mod upstream;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use grammar::{Directive, GrammarError};
@@ -99,6 +101,8 @@ pub struct Config {
     pub limits: ClientLimits,
     /// `limit_req_zone` lines, in file order.
     pub limit_req_zones: Vec<limit::ZoneDef>,
+    /// `log_format` lines, in file order.
+    pub log_formats: Vec<Arc<log_format::LogFormat>>,
     pub upstreams: Vec<Upstream>,
     pub servers: Vec<Server>,
     pub warnings: Vec<Warning>,
@@ -126,6 +130,7 @@ impl Config {
             metrics: None,
             limits: ClientLimits::default(),
             limit_req_zones: Vec::new(),
+            log_formats: Vec::new(),
             upstreams: Vec::new(),
             servers: Vec::new(),
             warnings: Vec::new(),
@@ -215,6 +220,18 @@ impl Config {
                                 &mut c.warnings,
                             )?),
                             "http2" => http2 = h.on_off()?,
+                            "log_format" => {
+                                let f = log_format::log_format(h)?;
+                                if f.name == "combined"
+                                    || c.log_formats.iter().any(|p| p.name == f.name)
+                                {
+                                    return Err(h.error(format!(
+                                        "duplicate \"log_format\" name \"{}\"",
+                                        f.name
+                                    )));
+                                }
+                                c.log_formats.push(Arc::new(f));
+                            }
                             "limit_req_zone" => {
                                 let z = limit::zone(h)?;
                                 if let Some(prev) =
@@ -297,6 +314,7 @@ impl Config {
         }
         c.check_upstream_references()?;
         c.check_limit_req_zones()?;
+        c.check_log_formats()?;
         c.check_shared_addresses()?;
         c.check_redirect_hosts();
         Ok(c)
@@ -318,6 +336,27 @@ impl Config {
                         pass.upstream
                     ),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// The `log_format` of an `access_log` line; `None` for `combined`.
+    pub fn log_format(&self, name: &str) -> Option<Arc<log_format::LogFormat>> {
+        self.log_formats.iter().find(|f| f.name == name).cloned()
+    }
+
+    /// Every `access_log` names `combined` or a `log_format`.
+    fn check_log_formats(&self) -> Result<(), GrammarError> {
+        let settings = self.servers.iter().flat_map(|s| {
+            std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings))
+        });
+        for a in settings.filter_map(|s| s.access_log.as_ref()) {
+            if a.format != "combined" && self.log_format(&a.format).is_none() {
+                return Err(GrammarError::at(
+                    &a.place,
+                    format!("unknown log format \"{}\"", a.format),
+                ));
             }
         }
         Ok(())

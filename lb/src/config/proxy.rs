@@ -97,6 +97,15 @@ pub struct HealthCheck {
     pub place: Place,
 }
 
+/// `access_log PATH [FORMAT]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogLine {
+    pub path: PathBuf,
+    /// `combined` (nginx's, plus the node's address and time) or a `log_format` name.
+    pub format: String,
+    pub place: Place,
+}
+
 /// `add_header NAME VALUE [always]`: a header put on the responses to the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddHeader {
@@ -144,8 +153,8 @@ pub struct ProxySettings {
     /// 0: no limit.
     pub client_max_body_size: u64,
     pub health_check: Option<HealthCheck>,
-    /// `access_log PATH [combined]`; `None` for `off` or when not set here.
-    pub access_log: Option<PathBuf>,
+    /// `access_log PATH [FORMAT]`; `None` for `off` or when not set here.
+    pub access_log: Option<AccessLogLine>,
     /// `client_body_timeout`: the longest wait between two reads of a request body.
     pub client_body_timeout: Duration,
     /// `proxy_buffer_size`: the largest response head a node may send (a larger one is a
@@ -216,6 +225,26 @@ pub fn parse_size(v: &str) -> Option<u64> {
         _ => (v, 1),
     };
     num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// `buffer=SIZE` and `flush=TIME` of an `access_log` line are checked and taken as met:
+/// gluu-lb already writes each worker's lines together, once per pass of its event loop
+/// (`access_log`), which is what they ask for and sooner. `gzip` and `if=` are refused.
+fn access_log_param(d: &Directive, p: &str) -> Result<(), GrammarError> {
+    let bad = || d.error(format!("invalid parameter \"{p}\""));
+    if let Some(v) = p.strip_prefix("buffer=") {
+        parse_size(v).filter(|n| *n > 0).ok_or_else(bad)?;
+    } else if let Some(v) = p.strip_prefix("flush=") {
+        parse_time(v).filter(|t| !t.is_zero()).ok_or_else(bad)?;
+    } else if p == "gzip" || p.starts_with("gzip=") || p.starts_with("if=") {
+        return Err(d.error(format!(
+            "\"access_log ... {p}\" is not supported: gluu-lb writes plain lines for every \
+             request (compress rotated files with logrotate)"
+        )));
+    } else {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 fn health_check(d: &Directive) -> Result<HealthCheck, GrammarError> {
@@ -388,15 +417,27 @@ pub fn apply(
         }
         "health_check" => s.health_check = Some(health_check(d)?),
         "access_log" => {
+            let line = |path: &String, format: &str| AccessLogLine {
+                path: root.join(path),
+                format: format.to_owned(),
+                place: d.place.clone(),
+            };
             s.access_log = match d.args.as_slice() {
                 [off] if off == "off" => None,
-                [path] => Some(root.join(path)),
-                [path, format] if format == "combined" => Some(root.join(path)),
-                _ => {
-                    return Err(GrammarError::at(
-                        &d.place,
-                        "\"access_log\": only PATH [combined] or off are supported",
-                    ));
+                [path, rest @ ..] => {
+                    let (format, params) = match rest.split_first() {
+                        Some((f, params)) if !f.contains('=') && f != "gzip" => {
+                            (f.as_str(), params)
+                        }
+                        _ => ("combined", rest),
+                    };
+                    for p in params {
+                        access_log_param(d, p)?;
+                    }
+                    Some(line(path, format))
+                }
+                [] => {
+                    return Err(d.error("invalid number of arguments in \"access_log\" directive"));
                 }
             }
         }
@@ -636,7 +677,12 @@ mod tests {
             ("proxy_buffer_size lots;", "invalid value \"lots\"", ":2"),
             ("proxy_buffer_size 4k;", "gluu-lb takes 8k to 16m", ":2"),
             ("proxy_buffer_size 1g;", "gluu-lb takes 8k to 16m", ":2"),
-            ("access_log /var/log/x main;", "only PATH [combined]", ":2"),
+            ("access_log /var/log/x main gzip;", "is not supported", ":2"),
+            (
+                "access_log /var/log/x buffer=big;",
+                "invalid parameter \"buffer=big\"",
+                ":2",
+            ),
             ("proxy_http_version 1.0;", "gluu-lb speaks HTTP/1.1", ":2"),
             (
                 "proxy_http_version 2;",

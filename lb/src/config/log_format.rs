@@ -1,0 +1,255 @@
+//! nginx's `log_format NAME [escape=default|json|none] STRING ...;` (in `http`), for
+//! `access_log PATH NAME`: text and the request's variables, escaped as nginx escapes
+//! them. The variables are those gluu-lb knows of a request; any other is an error at the
+//! line, as nginx's `unknown "NAME" variable`. How a line is written is in
+//! `crate::access_log`.
+
+use hyper::header::HeaderName;
+
+use super::grammar::{Directive, GrammarError};
+
+/// How variables' values are escaped (`escape=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    /// `"`, `\` and bytes outside printable ASCII as `\xHH`; no value is `-`.
+    Default,
+    /// As a JSON string's content; no value is empty.
+    Json,
+    /// As they are; no value is `-`.
+    None,
+}
+
+/// A variable a format may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Var {
+    RemoteAddr,
+    RemotePort,
+    RemoteUser,
+    TimeLocal,
+    TimeIso8601,
+    Msec,
+    Request,
+    RequestMethod,
+    RequestUri,
+    Uri,
+    Args,
+    ServerProtocol,
+    Scheme,
+    Https,
+    Host,
+    ServerName,
+    Status,
+    BodyBytesSent,
+    RequestTime,
+    UpstreamAddr,
+    UpstreamResponseTime,
+    Pid,
+    Hostname,
+    /// `$http_NAME`: a request header, by its index in [`LogFormat::headers`].
+    Header(usize),
+}
+
+const VARS: &[(&str, Var)] = &[
+    ("remote_addr", Var::RemoteAddr),
+    ("binary_remote_addr", Var::RemoteAddr),
+    ("remote_port", Var::RemotePort),
+    ("remote_user", Var::RemoteUser),
+    ("time_local", Var::TimeLocal),
+    ("time_iso8601", Var::TimeIso8601),
+    ("msec", Var::Msec),
+    ("request", Var::Request),
+    ("request_method", Var::RequestMethod),
+    ("request_uri", Var::RequestUri),
+    ("uri", Var::Uri),
+    ("document_uri", Var::Uri),
+    ("args", Var::Args),
+    ("query_string", Var::Args),
+    ("server_protocol", Var::ServerProtocol),
+    ("scheme", Var::Scheme),
+    ("https", Var::Https),
+    ("host", Var::Host),
+    ("server_name", Var::ServerName),
+    ("status", Var::Status),
+    ("body_bytes_sent", Var::BodyBytesSent),
+    ("request_time", Var::RequestTime),
+    ("upstream_addr", Var::UpstreamAddr),
+    ("upstream_response_time", Var::UpstreamResponseTime),
+    ("upstream_header_time", Var::UpstreamResponseTime),
+    ("pid", Var::Pid),
+    ("hostname", Var::Hostname),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    Var(Var),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFormat {
+    pub name: String,
+    pub escape: Escape,
+    pub pieces: Vec<Piece>,
+    /// The request headers `$http_NAME` variables name, captured when a request starts.
+    pub headers: Vec<HeaderName>,
+}
+
+/// Reads a `log_format` line.
+pub fn log_format(d: &Directive) -> Result<LogFormat, GrammarError> {
+    let (name, rest) = d
+        .args
+        .split_first()
+        .ok_or_else(|| d.error("invalid number of arguments in \"log_format\" directive"))?;
+    let (escape, strings) = match rest.split_first() {
+        Some((e, strings)) if e.starts_with("escape=") => {
+            let escape = match &e["escape=".len()..] {
+                "default" => Escape::Default,
+                "json" => Escape::Json,
+                "none" => Escape::None,
+                other => {
+                    return Err(d.error(format!("unknown log format escaping \"{other}\"")));
+                }
+            };
+            (escape, strings)
+        }
+        _ => (Escape::Default, rest),
+    };
+    if strings.is_empty() {
+        return Err(d.error("invalid number of arguments in \"log_format\" directive"));
+    }
+    let mut f = LogFormat {
+        name: name.clone(),
+        escape,
+        pieces: Vec::new(),
+        headers: Vec::new(),
+    };
+    for s in strings {
+        pieces(d, s, &mut f)?;
+    }
+    Ok(f)
+}
+
+/// Splits `s` into text and variables, onto `f`.
+fn pieces(d: &Directive, s: &str, f: &mut LogFormat) -> Result<(), GrammarError> {
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        if i > 0 {
+            f.pieces.push(Piece::Text(rest[..i].to_owned()));
+        }
+        let after = &rest[i + 1..];
+        let (name, consumed) = match after.strip_prefix('{') {
+            Some(inner) => {
+                let end = inner.find('}').ok_or_else(|| {
+                    d.error(format!(
+                        "the closing bracket in \"{s}\" variable is missing"
+                    ))
+                })?;
+                (&inner[..end], end + 2)
+            }
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        if name.is_empty() {
+            return Err(d.error(format!("invalid variable name in \"{s}\"")));
+        }
+        f.pieces.push(Piece::Var(var(d, name, &mut f.headers)?));
+        rest = &after[consumed..];
+    }
+    if !rest.is_empty() {
+        f.pieces.push(Piece::Text(rest.to_owned()));
+    }
+    Ok(())
+}
+
+fn var(d: &Directive, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, GrammarError> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(header) = lower.strip_prefix("http_") {
+        let header = HeaderName::from_bytes(header.replace('_', "-").as_bytes())
+            .map_err(|_| d.error(format!("unknown \"{name}\" variable")))?;
+        let i = match headers.iter().position(|h| *h == header) {
+            Some(i) => i,
+            None => {
+                headers.push(header);
+                headers.len() - 1
+            }
+        };
+        return Ok(Var::Header(i));
+    }
+    VARS.iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| d.error(format!("unknown \"{name}\" variable")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::grammar::Place;
+
+    fn directive(args: &[&str]) -> Directive {
+        Directive {
+            name: "log_format".to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            block: None,
+            place: Place {
+                file: std::path::Path::new("nginx.conf").into(),
+                line: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn formats_read_as_nginx_reads_them() {
+        let f = log_format(&directive(&[
+            "main",
+            "$remote_addr [$time_local] \"$request\" ",
+            "$status ${body_bytes_sent}b $http_user_agent $HTTP_X_FORWARDED_FOR $http_user_agent",
+        ]))
+        .expect("valid");
+        assert_eq!(f.escape, Escape::Default);
+        assert_eq!(f.headers, ["user-agent", "x-forwarded-for"]);
+        assert_eq!(
+            f.pieces,
+            [
+                Piece::Var(Var::RemoteAddr),
+                Piece::Text(" [".into()),
+                Piece::Var(Var::TimeLocal),
+                Piece::Text("] \"".into()),
+                Piece::Var(Var::Request),
+                Piece::Text("\" ".into()),
+                Piece::Var(Var::Status),
+                Piece::Text(" ".into()),
+                Piece::Var(Var::BodyBytesSent),
+                Piece::Text("b ".into()),
+                Piece::Var(Var::Header(0)),
+                Piece::Text(" ".into()),
+                Piece::Var(Var::Header(1)),
+                Piece::Text(" ".into()),
+                Piece::Var(Var::Header(0)),
+            ]
+        );
+        let f = log_format(&directive(&["j", "escape=json", "{\"s\":$status}"])).expect("json");
+        assert_eq!(f.escape, Escape::Json);
+        for (args, said) in [
+            (&["main"][..], "invalid number of arguments"),
+            (&["main", "escape=json"][..], "invalid number of arguments"),
+            (
+                &["main", "escape=xml", "$status"][..],
+                "unknown log format escaping",
+            ),
+            (&["main", "$nope"][..], "unknown \"nope\" variable"),
+            (&["main", "${status"][..], "closing bracket"),
+            (&["main", "a $ b"][..], "invalid variable name"),
+        ] {
+            let e = log_format(&directive(args)).expect_err(said);
+            assert!(
+                e.to_string().contains(said) && e.at == "nginx.conf:3",
+                "{args:?}: {e}"
+            );
+        }
+    }
+}
