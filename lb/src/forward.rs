@@ -27,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::access_log::{Entry, More};
 use crate::body::{self, Body, Watched};
+use crate::config::access;
 use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Redirect, find, upstream_uri};
 use crate::config::proxy::{self, AddHeader, Part, Template};
+use crate::config::server::Return;
 use crate::limit::{self, Limit, Verdict};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
@@ -437,6 +439,39 @@ impl Drop for Log {
     }
 }
 
+/// Marks a response that is not to be sent: the connection is closed instead (`return
+/// 444`, nginx's way to drop a request).
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("closed without an answer (return 444)")]
+pub struct Close;
+
+/// What a `return` line answers.
+fn returned(ret: &Return, vars: &Vars<'_>) -> Response<Body> {
+    let target = ret.template.as_ref().map(|t| render(t, vars));
+    let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match (ret.code, target) {
+        (444, _) => {
+            let mut r = plain(status, "");
+            r.extensions_mut().insert(Close);
+            r
+        }
+        (301 | 302 | 303 | 307 | 308, Some(url)) => match HeaderValue::from_str(&url) {
+            Ok(v) => {
+                let mut r = plain(status, "");
+                r.headers_mut().insert(header::LOCATION, v);
+                r
+            }
+            Err(_) => plain(StatusCode::BAD_REQUEST, ""),
+        },
+        (_, Some(text)) => {
+            let mut r = Response::new(body::text(text));
+            *r.status_mut() = status;
+            r
+        }
+        (_, None) => plain(status, ""),
+    }
+}
+
 /// nginx's `limit_req` for this request: waits first when a limit says so, and gives the
 /// refusal to send when one refuses (unless `limit_req_dry_run`). `who` describes the
 /// request for the log line, as nginx's do.
@@ -494,6 +529,15 @@ async fn limit_req(
             None
         }
     }
+}
+
+/// nginx's `allow` and `deny`: the 403 to send when the rules refuse this client.
+fn deny(rules: &[access::Rule], conn: &Conn, who: impl Fn() -> String) -> Option<Response<Body>> {
+    if access::allows(rules, conn.remote.ip()) {
+        return None;
+    }
+    tracing::error!("access forbidden by rule, {}", who());
+    Some(plain(StatusCode::FORBIDDEN, ""))
 }
 
 /// A log line at a level chosen at run time.
@@ -630,27 +674,7 @@ pub async fn handle(
     };
     if let Some(ret) = &server.ret {
         log.add(&server.settings.add_headers, &vars);
-        let target = ret.template.as_ref().map(|t| render(t, &vars));
-        let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let resp = match (ret.code, target) {
-            (301 | 302 | 303 | 307 | 308, Some(url)) => {
-                let mut r = plain(status, "");
-                match HeaderValue::from_str(&url) {
-                    Ok(v) => {
-                        r.headers_mut().insert(header::LOCATION, v);
-                    }
-                    Err(_) => return log.local(plain(StatusCode::BAD_REQUEST, ""), shared),
-                }
-                r
-            }
-            (_, Some(text)) => {
-                let mut r = Response::new(body::text(text));
-                *r.status_mut() = status;
-                r
-            }
-            (_, None) => plain(status, ""),
-        };
-        return log.local(resp, shared);
+        return log.local(returned(ret, &vars), shared);
     }
     let who = || {
         format!(
@@ -664,8 +688,11 @@ pub async fn handle(
     let (Some(li), Some(lrt)) = (li, lrt) else {
         log.add(&server.settings.add_headers, &vars);
         let limits = &rt.server_limits[si];
-        if let Some(refused) = limit_req(limits, &server.settings.limit, conn, who, shared).await {
+        if let Some(refused) = limit_req(limits, &server.settings.limit, conn, &who, shared).await {
             return log.local(refused, shared);
+        }
+        if let Some(denied) = deny(&server.settings.access, conn, who) {
+            return log.local(denied, shared);
         }
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
     };
@@ -674,8 +701,14 @@ pub async fn handle(
         vars.proxy_host = &pass.upstream;
     }
     log.add(&loc.settings.add_headers, &vars);
-    if let Some(refused) = limit_req(&lrt.limits, &loc.settings.limit, conn, who, shared).await {
+    if let Some(ret) = &loc.ret {
+        return log.local(returned(ret, &vars), shared);
+    }
+    if let Some(refused) = limit_req(&lrt.limits, &loc.settings.limit, conn, &who, shared).await {
         return log.local(refused, shared);
+    }
+    if let Some(denied) = deny(&loc.settings.access, conn, who) {
+        return log.local(denied, shared);
     }
     let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);

@@ -684,12 +684,17 @@ async fn serve<I>(
             let unanswered = shared.metrics.unanswered();
             let resp = forward::handle(req, &conn, &b.rt, b.listener, &shared).await;
             unanswered.answered();
+            if resp.extensions().get::<forward::Close>().is_some() {
+                // `return 444`: hyper closes the connection (HTTP/2: resets the stream)
+                // without an answer.
+                return Err(forward::Close);
+            }
             if h2 {
                 // The response leaves the service: an HTTP/2 stream now waits on the
                 // client, unless a node's body says it waits on the node.
                 send_timeout::Turn::responded();
             }
-            Ok::<_, Infallible>(resp)
+            Ok(resp)
         }
     });
     if h2 {

@@ -425,6 +425,20 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nlog_format main '$status';"),
         ),
         (
+            "allow and deny at every level",
+            http(
+                "allow 10.0.0.0/8; deny all;\n\
+                 server { listen 127.0.0.1:8; allow ::1; allow 2001:db8::/32;\n\
+                 location /a { deny 192.168.0.0/16; allow all; } }",
+            ),
+        ),
+        (
+            "allow with low bits set (warned)",
+            server("\nallow 10.0.0.1/8;"),
+        ),
+        ("allow of a prefix too long", server("\nallow 10.0.0.0/33;")),
+        ("deny of no address", server("\ndeny foo;")),
+        (
             "the TLS to the nodes, at every level",
             http(&format!(
                 "proxy_ssl_protocols TLSv1.2 TLSv1.3; proxy_ssl_session_reuse off;\n\
@@ -826,6 +840,12 @@ impl Twins {
                limit_req_status 429; add_header X-Added limited always; }\n\
              location /delayed/ { proxy_pass https://up_a; limit_req zone=slow burst=5; }\n\
              location /logged/ { proxy_pass https://up_a; access_log DIR/WHO.log main; }\n\
+             location = /gone { return 410; }\n\
+             location = /moved { proxy_pass https://up_a; return https://elsewhere.example$request_uri; }\n\
+             location = /text { return 200 \"hello $host from $remote_addr\"; }\n\
+             location = /drop { return 444; }\n\
+             location /internal/ { proxy_pass https://up_a; allow 10.0.0.0/8; deny 127.0.0.1; allow all; }\n\
+             location /open/ { proxy_pass https://up_a; deny 10.0.0.0/8; allow 127.0.0.0/8; deny all; }\n\
              location /logjson/ { proxy_pass https://up_a; access_log DIR/WHO.json json; }\n\
              location /tls12 { proxy_pass https://up_a/tls; proxy_ssl_protocols TLSv1.2;\n\
                proxy_ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384; }\n\
@@ -943,6 +963,32 @@ async fn node_connections_speak_the_tls_nginx_speaks() {
             "{to}"
         );
     }
+}
+
+/// `return` in a location, as nginx answers it before anything else the location would do:
+/// a code alone, a URL alone (302), a text with variables, and 444, which closes the
+/// connection without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_return_as_nginx_returns() {
+    let twins = Twins::start().await;
+    for (path, status) in [
+        ("/gone", 410),
+        ("/moved?a=b", 302),
+        ("/text", 200),
+        ("/drop", 0),
+    ] {
+        assert_eq!(twins.agree(&get(path)).await, status, "{path}");
+    }
+    let (_, _, text) = raw(twins.ours, &get("/text")).await;
+    assert!(text.ends_with("hello lb from 127.0.0.1"), "{text}");
+}
+
+/// `allow` and `deny` as nginx applies them: the first rule matching the client decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_allowed_and_denied_as_nginx_does() {
+    let twins = Twins::start().await;
+    assert_eq!(twins.agree(&get("/internal/x")).await, 403);
+    assert_eq!(twins.agree(&get("/open/x")).await, 200);
 }
 
 /// `log_format` as nginx writes it: the same requests through both give the same lines,

@@ -11,6 +11,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::proxy::{ProxySettings, apply, inherit, validate};
+use super::server::{Return, ret};
 use crate::uri::{Path, escape};
 
 #[derive(Clone, Debug)]
@@ -35,6 +36,8 @@ pub struct ProxyPass {
 pub struct Location {
     pub matcher: Matcher,
     pub proxy_pass: Option<ProxyPass>,
+    /// `return`: answered before anything else the location does (nginx's rewrite phase).
+    pub ret: Option<Return>,
     pub settings: ProxySettings,
     pub place: Place,
 }
@@ -158,10 +161,13 @@ pub fn location(
     };
     let is_regex = matches!(matcher, Matcher::Regex(_));
     let mut pass = None;
+    let mut returned = None;
     let mut settings = inherit(inherited, body);
     for inner in body {
         if inner.name == "proxy_pass" {
             pass = Some(proxy_pass(inner, is_regex)?);
+        } else if inner.name == "return" {
+            returned = Some(ret(inner)?);
         } else if !apply(&mut settings, inner, root, warnings)? {
             return Err(GrammarError::at(
                 &inner.place,
@@ -173,6 +179,7 @@ pub fn location(
     Ok(Location {
         matcher,
         proxy_pass: pass,
+        ret: returned,
         settings,
         place: d.place.clone(),
     })

@@ -4,6 +4,7 @@
 //! silently ignored. Warnings (`ssl on;`, a redirect to a host no `server_name` has) are
 //! collected for `-t` and start-up.
 
+pub mod access;
 pub mod grammar;
 pub mod limit;
 pub mod location;
@@ -787,6 +788,28 @@ mod tests {
         assert_eq!(zones(&s.locations[2].settings), ["one"]);
         assert!(s.locations.iter().all(|l| l.settings.limit.status == 429));
         assert!(s.locations[2].settings.limit.dry_run && !s.locations[0].settings.limit.dry_run);
+    }
+
+    /// `allow` and `deny` make one list, inherited as nginx inherits it.
+    #[test]
+    fn allow_and_deny_are_inherited_as_one_list() {
+        let c = load(
+            "events { }\nhttp {\n allow 10.0.0.0/8; deny all;\n\
+             server { listen 80;\n location /a { }\n location /b { allow 127.0.0.1; } }\n}\n",
+        )
+        .expect("valid");
+        let s = &c.servers[0];
+        let ip = |v: &str| v.parse::<std::net::IpAddr>().expect("ip");
+        let allowed =
+            |p: &proxy::ProxySettings, client: &str| access::allows(&p.access, ip(client));
+        assert!(allowed(&s.settings, "10.1.1.1") && !allowed(&s.settings, "127.0.0.1"));
+        assert!(!allowed(&s.locations[0].settings, "127.0.0.1"));
+        assert_eq!(s.locations[1].settings.access.len(), 1, "its own rule only");
+        assert!(allowed(&s.locations[1].settings, "127.0.0.1"));
+        assert!(
+            allowed(&s.locations[1].settings, "192.0.2.1"),
+            "no rule matches: allowed"
+        );
     }
 
     /// Debian's and Ubuntu's stock `ssl_protocols` line runs: the versions gluu-lb lacks

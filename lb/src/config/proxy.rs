@@ -9,6 +9,7 @@ use std::time::Duration;
 use hyper::header::{self, HeaderName};
 
 use super::Warning;
+use super::access;
 use super::grammar::{Directive, GrammarError, Place};
 use super::limit::{self, LimitSettings};
 use super::tls;
@@ -163,6 +164,8 @@ pub struct ProxySettings {
     pub buffer_size: usize,
     /// `limit_req` and its companions.
     pub limit: LimitSettings,
+    /// `allow` and `deny`, in file order.
+    pub access: Vec<access::Rule>,
 }
 
 impl Default for ProxySettings {
@@ -194,6 +197,7 @@ impl Default for ProxySettings {
             client_body_timeout: Duration::from_secs(60),
             buffer_size: BUFFER_SIZE_DEFAULT,
             limit: LimitSettings::default(),
+            access: Vec::new(),
         }
     }
 }
@@ -271,8 +275,9 @@ fn health_check(d: &Directive) -> Result<HealthCheck, GrammarError> {
 }
 
 /// The settings a block (`http`, `server`, `location`) starts from: its parent's, but as
-/// nginx inherits the lists, a block with a `proxy_set_header` (or `add_header`, or
-/// `limit_req`) line of its own inherits none of its parent's lines of that directive.
+/// nginx inherits the lists, a block with a `proxy_set_header` (or `add_header`,
+/// `limit_req`, `allow` or `deny`) line of its own inherits none of its parent's lines of
+/// that directive (`allow` and `deny` count as one list).
 pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     let mut s = parent.clone();
     let has = |name: &str| block.iter().any(|d| d.name == name);
@@ -284,6 +289,9 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("limit_req") {
         s.limit.limits.clear();
+    }
+    if has("allow") || has("deny") {
+        s.access.clear();
     }
     s
 }
@@ -403,6 +411,7 @@ pub fn apply(
         }
         "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
         "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
+        "allow" | "deny" => s.access.push(access::rule(d, warnings)?),
         "proxy_ssl_protocols" => s.ssl_protocols = Some(tls::protocols(d, warnings)?),
         "proxy_ssl_ciphers" => s.ssl_ciphers = Some(tls::cipher_list(d, d.one_arg()?)?),
         "proxy_ssl_session_reuse" => s.ssl_session_reuse = d.on_off()?,

@@ -23,7 +23,7 @@ pub struct Listen {
     pub place: Place,
 }
 
-/// `return CODE [URL|TEXT]`.
+/// `return CODE [URL|TEXT]` or `return URL` (302), in a server or a location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Return {
     pub code: u16,
@@ -32,6 +32,38 @@ pub struct Return {
     /// `target` with its variables (`$host`, `$request_uri`, ...) found.
     pub template: Option<Template>,
     pub place: Place,
+}
+
+/// Reads a `return` line, as nginx does: a code from 200 to 599 (444: close the
+/// connection without an answer) with an optional URL or text, or a URL alone for 302.
+pub fn ret(d: &Directive) -> Result<Return, GrammarError> {
+    let is_url = |t: &str| {
+        ["http://", "https://", "$scheme"]
+            .iter()
+            .any(|p| t.starts_with(p))
+    };
+    let (code, target) = match d.args.as_slice() {
+        [url] if is_url(url) => ("302", Some(url.clone())),
+        [c] => (c.as_str(), None),
+        [c, t] => (c.as_str(), Some(t.clone())),
+        _ => {
+            return Err(d.error("invalid number of arguments in \"return\" directive"));
+        }
+    };
+    let code = code
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .ok_or_else(|| d.error(format!("invalid return code \"{code}\"")))?;
+    Ok(Return {
+        code,
+        template: target
+            .as_deref()
+            .map(|t| template(&d.place, t))
+            .transpose()?,
+        target,
+        place: d.place.clone(),
+    })
 }
 
 /// A virtual server.
@@ -169,34 +201,7 @@ pub fn server(
                 }
             }
             "http2" => http2_on = inner.on_off()?,
-            "return" => {
-                let (code, target) = match inner.args.as_slice() {
-                    [c] => (c, None),
-                    [c, t] => (c, Some(t.clone())),
-                    _ => {
-                        return Err(GrammarError::at(
-                            &inner.place,
-                            "invalid number of arguments in \"return\" directive",
-                        ));
-                    }
-                };
-                let code = code
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|c| (200..=599).contains(c))
-                    .ok_or_else(|| {
-                        GrammarError::at(&inner.place, format!("invalid return code \"{code}\""))
-                    })?;
-                s.ret = Some(Return {
-                    code,
-                    template: target
-                        .as_deref()
-                        .map(|t| template(&inner.place, t))
-                        .transpose()?,
-                    target,
-                    place: inner.place.clone(),
-                });
-            }
+            "return" => s.ret = Some(ret(inner)?),
             "location" => {
                 let l = location(inner, root, &settings, warnings)?;
                 if let Some(path) = s.locations.iter().find_map(|p| same_path(p, &l)) {

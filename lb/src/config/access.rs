@@ -1,0 +1,161 @@
+//! nginx's `allow` and `deny` (`ngx_http_access_module`) in `http`, `server` and
+//! `location`: rules by client address, the first that matches deciding, none matching
+//! letting the request through; a denied request gets 403. A block with a rule of its own
+//! inherits none from above, as nginx has it.
+
+use std::net::IpAddr;
+
+use super::Warning;
+use super::grammar::{Directive, GrammarError};
+
+/// One `allow` or `deny` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub allow: bool,
+    /// The network and its prefix length; `None`: `all`.
+    pub net: Option<(IpAddr, u8)>,
+}
+
+impl Rule {
+    fn matches(&self, client: IpAddr) -> bool {
+        let Some((net, bits)) = self.net else {
+            return true;
+        };
+        match (net, client) {
+            (IpAddr::V4(n), IpAddr::V4(c)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(c) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(c)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(c) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `rules` let a request from `client` through: the first rule that matches
+/// decides; none matching lets it through.
+pub fn allows(rules: &[Rule], client: IpAddr) -> bool {
+    let client = client.to_canonical();
+    rules
+        .iter()
+        .find(|r| r.matches(client))
+        .is_none_or(|r| r.allow)
+}
+
+/// Reads an `allow` or `deny` line (`ADDRESS`, `ADDRESS/BITS` or `all`). Bits set below
+/// the prefix are a warning and cleared, as nginx does.
+pub fn rule(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Rule, GrammarError> {
+    let v = d.one_arg()?;
+    let allow = d.name == "allow";
+    if v == "all" {
+        return Ok(Rule { allow, net: None });
+    }
+    if v.starts_with("unix:") {
+        return Err(d.error(format!(
+            "\"{} {v}\" is not supported: gluu-lb listens on TCP only",
+            d.name
+        )));
+    }
+    let bad = || d.error(format!("invalid parameter \"{v}\""));
+    let (addr, bits) = match v.split_once('/') {
+        Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| bad())?)),
+        None => (v, None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let bits = bits.unwrap_or(max);
+    if bits > max {
+        return Err(bad());
+    }
+    let net = Rule {
+        allow,
+        net: Some((addr, bits)),
+    };
+    let cleared = match addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            IpAddr::from(std::net::Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            IpAddr::from(std::net::Ipv6Addr::from(u128::from(a) & mask))
+        }
+    };
+    if cleared != addr {
+        warnings.push(Warning {
+            at: d.place.to_string(),
+            message: format!("low address bits of {v} are meaningless"),
+        });
+    }
+    Ok(Rule {
+        net: Some((cleared, bits)),
+        ..net
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::grammar::Place;
+
+    fn line(name: &str, arg: &str, warnings: &mut Vec<Warning>) -> Result<Rule, GrammarError> {
+        rule(
+            &Directive {
+                name: name.to_owned(),
+                args: vec![arg.to_owned()],
+                block: None,
+                place: Place {
+                    file: std::path::Path::new("nginx.conf").into(),
+                    line: 9,
+                },
+            },
+            warnings,
+        )
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides() {
+        let mut warnings = Vec::new();
+        let rules: Vec<Rule> = [
+            ("deny", "10.1.2.3"),
+            ("allow", "10.0.0.0/8"),
+            ("allow", "2001:db8::/32"),
+            ("allow", "192.168.1.77/24"),
+            ("deny", "all"),
+        ]
+        .iter()
+        .map(|(n, a)| line(n, a, &mut warnings).expect(a))
+        .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0]
+                .message
+                .contains("low address bits of 192.168.1.77/24")
+        );
+        for (client, allowed) in [
+            ("10.1.2.3", false),
+            ("10.1.2.4", true),
+            ("::ffff:10.9.9.9", true),
+            ("2001:db8:1::5", true),
+            ("2001:db9::5", false),
+            ("192.168.1.200", true),
+            ("192.168.2.1", false),
+            ("127.0.0.1", false),
+        ] {
+            let ip: IpAddr = client.parse().expect("ip");
+            assert_eq!(allows(&rules, ip), allowed, "{client}");
+        }
+        assert!(
+            allows(&[], "127.0.0.1".parse().expect("ip")),
+            "no rule: allowed"
+        );
+        for bad in ["10.0.0.0/33", "foo", "::1/129", "10.0.0.0/x"] {
+            let e = line("allow", bad, &mut warnings).expect_err(bad);
+            assert!(e.to_string().contains("invalid parameter"), "{e}");
+        }
+        assert!(line("deny", "unix:", &mut warnings).is_err());
+    }
+}
