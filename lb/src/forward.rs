@@ -32,6 +32,7 @@ use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Redirect, find, upstream_uri};
 use crate::config::proxy::{self, AddHeader, Part, Template};
 use crate::config::server::Return;
+use crate::config::stock;
 use crate::limit::{self, Limit, Verdict};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
@@ -445,8 +446,9 @@ impl Drop for Log {
 #[error("closed without an answer (return 444)")]
 pub struct Close;
 
-/// What a `return` line answers.
-fn returned(ret: &Return, vars: &Vars<'_>) -> Response<Body> {
+/// What a `return` line answers; a text goes as `content_type` (nginx's `default_type`, or
+/// the type `types` gives the path's extension).
+fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Response<Body> {
     let target = ret.template.as_ref().map(|t| render(t, vars));
     let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match (ret.code, target) {
@@ -466,6 +468,9 @@ fn returned(ret: &Return, vars: &Vars<'_>) -> Response<Body> {
         (_, Some(text)) => {
             let mut r = Response::new(body::text(text));
             *r.status_mut() = status;
+            if let Ok(v) = HeaderValue::from_str(content_type) {
+                r.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
             r
         }
         (_, None) => plain(status, ""),
@@ -674,7 +679,8 @@ pub async fn handle(
     };
     if let Some(ret) = &server.ret {
         log.add(&server.settings.add_headers, &vars);
-        return log.local(returned(ret, &vars), shared);
+        let ct = stock::content_type(&server.settings, &String::from_utf8_lossy(&path.bytes));
+        return log.local(returned(ret, &vars, ct), shared);
     }
     let who = || {
         format!(
@@ -702,7 +708,8 @@ pub async fn handle(
     }
     log.add(&loc.settings.add_headers, &vars);
     if let Some(ret) = &loc.ret {
-        return log.local(returned(ret, &vars), shared);
+        let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
+        return log.local(returned(ret, &vars, ct), shared);
     }
     if let Some(refused) = limit_req(&lrt.limits, &loc.settings.limit, conn, &who, shared).await {
         return log.local(refused, shared);

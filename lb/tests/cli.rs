@@ -130,7 +130,7 @@ fn errors_name_file_and_line_and_exit_64() {
         &broken,
         text.replace(
             "proxy_connect_timeout   2;",
-            "proxy_connect_timeout   2;\n        gzip on;",
+            "proxy_connect_timeout   2;\n        ssi on;",
         ),
     )
     .expect("write");
@@ -138,8 +138,7 @@ fn errors_name_file_and_line_and_exit_64() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
-        err.contains("unknown directive \"gzip\" in location in ")
-            && err.contains("broken.conf:34"),
+        err.contains("unknown directive \"ssi\" in location in ") && err.contains("broken.conf:34"),
         "{err}"
     );
     let missing_key = dir.path().join("nokey.conf");

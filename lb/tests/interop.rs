@@ -425,6 +425,21 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nlog_format main '$status';"),
         ),
         (
+            "stock lines with no effect on proxying, at every level",
+            http(
+                "sendfile on; tcp_nopush on; tcp_nodelay on; server_tokens off; gzip off;\n\
+                 types_hash_max_size 2048; server_names_hash_bucket_size 64;\n\
+                 types { text/html html htm; application/json json; } default_type text/plain;\n\
+                 server { listen 127.0.0.1:8; sendfile off; default_type application/json;\n\
+                 location /a { types { } gzip_types text/css; } }",
+            ),
+        ),
+        (
+            "server_tokens of an unknown value",
+            server("\nserver_tokens maybe;"),
+        ),
+        ("sendfile twice", server("sendfile on;\nsendfile off;")),
+        (
             "allow and deny at every level",
             http(
                 "allow 10.0.0.0/8; deny all;\n\
@@ -548,6 +563,72 @@ fn nginx_t_and_gluu_lb_t_agree() {
             Err((line, why)) => assert!(!ours_ok && Some(line) == at, "{protocols}: {line} {why}"),
         }
     }
+}
+
+/// Debian 12's stock `/etc/nginx/nginx.conf` (comments dropped), as `apt-get install nginx`
+/// leaves it; DIR stands for where the test puts the files nginx would keep in /var/log
+/// and /run.
+const DEBIAN_NGINX_CONF: &str = "user www-data;
+worker_processes auto;
+pid DIR/nginx.pid;
+error_log DIR/error.log;
+include /etc/nginx/modules-enabled/*.conf;
+events {
+\tworker_connections 768;
+}
+http {
+\tsendfile on;
+\ttcp_nopush on;
+\ttypes_hash_max_size 2048;
+\tinclude /etc/nginx/mime.types;
+\tdefault_type application/octet-stream;
+\tssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3; # Dropping SSLv3, ref: POODLE
+\tssl_prefer_server_ciphers on;
+\taccess_log DIR/access.log;
+\tgzip on;
+\tinclude DIR/conf.d/*.conf;
+}
+";
+
+/// An admin who keeps Debian's nginx.conf and puts the guide's upstreams and servers in
+/// `conf.d/gluu.conf` (instead of replacing the file, as the guide does): nginx and
+/// gluu-lb both take it, gluu-lb saying which lines mean nothing to it.
+#[test]
+fn debians_stock_nginx_conf_with_the_guides_servers_in_conf_d_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    readable_by_nginx(dir.path(), Some(&cert));
+    let nodes: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().expect("a"); 2];
+    let guide = gluu_testkit::guide_nginx(&nodes, &cert, "127.0.0.1:8080", "127.0.0.1:8443");
+    let servers = guide
+        .split_once("http {")
+        .and_then(|(_, body)| body.trim_end().strip_suffix('}'))
+        .expect("the guide's http block");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    std::fs::write(dir.path().join("conf.d/gluu.conf"), servers).expect("gluu.conf");
+    let conf = dir.path().join("nginx.conf");
+    let d = dir.path().display().to_string();
+    std::fs::write(&conf, DEBIAN_NGINX_CONF.replace("DIR", &d)).expect("nginx.conf");
+    assert!(nginx_t(dir.path(), &conf).is_ok(), "nginx takes it");
+    let warnings: Vec<String> = match gluu_lb::test_config(&conf) {
+        Ok(b) => b.warnings().iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("gluu-lb refuses it: {e}"),
+    };
+    for said in [
+        "TLSv1, TLSv1.1 are not offered",
+        "\"gzip on\": gluu-lb does not compress",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(said)),
+            "{said}: {warnings:?}"
+        );
+    }
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("sendfile") || w.contains("types_hash")),
+        "lines with no effect on proxying in nginx either are taken silently: {warnings:?}"
+    );
 }
 
 /// Sends `request` as written on a new connection and reads until the server closes it
@@ -844,6 +925,8 @@ impl Twins {
              location = /moved { proxy_pass https://up_a; return https://elsewhere.example$request_uri; }\n\
              location = /text { return 200 \"hello $host from $remote_addr\"; }\n\
              location = /drop { return 444; }\n\
+             location = /page.html { return 200 \"<p>\"; }\n\
+             location /typed/ { default_type application/json; types { text/x-t t; } return 404 \"{}\"; }\n\
              location /internal/ { proxy_pass https://up_a; allow 10.0.0.0/8; deny 127.0.0.1; allow all; }\n\
              location /open/ { proxy_pass https://up_a; deny 10.0.0.0/8; allow 127.0.0.0/8; deny all; }\n\
              location /logjson/ { proxy_pass https://up_a; access_log DIR/WHO.json json; }\n\
@@ -976,11 +1059,41 @@ async fn locations_return_as_nginx_returns() {
         ("/moved?a=b", 302),
         ("/text", 200),
         ("/drop", 0),
+        ("/typed/a.t", 404),
     ] {
         assert_eq!(twins.agree(&get(path)).await, status, "{path}");
     }
     let (_, _, text) = raw(twins.ours, &get("/text")).await;
     assert!(text.ends_with("hello lb from 127.0.0.1"), "{text}");
+    // The text's Content-Type: `default_type`, or what `types` gives its extension.
+    let content_type = |to: SocketAddr, path: &'static str| async move {
+        let text = answer_to(to, &get(path)).await;
+        let head = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        head.lines()
+            .find_map(|l| l.strip_prefix("content-type: ").map(str::to_owned))
+            .unwrap_or_default()
+    };
+    for (path, want) in [
+        ("/text", "text/plain"),
+        ("/page.html", "text/html"),
+        ("/typed/a", "application/json"),
+        ("/typed/a.T", "text/x-t"),
+    ] {
+        assert_eq!(
+            content_type(twins.ours, path).await,
+            want,
+            "{path}: gluu-lb"
+        );
+        assert_eq!(
+            content_type(twins.theirs, path).await,
+            want,
+            "{path}: nginx"
+        );
+    }
 }
 
 /// `allow` and `deny` as nginx applies them: the first rule matching the client decides.

@@ -11,6 +11,7 @@ pub mod location;
 pub mod log_format;
 pub mod proxy;
 pub mod server;
+pub mod stock;
 pub mod tls;
 pub mod upstream;
 
@@ -568,8 +569,8 @@ mod tests {
                 ":2",
             ),
             (
-                "http {\n gzip on;\n}",
-                "unknown directive \"gzip\" in http",
+                "http {\n ssi on;\n}",
+                "unknown directive \"ssi\" in http",
                 ":2",
             ),
             (

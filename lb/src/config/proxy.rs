@@ -12,6 +12,7 @@ use super::Warning;
 use super::access;
 use super::grammar::{Directive, GrammarError, Place};
 use super::limit::{self, LimitSettings};
+use super::stock;
 use super::tls;
 use super::upstream::parse_time;
 
@@ -166,6 +167,10 @@ pub struct ProxySettings {
     pub limit: LimitSettings,
     /// `allow` and `deny`, in file order.
     pub access: Vec<access::Rule>,
+    /// `default_type` (`text/plain`) and `types` (nginx's built-in three unless set): the
+    /// `Content-Type` of a `return`'s text.
+    pub default_type: String,
+    pub types: stock::Types,
 }
 
 impl Default for ProxySettings {
@@ -198,6 +203,16 @@ impl Default for ProxySettings {
             buffer_size: BUFFER_SIZE_DEFAULT,
             limit: LimitSettings::default(),
             access: Vec::new(),
+            default_type: "text/plain".to_owned(),
+            types: std::sync::Arc::new(
+                [
+                    ("html", "text/html"),
+                    ("gif", "image/gif"),
+                    ("jpg", "image/jpeg"),
+                ]
+                .map(|(e, t)| (e.to_owned(), t.to_owned()))
+                .to_vec(),
+            ),
         }
     }
 }
@@ -523,7 +538,7 @@ pub fn apply(
                 ),
             ));
         }
-        _ => return limit::apply(&mut s.limit, d),
+        _ => return Ok(stock::apply(s, d, warnings)? || limit::apply(&mut s.limit, d)?),
     }
     Ok(true)
 }

@@ -1,0 +1,110 @@
+//! The lines of Debian's and Ubuntu's stock `nginx.conf` (and of most hardened ones) that
+//! concern what nginx does and gluu-lb does not (serve files, compress, tune its internal
+//! hash tables), so that a file keeping them runs as it is with the guide's servers in
+//! `conf.d`. Each is checked as nginx checks it. Those that have no effect on proxied
+//! traffic in nginx either (`sendfile`, `tcp_nopush`, the hash sizes, `server_tokens off`,
+//! `gzip off`) are taken silently; those whose meaning gluu-lb lacks (`gzip on`,
+//! `server_tokens on`, `tcp_nodelay off`) with a warning that says so. `types` and
+//! `default_type` have their nginx meaning: the `Content-Type` of a `return`'s text.
+
+use std::sync::Arc;
+
+use super::Warning;
+use super::grammar::{Directive, GrammarError};
+use super::proxy::ProxySettings;
+
+/// nginx's `types`: file extensions (lower case) and their MIME types.
+pub type Types = Arc<Vec<(String, String)>>;
+
+/// The `Content-Type` of a `return`'s text for a request to `path`: the type of its last
+/// segment's extension (`types`, looked up regardless of case), else `default_type`.
+pub fn content_type<'a>(s: &'a ProxySettings, path: &str) -> &'a str {
+    let last = path.rsplit('/').next().unwrap_or("");
+    last.rsplit_once('.')
+        .and_then(|(_, ext)| {
+            s.types
+                .iter()
+                .find(|(e, _)| e.eq_ignore_ascii_case(ext))
+                .map(|(_, t)| t.as_str())
+        })
+        .unwrap_or(&s.default_type)
+}
+
+/// Applies `d` when it is one of these lines; `Ok(false)` when not.
+pub fn apply(
+    s: &mut ProxySettings,
+    d: &Directive,
+    warnings: &mut Vec<Warning>,
+) -> Result<bool, GrammarError> {
+    let mut warn = |message: &str| {
+        warnings.push(Warning {
+            at: d.place.to_string(),
+            message: format!("\"{} {}\": {message}", d.name, d.args.join(" ")),
+        })
+    };
+    match d.name.as_str() {
+        "sendfile" | "tcp_nopush" => {
+            d.on_off()?;
+        }
+        "tcp_nodelay" => {
+            if !d.on_off()? {
+                warn("gluu-lb always sends without delay (TCP_NODELAY), as nginx does by default");
+            }
+        }
+        "types_hash_max_size"
+        | "types_hash_bucket_size"
+        | "server_names_hash_max_size"
+        | "server_names_hash_bucket_size" => {
+            let v = d.one_arg()?;
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| d.error(format!("\"{}\" directive invalid value", d.name)))?;
+        }
+        "server_tokens" => match d.one_arg()? {
+            "off" => {}
+            "on" | "build" => warn("gluu-lb sends no Server header and no version at all"),
+            v => {
+                return Err(d.error(format!(
+                    "invalid value \"{v}\" in \"server_tokens\" directive, it must be \"on\", \
+                     \"off\" or \"build\""
+                )));
+            }
+        },
+        "gzip" => {
+            if d.on_off()? {
+                warn(
+                    "gluu-lb does not compress responses; they pass as the nodes send them \
+                     (nginx would compress text/html for clients that accept gzip)",
+                );
+            }
+        }
+        "gzip_vary" | "gzip_proxied" | "gzip_comp_level" | "gzip_buffers" | "gzip_http_version"
+        | "gzip_types" | "gzip_min_length" | "gzip_disable" => {
+            if d.args.is_empty() {
+                return Err(d.error(format!(
+                    "invalid number of arguments in \"{}\" directive",
+                    d.name
+                )));
+            }
+        }
+        "default_type" => s.default_type = d.one_arg()?.to_owned(),
+        "types" => {
+            let Some(block) = &d.block else {
+                return Err(d.error("directive \"types\" has no opening \"{\""));
+            };
+            let mut types = Vec::new();
+            for t in block {
+                if t.args.is_empty() || t.block.is_some() {
+                    return Err(t.error("invalid number of arguments in \"types\" directive"));
+                }
+                for ext in &t.args {
+                    types.push((ext.to_ascii_lowercase(), t.name.clone()));
+                }
+            }
+            s.types = Arc::new(types);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
