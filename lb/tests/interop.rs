@@ -565,9 +565,10 @@ fn nginx_t_and_gluu_lb_t_agree() {
     }
 }
 
-/// Debian 12's stock `/etc/nginx/nginx.conf` (comments dropped), as `apt-get install nginx`
-/// leaves it; DIR stands for where the test puts the files nginx would keep in /var/log
-/// and /run.
+/// Debian 12's stock `/etc/nginx/nginx.conf` as `apt-get install nginx` leaves it, but for
+/// its comments and its `include /etc/nginx/sites-enabled/*;` (Debian's default site
+/// serves files from /var/www/html; migrating.md says to remove it); DIR stands for where
+/// the test puts what nginx keeps in /var/log, /run and /etc/nginx/conf.d.
 const DEBIAN_NGINX_CONF: &str = "user www-data;
 worker_processes auto;
 pid DIR/nginx.pid;
