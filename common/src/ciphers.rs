@@ -189,6 +189,17 @@ pub fn select_tls13(text: &str) -> Result<Vec<CipherSuite>, String> {
     Ok(out)
 }
 
+/// OpenSSL's name of `suite` (what nginx's `$ssl_cipher` shows), `None` for one rustls
+/// lacks.
+pub fn openssl_name(suite: CipherSuite) -> Option<&'static str> {
+    SUITES
+        .iter()
+        .map(|s| (s.name, s.suite))
+        .chain(TLS13.iter().copied())
+        .find(|(_, s)| *s == suite)
+        .map(|(n, _)| n)
+}
+
 /// What is wrong with TLS 1.2 suites `chosen` for a certificate whose key is `key`, when
 /// none of them can be used with it (ECDSA suites need an ECDSA or Ed25519 key, RSA suites
 /// an RSA key): OpenSSL accepts such a list and then fails every TLS 1.2 handshake.

@@ -44,6 +44,16 @@ pub struct More {
     pub server_name: String,
     /// The values of the format's `$http_NAME` headers, in its order.
     pub headers: Vec<Option<String>>,
+    /// `$ssl_protocol`, `$ssl_cipher` (empty without TLS) and the client's SNI name.
+    pub tls: (&'static str, &'static str),
+    pub sni: Option<String>,
+    /// The address the request came in on.
+    pub server_addr: Option<std::net::SocketAddr>,
+    /// The connection's requests so far, this one included.
+    pub connection_requests: u64,
+    /// Each node tried, its status (`None`: none came; a failed try is 502 or 504, as nginx
+    /// counts it), parallel to `Entry::upstream_addrs`.
+    pub upstream_statuses: Vec<Option<u16>>,
 }
 
 /// Bytes a worker gathers before it writes even in the middle of a pass.
@@ -275,6 +285,32 @@ impl Entry {
             },
             Var::Pid => text(out, &std::process::id().to_string()),
             Var::Hostname => text(out, hostname()),
+            Var::SslProtocol if more.tls.0.is_empty() => false,
+            Var::SslProtocol => text(out, more.tls.0),
+            Var::SslCipher if more.tls.1.is_empty() => false,
+            Var::SslCipher => text(out, more.tls.1),
+            Var::SslServerName => match &more.sni {
+                Some(n) => text(out, n),
+                None => false,
+            },
+            Var::ServerAddr => match more.server_addr {
+                Some(a) => text(out, &a.ip().to_string()),
+                None => false,
+            },
+            Var::ServerPort => match more.server_addr {
+                Some(a) => text(out, &a.port().to_string()),
+                None => false,
+            },
+            Var::ConnectionRequests => text(out, &more.connection_requests.to_string()),
+            Var::UpstreamStatus if more.upstream_statuses.is_empty() => false,
+            Var::UpstreamStatus => {
+                let all: Vec<String> = more
+                    .upstream_statuses
+                    .iter()
+                    .map(|s| s.map_or("-".to_owned(), |s| s.to_string()))
+                    .collect();
+                text(out, &all.join(", "))
+            }
             Var::Header(i) => match more.headers.get(i).and_then(Option::as_deref) {
                 Some(v) => text(out, v),
                 None => false,
@@ -411,6 +447,7 @@ mod tests {
                 host: "lb.example.org".into(),
                 server_name: "lb.example.org".into(),
                 headers: vec![Some("curl/8 \"x\"\u{1}".into()), None],
+                ..More::default()
             })),
             remote: "192.0.2.7".parse().expect("ip"),
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),

@@ -53,6 +53,9 @@ pub struct Conn {
     pub upgraded: Mutex<Option<Upgrade>>,
     /// Requests received so far (an HTTP/2 connection's idle limit watches it).
     pub requests: AtomicU64,
+    /// The TLS version and suite, as nginx's `$ssl_protocol` and `$ssl_cipher` name them
+    /// (empty without TLS).
+    pub tls: (&'static str, &'static str),
 }
 
 impl Conn {
@@ -69,7 +72,23 @@ impl Conn {
             sni,
             upgraded: Mutex::default(),
             requests: AtomicU64::new(0),
+            tls: ("", ""),
         }
+    }
+
+    /// The TLS `session` of this connection, for the access log.
+    pub fn with_tls(mut self, session: &rustls::ServerConnection) -> Conn {
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        };
+        let suite = session
+            .negotiated_cipher_suite()
+            .and_then(|s| gluu_common::ciphers::openssl_name(s.suite()))
+            .unwrap_or("");
+        self.tls = (version, suite);
+        self
     }
 }
 
@@ -615,6 +634,11 @@ pub async fn handle(
                         .iter()
                         .map(|h| header_str(&req, h.clone()))
                         .collect(),
+                    tls: conn.tls,
+                    sni: conn.sni.clone(),
+                    server_addr: conn.local,
+                    connection_requests: conn.requests.load(std::sync::atomic::Ordering::Relaxed),
+                    upstream_statuses: Vec::new(),
                 })
             }),
             log: a.file,
@@ -816,6 +840,14 @@ pub async fn handle(
         let wait = (settings.read_timeout, sent.as_ref());
         let result = node.send(&route, upstream_req, wait, shared).await;
         let tries_left = max_tries == 0 || tries < max_tries;
+        if let Some(more) = log.entry.as_mut().and_then(|e| e.more.as_mut()) {
+            more.upstream_statuses.push(match &result {
+                Ok((resp, _)) => Some(resp.status().as_u16()),
+                Err(f) if f.reason == "client_body" => None,
+                Err(f) if f.is_timeout() => Some(504),
+                Err(_) => Some(502),
+            });
+        }
         match result {
             Ok((mut resp, lease)) => {
                 if let Some(r) = &lrt.redirect {

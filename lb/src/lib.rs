@@ -646,7 +646,8 @@ async fn connection(
         local,
         "https",
         session.server_name().map(str::to_owned),
-    );
+    )
+    .with_tls(session);
     serve(
         TokioIo::new(stream),
         conn,

@@ -887,7 +887,8 @@ impl Twins {
              limit_req_zone $binary_remote_addr zone=twins:1m rate=1r/m;\n\
              limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;\n\
              log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" '\n\
-               '$uri $args $request_method $server_protocol $scheme $https $host $server_name $http_x_nope';\n\
+               '$uri $args $request_method $server_protocol $scheme $https $host $server_name $http_x_nope '\n\
+               '$upstream_status $connection_requests $server_addr $ssl_protocol';\n\
              log_format json escape=json '{{\"request\":\"$request\",\"agent\":\"$http_user_agent\",'\n\
                '\"nope\":\"$http_x_nope\",\"status\":$status}}';\n"
         );
@@ -901,7 +902,7 @@ impl Twins {
              location /.well-known { proxy_pass https://up_b/.well-known; }\n\
              location /canned/ { proxy_pass https://up_canned; }\n\
              location /buffer8k/ { proxy_pass https://up_canned/canned/; proxy_buffer_size 8k; }\n\
-             location /mixed/ { proxy_pass https://up_mixed/canned/;\n\
+             location /mixed/ { proxy_pass https://up_mixed/canned/; access_log DIR/WHO.mixed main;\n\
                proxy_next_upstream error timeout invalid_header http_500; }\n\
              location /oxauth { proxy_pass https://up_a/oxauth; }\n\
              location /identity { proxy_pass https://up_b/identity; }\n\
@@ -1118,7 +1119,11 @@ async fn access_logs_are_written_as_nginx_writes_them() {
     for r in requests {
         twins.agree(r).await;
     }
-    for (file, lines) in [("log", 2), ("json", 1)] {
+    // A node that fails, then one that answers: `$upstream_status` has both.
+    for _ in 0..2 {
+        twins.agree(&get("/mixed/nothing")).await;
+    }
+    for (file, lines) in [("log", 2), ("json", 1), ("mixed", 2)] {
         let read = |who: &str| {
             let path = twins.dir.path().join(format!("{who}.{file}"));
             async move {
@@ -1135,6 +1140,9 @@ async fn access_logs_are_written_as_nginx_writes_them() {
         };
         let (ours, theirs) = (read("gluu-lb").await, read("nginx").await);
         assert_eq!(ours, theirs, "{file}: gluu-lb, then nginx");
+        if file == "mixed" {
+            assert!(ours.contains(" 502, 200 "), "{ours}");
+        }
     }
 }
 

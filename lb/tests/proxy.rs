@@ -754,7 +754,9 @@ async fn access_log_takes_a_log_format() {
             "http {\n  log_format json escape=json '{\"client\":\"$remote_addr\",\"request\":\"$request\",'\n\
              '\"uri\":\"$uri\",\"args\":\"$args\",\"status\":$status,\"bytes\":$body_bytes_sent,'\n\
              '\"agent\":\"$http_user_agent\",\"nope\":\"$http_x_nope\",\"node\":\"$upstream_addr\",'\n\
-             '\"host\":\"$host\",\"scheme\":\"$scheme\",\"took\":$request_time}';\n\
+             '\"host\":\"$host\",\"scheme\":\"$scheme\",\"took\":$request_time,'\n\
+             '\"tls\":\"$ssl_protocol $ssl_cipher\",\"sni\":\"$ssl_server_name\",'\n\
+             '\"n\":$connection_requests,\"us\":\"$upstream_status\"}';\n\
              access_log access.json json;\n",
         )
     })
@@ -796,6 +798,10 @@ async fn access_log_takes_a_log_format() {
         "host": HOST,
         "scheme": "https",
         "took": line["took"],
+        "tls": "TLSv1.3 TLS_AES_128_GCM_SHA256",
+        "sni": HOST,
+        "n": 1,
+        "us": "200",
     });
     assert_eq!(line, want, "{text}");
     assert!(line["took"].as_f64().is_some_and(|t| t < 5.0), "{text}");

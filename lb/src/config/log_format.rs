@@ -45,6 +45,13 @@ pub enum Var {
     UpstreamResponseTime,
     Pid,
     Hostname,
+    SslProtocol,
+    SslCipher,
+    SslServerName,
+    ServerAddr,
+    ServerPort,
+    ConnectionRequests,
+    UpstreamStatus,
     /// `$http_NAME`: a request header, by its index in [`LogFormat::headers`].
     Header(usize),
 }
@@ -77,6 +84,13 @@ const VARS: &[(&str, Var)] = &[
     ("upstream_header_time", Var::UpstreamResponseTime),
     ("pid", Var::Pid),
     ("hostname", Var::Hostname),
+    ("ssl_protocol", Var::SslProtocol),
+    ("ssl_cipher", Var::SslCipher),
+    ("ssl_server_name", Var::SslServerName),
+    ("server_addr", Var::ServerAddr),
+    ("server_port", Var::ServerPort),
+    ("connection_requests", Var::ConnectionRequests),
+    ("upstream_status", Var::UpstreamStatus),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
