@@ -193,11 +193,34 @@ fn var(d: &Directive, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, 
         };
         return Ok(Var::Header(i));
     }
-    VARS.iter()
-        .find(|(n, _)| *n == lower)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| d.error(format!("unknown \"{name}\" variable")))
+    if let Some((_, v)) = VARS.iter().find(|(n, _)| *n == lower) {
+        return Ok(*v);
+    }
+    if NOT_KEPT.contains(&lower.as_str()) || lower.starts_with("sent_http_") {
+        return Err(d.error(format!(
+            "\"${name}\" is an nginx variable gluu-lb's access log does not keep; the ones it \
+             keeps are listed in the README"
+        )));
+    }
+    Err(d.error(format!("unknown \"{name}\" variable")))
 }
+
+/// nginx variables a log format might name that gluu-lb does not measure or keep.
+const NOT_KEPT: &[&str] = &[
+    "upstream_connect_time",
+    "upstream_bytes_received",
+    "upstream_bytes_sent",
+    "upstream_cache_status",
+    "bytes_sent",
+    "request_length",
+    "connection",
+    "request_id",
+    "gzip_ratio",
+    "pipe",
+    "limit_req_status",
+    "request_body",
+    "cookie",
+];
 
 #[cfg(test)]
 mod tests {
@@ -258,6 +281,8 @@ mod tests {
             (&["main", "$nope"][..], "unknown \"nope\" variable"),
             (&["main", "${status"][..], "closing bracket"),
             (&["main", "a $ b"][..], "invalid variable name"),
+            (&["main", "$upstream_connect_time"][..], "does not keep"),
+            (&["main", "$sent_http_content_type"][..], "does not keep"),
         ] {
             let e = log_format(&directive(args)).expect_err(said);
             assert!(
