@@ -196,7 +196,10 @@ fn var(d: &Directive, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, 
     if let Some((_, v)) = VARS.iter().find(|(n, _)| *n == lower) {
         return Ok(*v);
     }
-    if NOT_KEPT.contains(&lower.as_str()) || lower.starts_with("sent_http_") {
+    let prefixed = ["sent_http_", "cookie_", "arg_", "upstream_http_"]
+        .iter()
+        .any(|p| lower.starts_with(p));
+    if NOT_KEPT.contains(&lower.as_str()) || prefixed {
         return Err(d.error(format!(
             "\"${name}\" is an nginx variable gluu-lb's access log does not keep; the ones it \
              keeps are listed in the README"
@@ -219,7 +222,6 @@ const NOT_KEPT: &[&str] = &[
     "pipe",
     "limit_req_status",
     "request_body",
-    "cookie",
 ];
 
 #[cfg(test)]
