@@ -30,10 +30,11 @@ use crate::body::{self, Body, Watched};
 use crate::config::access;
 use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Redirect, find, upstream_uri};
+use crate::config::proxy::ProxySettings;
 use crate::config::proxy::{self, AddHeader, Part, Template};
 use crate::config::server::Return;
 use crate::config::stock;
-use crate::limit::{self, Limit, Verdict};
+use crate::limit::{self, Applied, Limit, Verdict};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
 use crate::upstream::{InFlight, Lease, Route, lock};
@@ -374,6 +375,8 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
 struct Log {
     entry: Option<Entry>,
     added: Vec<Added>,
+    /// What `limit_conn` counts this request in, until its response has been sent.
+    held: Vec<limit::Held>,
 }
 
 /// A header `add_header` puts on this response, its value rendered for the request (`None`:
@@ -496,9 +499,60 @@ fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Response<Body>
     }
 }
 
+/// nginx's preaccess phase for this request: `limit_req`, then `limit_conn` (what it
+/// counts the request in goes in `log`, held until the response has been sent). The
+/// refusal to send, if one refuses. `who` describes the request for the log lines, as
+/// nginx's do.
+async fn preaccess(
+    limits: &Applied,
+    s: &ProxySettings,
+    conn: &Conn,
+    who: impl Fn() -> String,
+    log: &mut Log,
+    shared: &Shared,
+) -> Option<Response<Body>> {
+    if let Some(refused) = limit_req(&limits.req, &s.limit, conn, &who, shared).await {
+        return Some(refused);
+    }
+    if limits.conn.is_empty() {
+        return None;
+    }
+    let c = &s.limit_conn;
+    let (held, over) = limit::hold(&limits.conn, conn.remote.ip());
+    if let Some(zone) = over {
+        let dry = if c.dry_run { ", dry run," } else { "" };
+        let line = format!("limiting connections{dry} by zone \"{zone}\", {}", who());
+        log_at(levels(c.log_level).0, &line);
+        let result = if c.dry_run {
+            "rejected_dry_run"
+        } else {
+            "rejected"
+        };
+        shared.metrics.limited("limit_conn", zone, result);
+        if !c.dry_run {
+            return Some(plain(status_of(c.status), ""));
+        }
+    }
+    log.held.extend(held);
+    None
+}
+
+/// The levels of a limit's refusal and delay lines: `limit_*_log_level`, and one below
+/// for delays (nginx's rule).
+fn levels(l: LogLevel) -> (tracing::Level, tracing::Level) {
+    match l {
+        LogLevel::Error => (tracing::Level::ERROR, tracing::Level::WARN),
+        LogLevel::Warn => (tracing::Level::WARN, tracing::Level::INFO),
+        LogLevel::Notice | LogLevel::Info => (tracing::Level::INFO, tracing::Level::INFO),
+    }
+}
+
+fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+}
+
 /// nginx's `limit_req` for this request: waits first when a limit says so, and gives the
-/// refusal to send when one refuses (unless `limit_req_dry_run`). `who` describes the
-/// request for the log line, as nginx's do.
+/// refusal to send when one refuses (unless `limit_req_dry_run`).
 async fn limit_req(
     limits: &[Limit],
     s: &LimitSettings,
@@ -509,11 +563,7 @@ async fn limit_req(
     if limits.is_empty() {
         return None;
     }
-    let (refused, delay_level) = match s.log_level {
-        LogLevel::Error => (tracing::Level::ERROR, tracing::Level::WARN),
-        LogLevel::Warn => (tracing::Level::WARN, tracing::Level::INFO),
-        LogLevel::Notice | LogLevel::Info => (tracing::Level::INFO, tracing::Level::INFO),
-    };
+    let (refused, delay_level) = levels(s.log_level);
     let dry = if s.dry_run { ", dry run" } else { "" };
     let thousandths = |n: u64| format!("{}.{:03}", n / 1000, n % 1000);
     match limit::check(limits, conn.remote.ip()) {
@@ -530,9 +580,8 @@ async fn limit_req(
             } else {
                 "rejected"
             };
-            shared.metrics.limited(zone, result);
-            let status = StatusCode::from_u16(s.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            (!s.dry_run).then(|| plain(status, ""))
+            shared.metrics.limited("limit_req", zone, result);
+            (!s.dry_run).then(|| plain(status_of(s.status), ""))
         }
         Verdict::Delay { wait, excess, zone } => {
             let line = format!(
@@ -546,7 +595,7 @@ async fn limit_req(
             } else {
                 "delayed"
             };
-            shared.metrics.limited(zone, result);
+            shared.metrics.limited("limit_req", zone, result);
             if !s.dry_run {
                 tokio::time::sleep(wait).await;
             }
@@ -653,6 +702,7 @@ pub async fn handle(
             upstream_time: None,
         }),
         added: Vec::new(),
+        held: Vec::new(),
     };
     let remote_addr = conn.remote.ip().to_string();
     let forwarded_for = {
@@ -718,7 +768,9 @@ pub async fn handle(
     let (Some(li), Some(lrt)) = (li, lrt) else {
         log.add(&server.settings.add_headers, &vars);
         let limits = &rt.server_limits[si];
-        if let Some(refused) = limit_req(limits, &server.settings.limit, conn, &who, shared).await {
+        if let Some(refused) =
+            preaccess(limits, &server.settings, conn, &who, &mut log, shared).await
+        {
             return log.local(refused, shared);
         }
         if let Some(denied) = deny(&server.settings.access, conn, who) {
@@ -735,7 +787,8 @@ pub async fn handle(
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
         return log.local(returned(ret, &vars, ct), shared);
     }
-    if let Some(refused) = limit_req(&lrt.limits, &loc.settings.limit, conn, &who, shared).await {
+    if let Some(refused) = preaccess(&lrt.limits, &loc.settings, conn, &who, &mut log, shared).await
+    {
         return log.local(refused, shared);
     }
     if let Some(denied) = deny(&loc.settings.access, conn, who) {

@@ -1,4 +1,6 @@
-//! nginx's `limit_req` at request time (`ngx_http_limit_req_module`): a leaky bucket per
+//! nginx's `limit_req` and `limit_conn` at request time.
+//!
+//! `limit_req` (`ngx_http_limit_req_module`): a leaky bucket per
 //! client address and zone. Each client's state is its "excess", in thousandths of a
 //! request, which drains at the zone's rate and grows by one per request; a request that
 //! finds more than `burst` is refused (503 unless `limit_req_status`), one that finds more
@@ -7,7 +9,13 @@
 //! delays. A zone remembers at most its size's worth of clients, forgetting the least
 //! recently seen first, as nginx does when its shared memory is full; a zone keeps its
 //! states across reloads while its name and size stay.
+//!
+//! `limit_conn` (`ngx_http_limit_conn_module`): how many requests of one client are being
+//! served at once (each HTTP/2 stream counts), held from the moment the request passes
+//! until its response has been sent; past the line's number a request is refused. A full
+//! zone refuses a new client, as nginx's does.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -15,20 +23,28 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::config::limit::{LimitReq, ZoneDef};
+use crate::config::limit::{LimitConn, LimitReq, ZoneDef};
 use crate::upstream::lock;
 
 /// nginx forgets a client's state once it has drained and is this old (`expire`).
 const FORGET_AFTER_MS: u64 = 60_000;
 
-/// One `limit_req_zone`'s memory of clients.
+/// One `limit_req_zone`'s or `limit_conn_zone`'s memory of clients.
 #[derive(Debug)]
 pub struct Zone {
     pub name: String,
     capacity: NonZeroUsize,
-    states: Mutex<LruCache<IpAddr, State>>,
+    memory: Memory,
     /// Times are milliseconds since this.
     epoch: Instant,
+}
+
+#[derive(Debug)]
+enum Memory {
+    /// `limit_req_zone`: each client's excess.
+    Req(Mutex<LruCache<IpAddr, State>>),
+    /// `limit_conn_zone`: each client's requests being served.
+    Conn(Mutex<HashMap<IpAddr, u32>>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -44,14 +60,28 @@ impl Zone {
         Arc::new(Zone {
             name: def.name.clone(),
             capacity: NonZeroUsize::new(def.states).unwrap_or(NonZeroUsize::MIN),
-            states: Mutex::new(LruCache::unbounded()),
+            memory: match def.rate {
+                Some(_) => Memory::Req(Mutex::new(LruCache::unbounded())),
+                None => Memory::Conn(Mutex::default()),
+            },
             epoch: Instant::now(),
         })
     }
 
-    /// Whether this zone can serve for `def` after a reload (same name, same size).
+    /// Whether this zone can serve for `def` after a reload (same name, size and kind).
     pub fn fits(&self, def: &ZoneDef) -> bool {
-        self.name == def.name && self.capacity.get() == def.states
+        let same_kind = matches!(
+            (&self.memory, def.rate),
+            (Memory::Req(_), Some(_)) | (Memory::Conn(_), None)
+        );
+        self.name == def.name && self.capacity.get() == def.states && same_kind
+    }
+
+    fn states(&self) -> Option<&Mutex<LruCache<IpAddr, State>>> {
+        match &self.memory {
+            Memory::Req(states) => Some(states),
+            Memory::Conn(_) => None,
+        }
     }
 
     fn now(&self) -> u64 {
@@ -72,10 +102,11 @@ pub struct Limit {
 }
 
 impl Limit {
-    pub fn new(line: &LimitReq, def: &ZoneDef, zone: Arc<Zone>) -> Limit {
+    /// `rate`: the zone's, in thousandths of a request per second.
+    pub fn new(line: &LimitReq, rate: u64, zone: Arc<Zone>) -> Limit {
         Limit {
             zone,
-            rate: def.rate,
+            rate,
             burst: line.burst.saturating_mul(1000),
             delay: line.delay.map_or(u64::MAX, |d| d.saturating_mul(1000)),
         }
@@ -112,7 +143,10 @@ pub fn check(limits: &[Limit], client: IpAddr) -> Verdict<'_> {
     let client = client.to_canonical();
     for l in limits {
         let now = l.zone.now();
-        let mut states = lock(&l.zone.states);
+        let Some(states) = l.zone.states() else {
+            continue;
+        };
+        let mut states = lock(states);
         let excess = l.excess(states.get(&client), now);
         if excess > l.burst {
             return Verdict::Reject {
@@ -125,7 +159,10 @@ pub fn check(limits: &[Limit], client: IpAddr) -> Verdict<'_> {
     let mut longest = Duration::ZERO;
     for l in limits {
         let now = l.zone.now();
-        let mut states = lock(&l.zone.states);
+        let Some(states) = l.zone.states() else {
+            continue;
+        };
+        let mut states = lock(states);
         let excess = l.excess(states.get(&client), now);
         match states.get_mut(&client) {
             Some(s) => *s = State { excess, last: now },
@@ -148,6 +185,80 @@ pub fn check(limits: &[Limit], client: IpAddr) -> Verdict<'_> {
         }
     }
     verdict
+}
+
+/// A block's `limit_req` and `limit_conn` lines, made ready.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub req: Vec<Limit>,
+    pub conn: Vec<ConnLimit>,
+}
+
+/// One `limit_conn` line with its zone, made ready.
+#[derive(Debug)]
+pub struct ConnLimit {
+    pub zone: Arc<Zone>,
+    max: u32,
+}
+
+impl ConnLimit {
+    pub fn new(line: &LimitConn, zone: Arc<Zone>) -> ConnLimit {
+        ConnLimit {
+            zone,
+            max: line.max,
+        }
+    }
+}
+
+/// A request counted in a `limit_conn` zone until this is dropped.
+#[derive(Debug)]
+pub struct Held {
+    zone: Arc<Zone>,
+    client: IpAddr,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Memory::Conn(counts) = &self.zone.memory {
+            let mut counts = lock(counts);
+            if let Some(n) = counts.get_mut(&self.client) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&self.client);
+                }
+            }
+        }
+    }
+}
+
+/// Counts a request from `client` in every zone of `limits`: what it holds, and the zone
+/// it is one too many for (or that has no room for another client), if any. Counted
+/// anyway (nginx's `limit_conn_dry_run` accounts as usual); a caller that refuses the
+/// request drops what it holds.
+pub fn hold(limits: &[ConnLimit], client: IpAddr) -> (Vec<Held>, Option<&str>) {
+    let client = client.to_canonical();
+    let mut held = Vec::with_capacity(limits.len());
+    let mut over = None;
+    for l in limits {
+        let Memory::Conn(counts) = &l.zone.memory else {
+            continue;
+        };
+        let mut counts = lock(counts);
+        if counts.len() >= l.zone.capacity.get() && !counts.contains_key(&client) {
+            over = over.or(Some(l.zone.name.as_str()));
+            continue;
+        }
+        let n = counts.entry(client).or_insert(0);
+        if *n >= l.max {
+            over = over.or(Some(l.zone.name.as_str()));
+        }
+        *n += 1;
+        held.push(Held {
+            zone: l.zone.clone(),
+            client,
+        });
+    }
+    (held, over)
 }
 
 /// Before a new client's state goes in: up to two of the least recently seen that have
@@ -179,7 +290,7 @@ mod tests {
             name: "one".to_owned(),
             key: "$binary_remote_addr".to_owned(),
             states,
-            rate,
+            rate: Some(rate),
             place: Place {
                 file: std::path::Path::new("nginx.conf").into(),
                 line: 1,
@@ -194,7 +305,7 @@ mod tests {
             delay,
             place: def.place.clone(),
         };
-        Limit::new(&line, def, zone.clone())
+        Limit::new(&line, def.rate.expect("a limit_req_zone"), zone.clone())
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
@@ -268,7 +379,7 @@ mod tests {
         for ip in [A, A, B, c] {
             assert_eq!(check(&limits, ip), Verdict::Pass, "{ip}");
         }
-        assert_eq!(lock(&z.states).len(), 2);
+        assert_eq!(lock(z.states().expect("a limit_req_zone")).len(), 2);
         // A was forgotten: its excess starts again from nothing.
         assert_eq!(check(&limits, A), Verdict::Pass);
         assert_eq!(check(&limits, A), Verdict::Pass);
@@ -287,5 +398,50 @@ mod tests {
             check(&both, B),
             Verdict::Reject { zone: "tight", .. }
         ));
+    }
+
+    /// `limit_conn`: a client holds at most `max` requests at once; a request that would be
+    /// one too many is named (and counted, as nginx's dry run counts it), and dropping what
+    /// a request holds makes room; a full zone has no room for a new client.
+    #[test]
+    fn a_client_holds_at_most_its_number_of_requests() {
+        let mut def = zone(1000, 2);
+        def.rate = None;
+        def.name = "addr".to_owned();
+        let z = Zone::new(&def);
+        let line = LimitConn {
+            zone: "addr".to_owned(),
+            max: 2,
+            place: def.place.clone(),
+        };
+        let limits = [ConnLimit::new(&line, z.clone())];
+        let (first, over) = hold(&limits, A);
+        assert!(over.is_none() && first.len() == 1);
+        let (second, over) = hold(&limits, A);
+        assert!(over.is_none());
+        let (third, over) = hold(&limits, A);
+        assert_eq!(over, Some("addr"), "one too many");
+        drop(third);
+        drop(second);
+        let (again, over) = hold(&limits, A);
+        assert!(over.is_none(), "room again once one ended");
+        let (_b, over) = hold(&limits, B);
+        assert!(over.is_none());
+        let c = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3));
+        let (none, over) = hold(&limits, c);
+        assert_eq!(
+            (none.len(), over),
+            (0, Some("addr")),
+            "the zone holds two clients"
+        );
+        drop((first, again));
+        let Memory::Conn(counts) = &z.memory else {
+            panic!("a limit_conn_zone");
+        };
+        assert_eq!(
+            lock(counts).get(&A),
+            None,
+            "a client with nothing held is forgotten"
+        );
     }
 }

@@ -36,6 +36,8 @@ struct ReasonLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ZoneLabel {
+    /// `limit_req` or `limit_conn`.
+    directive: &'static str,
     zone: String,
     /// nginx's `$limit_req_status` in lower case: `delayed`, `rejected`,
     /// `delayed_dry_run`, `rejected_dry_run`.
@@ -133,18 +135,20 @@ impl Metrics {
             m.reloads.clone(),
         );
         r.register(
-            "limit_req",
-            "Requests limit_req delayed or refused (or would have, with limit_req_dry_run), by \
-             zone",
+            "limited",
+            "Requests limit_req delayed or refused, or limit_conn refused (or would have, with \
+             their dry_run), by directive and zone",
             m.limited.clone(),
         );
         m.certificates = Served::register(r);
         m
     }
 
-    /// A request `limit_req` delayed or refused; `result` is one of [`ZoneLabel`]'s.
-    pub fn limited(&self, zone: &str, result: &'static str) {
+    /// A request `limit_req` delayed or refused, or `limit_conn` refused; `result` is one
+    /// of [`ZoneLabel`]'s.
+    pub fn limited(&self, directive: &'static str, zone: &str, result: &'static str) {
         let label = ZoneLabel {
+            directive,
             zone: zone.to_owned(),
             result,
         };

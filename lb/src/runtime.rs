@@ -32,7 +32,7 @@ use crate::config::proxy::{AccessLogLine, ProxySettings};
 use crate::config::server::Server;
 use crate::config::tls::SessionCache;
 use crate::config::{Config, Warning};
-use crate::limit::{Limit, Zone};
+use crate::limit::{Applied, ConnLimit, Limit, Zone};
 use crate::served::Served;
 use crate::sessions::{ExpiringCache, ExpiringTickets};
 use crate::upstream::lock;
@@ -71,8 +71,8 @@ pub struct LocationRt {
     pub access_log: Option<AccessLog>,
     /// `proxy_redirect default`'s rewrite of a node's `Location` and `Refresh`.
     pub redirect: Option<Redirect>,
-    /// Its `limit_req` lines with their zones.
-    pub limits: Vec<Limit>,
+    /// Its `limit_req` and `limit_conn` lines with their zones.
+    pub limits: Applied,
 }
 
 #[derive(Debug)]
@@ -84,20 +84,21 @@ pub struct Runtime {
     pub locations: Vec<Vec<LocationRt>>,
     /// Each server's own access log (requests no location matches, `return`).
     pub server_logs: Vec<Option<AccessLog>>,
-    /// Each server's own `limit_req` lines (for requests no location matches).
-    pub server_limits: Vec<Vec<Limit>>,
+    /// Each server's own `limit_req` and `limit_conn` lines (for requests no location
+    /// matches).
+    pub server_limits: Vec<Applied>,
     pub logs: Vec<LogFile>,
     pub warnings: Vec<Warning>,
     /// Each certificate file the servers serve, once.
     pub certificates: Vec<Validity>,
 }
 
-/// The zones of `config`'s `limit_req_zone` lines: the running ones where name and size
-/// stay, new ones otherwise.
+/// The zones of `config`'s `limit_req_zone` and `limit_conn_zone` lines: the running ones
+/// where name, size and kind stay, new ones otherwise.
 fn zones(config: &Config, shared: &Shared) -> Vec<Arc<Zone>> {
     let running = lock(&shared.zones);
     config
-        .limit_req_zones
+        .limit_zones
         .iter()
         .map(|def| {
             running
@@ -109,23 +110,30 @@ fn zones(config: &Config, shared: &Shared) -> Vec<Arc<Zone>> {
         .collect()
 }
 
-/// A block's `limit_req` lines with their zones (every zone exists: `Config` checked).
-fn limits(s: &ProxySettings, config: &Config, zones: &[Arc<Zone>]) -> Vec<Limit> {
-    s.limit
-        .limits
-        .iter()
-        .filter_map(|line| {
-            let i = config
-                .limit_req_zones
-                .iter()
-                .position(|z| z.name == line.zone)?;
-            Some(Limit::new(
-                line,
-                &config.limit_req_zones[i],
-                zones[i].clone(),
-            ))
-        })
-        .collect()
+/// A block's `limit_req` and `limit_conn` lines with their zones (every zone exists, of
+/// the right kind: `Config` checked).
+fn limits(s: &ProxySettings, config: &Config, zones: &[Arc<Zone>]) -> Applied {
+    let zone = |name: &str| {
+        let i = config.limit_zones.iter().position(|z| z.name == name)?;
+        Some((&config.limit_zones[i], zones[i].clone()))
+    };
+    Applied {
+        req: s
+            .limit
+            .limits
+            .iter()
+            .filter_map(|line| {
+                let (def, z) = zone(&line.zone)?;
+                Some(Limit::new(line, def.rate?, z))
+            })
+            .collect(),
+        conn: s
+            .limit_conn
+            .limits
+            .iter()
+            .filter_map(|line| Some(ConnLimit::new(line, zone(&line.zone)?.1)))
+            .collect(),
+    }
 }
 
 /// Picks a server by SNI among the servers of one listening socket (the default server's
@@ -522,7 +530,7 @@ fn location_rt(
             ssl_name: None,
             access_log: None,
             redirect: None,
-            limits: Vec::new(),
+            limits: Applied::default(),
         });
     };
     let (policy, key) = match s.ssl_verify {
@@ -615,7 +623,7 @@ fn location_rt(
         ssl_name: Some(name),
         access_log: None,
         redirect: l.redirect(),
-        limits: Vec::new(),
+        limits: Applied::default(),
     })
 }
 

@@ -349,6 +349,42 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("location /a {\nlimit_req zone=nope; }"),
         ),
         (
+            "limit_conn at every level",
+            http(
+                "limit_conn_zone $binary_remote_addr zone=addr:1m; limit_conn addr 100;\n\
+                 server { listen 127.0.0.1:8; limit_conn_status 429; limit_conn_log_level warn;\n\
+                 location /a { limit_conn addr 2; limit_conn_dry_run on; } }",
+            ),
+        ),
+        (
+            "limit_conn of no number",
+            http(
+                "limit_conn_zone $binary_remote_addr zone=addr:1m;\n\
+                 server { listen 127.0.0.1:8;\nlimit_conn addr 0; }",
+            ),
+        ),
+        (
+            "limit_conn of one zone twice",
+            http(
+                "limit_conn_zone $binary_remote_addr zone=addr:1m;\n\
+                 server { listen 127.0.0.1:8; limit_conn addr 1;\nlimit_conn addr 2; }",
+            ),
+        ),
+        (
+            "a zone of each kind with one name",
+            http(
+                "limit_conn_zone $binary_remote_addr zone=one:1m;\n\
+                 limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;",
+            ),
+        ),
+        (
+            "limit_req of a limit_conn zone",
+            http(
+                "limit_conn_zone $binary_remote_addr zone=addr:1m;\n\
+                 server { listen 127.0.0.1:8;\nlimit_req zone=addr; }",
+            ),
+        ),
+        (
             "limit_req of one zone twice",
             http(
                 "limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;\n\

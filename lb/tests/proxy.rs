@@ -1238,8 +1238,11 @@ async fn limit_req_refuses_past_the_burst_and_keeps_counting_across_a_reload() {
         [200, 200],
         "dry run"
     );
-    let series =
-        |result: &str| format!("gluu_lb_limit_req_total{{zone=\"login\",result=\"{result}\"}}");
+    let series = |result: &str| {
+        format!(
+            "gluu_lb_limited_total{{directive=\"limit_req\",zone=\"login\",result=\"{result}\"}}"
+        )
+    };
     assert_eq!(lab.metric(&series("rejected")).await, 2.0);
     assert!(lab.metric(&series("rejected_dry_run")).await >= 2.0);
 
@@ -1262,6 +1265,55 @@ async fn limit_req_refuses_past_the_burst_and_keeps_counting_across_a_reload() {
     })
     .await;
     assert_eq!(statuses(&["/identity/e"]).await, [200], "a new zone");
+}
+
+/// `limit_conn`: one request of a client at a time on /oxauth; a second while the first is
+/// served is refused, and once the first has been answered the client gets in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_conn_refuses_a_request_past_the_clients_number() {
+    let lab = Lab::start(|t| {
+        t.replacen(
+            "http {\n",
+            "http {\n  limit_conn_zone $binary_remote_addr zone=addr:1m;\n",
+            1,
+        )
+        .replace(
+            "proxy_pass https://backend/oxauth;",
+            "proxy_pass https://backend/oxauth;\n        limit_conn addr 1;",
+        )
+    })
+    .await;
+    let slow = {
+        let client = lab.client.clone();
+        let to = lab.https;
+        tokio::spawn(async move { client.get(to, "/oxauth/slow/1500").await })
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the slow request at a node",
+        || async { lab.nodes.iter().map(|n| n.requests()).sum::<usize>() >= 1 },
+    )
+    .await;
+    assert_eq!(
+        lab.get("/oxauth/x").await.status.as_u16(),
+        503,
+        "one at a time"
+    );
+    assert_eq!(
+        lab.get("/identity/x").await.status.as_u16(),
+        200,
+        "not limited there"
+    );
+    let first = slow.await.expect("task").expect("the slow request");
+    assert_eq!(first.status.as_u16(), 200);
+    assert_eq!(
+        lab.get("/oxauth/x").await.status.as_u16(),
+        200,
+        "room again"
+    );
+    let series =
+        "gluu_lb_limited_total{directive=\"limit_conn\",zone=\"addr\",result=\"rejected\"}";
+    assert_eq!(lab.metric(series).await, 1.0);
 }
 
 /// The certificate gluu-lb presents to a client whose provider is `edit`ed (what it can

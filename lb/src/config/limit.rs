@@ -1,7 +1,8 @@
-//! nginx's request rate limits: `limit_req_zone` in `http`, and `limit_req`,
-//! `limit_req_status`, `limit_req_log_level` and `limit_req_dry_run` in `http`, `server`
-//! and `location`, with `ngx_http_limit_req_module`'s grammar and words. What they do at
-//! request time is in `crate::limit`.
+//! nginx's limits by client address: `limit_req_zone` and `limit_conn_zone` in `http`, and
+//! `limit_req`/`limit_conn` with their `_status`, `_log_level` and `_dry_run` lines in
+//! `http`, `server` and `location`, with `ngx_http_limit_req_module`'s and
+//! `ngx_http_limit_conn_module`'s grammar and words. What they do at request time is in
+//! `crate::limit`.
 
 use super::grammar::{Directive, GrammarError, Place};
 use super::proxy::parse_size;
@@ -16,8 +17,9 @@ pub struct ZoneDef {
     /// How many clients the zone remembers: nginx's "one megabyte zone can keep about 16
     /// thousand 64-byte states".
     pub states: usize,
-    /// Requests per second, in thousandths (nginx's unit: `30r/m` is 500).
-    pub rate: u64,
+    /// `limit_req_zone`: requests per second, in thousandths (nginx's unit: `30r/m` is
+    /// 500). `None`: a `limit_conn_zone`.
+    pub rate: Option<u64>,
     pub place: Place,
 }
 
@@ -48,19 +50,55 @@ pub enum LogLevel {
     Error,
 }
 
-/// The `limit_req` settings of a block, inherited as nginx inherits them: a block with a
-/// `limit_req` line of its own inherits none of its parent's.
+/// One `limit_conn ZONE N` line: at most N requests of one client at a time.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LimitSettings {
-    pub limits: Vec<LimitReq>,
-    /// `limit_req_status` (503).
+pub struct LimitConn {
+    pub zone: String,
+    pub max: u32,
+    pub place: Place,
+}
+
+/// The lines of one kind (`limit_req` or `limit_conn`) of a block, inherited as nginx
+/// inherits them: a block with a `limit_req` (`limit_conn`) line of its own inherits none
+/// of its parent's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits<L> {
+    pub limits: Vec<L>,
+    /// `limit_req_status`, `limit_conn_status` (503).
     pub status: u16,
     pub log_level: LogLevel,
     /// `limit_req_dry_run on`: counted and logged, never refused or delayed.
     pub dry_run: bool,
 }
 
-impl Default for LimitSettings {
+pub type LimitSettings = Limits<LimitReq>;
+pub type ConnSettings = Limits<LimitConn>;
+
+/// What a limit line has for the checks common to both kinds.
+pub trait Line {
+    fn zone(&self) -> &str;
+    fn place(&self) -> &Place;
+}
+
+impl Line for LimitReq {
+    fn zone(&self) -> &str {
+        &self.zone
+    }
+    fn place(&self) -> &Place {
+        &self.place
+    }
+}
+
+impl Line for LimitConn {
+    fn zone(&self) -> &str {
+        &self.zone
+    }
+    fn place(&self) -> &Place {
+        &self.place
+    }
+}
+
+impl<L> Default for Limits<L> {
     fn default() -> Self {
         Self {
             limits: Vec::new(),
@@ -71,17 +109,42 @@ impl Default for LimitSettings {
     }
 }
 
-/// Applies `d` when it is one of the `limit_req` lines of a block; `Ok(false)` when not.
-pub fn apply(s: &mut LimitSettings, d: &Directive) -> Result<bool, GrammarError> {
+/// Applies `d` when it is one of the `limit_req` or `limit_conn` lines of a block;
+/// `Ok(false)` when not.
+pub fn apply(
+    req: &mut LimitSettings,
+    conn: &mut ConnSettings,
+    d: &Directive,
+) -> Result<bool, GrammarError> {
     match d.name.as_str() {
-        "limit_req" => {
-            let l = limit_req(d)?;
-            if s.limits.iter().any(|x| x.zone == l.zone) {
-                return Err(d.error("\"limit_req\" directive is duplicate"));
-            }
-            s.limits.push(l);
+        "limit_req" => push(req, limit_req(d)?, d)?,
+        "limit_conn" => push(conn, limit_conn(d)?, d)?,
+        _ => {
+            return match d.name.strip_prefix("limit_req_") {
+                Some(rest) => common(req, rest, d),
+                None => match d.name.strip_prefix("limit_conn_") {
+                    Some(rest) => common(conn, rest, d),
+                    None => Ok(false),
+                },
+            };
         }
-        "limit_req_status" => {
+    }
+    Ok(true)
+}
+
+/// A line of one kind, one per zone in a block.
+fn push<L: Line>(s: &mut Limits<L>, l: L, d: &Directive) -> Result<(), GrammarError> {
+    if s.limits.iter().any(|x| x.zone() == l.zone()) {
+        return Err(d.error(format!("\"{}\" directive is duplicate", d.name)));
+    }
+    s.limits.push(l);
+    Ok(())
+}
+
+/// The `_status`, `_log_level` and `_dry_run` lines (`rest` is the suffix).
+fn common<L>(s: &mut Limits<L>, rest: &str, d: &Directive) -> Result<bool, GrammarError> {
+    match rest {
+        "status" => {
             s.status = d
                 .one_arg()?
                 .parse()
@@ -89,7 +152,7 @@ pub fn apply(s: &mut LimitSettings, d: &Directive) -> Result<bool, GrammarError>
                 .filter(|c| (400..=599).contains(c))
                 .ok_or_else(|| d.error("value must be between 400 and 599"))?;
         }
-        "limit_req_log_level" => {
+        "log_level" => {
             s.log_level = match d.one_arg()? {
                 "info" => LogLevel::Info,
                 "notice" => LogLevel::Notice,
@@ -98,10 +161,26 @@ pub fn apply(s: &mut LimitSettings, d: &Directive) -> Result<bool, GrammarError>
                 v => return Err(d.error(format!("invalid value \"{v}\""))),
             }
         }
-        "limit_req_dry_run" => s.dry_run = d.on_off()?,
+        "dry_run" => s.dry_run = d.on_off()?,
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+fn limit_conn(d: &Directive) -> Result<LimitConn, GrammarError> {
+    let [zone, n] = d.args.as_slice() else {
+        return Err(d.error("invalid number of arguments in \"limit_conn\" directive"));
+    };
+    let max = n
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| d.error(format!("invalid number of connections \"{n}\"")))?;
+    Ok(LimitConn {
+        zone: zone.clone(),
+        max,
+        place: d.place.clone(),
+    })
 }
 
 fn limit_req(d: &Directive) -> Result<LimitReq, GrammarError> {
@@ -133,18 +212,26 @@ fn limit_req(d: &Directive) -> Result<LimitReq, GrammarError> {
     })
 }
 
-/// `limit_req_zone`, in `http`.
+/// `limit_req_zone` and `limit_conn_zone`, in `http`.
 pub fn zone(d: &Directive) -> Result<ZoneDef, GrammarError> {
-    let [key, params @ ..] = d.args.as_slice() else {
-        return Err(d.error("invalid number of arguments in \"limit_req_zone\" directive"));
+    let req = d.name == "limit_req_zone";
+    let arguments = || {
+        d.error(format!(
+            "invalid number of arguments in \"{}\" directive",
+            d.name
+        ))
     };
-    if params.len() != 2 {
-        return Err(d.error("invalid number of arguments in \"limit_req_zone\" directive"));
+    let [key, params @ ..] = d.args.as_slice() else {
+        return Err(arguments());
+    };
+    if params.len() != if req { 2 } else { 1 } {
+        return Err(arguments());
     }
     if !matches!(key.as_str(), "$binary_remote_addr" | "$remote_addr") {
         return Err(d.error(format!(
-            "\"limit_req_zone {key}\": gluu-lb limits requests by the client's address only \
-             ($binary_remote_addr or $remote_addr)"
+            "\"{} {key}\": gluu-lb limits by the client's address only \
+             ($binary_remote_addr or $remote_addr)",
+            d.name
         )));
     }
     let (mut zone, mut rate) = (None, 1000);
@@ -160,7 +247,7 @@ pub fn zone(d: &Directive) -> Result<ZoneDef, GrammarError> {
             }
             let states = size.saturating_mul(STATES_PER_MIB) >> 20;
             zone = Some((name.to_owned(), states.min(STATES_MAX)));
-        } else if let Some(v) = a.strip_prefix("rate=") {
+        } else if let Some(v) = a.strip_prefix("rate=").filter(|_| req) {
             let (n, scale) = if let Some(n) = v.strip_suffix("r/s") {
                 (n, 1)
             } else if let Some(n) = v.strip_suffix("r/m") {
@@ -180,12 +267,12 @@ pub fn zone(d: &Directive) -> Result<ZoneDef, GrammarError> {
         }
     }
     let (name, states) =
-        zone.ok_or_else(|| d.error("\"limit_req_zone\" must have \"zone\" parameter"))?;
+        zone.ok_or_else(|| d.error(format!("\"{}\" must have \"zone\" parameter", d.name)))?;
     Ok(ZoneDef {
         name,
         key: key.clone(),
         states: usize::try_from(states).unwrap_or(usize::MAX),
-        rate,
+        rate: req.then_some(rate),
         place: d.place.clone(),
     })
 }
@@ -214,12 +301,23 @@ mod tests {
             "limit_req_zone $binary_remote_addr zone=one:10m rate=30r/m",
         ))
         .expect("valid");
-        assert_eq!((z.name.as_str(), z.states, z.rate), ("one", 160_000, 500));
+        assert_eq!(
+            (z.name.as_str(), z.states, z.rate),
+            ("one", 160_000, Some(500))
+        );
         let z = zone(&directive(
             "limit_req_zone $remote_addr rate=5r/s zone=two:32k",
         ))
         .expect("valid");
-        assert_eq!((z.name.as_str(), z.states, z.rate), ("two", 500, 5000));
+        assert_eq!(
+            (z.name.as_str(), z.states, z.rate),
+            ("two", 500, Some(5000))
+        );
+        let z = zone(&directive(
+            "limit_conn_zone $binary_remote_addr zone=addr:1m",
+        ))
+        .expect("conn");
+        assert_eq!((z.name.as_str(), z.states, z.rate), ("addr", 16_000, None));
         for (text, said) in [
             (
                 "limit_req_zone $binary_remote_addr zone=one:1m",
@@ -253,6 +351,10 @@ mod tests {
                 "limit_req_zone $http_x zone=one:1m rate=1r/s",
                 "by the client's address only",
             ),
+            (
+                "limit_conn_zone $binary_remote_addr zone=a:1m rate=1r/s",
+                "invalid number of arguments",
+            ),
         ] {
             let e = zone(&directive(text)).expect_err(text);
             assert!(
@@ -262,6 +364,7 @@ mod tests {
         }
 
         let mut s = LimitSettings::default();
+        let mut c = ConnSettings::default();
         for line in [
             "limit_req zone=one burst=20 nodelay",
             "limit_req zone=two burst=5 delay=2",
@@ -270,7 +373,10 @@ mod tests {
             "limit_req_log_level warn",
             "limit_req_dry_run on",
         ] {
-            assert!(apply(&mut s, &directive(line)).expect(line), "{line}");
+            assert!(
+                apply(&mut s, &mut c, &directive(line)).expect(line),
+                "{line}"
+            );
         }
         let got: Vec<_> = s
             .limits
@@ -308,9 +414,30 @@ mod tests {
             ("limit_req_status 200", "between 400 and 599"),
             ("limit_req_log_level debug", "invalid value \"debug\""),
         ] {
-            let e = apply(&mut s, &directive(text)).expect_err(text);
+            let e = apply(&mut s, &mut c, &directive(text)).expect_err(text);
             assert!(e.to_string().contains(said), "{text}: {e}");
         }
-        assert!(!apply(&mut s, &directive("proxy_pass x")).expect("not ours"));
+        assert!(!apply(&mut s, &mut c, &directive("proxy_pass x")).expect("not ours"));
+        for line in [
+            "limit_conn addr 10",
+            "limit_conn other 1",
+            "limit_conn_status 429",
+        ] {
+            assert!(
+                apply(&mut s, &mut c, &directive(line)).expect(line),
+                "{line}"
+            );
+        }
+        let got: Vec<_> = c.limits.iter().map(|l| (l.zone.as_str(), l.max)).collect();
+        assert_eq!(got, [("addr", 10), ("other", 1)]);
+        assert_eq!(c.status, 429);
+        for (text, said) in [
+            ("limit_conn addr 2", "\"limit_conn\" directive is duplicate"),
+            ("limit_conn x 0", "invalid number of connections \"0\""),
+            ("limit_conn x", "invalid number of arguments"),
+        ] {
+            let e = apply(&mut s, &mut c, &directive(text)).expect_err(text);
+            assert!(e.to_string().contains(said), "{text}: {e}");
+        }
     }
 }

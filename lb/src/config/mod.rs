@@ -102,7 +102,7 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     pub limits: ClientLimits,
     /// `limit_req_zone` lines, in file order.
-    pub limit_req_zones: Vec<limit::ZoneDef>,
+    pub limit_zones: Vec<limit::ZoneDef>,
     /// `log_format` lines, in file order.
     pub log_formats: Vec<Arc<log_format::LogFormat>>,
     pub upstreams: Vec<Upstream>,
@@ -131,7 +131,7 @@ impl Config {
             error_log: None,
             metrics: None,
             limits: ClientLimits::default(),
-            limit_req_zones: Vec::new(),
+            limit_zones: Vec::new(),
             log_formats: Vec::new(),
             upstreams: Vec::new(),
             servers: Vec::new(),
@@ -234,18 +234,26 @@ impl Config {
                                 }
                                 c.log_formats.push(Arc::new(f));
                             }
-                            "limit_req_zone" => {
+                            "limit_req_zone" | "limit_conn_zone" => {
                                 let z = limit::zone(h)?;
-                                if let Some(prev) =
-                                    c.limit_req_zones.iter().find(|p| p.name == z.name)
+                                if let Some(prev) = c.limit_zones.iter().find(|p| p.name == z.name)
                                 {
-                                    return Err(h.error(format!(
-                                        "limit_req_zone \"{}\" is already bound to key \"{}\" \
-                                         (at {})",
-                                        z.name, prev.key, prev.place
-                                    )));
+                                    return Err(h.error(
+                                        if prev.rate.is_some() == z.rate.is_some() {
+                                            format!(
+                                                "{} \"{}\" is already bound to key \"{}\" (at {})",
+                                                h.name, z.name, prev.key, prev.place
+                                            )
+                                        } else {
+                                            format!(
+                                                "the shared memory zone \"{}\" is already declared \
+                                             for a different use (at {})",
+                                                z.name, prev.place
+                                            )
+                                        },
+                                    ));
                                 }
-                                c.limit_req_zones.push(z);
+                                c.limit_zones.push(z);
                             }
                             "error_log" => http_log = Some((error_log(h, root)?, &h.place)),
                             "metrics" => {
@@ -315,7 +323,7 @@ impl Config {
             return Err(missing("no \"http\" block: nothing to serve"));
         }
         c.check_upstream_references()?;
-        c.check_limit_req_zones()?;
+        c.check_limit_zones()?;
         c.check_log_formats()?;
         c.check_shared_addresses()?;
         c.check_redirect_hosts();
@@ -364,21 +372,45 @@ impl Config {
         Ok(())
     }
 
-    /// Every `limit_req` names a `limit_req_zone` (defined anywhere in `http`, as in nginx).
-    fn check_limit_req_zones(&self) -> Result<(), GrammarError> {
-        let settings = self.servers.iter().flat_map(|s| {
-            std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings))
-        });
-        for l in settings.flat_map(|s| &s.limit.limits) {
-            if !self.limit_req_zones.iter().any(|z| z.name == l.zone) {
-                return Err(GrammarError::at(
-                    &l.place,
-                    format!(
-                        "zero size shared memory zone \"{}\" (no limit_req_zone defines it)",
-                        l.zone
-                    ),
-                ));
-            }
+    /// Every `limit_req` names a `limit_req_zone`, every `limit_conn` a `limit_conn_zone`
+    /// (defined anywhere in `http`, as in nginx).
+    fn check_limit_zones(&self) -> Result<(), GrammarError> {
+        let settings: Vec<&ProxySettings> = self
+            .servers
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings))
+            })
+            .collect();
+        let lines = settings
+            .iter()
+            .flat_map(|s| s.limit.limits.iter().map(|l| (l as &dyn limit::Line, true)))
+            .chain(settings.iter().flat_map(|s| {
+                s.limit_conn
+                    .limits
+                    .iter()
+                    .map(|l| (l as &dyn limit::Line, false))
+            }));
+        for (l, req) in lines {
+            let message = match self.limit_zones.iter().find(|z| z.name == l.zone()) {
+                None => format!(
+                    "zero size shared memory zone \"{}\" (no {} defines it)",
+                    l.zone(),
+                    if req {
+                        "limit_req_zone"
+                    } else {
+                        "limit_conn_zone"
+                    }
+                ),
+                Some(z) if z.rate.is_some() != req => format!(
+                    "the shared memory zone \"{}\" is already declared for a different use \
+                     (at {})",
+                    l.zone(),
+                    z.place
+                ),
+                Some(_) => continue,
+            };
+            return Err(GrammarError::at(l.place(), message));
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use hyper::header::{self, HeaderName};
 use super::Warning;
 use super::access;
 use super::grammar::{Directive, GrammarError, Place};
-use super::limit::{self, LimitSettings};
+use super::limit::{self, ConnSettings, LimitSettings};
 use super::stock;
 use super::tls;
 use super::upstream::parse_time;
@@ -165,6 +165,8 @@ pub struct ProxySettings {
     pub buffer_size: usize,
     /// `limit_req` and its companions.
     pub limit: LimitSettings,
+    /// `limit_conn` and its companions.
+    pub limit_conn: ConnSettings,
     /// `allow` and `deny`, in file order.
     pub access: Vec<access::Rule>,
     /// `default_type` (`text/plain`) and `types` (nginx's built-in three unless set): the
@@ -202,6 +204,7 @@ impl Default for ProxySettings {
             client_body_timeout: Duration::from_secs(60),
             buffer_size: BUFFER_SIZE_DEFAULT,
             limit: LimitSettings::default(),
+            limit_conn: ConnSettings::default(),
             access: Vec::new(),
             default_type: "text/plain".to_owned(),
             types: std::sync::Arc::new(
@@ -304,6 +307,9 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("limit_req") {
         s.limit.limits.clear();
+    }
+    if has("limit_conn") {
+        s.limit_conn.limits.clear();
     }
     if has("allow") || has("deny") {
         s.access.clear();
@@ -538,7 +544,11 @@ pub fn apply(
                 ),
             ));
         }
-        _ => return Ok(stock::apply(s, d, warnings)? || limit::apply(&mut s.limit, d)?),
+        _ => {
+            return Ok(
+                stock::apply(s, d, warnings)? || limit::apply(&mut s.limit, &mut s.limit_conn, d)?
+            );
+        }
     }
     Ok(true)
 }
