@@ -566,36 +566,30 @@ async fn limit_req(
     let (refused, delay_level) = levels(s.log_level);
     let dry = if s.dry_run { ", dry run" } else { "" };
     let thousandths = |n: u64| format!("{}.{:03}", n / 1000, n % 1000);
+    // nginx's words, and the result counted (`results[1]` in a dry run).
+    let note = |level, line: String, zone: &str, results: [&'static str; 2]| {
+        log_at(level, &line);
+        let result = results[usize::from(s.dry_run)];
+        shared.metrics.limited("limit_req", zone, result);
+    };
     match limit::check(limits, conn.remote.ip()) {
         Verdict::Pass => None,
         Verdict::Reject { excess, zone } => {
+            let excess = thousandths(excess);
             let line = format!(
-                "limiting requests{dry}, excess: {} by zone \"{zone}\", {}",
-                thousandths(excess),
+                "limiting requests{dry}, excess: {excess} by zone \"{zone}\", {}",
                 who()
             );
-            log_at(refused, &line);
-            let result = if s.dry_run {
-                "rejected_dry_run"
-            } else {
-                "rejected"
-            };
-            shared.metrics.limited("limit_req", zone, result);
+            note(refused, line, zone, ["rejected", "rejected_dry_run"]);
             (!s.dry_run).then(|| plain(status_of(s.status), ""))
         }
         Verdict::Delay { wait, excess, zone } => {
+            let excess = thousandths(excess);
             let line = format!(
-                "delaying request{dry}, excess: {}, by zone \"{zone}\", {}",
-                thousandths(excess),
+                "delaying request{dry}, excess: {excess}, by zone \"{zone}\", {}",
                 who()
             );
-            log_at(delay_level, &line);
-            let result = if s.dry_run {
-                "delayed_dry_run"
-            } else {
-                "delayed"
-            };
-            shared.metrics.limited("limit_req", zone, result);
+            note(delay_level, line, zone, ["delayed", "delayed_dry_run"]);
             if !s.dry_run {
                 tokio::time::sleep(wait).await;
             }

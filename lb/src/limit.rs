@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -46,6 +46,9 @@ enum Memory {
     /// `limit_conn_zone`: each client's requests being served.
     Conn(Mutex<HashMap<IpAddr, u32>>),
 }
+
+/// A `limit_req_zone`'s clients, locked.
+type States<'a> = MutexGuard<'a, LruCache<IpAddr, State>>;
 
 #[derive(Clone, Copy, Debug)]
 struct State {
@@ -112,12 +115,18 @@ impl Limit {
         }
     }
 
-    /// The excess a request now would leave, from the state before it.
-    fn excess(&self, before: Option<&State>, now: u64) -> u64 {
-        before.map_or(0, |s| {
+    /// The zone's states, locked; the time; and the excess a request from `client` now
+    /// would leave. `None` for a zone of the other kind (`Config` rules it out).
+    fn look(&self, client: &IpAddr) -> Option<(States<'_>, u64, u64)> {
+        let now = self.zone.now();
+        // Seen: the least recently seen go first when the zone is full (a refused client
+        // too, as nginx bumps a node at lookup).
+        let mut states = lock(self.zone.states()?);
+        let excess = states.get(client).map_or(0, |s| {
             let drained = self.rate.saturating_mul(now.saturating_sub(s.last)) / 1000;
             (s.excess + 1000).saturating_sub(drained)
-        })
+        });
+        Some((states, now, excess))
     }
 }
 
@@ -142,12 +151,9 @@ pub enum Verdict<'a> {
 pub fn check(limits: &[Limit], client: IpAddr) -> Verdict<'_> {
     let client = client.to_canonical();
     for l in limits {
-        let now = l.zone.now();
-        let Some(states) = l.zone.states() else {
+        let Some((_states, _, excess)) = l.look(&client) else {
             continue;
         };
-        let mut states = lock(states);
-        let excess = l.excess(states.get(&client), now);
         if excess > l.burst {
             return Verdict::Reject {
                 excess,
@@ -158,12 +164,9 @@ pub fn check(limits: &[Limit], client: IpAddr) -> Verdict<'_> {
     let mut verdict = Verdict::Pass;
     let mut longest = Duration::ZERO;
     for l in limits {
-        let now = l.zone.now();
-        let Some(states) = l.zone.states() else {
+        let Some((mut states, now, excess)) = l.look(&client) else {
             continue;
         };
-        let mut states = lock(states);
-        let excess = l.excess(states.get(&client), now);
         match states.get_mut(&client) {
             Some(s) => *s = State { excess, last: now },
             None => {

@@ -680,20 +680,38 @@ async fn worker_connections_bound_clients_and_node_connections() {
     assert!(tls.is_ok(), "{:?}", tls.err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_log_is_nginx_combined_plus_upstream() {
-    let lab =
-        Lab::start(|t| t.replace("http {\n", "http {\n  access_log access.log combined;\n")).await;
-    let req = Request::get("/oxauth/a?b=c")
+/// A GET of `path` from the source address `from` with this `User-Agent`: the reply, and
+/// the address of the node that answered it.
+async fn sent_from(
+    lab: &Lab,
+    from: &str,
+    path: &str,
+    agent: &str,
+) -> (gluu_testkit::https::Reply, std::net::SocketAddr) {
+    let req = Request::get(path)
         .header("host", HOST)
-        .header("user-agent", "test-agent/1")
+        .header("user-agent", agent)
         .body(Full::new(Bytes::new()))
         .expect("request");
     let r = lab
         .client
-        .send(lab.https, Some("127.0.0.5".parse().expect("ip")), req)
+        .send(lab.https, Some(from.parse().expect("ip")), req)
         .await
         .expect("get");
+    let node = lab
+        .nodes
+        .iter()
+        .find(|n| n.name == r.node())
+        .expect("node")
+        .addr;
+    (r, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_is_nginx_combined_plus_upstream() {
+    let lab =
+        Lab::start(|t| t.replace("http {\n", "http {\n  access_log access.log combined;\n")).await;
+    let (r, node) = sent_from(&lab, "127.0.0.5", "/oxauth/a?b=c", "test-agent/1").await;
     let len = r.body.len();
     lab.get("/nothing-here").await;
     let path = lab.dir.path().join("access.log");
@@ -711,12 +729,6 @@ async fn access_log_is_nginx_combined_plus_upstream() {
     };
     let text = logged(2).await;
     let lines: Vec<&str> = text.lines().collect();
-    let node = lab
-        .nodes
-        .iter()
-        .find(|n| n.name == r.node())
-        .expect("node")
-        .addr;
     assert!(
         lines[0].starts_with("127.0.0.5 - - [")
             && lines[0].contains(&format!(
@@ -761,16 +773,13 @@ async fn access_log_takes_a_log_format() {
         )
     })
     .await;
-    let req = Request::get("/oxauth//a%2e?b=c%22")
-        .header("host", HOST)
-        .header("user-agent", "agent \"quoted\"")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let r = lab
-        .client
-        .send(lab.https, Some("127.0.0.6".parse().expect("ip")), req)
-        .await
-        .expect("get");
+    let (r, node) = sent_from(
+        &lab,
+        "127.0.0.6",
+        "/oxauth//a%2e?b=c%22",
+        "agent \"quoted\"",
+    )
+    .await;
     let path = lab.dir.path().join("access.json");
     eventually(Duration::from_secs(5), "the access log line", || async {
         std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 1)
@@ -779,12 +788,6 @@ async fn access_log_takes_a_log_format() {
     let text = std::fs::read_to_string(&path).expect("log");
     let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line"))
         .unwrap_or_else(|e| panic!("{e}: {text}"));
-    let node = lab
-        .nodes
-        .iter()
-        .find(|n| n.name == r.node())
-        .expect("node")
-        .addr;
     let want = serde_json::json!({
         "client": "127.0.0.6",
         "request": "GET /oxauth//a%2e?b=c%22 HTTP/1.1",

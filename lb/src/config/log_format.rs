@@ -7,6 +7,7 @@
 use hyper::header::HeaderName;
 
 use super::grammar::{Directive, GrammarError};
+use super::proxy::{Raw, split_variables};
 
 /// How variables' values are escaped (`escape=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,36 +146,12 @@ pub fn log_format(d: &Directive) -> Result<LogFormat, GrammarError> {
 
 /// Splits `s` into text and variables, onto `f`.
 fn pieces(d: &Directive, s: &str, f: &mut LogFormat) -> Result<(), GrammarError> {
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        if i > 0 {
-            f.pieces.push(Piece::Text(rest[..i].to_owned()));
-        }
-        let after = &rest[i + 1..];
-        let (name, consumed) = match after.strip_prefix('{') {
-            Some(inner) => {
-                let end = inner.find('}').ok_or_else(|| {
-                    d.error(format!(
-                        "the closing bracket in \"{s}\" variable is missing"
-                    ))
-                })?;
-                (&inner[..end], end + 2)
-            }
-            None => {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], end)
-            }
+    for p in split_variables(&d.place, s)? {
+        let piece = match p {
+            Raw::Text(t) => Piece::Text(t.to_owned()),
+            Raw::Var(name) => Piece::Var(var(d, name, &mut f.headers)?),
         };
-        if name.is_empty() {
-            return Err(d.error(format!("invalid variable name in \"{s}\"")));
-        }
-        f.pieces.push(Piece::Var(var(d, name, &mut f.headers)?));
-        rest = &after[consumed..];
-    }
-    if !rest.is_empty() {
-        f.pieces.push(Piece::Text(rest.to_owned()));
+        f.pieces.push(piece);
     }
     Ok(())
 }

@@ -36,13 +36,21 @@ pub enum Part {
 
 pub type Template = Vec<Part>;
 
-/// Splits `v` into text and known variables.
-pub fn template(place: &Place, v: &str) -> Result<Template, GrammarError> {
+/// A piece of a value with variables, as nginx's scripts split it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Raw<'a> {
+    Text(&'a str),
+    /// A `$name` or `${name}`, by its name.
+    Var(&'a str),
+}
+
+/// Splits `v` into text and `$name`/`${name}` variables (not looked up).
+pub fn split_variables<'a>(place: &Place, v: &'a str) -> Result<Vec<Raw<'a>>, GrammarError> {
     let mut parts = Vec::new();
     let mut rest = v;
     while let Some(i) = rest.find('$') {
         if i > 0 {
-            parts.push(Part::Text(rest[..i].to_owned()));
+            parts.push(Raw::Text(&rest[..i]));
         }
         let after = &rest[i + 1..];
         let (name, consumed) = match after.strip_prefix('{') {
@@ -62,17 +70,34 @@ pub fn template(place: &Place, v: &str) -> Result<Template, GrammarError> {
                 (&after[..end], end)
             }
         };
-        let known = VARIABLES
-            .iter()
-            .find(|k| **k == name)
-            .ok_or_else(|| GrammarError::at(place, format!("unknown \"{name}\" variable")))?;
-        parts.push(Part::Var(known));
+        if name.is_empty() {
+            return Err(GrammarError::at(
+                place,
+                format!("invalid variable name in \"{v}\""),
+            ));
+        }
+        parts.push(Raw::Var(name));
         rest = &after[consumed..];
     }
     if !rest.is_empty() {
-        parts.push(Part::Text(rest.to_owned()));
+        parts.push(Raw::Text(rest));
     }
     Ok(parts)
+}
+
+/// Splits `v` into text and known variables.
+pub fn template(place: &Place, v: &str) -> Result<Template, GrammarError> {
+    split_variables(place, v)?
+        .into_iter()
+        .map(|p| match p {
+            Raw::Text(t) => Ok(Part::Text(t.to_owned())),
+            Raw::Var(name) => VARIABLES
+                .iter()
+                .find(|k| **k == name)
+                .map(|k| Part::Var(k))
+                .ok_or_else(|| GrammarError::at(place, format!("unknown \"{name}\" variable"))),
+        })
+        .collect()
 }
 
 /// `proxy_next_upstream`: when a failed attempt moves on to the next server.
