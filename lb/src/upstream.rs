@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::balance::{IpHash, Peers, Ring, Tried};
 use crate::body::{Body, BodyError};
+use crate::config::upstream::Reuse;
 use crate::config::upstream::{Method, Upstream};
 use crate::metrics::{Metrics, NodeCounters};
 use crate::send_timeout::SendTimed;
@@ -45,10 +46,6 @@ const NODE_READ_BUFFER: usize = 17 * 1024;
 /// made gluu-lb hold 1.1 MiB per stream, bench/RESULTS.md, session 13). A node connection's
 /// read buffer has the same bound by default: `proxy_buffer_size`.
 pub const STREAM_BUFFER_MAX: usize = 64 * 1024;
-
-/// A pooled connection unused for this long is closed rather than reused (nginx's
-/// upstream `keepalive_timeout` default).
-const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// A mutex's guard; a panic while it was held does not make the data unusable.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,7 +137,25 @@ struct Health {
 struct Idle {
     key: PoolKey,
     since: Instant,
+    conn: Pooled,
+}
+
+/// A node connection between requests: the way to send on it, how many requests it has
+/// carried and when it was made (`keepalive_requests`, `keepalive_time`).
+struct Pooled {
     sender: SendRequest<Body>,
+    uses: u32,
+    born: Instant,
+}
+
+impl Pooled {
+    /// Whether it may carry another request under `reuse` (idle `now - since`).
+    fn usable(&self, reuse: &Reuse, idle: Duration) -> bool {
+        !self.sender.is_closed()
+            && idle < reuse.idle
+            && self.uses < reuse.requests
+            && self.born.elapsed() < reuse.lifetime
+    }
 }
 
 /// One `server` line of an upstream.
@@ -150,6 +165,8 @@ pub struct Node {
     pub counters: NodeCounters,
     /// Idle connections kept per worker (nginx: per worker process).
     keepalive: usize,
+    /// When a connection is not used again.
+    reuse: Reuse,
     /// One pool per worker thread, index [`workers::current`] (0: the control thread): a
     /// connection is used only on the thread whose event loop drives it.
     idle: Vec<Mutex<Vec<Idle>>>,
@@ -225,7 +242,7 @@ impl Drop for InFlight {
 pub struct Lease {
     node: Arc<Node>,
     key: PoolKey,
-    sender: SendRequest<Body>,
+    conn: Pooled,
 }
 
 impl std::fmt::Debug for Lease {
@@ -242,24 +259,26 @@ impl Lease {
         &self.node.address
     }
 
-    /// The response was read to its end: the connection can serve the next request.
+    /// The response was read to its end: the connection can serve the next request, unless
+    /// it has carried `keepalive_requests` or lived `keepalive_time` (then it closes).
     pub fn release(self) {
-        if self.sender.is_closed() {
+        let reuse = &self.node.reuse;
+        if !self.conn.usable(reuse, Duration::ZERO) {
             return;
         }
         let mut idle = lock(self.node.pool());
+        let now = Instant::now();
         if idle.len() >= self.node.keepalive {
             // Full: drop the dead and expired, then (nginx's rule) the least recently used.
-            let now = Instant::now();
-            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_LIMIT);
+            idle.retain(|c| c.conn.usable(reuse, now.duration_since(c.since)));
             if idle.len() >= self.node.keepalive {
                 idle.remove(0);
             }
         }
         idle.push(Idle {
             key: self.key,
-            since: Instant::now(),
-            sender: self.sender,
+            since: now,
+            conn: self.conn,
         });
     }
 }
@@ -297,18 +316,32 @@ impl Node {
         &self.idle[workers::current().min(self.idle.len() - 1)]
     }
 
-    fn take_idle(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
+    fn take_idle(&self, key: &PoolKey) -> Option<Pooled> {
         // Most recently used first; the match is nearly always the last entry, so this is
         // O(1) per request. Closed or expired entries met on the way are dropped.
         let mut idle = lock(self.pool());
         let now = Instant::now();
         while let Some(i) = idle.iter().rposition(|c| &c.key == key) {
             let c = idle.remove(i);
-            if !c.sender.is_closed() && now.duration_since(c.since) < IDLE_LIMIT {
-                return Some(c.sender);
+            if c.conn.usable(&self.reuse, now.duration_since(c.since)) {
+                return Some(c.conn);
             }
         }
         None
+    }
+
+    /// The pooled connections of every worker that could carry a request now.
+    fn idle_usable(&self) -> usize {
+        let now = Instant::now();
+        self.idle
+            .iter()
+            .map(|p| {
+                lock(p)
+                    .iter()
+                    .filter(|c| c.conn.usable(&self.reuse, now.duration_since(c.since)))
+                    .count()
+            })
+            .sum()
     }
 
     /// A new TCP + TLS + HTTP/1.1 connection the way `route` says, within its
@@ -403,12 +436,19 @@ impl Node {
             buffer_size: route.buffer_size,
         };
         loop {
-            let (mut sender, pooled) = match self.take_idle(&key) {
-                Some(s) => (s, true),
+            let (mut conn, pooled) = match self.take_idle(&key) {
+                Some(c) => (c, true),
                 None => {
                     self.counters.connects.inc();
                     match self.connect(route, &shared.permits).await {
-                        Ok(s) => (s, false),
+                        Ok(sender) => (
+                            Pooled {
+                                sender,
+                                uses: 0,
+                                born: Instant::now(),
+                            },
+                            false,
+                        ),
                         Err(mut f) => {
                             f.request = Some(req);
                             return Err(f);
@@ -416,7 +456,7 @@ impl Node {
                     }
                 }
             };
-            if pooled && sender.ready().await.is_err() {
+            if pooled && conn.sender.ready().await.is_err() {
                 continue;
             }
             let head_due = async {
@@ -426,7 +466,7 @@ impl Node {
                 tokio::time::sleep(wait).await;
             };
             let result = tokio::select! {
-                r = sender.try_send_request(req) => Ok(r),
+                r = conn.sender.try_send_request(req) => Ok(r),
                 () = head_due => Err(()),
             };
             match result {
@@ -437,10 +477,11 @@ impl Node {
                     ));
                 }
                 Ok(Ok(resp)) => {
+                    conn.uses += 1;
                     let lease = Lease {
                         node: self.clone(),
                         key,
-                        sender,
+                        conn,
                     };
                     return Ok((resp, lease));
                 }
@@ -539,6 +580,7 @@ impl Group {
                 upstream: u.name.clone(),
                 counters: metrics.node(&u.name, &s.address),
                 keepalive,
+                reuse: u.reuse,
                 idle: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
                 active: AtomicUsize::new(0),
                 health: Mutex::new(Health::default()),
@@ -641,7 +683,7 @@ impl Group {
                     "state": state,
                     "fails": fails,
                     "active": node.active.load(Ordering::Relaxed),
-                    "idle_connections": node.idle.iter().map(|p| lock(p).len()).sum::<usize>(),
+                    "idle_connections": node.idle_usable(),
                     "certificate": lock(&node.presented).validity.as_ref().map(|v| serde_json::json!({
                         "subject": v.subject,
                         "not_after": v.not_after_text,

@@ -239,6 +239,17 @@ fn nginx_t_and_gluu_lb_t_agree() {
             http("upstream k { server 127.0.0.1:1;\nkeepalive 0; }"),
         ),
         (
+            "the node connections' reuse lines",
+            http(
+                "upstream k { server 127.0.0.1:1; keepalive 16; keepalive_timeout 4s;\n\
+                 keepalive_requests 100; keepalive_time 10m; }",
+            ),
+        ),
+        (
+            "keepalive_requests of no number",
+            http("upstream k { server 127.0.0.1:1;\nkeepalive_requests x; }"),
+        ),
+        (
             "keepalive twice",
             http("upstream k { server 127.0.0.1:1; keepalive 2;\nkeepalive 3; }"),
         ),

@@ -637,6 +637,76 @@ async fn connections_to_the_nodes_are_kept_alive() {
     );
 }
 
+/// nginx's upstream `keepalive_requests`, `keepalive_timeout` and `keepalive_time`: a node
+/// connection carries at most that many requests, and is not used again after sitting
+/// idle that long (`/status` stops counting it) or living that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_connections_end_after_their_requests_idle_time_and_lifetime() {
+    let lab = Lab::start(|t| {
+        t.replacen(
+            "max_fails=2 fail_timeout=10s;\n  }",
+            "max_fails=2 fail_timeout=10s;\n  keepalive_requests 2; keepalive_timeout 1s;\n  keepalive_time 1h;\n  }",
+            2,
+        )
+    })
+    .await;
+    let tls = lab
+        .client
+        .connect(lab.https, None, false)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let connects = || async {
+        let text = lab.metrics_get("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with("gluu_lb_upstream_connects_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    for _ in 0..20 {
+        assert_eq!(
+            get_on(&mut sender, "/oxauth/x").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(connects().await, 10.0, "20 requests, 2 per connection");
+    // Idle: usable pooled connections drop to none within a second or so.
+    let idle = || async {
+        let status: serde_json::Value =
+            serde_json::from_str(&lab.metrics_get("/status").await).expect("status json");
+        status["upstreams"]["backend"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter_map(|n| n["idle_connections"].as_u64())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        get_on(&mut sender, "/oxauth/x").await.status,
+        StatusCode::OK
+    );
+    assert!(
+        idle().await > 0,
+        "a connection with a request left waits in the pool"
+    );
+    eventually(Duration::from_secs(5), "the pool's idle limit", || async {
+        idle().await == 0
+    })
+    .await;
+    assert_eq!(
+        get_on(&mut sender, "/oxauth/x").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        connects().await,
+        12.0,
+        "after the idle limit, a new connection"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_connections_bound_clients_and_node_connections() {
     // One worker with a socket on port 80 and one on 443: each holds a slot while it waits

@@ -49,7 +49,29 @@ pub struct Upstream {
     pub servers: Vec<Server>,
     /// `keepalive N`: idle connections kept per upstream (our pool's bound).
     pub keepalive: Option<usize>,
+    /// `keepalive_timeout` (60s), `keepalive_requests` (1000), `keepalive_time` (1h): how
+    /// long a node connection may sit idle, how many requests it may carry, how long it
+    /// may live, nginx's defaults.
+    pub reuse: Reuse,
     pub place: Place,
+}
+
+/// When a node connection is not used again (nginx's upstream `keepalive_*` lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    pub idle: Duration,
+    pub requests: u32,
+    pub lifetime: Duration,
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(60),
+            requests: 1000,
+            lifetime: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// nginx's time syntax: a number with an optional unit (`ms`, `s`, `m`, `h`, `d`), several
@@ -181,6 +203,7 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
         method: Method::RoundRobin,
         servers: Vec::new(),
         keepalive: None,
+        reuse: Reuse::default(),
         place: d.place.clone(),
     };
     let mut method_place: Option<&Place> = None;
@@ -220,6 +243,27 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
                 }
                 n => u.keepalive = Some(n as usize),
             },
+            ("keepalive_timeout" | "keepalive_time", [t]) => {
+                let t = parse_time(t).ok_or_else(|| {
+                    GrammarError::at(
+                        &inner.place,
+                        format!("\"{}\" directive invalid value", inner.name),
+                    )
+                })?;
+                if inner.name == "keepalive_time" {
+                    u.reuse.lifetime = t;
+                } else {
+                    u.reuse.idle = t;
+                }
+            }
+            ("keepalive_requests", [n]) => {
+                u.reuse.requests = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    GrammarError::at(
+                        &inner.place,
+                        "\"keepalive_requests\" directive invalid value",
+                    )
+                })?;
+            }
             _ => {
                 return Err(GrammarError::at(
                     &inner.place,
@@ -261,6 +305,44 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         let top = parse_file(&path)?;
         upstream(&top[0])
+    }
+
+    /// nginx's upstream `keepalive_*` lines and their defaults.
+    #[test]
+    fn reuse_of_node_connections() {
+        let u = read("upstream b { server 127.0.0.1:1; }").expect("valid");
+        assert_eq!(u.reuse, Reuse::default());
+        assert_eq!(
+            (u.reuse.idle, u.reuse.requests, u.reuse.lifetime),
+            (Duration::from_secs(60), 1000, Duration::from_secs(3600))
+        );
+        let u = read(
+            "upstream b { server 127.0.0.1:1; keepalive 8; keepalive_timeout 4s;\n\
+             keepalive_requests 100; keepalive_time 10m; }",
+        )
+        .expect("valid");
+        assert_eq!(
+            u.reuse,
+            Reuse {
+                idle: Duration::from_secs(4),
+                requests: 100,
+                lifetime: Duration::from_secs(600)
+            }
+        );
+        for (line, said) in [
+            (
+                "keepalive_requests 0;",
+                "\"keepalive_requests\" directive invalid value",
+            ),
+            (
+                "keepalive_timeout soon;",
+                "\"keepalive_timeout\" directive invalid value",
+            ),
+            ("keepalive_time;", "unknown or misused directive"),
+        ] {
+            let e = read(&format!("upstream b {{ server 127.0.0.1:1; {line} }}")).expect_err(line);
+            assert!(e.to_string().contains(said), "{line}: {e}");
+        }
     }
 
     #[test]
