@@ -931,7 +931,7 @@ pub async fn handle(
                     (lease, in_flight),
                     log,
                     t0,
-                    settings.read_timeout,
+                    (settings.read_timeout, &lrt.hidden),
                     client_upgrade.map(|u| (u, conn)),
                     shared,
                 );
@@ -988,7 +988,8 @@ pub async fn handle(
         }
     }
     if let Some((resp, done)) = fallback {
-        return respond(resp, done, log, t0, settings.read_timeout, None, shared);
+        let after = (settings.read_timeout, lrt.hidden.as_slice());
+        return respond(resp, done, log, t0, after, None, shared);
     }
     if tries == 0 {
         tracing::error!(
@@ -1014,7 +1015,7 @@ fn respond(
     done: (Lease, InFlight),
     mut log: Log,
     t0: Instant,
-    read_timeout: Duration,
+    (read_timeout, hidden): (Duration, &[HeaderName]),
     upgrade: Option<(OnUpgrade, &Conn)>,
     shared: &Shared,
 ) -> Response<Body> {
@@ -1052,10 +1053,12 @@ fn respond(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(&mut parts.headers);
-    // nginx hides these of a node's (`proxy_hide_header`'s defaults): the node's software
-    // and version are nobody's business, and the date is the balancer's (hyper adds it).
-    parts.headers.remove(header::SERVER);
-    parts.headers.remove(header::DATE);
+    // nginx's `proxy_hide_header` defaults and the location's own lines: the node's
+    // software and version are nobody's business, the date is the balancer's (hyper adds
+    // it), `X-Accel-*` were meant for nginx.
+    for name in hidden {
+        parts.headers.remove(name);
+    }
     log.decorate(&mut parts.headers, status);
     let body = Watched::new(incoming, read_timeout)
         .turn(Turn::current())

@@ -14,6 +14,7 @@ use gluu_common::logging::LogFile;
 use gluu_common::tls;
 use gluu_common::validity::{self, Validity};
 use gluu_common::verify::{PeerPolicy, PeerVerifier};
+use hyper::header::HeaderName;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{
     ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
@@ -73,6 +74,8 @@ pub struct LocationRt {
     pub redirect: Option<Redirect>,
     /// Its `limit_req` and `limit_conn` lines with their zones.
     pub limits: Applied,
+    /// The node response headers it hides (`ProxySettings::hidden`), worked out once.
+    pub hidden: Vec<HeaderName>,
 }
 
 #[derive(Debug)]
@@ -266,6 +269,7 @@ impl Runtime {
             for l in &s.locations {
                 let mut rt = location_rt(l, own, &provider, &mut tls_cache, &mut warnings)?;
                 rt.limits = limits(&l.settings, &config, &zones);
+                rt.hidden = l.settings.hidden();
                 rt.access_log = l
                     .settings
                     .access_log
@@ -531,6 +535,7 @@ fn location_rt(
             access_log: None,
             redirect: None,
             limits: Applied::default(),
+            hidden: Vec::new(),
         });
     };
     let (policy, key) = match s.ssl_verify {
@@ -624,6 +629,7 @@ fn location_rt(
         access_log: None,
         redirect: l.redirect(),
         limits: Applied::default(),
+        hidden: Vec::new(),
     })
 }
 

@@ -744,6 +744,10 @@ async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
 /// What the canned node answers, by request path: responses a node might get wrong.
 const CANNED: &[(&str, &str)] = &[
     (
+        "/canned/powered",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nServer: Apache/2.4.41\r\nX-Powered-By: PHP/7.4\r\nX-Pad: avoid browser bug\r\nX-Accel-Buffering: no\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
         "/canned/banner",
         "HTTP/1.1 200 OK\r\nX-Node: c\r\nServer: Apache/2.4.41 (Ubuntu)\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
     ),
@@ -970,6 +974,8 @@ impl Twins {
                limit_req_status 429; add_header X-Added limited always; }\n\
              location /delayed/ { proxy_pass https://up_a; limit_req zone=slow burst=5; }\n\
              location /logged/ { proxy_pass https://up_a; access_log DIR/WHO.log main; }\n\
+             location /hidden/ { proxy_pass https://up_canned/canned/; proxy_hide_header X-Powered-By;\n\
+               proxy_pass_header Server; proxy_pass_header X-Accel-Buffering; }\n\
              location = /gone { return 410; }\n\
              location = /moved { proxy_pass https://up_a; return https://elsewhere.example$request_uri; }\n\
              location = /text { return 200 \"hello $host from $remote_addr\"; }\n\
@@ -1547,6 +1553,50 @@ async fn broken_node_answers_move_on_as_nginx_does() {
         for _ in 0..2 {
             twins.agree(&get(&format!("/mixed/{path}"))).await;
         }
+    }
+}
+
+/// `proxy_hide_header` and `proxy_pass_header` as nginx applies them: by default the
+/// node's `X-Pad` and `X-Accel-*` are hidden (and `Server`, where nginx then puts its own),
+/// a location's lines hide more or let some through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_headers_are_hidden_and_passed_as_nginx_does() {
+    let twins = Twins::start().await;
+    let names = [
+        "server",
+        "x-powered-by",
+        "x-pad",
+        "x-accel-buffering",
+        "x-kept",
+    ];
+    let seen = |to: SocketAddr, path: &'static str| async move {
+        let text = answer_to(to, &get(path)).await.to_ascii_lowercase();
+        let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+        names
+            .iter()
+            .filter_map(|n| {
+                let line = head.lines().find(|l| l.starts_with(&format!("{n}: ")))?;
+                // nginx names itself where the node's Server was hidden; gluu-lb sends none.
+                (!line.starts_with("server: nginx")).then(|| line.to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    for (path, want) in [
+        (
+            "/canned/powered",
+            &["x-powered-by: php/7.4", "x-kept: yes"][..],
+        ),
+        (
+            "/hidden/powered",
+            &[
+                "server: apache/2.4.41",
+                "x-accel-buffering: no",
+                "x-kept: yes",
+            ][..],
+        ),
+    ] {
+        assert_eq!(seen(twins.ours, path).await, want, "{path}: gluu-lb");
+        assert_eq!(seen(twins.theirs, path).await, want, "{path}: nginx");
     }
 }
 

@@ -194,6 +194,10 @@ pub struct ProxySettings {
     pub limit_conn: ConnSettings,
     /// `allow` and `deny`, in file order.
     pub access: Vec<access::Rule>,
+    /// `proxy_hide_header` and `proxy_pass_header` lines: node response headers hidden
+    /// beyond nginx's defaults ([`HIDDEN`]), and defaults let through.
+    pub hide_headers: Vec<HeaderName>,
+    pub pass_headers: Vec<HeaderName>,
     /// `default_type` (`text/plain`) and `types` (nginx's built-in three unless set): the
     /// `Content-Type` of a `return`'s text.
     pub default_type: String,
@@ -231,6 +235,8 @@ impl Default for ProxySettings {
             limit: LimitSettings::default(),
             limit_conn: ConnSettings::default(),
             access: Vec::new(),
+            hide_headers: Vec::new(),
+            pass_headers: Vec::new(),
             default_type: "text/plain".to_owned(),
             types: std::sync::Arc::new(
                 [
@@ -242,6 +248,33 @@ impl Default for ProxySettings {
                 .to_vec(),
             ),
         }
+    }
+}
+
+/// The node response headers nginx hides unless `proxy_pass_header` lets one through: the
+/// node's date and software are the balancer's business, and `X-Accel-*` are instructions
+/// to nginx itself, never meant for the client.
+pub const HIDDEN: &[&str] = &[
+    "date",
+    "server",
+    "x-pad",
+    "x-accel-expires",
+    "x-accel-redirect",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+];
+
+impl ProxySettings {
+    /// The node response headers this block hides: nginx's [`HIDDEN`] but those
+    /// `proxy_pass_header` names, and those `proxy_hide_header` adds.
+    pub fn hidden(&self) -> Vec<HeaderName> {
+        HIDDEN
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .filter(|h| !self.pass_headers.contains(h))
+            .chain(self.hide_headers.iter().cloned())
+            .collect()
     }
 }
 
@@ -338,6 +371,12 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("allow") || has("deny") {
         s.access.clear();
+    }
+    if has("proxy_hide_header") {
+        s.hide_headers.clear();
+    }
+    if has("proxy_pass_header") {
+        s.pass_headers.clear();
     }
     s
 }
@@ -458,6 +497,8 @@ pub fn apply(
         "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
         "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
         "allow" | "deny" => s.access.push(access::rule(d, warnings)?),
+        "proxy_hide_header" => s.hide_headers.push(header_name(d, d.one_arg()?)?),
+        "proxy_pass_header" => s.pass_headers.push(header_name(d, d.one_arg()?)?),
         "proxy_ssl_protocols" => s.ssl_protocols = Some(tls::protocols(d, warnings)?),
         "proxy_ssl_ciphers" => s.ssl_ciphers = Some(tls::cipher_list(d, d.one_arg()?)?),
         "proxy_ssl_session_reuse" => s.ssl_session_reuse = d.on_off()?,
