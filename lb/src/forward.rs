@@ -1007,6 +1007,15 @@ fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
+/// nginx's `proxy_hide_header` defaults and the location's own lines: the node's software
+/// and version are nobody's business, the date is the balancer's (hyper adds it),
+/// `X-Accel-*` were meant for nginx.
+fn hide(headers: &mut HeaderMap, hidden: &[HeaderName]) {
+    for name in hidden {
+        headers.remove(name);
+    }
+}
+
 /// The node's response on its way to the client; `done` goes back (the connection to the
 /// pool, the in-flight count) when the body has been sent. `upgrade` is the client's side
 /// of a requested protocol switch and its connection, where a 101 leaves the relay.
@@ -1029,6 +1038,7 @@ fn respond(
         let (mut parts, _) = resp.into_parts();
         let protocol = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
+        hide(&mut parts.headers, hidden);
         log.decorate(&mut parts.headers, status);
         if let Some(u) = protocol {
             parts.headers.insert(header::UPGRADE, u);
@@ -1053,12 +1063,7 @@ fn respond(
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(&mut parts.headers);
-    // nginx's `proxy_hide_header` defaults and the location's own lines: the node's
-    // software and version are nobody's business, the date is the balancer's (hyper adds
-    // it), `X-Accel-*` were meant for nginx.
-    for name in hidden {
-        parts.headers.remove(name);
-    }
+    hide(&mut parts.headers, hidden);
     log.decorate(&mut parts.headers, status);
     let body = Watched::new(incoming, read_timeout)
         .turn(Turn::current())
