@@ -420,17 +420,9 @@ mod tests {
     /// for one the request has not, escaped nginx's way.
     #[test]
     fn log_formats_render_their_variables() {
-        use crate::config::grammar::{Directive, Place};
+        use crate::config::grammar::Directive;
         let format = |args: &[&str]| {
-            let d = Directive {
-                name: "log_format".to_owned(),
-                args: args.iter().map(|a| (*a).to_owned()).collect(),
-                block: None,
-                place: Place {
-                    file: std::path::Path::new("nginx.conf").into(),
-                    line: 1,
-                },
-            };
+            let d = Directive::for_test("log_format", args, 1);
             Arc::new(crate::config::log_format::log_format(&d).expect("format"))
         };
         let dir = tempfile::tempdir().expect("tempdir");

@@ -286,7 +286,7 @@ fn forget_old(states: &mut LruCache<IpAddr, State>, l: &Limit, now: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::grammar::Place;
+    use crate::config::grammar::test_place;
 
     fn zone(rate: u64, states: usize) -> ZoneDef {
         ZoneDef {
@@ -294,10 +294,7 @@ mod tests {
             key: "$binary_remote_addr".to_owned(),
             states,
             rate: Some(rate),
-            place: Place {
-                file: std::path::Path::new("nginx.conf").into(),
-                line: 1,
-            },
+            place: test_place(1),
         }
     }
 

@@ -99,21 +99,9 @@ pub fn rule(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Rule, GrammarE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::grammar::Place;
 
     fn line(name: &str, arg: &str, warnings: &mut Vec<Warning>) -> Result<Rule, GrammarError> {
-        rule(
-            &Directive {
-                name: name.to_owned(),
-                args: vec![arg.to_owned()],
-                block: None,
-                place: Place {
-                    file: std::path::Path::new("nginx.conf").into(),
-                    line: 9,
-                },
-            },
-            warnings,
-        )
+        rule(&Directive::for_test(name, &[arg], 9), warnings)
     }
 
     #[test]

@@ -68,6 +68,28 @@ impl Directive {
     }
 }
 
+/// `nginx.conf:LINE`, for unit tests.
+#[cfg(test)]
+pub fn test_place(line: usize) -> Place {
+    Place {
+        file: Path::new("nginx.conf").into(),
+        line,
+    }
+}
+
+#[cfg(test)]
+impl Directive {
+    /// `NAME ARGS;` with no block at `nginx.conf:LINE`, for unit tests.
+    pub fn for_test(name: &str, args: &[&str], line: usize) -> Directive {
+        Directive {
+            name: name.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            block: None,
+            place: test_place(line),
+        }
+    }
+}
+
 /// Directives nginx takes once per block: a second line is `"NAME" directive is duplicate`
 /// (nginx's words), never a silent override.
 const ONCE: &[&str] = &[

@@ -282,17 +282,8 @@ mod tests {
     use super::*;
 
     fn directive(text: &str) -> Directive {
-        let mut args: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
-        let name = args.remove(0);
-        Directive {
-            name,
-            args,
-            block: None,
-            place: Place {
-                file: std::path::Path::new("nginx.conf").into(),
-                line: 7,
-            },
-        }
+        let words: Vec<&str> = text.split_whitespace().collect();
+        Directive::for_test(words[0], &words[1..], 7)
     }
 
     #[test]

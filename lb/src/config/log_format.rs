@@ -204,18 +204,9 @@ const NOT_KEPT: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::grammar::Place;
 
     fn directive(args: &[&str]) -> Directive {
-        Directive {
-            name: "log_format".to_owned(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            block: None,
-            place: Place {
-                file: std::path::Path::new("nginx.conf").into(),
-                line: 3,
-            },
-        }
+        Directive::for_test("log_format", args, 3)
     }
 
     #[test]
