@@ -145,14 +145,20 @@ const HALF: Clients = Clients {
     connections: CLIENTS.connections / 2,
 };
 
-fn wrk(url: &str, seconds: u64, close: bool, clients: Clients) -> Sample {
+/// wrk's `-H` for the new-connection loads.
+const CLOSE: Option<&str> = Some("Connection: close");
+
+/// wrk's `-H` for the compressed loads: a browser's `Accept-Encoding`.
+const GZIP: Option<&str> = Some("Accept-Encoding: gzip, deflate, br");
+
+fn wrk(url: &str, seconds: u64, header: Option<&str>, clients: Clients) -> Sample {
     let mut cmd = Command::new(require("wrk"));
     cmd.arg(format!("-t{}", clients.threads))
         .arg(format!("-c{}", clients.connections))
         .args(["--latency", "-d"])
         .arg(format!("{seconds}s"));
-    if close {
-        cmd.args(["-H", "Connection: close"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
     }
     let out = cmd.arg(url).output().expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -255,6 +261,14 @@ type Load<'a> = dyn Fn(&Target) -> Sample + 'a;
 /// The case that compares new connections at one TLS version on both sides.
 const SAME_VERSION: &str = "openid new connection, same TLS version";
 
+/// The case that compares compression: nginx-ka and gluu-lb with [`GZIP_LINES`], keep-alive
+/// clients that take gzip.
+const GZIPPED: &str = "keep-alive, gzip";
+
+/// What the compression case adds to the guide's server: the page is `text/html`, which
+/// `gzip on` compresses; the OpenID configuration needs its type listed.
+const GZIP_LINES: &str = "gzip on; gzip_types application/json;";
+
 /// `conf` with `extra` after its `ssl on;` line (unchanged when `extra` is empty).
 fn with_ssl(conf: &str, extra: &str) -> String {
     if extra.is_empty() {
@@ -353,10 +367,10 @@ fn at_once(
 }
 
 /// The loads [`at_once`] compares: name, path, `Connection: close`.
-const AT_ONCE: [(&str, &str, bool); 3] = [
-    ("openid keep-alive", OPENID, false),
-    ("identity keep-alive", IDENTITY, false),
-    ("openid new connection", OPENID, true),
+const AT_ONCE: [(&str, &str, Option<&str>); 3] = [
+    ("openid keep-alive", OPENID, None),
+    ("identity keep-alive", IDENTITY, None),
+    ("openid new connection", OPENID, CLOSE),
 ];
 
 /// One line's worth of figures per target.
@@ -494,6 +508,25 @@ async fn open_one(
     }
 }
 
+/// The head of the answer to `GET path` from a client that takes gzip, lower case.
+async fn gzipped_head(port: u16, path: &str) -> String {
+    let name = rustls_pki_types::ServerName::try_from("loadbalancer.example.org").expect("name");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut tls = connector().connect(name, tcp).await.expect("handshake");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: loadbalancer.example.org\r\n{}\r\nConnection: close\r\n\r\n",
+        GZIP.unwrap_or_default()
+    );
+    tls.write_all(request.as_bytes()).await.expect("request");
+    let mut got = Vec::new();
+    // A balancer may end the TLS session without close_notify; what came is enough.
+    let _ = tls.read_to_end(&mut got).await;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned() + "\r\n"
+}
+
 /// What `gluu-bench lb` was asked for.
 #[derive(Debug)]
 pub struct Options {
@@ -592,12 +625,12 @@ pub fn run(options: &Options) {
             HALF.connections,
         );
         for t in &pair {
-            wrk(&t.url(OPENID), 1, false, CLIENTS);
+            wrk(&t.url(OPENID), 1, None, CLIENTS);
         }
         let [a, b] = &pair;
-        for (name, path, close) in AT_ONCE {
+        for (name, path, header) in AT_ONCE {
             if wanted(name) {
-                let load = |u: &str| wrk(u, seconds, close, HALF);
+                let load = |u: &str| wrk(u, seconds, header, HALF);
                 println!("{name:<22} {}", at_once(a, b, path, &load, rounds));
             }
         }
@@ -652,6 +685,17 @@ pub fn run(options: &Options) {
             gluu_lb("gluu-lb12", &bin, "ssl_protocols TLSv1.2;"),
         )
     });
+    let gzipped = wanted(GZIPPED).then(|| {
+        let port = free_port();
+        let text = with_ssl(&keepalive_text("nginx-ka-gz", port), GZIP_LINES);
+        let nginx_gz = nginx_target(
+            "nginx-ka-gz",
+            dir.path(),
+            &format!("{}{text}", nginx_prelude("nginx-ka-gz")),
+            port,
+        );
+        [nginx_gz, gluu_lb("gluu-lb-gz", &bin, GZIP_LINES)]
+    });
 
     println!(
         "gluu-bench lb: {} cores; {}; {}; {}; {}",
@@ -669,6 +713,7 @@ pub fn run(options: &Options) {
     let all: Vec<&Target> = targets
         .iter()
         .chain(same_version.iter().flat_map(|(a, b)| [a, b]))
+        .chain(gzipped.iter().flatten())
         .collect();
     let protocols: Vec<String> = all
         .iter()
@@ -680,11 +725,11 @@ pub fn run(options: &Options) {
     );
     // Warm up every path (TLS session caches, pools).
     for t in &all {
-        wrk(&t.url(OPENID), 1, false, CLIENTS);
+        wrk(&t.url(OPENID), 1, None, CLIENTS);
     }
     let keep_alive =
-        |path: &'static str| move |t: &Target| wrk(&t.url(path), seconds, false, CLIENTS);
-    let new_connection = |t: &Target| wrk(&t.url(OPENID), seconds, true, CLIENTS);
+        |path: &'static str| move |t: &Target| wrk(&t.url(path), seconds, None, CLIENTS);
+    let new_connection = |t: &Target| wrk(&t.url(OPENID), seconds, CLOSE, CLIENTS);
     let h2 = |t: &Target| h2load(&t.url(OPENID), h2_requests);
     let cases: [(&str, &Load<'_>); 4] = [
         ("openid keep-alive", &keep_alive(OPENID)),
@@ -706,7 +751,7 @@ pub fn run(options: &Options) {
     // compared without the drift between one run and the next.
     for (name, path, _) in AT_ONCE
         .iter()
-        .filter(|(name, _, close)| !close && wanted(name))
+        .filter(|(name, _, header)| header.is_none() && wanted(name))
     {
         println!(
             "{:<22} {}",
@@ -715,10 +760,30 @@ pub fn run(options: &Options) {
                 &targets[2],
                 &targets[1],
                 path,
-                &|u: &str| wrk(u, seconds, false, HALF),
+                &|u: &str| wrk(u, seconds, None, HALF),
                 rounds
             )
         );
+    }
+    if let Some(pair) = &gzipped {
+        let pair: Vec<&Target> = pair.iter().collect();
+        for (what, path) in [("identity", IDENTITY), ("openid", OPENID)] {
+            for t in &pair {
+                let head = rt.block_on(gzipped_head(t.port, path));
+                assert!(
+                    head.contains("\r\ncontent-encoding: gzip\r\n"),
+                    "{} does not compress {path}:\n{head}",
+                    t.name
+                );
+            }
+            let load = |t: &Target| wrk(&t.url(path), seconds, GZIP, CLIENTS);
+            let med = compare(&pair, rounds, &load);
+            println!(
+                "{what} {GZIPPED}: {} | gluu/nginx-ka {:.2}x",
+                cells(&pair, &med),
+                med[1].rps / med[0].rps
+            );
+        }
     }
     if let Some((nginx13, gluu12)) = &same_version {
         let pairs = [

@@ -160,6 +160,25 @@ where
     }
 }
 
+/// A body whose frames come through a channel, when the test sends them (a node that
+/// pauses, or never sends).
+#[cfg(test)]
+#[derive(Debug)]
+pub struct Channel(pub tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>);
+
+#[cfg(test)]
+impl HttpBody for Channel {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,25 +209,10 @@ mod tests {
         assert!(err.to_string().contains("client_max_body_size"), "{err}");
     }
 
-    /// A body that never sends anything while its sender lives.
-    struct Silent(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>);
-
-    impl HttpBody for Silent {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            self.0.poll_recv(cx)
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_silent_body_times_out() {
         let (_tx, rx) = tokio::sync::mpsc::channel(1);
-        let body = Watched::new(Silent(rx), Duration::from_secs(3));
+        let body = Watched::new(Channel(rx), Duration::from_secs(3));
         let err = body.collect().await.expect_err("idle");
         assert!(err.to_string().contains("no data for 3s"), "{err}");
     }

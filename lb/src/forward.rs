@@ -16,8 +16,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use gluu_common::relay;
-use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Incoming};
+use http_body_util::{BodyExt, Either};
+use hyper::body::{Body as HttpBody, Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Version};
@@ -31,9 +31,10 @@ use crate::config::access;
 use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Redirect, find, upstream_uri};
 use crate::config::proxy::ProxySettings;
-use crate::config::proxy::{self, AddHeader, Part, Template};
+use crate::config::proxy::{self, Part, Template};
 use crate::config::server::Return;
 use crate::config::stock;
+use crate::gzip::{self, Gzipped};
 use crate::limit::{self, Applied, Limit, Verdict};
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
@@ -356,8 +357,11 @@ fn valid_host(raw: &[u8]) -> Option<String> {
     (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase())
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut r = Response::new(body::text(format!(
+/// A response gluu-lb makes itself: its whole body at hand.
+type Local = Response<Bytes>;
+
+fn plain(status: StatusCode, text: &str) -> Local {
+    let mut r = Response::new(Bytes::from(format!(
         "{} {}\n{text}",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
@@ -370,11 +374,13 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-/// Where one request stands for its access log line, and the headers `add_header` puts on
-/// its response.
+/// Where one request stands for its access log line, and what its block does to its
+/// response: the headers `add_header` puts on, and `gzip`.
 struct Log {
     entry: Option<Entry>,
     added: Vec<Added>,
+    /// `gzip on` in the request's block: what the request says about compression.
+    gzip: Option<gzip::Ask>,
     /// What `limit_conn` counts this request in, until its response has been sent.
     held: Vec<limit::Held>,
 }
@@ -389,10 +395,13 @@ struct Added {
 }
 
 impl Log {
-    /// The `add_header` lines in force for this request: the server's until a location is
-    /// chosen, then the location's (inherited as nginx inherits them).
-    fn add(&mut self, lines: &[AddHeader], vars: &Vars<'_>) {
-        self.added = lines
+    /// The block whose `add_header` and `gzip` lines are in force for this request: the
+    /// server's until a location is chosen, then the location's (inherited as nginx
+    /// inherits them).
+    fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>) {
+        self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
+        self.added = s
+            .add_headers
             .iter()
             .map(|line| {
                 // nginx turns NUL, CR and LF in a rendered value into spaces.
@@ -436,16 +445,19 @@ impl Log {
         }
     }
 
-    /// A response gluu-lb makes itself: logged at once.
-    fn local(mut self, mut resp: Response<Body>, shared: &Shared) -> Response<Body> {
+    /// A response gluu-lb makes itself: compressed whole if `gzip` says so, logged at once.
+    fn local(mut self, resp: Local, shared: &Shared) -> Response<Body> {
         let status = resp.status();
         self.answered(status, shared);
-        self.decorate(resp.headers_mut(), status);
-        if let Some(e) = self.entry.take() {
-            let len = resp.body().size_hint().exact().unwrap_or(0);
-            e.write(len);
+        let (mut parts, mut bytes) = resp.into_parts();
+        self.decorate(&mut parts.headers, status);
+        if let Some(a) = self.gzip.take() {
+            bytes = a.whole(status, &mut parts.headers, bytes);
         }
-        resp
+        if let Some(e) = self.entry.take() {
+            e.write(bytes.len() as u64);
+        }
+        Response::from_parts(parts, body::text(bytes))
     }
 }
 
@@ -470,7 +482,7 @@ pub struct Close;
 
 /// What a `return` line answers; a text goes as `content_type` (nginx's `default_type`, or
 /// the type `types` gives the path's extension).
-fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Response<Body> {
+fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Local {
     let target = ret.template.as_ref().map(|t| render(t, vars));
     let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match (ret.code, target) {
@@ -488,7 +500,7 @@ fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Response<Body>
             Err(_) => plain(StatusCode::BAD_REQUEST, ""),
         },
         (_, Some(text)) => {
-            let mut r = Response::new(body::text(text));
+            let mut r = Response::new(Bytes::from(text));
             *r.status_mut() = status;
             if let Ok(v) = HeaderValue::from_str(content_type) {
                 r.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -510,7 +522,7 @@ async fn preaccess(
     who: impl Fn() -> String,
     log: &mut Log,
     shared: &Shared,
-) -> Option<Response<Body>> {
+) -> Option<Local> {
     if let Some(refused) = limit_req(&limits.req, &s.limit, conn, &who, shared).await {
         return Some(refused);
     }
@@ -559,7 +571,7 @@ async fn limit_req(
     conn: &Conn,
     who: impl Fn() -> String,
     shared: &Shared,
-) -> Option<Response<Body>> {
+) -> Option<Local> {
     if limits.is_empty() {
         return None;
     }
@@ -599,7 +611,7 @@ async fn limit_req(
 }
 
 /// nginx's `allow` and `deny`: the 403 to send when the rules refuse this client.
-fn deny(rules: &[access::Rule], conn: &Conn, who: impl Fn() -> String) -> Option<Response<Body>> {
+fn deny(rules: &[access::Rule], conn: &Conn, who: impl Fn() -> String) -> Option<Local> {
     if access::allows(rules, conn.remote.ip()) {
         return None;
     }
@@ -696,6 +708,7 @@ pub async fn handle(
             upstream_time: None,
         }),
         added: Vec::new(),
+        gzip: None,
         held: Vec::new(),
     };
     let remote_addr = conn.remote.ip().to_string();
@@ -739,14 +752,14 @@ pub async fn handle(
             conn.remote,
             status.as_u16()
         );
-        log.add(&server.settings.add_headers, &vars);
+        log.settle(&server.settings, &vars, &req);
         return log.local(plain(status, ""), shared);
     }
     let (Ok(path), Ok(host)) = (path, host.as_ref()) else {
         unreachable!("an invalid path or host was refused above")
     };
     if let Some(ret) = &server.ret {
-        log.add(&server.settings.add_headers, &vars);
+        log.settle(&server.settings, &vars, &req);
         let ct = stock::content_type(&server.settings, &String::from_utf8_lossy(&path.bytes));
         return log.local(returned(ret, &vars, ct), shared);
     }
@@ -760,7 +773,7 @@ pub async fn handle(
         )
     };
     let (Some(li), Some(lrt)) = (li, lrt) else {
-        log.add(&server.settings.add_headers, &vars);
+        log.settle(&server.settings, &vars, &req);
         let limits = &rt.server_limits[si];
         if let Some(refused) =
             preaccess(limits, &server.settings, conn, &who, &mut log, shared).await
@@ -776,7 +789,7 @@ pub async fn handle(
     if let Some(pass) = &loc.proxy_pass {
         vars.proxy_host = &pass.upstream;
     }
-    log.add(&loc.settings.add_headers, &vars);
+    log.settle(&loc.settings, &vars, &req);
     if let Some(ret) = &loc.ret {
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
         return log.local(returned(ret, &vars, ct), shared);
@@ -1065,6 +1078,14 @@ fn respond(
     strip_hop_by_hop(&mut parts.headers);
     hide(&mut parts.headers, hidden);
     log.decorate(&mut parts.headers, status);
+    let incoming = match log
+        .gzip
+        .take()
+        .and_then(|a| a.decide(status, &mut parts.headers))
+    {
+        Some(z) => Either::Right(Gzipped::new(incoming, z)),
+        None => Either::Left(incoming),
+    };
     let body = Watched::new(incoming, read_timeout)
         .turn(Turn::current())
         .on_end(move |bytes, complete| {

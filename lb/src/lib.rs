@@ -10,6 +10,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod forward;
+pub mod gzip;
 pub mod health;
 pub mod limit;
 pub mod metrics;

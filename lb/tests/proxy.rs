@@ -1575,3 +1575,55 @@ async fn a_response_gluu_lb_makes_itself_is_reset_too_when_the_client_holds_it_u
         held.elapsed()
     );
 }
+
+/// `gzip on` with a node that pauses mid-body: gluu-lb sends what it has compressed when
+/// the node makes it wait, so the client reads the first part before the node sends the
+/// rest; the whole body is one gzip stream. Over HTTP/2, where a frame is a frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_does_not_hold_back_a_response_the_node_pauses() {
+    use hyper::body::Body as _;
+    let lab = h2_lab("  gzip on;\n  gzip_types text/plain;\n").await;
+    let (mut sender, _conn) = h2_connect(&lab).await;
+    let req = Request::get(format!("https://{HOST}/oxauth/pause/3000"))
+        .header("accept-encoding", "gzip")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let asked = Instant::now();
+    let resp = sender.send_request(req).await.expect("h2 request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let mut body = resp.into_body();
+    let mut inflate = flate2::Decompress::new_gzip(15);
+    let mut plain = Vec::with_capacity(1 << 10);
+    let mut gzipped = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let data = frame.expect("frame").into_data().expect("data");
+        gzipped.extend_from_slice(&data);
+        inflate
+            .decompress_vec(&data, &mut plain, flate2::FlushDecompress::Sync)
+            .expect("inflate");
+        if plain.ends_with(b"paused\n") {
+            break;
+        }
+    }
+    let first = asked.elapsed();
+    assert!(
+        first < Duration::from_millis(2500),
+        "the first part came after {first:?}; the node paused 3 s after it"
+    );
+    let rest = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("the rest");
+    gzipped.extend_from_slice(&rest.to_bytes());
+    let mut whole = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gzipped[..]), &mut whole)
+        .expect("one whole gzip stream");
+    assert!(whole.ends_with(" paused\nresumed\n"), "{whole}");
+    assert!(asked.elapsed() >= Duration::from_secs(3));
+    // The same location for a client that does not take gzip: as the node sent it.
+    let r = h2_get(&mut sender, "/oxauth/pause/10").await;
+    assert!(r.headers.get("content-encoding").is_none());
+    assert!(r.body.ends_with(" paused\nresumed\n"), "{}", r.body);
+}

@@ -79,7 +79,7 @@ impl Location {
     }
 }
 
-fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Regex, GrammarError> {
+pub(super) fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Regex, GrammarError> {
     RegexBuilder::new(pattern)
         .case_insensitive(caseless)
         .build()

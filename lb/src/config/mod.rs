@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod grammar;
+pub mod gzip;
 pub mod limit;
 pub mod location;
 pub mod log_format;

@@ -11,6 +11,7 @@ use hyper::header::{self, HeaderName};
 use super::Warning;
 use super::access;
 use super::grammar::{Directive, GrammarError, Place};
+use super::gzip;
 use super::limit::{self, ConnSettings, LimitSettings};
 use super::stock;
 use super::tls;
@@ -202,6 +203,9 @@ pub struct ProxySettings {
     /// `Content-Type` of a `return`'s text.
     pub default_type: String,
     pub types: stock::Types,
+    /// `gzip` and its companions (shared: a request holds them while its response is
+    /// decided).
+    pub gzip: std::sync::Arc<gzip::Gzip>,
 }
 
 impl Default for ProxySettings {
@@ -247,6 +251,7 @@ impl Default for ProxySettings {
                 .map(|(e, t)| (e.to_owned(), t.to_owned()))
                 .to_vec(),
             ),
+            gzip: std::sync::Arc::default(),
         }
     }
 }
@@ -377,6 +382,12 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("proxy_pass_header") {
         s.pass_headers.clear();
+    }
+    if ["gzip_types", "gzip_proxied", "gzip_disable"]
+        .into_iter()
+        .any(has)
+    {
+        gzip::inherit(std::sync::Arc::make_mut(&mut s.gzip), has);
     }
     s
 }
@@ -611,9 +622,10 @@ pub fn apply(
             ));
         }
         _ => {
-            return Ok(
-                stock::apply(s, d, warnings)? || limit::apply(&mut s.limit, &mut s.limit_conn, d)?
-            );
+            return Ok(stock::apply(s, d, warnings)?
+                || (d.name.starts_with("gzip")
+                    && gzip::apply(std::sync::Arc::make_mut(&mut s.gzip), d, warnings)?)
+                || limit::apply(&mut s.limit, &mut s.limit_conn, d)?);
         }
     }
     Ok(true)

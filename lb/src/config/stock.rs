@@ -2,9 +2,9 @@
 //! concern what nginx does and gluu-lb does not (serve files, compress, tune its internal
 //! hash tables), so that a file keeping them runs as it is with the guide's servers in
 //! `conf.d`. Each is checked as nginx checks it. Those that have no effect on proxied
-//! traffic in nginx either (`sendfile`, `tcp_nopush`, the hash sizes, `server_tokens off`,
-//! `gzip off`) are taken silently; those whose meaning gluu-lb lacks (`gzip on`,
-//! `server_tokens on`, `tcp_nodelay off`) with a warning that says so. `types` and
+//! traffic in nginx either (`sendfile`, `tcp_nopush`, the hash sizes, `server_tokens off`)
+//! are taken silently; those whose meaning gluu-lb lacks (`server_tokens on`,
+//! `tcp_nodelay off`) with a warning that says so. (`gzip` is `super::gzip`'s.) `types` and
 //! `default_type` have their nginx meaning: the `Content-Type` of a `return`'s text.
 
 use std::sync::Arc;
@@ -71,23 +71,6 @@ pub fn apply(
                 )));
             }
         },
-        "gzip" => {
-            if d.on_off()? {
-                warn(
-                    "gluu-lb does not compress responses; they pass as the nodes send them \
-                     (nginx would compress text/html for clients that accept gzip)",
-                );
-            }
-        }
-        "gzip_vary" | "gzip_proxied" | "gzip_comp_level" | "gzip_buffers" | "gzip_http_version"
-        | "gzip_types" | "gzip_min_length" | "gzip_disable" => {
-            if d.args.is_empty() {
-                return Err(d.error(format!(
-                    "invalid number of arguments in \"{}\" directive",
-                    d.name
-                )));
-            }
-        }
         "default_type" => s.default_type = d.one_arg()?.to_owned(),
         "types" => {
             let Some(block) = &d.block else {
