@@ -508,8 +508,9 @@ async fn open_one(
     }
 }
 
-/// The head of the answer to `GET path` from a client that takes gzip, lower case.
-async fn gzipped_head(port: u16, path: &str) -> String {
+/// The answer to `GET path` from a client that takes gzip: its head (lower case) and the
+/// length of its body as sent (de-chunked).
+async fn fetch_gzipped(port: u16, path: &str) -> (String, usize) {
     let name = rustls_pki_types::ServerName::try_from("loadbalancer.example.org").expect("name");
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -523,8 +524,28 @@ async fn gzipped_head(port: u16, path: &str) -> String {
     let mut got = Vec::new();
     // A balancer may end the TLS session without close_notify; what came is enough.
     let _ = tls.read_to_end(&mut got).await;
-    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-    text.split("\r\n\r\n").next().unwrap_or_default().to_owned() + "\r\n"
+    let at = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(got.len());
+    let head = String::from_utf8_lossy(&got[..at]).to_ascii_lowercase() + "\r\n";
+    let mut body = got.get(at + 4..).unwrap_or_default();
+    if !head.contains("\r\ntransfer-encoding: chunked\r\n") {
+        return (head, body.len());
+    }
+    let mut length = 0;
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        length += size;
+        body = body.get(eol + 4 + size..).unwrap_or_default();
+    }
+    (head, length)
 }
 
 /// What `gluu-bench lb` was asked for.
@@ -768,14 +789,17 @@ pub fn run(options: &Options) {
     if let Some(pair) = &gzipped {
         let pair: Vec<&Target> = pair.iter().collect();
         for (what, path) in [("identity", IDENTITY), ("openid", OPENID)] {
+            let mut sizes = Vec::new();
             for t in &pair {
-                let head = rt.block_on(gzipped_head(t.port, path));
+                let (head, length) = rt.block_on(fetch_gzipped(t.port, path));
                 assert!(
                     head.contains("\r\ncontent-encoding: gzip\r\n"),
                     "{} does not compress {path}:\n{head}",
                     t.name
                 );
+                sizes.push(format!("{} {length} bytes", t.name));
             }
+            println!("{what} compressed: {}", sizes.join(", "));
             let load = |t: &Target| wrk(&t.url(path), seconds, GZIP, CLIENTS);
             let med = compare(&pair, rounds, &load);
             println!(
