@@ -33,7 +33,12 @@ pub struct AccessLog {
 /// for such formats.
 #[derive(Debug, Default)]
 pub struct More {
+    /// 0 when the client's address came from a proxy's header without one (`$remote_port`
+    /// is then empty, as in nginx).
     pub remote_port: u16,
+    /// The connection's own peer when `set_real_ip_from` put the proxy's word in its
+    /// place (`$realip_remote_addr`, `$realip_remote_port`).
+    pub realip_remote: Option<std::net::SocketAddr>,
     pub method: String,
     pub request_uri: String,
     /// nginx's `$uri`: the path, normalized.
@@ -240,9 +245,23 @@ impl Entry {
             out.push_str(v);
             true
         };
+        let port = |out: &mut String, p: u16| {
+            if p > 0 {
+                out.push_str(&p.to_string());
+            }
+            true
+        };
         match var {
             Var::RemoteAddr => text(out, &self.remote.to_string()),
-            Var::RemotePort => text(out, &more.remote_port.to_string()),
+            Var::RemotePort => port(out, more.remote_port),
+            Var::RealipRemoteAddr => {
+                let ip = more.realip_remote.map_or(self.remote, |a| a.ip());
+                text(out, &ip.to_string())
+            }
+            Var::RealipRemotePort => port(
+                out,
+                more.realip_remote.map_or(more.remote_port, |a| a.port()),
+            ),
             Var::RemoteUser => false,
             Var::TimeLocal => {
                 push_time_local(out, self.start);

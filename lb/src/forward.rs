@@ -10,7 +10,7 @@
 //! LOCK or PATCH (without `non_idempotent`). A request the node never received (connect
 //! or TLS failure, a pooled connection found closed) always moves on.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
@@ -518,19 +518,19 @@ fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Local {
 async fn preaccess(
     limits: &Applied,
     s: &ProxySettings,
-    conn: &Conn,
+    client: IpAddr,
     who: impl Fn() -> String,
     log: &mut Log,
     shared: &Shared,
 ) -> Option<Local> {
-    if let Some(refused) = limit_req(&limits.req, &s.limit, conn, &who, shared).await {
+    if let Some(refused) = limit_req(&limits.req, &s.limit, client, &who, shared).await {
         return Some(refused);
     }
     if limits.conn.is_empty() {
         return None;
     }
     let c = &s.limit_conn;
-    let (held, over) = limit::hold(&limits.conn, conn.remote.ip());
+    let (held, over) = limit::hold(&limits.conn, client);
     if let Some(zone) = over {
         let dry = if c.dry_run { ", dry run," } else { "" };
         let line = format!("limiting connections{dry} by zone \"{zone}\", {}", who());
@@ -568,7 +568,7 @@ fn status_of(code: u16) -> StatusCode {
 async fn limit_req(
     limits: &[Limit],
     s: &LimitSettings,
-    conn: &Conn,
+    client: IpAddr,
     who: impl Fn() -> String,
     shared: &Shared,
 ) -> Option<Local> {
@@ -584,7 +584,7 @@ async fn limit_req(
         let result = results[usize::from(s.dry_run)];
         shared.metrics.limited("limit_req", zone, result);
     };
-    match limit::check(limits, conn.remote.ip()) {
+    match limit::check(limits, client) {
         Verdict::Pass => None,
         Verdict::Reject { excess, zone } => {
             let excess = thousandths(excess);
@@ -611,8 +611,8 @@ async fn limit_req(
 }
 
 /// nginx's `allow` and `deny`: the 403 to send when the rules refuse this client.
-fn deny(rules: &[access::Rule], conn: &Conn, who: impl Fn() -> String) -> Option<Local> {
-    if access::allows(rules, conn.remote.ip()) {
+fn deny(rules: &[access::Rule], client: IpAddr, who: impl Fn() -> String) -> Option<Local> {
+    if access::allows(rules, client) {
         return None;
     }
     tracing::error!("access forbidden by rule, {}", who());
@@ -660,6 +660,17 @@ pub async fn handle(
         .and_then(|p| find(&server.locations, &p.bytes))
         .and_then(|l| server.locations.iter().position(|x| std::ptr::eq(x, l)));
     let lrt = li.map(|i| &rt.locations[si][i]);
+    // nginx's realip: the server's lines when the request is read, else the location's
+    // before its limits (a server-level `return` answers before that).
+    let realip = server
+        .settings
+        .realip
+        .client(conn.remote.ip(), req.headers())
+        .or_else(|| {
+            let l = &server.locations[li.filter(|_| server.ret.is_none())?];
+            l.settings.realip.client(conn.remote.ip(), req.headers())
+        });
+    let client = realip.unwrap_or(conn.remote);
     let access_log = match lrt {
         Some(l) => l.access_log.clone(),
         None => rt.server_logs[si].clone(),
@@ -668,7 +679,8 @@ pub async fn handle(
         entry: access_log.map(|a| Entry {
             more: a.format.as_ref().map(|f| {
                 Box::new(More {
-                    remote_port: conn.remote.port(),
+                    remote_port: client.port(),
+                    realip_remote: realip.map(|_| conn.remote),
                     method: req.method().to_string(),
                     request_uri: request_uri.clone(),
                     uri: path.as_ref().map_or_else(
@@ -698,7 +710,7 @@ pub async fn handle(
             }),
             log: a.file,
             format: a.format,
-            remote: conn.remote.ip(),
+            remote: client.ip(),
             start,
             request_line: format!("{} {request_uri} {:?}", req.method(), req.version()),
             status: 0,
@@ -711,7 +723,7 @@ pub async fn handle(
         gzip: None,
         held: Vec::new(),
     };
-    let remote_addr = conn.remote.ip().to_string();
+    let remote_addr = client.ip().to_string();
     let forwarded_for = {
         let mut prior: Vec<&str> = req
             .headers()
@@ -749,7 +761,7 @@ pub async fn handle(
         tracing::info!(
             "{} {request_uri} from {}: {}, {why}",
             req.method(),
-            conn.remote,
+            client,
             status.as_u16()
         );
         log.settle(&server.settings, &vars, &req);
@@ -766,7 +778,7 @@ pub async fn handle(
     let who = || {
         format!(
             "client: {}, server: {server_name}, request: \"{} {request_uri} {:?}\", host: \"{}\"",
-            conn.remote.ip(),
+            client.ip(),
             req.method(),
             req.version(),
             host.as_deref().unwrap_or(server_name)
@@ -775,12 +787,19 @@ pub async fn handle(
     let (Some(li), Some(lrt)) = (li, lrt) else {
         log.settle(&server.settings, &vars, &req);
         let limits = &rt.server_limits[si];
-        if let Some(refused) =
-            preaccess(limits, &server.settings, conn, &who, &mut log, shared).await
+        if let Some(refused) = preaccess(
+            limits,
+            &server.settings,
+            client.ip(),
+            &who,
+            &mut log,
+            shared,
+        )
+        .await
         {
             return log.local(refused, shared);
         }
-        if let Some(denied) = deny(&server.settings.access, conn, who) {
+        if let Some(denied) = deny(&server.settings.access, client.ip(), who) {
             return log.local(denied, shared);
         }
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
@@ -794,11 +813,19 @@ pub async fn handle(
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
         return log.local(returned(ret, &vars, ct), shared);
     }
-    if let Some(refused) = preaccess(&lrt.limits, &loc.settings, conn, &who, &mut log, shared).await
+    if let Some(refused) = preaccess(
+        &lrt.limits,
+        &loc.settings,
+        client.ip(),
+        &who,
+        &mut log,
+        shared,
+    )
+    .await
     {
         return log.local(refused, shared);
     }
-    if let Some(denied) = deny(&loc.settings.access, conn, who) {
+    if let Some(denied) = deny(&loc.settings.access, client.ip(), who) {
         return log.local(denied, shared);
     }
     let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
@@ -873,7 +900,7 @@ pub async fn handle(
         send_timeout: settings.send_timeout,
         buffer_size: settings.buffer_size,
     };
-    let mut sel = group.selection(conn.remote.ip());
+    let mut sel = group.selection(client.ip());
     let mut tries = 0u32;
     let mut failure_status = StatusCode::BAD_GATEWAY;
     let mut fallback = None;
@@ -930,7 +957,7 @@ pub async fn handle(
                         "upstream {} ({}) answered {status} to {method} {uri} from {}",
                         node.address,
                         group.name,
-                        conn.remote
+                        client
                     );
                     if replayable && (idempotent || nu.non_idempotent) && tries_left {
                         fallback = Some((resp, (lease, in_flight)));
@@ -950,11 +977,7 @@ pub async fn handle(
                 );
             }
             Err(f) if f.reason == "client_body" => {
-                tracing::info!(
-                    "{method} {uri} from {}: request body: {}",
-                    conn.remote,
-                    f.detail
-                );
+                tracing::info!("{method} {uri} from {}: request body: {}", client, f.detail);
                 let status = if f.detail.contains("client_max_body_size") {
                     StatusCode::PAYLOAD_TOO_LARGE
                 } else {
@@ -974,7 +997,7 @@ pub async fn handle(
                     node.address,
                     group.name,
                     f.detail,
-                    conn.remote
+                    client
                 );
                 failure_status = if f.is_timeout() {
                     StatusCode::GATEWAY_TIMEOUT
@@ -1008,16 +1031,30 @@ pub async fn handle(
         tracing::error!(
             "no live upstreams in \"{}\" for {method} {uri} from {}",
             group.name,
-            conn.remote
+            client
         );
     }
     log.local(plain(failure_status, ""), shared)
 }
 
+/// A request header as nginx 1.22's `$http_NAME` gives it: the first line, but for
+/// `X-Forwarded-For` (every line, joined by ", ") and `Cookie` (by "; ").
 fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
-    req.headers()
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    let glue = match name.as_str() {
+        "x-forwarded-for" => ", ",
+        "cookie" => "; ",
+        _ => {
+            let v = req.headers().get(name)?;
+            return Some(String::from_utf8_lossy(v.as_bytes()).into_owned());
+        }
+    };
+    let lines: Vec<_> = req
+        .headers()
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(glue))
 }
 
 /// nginx's `proxy_hide_header` defaults and the location's own lines: the node's software

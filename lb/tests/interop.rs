@@ -532,6 +532,35 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\ngzip_disable \"(\";"),
         ),
         ("gzip of an unknown value", server("\ngzip maybe;")),
+        (
+            "realip lines at every level",
+            http(
+                "set_real_ip_from 10.0.0.0/8; set_real_ip_from 2001:db8::/32;\n\
+                 set_real_ip_from localhost; real_ip_header X-Forwarded-For; real_ip_recursive on;\n\
+                 server { listen 127.0.0.1:8; real_ip_header CF-Connecting-IP;\n\
+                 location /a { set_real_ip_from 192.0.2.1; real_ip_recursive off; } }",
+            ),
+        ),
+        (
+            "set_real_ip_from with low bits set (warned)",
+            server("\nset_real_ip_from 10.0.0.1/8;"),
+        ),
+        (
+            "set_real_ip_from too many bits",
+            server("\nset_real_ip_from 10.0.0.0/33;"),
+        ),
+        (
+            "set_real_ip_from an unknown host",
+            server("\nset_real_ip_from nosuchhost.invalid;"),
+        ),
+        (
+            "real_ip_header twice",
+            server("real_ip_header X-Real-IP;\nreal_ip_header X-Forwarded-For;"),
+        ),
+        (
+            "real_ip_recursive of an unknown value",
+            server("\nreal_ip_recursive maybe;"),
+        ),
         ("sendfile twice", server("sendfile on;\nsendfile off;")),
         (
             "allow and deny at every level",
@@ -1017,11 +1046,13 @@ impl Twins {
             "upstream up_a {{ server 127.0.0.1:{a}; }}\nupstream up_b {{ server 127.0.0.1:{b}; }}\n\
              upstream up_canned {{ server {canned}; }}\n\
              upstream up_mixed {{ server {canned} max_fails=0; server 127.0.0.1:{a}; }}\n\
+             upstream up_hash {{ ip_hash; server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}\n\
              limit_req_zone $binary_remote_addr zone=twins:1m rate=1r/m;\n\
              limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;\n\
              log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" '\n\
                '$uri $args $request_method $server_protocol $scheme $https $host $server_name $http_x_nope '\n\
                '$upstream_status $connection_requests $server_addr $ssl_protocol';\n\
+             log_format realip '$remote_addr [$remote_port] $realip_remote_addr \"$http_x_forwarded_for\" $status';\n\
              log_format json escape=json '{{\"request\":\"$request\",\"agent\":\"$http_user_agent\",'\n\
                '\"nope\":\"$http_x_nope\",\"status\":$status}}';\n"
         );
@@ -1073,6 +1104,15 @@ impl Twins {
              location /reuse-off { proxy_pass https://up_a/reused; proxy_ssl_session_reuse off; }\n\
              location /gz/ { proxy_pass https://up_canned/canned/; gzip on; gzip_vary on;\n\
                gzip_types application/json; gzip_proxied expired no_etag; gzip_disable msie6; }\n\
+             location /realip/ { proxy_pass https://up_a; set_real_ip_from 127.0.0.0/8;\n\
+               real_ip_header X-Forwarded-For; real_ip_recursive on; set_real_ip_from 10.0.0.0/8;\n\
+               proxy_set_header X-Host $remote_addr;\n\
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+               access_log DIR/WHO.realip realip; deny 203.0.113.0/24; }\n\
+             location /realip-flat/ { proxy_pass https://up_a; set_real_ip_from 127.0.0.1;\n\
+               proxy_set_header X-Host $remote_addr; }\n\
+             location /realip-hash/ { proxy_pass https://up_hash; set_real_ip_from 127.0.0.1;\n\
+               real_ip_header X-Forwarded-For; }\n\
              location = /gz-text { gzip on; default_type text/html;\n\
                return 200 \"<p>hello $host, hello $host, hello $host</p>\"; }\n";
         let node = |port: u16, name: &str| {
@@ -1830,4 +1870,72 @@ async fn responses_are_compressed_as_nginx_compresses_them() {
     // Not a comparison of two sides that never compress: page, json, expired, missing and
     // the return's text (twice), for the clients that take it.
     assert!(compressed >= 15, "{compressed} compressed answers");
+}
+
+/// Behind another proxy, as nginx's `realip` module has it: only a trusted peer's word is
+/// taken, from `X-Real-IP` or (with `real_ip_header`) `X-Forwarded-For`, skipping trusted
+/// proxies from the right with `real_ip_recursive`; the address found is `$remote_addr`
+/// (to the node, in `X-Forwarded-For` and in the access log, with `$realip_remote_addr`
+/// the proxy's), the one `allow`/`deny` judge, and the one `ip_hash` places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_proxy_are_found_as_nginx_finds_them() {
+    let twins = Twins::start().await;
+    let ask = |target: &str, more: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: lb\r\n{more}Connection: close\r\n\r\n")
+    };
+    let xff = |v: &str| format!("X-Forwarded-For: {v}\r\n");
+    for (target, more) in [
+        ("/realip/a", xff("198.51.100.7")),
+        ("/realip/b", xff("198.51.100.7, 10.1.2.3, 127.0.0.5")),
+        ("/realip/c", xff("junk, 10.1.2.3")),
+        (
+            "/realip/d",
+            format!("{}{}", xff("192.0.2.1"), xff("10.9.9.9")),
+        ),
+        ("/realip/e", xff("198.51.100.7:4433")),
+        ("/realip/denied", xff("203.0.113.9")),
+        ("/realip-flat/a", "X-Real-IP: 192.0.2.44\r\n".to_owned()),
+        ("/realip-flat/b", xff("192.0.2.45")),
+        ("/realip-flat/c", String::new()),
+    ] {
+        twins.agree(&ask(target, &more)).await;
+    }
+    // The access log lines, byte for byte.
+    let read = |who: &str| {
+        let path = twins.dir.path().join(format!("{who}.realip"));
+        async move {
+            support::eventually(
+                std::time::Duration::from_secs(5),
+                "the log lines",
+                || async { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 6) },
+            )
+            .await;
+            std::fs::read_to_string(&path).expect("log")
+        }
+    };
+    let (ours, theirs) = (read("gluu-lb").await, read("nginx").await);
+    assert_eq!(ours, theirs, "gluu-lb, then nginx");
+    assert!(ours.contains("198.51.100.7 [4433] 127.0.0.1 "), "{ours}");
+    // That the comparison sees the address found: the node got it as X-Host.
+    let (status, _, text) = raw(
+        twins.ours,
+        &ask("/realip/b", &xff("198.51.100.7, 10.1.2.3")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("x-host=198.51.100.7 "), "{text}");
+    let (status, _, _) = raw(twins.ours, &ask("/realip/x", &xff("203.0.113.9"))).await;
+    assert_eq!(status, 403, "deny judges the address found");
+    // ip_hash places each client by its own address: the same node as nginx picks, and
+    // both nodes used.
+    let mut nodes = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let more = xff(&format!("198.51.{i}.7"));
+        twins.agree(&ask("/realip-hash/x", &more)).await;
+        let (_, _, text) = raw(twins.ours, &ask("/realip-hash/x", &more)).await;
+        // The node's own line comes after the headers the comparison sees.
+        let answer = text.lines().last().unwrap_or_default();
+        nodes.insert(answer.split(' ').next().unwrap_or_default().to_owned());
+    }
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
 }

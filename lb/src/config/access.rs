@@ -53,6 +53,28 @@ pub fn rule(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Rule, GrammarE
     if v == "all" {
         return Ok(Rule { allow, net: None });
     }
+    Ok(Rule {
+        allow,
+        net: Some(network(d, v, warnings)?),
+    })
+}
+
+/// Whether `client` is in the network `net` (an address and its prefix length).
+pub fn contains((net, bits): (IpAddr, u8), client: IpAddr) -> bool {
+    Rule {
+        allow: true,
+        net: Some((net, bits)),
+    }
+    .matches(client.to_canonical())
+}
+
+/// An `ADDRESS` or `ADDRESS/BITS` of line `d` (`allow`, `deny`, `set_real_ip_from`). Bits
+/// set below the prefix are a warning and cleared, as nginx does.
+pub fn network(
+    d: &Directive,
+    v: &str,
+    warnings: &mut Vec<Warning>,
+) -> Result<(IpAddr, u8), GrammarError> {
     if v.starts_with("unix:") {
         return Err(d.error(format!(
             "\"{} {v}\" is not supported: gluu-lb listens on TCP only",
@@ -70,10 +92,6 @@ pub fn rule(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Rule, GrammarE
     if bits > max {
         return Err(bad());
     }
-    let net = Rule {
-        allow,
-        net: Some((addr, bits)),
-    };
     let cleared = match addr {
         IpAddr::V4(a) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
@@ -90,10 +108,7 @@ pub fn rule(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Rule, GrammarE
             message: format!("low address bits of {v} are meaningless"),
         });
     }
-    Ok(Rule {
-        net: Some((cleared, bits)),
-        ..net
-    })
+    Ok((cleared, bits))
 }
 
 #[cfg(test)]

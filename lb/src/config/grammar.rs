@@ -146,6 +146,8 @@ const ONCE: &[&str] = &[
     "gzip_min_length",
     "gzip_http_version",
     "gzip_buffers",
+    "real_ip_header",
+    "real_ip_recursive",
     "default_type",
     "types_hash_max_size",
     "types_hash_bucket_size",

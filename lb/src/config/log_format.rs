@@ -25,6 +25,8 @@ pub enum Escape {
 pub enum Var {
     RemoteAddr,
     RemotePort,
+    RealipRemoteAddr,
+    RealipRemotePort,
     RemoteUser,
     TimeLocal,
     TimeIso8601,
@@ -61,6 +63,8 @@ const VARS: &[(&str, Var)] = &[
     ("remote_addr", Var::RemoteAddr),
     ("binary_remote_addr", Var::RemoteAddr),
     ("remote_port", Var::RemotePort),
+    ("realip_remote_addr", Var::RealipRemoteAddr),
+    ("realip_remote_port", Var::RealipRemotePort),
     ("remote_user", Var::RemoteUser),
     ("time_local", Var::TimeLocal),
     ("time_iso8601", Var::TimeIso8601),

@@ -11,6 +11,7 @@ pub mod limit;
 pub mod location;
 pub mod log_format;
 pub mod proxy;
+pub mod realip;
 pub mod server;
 pub mod stock;
 pub mod tls;

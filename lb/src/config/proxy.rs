@@ -13,6 +13,7 @@ use super::access;
 use super::grammar::{Directive, GrammarError, Place};
 use super::gzip;
 use super::limit::{self, ConnSettings, LimitSettings};
+use super::realip;
 use super::stock;
 use super::tls;
 use super::upstream::parse_time;
@@ -206,6 +207,8 @@ pub struct ProxySettings {
     /// `gzip` and its companions (shared: a request holds them while its response is
     /// decided).
     pub gzip: std::sync::Arc<gzip::Gzip>,
+    /// `set_real_ip_from`, `real_ip_header`, `real_ip_recursive`.
+    pub realip: realip::RealIp,
 }
 
 impl Default for ProxySettings {
@@ -252,6 +255,7 @@ impl Default for ProxySettings {
                 .to_vec(),
             ),
             gzip: std::sync::Arc::default(),
+            realip: realip::RealIp::default(),
         }
     }
 }
@@ -383,6 +387,7 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     if has("proxy_pass_header") {
         s.pass_headers.clear();
     }
+    realip::inherit(&mut s.realip, has);
     if ["gzip_types", "gzip_proxied", "gzip_disable"]
         .into_iter()
         .any(has)
@@ -625,6 +630,7 @@ pub fn apply(
             return Ok(stock::apply(s, d, warnings)?
                 || (d.name.starts_with("gzip")
                     && gzip::apply(std::sync::Arc::make_mut(&mut s.gzip), d, warnings)?)
+                || realip::apply(&mut s.realip, d, warnings)?
                 || limit::apply(&mut s.limit, &mut s.limit_conn, d)?);
         }
     }
