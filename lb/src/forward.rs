@@ -647,6 +647,7 @@ pub async fn handle(
             .or(conn.sni.as_deref()),
     );
     let server = &rt.config.servers[si];
+    drop_invalid_headers(req.headers_mut(), &server.settings, conn);
     let server_name = server.names.first().map_or("", String::as_str);
     let request_uri = req
         .uri()
@@ -1035,6 +1036,35 @@ pub async fn handle(
         );
     }
     log.local(plain(failure_status, ""), shared)
+}
+
+/// nginx's `ignore_invalid_headers`: a request header whose name has other than letters,
+/// digits and `-` (`_` too with `underscores_in_headers on`) is dropped before anything
+/// reads it, so that no node takes `X_Forwarded_For` for `X-Forwarded-For` (a CGI-style
+/// backend maps both to one variable).
+fn drop_invalid_headers(headers: &mut HeaderMap, s: &ProxySettings, conn: &Conn) {
+    if !s.ignore_invalid_headers {
+        return;
+    }
+    let valid = |n: &HeaderName| {
+        n.as_str().bytes().all(|b| {
+            b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || b == b'-'
+                || (b == b'_' && s.underscores_in_headers)
+        })
+    };
+    if headers.keys().all(valid) {
+        return;
+    }
+    let invalid: Vec<HeaderName> = headers.keys().filter(|n| !valid(n)).cloned().collect();
+    for name in invalid {
+        tracing::info!(
+            "client sent invalid header line: \"{name}\" (ignored), client: {}",
+            conn.remote
+        );
+        headers.remove(name);
+    }
 }
 
 /// A request header as nginx 1.22's `$http_NAME` gives it: the first line, but for

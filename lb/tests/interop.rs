@@ -561,6 +561,21 @@ fn nginx_t_and_gluu_lb_t_agree() {
             "real_ip_recursive of an unknown value",
             server("\nreal_ip_recursive maybe;"),
         ),
+        (
+            "header name rules in http and server",
+            http(
+                "underscores_in_headers on; ignore_invalid_headers off;\n\
+                 server { listen 127.0.0.1:8; underscores_in_headers off; }",
+            ),
+        ),
+        (
+            "underscores_in_headers in a location",
+            server("location /a { proxy_pass https://b;\nunderscores_in_headers on; }"),
+        ),
+        (
+            "ignore_invalid_headers twice",
+            server("ignore_invalid_headers on;\nignore_invalid_headers off;"),
+        ),
         ("sendfile twice", server("sendfile on;\nsendfile off;")),
         (
             "allow and deny at every level",
@@ -1118,7 +1133,8 @@ impl Twins {
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
-                 location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host xff=$http_x_forwarded_for\"; }}\n\
+                 underscores_in_headers on; ignore_invalid_headers off;\n\
+                 location / {{ return 200 \"{name} $request_uri host=$http_host x-host=$http_x_host xff=$http_x_forwarded_for xu=$http_x_under\"; }}\n\
                  location ~ /go$ {{ return 302 https://up_a$uri/../went; }}\n\
                  location ~ /relative$ {{ absolute_redirect off; return 302 $uri/../went; }}\n\
                  location = /tls {{ return 200 \"$ssl_protocol $ssl_cipher\"; }}\n\
@@ -1938,4 +1954,25 @@ async fn clients_behind_a_proxy_are_found_as_nginx_finds_them() {
         nodes.insert(answer.split(' ').next().unwrap_or_default().to_owned());
     }
     assert_eq!(nodes.len(), 2, "{nodes:?}");
+}
+
+/// `ignore_invalid_headers` as nginx has it by default: a client's header with `_` in its
+/// name (`X_Under`) does not reach the node, one with `-` does. The nodes here take such
+/// headers (`underscores_in_headers on`) and report `X-Under`/`X_Under` as `xu=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_with_underscores_are_dropped_as_nginx_drops_them() {
+    let twins = Twins::start().await;
+    let ask =
+        |more: &str| format!("GET /raw/u HTTP/1.1\r\nHost: lb\r\n{more}Connection: close\r\n\r\n");
+    for more in [
+        "X_Under: evil\r\n",
+        "X-Under: fine\r\n",
+        "X_Under: evil\r\nX-Under: fine\r\n",
+    ] {
+        twins.agree(&ask(more)).await;
+    }
+    let (_, _, text) = raw(twins.ours, &ask("X_Under: evil\r\n")).await;
+    assert!(text.ends_with(" xu="), "{text}");
+    let (_, _, text) = raw(twins.ours, &ask("X-Under: fine\r\n")).await;
+    assert!(text.ends_with(" xu=fine"), "{text}");
 }

@@ -147,6 +147,8 @@ const ONCE: &[&str] = &[
     "gzip_http_version",
     "gzip_buffers",
     "real_ip_header",
+    "ignore_invalid_headers",
+    "underscores_in_headers",
     "real_ip_recursive",
     "default_type",
     "types_hash_max_size",

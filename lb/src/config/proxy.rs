@@ -209,7 +209,15 @@ pub struct ProxySettings {
     pub gzip: std::sync::Arc<gzip::Gzip>,
     /// `set_real_ip_from`, `real_ip_header`, `real_ip_recursive`.
     pub realip: realip::RealIp,
+    /// `ignore_invalid_headers` (on) and `underscores_in_headers` (off), in `http` and
+    /// `server`: a request header whose name has other than letters, digits and `-` (and
+    /// `_` when allowed) is dropped, as nginx drops it.
+    pub ignore_invalid_headers: bool,
+    pub underscores_in_headers: bool,
 }
+
+/// The directives nginx takes in `http` and `server` but not in a location.
+pub const NOT_IN_LOCATION: &[&str] = &["ignore_invalid_headers", "underscores_in_headers"];
 
 impl Default for ProxySettings {
     /// nginx's defaults.
@@ -256,6 +264,8 @@ impl Default for ProxySettings {
             ),
             gzip: std::sync::Arc::default(),
             realip: realip::RealIp::default(),
+            ignore_invalid_headers: true,
+            underscores_in_headers: false,
         }
     }
 }
@@ -518,6 +528,8 @@ pub fn apply(
         "proxy_ssl_protocols" => s.ssl_protocols = Some(tls::protocols(d, warnings)?),
         "proxy_ssl_ciphers" => s.ssl_ciphers = Some(tls::cipher_list(d, d.one_arg()?)?),
         "proxy_ssl_session_reuse" => s.ssl_session_reuse = d.on_off()?,
+        "ignore_invalid_headers" => s.ignore_invalid_headers = d.on_off()?,
+        "underscores_in_headers" => s.underscores_in_headers = d.on_off()?,
         "client_max_body_size" => {
             let v = d.one_arg()?;
             s.client_max_body_size = parse_size(v).ok_or_else(|| {
