@@ -403,7 +403,17 @@ fn acceptor(
         }
     }
     // TLS 1.3's suites in gluu-lb's order, then TLS 1.2's as `ssl_ciphers` chose them.
-    let provider = Arc::new(ciphers::restrict(provider, None, t.ciphers.as_deref()));
+    let mut provider = ciphers::restrict(provider, None, t.ciphers.as_deref());
+    if let Some(curves) = &t.curves {
+        provider.kx_groups = curves
+            .iter()
+            .filter_map(|n| {
+                let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
+                all.iter().find(|g| g.name() == *n).copied()
+            })
+            .collect();
+    }
+    let provider = Arc::new(provider);
     let resolver = BySni {
         names: servers
             .iter()

@@ -562,6 +562,24 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nreal_ip_recursive maybe;"),
         ),
         (
+            "ssl_ecdh_curve as Mozilla's generator writes it",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_ecdh_curve X25519:prime256v1:secp384r1; }}"
+            )),
+        ),
+        (
+            "ssl_ecdh_curve auto",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_ecdh_curve auto; }}"
+            )),
+        ),
+        (
+            "ssl_ecdh_curve with an unknown group",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_ecdh_curve prime256v1:foo; }}"
+            )),
+        ),
+        (
             "header name rules in http and server",
             http(
                 "underscores_in_headers on; ignore_invalid_headers off;\n\

@@ -1627,3 +1627,56 @@ async fn compression_does_not_hold_back_a_response_the_node_pauses() {
     assert!(r.headers.get("content-encoding").is_none());
     assert!(r.body.ends_with(" paused\nresumed\n"), "{}", r.body);
 }
+
+/// `ssl_ecdh_curve` chooses the key exchange groups clients get: with `secp384r1` only, a
+/// client that would start with X25519 is asked again and gets P-384, and one that has
+/// only X25519 cannot connect; without the line (`auto`), X25519.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_ecdh_curve_chooses_the_key_exchange() {
+    let group = |lab: &Lab, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>| {
+        let mut provider = (*gluu_common::tls::provider()).clone();
+        provider.kx_groups = groups;
+        let pin = gluu_common::tls::load_certs(&lab.cert.cert).expect("cert");
+        let provider = std::sync::Arc::new(provider);
+        let verifier = gluu_common::verify::PeerVerifier::new(
+            gluu_common::verify::PeerPolicy::Pinned(pin),
+            &provider,
+        )
+        .expect("verifier");
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth();
+        let https = lab.https;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(https)
+                .await
+                .expect("connect");
+            let name = rustls::pki_types::ServerName::try_from(HOST).expect("name");
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .ok()?;
+            tls.get_ref()
+                .1
+                .negotiated_key_exchange_group()
+                .map(|g| g.name())
+        }
+    };
+    use rustls::crypto::aws_lc_rs::kx_group::{SECP384R1, X25519};
+    let lab =
+        Lab::start(|t| t.replace("    ssl on;", "    ssl on;\n    ssl_ecdh_curve secp384r1;"))
+            .await;
+    assert_eq!(
+        group(&lab, vec![X25519, SECP384R1]).await,
+        Some(rustls::NamedGroup::secp384r1)
+    );
+    assert_eq!(group(&lab, vec![X25519]).await, None, "no group in common");
+    let auto = Lab::start(|t| t).await;
+    assert_eq!(
+        group(&auto, vec![X25519, SECP384R1]).await,
+        Some(rustls::NamedGroup::X25519)
+    );
+}

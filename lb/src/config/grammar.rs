@@ -132,6 +132,7 @@ const ONCE: &[&str] = &[
     "ssl_prefer_server_ciphers",
     "ssl_session_tickets",
     "ssl_session_timeout",
+    "ssl_ecdh_curve",
     "limit_req_status",
     "limit_conn_status",
     "limit_conn_log_level",

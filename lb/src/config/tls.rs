@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gluu_common::ciphers;
-use rustls::CipherSuite;
+use rustls::{CipherSuite, NamedGroup};
 
 use super::Warning;
 use super::grammar::{Directive, GrammarError};
@@ -56,6 +56,10 @@ pub struct TlsSettings {
     pub session_timeout: Duration,
     /// `ssl_session_tickets` (on).
     pub session_tickets: bool,
+    /// `ssl_ecdh_curve`: the key exchange groups offered, in the server's order of
+    /// preference; `None` (`auto`, nginx's default): rustls's (X25519, P-256, P-384, and
+    /// the X25519MLKEM768 hybrid).
+    pub curves: Option<Vec<NamedGroup>>,
 }
 
 impl Default for TlsSettings {
@@ -69,6 +73,7 @@ impl Default for TlsSettings {
             session_cache: SessionCache::Sessions(SESSION_CACHE_DEFAULT),
             session_timeout: Duration::from_secs(300),
             session_tickets: true,
+            curves: None,
         }
     }
 }
@@ -111,6 +116,7 @@ pub fn apply(
         "ssl_session_tickets" => s.session_tickets = d.on_off()?,
         "ssl_session_timeout" => s.session_timeout = time(d)?,
         "ssl_session_cache" => s.session_cache = session_cache(d)?,
+        "ssl_ecdh_curve" => s.curves = curves(d, warnings)?,
         "ssl_dhparam" => {
             d.one_arg()?;
             unused(
@@ -136,6 +142,84 @@ pub fn apply(
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// OpenSSL's names for the groups rustls offers (compared without case), and the groups.
+const CURVES: &[(&str, NamedGroup)] = &[
+    ("X25519", NamedGroup::X25519),
+    ("prime256v1", NamedGroup::secp256r1),
+    ("secp256r1", NamedGroup::secp256r1),
+    ("P-256", NamedGroup::secp256r1),
+    ("secp384r1", NamedGroup::secp384r1),
+    ("P-384", NamedGroup::secp384r1),
+    ("X25519MLKEM768", NamedGroup::X25519MLKEM768),
+    ("SecP256r1MLKEM768", NamedGroup::secp256r1MLKEM768),
+];
+
+/// Groups OpenSSL (and so nginx) offers that rustls does not.
+const CURVES_NOT_OFFERED: &[&str] = &[
+    "secp521r1",
+    "P-521",
+    "X448",
+    "ffdhe2048",
+    "ffdhe3072",
+    "ffdhe4096",
+    "ffdhe6144",
+    "ffdhe8192",
+    "brainpoolP256r1",
+    "brainpoolP384r1",
+    "brainpoolP512r1",
+    "secp224r1",
+    "P-224",
+];
+
+/// `ssl_ecdh_curve auto | NAME[:NAME...]`: the groups listed that rustls offers, in the
+/// line's order; those only OpenSSL offers are left out with a warning, a name neither
+/// knows is an error (nginx: `SSL_CTX_set1_curves_list(...) failed`), and so is a line
+/// that leaves nothing.
+fn curves(
+    d: &Directive,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<Vec<NamedGroup>>, GrammarError> {
+    let v = d.one_arg()?;
+    if v == "auto" {
+        return Ok(None);
+    }
+    let mut groups = Vec::new();
+    let mut left_out = Vec::new();
+    for name in v.split(':') {
+        if let Some((_, g)) = CURVES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if !groups.contains(g) {
+                groups.push(*g);
+            }
+        } else if CURVES_NOT_OFFERED
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            left_out.push(name);
+        } else {
+            return Err(d.error(format!(
+                "SSL_CTX_set1_curves_list(\"{v}\") failed: group \"{name}\" cannot be set"
+            )));
+        }
+    }
+    if groups.is_empty() {
+        return Err(d.error(format!(
+            "\"ssl_ecdh_curve {v}\": gluu-lb offers none of these groups (rustls has X25519, \
+             prime256v1, secp384r1 and X25519MLKEM768)"
+        )));
+    }
+    if !left_out.is_empty() {
+        warnings.push(Warning {
+            at: d.place.to_string(),
+            message: format!(
+                "\"ssl_ecdh_curve\": {} not offered (rustls does not have {})",
+                left_out.join(", "),
+                if left_out.len() == 1 { "it" } else { "them" }
+            ),
+        });
+    }
+    Ok(Some(groups))
 }
 
 /// The versions nginx's `ssl_protocols` names (case aside), and whether gluu-lb offers
@@ -230,4 +314,56 @@ fn session_cache(d: &Directive) -> Result<SessionCache, GrammarError> {
 
 pub(super) fn cipher_list(d: &Directive, text: &str) -> Result<Vec<CipherSuite>, GrammarError> {
     ciphers::select_tls12(text).map_err(|why| d.error(format!("\"{} {text}\": {why}", d.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(v: &str) -> (Result<Option<Vec<NamedGroup>>, GrammarError>, Vec<Warning>) {
+        let mut warnings = Vec::new();
+        let d = Directive::for_test("ssl_ecdh_curve", &[v], 4);
+        (curves(&d, &mut warnings), warnings)
+    }
+
+    #[test]
+    fn ssl_ecdh_curve_read_as_openssl_names_groups() {
+        let (auto, _) = read("auto");
+        assert_eq!(auto.expect("auto"), None);
+        let (mozilla, warnings) = read("X25519:prime256v1:secp384r1");
+        assert_eq!(
+            mozilla.expect("valid"),
+            Some(vec![
+                NamedGroup::X25519,
+                NamedGroup::secp256r1,
+                NamedGroup::secp384r1
+            ])
+        );
+        assert!(warnings.is_empty());
+        let (names, _) = read("P-384:x25519:secp256r1:P-256");
+        assert_eq!(
+            names.expect("valid"),
+            Some(vec![
+                NamedGroup::secp384r1,
+                NamedGroup::X25519,
+                NamedGroup::secp256r1
+            ]),
+            "other names of the same groups, case aside, each once"
+        );
+        let (some, warnings) = read("X448:prime256v1:secp521r1");
+        assert_eq!(some.expect("valid"), Some(vec![NamedGroup::secp256r1]));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].message.contains("X448, secp521r1 not offered"),
+            "{warnings:?}"
+        );
+        for (v, says) in [
+            ("prime256v1:foo", "group \"foo\" cannot be set"),
+            ("X448", "offers none of these groups"),
+        ] {
+            let (e, _) = read(v);
+            let e = e.expect_err(v).to_string();
+            assert!(e.contains(says) && e.contains("nginx.conf:4"), "{v}: {e}");
+        }
+    }
 }
