@@ -381,6 +381,8 @@ struct Log {
     added: Vec<Added>,
     /// `gzip on` in the request's block: what the request says about compression.
     gzip: Option<gzip::Ask>,
+    /// `keepalive_requests` reached: the HTTP/1 connection closes after this response.
+    close: bool,
     /// What `limit_conn` counts this request in, until its response has been sent.
     held: Vec<limit::Held>,
 }
@@ -398,8 +400,11 @@ impl Log {
     /// The block whose `add_header` and `gzip` lines are in force for this request: the
     /// server's until a location is chosen, then the location's (inherited as nginx
     /// inherits them).
-    fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>) {
+    fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>, conn: &Conn) {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
+        self.close = req.version() < Version::HTTP_2
+            && s.keepalive_requests
+                .is_some_and(|n| conn.requests.load(std::sync::atomic::Ordering::Relaxed) >= n);
         self.added = s
             .add_headers
             .iter()
@@ -418,8 +423,12 @@ impl Log {
             .collect();
     }
 
-    /// Puts the `add_header` headers on a response of `status`.
+    /// Puts the `add_header` headers on a response of `status`, and `Connection: close`
+    /// when `keepalive_requests` says so.
     fn decorate(&self, headers: &mut HeaderMap, status: StatusCode) {
+        if self.close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let safe = proxy::safe_status(status.as_u16());
         for a in self.added.iter().filter(|a| a.always || safe) {
             match (&a.value, a.replaces) {
@@ -722,6 +731,7 @@ pub async fn handle(
         }),
         added: Vec::new(),
         gzip: None,
+        close: false,
         held: Vec::new(),
     };
     let remote_addr = client.ip().to_string();
@@ -765,14 +775,14 @@ pub async fn handle(
             client,
             status.as_u16()
         );
-        log.settle(&server.settings, &vars, &req);
+        log.settle(&server.settings, &vars, &req, conn);
         return log.local(plain(status, ""), shared);
     }
     let (Ok(path), Ok(host)) = (path, host.as_ref()) else {
         unreachable!("an invalid path or host was refused above")
     };
     if let Some(ret) = &server.ret {
-        log.settle(&server.settings, &vars, &req);
+        log.settle(&server.settings, &vars, &req, conn);
         let ct = stock::content_type(&server.settings, &String::from_utf8_lossy(&path.bytes));
         return log.local(returned(ret, &vars, ct), shared);
     }
@@ -786,7 +796,7 @@ pub async fn handle(
         )
     };
     let (Some(li), Some(lrt)) = (li, lrt) else {
-        log.settle(&server.settings, &vars, &req);
+        log.settle(&server.settings, &vars, &req, conn);
         let limits = &rt.server_limits[si];
         if let Some(refused) = preaccess(
             limits,
@@ -809,7 +819,7 @@ pub async fn handle(
     if let Some(pass) = &loc.proxy_pass {
         vars.proxy_host = &pass.upstream;
     }
-    log.settle(&loc.settings, &vars, &req);
+    log.settle(&loc.settings, &vars, &req, conn);
     if let Some(ret) = &loc.ret {
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
         return log.local(returned(ret, &vars, ct), shared);

@@ -562,6 +562,29 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nreal_ip_recursive maybe;"),
         ),
         (
+            "a tuned file's buffer, hash and keep-alive lines",
+            http(
+                "client_body_buffer_size 16k; client_header_buffer_size 1k; ssl_buffer_size 4k;\n\
+                 proxy_headers_hash_max_size 1024; proxy_headers_hash_bucket_size 128;\n\
+                 variables_hash_max_size 1024; variables_hash_bucket_size 64;\n\
+                 keepalive_requests 100; proxy_request_buffering off;\n\
+                 server { listen 127.0.0.1:8; keepalive_requests 10;\n\
+                 location /a { proxy_ignore_client_abort off; keepalive_requests 0; } }",
+            ),
+        ),
+        (
+            "client_body_buffer_size of no size",
+            server("\nclient_body_buffer_size x;"),
+        ),
+        (
+            "keepalive_requests not a number",
+            server("\nkeepalive_requests x;"),
+        ),
+        (
+            "keepalive_requests twice",
+            server("keepalive_requests 1;\nkeepalive_requests 2;"),
+        ),
+        (
             "ssl_ecdh_curve as Mozilla's generator writes it",
             http(&format!(
                 "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_ecdh_curve X25519:prime256v1:secp384r1; }}"

@@ -1680,3 +1680,32 @@ async fn ssl_ecdh_curve_chooses_the_key_exchange() {
         Some(rustls::NamedGroup::X25519)
     );
 }
+
+/// nginx's client-side `keepalive_requests`: the connection's third response says
+/// `Connection: close` and the connection ends there; a location's own line counts for
+/// its requests. (The upstream block's line of the same name is the node side.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_closes_after_keepalive_requests() {
+    let lab = Lab::start(|t| {
+        with_locations(
+            t.replace("http {\n", "http {\n  keepalive_requests 3;\n"),
+            "location /once/ { proxy_pass https://backend/oxauth/; keepalive_requests 1; }",
+        )
+    })
+    .await;
+    let mut sender = one_connection(&lab).await;
+    for i in 1..=3 {
+        let r = get_on(&mut sender, "/oxauth/x").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let close = r.headers.get("connection").is_some_and(|v| v == "close");
+        assert_eq!(close, i == 3, "request {i}: {:?}", r.headers);
+    }
+    sender
+        .ready()
+        .await
+        .expect_err("the connection ended after the third response");
+    let mut sender = one_connection(&lab).await;
+    let r = get_on(&mut sender, "/once/x").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["connection"], "close");
+}

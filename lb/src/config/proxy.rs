@@ -214,6 +214,9 @@ pub struct ProxySettings {
     /// `_` when allowed) is dropped, as nginx drops it.
     pub ignore_invalid_headers: bool,
     pub underscores_in_headers: bool,
+    /// `keepalive_requests N`: an HTTP/1.1 client connection closes after its Nth request
+    /// (0: after each); `None` (no line): never, where nginx closes after 1000.
+    pub keepalive_requests: Option<u64>,
 }
 
 /// The directives nginx takes in `http` and `server` but not in a location.
@@ -266,6 +269,7 @@ impl Default for ProxySettings {
             realip: realip::RealIp::default(),
             ignore_invalid_headers: true,
             underscores_in_headers: false,
+            keepalive_requests: None,
         }
     }
 }
@@ -615,6 +619,30 @@ pub fn apply(
                      proxy_buffer_size); set it off or remove the line",
                 ));
             }
+        }
+        "proxy_request_buffering" => {
+            if d.on_off()? {
+                return Err(d.error(
+                    "\"proxy_request_buffering on\": gluu-lb streams request bodies to the node \
+                     as nginx does with \"proxy_request_buffering off\" (client_body_timeout \
+                     bounds a slow upload); set it off or remove the line",
+                ));
+            }
+        }
+        "proxy_ignore_client_abort" => {
+            if d.on_off()? {
+                return Err(d.error(
+                    "\"proxy_ignore_client_abort on\" is not supported: gluu-lb ends the node's \
+                     request when its client leaves, as nginx does by default; remove the line",
+                ));
+            }
+        }
+        "keepalive_requests" => {
+            let n = d
+                .one_arg()?
+                .parse::<u64>()
+                .map_err(|_| d.error("\"keepalive_requests\" directive invalid number"))?;
+            s.keepalive_requests = Some(n);
         }
         // nginx takes it in http, server and location: refused the same way in each.
         "keepalive_timeout" => {

@@ -51,10 +51,21 @@ pub fn apply(
                 warn("gluu-lb always sends without delay (TCP_NODELAY), as nginx does by default");
             }
         }
+        // Buffers nginx reads into and writes from; gluu-lb's are its own (bounded by
+        // `large_client_header_buffers`, `proxy_buffer_size` and rustls's record size).
+        "client_body_buffer_size" | "client_header_buffer_size" | "ssl_buffer_size" => {
+            let v = d.one_arg()?;
+            super::proxy::parse_size(v)
+                .ok_or_else(|| d.error(format!("\"{}\" directive invalid value", d.name)))?;
+        }
         "types_hash_max_size"
         | "types_hash_bucket_size"
         | "server_names_hash_max_size"
-        | "server_names_hash_bucket_size" => {
+        | "server_names_hash_bucket_size"
+        | "proxy_headers_hash_max_size"
+        | "proxy_headers_hash_bucket_size"
+        | "variables_hash_max_size"
+        | "variables_hash_bucket_size" => {
             let v = d.one_arg()?;
             v.parse::<u32>()
                 .ok()
