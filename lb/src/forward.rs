@@ -937,7 +937,9 @@ pub async fn handle(
         node.counters.requests.inc();
         let wait = (settings.read_timeout, sent.as_ref());
         let result = node.send(&route, upstream_req, wait, shared).await;
-        let tries_left = max_tries == 0 || tries < max_tries;
+        let tries_left = (max_tries == 0 || tries < max_tries)
+            && (settings.next_upstream_timeout.is_zero()
+                || t0.elapsed() < settings.next_upstream_timeout);
         if let Some(more) = log.entry.as_mut().and_then(|e| e.more.as_mut()) {
             more.upstream_statuses.push(match &result {
                 Ok((resp, _)) => Some(resp.status().as_u16()),

@@ -535,3 +535,25 @@ async fn a_chain_is_verified_with_proxy_ssl_verify_on() {
         "without proxy_ssl_verify the node must hold the balancer's certificate"
     );
 }
+
+/// `proxy_next_upstream_timeout`: once that long has passed since the first node was
+/// tried, no other is; without it a request that timed out on one node goes to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_next_node_after_proxy_next_upstream_timeout() {
+    let lab = Lab::start(|t| {
+        with_locations(
+            t,
+            "location /each/ { proxy_pass https://backend/oxauth/; proxy_read_timeout 1s; }\n\
+             location /bounded/ { proxy_pass https://backend/oxauth/; proxy_read_timeout 1s;\n\
+               proxy_next_upstream_timeout 1s; }",
+        )
+    })
+    .await;
+    let served = || lab.nodes.iter().map(|n| n.requests()).sum::<usize>();
+    for (path, tries) in [("/each/slow/3000", 2), ("/bounded/slow/3000", 1)] {
+        let before = served();
+        let r = lab.get(path).await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{path}");
+        assert_eq!(served() - before, tries, "{path}: nodes tried");
+    }
+}

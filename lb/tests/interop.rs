@@ -567,7 +567,7 @@ fn nginx_t_and_gluu_lb_t_agree() {
                 "client_body_buffer_size 16k; client_header_buffer_size 1k; ssl_buffer_size 4k;\n\
                  proxy_headers_hash_max_size 1024; proxy_headers_hash_bucket_size 128;\n\
                  variables_hash_max_size 1024; variables_hash_bucket_size 64;\n\
-                 keepalive_requests 100; proxy_request_buffering off;\n\
+                 keepalive_requests 100; proxy_request_buffering off; proxy_next_upstream_timeout 10s;\n\
                  server { listen 127.0.0.1:8; keepalive_requests 10;\n\
                  location /a { proxy_ignore_client_abort off; keepalive_requests 0; } }",
             ),

@@ -119,6 +119,7 @@ const ONCE: &[&str] = &[
     "proxy_read_timeout",
     "proxy_send_timeout",
     "proxy_next_upstream_tries",
+    "proxy_next_upstream_timeout",
     "proxy_ssl_verify",
     "proxy_ssl_name",
     "proxy_ssl_server_name",

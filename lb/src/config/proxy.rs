@@ -159,6 +159,9 @@ pub struct ProxySettings {
     pub next_upstream: NextUpstream,
     /// 0: no limit beyond "each server once".
     pub next_upstream_tries: u32,
+    /// `proxy_next_upstream_timeout`: no next node once this long has passed since the
+    /// first try began; 0: no limit.
+    pub next_upstream_timeout: Duration,
     /// Also bounds the upstream TLS handshake.
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -233,6 +236,7 @@ impl Default for ProxySettings {
                 ..NextUpstream::default()
             },
             next_upstream_tries: 0,
+            next_upstream_timeout: Duration::ZERO,
             connect_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
@@ -498,6 +502,7 @@ pub fn apply(
             }
             s.next_upstream = n;
         }
+        "proxy_next_upstream_timeout" => s.next_upstream_timeout = time(d)?,
         "proxy_next_upstream_tries" => {
             s.next_upstream_tries = d.one_arg()?.parse().map_err(|_| {
                 GrammarError::at(
