@@ -1385,13 +1385,14 @@ async fn limit_conn_refuses_a_request_past_the_clients_number() {
     assert_eq!(lab.metric(series).await, 1.0);
 }
 
-/// The certificate gluu-lb presents to a client whose provider is `edit`ed (what it can
-/// verify, which suites it offers), speaking `version`.
-async fn presented_to(
+/// A TLS connection to `lab`'s balancer from a client whose provider is `edit`ed (what it
+/// can verify, which suites and groups it offers), speaking `versions`, taking any
+/// certificate; `None` when the handshake fails.
+async fn tls_with(
     lab: &Lab,
-    version: &'static rustls::SupportedProtocolVersion,
+    versions: &[&'static rustls::SupportedProtocolVersion],
     edit: impl FnOnce(&mut rustls::crypto::CryptoProvider),
-) -> rustls::pki_types::CertificateDer<'static> {
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut provider = (*gluu_common::tls::provider()).clone();
     edit(&mut provider);
     let provider = std::sync::Arc::new(provider);
@@ -1399,7 +1400,7 @@ async fn presented_to(
         gluu_common::verify::PeerVerifier::new(gluu_common::verify::PeerPolicy::Anyone, &provider)
             .expect("verifier");
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[version])
+        .with_protocol_versions(versions)
         .expect("versions")
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
@@ -1408,10 +1409,20 @@ async fn presented_to(
         .await
         .expect("connect");
     let name = rustls::pki_types::ServerName::try_from(HOST).expect("name");
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
-        .expect("handshake");
+        .ok()
+}
+
+/// The certificate gluu-lb presents to a client whose provider is `edit`ed, speaking
+/// `version`.
+async fn presented_to(
+    lab: &Lab,
+    version: &'static rustls::SupportedProtocolVersion,
+    edit: impl FnOnce(&mut rustls::crypto::CryptoProvider),
+) -> rustls::pki_types::CertificateDer<'static> {
+    let tls = tls_with(lab, &[version], edit).await.expect("handshake");
     tls.get_ref().1.peer_certificates().expect("presented")[0].clone()
 }
 
@@ -1633,38 +1644,17 @@ async fn compression_does_not_hold_back_a_response_the_node_pauses() {
 /// only X25519 cannot connect; without the line (`auto`), X25519.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_ecdh_curve_chooses_the_key_exchange() {
-    let group = |lab: &Lab, groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>| {
-        let mut provider = (*gluu_common::tls::provider()).clone();
-        provider.kx_groups = groups;
-        let pin = gluu_common::tls::load_certs(&lab.cert.cert).expect("cert");
-        let provider = std::sync::Arc::new(provider);
-        let verifier = gluu_common::verify::PeerVerifier::new(
-            gluu_common::verify::PeerPolicy::Pinned(pin),
-            &provider,
-        )
-        .expect("verifier");
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
-            .with_no_client_auth();
-        let https = lab.https;
-        async move {
-            let tcp = tokio::net::TcpStream::connect(https)
-                .await
-                .expect("connect");
-            let name = rustls::pki_types::ServerName::try_from(HOST).expect("name");
-            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .ok()?;
-            tls.get_ref()
-                .1
-                .negotiated_key_exchange_group()
-                .map(|g| g.name())
-        }
-    };
+    async fn group(
+        lab: &Lab,
+        groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+    ) -> Option<rustls::NamedGroup> {
+        let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+        let tls = tls_with(lab, &versions, |p| p.kx_groups = groups).await?;
+        tls.get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|g| g.name())
+    }
     use rustls::crypto::aws_lc_rs::kx_group::{SECP384R1, X25519};
     let lab =
         Lab::start(|t| t.replace("    ssl on;", "    ssl on;\n    ssl_ecdh_curve secp384r1;"))
