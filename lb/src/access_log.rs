@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use gluu_common::logging::LogFile;
+use hyper::header::HeaderName;
 
 use crate::config::log_format::{Escape, LogFormat, Piece, Var};
 use crate::workers;
@@ -47,8 +48,8 @@ pub struct More {
     pub scheme: &'static str,
     pub host: String,
     pub server_name: String,
-    /// The values of the format's `$http_NAME` headers, in its order.
-    pub headers: Vec<Option<String>>,
+    /// The `$http_NAME` headers the formats name, each once, with the request's values.
+    pub headers: Vec<(HeaderName, Option<String>)>,
     /// `$ssl_protocol`, `$ssl_cipher` (empty without TLS) and the client's SNI name.
     pub tls: (&'static str, &'static str),
     pub sni: Option<String>,
@@ -67,10 +68,9 @@ pub const FLUSH_AT: usize = 32 * 1024;
 /// What is known about a request when its response starts; the byte count comes at the end.
 #[derive(Debug)]
 pub struct Entry {
-    pub log: LogFile,
-    /// `None`: combined.
-    pub format: Option<Arc<LogFormat>>,
-    /// Set when `format` is.
+    /// The `access_log` lines in force: a line goes to each, in its format.
+    pub logs: Arc<[AccessLog]>,
+    /// Set when one of them has a `log_format`.
     pub more: Option<Box<More>>,
     pub remote: IpAddr,
     pub start: SystemTime,
@@ -200,15 +200,16 @@ fn quoted_or_dash(out: &mut String, v: Option<&str>) {
 }
 
 impl Entry {
+    /// The line for its first log.
     #[cfg(test)]
     fn line(&self, body_bytes_sent: u64) -> String {
         let mut out = String::new();
-        self.push_line(&mut out, body_bytes_sent);
+        self.push_line(&mut out, self.logs[0].format.as_deref(), body_bytes_sent);
         out
     }
 
-    fn push_line(&self, out: &mut String, body_bytes_sent: u64) {
-        match (&self.format, &self.more) {
+    fn push_line(&self, out: &mut String, format: Option<&LogFormat>, body_bytes_sent: u64) {
+        match (format, &self.more) {
             (Some(f), Some(more)) => self.push_formatted(out, f, more, body_bytes_sent),
             _ => self.push_combined(out, body_bytes_sent),
         }
@@ -226,7 +227,7 @@ impl Entry {
                 Piece::Var(v) => *v,
             };
             value.clear();
-            let found = self.value(var, more, body_bytes_sent, &mut value);
+            let found = self.value(var, f, more, body_bytes_sent, &mut value);
             match (f.escape, found) {
                 (Escape::Json, false) => {}
                 (_, false) => out.push('-'),
@@ -240,7 +241,14 @@ impl Entry {
 
     /// Puts `var`'s value in `out`; `false` when the request has none (nginx's "not
     /// found", logged as `-`).
-    fn value(&self, var: Var, more: &More, body_bytes_sent: u64, out: &mut String) -> bool {
+    fn value(
+        &self,
+        var: Var,
+        f: &LogFormat,
+        more: &More,
+        body_bytes_sent: u64,
+        out: &mut String,
+    ) -> bool {
         let text = |out: &mut String, v: &str| {
             out.push_str(v);
             true
@@ -330,10 +338,16 @@ impl Entry {
                     .collect();
                 text(out, &all.join(", "))
             }
-            Var::Header(i) => match more.headers.get(i).and_then(Option::as_deref) {
-                Some(v) => text(out, v),
-                None => false,
-            },
+            Var::Header(i) => {
+                let seen = more
+                    .headers
+                    .iter()
+                    .find(|(n, _)| Some(n) == f.headers.get(i));
+                match seen.and_then(|(_, v)| v.as_deref()) {
+                    Some(v) => text(out, v),
+                    None => false,
+                }
+            }
         }
     }
 
@@ -364,22 +378,29 @@ impl Entry {
     /// Writes the line: at once off the workers, else with the worker's pass (module
     /// docs). A failed write is logged, never fatal to the request.
     pub fn write(&self, body_bytes_sent: u64) {
+        for log in self.logs.iter() {
+            self.write_to(log, body_bytes_sent);
+        }
+    }
+
+    fn write_to(&self, to: &AccessLog, body_bytes_sent: u64) {
+        let format = to.format.as_deref();
         if workers::current() == 0 {
             let mut line = String::with_capacity(160);
-            self.push_line(&mut line, body_bytes_sent);
-            write_out(&self.log, &line);
+            self.push_line(&mut line, format, body_bytes_sent);
+            write_out(&to.file, &line);
             return;
         }
         PENDING.with_borrow_mut(|pending| {
-            let i = match pending.iter().position(|(l, _)| l.same_file(&self.log)) {
+            let i = match pending.iter().position(|(l, _)| l.same_file(&to.file)) {
                 Some(i) => i,
                 None => {
-                    pending.push((self.log.clone(), String::with_capacity(4096)));
+                    pending.push((to.file.clone(), String::with_capacity(4096)));
                     pending.len() - 1
                 }
             };
             let (log, text) = &mut pending[i];
-            self.push_line(text, body_bytes_sent);
+            self.push_line(text, format, body_bytes_sent);
             if text.len() >= FLUSH_AT {
                 write_out(log, text);
                 text.clear();
@@ -396,8 +417,10 @@ mod tests {
     fn combined_plus_upstream() {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = Entry {
-            log: LogFile::open(&dir.path().join("a.log")).expect("open"),
-            format: None,
+            logs: Arc::new([AccessLog {
+                file: LogFile::open(&dir.path().join("a.log")).expect("open"),
+                format: None,
+            }]),
             more: None,
             remote: "192.0.2.7".parse().expect("ip"),
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777),
@@ -446,8 +469,10 @@ mod tests {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let mut e = Entry {
-            log: LogFile::open(&dir.path().join("a.log")).expect("open"),
-            format: None,
+            logs: Arc::new([AccessLog {
+                file: LogFile::open(&dir.path().join("a.log")).expect("open"),
+                format: None,
+            }]),
             more: Some(Box::new(More {
                 remote_port: 40000,
                 method: "GET".into(),
@@ -457,7 +482,13 @@ mod tests {
                 scheme: "https",
                 host: "lb.example.org".into(),
                 server_name: "lb.example.org".into(),
-                headers: vec![Some("curl/8 \"x\"\u{1}".into()), None],
+                headers: vec![
+                    (
+                        HeaderName::from_static("user-agent"),
+                        Some("curl/8 \"x\"\u{1}".into()),
+                    ),
+                    (HeaderName::from_static("x-nope"), None),
+                ],
                 ..More::default()
             })),
             remote: "192.0.2.7".parse().expect("ip"),
@@ -469,13 +500,16 @@ mod tests {
             upstream_addrs: vec!["10.0.0.1:443".into()],
             upstream_time: None,
         };
-        e.format = Some(format(&[
-            "main",
-            "$remote_addr:$remote_port $remote_user [$time_local] $time_iso8601 \"$request\" ",
-            "$request_method $request_uri $uri $args $server_protocol $scheme $https $host ",
-            "$server_name $status $body_bytes_sent $upstream_addr $upstream_response_time ",
-            "\"$http_user_agent\" $http_x_nope",
-        ]));
+        e.logs = formatted(
+            &e,
+            format(&[
+                "main",
+                "$remote_addr:$remote_port $remote_user [$time_local] $time_iso8601 \"$request\" ",
+                "$request_method $request_uri $uri $args $server_protocol $scheme $https $host ",
+                "$server_name $status $body_bytes_sent $upstream_addr $upstream_response_time ",
+                "\"$http_user_agent\" $http_x_nope",
+            ]),
+        );
         assert_eq!(
             e.line(1234),
             "192.0.2.7:40000 - [06/Nov/1994:08:49:37 +0000] 1994-11-06T08:49:37+00:00 \
@@ -483,23 +517,25 @@ mod tests {
              a=\\x22b\\x22 HTTP/1.1 https on lb.example.org lb.example.org 200 1234 10.0.0.1:443 - \
              \"curl/8 \\x22x\\x22\\x01\" -\n"
         );
-        e.format = Some(format(&[
-            "j",
-            "escape=json",
-            "{\"ua\":\"$http_user_agent\",\"nope\":\"$http_x_nope\",\"up\":\"$upstream_response_time\"}",
-        ]));
+        e.logs = formatted(
+            &e,
+            format(&[
+                "j",
+                "escape=json",
+                "{\"ua\":\"$http_user_agent\",\"nope\":\"$http_x_nope\",\"up\":\"$upstream_response_time\"}",
+            ]),
+        );
         assert_eq!(
             e.line(0),
             "{\"ua\":\"curl/8 \\\"x\\\"\\u0001\",\"nope\":\"\",\"up\":\"\"}\n"
         );
-        e.format = Some(format(&[
-            "raw",
-            "escape=none",
-            "$http_user_agent|$http_x_nope",
-        ]));
+        e.logs = formatted(
+            &e,
+            format(&["raw", "escape=none", "$http_user_agent|$http_x_nope"]),
+        );
         assert_eq!(e.line(0), "curl/8 \"x\"\u{1}|-\n");
         let timed = format(&["t", "$msec $request_time $pid $hostname"]);
-        e.format = Some(timed);
+        e.logs = formatted(&e, timed);
         e.start = SystemTime::now() - Duration::from_millis(1500);
         let line = e.line(0);
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -514,6 +550,14 @@ mod tests {
         assert!(!fields[3].is_empty() && fields[3] != "-", "{line}");
     }
 
+    /// `e`'s first log's file, in `format`.
+    fn formatted(e: &Entry, format: Arc<LogFormat>) -> Arc<[AccessLog]> {
+        Arc::new([AccessLog {
+            file: e.logs[0].file.clone(),
+            format: Some(format),
+        }])
+    }
+
     fn lines_in(path: &std::path::Path) -> usize {
         std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
     }
@@ -523,8 +567,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.log");
         let entry = Entry {
-            log: LogFile::open(&path).expect("open"),
-            format: None,
+            logs: Arc::new([AccessLog {
+                file: LogFile::open(&path).expect("open"),
+                format: None,
+            }]),
             more: None,
             remote: "192.0.2.7".parse().expect("ip"),
             start: SystemTime::now(),

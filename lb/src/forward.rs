@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::access_log::{Entry, More};
+use crate::access_log::{AccessLog, Entry, More};
 use crate::body::{self, Body, Watched};
 use crate::config::access;
 use crate::config::limit::{LimitSettings, LogLevel};
@@ -681,13 +681,13 @@ pub async fn handle(
             l.settings.realip.client(conn.remote.ip(), req.headers())
         });
     let client = realip.unwrap_or(conn.remote);
-    let access_log = match lrt {
-        Some(l) => l.access_log.clone(),
-        None => rt.server_logs[si].clone(),
+    let logs = match lrt {
+        Some(l) => &l.access_logs,
+        None => &rt.server_logs[si],
     };
     let mut log = Log {
-        entry: access_log.map(|a| Entry {
-            more: a.format.as_ref().map(|f| {
+        entry: (!logs.is_empty()).then(|| Entry {
+            more: logs.iter().any(|a| a.format.is_some()).then(|| {
                 Box::new(More {
                     remote_port: client.port(),
                     realip_remote: realip.map(|_| conn.remote),
@@ -706,11 +706,7 @@ pub async fn handle(
                         .unwrap_or(server_name)
                         .to_owned(),
                     server_name: server_name.to_owned(),
-                    headers: f
-                        .headers
-                        .iter()
-                        .map(|h| header_str(&req, h.clone()))
-                        .collect(),
+                    headers: logged_headers(logs, &req),
                     tls: conn.tls,
                     sni: conn.sni.clone(),
                     server_addr: conn.local,
@@ -718,8 +714,7 @@ pub async fn handle(
                     upstream_statuses: Vec::new(),
                 })
             }),
-            log: a.file,
-            format: a.format,
+            logs: logs.clone(),
             remote: client.ip(),
             start,
             request_line: format!("{} {request_uri} {:?}", req.method(), req.version()),
@@ -1077,6 +1072,27 @@ fn drop_invalid_headers(headers: &mut HeaderMap, s: &ProxySettings, conn: &Conn)
         );
         headers.remove(name);
     }
+}
+
+/// The `$http_NAME` headers the `logs`' formats name, each once, with `req`'s values.
+fn logged_headers(
+    logs: &[AccessLog],
+    req: &Request<Incoming>,
+) -> Vec<(HeaderName, Option<String>)> {
+    let mut names: Vec<&HeaderName> = Vec::new();
+    for name in logs
+        .iter()
+        .filter_map(|a| a.format.as_deref())
+        .flat_map(|f| &f.headers)
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|n| (n.clone(), header_str(req, n.clone())))
+        .collect()
 }
 
 /// A request header as nginx 1.22's `$http_NAME` gives it: the first line, but for

@@ -69,7 +69,8 @@ pub struct LocationRt {
     pub tls: Option<Arc<UpstreamTls>>,
     /// The server name (SNI, and the name checked with `proxy_ssl_verify on`).
     pub ssl_name: Option<ServerName<'static>>,
-    pub access_log: Option<AccessLog>,
+    /// Its `access_log` lines made ready (empty: none, or `off`).
+    pub access_logs: Arc<[AccessLog]>,
     /// `proxy_redirect default`'s rewrite of a node's `Location` and `Refresh`.
     pub redirect: Option<Redirect>,
     /// Its `limit_req` and `limit_conn` lines with their zones.
@@ -86,7 +87,7 @@ pub struct Runtime {
     /// `[server][location]`, parallel to `config.servers[s].locations`.
     pub locations: Vec<Vec<LocationRt>>,
     /// Each server's own access log (requests no location matches, `return`).
-    pub server_logs: Vec<Option<AccessLog>>,
+    pub server_logs: Vec<Arc<[AccessLog]>>,
     /// Each server's own `limit_req` and `limit_conn` lines (for requests no location
     /// matches).
     pub server_limits: Vec<Applied>,
@@ -257,25 +258,14 @@ impl Runtime {
         let mut server_limits = Vec::new();
         for (i, s) in config.servers.iter().enumerate() {
             server_limits.push(limits(&s.settings, &config, &zones));
-            server_logs.push(
-                s.settings
-                    .access_log
-                    .as_ref()
-                    .map(|a| open_log(a, &config, &mut log_cache))
-                    .transpose()?,
-            );
+            server_logs.push(open_logs(&s.settings, &config, &mut log_cache)?);
             let own = keys.get(&i).or(any_key.as_ref());
             let mut per = Vec::new();
             for l in &s.locations {
                 let mut rt = location_rt(l, own, &provider, &mut tls_cache, &mut warnings)?;
                 rt.limits = limits(&l.settings, &config, &zones);
                 rt.hidden = l.settings.hidden();
-                rt.access_log = l
-                    .settings
-                    .access_log
-                    .as_ref()
-                    .map(|a| open_log(a, &config, &mut log_cache))
-                    .transpose()?;
+                rt.access_logs = open_logs(&l.settings, &config, &mut log_cache)?;
                 per.push(rt);
             }
             locations.push(per);
@@ -502,6 +492,21 @@ fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
     })
 }
 
+/// A block's `access_log` lines made ready, none after `access_log off`.
+fn open_logs(
+    s: &ProxySettings,
+    config: &Config,
+    cache: &mut HashMap<PathBuf, LogFile>,
+) -> Result<Arc<[AccessLog]>, GrammarError> {
+    if s.access_log_off {
+        return Ok(Arc::new([]));
+    }
+    s.access_logs
+        .iter()
+        .map(|a| open_log(a, config, cache))
+        .collect()
+}
+
 /// An `access_log` line's file (one `LogFile` per path, however many lines name it) and
 /// format.
 fn open_log(
@@ -542,7 +547,7 @@ fn location_rt(
         return Ok(LocationRt {
             tls: None,
             ssl_name: None,
-            access_log: None,
+            access_logs: Arc::new([]),
             redirect: None,
             limits: Applied::default(),
             hidden: Vec::new(),
@@ -636,7 +641,7 @@ fn location_rt(
     Ok(LocationRt {
         tls: Some(tls),
         ssl_name: Some(name),
-        access_log: None,
+        access_logs: Arc::new([]),
         redirect: l.redirect(),
         limits: Applied::default(),
         hidden: Vec::new(),

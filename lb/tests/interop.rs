@@ -1154,6 +1154,9 @@ impl Twins {
              location /internal/ { proxy_pass https://up_a; allow 10.0.0.0/8; deny 127.0.0.1; allow all; }\n\
              location /open/ { proxy_pass https://up_a; deny 10.0.0.0/8; allow 127.0.0.0/8; deny all; }\n\
              location /logjson/ { proxy_pass https://up_a; access_log DIR/WHO.json json; }\n\
+             location /logtwice/ { proxy_pass https://up_a; access_log DIR/WHO.twice-main main;\n\
+               access_log DIR/WHO.twice-json json; }\n\
+             location /logoff/ { proxy_pass https://up_a; access_log DIR/WHO.off main; access_log off; }\n\
              location /tls12 { proxy_pass https://up_a/tls; proxy_ssl_protocols TLSv1.2;\n\
                proxy_ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384; }\n\
              location /reuse-on { proxy_pass https://up_a/reused; }\n\
@@ -2016,4 +2019,42 @@ async fn headers_with_underscores_are_dropped_as_nginx_drops_them() {
     assert!(text.ends_with(" xu="), "{text}");
     let (_, _, text) = raw(twins.ours, &ask("X-Under: fine\r\n")).await;
     assert!(text.ends_with(" xu=fine"), "{text}");
+}
+
+/// Several `access_log` lines in one block, as nginx takes them: a line goes to each file
+/// in its own format, byte for byte as nginx writes them; `access_log off` beside a file
+/// writes none, whatever the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_logs_to_each_of_its_access_logs_as_nginx_does() {
+    let twins = Twins::start().await;
+    for r in [
+        "GET /logtwice/a?x=%22 HTTP/1.1\r\nHost: lb\r\nUser-Agent: \"q\"\r\nConnection: close\r\n\r\n",
+        "GET /logtwice/b HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+        "GET /logoff/c HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+    ] {
+        twins.agree(r).await;
+    }
+    for file in ["twice-main", "twice-json"] {
+        let read = |who: &str| {
+            let path = twins.dir.path().join(format!("{who}.{file}"));
+            async move {
+                support::eventually(
+                    std::time::Duration::from_secs(5),
+                    "the log lines",
+                    || async {
+                        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 2)
+                    },
+                )
+                .await;
+                std::fs::read_to_string(&path).expect("log")
+            }
+        };
+        let (ours, theirs) = (read("gluu-lb").await, read("nginx").await);
+        assert_eq!(ours, theirs, "{file}: gluu-lb, then nginx");
+        assert_eq!(ours.lines().count(), 2, "{file}: {ours}");
+    }
+    for who in ["gluu-lb", "nginx"] {
+        let off = std::fs::read_to_string(twins.dir.path().join(format!("{who}.off")));
+        assert!(off.unwrap_or_default().is_empty(), "{who}: access_log off");
+    }
 }

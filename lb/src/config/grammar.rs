@@ -180,7 +180,6 @@ const ONCE: &[&str] = &[
 /// up, the first `return` winning) where gluu-lb takes one: a second line is an error
 /// rather than a configuration that means something else here.
 const ONE_HERE: &[&str] = &[
-    "access_log",
     "error_log",
     "ssl_protocols",
     "proxy_ssl_protocols",

@@ -363,7 +363,7 @@ impl Config {
         let settings = self.servers.iter().flat_map(|s| {
             std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings))
         });
-        for a in settings.filter_map(|s| s.access_log.as_ref()) {
+        for a in settings.flat_map(|s| &s.access_logs) {
             if a.format != "combined" && self.log_format(&a.format).is_none() {
                 return Err(GrammarError::at(
                     &a.place,
@@ -683,8 +683,8 @@ mod tests {
                 ":5",
             ),
             (
-                "http {\n server {\n  access_log a.log;\n  access_log b.log;\n }\n}",
-                "\"access_log\" directive is duplicate (first at",
+                "http {\n server {\n  error_log a.log;\n  error_log b.log;\n }\n}",
+                "\"error_log\" directive is duplicate (first at",
                 ":4",
             ),
         ];

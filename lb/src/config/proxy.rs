@@ -185,8 +185,10 @@ pub struct ProxySettings {
     /// 0: no limit.
     pub client_max_body_size: u64,
     pub health_check: Option<HealthCheck>,
-    /// `access_log PATH [FORMAT]`; `None` for `off` or when not set here.
-    pub access_log: Option<AccessLogLine>,
+    /// `access_log PATH [FORMAT]` lines, in file order (nginx writes a line to each).
+    pub access_logs: Vec<AccessLogLine>,
+    /// `access_log off` in the block: none of them, whatever order the lines are in.
+    pub access_log_off: bool,
     /// `client_body_timeout`: the longest wait between two reads of a request body.
     pub client_body_timeout: Duration,
     /// `proxy_buffer_size`: the largest response head a node may send (a larger one is a
@@ -251,7 +253,8 @@ impl Default for ProxySettings {
             ssl_session_reuse: true,
             client_max_body_size: 1 << 20,
             health_check: None,
-            access_log: None,
+            access_logs: Vec::new(),
+            access_log_off: false,
             client_body_timeout: Duration::from_secs(60),
             buffer_size: BUFFER_SIZE_DEFAULT,
             limit: LimitSettings::default(),
@@ -405,6 +408,10 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     if has("proxy_pass_header") {
         s.pass_headers.clear();
     }
+    if has("access_log") {
+        s.access_logs.clear();
+        s.access_log_off = false;
+    }
     realip::inherit(&mut s.realip, has);
     if ["gzip_types", "gzip_proxied", "gzip_disable"]
         .into_iter()
@@ -555,8 +562,8 @@ pub fn apply(
                 format: format.to_owned(),
                 place: d.place.clone(),
             };
-            s.access_log = match d.args.as_slice() {
-                [off] if off == "off" => None,
+            match d.args.as_slice() {
+                [off] if off == "off" => s.access_log_off = true,
                 [path, rest @ ..] => {
                     let (format, params) = match rest.split_first() {
                         Some((f, params)) if !f.contains('=') && f != "gzip" => {
@@ -567,7 +574,7 @@ pub fn apply(
                     for p in params {
                         access_log_param(d, p)?;
                     }
-                    Some(line(path, format))
+                    s.access_logs.push(line(path, format));
                 }
                 [] => {
                     return Err(d.error("invalid number of arguments in \"access_log\" directive"));
