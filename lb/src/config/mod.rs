@@ -486,6 +486,19 @@ impl Config {
 }
 
 /// The literal host of a redirect URL (`https://HOST[:port][/...|$var]`).
+/// nginx's `syslog:` and `memory:` log destinations, which gluu-lb does not have: refused,
+/// rather than taken as a file of that name.
+pub(super) fn log_file(d: &Directive, path: &str) -> Result<(), GrammarError> {
+    match path.split_once(':') {
+        Some((kind @ ("syslog" | "memory"), _)) => Err(d.error(format!(
+            "\"{} {kind}:...\" is not supported: gluu-lb writes its logs to files, or to \
+             stderr, which systemd's journal keeps; have the syslog daemon read the file",
+            d.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn error_log(d: &Directive, root: &Path) -> Result<ErrorLog, GrammarError> {
     let (file, level) = match d.args.as_slice() {
         [f] => (f, "error"),
@@ -494,6 +507,7 @@ fn error_log(d: &Directive, root: &Path) -> Result<ErrorLog, GrammarError> {
             return Err(d.error("invalid number of arguments in \"error_log\" directive"));
         }
     };
+    log_file(d, file)?;
     let level = match level {
         "debug" => tracing::Level::DEBUG,
         "info" | "notice" => tracing::Level::INFO,
@@ -681,6 +695,16 @@ mod tests {
                 "http {\n server {\n  location /a {\n   proxy_read_timeout 5s;\n   proxy_read_timeout 9s;\n  }\n }\n}",
                 "\"proxy_read_timeout\" directive is duplicate",
                 ":5",
+            ),
+            (
+                "events { }\nhttp {\n server {\n  access_log syslog:server=127.0.0.1 main;\n }\n}",
+                "\"access_log syslog:...\" is not supported",
+                ":4",
+            ),
+            (
+                "events { }\nerror_log syslog:server=127.0.0.1;\nhttp { }",
+                "\"error_log syslog:...\" is not supported",
+                ":2",
             ),
             (
                 "http {\n server {\n  error_log a.log;\n  error_log b.log;\n }\n}",

@@ -565,6 +565,7 @@ pub fn apply(
             match d.args.as_slice() {
                 [off] if off == "off" => s.access_log_off = true,
                 [path, rest @ ..] => {
+                    super::log_file(d, path)?;
                     let (format, params) = match rest.split_first() {
                         Some((f, params)) if !f.contains('=') && f != "gzip" => {
                             (f.as_str(), params)
