@@ -619,6 +619,22 @@ async fn limit_req(
     }
 }
 
+/// nginx's preaccess and access phases for a request from `client`: its limits, then
+/// `allow`/`deny`. The refusal to send, if one refuses.
+async fn admit(
+    limits: &Applied,
+    s: &ProxySettings,
+    client: IpAddr,
+    who: impl Fn() -> String,
+    log: &mut Log,
+    shared: &Shared,
+) -> Option<Local> {
+    if let Some(refused) = preaccess(limits, s, client, &who, log, shared).await {
+        return Some(refused);
+    }
+    deny(&s.access, client, who)
+}
+
 /// nginx's `allow` and `deny`: the 403 to send when the rules refuse this client.
 fn deny(rules: &[access::Rule], client: IpAddr, who: impl Fn() -> String) -> Option<Local> {
     if access::allows(rules, client) {
@@ -793,22 +809,11 @@ pub async fn handle(
     let (Some(li), Some(lrt)) = (li, lrt) else {
         log.settle(&server.settings, &vars, &req, conn);
         let limits = &rt.server_limits[si];
-        if let Some(refused) = preaccess(
-            limits,
-            &server.settings,
-            client.ip(),
-            &who,
-            &mut log,
+        let refused = admit(limits, &server.settings, client.ip(), who, &mut log, shared).await;
+        return log.local(
+            refused.unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "")),
             shared,
-        )
-        .await
-        {
-            return log.local(refused, shared);
-        }
-        if let Some(denied) = deny(&server.settings.access, client.ip(), who) {
-            return log.local(denied, shared);
-        }
-        return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
+        );
     };
     let loc = &server.locations[li];
     if let Some(pass) = &loc.proxy_pass {
@@ -819,20 +824,17 @@ pub async fn handle(
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
         return log.local(returned(ret, &vars, ct), shared);
     }
-    if let Some(refused) = preaccess(
+    if let Some(refused) = admit(
         &lrt.limits,
         &loc.settings,
         client.ip(),
-        &who,
+        who,
         &mut log,
         shared,
     )
     .await
     {
         return log.local(refused, shared);
-    }
-    if let Some(denied) = deny(&loc.settings.access, client.ip(), who) {
-        return log.local(denied, shared);
     }
     let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
         return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
