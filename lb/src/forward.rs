@@ -520,11 +520,11 @@ fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Local {
     }
 }
 
-/// nginx's preaccess phase for this request: `limit_req`, then `limit_conn` (what it
-/// counts the request in goes in `log`, held until the response has been sent). The
-/// refusal to send, if one refuses. `who` describes the request for the log lines, as
-/// nginx's do.
-async fn preaccess(
+/// nginx's preaccess and access phases for a request from `client`: `limit_req`, then
+/// `limit_conn` (what it counts the request in goes in `log`, held until the response has
+/// been sent), then `allow`/`deny`. The refusal to send, if one refuses. `who` describes
+/// the request for the log lines, as nginx's do.
+async fn admit(
     limits: &Applied,
     s: &ProxySettings,
     client: IpAddr,
@@ -535,27 +535,26 @@ async fn preaccess(
     if let Some(refused) = limit_req(&limits.req, &s.limit, client, &who, shared).await {
         return Some(refused);
     }
-    if limits.conn.is_empty() {
-        return None;
-    }
-    let c = &s.limit_conn;
-    let (held, over) = limit::hold(&limits.conn, client);
-    if let Some(zone) = over {
-        let dry = if c.dry_run { ", dry run," } else { "" };
-        let line = format!("limiting connections{dry} by zone \"{zone}\", {}", who());
-        log_at(levels(c.log_level).0, &line);
-        let result = if c.dry_run {
-            "rejected_dry_run"
-        } else {
-            "rejected"
-        };
-        shared.metrics.limited("limit_conn", zone, result);
-        if !c.dry_run {
-            return Some(plain(status_of(c.status), ""));
+    if !limits.conn.is_empty() {
+        let c = &s.limit_conn;
+        let (held, over) = limit::hold(&limits.conn, client);
+        if let Some(zone) = over {
+            let dry = if c.dry_run { ", dry run," } else { "" };
+            let line = format!("limiting connections{dry} by zone \"{zone}\", {}", who());
+            log_at(levels(c.log_level).0, &line);
+            let result = if c.dry_run {
+                "rejected_dry_run"
+            } else {
+                "rejected"
+            };
+            shared.metrics.limited("limit_conn", zone, result);
+            if !c.dry_run {
+                return Some(plain(status_of(c.status), ""));
+            }
         }
+        log.held.extend(held);
     }
-    log.held.extend(held);
-    None
+    deny(&s.access, client, who)
 }
 
 /// The levels of a limit's refusal and delay lines: `limit_*_log_level`, and one below
@@ -617,22 +616,6 @@ async fn limit_req(
             None
         }
     }
-}
-
-/// nginx's preaccess and access phases for a request from `client`: its limits, then
-/// `allow`/`deny`. The refusal to send, if one refuses.
-async fn admit(
-    limits: &Applied,
-    s: &ProxySettings,
-    client: IpAddr,
-    who: impl Fn() -> String,
-    log: &mut Log,
-    shared: &Shared,
-) -> Option<Local> {
-    if let Some(refused) = preaccess(limits, s, client, &who, log, shared).await {
-        return Some(refused);
-    }
-    deny(&s.access, client, who)
 }
 
 /// nginx's `allow` and `deny`: the 403 to send when the rules refuse this client.
