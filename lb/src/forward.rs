@@ -11,8 +11,8 @@
 //! or TLS failure, a pooled connection found closed) always moves on.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gluu_common::relay;
@@ -36,6 +36,7 @@ use crate::config::server::Return;
 use crate::config::stock;
 use crate::gzip::{self, Gzipped};
 use crate::limit::{self, Applied, Limit, Verdict};
+use crate::pace::Pace;
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
 use crate::upstream::{InFlight, Lease, Route, lock};
@@ -53,8 +54,10 @@ pub struct Conn {
     /// Set when a response switched the connection to another protocol: the connection's
     /// task runs it once hyper has handed the socket over.
     pub upgraded: Mutex<Option<Upgrade>>,
-    /// Requests received so far (an HTTP/2 connection's idle limit watches it).
+    /// Requests received so far.
     pub requests: AtomicU64,
+    /// Its timers between requests.
+    pub pace: Arc<Pace>,
     /// The TLS version and suite, as nginx's `$ssl_protocol` and `$ssl_cipher` name them
     /// (empty without TLS).
     pub tls: (&'static str, &'static str),
@@ -66,6 +69,7 @@ impl Conn {
         local: Option<SocketAddr>,
         scheme: &'static str,
         sni: Option<String>,
+        pace: Arc<Pace>,
     ) -> Conn {
         Conn {
             remote,
@@ -74,6 +78,7 @@ impl Conn {
             sni,
             upgraded: Mutex::default(),
             requests: AtomicU64::new(0),
+            pace,
             tls: ("", ""),
         }
     }
@@ -381,8 +386,12 @@ struct Log {
     added: Vec<Added>,
     /// `gzip on` in the request's block: what the request says about compression.
     gzip: Option<gzip::Ask>,
-    /// `keepalive_requests` reached: the HTTP/1 connection closes after this response.
+    /// `keepalive_requests` reached, or `keepalive_timeout 0`: the HTTP/1 connection
+    /// closes after this response.
     close: bool,
+    /// `Keep-Alive: timeout=N` for an HTTP/1 response that keeps the connection open
+    /// (`keepalive_timeout`'s second parameter).
+    keep_alive: Option<HeaderValue>,
     /// What `limit_conn` counts this request in, until its response has been sent.
     held: Vec<limit::Held>,
 }
@@ -402,9 +411,17 @@ impl Log {
     /// inherits them).
     fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>, conn: &Conn) {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
-        self.close = req.version() < Version::HTTP_2
-            && s.keepalive_requests
-                .is_some_and(|n| conn.requests.load(std::sync::atomic::Ordering::Relaxed) >= n);
+        conn.pace.set_keepalive(s.keepalive_timeout);
+        let http1 = req.version() < Version::HTTP_2;
+        self.close = http1
+            && (s.keepalive_timeout.is_zero()
+                || s.keepalive_requests.is_some_and(|n| {
+                    conn.requests.load(std::sync::atomic::Ordering::Relaxed) >= n
+                }));
+        self.keep_alive = s
+            .keepalive_header
+            .filter(|&secs| http1 && !self.close && secs > 0)
+            .and_then(|secs| HeaderValue::try_from(format!("timeout={secs}")).ok());
         self.added = s
             .add_headers
             .iter()
@@ -424,10 +441,13 @@ impl Log {
     }
 
     /// Puts the `add_header` headers on a response of `status`, and `Connection: close`
-    /// when `keepalive_requests` says so.
+    /// or `Keep-Alive` as `keepalive_requests` and `keepalive_timeout` say.
     fn decorate(&self, headers: &mut HeaderMap, status: StatusCode) {
         if self.close {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(v) = &self.keep_alive {
+            headers.insert(HeaderName::from_static("keep-alive"), v.clone());
         }
         let safe = proxy::safe_status(status.as_u16());
         for a in self.added.iter().filter(|a| a.always || safe) {
@@ -726,6 +746,7 @@ pub async fn handle(
         added: Vec::new(),
         gzip: None,
         close: false,
+        keep_alive: None,
         held: Vec::new(),
     };
     let remote_addr = client.ip().to_string();

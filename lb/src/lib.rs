@@ -14,6 +14,7 @@ pub mod gzip;
 pub mod health;
 pub mod limit;
 pub mod metrics;
+pub mod pace;
 pub mod runtime;
 pub mod send_timeout;
 pub mod served;
@@ -25,7 +26,7 @@ pub mod workers;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,7 @@ pub use config::{Config, Warning};
 use forward::Conn;
 pub use gluu_common::signal::Control;
 use metrics::Metrics;
+use pace::{Ending, Pace, Stamped};
 use runtime::Runtime;
 use send_timeout::SendTimed;
 use workers::{Dispatch, Workers};
@@ -601,26 +603,21 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
-    let (tls, limits) = {
+    let (tls, limits, keepalive) = {
         let b = binding.load();
+        let listener = &b.rt.listeners[b.listener];
+        let default_server = &b.rt.config.servers[listener.servers[0]];
         (
-            b.rt.listeners[b.listener].tls.clone(),
+            listener.tls.clone(),
             b.rt.config.limits.clone(),
+            default_server.settings.keepalive_timeout,
         )
     };
     let stream = SendTimed::new(stream, limits.send_timeout);
     let Some(acceptor) = tls else {
-        let conn = Conn::new(peer, local, "http", None);
-        return serve(
-            TokioIo::new(stream),
-            conn,
-            false,
-            binding,
-            stop,
-            shared,
-            &limits,
-        )
-        .await;
+        let pace = Pace::new(limits.header_timeout, keepalive);
+        let conn = Conn::new(peer, local, "http", None, pace);
+        return serve(stream, conn, false, binding, stop, shared, &limits).await;
     };
     let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
     {
@@ -642,27 +639,20 @@ async fn connection(
     };
     let (_, session) = stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
+    let pace = Pace::new(limits.header_timeout, keepalive);
     let conn = Conn::new(
         peer,
         local,
         "https",
         session.server_name().map(str::to_owned),
+        pace,
     )
     .with_tls(session);
-    serve(
-        TokioIo::new(stream),
-        conn,
-        h2,
-        binding,
-        stop,
-        shared,
-        &limits,
-    )
-    .await;
+    serve(stream, conn, h2, binding, stop, shared, &limits).await;
 }
 
 async fn serve<I>(
-    io: TokioIo<I>,
+    io: I,
     conn: Conn,
     h2: bool,
     binding: Arc<ArcSwap<Binding>>,
@@ -682,6 +672,7 @@ async fn serve<I>(
         let b = binding.load_full();
         let (conn, shared) = (conn.clone(), shared.clone());
         conn.requests.fetch_add(1, Ordering::Relaxed);
+        let open = conn.pace.begin();
         async move {
             let unanswered = shared.metrics.unanswered();
             let resp = forward::handle(req, &conn, &b.rt, b.listener, &shared).await;
@@ -696,7 +687,7 @@ async fn serve<I>(
                 // client, unless a node's body says it waits on the node.
                 send_timeout::Turn::responded();
             }
-            Ok(resp)
+            Ok(resp.map(|body| Ending::new(body, open)))
         }
     });
     if h2 {
@@ -711,27 +702,22 @@ async fn serve<I>(
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(limits.header_timeout))
             .keep_alive_timeout(Duration::from_secs(20));
-        let conn = builder.serve_connection(io, service);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let watch = H2Watch {
-            idle: limits.header_timeout,
-            requests: &info.requests,
-            streams: &streams,
-        };
-        drive(conn, &stop, &info.requests, Some(watch), |c| {
+        drive(conn, &stop, &info, Some(&streams), |c| {
             c.graceful_shutdown()
         })
         .await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
+        // The header and idle timers are [`Pace`]'s, fed by [`Stamped`].
         builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
+            .header_read_timeout(None)
             .max_header_size(limits.max_header_bytes);
+        let io = TokioIo::new(Stamped::new(io, info.pace.clone()));
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
-        // hyper's `header_read_timeout` is the idle limit between requests.
-        drive(conn, &stop, &info.requests, None, |c| c.graceful_shutdown()).await;
+        drive(conn, &stop, &info, None, |c| c.graceful_shutdown()).await;
         // A WebSocket lives on in this task: its slot stays taken, a stop waits for it.
         let upgrade = upstream::lock(&info.upgraded).take();
         if let Some(upgrade) = upgrade {
@@ -740,56 +726,31 @@ async fn serve<I>(
     }
 }
 
-/// What hyper does not look after on an HTTP/2 connection: its idle limit (`idle` without
-/// a new request; `requests` counts them) and streams held up by the client
-/// (`send_timeout`).
-#[derive(Clone, Copy)]
-struct H2Watch<'a> {
-    idle: Duration,
-    requests: &'a AtomicU64,
-    streams: &'a send_timeout::Streams,
-}
-
 /// How long a stop waits for the first request of a connection that has sent none yet.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs a client connection to its end. When `stop` comes first, or an HTTP/2 connection
-/// goes idle (`watch`), lets the requests in flight finish and closes (HTTP/1.1: after the
-/// response; HTTP/2: GOAWAY). A connection accepted just before a stop, whose first request
-/// (counted in `requests`) has not come yet, gets [`FIRST_REQUEST_GRACE`] for it: closing it
-/// at once (as nginx does) fails a request that a restart would otherwise not touch.
-/// Streams held up by the client are reset throughout, during that finish too.
+/// Runs a client connection to its end. When `stop` comes first, or the connection has
+/// been idle for `keepalive_timeout` ([`Pace`]), lets the requests in flight finish and
+/// closes (HTTP/1.1: after the response; HTTP/2: GOAWAY); when a request's head takes
+/// longer than `client_header_timeout`, drops it. A connection accepted just before a
+/// stop, whose first request has not come yet, gets [`FIRST_REQUEST_GRACE`] for it: closing
+/// it at once (as nginx does) fails a request that a restart would otherwise not touch.
+/// An HTTP/2 connection's streams held up by the client (`streams`) are reset throughout,
+/// during that finish too.
 async fn drive<C>(
     mut conn: std::pin::Pin<&mut C>,
     stop: &CancellationToken,
-    requests: &AtomicU64,
-    watch: Option<H2Watch<'_>>,
+    info: &Conn,
+    streams: Option<&send_timeout::Streams>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
 {
-    let quiet = async {
-        let Some(w) = watch else {
-            return std::future::pending().await;
-        };
-        let period = gluu_common::relay::watch_period(w.idle);
-        let (mut seen, mut since) = (w.requests.load(Ordering::Relaxed), Instant::now());
-        loop {
-            tokio::time::sleep(period).await;
-            let now = w.requests.load(Ordering::Relaxed);
-            if now != seen {
-                (seen, since) = (now, Instant::now());
-            } else if since.elapsed() >= w.idle {
-                tracing::debug!("closing a connection without a request for {:?}", w.idle);
-                return;
-            }
-        }
-    };
     let stalled = async {
-        if let Some(w) = watch {
+        if let Some(streams) = streams {
             loop {
-                tokio::time::sleep(w.streams.period()).await;
-                w.streams.reset_stalled();
+                tokio::time::sleep(streams.period()).await;
+                streams.reset_stalled();
             }
         }
         std::future::pending::<Infallible>().await
@@ -797,17 +758,30 @@ async fn drive<C>(
     let stopped = async {
         stop.cancelled().await;
         let deadline = Instant::now() + FIRST_REQUEST_GRACE;
-        while requests.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        while info.requests.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
+    let slow_head = || {
+        tracing::debug!(
+            "{}: no whole request head within client_header_timeout; closed",
+            info.remote
+        );
+        Ok(())
+    };
     let run = async {
         tokio::select! {
+            r = conn.as_mut() => return r,
+            () = stopped => {}
+            expired = info.pace.expired(true) => if expired == pace::Expired::Header {
+                return slow_head();
+            },
+        }
+        graceful(conn.as_mut());
+        // A request head still on its way is bounded as before.
+        tokio::select! {
             r = conn.as_mut() => r,
-            () = async { tokio::select! { () = stopped => {}, () = quiet => {} } } => {
-                graceful(conn.as_mut());
-                conn.await
-            }
+            _ = info.pace.expired(false) => slow_head(),
         }
     };
     let r = tokio::select! {

@@ -581,6 +581,30 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nkeepalive_requests x;"),
         ),
         (
+            "keepalive_timeout in http, server and location, with and without a header",
+            http(
+                "keepalive_timeout 65;\n\
+                 server { listen 127.0.0.1:8; keepalive_timeout 75s 60;\n\
+                 location /a { keepalive_timeout 0; } location /b { keepalive_timeout 1m 1m; } }",
+            ),
+        ),
+        (
+            "keepalive_timeout of no time",
+            server("\nkeepalive_timeout soon;"),
+        ),
+        (
+            "keepalive_timeout with a header of milliseconds",
+            server("\nkeepalive_timeout 10 500ms;"),
+        ),
+        (
+            "keepalive_timeout of three parameters",
+            server("\nkeepalive_timeout 1 2 3;"),
+        ),
+        (
+            "keepalive_timeout twice",
+            server("keepalive_timeout 1;\nkeepalive_timeout 2;"),
+        ),
+        (
             "keepalive_requests twice",
             server("keepalive_requests 1;\nkeepalive_requests 2;"),
         ),

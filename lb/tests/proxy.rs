@@ -230,8 +230,8 @@ async fn http2_clients_via_alpn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_http2_connection_is_closed_after_client_header_timeout() {
-    let lab = h2_lab("  client_header_timeout 1s;\n").await;
+async fn an_idle_http2_connection_is_closed_after_keepalive_timeout() {
+    let lab = h2_lab("  keepalive_timeout 1s;\n").await;
     let (mut sender, conn) = h2_connect(&lab).await;
     // Requests keep it open past the timeout; the client answers every PING meanwhile.
     let mut pace = tokio::time::interval(Duration::from_millis(400));
@@ -246,17 +246,22 @@ async fn an_idle_http2_connection_is_closed_after_client_header_timeout() {
     let end = tokio::time::timeout(Duration::from_secs(10), conn).await;
     assert!(end.is_ok(), "still open 10s after the last request");
     let open = quiet.elapsed();
-    // The limit counts from when gluu-lb saw the last request, a little before its
-    // response reached this client.
+    // The limit counts from when gluu-lb sent the last response, a little before it
+    // reached this client.
     assert!(
         open >= Duration::from_millis(500) && open < Duration::from_secs(8),
-        "closed after {open:?} without a request; client_header_timeout is 1s"
+        "closed after {open:?} without a request; keepalive_timeout is 1s"
     );
-    // A response slower than the limit still arrives: the close lets streams finish.
+    // A response slower than the limit arrives: a connection with a stream open is not
+    // idle, and serves the next request.
     let (mut sender, _conn) = h2_connect(&lab).await;
     let r = h2_get(&mut sender, "/oxauth/slow/2500").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.contains("slow"), "{}", r.body);
+    assert_eq!(
+        h2_get(&mut sender, "/oxauth/x").await.status,
+        StatusCode::OK
+    );
 }
 
 /// A new TLS connection to gluu-lb with `text` written on it, as it stands.
@@ -283,13 +288,7 @@ async fn websocket(lab: &Lab) -> tokio_rustls::client::TlsStream<tokio::net::Tcp
         ),
     )
     .await;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tls.read_exact(&mut byte).await.expect("read head");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = read_head(&mut tls).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     tls
@@ -463,16 +462,6 @@ async fn slow_clients_are_cut_off_by_their_timeouts() {
         "nothing, or 408: {got}"
     );
     cut_off("half a request head", open);
-
-    // A keep-alive connection left idle after its request: client_header_timeout again.
-    let (got, open) = exchange(
-        &lab,
-        &format!("GET /oxauth/x HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
-    )
-    .await;
-    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
-    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
-    cut_off("idle keep-alive connection", open);
 
     // A body that stops: client_body_timeout and 408. The body streams, so the node had the
     // request head; it never saw the rest.
@@ -1547,23 +1536,26 @@ async fn an_http2_stream_the_client_stops_reading_is_reset_after_send_timeout() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_held_up_by_the_client_is_reset_after_the_idle_goaway_too() {
-    let lab = h2_lab("  send_timeout 3s;\n  client_header_timeout 1s;\n").await;
+async fn a_stream_held_up_by_the_client_is_reset_during_a_graceful_stop_too() {
+    let lab = h2_lab("  send_timeout 3s;\n").await;
     let (mut sender, conn) = h2_connect(&lab).await;
     let (resp, stalled) = stall_a_stream(&mut sender).await;
-    // GOAWAY after a second without a new request; the connection waits for the stream,
-    // which the client holds up until send_timeout resets it, and then ends.
-    let held = released(&lab, stalled).await;
-    assert!(
-        held >= Duration::from_secs(2) && held < Duration::from_secs(10),
-        "released after {held:?}; send_timeout is 3s"
-    );
+    // The stop sends GOAWAY and waits for the stream, which the client holds up until
+    // send_timeout resets it; then the connection, and the stop, end.
+    let stopping = tokio::spawn(lab.stop());
     let end = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(end.is_ok(), "the connection still open 10s into the stop");
+    let held = stalled.elapsed();
     assert!(
-        end.is_ok(),
-        "the connection still open after its last stream"
+        held >= Duration::from_secs(2),
+        "ended after {held:?}; send_timeout is 3s"
     );
-    drop(resp);
+    let e = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect_err("reset");
+    assert!(format!("{e:?}").contains("CANCEL"), "{e:?}");
+    let took = stopping.await.expect("join");
+    assert!(took < Duration::from_secs(10), "drained in {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1668,6 +1660,93 @@ async fn ssl_ecdh_curve_chooses_the_key_exchange() {
     assert_eq!(
         group(&auto, vec![X25519, SECP384R1]).await,
         Some(rustls::NamedGroup::X25519)
+    );
+}
+
+/// Reads a response head from `tls` (all of the response, for a HEAD request).
+async fn read_head(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut byte))
+            .await
+            .expect("a response within 10s")
+            .expect("read");
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).expect("ascii head")
+}
+
+/// nginx's two timers between requests: `keepalive_timeout` from a response's end to the
+/// next byte, then `client_header_timeout` from that byte to a whole head (hyper's one timer
+/// started at the response's end and ran both). `keepalive_timeout`'s second parameter is
+/// the `Keep-Alive` header; a block's `keepalive_timeout 0` closes after its response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_head_connections_close_on_nginx_s_two_timers() {
+    let lab = Lab::start(|t| {
+        with_locations(
+            t.replace(
+                "http {\n",
+                "http {\n  client_header_timeout 2s;\n  keepalive_timeout 3s 7;\n",
+            ),
+            "location /once/ { proxy_pass https://backend/oxauth/; keepalive_timeout 0; }",
+        )
+    })
+    .await;
+    let head = format!("HEAD /oxauth/x HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+
+    // Idle after a response: open for keepalive_timeout, not client_header_timeout.
+    let (got, open) = exchange(&lab, &head).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("\r\nkeep-alive: timeout=7\r\n"), "{got}");
+    assert!(
+        open >= Duration::from_millis(2700) && open < Duration::from_secs(6),
+        "an idle connection closed after {open:?}; keepalive_timeout is 3s"
+    );
+
+    // The next head begins 1.5s into the idle time and trickles in: cut off 2s after its
+    // first byte (not when the idle time would have ended), whatever the bytes after it.
+    let mut tls = sent_on_new_connection(&lab, &head).await;
+    assert!(read_head(&mut tls).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = Instant::now();
+    let mut line = format!("HEAD /oxauth/x HTTP/1.1\r\nHost: {HOST}\r\n");
+    let mut closed = None;
+    for i in 0..20 {
+        if tls.write_all(line.as_bytes()).await.is_err() {
+            closed = Some(first.elapsed());
+            break;
+        }
+        line = format!("X-Slow-{i}: byte\r\n");
+        let read = tokio::time::timeout(Duration::from_millis(250), tls.read(&mut [0u8; 64])).await;
+        if let Ok(r) = read {
+            assert!(
+                matches!(r, Ok(0) | Err(_)),
+                "no answer to a half head: {r:?}"
+            );
+            closed = Some(first.elapsed());
+            break;
+        }
+    }
+    let closed = closed.expect("still open 5s into a head; client_header_timeout is 2s");
+    assert!(
+        closed >= Duration::from_millis(1800) && closed < Duration::from_millis(3500),
+        "a trickling head cut off {closed:?} after its first byte; client_header_timeout is 2s"
+    );
+
+    // keepalive_timeout 0 in the request's block: the response closes the connection.
+    let (got, open) = exchange(
+        &lab,
+        &format!("HEAD /once/x HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
+    assert!(!got.contains("keep-alive"), "{got}");
+    assert!(
+        open < Duration::from_secs(1),
+        "open {open:?} after the response"
     );
 }
 

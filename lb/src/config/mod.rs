@@ -652,14 +652,9 @@ mod tests {
                 ":4",
             ),
             (
-                "http {\n keepalive_timeout 65;\n}",
-                "\"keepalive_timeout\" is not supported: gluu-lb closes an idle",
-                ":2",
-            ),
-            (
-                "http {\n server {\n  location / {\n   keepalive_timeout 65;\n  }\n }\n}",
-                "after client_header_timeout (set in http)",
-                ":4",
+                "http {\n keepalive_timeout 65;\n keepalive_timeout 75;\n}",
+                "\"keepalive_timeout\" directive is duplicate",
+                ":3",
             ),
             (
                 "http {\n server {\n  return 999;\n }\n}",

@@ -222,6 +222,14 @@ pub struct ProxySettings {
     /// `keepalive_requests N`: an HTTP/1.1 client connection closes after its Nth request
     /// (0: after each); `None` (no line): never, where nginx closes after 1000.
     pub keepalive_requests: Option<u64>,
+    /// `keepalive_timeout T [H]` (75 s): how long a client connection stays open after the
+    /// response, waiting for the next request's first byte (0: it closes after each
+    /// response, HTTP/1 `Connection: close`).
+    pub keepalive_timeout: Duration,
+    /// Its second parameter: the seconds an HTTP/1 keep-alive response names in
+    /// `Keep-Alive: timeout=N` (nginx's parameter, inherited on its own: a block whose
+    /// line has one parameter keeps the one from above).
+    pub keepalive_header: Option<u64>,
 }
 
 /// The directives nginx takes in `http` and `server` but not in a location.
@@ -277,6 +285,8 @@ impl Default for ProxySettings {
             ignore_invalid_headers: true,
             underscores_in_headers: false,
             keepalive_requests: None,
+            keepalive_timeout: Duration::from_secs(75),
+            keepalive_header: None,
         }
     }
 }
@@ -657,12 +667,29 @@ pub fn apply(
                 .map_err(|_| d.error("\"keepalive_requests\" directive invalid number"))?;
             s.keepalive_requests = Some(n);
         }
-        // nginx takes it in http, server and location: refused the same way in each.
         "keepalive_timeout" => {
-            return Err(d.error(
-                "\"keepalive_timeout\" is not supported: gluu-lb closes an idle keep-alive \
-                 connection after client_header_timeout (set in http)",
-            ));
+            let invalid = |v: &str| {
+                d.error(format!(
+                    "\"keepalive_timeout\" directive invalid value \"{v}\""
+                ))
+            };
+            let (timeout, header) = match d.args.as_slice() {
+                [t] => (t, None),
+                [t, h] => (t, Some(h)),
+                _ => {
+                    return Err(
+                        d.error("invalid number of arguments in \"keepalive_timeout\" directive")
+                    );
+                }
+            };
+            s.keepalive_timeout = parse_time(timeout).ok_or_else(|| invalid(timeout))?;
+            if let Some(h) = header {
+                // nginx reads it in whole seconds.
+                let t = parse_time(h)
+                    .filter(|t| t.subsec_nanos() == 0)
+                    .ok_or_else(|| invalid(h))?;
+                s.keepalive_header = Some(t.as_secs());
+            }
         }
         "proxy_buffers"
         | "proxy_busy_buffers_size"
@@ -794,6 +821,52 @@ mod tests {
             read("proxy_buffer_size 16k;").expect("valid").buffer_size,
             16 << 10
         );
+    }
+
+    #[test]
+    fn keepalive_timeout_and_its_header_parameter() {
+        let d = ProxySettings::default();
+        assert_eq!(
+            (d.keepalive_timeout, d.keepalive_header),
+            (Duration::from_secs(75), None),
+            "nginx's defaults"
+        );
+        let s = read("keepalive_timeout 65;").expect("Debian's line");
+        assert_eq!(s.keepalive_timeout, Duration::from_secs(65));
+        let s = read("keepalive_timeout 500ms 1m;").expect("valid");
+        assert_eq!(
+            (s.keepalive_timeout, s.keepalive_header),
+            (Duration::from_millis(500), Some(60))
+        );
+        // A block's one-parameter line keeps the header from above, as nginx merges them.
+        let line = Directive {
+            name: "keepalive_timeout".to_owned(),
+            args: vec!["10".to_owned()],
+            block: None,
+            place: crate::config::grammar::test_place(1),
+        };
+        let mut child = inherit(&s, std::slice::from_ref(&line));
+        assert!(
+            apply(
+                &mut child,
+                &line,
+                std::path::Path::new("."),
+                &mut Vec::new()
+            )
+            .expect("ok")
+        );
+        assert_eq!(
+            (child.keepalive_timeout, child.keepalive_header),
+            (Duration::from_secs(10), Some(60))
+        );
+        for (line, error) in [
+            ("keepalive_timeout soon;", "invalid value \"soon\""),
+            ("keepalive_timeout 10 500ms;", "invalid value \"500ms\""),
+            ("keepalive_timeout 1 2 3;", "invalid number of arguments"),
+        ] {
+            let e = read(line).expect_err(line).to_string();
+            assert!(e.contains(error) && e.contains(":2"), "{line}: {e}");
+        }
     }
 
     #[test]
