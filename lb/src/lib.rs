@@ -616,44 +616,50 @@ async fn connection(
     let stream = SendTimed::new(stream, limits.send_timeout);
     let Some(acceptor) = tls else {
         let pace = Pace::new(limits.header_timeout, keepalive);
-        let conn = Conn::new(peer, local, "http", None, pace);
+        let conn = Arc::new(Conn::new(peer, local, "http", None, pace));
         return serve(stream, conn, false, binding, stop, shared, &limits).await;
     };
-    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let reason = gluu_common::verify::failure_reason(&e);
-            shared.metrics.handshake_failure(reason);
-            tracing::debug!(
-                "TLS handshake with {peer} failed: {}",
-                gluu_common::verify::describe_failure(&e)
-            );
-            return;
-        }
-        Err(_) => {
-            shared.metrics.handshake_failure("timeout");
-            tracing::debug!("TLS handshake with {peer} timed out");
-            return;
-        }
+    // The TLS stream (rustls' state, about 1.3 KB) is boxed and the connection's facts
+    // shared before they go to `serve`: a value moved into an awaited call keeps its
+    // place in the caller's future as well, and every open connection held both twice.
+    let (io, h2, conn) = {
+        let accept = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream));
+        let stream = match accept.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let reason = gluu_common::verify::failure_reason(&e);
+                shared.metrics.handshake_failure(reason);
+                tracing::debug!(
+                    "TLS handshake with {peer} failed: {}",
+                    gluu_common::verify::describe_failure(&e)
+                );
+                return;
+            }
+            Err(_) => {
+                shared.metrics.handshake_failure("timeout");
+                tracing::debug!("TLS handshake with {peer} timed out");
+                return;
+            }
+        };
+        let (_, session) = stream.get_ref();
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let pace = Pace::new(limits.header_timeout, keepalive);
+        let conn = Conn::new(
+            peer,
+            local,
+            "https",
+            session.server_name().map(str::to_owned),
+            pace,
+        )
+        .with_tls(session);
+        (Box::new(stream), h2, Arc::new(conn))
     };
-    let (_, session) = stream.get_ref();
-    let h2 = session.alpn_protocol() == Some(b"h2");
-    let pace = Pace::new(limits.header_timeout, keepalive);
-    let conn = Conn::new(
-        peer,
-        local,
-        "https",
-        session.server_name().map(str::to_owned),
-        pace,
-    )
-    .with_tls(session);
-    serve(stream, conn, h2, binding, stop, shared, &limits).await;
+    serve(io, conn, h2, binding, stop, shared, &limits).await;
 }
 
 async fn serve<I>(
     io: I,
-    conn: Conn,
+    conn: Arc<Conn>,
     h2: bool,
     binding: Arc<ArcSwap<Binding>>,
     stop: CancellationToken,
@@ -662,7 +668,6 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(conn);
     let info = conn.clone();
     let shared = shared.clone();
     // Per request, one reference count each for the configuration in force and `shared`
@@ -691,21 +696,25 @@ async fn serve<I>(
         }
     });
     if h2 {
-        let streams = send_timeout::Streams::new(limits.send_timeout, info.remote);
-        let mut builder = hyper::server::conn::http2::Builder::new(streams.clone());
-        // What a stream buffers for a client that does not read is bounded like what a node
-        // connection holds (hyper's default: 400 KiB per stream, 128 streams).
-        builder
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(128)
-            .max_send_buf_size(upstream::STREAM_BUFFER_MAX)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(limits.header_timeout))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        drive(conn, &stop, &info, Some(&streams), |c| {
-            c.graceful_shutdown()
+        // Boxed, so that an HTTP/1 connection's future is not the size of HTTP/2's.
+        Box::pin(async move {
+            let streams = send_timeout::Streams::new(limits.send_timeout, info.remote);
+            let mut builder = hyper::server::conn::http2::Builder::new(streams.clone());
+            // What a stream buffers for a client that does not read is bounded like what a node
+            // connection holds (hyper's default: 400 KiB per stream, 128 streams).
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(128)
+                .max_send_buf_size(upstream::STREAM_BUFFER_MAX)
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                .keep_alive_interval(Some(limits.header_timeout))
+                .keep_alive_timeout(Duration::from_secs(20));
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            drive(conn, &stop, &info, Some(&streams), |c| {
+                c.graceful_shutdown()
+            })
+            .await;
         })
         .await;
     } else {

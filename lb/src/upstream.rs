@@ -440,7 +440,10 @@ impl Node {
                 Some(c) => (c, true),
                 None => {
                     self.counters.connects.inc();
-                    match self.connect(route, &shared.permits).await {
+                    // Boxed: a connect is rare beside the pooled case, and its state
+                    // (TCP, TLS handshake) would otherwise size every request's future,
+                    // which hyper keeps a slot for on every client connection.
+                    match Box::pin(self.connect(route, &shared.permits)).await {
                         Ok(sender) => (
                             Pooled {
                                 sender,
