@@ -603,21 +603,24 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().ok();
-    let (tls, limits, keepalive) = {
+    // What is per connection in nginx's HTTP/2 module comes from the listener's default
+    // server, as nginx takes it (SNI aside).
+    let (tls, limits, keepalive, streams) = {
         let b = binding.load();
         let listener = &b.rt.listeners[b.listener];
-        let default_server = &b.rt.config.servers[listener.servers[0]];
+        let default_server = &b.rt.config.servers[listener.servers[0]].settings;
         (
             listener.tls.clone(),
             b.rt.config.limits.clone(),
-            default_server.settings.keepalive_timeout,
+            default_server.keepalive_timeout,
+            default_server.http2_max_concurrent_streams,
         )
     };
     let stream = SendTimed::new(stream, limits.send_timeout);
     let Some(acceptor) = tls else {
         let pace = Pace::new(limits.header_timeout, keepalive);
         let conn = Arc::new(Conn::new(peer, local, "http", None, pace));
-        return serve(stream, conn, false, binding, stop, shared, &limits).await;
+        return serve(stream, conn, None, binding, stop, shared, &limits).await;
     };
     // The TLS stream (rustls' state, about 1.3 KB) is boxed and the connection's facts
     // shared before they go to `serve`: a value moved into an awaited call keeps its
@@ -642,7 +645,7 @@ async fn connection(
             }
         };
         let (_, session) = stream.get_ref();
-        let h2 = session.alpn_protocol() == Some(b"h2");
+        let h2 = (session.alpn_protocol() == Some(b"h2")).then_some(streams);
         let pace = Pace::new(limits.header_timeout, keepalive);
         let conn = Conn::new(
             peer,
@@ -657,10 +660,12 @@ async fn connection(
     serve(io, conn, h2, binding, stop, shared, &limits).await;
 }
 
+/// Serves a client connection: HTTP/2 when `h2` (its concurrent streams limit), else
+/// HTTP/1.1.
 async fn serve<I>(
     io: I,
     conn: Arc<Conn>,
-    h2: bool,
+    h2: Option<u32>,
     binding: Arc<ArcSwap<Binding>>,
     stop: CancellationToken,
     shared: &Arc<Shared>,
@@ -668,6 +673,7 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (max_streams, h2) = (h2.unwrap_or_default(), h2.is_some());
     let info = conn.clone();
     let shared = shared.clone();
     // Per request, one reference count each for the configuration in force and `shared`
@@ -701,10 +707,10 @@ async fn serve<I>(
             let streams = send_timeout::Streams::new(limits.send_timeout, info.remote);
             let mut builder = hyper::server::conn::http2::Builder::new(streams.clone());
             // What a stream buffers for a client that does not read is bounded like what a node
-            // connection holds (hyper's default: 400 KiB per stream, 128 streams).
+            // connection holds (hyper's default: 400 KiB per stream; 128 streams unless set).
             builder
                 .timer(TokioTimer::new())
-                .max_concurrent_streams(128)
+                .max_concurrent_streams(max_streams)
                 .max_send_buf_size(upstream::STREAM_BUFFER_MAX)
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
                 .keep_alive_interval(Some(limits.header_timeout))

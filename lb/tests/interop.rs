@@ -589,6 +589,37 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "http2_max_concurrent_streams in http and server, early data and intercepts off",
+            http(
+                "http2_max_concurrent_streams 64; ssl_early_data off; proxy_intercept_errors off;\n\
+                 server { listen 127.0.0.1:8; http2_max_concurrent_streams 32;\n\
+                 location /a { proxy_intercept_errors off; } }",
+            ),
+        ),
+        (
+            "http2_max_concurrent_streams in a location",
+            server("location /a { proxy_pass https://b;\nhttp2_max_concurrent_streams 8; }"),
+        ),
+        (
+            "http2_max_concurrent_streams not a number",
+            server("\nhttp2_max_concurrent_streams many;"),
+        ),
+        (
+            "http2_max_concurrent_streams twice",
+            server("http2_max_concurrent_streams 8;\nhttp2_max_concurrent_streams 9;"),
+        ),
+        (
+            "the HTTP/2 directives nginx 1.19.7 took back (warned)",
+            http(
+                "http2_idle_timeout 3m; http2_max_requests 1000; http2_recv_timeout 30s;\n\
+                 server { listen 127.0.0.1:8; http2_max_field_size 4k; http2_max_header_size 16k; }",
+            ),
+        ),
+        (
+            "an obsolete HTTP/2 directive in a location",
+            server("location /a { proxy_pass https://b;\nhttp2_idle_timeout 3m; }"),
+        ),
+        (
             "keepalive_timeout of no time",
             server("\nkeepalive_timeout soon;"),
         ),

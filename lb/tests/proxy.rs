@@ -229,6 +229,29 @@ async fn http2_clients_via_alpn() {
     hsts(&r);
 }
 
+/// `http2_max_concurrent_streams 2`: a third request on the connection waits for one of
+/// the first two to end (the client queues it, as the server's SETTINGS say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_gets_the_streams_http2_max_concurrent_streams_allows() {
+    let lab = h2_lab("  http2_max_concurrent_streams 2;\n").await;
+    let (sender, _conn) = h2_connect(&lab).await;
+    let start = Instant::now();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move { h2_get(&mut sender, "/oxauth/slow/1000").await.status })
+        })
+        .collect();
+    for s in slow {
+        assert_eq!(s.await.expect("join"), StatusCode::OK);
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "three 1 s requests over 2 streams took {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_is_closed_after_keepalive_timeout() {
     let lab = h2_lab("  keepalive_timeout 1s;\n").await;

@@ -168,7 +168,7 @@ pub fn location(
             pass = Some(proxy_pass(inner, is_regex)?);
         } else if inner.name == "return" {
             returned = Some(ret(inner)?);
-        } else if super::proxy::NOT_IN_LOCATION.contains(&inner.name.as_str()) {
+        } else if super::proxy::not_in_location(&inner.name) {
             return Err(inner.error(format!("\"{}\" directive is not allowed here", inner.name)));
         } else if !apply(&mut settings, inner, root, warnings)? {
             return Err(GrammarError::at(

@@ -230,10 +230,33 @@ pub struct ProxySettings {
     /// `Keep-Alive: timeout=N` (nginx's parameter, inherited on its own: a block whose
     /// line has one parameter keeps the one from above).
     pub keepalive_header: Option<u64>,
+    /// `http2_max_concurrent_streams` (128), in `http` and `server`: the streams an
+    /// HTTP/2 client may have open at once (the listener's default server's value).
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// The directives nginx takes in `http` and `server` but not in a location.
-pub const NOT_IN_LOCATION: &[&str] = &["ignore_invalid_headers", "underscores_in_headers"];
+const NOT_IN_LOCATION: &[&str] = &[
+    "ignore_invalid_headers",
+    "underscores_in_headers",
+    "http2_max_concurrent_streams",
+    "ssl_early_data",
+];
+
+/// Whether nginx refuses `name` in a location (it takes it in `http` and `server`).
+pub fn not_in_location(name: &str) -> bool {
+    NOT_IN_LOCATION.contains(&name) || OBSOLETE_HTTP2.iter().any(|(old, _)| *old == name)
+}
+
+/// nginx 1.19.7's HTTP/2 directives that it took back, each with the one that does its
+/// job since: nginx warns and ignores the line, and so does gluu-lb (`http`, `server`).
+const OBSOLETE_HTTP2: &[(&str, &str)] = &[
+    ("http2_idle_timeout", "keepalive_timeout"),
+    ("http2_max_requests", "keepalive_requests"),
+    ("http2_recv_timeout", "client_header_timeout"),
+    ("http2_max_field_size", "large_client_header_buffers"),
+    ("http2_max_header_size", "large_client_header_buffers"),
+];
 
 impl Default for ProxySettings {
     /// nginx's defaults.
@@ -287,6 +310,7 @@ impl Default for ProxySettings {
             keepalive_requests: None,
             keepalive_timeout: Duration::from_secs(75),
             keepalive_header: None,
+            http2_max_concurrent_streams: 128,
         }
     }
 }
@@ -478,6 +502,16 @@ pub fn apply(
     root: &std::path::Path,
     warnings: &mut Vec<Warning>,
 ) -> Result<bool, GrammarError> {
+    if let Some((old, new)) = OBSOLETE_HTTP2.iter().find(|(old, _)| *old == d.name) {
+        d.one_arg()?;
+        warnings.push(Warning {
+            at: d.place.to_string(),
+            message: format!(
+                "the \"{old}\" directive is obsolete, use the \"{new}\" directive instead"
+            ),
+        });
+        return Ok(true);
+    }
     match d.name.as_str() {
         "proxy_redirect" => {
             s.redirect_off = match d.one_arg()? {
@@ -555,6 +589,29 @@ pub fn apply(
         "proxy_ssl_ciphers" => s.ssl_ciphers = Some(tls::cipher_list(d, d.one_arg()?)?),
         "proxy_ssl_session_reuse" => s.ssl_session_reuse = d.on_off()?,
         "ignore_invalid_headers" => s.ignore_invalid_headers = d.on_off()?,
+        "http2_max_concurrent_streams" => {
+            s.http2_max_concurrent_streams = d.one_arg()?.parse().map_err(|_| {
+                d.error("\"http2_max_concurrent_streams\" directive invalid number")
+            })?;
+        }
+        "ssl_early_data" => {
+            if d.on_off()? {
+                return Err(d.error(
+                    "\"ssl_early_data on\" is not supported: a request sent as TLS 1.3 early \
+                     data can be replayed by anyone who saw it, and gluu-lb accepts none; \
+                     set it off or remove the line",
+                ));
+            }
+        }
+        "proxy_intercept_errors" => {
+            if d.on_off()? {
+                return Err(d.error(
+                    "\"proxy_intercept_errors on\" is not supported: gluu-lb has no \
+                     error_page, and a node's error response reaches the client as the node \
+                     sent it; set it off or remove the line",
+                ));
+            }
+        }
         "underscores_in_headers" => s.underscores_in_headers = d.on_off()?,
         "client_max_body_size" => {
             let v = d.one_arg()?;
@@ -867,6 +924,41 @@ mod tests {
             let e = read(line).expect_err(line).to_string();
             assert!(e.contains(error) && e.contains(":2"), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn http2_lines_and_the_lines_refused_for_what_they_would_turn_on() {
+        assert_eq!(ProxySettings::default().http2_max_concurrent_streams, 128);
+        let s = read(
+            "http2_max_concurrent_streams 16;\nssl_early_data off;\nproxy_intercept_errors off;",
+        )
+        .expect("valid");
+        assert_eq!(s.http2_max_concurrent_streams, 16);
+        for (line, error) in [
+            ("http2_max_concurrent_streams -1;", "invalid number"),
+            ("ssl_early_data on;", "can be replayed"),
+            ("proxy_intercept_errors on;", "has no error_page"),
+        ] {
+            let e = read(line).expect_err(line).to_string();
+            assert!(e.contains(error) && e.contains(":2"), "{line}: {e}");
+        }
+        let obsolete = Directive {
+            name: "http2_idle_timeout".to_owned(),
+            args: vec!["3m".to_owned()],
+            block: None,
+            place: crate::config::grammar::test_place(7),
+        };
+        let mut warnings = Vec::new();
+        let mut s = ProxySettings::default();
+        assert!(apply(&mut s, &obsolete, std::path::Path::new("."), &mut warnings).expect("ok"));
+        assert_eq!(s, ProxySettings::default(), "the value is ignored");
+        assert_eq!(
+            warnings[0].message,
+            "the \"http2_idle_timeout\" directive is obsolete, use the \"keepalive_timeout\" \
+             directive instead"
+        );
+        assert!(not_in_location("http2_idle_timeout") && not_in_location("ssl_early_data"));
+        assert!(!not_in_location("proxy_intercept_errors"));
     }
 
     #[test]
