@@ -141,11 +141,12 @@ fn limits(s: &ProxySettings, config: &Config, zones: &[Arc<Zone>]) -> Applied {
 }
 
 /// Picks a server by SNI among the servers of one listening socket (the default server's
-/// otherwise), then among its certificates the one for this client.
+/// otherwise), then among its certificates the one for this client. `None`: the server
+/// has `ssl_reject_handshake on`, and the handshake fails.
 #[derive(Debug)]
 struct BySni {
-    names: Vec<(String, Arc<Served>)>,
-    default: Arc<Served>,
+    names: Vec<(String, Option<Arc<Served>>)>,
+    default: Option<Arc<Served>>,
 }
 
 impl ResolvesServerCert for BySni {
@@ -158,7 +159,7 @@ impl ResolvesServerCert for BySni {
                     .find(|(name, _)| name.eq_ignore_ascii_case(n))
             })
             .map_or(&self.default, |(_, k)| k);
-        Some(served.choose(&hello).clone())
+        served.as_ref().map(|s| s.choose(&hello).clone())
     }
 }
 
@@ -357,10 +358,17 @@ fn acceptor(
     tickets: &Arc<dyn ProducesTickets>,
     warnings: &mut Vec<Warning>,
 ) -> Result<TlsAcceptor, GrammarError> {
-    let servers: Vec<(&Server, Arc<Served>)> = l
+    let servers: Vec<(&Server, Option<Arc<Served>>)> = l
         .servers
         .iter()
-        .filter_map(|&i| keys.get(&i).map(|k| (&config.servers[i], k.clone())))
+        .filter_map(|&i| {
+            let s = &config.servers[i];
+            match keys.get(&i) {
+                _ if s.tls.reject_handshake => Some((s, None)),
+                Some(k) => Some((s, Some(k.clone()))),
+                None => None,
+            }
+        })
         .collect();
     let first = &config.servers[l.servers[0]];
     let Some((_, default)) = servers.first() else {
@@ -372,7 +380,7 @@ fn acceptor(
         .iter()
         .any(|v| v.version == rustls::ProtocolVersion::TLSv1_2);
     if let (true, Some(chosen)) = (tls12, &t.ciphers) {
-        for (s, served) in &servers {
+        for (s, served) in servers.iter().filter_map(|(s, k)| Some((s, k.as_ref()?))) {
             // TLS 1.2 fails only when none of the server's certificates can be used.
             let unusable: Option<Vec<String>> = served
                 .pairs()

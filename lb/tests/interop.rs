@@ -597,6 +597,25 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "ssl_reject_handshake in a default server without a certificate",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl default_server; ssl_reject_handshake on; }}\n\
+                 server {{ listen 127.0.0.1:8443 ssl; server_name a; {tls} }}"
+            )),
+        ),
+        (
+            "ssl_reject_handshake off without a certificate",
+            http("server { listen 127.0.0.1:8443 ssl;\nssl_reject_handshake off; }"),
+        ),
+        (
+            "ssl_reject_handshake of an unknown value",
+            server("\nssl_reject_handshake maybe;"),
+        ),
+        (
+            "ssl_reject_handshake twice",
+            server("ssl_reject_handshake on;\nssl_reject_handshake off;"),
+        ),
+        (
             "http2_max_concurrent_streams in a location",
             server("location /a { proxy_pass https://b;\nhttp2_max_concurrent_streams 8; }"),
         ),

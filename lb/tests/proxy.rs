@@ -1405,22 +1405,35 @@ async fn tls_with(
     versions: &[&'static rustls::SupportedProtocolVersion],
     edit: impl FnOnce(&mut rustls::crypto::CryptoProvider),
 ) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    tls_named(lab, Some(HOST), versions, edit).await
+}
+
+/// [`tls_with`] naming `sni` in the handshake (none when `None`).
+async fn tls_named(
+    lab: &Lab,
+    sni: Option<&str>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    edit: impl FnOnce(&mut rustls::crypto::CryptoProvider),
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut provider = (*gluu_common::tls::provider()).clone();
     edit(&mut provider);
     let provider = std::sync::Arc::new(provider);
     let verifier =
         gluu_common::verify::PeerVerifier::new(gluu_common::verify::PeerPolicy::Anyone, &provider)
             .expect("verifier");
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .expect("versions")
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
         .with_no_client_auth();
+    config.enable_sni = sni.is_some();
     let tcp = tokio::net::TcpStream::connect(lab.https)
         .await
         .expect("connect");
-    let name = rustls::pki_types::ServerName::try_from(HOST).expect("name");
+    let name = rustls::pki_types::ServerName::try_from(sni.unwrap_or(HOST))
+        .expect("name")
+        .to_owned();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
@@ -1436,6 +1449,51 @@ async fn presented_to(
 ) -> rustls::pki_types::CertificateDer<'static> {
     let tls = tls_with(lab, &[version], edit).await.expect("handshake");
     tls.get_ref().1.peer_certificates().expect("presented")[0].clone()
+}
+
+/// `ssl_reject_handshake on` in a default server without a certificate (how an admin keeps
+/// the IdP's certificate from clients that do not name its host): a client naming the
+/// guide's server gets it, one naming another host or none fails its handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_for_a_server_with_ssl_reject_handshake_fails() {
+    let port = gluu_testkit::free_port();
+    let lab = Lab::start(|t| {
+        // The guide's TLS server and a rejecting default server on one address.
+        let listen = "listen 127.0.0.1:0;";
+        let ssl = t.find("    ssl on;").expect("the guide's ssl on");
+        let at = t[..ssl].rfind(listen).expect("its listen");
+        let mut t = t.clone();
+        t.replace_range(at..at + listen.len(), &format!("listen 127.0.0.1:{port};"));
+        let end = t.rfind("\n}").expect("the http block's end");
+        t.insert_str(
+            end,
+            &format!(
+                "\n  server {{ listen 127.0.0.1:{port} ssl default_server; ssl_reject_handshake on; }}"
+            ),
+        );
+        t
+    })
+    .await;
+    assert_eq!(lab.https.port(), port);
+    let all = rustls::ALL_VERSIONS;
+    let named = tls_named(&lab, Some(HOST), all, |_| {}).await;
+    let named = named.expect("the guide's server name gets its certificate");
+    assert!(named.get_ref().1.peer_certificates().is_some());
+    assert!(
+        tls_named(&lab, Some("other.example.org"), all, |_| {})
+            .await
+            .is_none(),
+        "another name: rejected"
+    );
+    assert!(
+        tls_named(&lab, None, all, |_| {}).await.is_none(),
+        "no name: the default server, rejected"
+    );
+    assert_eq!(
+        lab.get("/oxauth/x").await.status,
+        StatusCode::OK,
+        "and the IdP is served"
+    );
 }
 
 /// A server with an RSA and an ECDSA certificate (nginx's several `ssl_certificate`

@@ -115,6 +115,7 @@ const ONCE: &[&str] = &[
     "keepalive_timeout",
     "http2_max_concurrent_streams",
     "ssl_early_data",
+    "ssl_reject_handshake",
     "proxy_intercept_errors",
     "proxy_pass",
     "proxy_redirect",

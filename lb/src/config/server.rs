@@ -235,7 +235,7 @@ pub fn server(
         l.ssl |= ssl_on;
         l.http2 |= http2_on;
     }
-    if s.listen.iter().any(|l| l.ssl) {
+    if s.listen.iter().any(|l| l.ssl) && !s.tls.reject_handshake {
         let (certs, keys) = (&s.tls.certificates, &s.tls.certificate_keys);
         if certs.is_empty() || keys.is_empty() {
             return Err(GrammarError::at(

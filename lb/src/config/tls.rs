@@ -60,6 +60,10 @@ pub struct TlsSettings {
     /// preference; `None` (`auto`, nginx's default): rustls's (X25519, P-256, P-384, and
     /// the X25519MLKEM768 hybrid).
     pub curves: Option<Vec<NamedGroup>>,
+    /// `ssl_reject_handshake on`: a TLS handshake that picks this server (by SNI, or as
+    /// the default server of its address) fails, so no certificate is shown to a client
+    /// that did not name a host served here; the server needs no certificate then.
+    pub reject_handshake: bool,
 }
 
 impl Default for TlsSettings {
@@ -74,6 +78,7 @@ impl Default for TlsSettings {
             session_timeout: Duration::from_secs(300),
             session_tickets: true,
             curves: None,
+            reject_handshake: false,
         }
     }
 }
@@ -117,6 +122,7 @@ pub fn apply(
         "ssl_session_timeout" => s.session_timeout = time(d)?,
         "ssl_session_cache" => s.session_cache = session_cache(d)?,
         "ssl_ecdh_curve" => s.curves = curves(d, warnings)?,
+        "ssl_reject_handshake" => s.reject_handshake = d.on_off()?,
         "ssl_dhparam" => {
             d.one_arg()?;
             unused(
