@@ -58,6 +58,9 @@ pub struct Conn {
     pub requests: AtomicU64,
     /// Its timers between requests.
     pub pace: Arc<Pace>,
+    /// `keepalive_requests` reached on an HTTP/2 connection: it is to send GOAWAY, and
+    /// end once its streams have.
+    pub enough: tokio::sync::Notify,
     /// The TLS version and suite, as nginx's `$ssl_protocol` and `$ssl_cipher` name them
     /// (empty without TLS).
     pub tls: (&'static str, &'static str),
@@ -79,6 +82,7 @@ impl Conn {
             upgraded: Mutex::default(),
             requests: AtomicU64::new(0),
             pace,
+            enough: tokio::sync::Notify::new(),
             tls: ("", ""),
         }
     }
@@ -413,11 +417,13 @@ impl Log {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
         conn.pace.set_keepalive(s.keepalive_timeout);
         let http1 = req.version() < Version::HTTP_2;
-        self.close = http1
-            && (s.keepalive_timeout.is_zero()
-                || s.keepalive_requests.is_some_and(|n| {
-                    conn.requests.load(std::sync::atomic::Ordering::Relaxed) >= n
-                }));
+        let enough = s
+            .keepalive_requests
+            .is_some_and(|n| conn.requests.load(std::sync::atomic::Ordering::Relaxed) >= n);
+        self.close = http1 && (s.keepalive_timeout.is_zero() || enough);
+        if enough && !http1 {
+            conn.enough.notify_one();
+        }
         self.keep_alive = s
             .keepalive_header
             .filter(|&secs| http1 && !self.close && secs > 0)

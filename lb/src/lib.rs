@@ -745,7 +745,8 @@ async fn serve<I>(
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs a client connection to its end. When `stop` comes first, or the connection has
-/// been idle for `keepalive_timeout` ([`Pace`]), lets the requests in flight finish and
+/// been idle for `keepalive_timeout` ([`Pace`]), or an HTTP/2 connection has had its
+/// `keepalive_requests` ([`Conn::enough`]), lets the requests in flight finish and
 /// closes (HTTP/1.1: after the response; HTTP/2: GOAWAY); when a request's head takes
 /// longer than `client_header_timeout`, drops it. A connection accepted just before a
 /// stop, whose first request has not come yet, gets [`FIRST_REQUEST_GRACE`] for it: closing
@@ -788,6 +789,7 @@ async fn drive<C>(
         tokio::select! {
             r = conn.as_mut() => return r,
             () = stopped => {}
+            () = info.enough.notified() => {}
             expired = info.pace.expired(true) => if expired == pace::Expired::Header {
                 return slow_head();
             },

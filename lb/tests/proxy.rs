@@ -229,6 +229,33 @@ async fn http2_clients_via_alpn() {
     hsts(&r);
 }
 
+/// `keepalive_requests` on HTTP/2 (nginx 1.19.7's rule): the third request is answered
+/// and the connection gets GOAWAY, ending once its streams have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_ends_after_keepalive_requests() {
+    let lab = h2_lab("  keepalive_requests 3;\n").await;
+    let (mut sender, conn) = h2_connect(&lab).await;
+    for _ in 0..3 {
+        assert_eq!(
+            h2_get(&mut sender, "/oxauth/x").await.status,
+            StatusCode::OK
+        );
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(end.is_ok(), "still open 5s after the third response");
+    assert!(
+        sender
+            .send_request(
+                Request::get(format!("https://{HOST}/oxauth/x"))
+                    .body(Full::new(Bytes::new()))
+                    .expect("request")
+            )
+            .await
+            .is_err(),
+        "a fourth request on it"
+    );
+}
+
 /// `http2_max_concurrent_streams 2`: a third request on the connection waits for one of
 /// the first two to end (the client queues it, as the server's SETTINGS say).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
