@@ -36,6 +36,7 @@ use gluu_common::fdstore;
 use gluu_common::logging::LogFile;
 use gluu_common::metrics::{Pages, SharedRegistry};
 use gluu_common::notify;
+use gluu_common::tap::Tapped;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use rustls::server::ProducesTickets;
@@ -50,7 +51,7 @@ pub use config::{Config, Warning};
 use forward::Conn;
 pub use gluu_common::signal::Control;
 use metrics::Metrics;
-use pace::{Ending, Pace, Stamped};
+use pace::{Ending, Pace, Stamp};
 use runtime::Runtime;
 use send_timeout::SendTimed;
 use workers::{Dispatch, Workers};
@@ -725,11 +726,11 @@ async fn serve<I>(
         .await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
-        // The header and idle timers are [`Pace`]'s, fed by [`Stamped`].
+        // The header and idle timers are [`Pace`]'s, fed by [`Stamp`].
         builder
             .header_read_timeout(None)
             .max_header_size(limits.max_header_bytes);
-        let io = TokioIo::new(Stamped::new(io, info.pace.clone()));
+        let io = TokioIo::new(Tapped::new(io, Stamp(info.pace.clone())));
         let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         drive(conn, &stop, &info, None, |c| c.graceful_shutdown()).await;

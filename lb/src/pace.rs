@@ -3,18 +3,17 @@
 //! has been read, and `keepalive_timeout` from a response's end until the next byte comes.
 //! hyper has one timer for both (its header timer starts as the connection goes idle, and
 //! is a new boxed timer per request), so gluu-lb keeps them itself: [`Pace`] is stamped as
-//! requests begin and end ([`Open`]) and as bytes arrive ([`Stamped`]), and the
+//! requests begin and end ([`Open`]) and as bytes arrive ([`Stamp`]), and the
 //! connection's watcher asks it for its [`Pace::deadline`].
 
-use std::io::{IoSlice, Result};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use gluu_common::tap::OnRead;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// Where one client connection stands between requests. Stamps are milliseconds after
@@ -182,61 +181,16 @@ impl<B: HttpBody + Unpin> HttpBody for Ending<B> {
     }
 }
 
-/// A client connection's stream, stamping its [`Pace`] as bytes arrive.
+/// What a client connection's stream carries ([`gluu_common::tap::Tapped`]) to stamp its
+/// [`Pace`] as bytes arrive.
 #[derive(Debug)]
-pub struct Stamped<S> {
-    io: S,
-    pace: Arc<Pace>,
-}
+pub struct Stamp(pub Arc<Pace>);
 
-impl<S> Stamped<S> {
-    pub fn new(io: S, pace: Arc<Pace>) -> Self {
-        Self { io, pace }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Stamped<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.pace.read();
+impl OnRead for Stamp {
+    fn on_read(&self, n: usize) {
+        if n > 0 {
+            self.0.read();
         }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

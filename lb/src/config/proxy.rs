@@ -896,12 +896,7 @@ mod tests {
             (Duration::from_millis(500), Some(60))
         );
         // A block's one-parameter line keeps the header from above, as nginx merges them.
-        let line = Directive {
-            name: "keepalive_timeout".to_owned(),
-            args: vec!["10".to_owned()],
-            block: None,
-            place: crate::config::grammar::test_place(1),
-        };
+        let line = directive("keepalive_timeout", "10");
         let mut child = inherit(&s, std::slice::from_ref(&line));
         assert!(
             apply(
@@ -916,13 +911,28 @@ mod tests {
             (child.keepalive_timeout, child.keepalive_header),
             (Duration::from_secs(10), Some(60))
         );
-        for (line, error) in [
+        refused(&[
             ("keepalive_timeout soon;", "invalid value \"soon\""),
             ("keepalive_timeout 10 500ms;", "invalid value \"500ms\""),
             ("keepalive_timeout 1 2 3;", "invalid number of arguments"),
-        ] {
+        ]);
+    }
+
+    /// Each line, alone in a block, is an error at its line saying the words given.
+    fn refused(cases: &[(&str, &str)]) {
+        for (line, error) in cases {
             let e = read(line).expect_err(line).to_string();
             assert!(e.contains(error) && e.contains(":2"), "{line}: {e}");
+        }
+    }
+
+    /// One directive line, at line 1.
+    fn directive(name: &str, arg: &str) -> Directive {
+        Directive {
+            name: name.to_owned(),
+            args: vec![arg.to_owned()],
+            block: None,
+            place: crate::config::grammar::test_place(1),
         }
     }
 
@@ -934,20 +944,12 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(s.http2_max_concurrent_streams, 16);
-        for (line, error) in [
+        refused(&[
             ("http2_max_concurrent_streams -1;", "invalid number"),
             ("ssl_early_data on;", "can be replayed"),
             ("proxy_intercept_errors on;", "has no error_page"),
-        ] {
-            let e = read(line).expect_err(line).to_string();
-            assert!(e.contains(error) && e.contains(":2"), "{line}: {e}");
-        }
-        let obsolete = Directive {
-            name: "http2_idle_timeout".to_owned(),
-            args: vec!["3m".to_owned()],
-            block: None,
-            place: crate::config::grammar::test_place(7),
-        };
+        ]);
+        let obsolete = directive("http2_idle_timeout", "3m");
         let mut warnings = Vec::new();
         let mut s = ProxySettings::default();
         assert!(apply(&mut s, &obsolete, std::path::Path::new("."), &mut warnings).expect("ok"));
