@@ -917,6 +917,7 @@ pub async fn handle(
         connect_timeout: settings.connect_timeout,
         send_timeout: settings.send_timeout,
         buffer_size: settings.buffer_size,
+        socket_keepalive: settings.socket_keepalive,
     };
     let mut sel = group.selection(client.ip());
     let mut tries = 0u32;

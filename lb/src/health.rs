@@ -123,6 +123,8 @@ async fn once(p: &Probe, shared: &Shared) -> Result<StatusCode, String> {
         connect_timeout: p.connect_timeout,
         send_timeout: wait,
         buffer_size: p.buffer_size,
+        // A check's connection lives for one request.
+        socket_keepalive: false,
     };
     let mut sender = node
         .connect(&route, &shared.permits)

@@ -82,16 +82,21 @@ pub struct Route<'a> {
     /// (plus one TLS record). hyper checks it between reads, so either may pass it by up
     /// to one read (a 70,000-byte head passed 64k in the interop test; 200,000 did not).
     pub buffer_size: usize,
+    /// `proxy_socket_keepalive`: TCP keep-alive probes on the connection (SO_KEEPALIVE,
+    /// with the kernel's timings), so a node that vanished is noticed on an idle one.
+    pub socket_keepalive: bool,
 }
 
 /// What a pooled connection was opened with: a request reuses only one opened the same
-/// way (TLS settings, server name, `proxy_send_timeout`, `proxy_buffer_size`).
+/// way (TLS settings, server name, `proxy_send_timeout`, `proxy_buffer_size`,
+/// `proxy_socket_keepalive`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct PoolKey {
     tls: usize,
     name: ServerName<'static>,
     send_timeout: Duration,
     buffer_size: usize,
+    socket_keepalive: bool,
 }
 
 /// Why a request to a node failed, as `proxy_next_upstream` and the metrics see it.
@@ -364,6 +369,11 @@ impl Node {
             .map_err(|_| Failure::new("timeout", format!("connect timed out after {timeout:?}")))?
             .map_err(|e| Failure::new("connect", format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
+        if route.socket_keepalive
+            && let Err(e) = socket2::SockRef::from(&tcp).set_keepalive(true)
+        {
+            tracing::warn!("{}: SO_KEEPALIVE: {e}", self.address);
+        }
         // rustls reads at most 4 KiB per call: through this buffer a response record of any
         // size (up to 16 KiB) comes in with one read(2), not one per 4 KiB.
         let tcp = BufReader::with_capacity(
@@ -434,6 +444,7 @@ impl Node {
             name: route.name.clone(),
             send_timeout: route.send_timeout,
             buffer_size: route.buffer_size,
+            socket_keepalive: route.socket_keepalive,
         };
         loop {
             let (mut conn, pooled) = match self.take_idle(&key) {

@@ -608,6 +608,22 @@ fn nginx_t_and_gluu_lb_t_agree() {
             http("server { listen 127.0.0.1:8443 ssl;\nssl_reject_handshake off; }"),
         ),
         (
+            "proxy_socket_keepalive in http, server and location",
+            http(
+                "proxy_socket_keepalive on;\n\
+                 server { listen 127.0.0.1:8; proxy_socket_keepalive off;\n\
+                 location /a { proxy_socket_keepalive on; } }",
+            ),
+        ),
+        (
+            "proxy_socket_keepalive of an unknown value",
+            server("\nproxy_socket_keepalive maybe;"),
+        ),
+        (
+            "proxy_socket_keepalive twice",
+            server("proxy_socket_keepalive on;\nproxy_socket_keepalive off;"),
+        ),
+        (
             "ssl_reject_handshake of an unknown value",
             server("\nssl_reject_handshake maybe;"),
         ),
@@ -1310,6 +1326,32 @@ impl Twins {
     }
 
     /// Sends `request` to both; panics unless they answer alike. The status both gave.
+    /// The access log `file` of each side (`gluu-lb.FILE`, `nginx.FILE`) once it has
+    /// `lines` lines, its lines sorted: gluu-lb's two workers each write their lines
+    /// together once per pass of their event loops, so two requests made one after the
+    /// other may be logged in either order (a line goes when the response's end has been
+    /// seen, which can be after the client has its last byte and has asked again).
+    async fn logs(&self, file: &str, lines: usize) -> (String, String) {
+        let read = |who: &str| {
+            let path = self.dir.path().join(format!("{who}.{file}"));
+            async move {
+                support::eventually(
+                    std::time::Duration::from_secs(5),
+                    "the log lines",
+                    || async {
+                        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= lines)
+                    },
+                )
+                .await;
+                let text = std::fs::read_to_string(&path).expect("log");
+                let mut sorted: Vec<&str> = text.lines().collect();
+                sorted.sort_unstable();
+                sorted.join("\n")
+            }
+        };
+        (read("gluu-lb").await, read("nginx").await)
+    }
+
     async fn agree(&self, request: &str) -> u16 {
         compare((self.ours, self.theirs), request).await
     }
@@ -1437,21 +1479,7 @@ async fn access_logs_are_written_as_nginx_writes_them() {
         twins.agree(&get("/mixed/nothing")).await;
     }
     for (file, lines) in [("log", 2), ("json", 1), ("mixed", 2)] {
-        let read = |who: &str| {
-            let path = twins.dir.path().join(format!("{who}.{file}"));
-            async move {
-                support::eventually(
-                    std::time::Duration::from_secs(5),
-                    "the log lines",
-                    || async {
-                        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= lines)
-                    },
-                )
-                .await;
-                std::fs::read_to_string(&path).expect("log")
-            }
-        };
-        let (ours, theirs) = (read("gluu-lb").await, read("nginx").await);
+        let (ours, theirs) = twins.logs(file, lines).await;
         assert_eq!(ours, theirs, "{file}: gluu-lb, then nginx");
         if file == "mixed" {
             assert!(ours.contains(" 502, 200 "), "{ours}");
@@ -2035,19 +2063,7 @@ async fn clients_behind_a_proxy_are_found_as_nginx_finds_them() {
         twins.agree(&ask(target, &more)).await;
     }
     // The access log lines, byte for byte.
-    let read = |who: &str| {
-        let path = twins.dir.path().join(format!("{who}.realip"));
-        async move {
-            support::eventually(
-                std::time::Duration::from_secs(5),
-                "the log lines",
-                || async { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 6) },
-            )
-            .await;
-            std::fs::read_to_string(&path).expect("log")
-        }
-    };
-    let (ours, theirs) = (read("gluu-lb").await, read("nginx").await);
+    let (ours, theirs) = twins.logs("realip", 6).await;
     assert_eq!(ours, theirs, "gluu-lb, then nginx");
     assert!(ours.contains("198.51.100.7 [4433] 127.0.0.1 "), "{ours}");
     // That the comparison sees the address found: the node got it as X-Host.
@@ -2109,21 +2125,7 @@ async fn a_block_logs_to_each_of_its_access_logs_as_nginx_does() {
         twins.agree(r).await;
     }
     for file in ["twice-main", "twice-json"] {
-        let read = |who: &str| {
-            let path = twins.dir.path().join(format!("{who}.{file}"));
-            async move {
-                support::eventually(
-                    std::time::Duration::from_secs(5),
-                    "the log lines",
-                    || async {
-                        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 2)
-                    },
-                )
-                .await;
-                std::fs::read_to_string(&path).expect("log")
-            }
-        };
-        let (ours, theirs) = (read("gluu-lb").await, read("nginx").await);
+        let (ours, theirs) = twins.logs(file, 2).await;
         assert_eq!(ours, theirs, "{file}: gluu-lb, then nginx");
         assert_eq!(ours.lines().count(), 2, "{file}: {ours}");
     }

@@ -1864,6 +1864,44 @@ async fn idle_and_slow_head_connections_close_on_nginx_s_two_timers() {
     );
 }
 
+/// The TCP timers of this machine's established connections to `node` (`ss -o`), one
+/// line per connection.
+fn timers_to(node: std::net::SocketAddr) -> Vec<String> {
+    let out = std::process::Command::new(gluu_testkit::require("ss"))
+        .args(["-tnoH", "state", "established", "dst"])
+        .arg(node.to_string())
+        .output()
+        .expect("ss");
+    assert!(out.status.success(), "{}", gluu_testkit::text_of(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `proxy_socket_keepalive on`: gluu-lb's pooled connections to the nodes have TCP
+/// keep-alive probes armed (`ss` shows their keepalive timer); without the line, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_socket_keepalive_arms_tcp_keep_alive_on_node_connections() {
+    for on in [true, false] {
+        let line = if on {
+            "  proxy_socket_keepalive on;\n"
+        } else {
+            ""
+        };
+        let lab = Lab::start(|t| t.replace("http {\n", &format!("http {{\n{line}"))).await;
+        for _ in 0..2 {
+            assert_eq!(lab.get("/oxauth/x").await.status, StatusCode::OK);
+        }
+        let lines: Vec<String> = lab.nodes.iter().flat_map(|n| timers_to(n.addr)).collect();
+        assert!(!lines.is_empty(), "pooled connections to the nodes");
+        assert!(
+            lines.iter().all(|l| l.contains("timer:(keepalive") == on),
+            "proxy_socket_keepalive {on}: {lines:?}"
+        );
+    }
+}
+
 /// nginx's client-side `keepalive_requests`: the connection's third response says
 /// `Connection: close` and the connection ends there; a location's own line counts for
 /// its requests. (The upstream block's line of the same name is the node side.)

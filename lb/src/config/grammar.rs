@@ -116,6 +116,7 @@ const ONCE: &[&str] = &[
     "http2_max_concurrent_streams",
     "ssl_early_data",
     "ssl_reject_handshake",
+    "proxy_socket_keepalive",
     "proxy_intercept_errors",
     "proxy_pass",
     "proxy_redirect",

@@ -233,6 +233,8 @@ pub struct ProxySettings {
     /// `http2_max_concurrent_streams` (128), in `http` and `server`: the streams an
     /// HTTP/2 client may have open at once (the listener's default server's value).
     pub http2_max_concurrent_streams: u32,
+    /// `proxy_socket_keepalive on|off` (off): TCP keep-alive on node connections.
+    pub socket_keepalive: bool,
 }
 
 /// The directives nginx takes in `http` and `server` but not in a location.
@@ -311,6 +313,7 @@ impl Default for ProxySettings {
             keepalive_timeout: Duration::from_secs(75),
             keepalive_header: None,
             http2_max_concurrent_streams: 128,
+            socket_keepalive: false,
         }
     }
 }
@@ -589,6 +592,7 @@ pub fn apply(
         "proxy_ssl_ciphers" => s.ssl_ciphers = Some(tls::cipher_list(d, d.one_arg()?)?),
         "proxy_ssl_session_reuse" => s.ssl_session_reuse = d.on_off()?,
         "ignore_invalid_headers" => s.ignore_invalid_headers = d.on_off()?,
+        "proxy_socket_keepalive" => s.socket_keepalive = d.on_off()?,
         "http2_max_concurrent_streams" => {
             s.http2_max_concurrent_streams = d.one_arg()?.parse().map_err(|_| {
                 d.error("\"http2_max_concurrent_streams\" directive invalid number")
