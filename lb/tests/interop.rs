@@ -1325,7 +1325,6 @@ impl Twins {
         }
     }
 
-    /// Sends `request` to both; panics unless they answer alike. The status both gave.
     /// The access log `file` of each side (`gluu-lb.FILE`, `nginx.FILE`) once it has
     /// `lines` lines, its lines sorted: gluu-lb's two workers each write their lines
     /// together once per pass of their event loops, so two requests made one after the
@@ -1352,6 +1351,7 @@ impl Twins {
         (read("gluu-lb").await, read("nginx").await)
     }
 
+    /// Sends `request` to both; panics unless they answer alike. The status both gave.
     async fn agree(&self, request: &str) -> u16 {
         compare((self.ours, self.theirs), request).await
     }

@@ -151,6 +151,32 @@ pub fn listening(addr: SocketAddr) -> bool {
         .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
+/// Whether process `pid` holds the socket listening on TCP `addr` (from /proc): unlike
+/// [`listening`], not fooled by another program that took a [`free_port`] port between
+/// the test choosing it and the program binding it.
+pub fn listens(pid: u32, addr: SocketAddr) -> bool {
+    let hex = |word: &[u8]| format!("{:08X}", u32::from_le_bytes(word.try_into().expect("4")));
+    let (table, ip) = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ("/proc/net/tcp", hex(&ip.octets())),
+        std::net::IpAddr::V6(ip) => ("/proc/net/tcp6", ip.octets().chunks(4).map(hex).collect()),
+    };
+    let local = format!("{ip}:{:04X}", addr.port());
+    let table = std::fs::read_to_string(table).unwrap_or_default();
+    // sl local_address rem_address st ... inode; state 0A is LISTEN.
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+}
+
 /// A self-signed certificate and key, as the guide makes them (one file holding both, like
 /// `secureredis.pem`, plus separate files).
 #[derive(Debug, Clone)]
@@ -429,7 +455,8 @@ impl Drop for Redis {
 }
 
 /// Starts the real nginx with `conf` (prefix `dir`, `daemon off;` in the file) and waits
-/// until it listens on `wait_on`; panics with nginx's error log if it exits first.
+/// until it listens on `wait_on` (its own socket: [`listens`]); panics with nginx's error
+/// log if it exits first (another program took the port: a bind error there).
 pub fn nginx(dir: &Path, conf: &Path, wait_on: SocketAddr) -> Proc {
     let mut proc = Proc::spawn_group(
         Command::new(require("nginx"))
@@ -446,7 +473,7 @@ pub fn nginx(dir: &Path, conf: &Path, wait_on: SocketAddr) -> Proc {
                 std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
             );
         }
-        listening(wait_on).then_some(())
+        listens(proc.child.id(), wait_on).then_some(())
     });
     proc
 }
@@ -762,7 +789,7 @@ pub fn guide_conf(
 
 /// The real Debian stunnel with `config` (written to `dir`), logging only to a file (as the
 /// benchmarks need to be fair: `foreground = yes` would also copy every line to stderr);
-/// waits until `wait_on` accepts connections.
+/// waits until it listens on `wait_on` (its own socket: [`listens`]).
 pub fn stunnel(dir: &Path, name: &str, config: &str, wait_on: SocketAddr) -> Proc {
     let path = dir.join(format!("{name}.conf"));
     let log = dir.join(format!("{name}.log"));
@@ -779,7 +806,24 @@ pub fn stunnel(dir: &Path, name: &str, config: &str, wait_on: SocketAddr) -> Pro
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        listening(wait_on).then_some(())
+        listens(proc.child.id(), wait_on).then_some(())
     });
     proc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listens_names_the_process_holding_the_socket() {
+        for host in ["127.0.0.1:0", "[::1]:0"] {
+            let held = TcpListener::bind(host).expect("bind");
+            let addr = held.local_addr().expect("addr");
+            assert!(listens(std::process::id(), addr), "{addr}: ours");
+            assert!(!listens(1, addr), "{addr}: not init's");
+            drop(held);
+            assert!(!listens(std::process::id(), addr), "{addr}: closed");
+        }
+    }
 }
