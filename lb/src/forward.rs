@@ -36,6 +36,7 @@ use crate::config::server::Return;
 use crate::config::stock;
 use crate::gzip::{self, Gzipped};
 use crate::limit::{self, Applied, Limit, Verdict};
+use crate::linger::Linger;
 use crate::pace::Pace;
 use crate::runtime::{Listener, Runtime};
 use crate::send_timeout::Turn;
@@ -58,6 +59,8 @@ pub struct Conn {
     pub requests: AtomicU64,
     /// Its timers between requests.
     pub pace: Arc<Pace>,
+    /// How it closes while the client may still be sending.
+    pub linger: Arc<Linger>,
     /// `keepalive_requests` reached on an HTTP/2 connection: it is to send GOAWAY, and
     /// end once its streams have.
     pub enough: tokio::sync::Notify,
@@ -73,6 +76,7 @@ impl Conn {
         scheme: &'static str,
         sni: Option<String>,
         pace: Arc<Pace>,
+        linger: Arc<Linger>,
     ) -> Conn {
         Conn {
             remote,
@@ -82,6 +86,7 @@ impl Conn {
             upgraded: Mutex::default(),
             requests: AtomicU64::new(0),
             pace,
+            linger,
             enough: tokio::sync::Notify::new(),
             tls: ("", ""),
         }
@@ -416,6 +421,7 @@ impl Log {
     fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>, conn: &Conn) {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
         conn.pace.set_keepalive(s.keepalive_timeout);
+        conn.linger.set(&s.lingering);
         let http1 = req.version() < Version::HTTP_2;
         let enough = s
             .keepalive_requests
@@ -903,9 +909,15 @@ pub async fn handle(
     // Set once the client's body has all been read: the wait for the node's answer starts.
     let sent = (!replayable).then(CancellationToken::new);
     let mut client_body: Option<Body> = sent.clone().map(|sent| {
+        let linger = conn.linger.clone();
         Watched::new(req.into_body(), settings.client_body_timeout)
             .limit(max_body)
-            .on_end(move |_, _| sent.cancel())
+            .on_end(move |_, complete| {
+                sent.cancel();
+                if complete {
+                    linger.unread(false);
+                }
+            })
             .boxed()
     });
     let nu = settings.next_upstream;

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod gzip;
 pub mod health;
 pub mod limit;
+pub mod linger;
 pub mod metrics;
 pub mod pace;
 pub mod runtime;
@@ -50,6 +51,7 @@ pub use config::grammar::GrammarError;
 pub use config::{Config, Warning};
 use forward::Conn;
 pub use gluu_common::signal::Control;
+use linger::Linger;
 use metrics::Metrics;
 use pace::{Ending, Pace, Stamp};
 use runtime::Runtime;
@@ -606,7 +608,7 @@ async fn connection(
     let local = stream.local_addr().ok();
     // What is per connection in nginx's HTTP/2 module comes from the listener's default
     // server, as nginx takes it (SNI aside).
-    let (tls, limits, keepalive, streams) = {
+    let (tls, limits, keepalive, streams, linger) = {
         let b = binding.load();
         let listener = &b.rt.listeners[b.listener];
         let default_server = &b.rt.config.servers[listener.servers[0]].settings;
@@ -615,12 +617,13 @@ async fn connection(
             b.rt.config.limits.clone(),
             default_server.keepalive_timeout,
             default_server.http2_max_concurrent_streams,
+            Linger::new(&default_server.lingering),
         )
     };
-    let stream = SendTimed::new(stream, limits.send_timeout);
+    let stream = SendTimed::new(stream, limits.send_timeout).lingering(linger.clone());
     let Some(acceptor) = tls else {
         let pace = Pace::new(limits.header_timeout, keepalive);
-        let conn = Arc::new(Conn::new(peer, local, "http", None, pace));
+        let conn = Arc::new(Conn::new(peer, local, "http", None, pace, linger));
         return serve(stream, conn, None, binding, stop, shared, &limits).await;
     };
     // The TLS stream (rustls' state, about 1.3 KB) is boxed and the connection's facts
@@ -654,6 +657,7 @@ async fn connection(
             "https",
             session.server_name().map(str::to_owned),
             pace,
+            linger,
         )
         .with_tls(session);
         (Box::new(stream), h2, Arc::new(conn))
@@ -680,11 +684,16 @@ async fn serve<I>(
     // Per request, one reference count each for the configuration in force and `shared`
     // (cloning the struct itself touched eleven, and every count both workers share moves
     // a cache line between the cores).
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let b = binding.load_full();
         let (conn, shared) = (conn.clone(), shared.clone());
         conn.requests.fetch_add(1, Ordering::Relaxed);
         let open = conn.pace.begin();
+        if !h2 {
+            // Until its body has all been read, closing drains it (`lingering_close`).
+            conn.linger
+                .unread(!hyper::body::Body::is_end_stream(req.body()));
+        }
         async move {
             let unanswered = shared.metrics.unanswered();
             let resp = forward::handle(req, &conn, &b.rt, b.listener, &shared).await;

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 
+use crate::linger::{Drain, Linger};
 use crate::upstream::lock;
 
 /// A stream whose writes fail once one has been blocked for `limit`: a client's
@@ -36,6 +37,8 @@ pub struct SendTimed<S> {
     timer: Option<Pin<Box<Sleep>>>,
     /// A write is blocked and `timer` runs for it.
     armed: bool,
+    /// A client's: how its close drains what the client still sends.
+    drain: Option<Drain>,
 }
 
 impl<S> std::fmt::Debug for SendTimed<S> {
@@ -65,7 +68,14 @@ impl<S> SendTimed<S> {
             peer,
             timer: None,
             armed: false,
+            drain: None,
         }
+    }
+
+    /// Closes as `linger` says (a client connection).
+    pub fn lingering(mut self, linger: Arc<Linger>) -> Self {
+        self.drain = Some(Drain::new(linger));
+        self
     }
 }
 
@@ -229,7 +239,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SendTimed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimed<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SendTimed<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize>> {
         self.get_mut().timed(cx, |io, cx| io.poll_write(cx, buf))
     }
@@ -252,7 +262,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimed<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.get_mut().timed(cx, |io, cx| io.poll_shutdown(cx))
+        let this = self.get_mut();
+        match &mut this.drain {
+            Some(drain) => drain.poll_close(Pin::new(&mut this.io), cx),
+            None => this.timed(cx, |io, cx| io.poll_shutdown(cx)),
+        }
     }
 }
 

@@ -655,6 +655,22 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("location /a { proxy_pass https://b;\nhttp2_idle_timeout 3m; }"),
         ),
         (
+            "lingering lines in http, server and location",
+            http(
+                "lingering_close always; lingering_time 1m;\n\
+                 server { listen 127.0.0.1:8; lingering_timeout 500ms;\n\
+                 location /a { lingering_close off; } }",
+            ),
+        ),
+        (
+            "lingering_close of another value",
+            server("\nlingering_close sometimes;"),
+        ),
+        (
+            "lingering_time twice",
+            server("lingering_time 1s;\nlingering_time 2s;"),
+        ),
+        (
             "keepalive_timeout of no time",
             server("\nkeepalive_timeout soon;"),
         ),

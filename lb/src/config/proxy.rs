@@ -235,6 +235,39 @@ pub struct ProxySettings {
     pub http2_max_concurrent_streams: u32,
     /// `proxy_socket_keepalive on|off` (off): TCP keep-alive on node connections.
     pub socket_keepalive: bool,
+    /// `lingering_close`, `lingering_time`, `lingering_timeout`.
+    pub lingering: Lingering,
+}
+
+/// How a client connection closes while the client may still be sending
+/// ([`crate::linger`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lingering {
+    pub close: LingerClose,
+    /// `lingering_time` (30 s): the longest a close drains.
+    pub time: Duration,
+    /// `lingering_timeout` (5 s): the longest it waits for the next bytes.
+    pub timeout: Duration,
+}
+
+/// `lingering_close off|on|always` (on): `on` drains when the request's body was not all
+/// read or more bytes are already there; `always` drains every close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LingerClose {
+    Off,
+    On,
+    Always,
+}
+
+impl Default for Lingering {
+    /// nginx's.
+    fn default() -> Self {
+        Lingering {
+            close: LingerClose::On,
+            time: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The directives nginx takes in `http` and `server` but not in a location.
@@ -314,6 +347,7 @@ impl Default for ProxySettings {
             keepalive_header: None,
             http2_max_concurrent_streams: 128,
             socket_keepalive: false,
+            lingering: Lingering::default(),
         }
     }
 }
@@ -593,6 +627,16 @@ pub fn apply(
         "proxy_ssl_session_reuse" => s.ssl_session_reuse = d.on_off()?,
         "ignore_invalid_headers" => s.ignore_invalid_headers = d.on_off()?,
         "proxy_socket_keepalive" => s.socket_keepalive = d.on_off()?,
+        "lingering_close" => {
+            s.lingering.close = match d.one_arg()? {
+                "off" => LingerClose::Off,
+                "on" => LingerClose::On,
+                "always" => LingerClose::Always,
+                v => return Err(d.error(format!("invalid value \"{v}\""))),
+            };
+        }
+        "lingering_time" => s.lingering.time = time(d)?,
+        "lingering_timeout" => s.lingering.timeout = time(d)?,
         "http2_max_concurrent_streams" => {
             s.http2_max_concurrent_streams = d.one_arg()?.parse().map_err(|_| {
                 d.error("\"http2_max_concurrent_streams\" directive invalid number")
@@ -919,6 +963,29 @@ mod tests {
             ("keepalive_timeout soon;", "invalid value \"soon\""),
             ("keepalive_timeout 10 500ms;", "invalid value \"500ms\""),
             ("keepalive_timeout 1 2 3;", "invalid number of arguments"),
+        ]);
+    }
+
+    #[test]
+    fn lingering_lines() {
+        let s = read("lingering_close always;\nlingering_time 1m;\nlingering_timeout 500ms;")
+            .expect("valid");
+        assert_eq!(
+            s.lingering,
+            Lingering {
+                close: LingerClose::Always,
+                time: Duration::from_secs(60),
+                timeout: Duration::from_millis(500),
+            }
+        );
+        assert_eq!(
+            read("lingering_close off;").expect("valid").lingering.close,
+            LingerClose::Off
+        );
+        refused(&[
+            ("lingering_close sometimes;", "invalid value \"sometimes\""),
+            ("lingering_time soon;", "invalid value \"soon\""),
+            ("lingering_timeout 1 2;", "invalid number of arguments"),
         ]);
     }
 
