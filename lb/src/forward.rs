@@ -256,17 +256,14 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
 }
 
 /// `proxy_redirect default`: the node's `Location`, and the URL of its `Refresh`. As in
-/// nginx (`absolute_redirect on`), a `Location` the rewrite leaves relative gets `base`
-/// in front; one the node sent relative is left alone.
-fn rewrite_redirects(headers: &mut HeaderMap, r: &Redirect, base: impl FnOnce() -> String) {
+/// nginx, a `Location` the rewrite leaves relative is made absolute ([`absolute`]); one
+/// the node sent relative is left alone.
+fn rewrite_redirects(headers: &mut HeaderMap, r: &Redirect, base: impl FnOnce() -> Option<String>) {
     let location = headers
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| r.rewrite(v, 0))
-        .map(|v| match v.starts_with('/') {
-            true => base() + &v,
-            false => v,
-        });
+        .map(|v| absolute(v, base));
     let refresh = HeaderName::from_static("refresh");
     let refreshed = headers
         .get(&refresh)
@@ -282,21 +279,46 @@ fn rewrite_redirects(headers: &mut HeaderMap, r: &Redirect, base: impl FnOnce() 
     }
 }
 
-/// `scheme://host[:port]` as nginx puts it in front of a relative redirect: the request's
-/// host (else this end's address), the port unless it is the scheme's own.
-fn redirect_base(conn: &Conn, host: &Option<String>) -> String {
+/// A `Location` gluu-lb sets (a `return`, a rewritten node redirect) as nginx's header
+/// filter sends it: one starting with `/` gets `base` in front, if that gives one.
+fn absolute(location: String, base: impl FnOnce() -> Option<String>) -> String {
+    match location.starts_with('/').then(base).flatten() {
+        Some(base) => base + &location,
+        None => location,
+    }
+}
+
+/// `scheme://host[:port]` as nginx puts it in front of a relative redirect, as the block
+/// `s` says: none with `absolute_redirect off`; the host is the server's first name with
+/// `server_name_in_redirect on`, else the request's (else this end's address); the port
+/// is there unless it is the scheme's own or `port_in_redirect off`.
+fn redirect_base(
+    conn: &Conn,
+    host: &Option<String>,
+    server_name: &str,
+    s: &ProxySettings,
+) -> Option<String> {
+    if !s.absolute_redirect {
+        return None;
+    }
     let local = conn.local;
     let host = match (host, local) {
+        _ if s.server_name_in_redirect => server_name.to_owned(),
         (Some(h), _) => h.clone(),
         (None, Some(SocketAddr::V6(a))) => format!("[{}]", a.ip()),
         (None, Some(a)) => a.ip().to_string(),
         (None, None) => String::new(),
     };
     let default = if conn.scheme == "https" { 443 } else { 80 };
-    match local.map(|a| a.port()).filter(|p| *p != default) {
-        Some(port) => format!("{}://{host}:{port}", conn.scheme),
-        None => format!("{}://{host}", conn.scheme),
-    }
+    Some(
+        match local
+            .map(|a| a.port())
+            .filter(|p| *p != default && s.port_in_redirect)
+        {
+            Some(port) => format!("{}://{host}:{port}", conn.scheme),
+            None => format!("{}://{host}", conn.scheme),
+        },
+    )
 }
 
 /// What nginx refuses in a request's method and body framing (a request smuggled past
@@ -522,8 +544,13 @@ impl Drop for Log {
 pub struct Close;
 
 /// What a `return` line answers; a text goes as `content_type` (nginx's `default_type`, or
-/// the type `types` gives the path's extension).
-fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Local {
+/// the type `types` gives the path's extension), a relative URL after `base`.
+fn returned(
+    ret: &Return,
+    vars: &Vars<'_>,
+    content_type: &str,
+    base: impl FnOnce() -> Option<String>,
+) -> Local {
     let target = ret.template.as_ref().map(|t| render(t, vars));
     let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match (ret.code, target) {
@@ -532,14 +559,16 @@ fn returned(ret: &Return, vars: &Vars<'_>, content_type: &str) -> Local {
             r.extensions_mut().insert(Close);
             r
         }
-        (301 | 302 | 303 | 307 | 308, Some(url)) => match HeaderValue::from_str(&url) {
-            Ok(v) => {
-                let mut r = plain(status, "");
-                r.headers_mut().insert(header::LOCATION, v);
-                r
+        (301 | 302 | 303 | 307 | 308, Some(url)) => {
+            match HeaderValue::from_str(&absolute(url, base)) {
+                Ok(v) => {
+                    let mut r = plain(status, "");
+                    r.headers_mut().insert(header::LOCATION, v);
+                    r
+                }
+                Err(_) => plain(StatusCode::BAD_REQUEST, ""),
             }
-            Err(_) => plain(StatusCode::BAD_REQUEST, ""),
-        },
+        }
         (_, Some(text)) => {
             let mut r = Response::new(Bytes::from(text));
             *r.status_mut() = status;
@@ -811,7 +840,8 @@ pub async fn handle(
     if let Some(ret) = &server.ret {
         log.settle(&server.settings, &vars, &req, conn);
         let ct = stock::content_type(&server.settings, &String::from_utf8_lossy(&path.bytes));
-        return log.local(returned(ret, &vars, ct), shared);
+        let base = || redirect_base(conn, host, server_name, &server.settings);
+        return log.local(returned(ret, &vars, ct, base), shared);
     }
     let who = || {
         format!(
@@ -838,7 +868,8 @@ pub async fn handle(
     log.settle(&loc.settings, &vars, &req, conn);
     if let Some(ret) = &loc.ret {
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
-        return log.local(returned(ret, &vars, ct), shared);
+        let base = || redirect_base(conn, host, server_name, &loc.settings);
+        return log.local(returned(ret, &vars, ct, base), shared);
     }
     if let Some(refused) = admit(
         &lrt.limits,
@@ -971,7 +1002,9 @@ pub async fn handle(
         match result {
             Ok((mut resp, lease)) => {
                 if let Some(r) = &lrt.redirect {
-                    rewrite_redirects(resp.headers_mut(), r, || redirect_base(conn, host));
+                    rewrite_redirects(resp.headers_mut(), r, || {
+                        redirect_base(conn, host, server_name, settings)
+                    });
                 }
                 let status = resp.status().as_u16();
                 let listed = match status {

@@ -663,6 +663,18 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "redirect lines in http, server and location",
+            http(
+                "absolute_redirect off; port_in_redirect off;\n\
+                 server { listen 127.0.0.1:8; server_name_in_redirect on;\n\
+                 location /a { absolute_redirect on; port_in_redirect on; } }",
+            ),
+        ),
+        (
+            "port_in_redirect of another value",
+            server("\nport_in_redirect maybe;"),
+        ),
+        (
             "lingering_close of another value",
             server("\nlingering_close sometimes;"),
         ),
@@ -1252,6 +1264,13 @@ impl Twins {
              location /hidden/ { proxy_pass https://up_canned/canned/; proxy_hide_header X-Powered-By;\n\
                proxy_pass_header Server; proxy_pass_header X-Accel-Buffering; }\n\
              location = /gone { return 410; }\n\
+             location = /back { return 302 /oxauth/x?y=1; }\n\
+             location = /back-relative { absolute_redirect off; return 301 /oxauth/x; }\n\
+             location = /back-portless { port_in_redirect off; return 307 /y; }\n\
+             location = /back-named { server_name_in_redirect on; return 308 /z; }\n\
+             location = /back-text { return 302 elsewhere; }\n\
+             location /portless { proxy_pass https://up_a; port_in_redirect off;\n\
+               server_name_in_redirect on; }\n\
              location = /moved { proxy_pass https://up_a; return https://elsewhere.example$request_uri; }\n\
              location = /text { return 200 \"hello $host from $remote_addr\"; }\n\
              location = /drop { return 444; }\n\
@@ -1772,6 +1791,40 @@ async fn node_redirects_are_rewritten_as_nginx_does() {
     }
     // HTTP/1.0 without a Host: the rewritten redirect names this end's address and port.
     twins.agree("GET /oxauth/go HTTP/1.0\r\n\r\n").await;
+    // port_in_redirect off and server_name_in_redirect on (the server's name, not Host).
+    let other = "Host: other.example\r\nConnection: close\r\n\r\n";
+    twins
+        .agree(&format!("GET /portless/go HTTP/1.1\r\n{other}"))
+        .await;
+}
+
+/// A `return` to a relative URL is sent absolute, as nginx's header filter makes it
+/// (`absolute_redirect`, `port_in_redirect`, `server_name_in_redirect`); another text is
+/// sent as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_returns_are_made_absolute_as_nginx_does() {
+    let twins = Twins::start().await;
+    let other = "Host: other.example\r\nConnection: close\r\n\r\n";
+    for path in [
+        "/back",
+        "/back-relative",
+        "/back-portless",
+        "/back-named",
+        "/back-text",
+    ] {
+        twins.agree(&get(path)).await;
+        twins
+            .agree(&format!("GET {path} HTTP/1.1\r\n{other}"))
+            .await;
+        twins.agree(&format!("GET {path} HTTP/1.0\r\n\r\n")).await;
+    }
+    let (status, _, seen) = raw(twins.ours, &get("/back")).await;
+    let location = seen.lines().next().unwrap_or_default();
+    assert_eq!(status, 302);
+    assert!(
+        location.starts_with("location: http://lb:") && location.ends_with("/oxauth/x?y=1"),
+        "{seen}"
+    );
 }
 
 /// `add_header` (on 200, 201, 204, 206, 301-304, 307, 308 only, unless `always`; `ETag`

@@ -237,6 +237,12 @@ pub struct ProxySettings {
     pub socket_keepalive: bool,
     /// `lingering_close`, `lingering_time`, `lingering_timeout`.
     pub lingering: Lingering,
+    /// `absolute_redirect` (on), `port_in_redirect` (on), `server_name_in_redirect` (off):
+    /// how a relative `Location` gluu-lb sets (a `return`'s, a node's rewritten one) is
+    /// made absolute.
+    pub absolute_redirect: bool,
+    pub port_in_redirect: bool,
+    pub server_name_in_redirect: bool,
 }
 
 /// How a client connection closes while the client may still be sending
@@ -348,6 +354,9 @@ impl Default for ProxySettings {
             http2_max_concurrent_streams: 128,
             socket_keepalive: false,
             lingering: Lingering::default(),
+            absolute_redirect: true,
+            port_in_redirect: true,
+            server_name_in_redirect: false,
         }
     }
 }
@@ -636,6 +645,9 @@ pub fn apply(
             };
         }
         "lingering_time" => s.lingering.time = time(d)?,
+        "absolute_redirect" => s.absolute_redirect = d.on_off()?,
+        "port_in_redirect" => s.port_in_redirect = d.on_off()?,
+        "server_name_in_redirect" => s.server_name_in_redirect = d.on_off()?,
         "lingering_timeout" => s.lingering.timeout = time(d)?,
         "http2_max_concurrent_streams" => {
             s.http2_max_concurrent_streams = d.one_arg()?.parse().map_err(|_| {
