@@ -443,7 +443,7 @@ impl Log {
     fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>, conn: &Conn) {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
         conn.pace.set_keepalive(s.keepalive_timeout);
-        conn.linger.set(&s.lingering);
+        conn.linger.set(s);
         let http1 = req.version() < Version::HTTP_2;
         let enough = s
             .keepalive_requests
@@ -1047,6 +1047,7 @@ pub async fn handle(
                 let status = if f.detail.contains("client_max_body_size") {
                     StatusCode::PAYLOAD_TOO_LARGE
                 } else {
+                    conn.linger.timed_out();
                     StatusCode::REQUEST_TIMEOUT
                 };
                 return log.local(plain(status, ""), shared);

@@ -617,7 +617,7 @@ async fn connection(
             b.rt.config.limits.clone(),
             default_server.keepalive_timeout,
             default_server.http2_max_concurrent_streams,
-            Linger::new(&default_server.lingering),
+            Linger::new(default_server),
         )
     };
     let stream = SendTimed::new(stream, limits.send_timeout).lingering(linger.clone());
@@ -701,6 +701,9 @@ async fn serve<I>(
             if resp.extensions().get::<forward::Close>().is_some() {
                 // `return 444`: hyper closes the connection (HTTP/2: resets the stream)
                 // without an answer.
+                if !h2 {
+                    conn.linger.timed_out();
+                }
                 return Err(forward::Close);
             }
             if h2 {
@@ -789,6 +792,7 @@ async fn drive<C>(
         }
     };
     let slow_head = || {
+        info.linger.timed_out();
         tracing::debug!(
             "{}: no whole request head within client_header_timeout; closed",
             info.remote

@@ -7,6 +7,11 @@
 //! before this). Instead the write side is shut (the response and TLS `close_notify` go
 //! out with a FIN), and what comes in is read and thrown away until the client closes,
 //! `lingering_timeout` passes without a byte, or `lingering_time` has passed in all.
+//!
+//! And `reset_timedout_connection`: a connection closed because the client ran out of
+//! time (`client_header_timeout`, `client_body_timeout`, `send_timeout`) or by `return
+//! 444` is not drained, and with the line on it is reset (`SO_LINGER` 0) rather than
+//! closed: the kernel drops what it still held to send and keeps no `FIN_WAIT` state for it.
 
 use std::io::Result;
 use std::pin::Pin;
@@ -18,42 +23,61 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::proxy::{LingerClose, Lingering};
+use crate::config::proxy::{LingerClose, ProxySettings};
 
-/// One client connection's lingering: the settings of the block that answered its last
-/// request, and whether that request's body was left unread. Shared by the request side
-/// and the connection's socket ([`Drain`]).
+/// How one client connection closes: the settings of the block that answered its last
+/// request, whether that request's body was left unread, whether the client ran out of
+/// time. Shared by the request side and the connection's socket ([`Drain`]).
 #[derive(Debug)]
 pub struct Linger {
     close: AtomicU8,
     time_ms: AtomicU64,
     timeout_ms: AtomicU64,
+    /// `reset_timedout_connection`.
+    reset: AtomicBool,
     unread: AtomicBool,
+    timed_out: AtomicBool,
 }
 
 impl Linger {
     /// Under `s` (the listener's default server's) until a request says otherwise.
-    pub fn new(s: &Lingering) -> Arc<Linger> {
+    pub fn new(s: &ProxySettings) -> Arc<Linger> {
         let linger = Linger {
             close: AtomicU8::new(0),
             time_ms: AtomicU64::new(0),
             timeout_ms: AtomicU64::new(0),
+            reset: AtomicBool::new(false),
             unread: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
         };
         linger.set(s);
         Arc::new(linger)
     }
 
     /// The block answering a request sets how its connection closes.
-    pub fn set(&self, s: &Lingering) {
-        self.close.store(s.close as u8, Ordering::Relaxed);
-        self.time_ms.store(millis(s.time), Ordering::Relaxed);
-        self.timeout_ms.store(millis(s.timeout), Ordering::Relaxed);
+    pub fn set(&self, s: &ProxySettings) {
+        let l = &s.lingering;
+        self.close.store(l.close as u8, Ordering::Relaxed);
+        self.time_ms.store(millis(l.time), Ordering::Relaxed);
+        self.timeout_ms.store(millis(l.timeout), Ordering::Relaxed);
+        self.reset
+            .store(s.reset_timedout_connection, Ordering::Relaxed);
     }
 
     /// A request with a body began (`true`), or its body has all been read (`false`).
     pub fn unread(&self, unread: bool) {
         self.unread.store(unread, Ordering::Relaxed);
+    }
+
+    /// The client ran out of time (or `return 444` drops it): the connection closes
+    /// without a drain, and is reset if `reset_timedout_connection` says so.
+    pub fn timed_out(&self) {
+        self.timed_out.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the socket is to be reset as it closes.
+    pub fn resets(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed) && self.reset.load(Ordering::Relaxed)
     }
 
     fn close(&self) -> LingerClose {
@@ -118,6 +142,7 @@ impl Drain {
                     ready!(io.as_mut().poll_shutdown(cx))?;
                     let l = &self.linger;
                     self.state = match l.close() {
+                        _ if l.timed_out.load(Ordering::Relaxed) => State::Closed,
                         LingerClose::Off => State::Closed,
                         LingerClose::On if !l.unread.load(Ordering::Relaxed) => State::Probe,
                         LingerClose::On | LingerClose::Always => self.draining(),
@@ -143,6 +168,10 @@ impl Drain {
                 State::Closed => return Poll::Ready(Ok(())),
             }
         }
+    }
+
+    pub fn linger(&self) -> &Linger {
+        &self.linger
     }
 
     fn draining(&self) -> State {
@@ -172,12 +201,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-    fn settings(close: LingerClose) -> Lingering {
-        Lingering {
-            close,
-            time: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
-        }
+    fn settings(close: LingerClose) -> ProxySettings {
+        let mut s = ProxySettings::default();
+        s.lingering.close = close;
+        s
     }
 
     /// Closes `ours` through a [`Drain`]; how long that took.
@@ -239,6 +266,24 @@ mod tests {
         linger.set(&settings(LingerClose::Always));
         linger.unread(false);
         let (ours, _client) = tokio::io::duplex(64);
-        assert_eq!(closed(ours, linger).await, Duration::from_secs(5), "always");
+        assert_eq!(
+            closed(ours, linger.clone()).await,
+            Duration::from_secs(5),
+            "always"
+        );
+
+        // A client out of time is not waited for, and reset only with the line.
+        linger.timed_out();
+        let (ours, _client) = tokio::io::duplex(64);
+        assert_eq!(
+            closed(ours, linger.clone()).await,
+            Duration::ZERO,
+            "timed out"
+        );
+        assert!(!linger.resets());
+        let mut s = settings(LingerClose::Always);
+        s.reset_timedout_connection = true;
+        linger.set(&s);
+        assert!(linger.resets());
     }
 }

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 
@@ -37,9 +38,13 @@ pub struct SendTimed<S> {
     timer: Option<Pin<Box<Sleep>>>,
     /// A write is blocked and `timer` runs for it.
     armed: bool,
-    /// A client's: how its close drains what the client still sends.
-    drain: Option<Drain>,
+    /// A client's: how its close drains what the client still sends, and how its socket
+    /// is reset (`reset_timedout_connection`).
+    drain: Option<(Drain, Reset<S>)>,
 }
+
+/// Resets a client's socket as it closes (`SO_LINGER` 0).
+type Reset<S> = fn(&S);
 
 impl<S> std::fmt::Debug for SendTimed<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,11 +76,28 @@ impl<S> SendTimed<S> {
             drain: None,
         }
     }
+}
 
-    /// Closes as `linger` says (a client connection).
+impl SendTimed<TcpStream> {
+    /// A client connection: closes as `linger` says.
     pub fn lingering(mut self, linger: Arc<Linger>) -> Self {
-        self.drain = Some(Drain::new(linger));
+        let reset = |tcp: &TcpStream| {
+            if let Err(e) = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO)) {
+                tracing::warn!("setsockopt(SO_LINGER) failed: {e}");
+            }
+        };
+        self.drain = Some((Drain::new(linger), reset));
         self
+    }
+}
+
+impl<S> Drop for SendTimed<S> {
+    fn drop(&mut self) {
+        if let Some((drain, reset)) = &self.drain
+            && drain.linger().resets()
+        {
+            reset(&self.io);
+        }
     }
 }
 
@@ -100,13 +122,18 @@ impl<S: Unpin> SendTimed<S> {
             timer.as_mut().reset(Instant::now() + limit);
         }
         match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Error::new(
-                ErrorKind::TimedOut,
-                format!(
-                    "{} read nothing for {:?} ({})",
-                    self.peer.0, self.limit, self.peer.1
-                ),
-            ))),
+            Poll::Ready(()) => {
+                if let Some((drain, _)) = &self.drain {
+                    drain.linger().timed_out();
+                }
+                Poll::Ready(Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "{} read nothing for {:?} ({})",
+                        self.peer.0, self.limit, self.peer.1
+                    ),
+                )))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -264,7 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SendTimed<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         match &mut this.drain {
-            Some(drain) => drain.poll_close(Pin::new(&mut this.io), cx),
+            Some((drain, _)) => drain.poll_close(Pin::new(&mut this.io), cx),
             None => this.timed(cx, |io, cx| io.poll_shutdown(cx)),
         }
     }

@@ -671,6 +671,14 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "reset_timedout_connection in http, server and location",
+            http(
+                "reset_timedout_connection on;\n\
+                 server { listen 127.0.0.1:8; reset_timedout_connection off;\n\
+                 location /a { reset_timedout_connection on; } }",
+            ),
+        ),
+        (
             "port_in_redirect of another value",
             server("\nport_in_redirect maybe;"),
         ),

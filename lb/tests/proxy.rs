@@ -564,6 +564,46 @@ async fn closed<W: AsyncWriteExt + Unpin>(w: &mut W) -> bool {
     false
 }
 
+/// `reset_timedout_connection on`: a client whose request head did not come within
+/// `client_header_timeout`, or one dropped by `return 444`, is reset; with the line off
+/// (the default) the connection is closed (a TLS client sees it end without
+/// `close_notify`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_clients_are_reset_with_reset_timedout_connection() {
+    let lab = Lab::start(|t| {
+        with_locations(
+            t.replace(
+                "http {\n",
+                "http {\n  client_header_timeout 1s;\n  reset_timedout_connection on;\n",
+            ),
+            "    location = /drop { return 444; }\n    \
+             location = /dropped { reset_timedout_connection off; return 444; }\n",
+        )
+    })
+    .await;
+    let ended = |text: String| {
+        let lab = &lab;
+        async move {
+            let mut tls = sent_on_new_connection(lab, &text).await;
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf));
+            read.await.expect("ended").map_err(|e| e.kind())
+        }
+    };
+    let reset = Err(std::io::ErrorKind::ConnectionReset);
+    let slow = format!("GET /oxauth HTTP/1.1\r\nHost: {HOST}\r\n");
+    assert_eq!(ended(slow).await, reset, "a head that did not come whole");
+    assert_eq!(
+        ended(format!("GET /drop HTTP/1.1\r\nHost: {HOST}\r\n\r\n")).await,
+        reset
+    );
+    let closed = ended(format!("GET /dropped HTTP/1.1\r\nHost: {HOST}\r\n\r\n")).await;
+    assert!(
+        matches!(closed, Ok(0) | Err(std::io::ErrorKind::UnexpectedEof)),
+        "{closed:?}"
+    );
+}
+
 /// A POST's head to `path` declaring `len` bytes of body, on a new TLS connection: its
 /// reading and writing halves.
 async fn posted(

@@ -121,6 +121,7 @@ const ONCE: &[&str] = &[
     "lingering_time",
     "lingering_timeout",
     "absolute_redirect",
+    "reset_timedout_connection",
     "port_in_redirect",
     "server_name_in_redirect",
     "proxy_intercept_errors",

@@ -237,6 +237,9 @@ pub struct ProxySettings {
     pub socket_keepalive: bool,
     /// `lingering_close`, `lingering_time`, `lingering_timeout`.
     pub lingering: Lingering,
+    /// `reset_timedout_connection on|off` (off): a client connection that ran out of time
+    /// is reset rather than closed.
+    pub reset_timedout_connection: bool,
     /// `absolute_redirect` (on), `port_in_redirect` (on), `server_name_in_redirect` (off):
     /// how a relative `Location` gluu-lb sets (a `return`'s, a node's rewritten one) is
     /// made absolute.
@@ -354,6 +357,7 @@ impl Default for ProxySettings {
             http2_max_concurrent_streams: 128,
             socket_keepalive: false,
             lingering: Lingering::default(),
+            reset_timedout_connection: false,
             absolute_redirect: true,
             port_in_redirect: true,
             server_name_in_redirect: false,
@@ -645,6 +649,7 @@ pub fn apply(
             };
         }
         "lingering_time" => s.lingering.time = time(d)?,
+        "reset_timedout_connection" => s.reset_timedout_connection = d.on_off()?,
         "absolute_redirect" => s.absolute_redirect = d.on_off()?,
         "port_in_redirect" => s.port_in_redirect = d.on_off()?,
         "server_name_in_redirect" => s.server_name_in_redirect = d.on_off()?,
