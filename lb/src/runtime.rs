@@ -615,8 +615,13 @@ fn location_rt(
         }
     };
     let cache_key = format!(
-        "{key}|sni={}|protocols={:?}|ciphers={:?}|reuse={}",
-        s.ssl_server_name, s.ssl_protocols, s.ssl_ciphers, s.ssl_session_reuse
+        "{key}|sni={}|protocols={:?}|ciphers={:?}|reuse={}|cert={:?},{:?}",
+        s.ssl_server_name,
+        s.ssl_protocols,
+        s.ssl_ciphers,
+        s.ssl_session_reuse,
+        s.ssl_certificate,
+        s.ssl_certificate_key
     );
     let tls = match tls_cache.get(&cache_key) {
         Some(t) => t.clone(),
@@ -625,12 +630,29 @@ fn location_rt(
             let verifier = PeerVerifier::new(policy, provider)
                 .map_err(|e| err(&l.place, format!("upstream TLS: {e}")))?;
             let provider = Arc::new(ciphers::restrict(provider, None, s.ssl_ciphers.as_deref()));
-            let mut cc = rustls::ClientConfig::builder_with_provider(provider)
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&versions(s.ssl_protocols.as_deref()))
                 .map_err(|e| err(&l.place, format!("upstream TLS: {e}")))?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
+                .with_custom_certificate_verifier(Arc::new(verifier));
+            let mut cc = match (&s.ssl_certificate, &s.ssl_certificate_key) {
+                (Some(cert), Some(key)) => {
+                    let identity = tls::load_certified_key(&provider, cert, Some(key))
+                        .map_err(|e| err(&l.place, format!("proxy_ssl_certificate: {e}")))?;
+                    if let Some(mode) = tls::exposed_key(key, 0o004) {
+                        warnings.push(Warning {
+                            at: l.place.to_string(),
+                            message: format!(
+                                "the private key {} is readable by every user (mode {mode:o}): \
+                                 chmod 600 it",
+                                key.display()
+                            ),
+                        });
+                    }
+                    builder.with_client_cert_resolver(Arc::new(tls::SingleIdentity(identity)))
+                }
+                _ => builder.with_no_client_auth(),
+            };
             cc.enable_sni = s.ssl_server_name;
             cc.alpn_protocols = vec![b"http/1.1".to_vec()];
             cc.resumption = if s.ssl_session_reuse {

@@ -671,6 +671,25 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "proxy_ssl_certificate and its key in a location",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 location /a {{ proxy_pass https://b;\n\
+                 proxy_ssl_certificate {c}; proxy_ssl_certificate_key {k}; }} }}",
+                c = rsa.cert.display(),
+                k = rsa.key.display()
+            )),
+        ),
+        (
+            "proxy_ssl_certificate without its key",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 location /a {{ proxy_pass https://b;\n\
+                 proxy_ssl_certificate {}; }} }}",
+                rsa.cert.display()
+            )),
+        ),
+        (
             "reset_timedout_connection in http, server and location",
             http(
                 "reset_timedout_connection on;\n\
@@ -1222,6 +1241,10 @@ impl Twins {
             cert.key.display()
         );
         let (a, b, front, front80) = (free_port(), free_port(), free_port(), free_port());
+        // A node that requires a client certificate from this CA, and the balancers' one.
+        let clients = gluu_testkit::Ca::new(dir.path(), "clients");
+        let client = clients.issue(dir.path(), "lb-client", &["lb-client"]);
+        let m = free_port();
         let redirect = "server_name lb; return 301 https://$host$request_uri;";
         let canned = canned_node(gluu_testkit::node::acceptor(&cert)).await;
         let upstreams = format!(
@@ -1229,6 +1252,7 @@ impl Twins {
              upstream up_canned {{ server {canned}; }}\n\
              upstream up_mixed {{ server {canned} max_fails=0; server 127.0.0.1:{a}; }}\n\
              upstream up_hash {{ ip_hash; server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}\n\
+             upstream up_mtls {{ server 127.0.0.1:{m}; }}\n\
              limit_req_zone $binary_remote_addr zone=twins:1m rate=1r/m;\n\
              limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;\n\
              log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" '\n\
@@ -1272,6 +1296,9 @@ impl Twins {
              location /hidden/ { proxy_pass https://up_canned/canned/; proxy_hide_header X-Powered-By;\n\
                proxy_pass_header Server; proxy_pass_header X-Accel-Buffering; }\n\
              location = /gone { return 410; }\n\
+             location /mtls { proxy_pass https://up_mtls; proxy_ssl_certificate CLIENT.crt;\n\
+               proxy_ssl_certificate_key CLIENT.key; proxy_ssl_session_reuse off; }\n\
+             location /no-mtls { proxy_pass https://up_mtls; proxy_ssl_session_reuse off; }\n\
              location = /back { return 302 /oxauth/x?y=1; }\n\
              location = /back-relative { absolute_redirect off; return 301 /oxauth/x; }\n\
              location = /back-portless { port_in_redirect off; return 307 /y; }\n\
@@ -1320,16 +1347,24 @@ impl Twins {
             )
         };
         // Each writes the access logs of /logged/ to files of its own.
+        let client = client.cert.with_extension("").display().to_string();
         let logged = |who: &str| {
             locations
                 .replace("DIR", &dir.path().display().to_string())
                 .replace("WHO", who)
+                .replace("CLIENT", &client)
         };
+        let mtls = format!(
+            "server {{ listen 127.0.0.1:{m} ssl; {tls} add_header X-Node M always;\n\
+             ssl_verify_client on; ssl_client_certificate {};\n\
+             location / {{ return 200 \"M $ssl_client_verify\"; }} }}\n",
+            clients.cert.display()
+        );
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
             &conf,
             format!(
-                "{prelude}http {{\n access_log off;\n{upstreams}{}{}\
+                "{prelude}http {{\n access_log off;\n{upstreams}{}{}{mtls}\
                  server {{ listen 127.0.0.1:{front}; server_name lb; root {d}/none;\n{}}}\n\
                  server {{ listen 127.0.0.1:{front80}; {redirect} }}\n}}\n",
                 node(a, "A"),
@@ -1776,6 +1811,24 @@ async fn node_answers_are_taken_or_refused_as_nginx_does() {
         .differ(&get("/canned/head-12000"), (200, true), 502)
         .await;
     twins.agree(&get("/canned/head-200000")).await;
+}
+
+/// `proxy_ssl_certificate` and `proxy_ssl_certificate_key`: a node that requires a client
+/// certificate (nginx's `ssl_verify_client on`) gets the one the location names, and
+/// without the lines it refuses the request; the same through the real nginx and gluu-lb.
+/// (Session reuse is off in both locations: nginx keeps one saved session per node for
+/// all the locations of an upstream, so with it on, a location without a certificate
+/// resumed the session another location had authenticated, and the node took the request
+/// for the balancer's; gluu-lb keeps sessions per TLS setup, and such a request is a 400.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_require_a_client_certificate_get_one() {
+    let twins = Twins::start().await;
+    for _ in 0..2 {
+        assert_eq!(twins.agree(&get("/mtls")).await, 200);
+        assert_eq!(twins.agree(&get("/no-mtls")).await, 400);
+    }
+    let (_, _, body) = raw(twins.ours, &get("/mtls")).await;
+    assert!(body.ends_with("\nM SUCCESS"), "{body}");
 }
 
 /// `proxy_redirect default` (nginx's default) and `off`: a node's redirect to the

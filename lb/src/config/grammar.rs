@@ -136,6 +136,8 @@ const ONCE: &[&str] = &[
     "proxy_ssl_name",
     "proxy_ssl_server_name",
     "proxy_ssl_trusted_certificate",
+    "proxy_ssl_certificate",
+    "proxy_ssl_certificate_key",
     "proxy_ssl_ciphers",
     "proxy_ssl_session_reuse",
     "proxy_http_version",

@@ -172,6 +172,10 @@ pub struct ProxySettings {
     pub add_headers: Vec<AddHeader>,
     pub ssl_verify: Option<bool>,
     pub ssl_trusted_certificate: Option<PathBuf>,
+    /// `proxy_ssl_certificate` and `proxy_ssl_certificate_key`: the certificate gluu-lb
+    /// shows a node that asks for one (nodes that require client certificates).
+    pub ssl_certificate: Option<PathBuf>,
+    pub ssl_certificate_key: Option<PathBuf>,
     pub ssl_name: Option<Template>,
     pub ssl_server_name: bool,
     /// `proxy_ssl_protocols`: the versions offered to the nodes; `None`: TLSv1.2 and
@@ -321,6 +325,8 @@ impl Default for ProxySettings {
             add_headers: Vec::new(),
             ssl_verify: None,
             ssl_trusted_certificate: None,
+            ssl_certificate: None,
+            ssl_certificate_key: None,
             ssl_name: None,
             ssl_server_name: false,
             ssl_protocols: None,
@@ -630,6 +636,8 @@ pub fn apply(
         "proxy_ssl_trusted_certificate" => {
             s.ssl_trusted_certificate = Some(root.join(d.one_arg()?))
         }
+        "proxy_ssl_certificate" => s.ssl_certificate = Some(root.join(d.one_arg()?)),
+        "proxy_ssl_certificate_key" => s.ssl_certificate_key = Some(root.join(d.one_arg()?)),
         "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
         "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
         "allow" | "deny" => s.access.push(access::rule(d, warnings)?),
@@ -845,6 +853,15 @@ pub fn validate(s: &ProxySettings, at: &Place) -> Result<(), GrammarError> {
         return Err(GrammarError::at(
             at,
             "no \"proxy_ssl_trusted_certificate\" for \"proxy_ssl_verify on\"",
+        ));
+    }
+    if let (Some(cert), None) = (&s.ssl_certificate, &s.ssl_certificate_key) {
+        return Err(GrammarError::at(
+            at,
+            format!(
+                "no \"proxy_ssl_certificate_key\" is defined for certificate \"{}\"",
+                cert.display()
+            ),
         ));
     }
     Ok(())
