@@ -171,6 +171,13 @@ fn nginx_t_and_gluu_lb_t_agree() {
     let up = "upstream b { server 127.0.0.1:9; server 127.0.0.1:10; }\n";
     let http = |body: &str| format!("{events}http {{\n{up}{body}\n}}\n");
     let server = |body: &str| http(&format!("server {{ listen 127.0.0.1:8;\n{body}\n}}"));
+    // An on/off line on in `http`, off in a server, on again in a location.
+    let at_every_level = |name: &str| {
+        http(&format!(
+            "{name} on;\nserver {{ listen 127.0.0.1:8; {name} off;\n\
+             location /a {{ {name} on; }} }}"
+        ))
+    };
     let cases: Vec<(&str, String)> = vec![
         (
             "accepted: every location kind, repeated regexes, default_server",
@@ -609,11 +616,7 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         (
             "proxy_socket_keepalive in http, server and location",
-            http(
-                "proxy_socket_keepalive on;\n\
-                 server { listen 127.0.0.1:8; proxy_socket_keepalive off;\n\
-                 location /a { proxy_socket_keepalive on; } }",
-            ),
+            at_every_level("proxy_socket_keepalive"),
         ),
         (
             "proxy_socket_keepalive of an unknown value",
@@ -691,11 +694,7 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         (
             "reset_timedout_connection in http, server and location",
-            http(
-                "reset_timedout_connection on;\n\
-                 server { listen 127.0.0.1:8; reset_timedout_connection off;\n\
-                 location /a { reset_timedout_connection on; } }",
-            ),
+            at_every_level("reset_timedout_connection"),
         ),
         (
             "port_in_redirect of another value",
