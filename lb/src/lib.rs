@@ -749,6 +749,7 @@ async fn serve<I>(
         // A WebSocket lives on in this task: its slot stays taken, a stop waits for it.
         let upgrade = upstream::lock(&info.upgraded).take();
         if let Some(upgrade) = upgrade {
+            info.linger.relayed();
             upgrade.run().await;
         }
     }

@@ -69,6 +69,13 @@ impl Linger {
         self.unread.store(unread, Ordering::Relaxed);
     }
 
+    /// The connection was upgraded (WebSocket): its relay shuts the client's side when the
+    /// node's ends and reads on, so a shutdown is only a shutdown from now on (a drain
+    /// would take bytes from under the TLS stream the relay reads).
+    pub fn relayed(&self) {
+        self.close.store(LingerClose::Off as u8, Ordering::Relaxed);
+    }
+
     /// The client ran out of time (or `return 444` drops it): the connection closes
     /// without a drain, and is reset if `reset_timedout_connection` says so.
     pub fn timed_out(&self) {
@@ -271,6 +278,22 @@ mod tests {
             Duration::from_secs(5),
             "always"
         );
+
+        // An upgraded connection's relay reads on after shutting the client's side: no drain.
+        let upgraded = Linger::new(&settings(LingerClose::Always));
+        upgraded.relayed();
+        let mut drain = Drain::new(upgraded);
+        let (mut ours, mut client) = tokio::io::duplex(64);
+        client.write_all(b"frame").await.expect("write");
+        std::future::poll_fn(|cx| drain.poll_close(Pin::new(&mut ours), cx))
+            .await
+            .expect("shut");
+        let mut frame = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(60), ours.read_exact(&mut frame))
+            .await
+            .expect("left for the relay")
+            .expect("read");
+        assert_eq!(&frame, b"frame");
 
         // A client out of time is not waited for, and reset only with the line.
         linger.timed_out();
