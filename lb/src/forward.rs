@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::{Body as HttpBody, Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
@@ -29,16 +29,18 @@ use crate::access_log::{AccessLog, Entry, More};
 use crate::body::{self, Body, Watched};
 use crate::config::access;
 use crate::config::limit::{LimitSettings, LogLevel};
-use crate::config::location::{Redirect, find, upstream_uri};
+use crate::config::location::{Location, Matcher, Redirect, find, upstream_uri};
+use crate::config::pages::{self, Overwrite, Target};
 use crate::config::proxy::ProxySettings;
 use crate::config::proxy::{self, Part, Template};
-use crate::config::server::Return;
+use crate::config::server::{Return, Server};
 use crate::config::stock;
+use crate::files;
 use crate::gzip::{self, Gzipped};
 use crate::limit::{self, Applied, Limit, Verdict};
 use crate::linger::Linger;
 use crate::pace::Pace;
-use crate::runtime::{Listener, Runtime};
+use crate::runtime::{Listener, LocationRt, Runtime};
 use crate::send_timeout::Turn;
 use crate::upstream::{InFlight, Lease, Route, lock};
 use crate::uri;
@@ -220,7 +222,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn wants_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
     let connection_upgrade = req
         .headers()
         .get_all(header::CONNECTION)
@@ -425,6 +427,8 @@ struct Log {
     keep_alive: Option<HeaderValue>,
     /// What `limit_conn` counts this request in, until its response has been sent.
     held: Vec<limit::Held>,
+    /// The status an `error_page` sends in place of its page's own.
+    err_status: Option<StatusCode>,
 }
 
 /// A header `add_header` puts on this response, its value rendered for the request (`None`:
@@ -500,6 +504,31 @@ impl Log {
         }
     }
 
+    /// The status a response goes with (an `error_page`'s, if one sent the request), set
+    /// on it, counted and kept for the log line.
+    fn status(&mut self, parts: &mut hyper::http::response::Parts, shared: &Shared) -> StatusCode {
+        if let Some(s) = self.err_status.take() {
+            parts.status = s;
+        }
+        self.answered(parts.status, shared);
+        parts.status
+    }
+
+    /// A file from `root` or `alias`, logged when its last byte has gone (or the client has).
+    fn file(mut self, resp: Response<Body>, idle: Duration, shared: &Shared) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        let status = self.status(&mut parts, shared);
+        self.decorate(&mut parts.headers, status);
+        let body = Watched::new(body, idle)
+            .on_end(move |bytes, _| {
+                if let Some(e) = self.entry.take() {
+                    e.write(bytes);
+                }
+            })
+            .boxed();
+        Response::from_parts(parts, body)
+    }
+
     /// The response's status is known: counted, and kept for the log line.
     fn answered(&mut self, status: StatusCode, shared: &Shared) {
         shared.metrics.response(status.as_u16());
@@ -510,9 +539,8 @@ impl Log {
 
     /// A response gluu-lb makes itself: compressed whole if `gzip` says so, logged at once.
     fn local(mut self, resp: Local, shared: &Shared) -> Response<Body> {
-        let status = resp.status();
-        self.answered(status, shared);
         let (mut parts, mut bytes) = resp.into_parts();
+        let status = self.status(&mut parts, shared);
         self.decorate(&mut parts.headers, status);
         if let Some(a) = self.gzip.take() {
             bytes = a.whole(status, &mut parts.headers, bytes);
@@ -789,6 +817,7 @@ pub async fn handle(
         close: false,
         keep_alive: None,
         held: Vec::new(),
+        err_status: None,
     };
     let remote_addr = client.ip().to_string();
     let forwarded_for = {
@@ -843,6 +872,170 @@ pub async fn handle(
         let base = || redirect_base(conn, host, server_name, &server.settings);
         return log.local(returned(ret, &vars, ct, base), shared);
     }
+    let cx = Cx {
+        conn,
+        rt,
+        server,
+        shared,
+        client,
+        host,
+        server_name,
+        request_uri: &request_uri,
+    };
+    let mut req = req.map(Some);
+    let (mut li, mut path, mut sent_uri) = (li, path, None::<String>);
+    let mut redirected = false;
+    loop {
+        let s = li.map_or(&server.settings, |i| &server.locations[i].settings);
+        let head = (!redirected && !s.error_pages.is_empty()).then(|| Head::of(&req));
+        let at = At {
+            li,
+            lrt: li.map(|i| &rt.locations[si][i]),
+            limits: &rt.server_limits[si],
+            path: &path,
+            sent_uri: sent_uri.as_deref(),
+            internal: redirected,
+        };
+        let local;
+        (local, log) = match in_location(&cx, req, &at, &mut vars, log).await {
+            Ok(resp) => return resp,
+            Err(failed) => failed,
+        };
+        let status = local.status();
+        let page = head
+            .filter(|_| local.extensions().get::<Close>().is_none())
+            .and_then(|h| Some((pages::page_for(s, status.as_u16())?, h)));
+        let Some((page, head)) = page else {
+            // nginx: an error while serving an error page is answered as itself.
+            log.err_status = None;
+            return log.local(local, shared);
+        };
+        redirected = true;
+        log.err_status = match page.status {
+            Overwrite::Keep => Some(status),
+            Overwrite::Page => None,
+            Overwrite::To(code) => Some(status_of(code)),
+        };
+        let mut method = head.method.clone();
+        match &page.target {
+            Target::Redirect(url) => {
+                log.err_status = None;
+                let status = status_of(page.redirect_status());
+                let mut r = plain(status, "");
+                match HeaderValue::from_str(&render(url, &vars)) {
+                    Ok(v) => {
+                        r.headers_mut().insert(header::LOCATION, v);
+                    }
+                    Err(_) => r = plain(StatusCode::INTERNAL_SERVER_ERROR, ""),
+                }
+                return log.local(r, shared);
+            }
+            Target::Uri(t) => {
+                let target = render(t, &vars);
+                let p = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+                let Ok(p) = uri::normalize(p) else {
+                    tracing::error!("error_page at {}: invalid URI \"{target}\"", page.place);
+                    log.err_status = None;
+                    return log.local(plain(StatusCode::INTERNAL_SERVER_ERROR, ""), shared);
+                };
+                path = uri::Path {
+                    bytes: std::borrow::Cow::Owned(p.bytes.into_owned()),
+                    quoted: p.quoted,
+                };
+                li = find(&server.locations, &path.bytes)
+                    .and_then(|l| server.locations.iter().position(|x| std::ptr::eq(x, l)));
+                sent_uri = Some(target);
+                if method != Method::HEAD {
+                    method = Method::GET;
+                }
+            }
+            Target::Named(name) => {
+                li = server
+                    .locations
+                    .iter()
+                    .position(|l| matches!(&l.matcher, Matcher::Named(n) if n == name));
+            }
+        }
+        req = head.request(method);
+    }
+}
+
+/// What the phases after the server's choice share.
+struct Cx<'a> {
+    conn: &'a Conn,
+    rt: &'a Runtime,
+    server: &'a Server,
+    shared: &'a Shared,
+    client: SocketAddr,
+    host: &'a Option<String>,
+    server_name: &'a str,
+    request_uri: &'a str,
+}
+
+/// Where a request goes in its server: its location (none: the server's 404), its path,
+/// and, after an `error_page` sent it elsewhere, the URI a node gets.
+struct At<'a> {
+    li: Option<usize>,
+    lrt: Option<&'a LocationRt>,
+    limits: &'a Applied,
+    path: &'a uri::Path<'a>,
+    sent_uri: Option<&'a str>,
+    /// Sent here by `error_page`: the limits were applied already, `allow`/`deny` are
+    /// again (nginx's rule), and no node's error is intercepted.
+    internal: bool,
+}
+
+/// What an `error_page` needs of the request it sends elsewhere.
+struct Head {
+    method: Method,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn of<B>(req: &Request<B>) -> Head {
+        let mut headers = req.headers().clone();
+        // Its body stays behind.
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.remove(header::UPGRADE);
+        Head {
+            method: req.method().clone(),
+            version: req.version(),
+            headers,
+        }
+    }
+
+    fn request(self, method: Method) -> Request<Option<Incoming>> {
+        let mut r = Request::new(None);
+        *r.method_mut() = method;
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers;
+        r
+    }
+}
+
+/// A request in its location: answered (`Ok`), or an error status gluu-lb answers itself
+/// (`Err`, for `error_page`: `return CODE`, a refusal, a missing file, a node's failure,
+/// or a node's error with `proxy_intercept_errors on`).
+async fn in_location<'a>(
+    cx: &Cx<'a>,
+    mut req: Request<Option<Incoming>>,
+    at: &At<'_>,
+    vars: &mut Vars<'a>,
+    mut log: Log,
+) -> Result<Response<Body>, (Local, Log)> {
+    let Cx {
+        conn,
+        rt,
+        server,
+        shared,
+        client,
+        host,
+        server_name,
+        request_uri,
+    } = *cx;
+    let path = at.path;
     let who = || {
         format!(
             "client: {}, server: {server_name}, request: \"{} {request_uri} {:?}\", host: \"{}\"",
@@ -852,42 +1045,65 @@ pub async fn handle(
             host.as_deref().unwrap_or(server_name)
         )
     };
-    let (Some(li), Some(lrt)) = (li, lrt) else {
-        log.settle(&server.settings, &vars, &req, conn);
-        let limits = &rt.server_limits[si];
-        let refused = admit(limits, &server.settings, client.ip(), who, &mut log, shared).await;
-        return log.local(
+    let (Some(li), Some(lrt)) = (at.li, at.lrt) else {
+        log.settle(&server.settings, vars, &req, conn);
+        let refused = if at.internal {
+            deny(&server.settings.access, client.ip(), who)
+        } else {
+            admit(
+                at.limits,
+                &server.settings,
+                client.ip(),
+                who,
+                &mut log,
+                shared,
+            )
+            .await
+        };
+        return Err((
             refused.unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "")),
-            shared,
-        );
+            log,
+        ));
     };
     let loc = &server.locations[li];
     if let Some(pass) = &loc.proxy_pass {
         vars.proxy_host = &pass.upstream;
     }
-    log.settle(&loc.settings, &vars, &req, conn);
+    log.settle(&loc.settings, vars, &req, conn);
     if let Some(ret) = &loc.ret {
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
         let base = || redirect_base(conn, host, server_name, &loc.settings);
-        return log.local(returned(ret, &vars, ct, base), shared);
+        let answer = returned(ret, vars, ct, base);
+        // nginx sends a text (and drops a 444) as it is; a bare code or a redirect is an
+        // error `error_page` may take.
+        let text = ret.template.is_some() && !matches!(ret.code, 301 | 302 | 303 | 307 | 308);
+        return if text || ret.code == 444 {
+            Ok(log.local(answer, shared))
+        } else {
+            Err((answer, log))
+        };
     }
-    if let Some(refused) = admit(
-        &lrt.limits,
-        &loc.settings,
-        client.ip(),
-        who,
-        &mut log,
-        shared,
-    )
-    .await
-    {
-        return log.local(refused, shared);
+    let refused = if at.internal {
+        deny(&loc.settings.access, client.ip(), who)
+    } else {
+        admit(
+            &lrt.limits,
+            &loc.settings,
+            client.ip(),
+            who,
+            &mut log,
+            shared,
+        )
+        .await
+    };
+    if let Some(refused) = refused {
+        return Err((refused, log));
     }
     let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
-        return log.local(plain(StatusCode::NOT_FOUND, ""), shared);
+        return from_files(cx, loc, path, req.method(), log).await;
     };
     let Some(group) = rt.groups.get(&pass.upstream) else {
-        return log.local(plain(StatusCode::BAD_GATEWAY, ""), shared);
+        return Err((plain(StatusCode::BAD_GATEWAY, ""), log));
     };
     let settings = &loc.settings;
     let max_body = settings.client_max_body_size;
@@ -899,13 +1115,11 @@ pub async fn handle(
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|n| n > max_body)
     {
-        return log.local(
-            plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is larger than client_max_body_size\n",
-            ),
-            shared,
+        let too_large = plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than client_max_body_size\n",
         );
+        return Err((too_large, log));
     }
 
     // The request as the node gets it.
@@ -925,7 +1139,7 @@ pub async fn handle(
     // `scheme` is one of two literals: no copy, no check per request.
     headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     for (name, template) in &settings.set_headers {
-        let value = render(template, &vars);
+        let value = render(template, vars);
         if value.is_empty() {
             headers.remove(name);
         } else if let Ok(v) = HeaderValue::from_str(&value) {
@@ -933,15 +1147,16 @@ pub async fn handle(
         }
     }
     let method = req.method().clone();
-    let query = request_uri.split_once('?').map_or("", |(_, q)| q);
-    let uri = upstream_uri(loc, &request_uri, &path, query);
-    let replayable = req.body().is_end_stream();
+    let full = at.sent_uri.unwrap_or(request_uri);
+    let query = full.split_once('?').map_or("", |(_, q)| q);
+    let uri = upstream_uri(loc, full, path, query);
+    let replayable = req.body().as_ref().is_none_or(HttpBody::is_end_stream);
     let idempotent = !matches!(method.as_str(), "POST" | "LOCK" | "PATCH");
     // Set once the client's body has all been read: the wait for the node's answer starts.
     let sent = (!replayable).then(CancellationToken::new);
-    let mut client_body: Option<Body> = sent.clone().map(|sent| {
+    let mut client_body: Option<Body> = sent.clone().zip(req.into_body()).map(|(sent, body)| {
         let linger = conn.linger.clone();
-        Watched::new(req.into_body(), settings.client_body_timeout)
+        Watched::new(body, settings.client_body_timeout)
             .limit(max_body)
             .on_end(move |_, complete| {
                 sent.cancel();
@@ -982,7 +1197,7 @@ pub async fn handle(
         *upstream_req.headers_mut() = headers.clone();
         match uri.parse() {
             Ok(u) => *upstream_req.uri_mut() = u,
-            Err(_) => return log.local(plain(StatusCode::BAD_REQUEST, ""), shared),
+            Err(_) => return Err((plain(StatusCode::BAD_REQUEST, ""), log)),
         }
         let in_flight = node.in_flight();
         node.counters.requests.inc();
@@ -1032,7 +1247,10 @@ pub async fn handle(
                 } else {
                     group.succeeded(n);
                 }
-                return respond(
+                if intercepted(settings, resp.status(), at.internal) {
+                    return Err((plain(resp.status(), ""), log));
+                }
+                return Ok(respond(
                     resp,
                     (lease, in_flight),
                     log,
@@ -1040,7 +1258,7 @@ pub async fn handle(
                     (settings.read_timeout, &lrt.hidden),
                     client_upgrade.map(|u| (u, conn)),
                     shared,
-                );
+                ));
             }
             Err(f) if f.reason == "client_body" => {
                 tracing::info!("{method} {uri} from {}: request body: {}", client, f.detail);
@@ -1050,7 +1268,7 @@ pub async fn handle(
                     conn.linger.timed_out();
                     StatusCode::REQUEST_TIMEOUT
                 };
-                return log.local(plain(status, ""), shared);
+                return Err((plain(status, ""), log));
             }
             Err(f) => {
                 if f.reason != "worker_connections" {
@@ -1091,8 +1309,11 @@ pub async fn handle(
         }
     }
     if let Some((resp, done)) = fallback {
+        if intercepted(settings, resp.status(), at.internal) {
+            return Err((plain(resp.status(), ""), log));
+        }
         let after = (settings.read_timeout, lrt.hidden.as_slice());
-        return respond(resp, done, log, t0, after, None, shared);
+        return Ok(respond(resp, done, log, t0, after, None, shared));
     }
     if tries == 0 {
         tracing::error!(
@@ -1101,7 +1322,64 @@ pub async fn handle(
             client
         );
     }
-    log.local(plain(failure_status, ""), shared)
+    Err((plain(failure_status, ""), log))
+}
+
+/// `proxy_intercept_errors on`: a node's answer with a status an `error_page` of the
+/// location lists gives way to the error page (not twice: nginx's `recursive_error_pages
+/// off`).
+fn intercepted(s: &ProxySettings, status: StatusCode, internal: bool) -> bool {
+    s.intercept_errors
+        && !internal
+        && status.as_u16() >= 300
+        && pages::page_for(s, status.as_u16()).is_some()
+}
+
+/// A location without `proxy_pass`: its file under `alias` or `root`, or a 404 without
+/// either (nginx would look under its built-in root; gluu-lb serves no file it was not
+/// pointed at).
+async fn from_files(
+    cx: &Cx<'_>,
+    loc: &Location,
+    path: &uri::Path<'_>,
+    method: &Method,
+    log: Log,
+) -> Result<Response<Body>, (Local, Log)> {
+    let file = match (&loc.alias, &loc.settings.root) {
+        (Some(dir), _) => {
+            let prefix = match &loc.matcher {
+                Matcher::Prefix { prefix, .. } | Matcher::Exact(prefix) => prefix.len(),
+                Matcher::Regex(_) | Matcher::Named(_) => 0,
+            };
+            files::path_of(dir, path.bytes.get(prefix..).unwrap_or_default())
+        }
+        (None, Some(dir)) => files::path_of(dir, &path.bytes),
+        (None, None) => return Err((plain(StatusCode::NOT_FOUND, ""), log)),
+    };
+    let name = String::from_utf8_lossy(&path.bytes);
+    let ct = stock::content_type(&loc.settings, &name);
+    match files::serve(file, method, ct).await {
+        files::Served::File(resp) => Ok(log.file(resp, loc.settings.send_timeout, cx.shared)),
+        files::Served::Failed(status) => Err((plain(status, ""), log)),
+        files::Served::Slash => {
+            // nginx: the URI with its `/`, and the query as it came.
+            let query = cx.request_uri.split_once('?').map(|(_, q)| q);
+            let mut to = format!("{name}/");
+            if let Some(q) = query {
+                to.push('?');
+                to.push_str(q);
+            }
+            let base = || redirect_base(cx.conn, cx.host, cx.server_name, &loc.settings);
+            let mut r = plain(StatusCode::MOVED_PERMANENTLY, "");
+            match HeaderValue::from_str(&absolute(to, base)) {
+                Ok(v) => {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                Err(_) => r = plain(StatusCode::NOT_FOUND, ""),
+            }
+            Err((r, log))
+        }
+    }
 }
 
 /// nginx's `ignore_invalid_headers`: a request header whose name has other than letters,
@@ -1195,6 +1473,9 @@ fn respond(
     upgrade: Option<(OnUpgrade, &Conn)>,
     shared: &Shared,
 ) -> Response<Body> {
+    if let Some(s) = log.err_status.take() {
+        *resp.status_mut() = s;
+    }
     let status = resp.status();
     log.answered(status, shared);
     if let Some(e) = &mut log.entry {

@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod files;
 pub mod forward;
 pub mod gzip;
 pub mod health;

@@ -125,6 +125,8 @@ const ONCE: &[&str] = &[
     "port_in_redirect",
     "server_name_in_redirect",
     "proxy_intercept_errors",
+    "root",
+    "alias",
     "proxy_pass",
     "proxy_redirect",
     "proxy_connect_timeout",

@@ -22,6 +22,8 @@ pub enum Matcher {
     Prefix { prefix: String, no_regex: bool },
     /// `location ~ re` or `location ~* re` (case-insensitive).
     Regex(Regex),
+    /// `location @name`: never matched by a URI, only named by `error_page`.
+    Named(String),
 }
 
 /// `proxy_pass https://UPSTREAM[/uri]`.
@@ -38,6 +40,8 @@ pub struct Location {
     pub proxy_pass: Option<ProxyPass>,
     /// `return`: answered before anything else the location does (nginx's rewrite phase).
     pub ret: Option<Return>,
+    /// `alias`: where the files are, for the path after the location's prefix.
+    pub alias: Option<std::path::PathBuf>,
     pub settings: ProxySettings,
     pub place: Place,
 }
@@ -94,6 +98,40 @@ pub(super) fn regex(place: &Place, pattern: &str, caseless: bool) -> Result<Rege
         })
 }
 
+/// An `alias` line, where nginx allows one (and where gluu-lb can follow it: nginx's
+/// alias in a regular expression location needs captures).
+fn alias(
+    d: &Directive,
+    matcher: &Matcher,
+    body: &[Directive],
+    root: &std::path::Path,
+) -> Result<std::path::PathBuf, GrammarError> {
+    match matcher {
+        Matcher::Named(_) => {
+            Err(d.error("\"alias\" directive cannot be used inside the named location"))
+        }
+        Matcher::Regex(_) => Err(d.error(
+            "\"alias\" in a regular expression location is not supported (nginx's needs \
+             the regex's captures); use a prefix location or \"root\"",
+        )),
+        _ => match body.iter().find(|x| x.name == "root") {
+            Some(r) if r.place.line < d.place.line || position(body, r) < position(body, d) => {
+                Err(d.error(
+                    "\"alias\" directive is duplicate, \"root\" directive was specified earlier",
+                ))
+            }
+            Some(r) => Err(r.error(
+                "\"root\" directive is duplicate, \"alias\" directive was specified earlier",
+            )),
+            None => super::pages::directory(d, root),
+        },
+    }
+}
+
+fn position(body: &[Directive], d: &Directive) -> Option<usize> {
+    body.iter().position(|x| std::ptr::eq(x, d))
+}
+
 fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> {
     let [url] = d.args.as_slice() else {
         return Err(GrammarError::at(
@@ -117,7 +155,8 @@ fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> 
     if uri.is_some() && is_regex {
         return Err(GrammarError::at(
             &d.place,
-            "\"proxy_pass\" cannot have URI part in location given by regular expression",
+            "\"proxy_pass\" cannot have URI part in location given by regular expression, \
+             or inside named location",
         ));
     }
     Ok(ProxyPass {
@@ -148,6 +187,7 @@ pub fn location(
         },
         [m, p] if m == "~" => Matcher::Regex(regex(&d.place, p, false)?),
         [m, p] if m == "~*" => Matcher::Regex(regex(&d.place, p, true)?),
+        [p] if p.starts_with('@') && p.len() > 1 => Matcher::Named(p.clone()),
         [p] if !p.starts_with('@') => Matcher::Prefix {
             prefix: p.clone(),
             no_regex: false,
@@ -159,15 +199,18 @@ pub fn location(
             ));
         }
     };
-    let is_regex = matches!(matcher, Matcher::Regex(_));
+    let is_regex = matches!(matcher, Matcher::Regex(_) | Matcher::Named(_));
     let mut pass = None;
     let mut returned = None;
+    let mut alias = None;
     let mut settings = inherit(inherited, body);
     for inner in body {
         if inner.name == "proxy_pass" {
             pass = Some(proxy_pass(inner, is_regex)?);
         } else if inner.name == "return" {
             returned = Some(ret(inner)?);
+        } else if inner.name == "alias" {
+            alias = Some(self::alias(inner, &matcher, body, root)?);
         } else if super::proxy::not_in_location(&inner.name) {
             return Err(inner.error(format!("\"{}\" directive is not allowed here", inner.name)));
         } else if !apply(&mut settings, inner, root, warnings)? {
@@ -182,6 +225,7 @@ pub fn location(
         matcher,
         proxy_pass: pass,
         ret: returned,
+        alias,
         settings,
         place: d.place.clone(),
     })
@@ -222,7 +266,7 @@ pub fn upstream_uri(
 ) -> String {
     let matched = match &location.matcher {
         Matcher::Prefix { prefix: p, .. } | Matcher::Exact(p) => p.len(),
-        Matcher::Regex(_) => 0,
+        Matcher::Regex(_) | Matcher::Named(_) => 0,
     };
     let Some(ProxyPass { uri: Some(uri), .. }) = &location.proxy_pass else {
         return request_uri.to_owned();
@@ -400,11 +444,32 @@ mod tests {
                 "location /a { proxy_pass https://b; proxy_pass https://c; }",
                 "is duplicate",
             ),
-            ("location @named { }", "invalid location modifier"),
+            ("location @ { }", "invalid location modifier"),
+            (
+                "location @n { proxy_pass https://b/x; }",
+                "cannot have URI part in location given by regular expression, or inside named",
+            ),
+            (
+                "location @n { alias /srv/; }",
+                "cannot be used inside the named location",
+            ),
+            ("location ~ ^/a { alias /srv/; }", "not supported"),
+            (
+                "location /a { root /srv; alias /srv/; }",
+                "\"alias\" directive is duplicate, \"root\" directive was specified earlier",
+            ),
+            (
+                "location /a { alias /srv/; root /srv; }",
+                "\"root\" directive is duplicate, \"alias\" directive was specified earlier",
+            ),
+            (
+                "location /a { alias /srv/; alias /x/; }",
+                "\"alias\" directive is duplicate",
+            ),
             ("location /a;", "has no opening"),
             (
-                "location /a { root /srv; }",
-                "unknown directive \"root\" in location",
+                "location /a { try_files $uri =404; }",
+                "unknown directive \"try_files\" in location",
             ),
         ];
         for (text, want) in cases {

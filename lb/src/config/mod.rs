@@ -10,6 +10,7 @@ pub mod gzip;
 pub mod limit;
 pub mod location;
 pub mod log_format;
+pub mod pages;
 pub mod proxy;
 pub mod realip;
 pub mod server;
@@ -662,8 +663,8 @@ mod tests {
                 ":3",
             ),
             (
-                "http {\n server {\n  root /var/www;\n }\n}",
-                "unknown directive \"root\" in server",
+                "http {\n server {\n  try_files $uri =404;\n }\n}",
+                "unknown directive \"try_files\" in server",
                 ":3",
             ),
             (

@@ -250,6 +250,13 @@ pub struct ProxySettings {
     pub absolute_redirect: bool,
     pub port_in_redirect: bool,
     pub server_name_in_redirect: bool,
+    /// `error_page` lines ([`super::pages`]).
+    pub error_pages: Vec<super::pages::ErrorPage>,
+    /// `proxy_intercept_errors on`: a node's response with a status `error_page` lists
+    /// is replaced by the error page.
+    pub intercept_errors: bool,
+    /// `root`: where a location without `proxy_pass` finds its files.
+    pub root: Option<PathBuf>,
 }
 
 /// How a client connection closes while the client may still be sending
@@ -367,6 +374,9 @@ impl Default for ProxySettings {
             absolute_redirect: true,
             port_in_redirect: true,
             server_name_in_redirect: false,
+            error_pages: Vec::new(),
+            intercept_errors: false,
+            root: None,
         }
     }
 }
@@ -497,6 +507,9 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("proxy_pass_header") {
         s.pass_headers.clear();
+    }
+    if has("error_page") {
+        s.error_pages.clear();
     }
     if has("access_log") {
         s.access_logs.clear();
@@ -676,15 +689,6 @@ pub fn apply(
                 ));
             }
         }
-        "proxy_intercept_errors" => {
-            if d.on_off()? {
-                return Err(d.error(
-                    "\"proxy_intercept_errors on\" is not supported: gluu-lb has no \
-                     error_page, and a node's error response reaches the client as the node \
-                     sent it; set it off or remove the line",
-                ));
-            }
-        }
         "underscores_in_headers" => s.underscores_in_headers = d.on_off()?,
         "client_max_body_size" => {
             let v = d.one_arg()?;
@@ -838,6 +842,7 @@ pub fn apply(
         }
         _ => {
             return Ok(stock::apply(s, d, warnings)?
+                || super::pages::apply(s, d, root)?
                 || (d.name.starts_with("gzip")
                     && gzip::apply(std::sync::Arc::make_mut(&mut s.gzip), d, warnings)?)
                 || realip::apply(&mut s.realip, d, warnings)?
@@ -1044,15 +1049,11 @@ mod tests {
     #[test]
     fn http2_lines_and_the_lines_refused_for_what_they_would_turn_on() {
         assert_eq!(ProxySettings::default().http2_max_concurrent_streams, 128);
-        let s = read(
-            "http2_max_concurrent_streams 16;\nssl_early_data off;\nproxy_intercept_errors off;",
-        )
-        .expect("valid");
+        let s = read("http2_max_concurrent_streams 16;\nssl_early_data off;").expect("valid");
         assert_eq!(s.http2_max_concurrent_streams, 16);
         refused(&[
             ("http2_max_concurrent_streams -1;", "invalid number"),
             ("ssl_early_data on;", "can be replayed"),
-            ("proxy_intercept_errors on;", "has no error_page"),
         ]);
         let obsolete = directive("http2_idle_timeout", "3m");
         let mut warnings = Vec::new();
@@ -1065,7 +1066,6 @@ mod tests {
              directive instead"
         );
         assert!(not_in_location("http2_idle_timeout") && not_in_location("ssl_early_data"));
-        assert!(!not_in_location("proxy_intercept_errors"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, Matcher, location};
+use super::pages::Target;
 use super::proxy::{ProxySettings, Template, apply, inherit, template};
 use super::tls::{self, TlsSettings};
 
@@ -111,8 +112,33 @@ fn same_path<'a>(a: &'a Location, b: &Location) -> Option<&'a str> {
     match (&a.matcher, &b.matcher) {
         (Matcher::Exact(x), Matcher::Exact(y)) if x == y => Some(x),
         (Matcher::Prefix { prefix: x, .. }, Matcher::Prefix { prefix: y, .. }) if x == y => Some(x),
+        (Matcher::Named(x), Matcher::Named(y)) if x == y => Some(x),
         _ => None,
     }
+}
+
+/// Every `error_page ... @name` in force in `s` names one of its locations (nginx finds out
+/// at the first error, and answers 500).
+fn named_pages_exist(s: &Server) -> Result<(), GrammarError> {
+    let blocks = std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings));
+    for page in blocks.flat_map(|b| &b.error_pages) {
+        if let Target::Named(name) = &page.target {
+            let found = s
+                .locations
+                .iter()
+                .any(|l| matches!(&l.matcher, Matcher::Named(n) if n == name));
+            if !found {
+                return Err(GrammarError::at(
+                    &page.place,
+                    format!(
+                        "no \"location {name}\" in the server at {} for this \"error_page\"",
+                        s.place
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a `server` block; relative certificate paths are taken from `root`. Its proxy
@@ -221,6 +247,7 @@ pub fn server(
         }
     }
     s.settings = settings;
+    named_pages_exist(&s)?;
     if s.listen.is_empty() {
         // nginx's default when run as root.
         s.listen.push(Listen {
