@@ -518,6 +518,10 @@ impl Log {
     fn file(mut self, resp: Response<Body>, idle: Duration, shared: &Shared) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         let status = self.status(&mut parts, shared);
+        // nginx's header filter: a file sent with another status has no modification time.
+        if !matches!(status.as_u16(), 200 | 206 | 304) {
+            parts.headers.remove(header::LAST_MODIFIED);
+        }
         self.decorate(&mut parts.headers, status);
         let body = Watched::new(body, idle)
             .on_end(move |bytes, _| {

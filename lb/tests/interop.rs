@@ -1240,6 +1240,19 @@ impl Twins {
             cert.key.display()
         );
         let (a, b, front, front80) = (free_port(), free_port(), free_port(), free_port());
+        // Error pages and the files both serve them from (nothing listens on `down`).
+        let down = free_port();
+        let pages = dir.path().join("pages");
+        std::fs::create_dir_all(pages.join("sub")).expect("mkdir pages");
+        std::fs::create_dir_all(dir.path().join("site/rooted")).expect("mkdir site");
+        for (file, text) in [
+            ("pages/502.html", "<h1>down for maintenance</h1>\n"),
+            ("pages/index.html", "<p>pages</p>\n"),
+            ("pages/page.json", "{\"down\": true}\n"),
+            ("site/rooted/a.html", "<p>rooted</p>\n"),
+        ] {
+            std::fs::write(dir.path().join(file), text).expect("write page");
+        }
         // A node that requires a client certificate from this CA, and the balancers' one.
         let clients = gluu_testkit::Ca::new(dir.path(), "clients");
         let client = clients.issue(dir.path(), "lb-client", &["lb-client"]);
@@ -1252,6 +1265,7 @@ impl Twins {
              upstream up_mixed {{ server {canned} max_fails=0; server 127.0.0.1:{a}; }}\n\
              upstream up_hash {{ ip_hash; server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}\n\
              upstream up_mtls {{ server 127.0.0.1:{m}; }}\n\
+             upstream up_down {{ server 127.0.0.1:{down} max_fails=0; }}\n\
              limit_req_zone $binary_remote_addr zone=twins:1m rate=1r/m;\n\
              limit_req_zone $binary_remote_addr zone=slow:1m rate=2r/s;\n\
              log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" '\n\
@@ -1332,7 +1346,25 @@ impl Twins {
              location /realip-hash/ { proxy_pass https://up_hash; set_real_ip_from 127.0.0.1;\n\
                real_ip_header X-Forwarded-For; }\n\
              location = /gz-text { gzip on; default_type text/html;\n\
-               return 200 \"<p>hello $host, hello $host, hello $host</p>\"; }\n";
+               return 200 \"<p>hello $host, hello $host, hello $host</p>\"; }\n\
+             location /pages/ { alias DIR/pages/; types { text/html html; application/json json; } }\n\
+             location /rooted/ { root DIR/site; }\n\
+             location /paged/ { proxy_pass https://up_down; error_page 502 504 /pages/502.html; }\n\
+             location /paged-ok/ { proxy_pass https://up_down; error_page 502 =200 /pages/502.html; }\n\
+             location /paged-node/ { proxy_pass https://up_down; error_page 502 = /paged-a/x?q=1; }\n\
+             location /paged-a/ { proxy_pass https://up_a; }\n\
+             location /paged-named/ { proxy_pass https://up_down; error_page 502 = @named; }\n\
+             location @named { proxy_pass https://up_b; }\n\
+             location /paged-away/ { proxy_pass https://up_down; error_page 502 https://status.example/$host; }\n\
+             location /paged-301/ { proxy_pass https://up_down; error_page 502 =301 https://status.example/; }\n\
+             location /paged-missing/ { proxy_pass https://up_down; error_page 502 /pages/none.html; }\n\
+             location /paged-twice/ { proxy_pass https://up_down; error_page 502 /paged/; }\n\
+             location /intercept/ { proxy_pass https://up_a; proxy_intercept_errors on;\n\
+               error_page 404 /pages/page.json; }\n\
+             location /no-intercept/ { proxy_pass https://up_a; error_page 404 /pages/page.json; }\n\
+             location = /gone-paged { error_page 410 =503 /pages/502.html; return 410; }\n\
+             location = /gone-text { error_page 410 /pages/502.html; return 410 gone; }\n\
+             location /denied/ { deny all; error_page 403 /pages/; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
@@ -1341,6 +1373,7 @@ impl Twins {
                  location ~ /go$ {{ return 302 https://up_a$uri/../went; }}\n\
                  location ~ /relative$ {{ absolute_redirect off; return 302 $uri/../went; }}\n\
                  location = /tls {{ return 200 \"$ssl_protocol $ssl_cipher\"; }}\n\
+                 location ~ /missing$ {{ return 404; }}\n\
                  location = /reused {{ keepalive_timeout 0; return 200 \"reused=$ssl_session_reused\"; }}\n\
                  location ~ /refresh$ {{ add_header X-Node {name}; add_header Refresh \"0; URL=https://up_a$uri/../r\"; return 200 r; }} }}\n"
             )
@@ -1454,6 +1487,101 @@ impl Drop for Twins {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// What a page answer is made of: the status, the headers a file or a redirect sets
+/// (`:PORT` for the side's own port), and the body when `whole` (nginx's own error pages
+/// are HTML where gluu-lb's are empty, so a plain error is compared by status and
+/// `Location` alone).
+async fn page_view(to: SocketAddr, request: &str, whole: bool) -> (u16, Vec<String>, String) {
+    let text = answer_to(to, request).await;
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut names = vec!["location"];
+    if whole {
+        names.extend(["content-type", "content-length", "etag", "last-modified"]);
+    }
+    let mut headers: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            names.iter().any(|n| l.starts_with(&format!("{n}: ")))
+        })
+        .map(|l| {
+            l.to_ascii_lowercase()
+                .replace(&format!(":{}/", to.port()), ":PORT/")
+        })
+        .collect();
+    headers.sort_unstable();
+    (
+        status,
+        headers,
+        if whole {
+            body.to_owned()
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// `error_page` and the files it serves, through the real nginx and gluu-lb: a node that
+/// is down answered with a page from `alias` (its status kept, `=200`, or `=` for what a
+/// node or a named location answers, a POST going there as a GET), redirects (302, `=301`),
+/// a missing page and a failing page answered as their own error, `return` with and
+/// without a text, a node's 404 intercepted only with `proxy_intercept_errors on`, a
+/// denied client given a page, and the files themselves (index, the directory's slash,
+/// HEAD, POST, `root`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_and_their_files_as_nginx_serves_them() {
+    let twins = Twins::start().await;
+    let post = "POST /paged-node/p HTTP/1.1\r\nHost: lb\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    let head = "HEAD /pages/502.html HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
+    let post_file = "POST /pages/502.html HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let cases = [
+        (get("/paged/x"), true, 502),
+        (get("/paged-ok/x"), true, 200),
+        (get("/paged-node/x"), true, 200),
+        (post.to_owned(), true, 200),
+        (get("/paged-named/y?z=2"), true, 200),
+        (get("/paged-away/x"), false, 302),
+        (get("/paged-301/x"), false, 301),
+        (get("/paged-missing/x"), false, 404),
+        (get("/paged-twice/x"), false, 502),
+        (get("/intercept/missing"), true, 404),
+        (get("/intercept/found"), true, 200),
+        (get("/no-intercept/missing"), false, 404),
+        (get("/gone-paged"), true, 503),
+        (get("/gone-text"), true, 410),
+        (get("/denied/x"), true, 403),
+        (get("/pages/"), true, 200),
+        (get("/pages/page.json"), true, 200),
+        (get("/pages/sub"), false, 301),
+        (get("/pages/sub?a=b"), false, 301),
+        (get("/pages/sub/"), false, 403),
+        (get("/pages/none"), false, 404),
+        (head.to_owned(), true, 200),
+        (post_file.to_owned(), false, 405),
+        (get("/rooted/a.html"), true, 200),
+    ];
+    for (request, whole, status) in cases {
+        let ours = page_view(twins.ours, &request, whole).await;
+        let theirs = page_view(twins.theirs, &request, whole).await;
+        assert_eq!(ours, theirs, "{request:?}: gluu-lb, then nginx");
+        assert_eq!(ours.0, status, "{request:?}");
+    }
+    // What the pages said, so that agreeing is not agreeing on nothing.
+    let body = |request: String| async move { page_view(twins.ours, &request, true).await.2 };
+    assert_eq!(
+        body(get("/paged/x")).await,
+        "<h1>down for maintenance</h1>\n"
+    );
+    assert!(body(post.to_owned()).await.starts_with("A /paged-a/x?q=1 "));
+    assert!(
+        body(get("/paged-named/y?z=2"))
+            .await
+            .starts_with("B /paged-named/y?z=2 ")
+    );
+    assert_eq!(body(get("/intercept/missing")).await, "{\"down\": true}\n");
 }
 
 /// The TLS gluu-lb speaks to a node as nginx does with the same lines, seen from the node

@@ -663,6 +663,11 @@ mod tests {
                 ":3",
             ),
             (
+                "events { }\nhttp {\n error_page 502 @down;\n server {\n  location @up { }\n }\n}",
+                "no \"location @down\" in the server at",
+                ":3",
+            ),
+            (
                 "http {\n server {\n  try_files $uri =404;\n }\n}",
                 "unknown directive \"try_files\" in server",
                 ":3",
