@@ -1354,11 +1354,8 @@ async fn from_files(
 ) -> Result<Response<Body>, (Local, Log)> {
     let file = match (&loc.alias, &loc.settings.root) {
         (Some(dir), _) => {
-            let prefix = match &loc.matcher {
-                Matcher::Prefix { prefix, .. } | Matcher::Exact(prefix) => prefix.len(),
-                Matcher::Regex(_) | Matcher::Named(_) => 0,
-            };
-            files::path_of(dir, path.bytes.get(prefix..).unwrap_or_default())
+            let rest = path.bytes.get(loc.matched_len()..).unwrap_or_default();
+            files::path_of(dir, rest)
         }
         (None, Some(dir)) => files::path_of(dir, &path.bytes),
         (None, None) => return Err((plain(StatusCode::NOT_FOUND, ""), log)),

@@ -64,6 +64,15 @@ impl Redirect {
 }
 
 impl Location {
+    /// How much of a path this location's own path covers: what `proxy_pass`'s URI part
+    /// and `alias` replace (nothing for a regular expression or a named location).
+    pub fn matched_len(&self) -> usize {
+        match &self.matcher {
+            Matcher::Prefix { prefix: p, .. } | Matcher::Exact(p) => p.len(),
+            Matcher::Regex(_) | Matcher::Named(_) => 0,
+        }
+    }
+
     /// The rewrite `proxy_redirect default` makes here; `None` with `proxy_redirect off`.
     pub fn redirect(&self) -> Option<Redirect> {
         let pass = self
@@ -264,10 +273,7 @@ pub fn upstream_uri(
     path: &Path<'_>,
     query: &str,
 ) -> String {
-    let matched = match &location.matcher {
-        Matcher::Prefix { prefix: p, .. } | Matcher::Exact(p) => p.len(),
-        Matcher::Regex(_) | Matcher::Named(_) => 0,
-    };
+    let matched = location.matched_len();
     let Some(ProxyPass { uri: Some(uri), .. }) = &location.proxy_pass else {
         return request_uri.to_owned();
     };
