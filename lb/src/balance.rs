@@ -1,13 +1,18 @@
 //! nginx's choice of upstream server, reproduced: smooth weighted round robin
 //! (`ngx_http_upstream_round_robin.c`), `ip_hash` (`ngx_http_upstream_ip_hash_module.c`),
-//! `hash $remote_addr consistent` (`ngx_http_upstream_hash_module.c`'s ring), and passive
-//! failure accounting (`max_fails`, `fail_timeout`). The same client, server list
+//! `hash $remote_addr consistent` (`ngx_http_upstream_hash_module.c`'s ring), `least_conn`
+//! (`ngx_http_upstream_least_conn_module.c`), passive failure accounting (`max_fails`,
+//! `fail_timeout`) and `max_conns`. The same client, server list
 //! and failure history give the same server nginx would pick, so a balancer swap does not
 //! move anyone's /identity session.
 //!
 //! Pure state, no I/O: callers pass `now` and tell [`Peers::failed`]/[`Peers::succeeded`].
+//! A peer's connection count ([`Peer::conns`]) is the one number shared with the
+//! requests: they hold it up while they use the peer.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// One `server` line of an upstream and its live state.
@@ -17,8 +22,13 @@ pub struct Peer {
     pub max_fails: u32,
     pub fail_timeout: Duration,
     pub down: bool,
+    /// `max_conns=N`: not chosen while N requests use it (0: no limit).
+    pub max_conns: usize,
     /// Taken out by active health checks until they pass again.
     pub unhealthy: bool,
+    /// Requests using the peer now (nginx's `conns`, shared by every worker as with
+    /// nginx's `zone`): counted up by whoever chose the peer, down when it is done.
+    conns: Arc<AtomicUsize>,
     current_weight: i64,
     effective_weight: i64,
     fails: u32,
@@ -36,7 +46,9 @@ impl Peer {
             max_fails,
             fail_timeout,
             down: false,
+            max_conns: 0,
             unhealthy: false,
+            conns: Arc::default(),
             current_weight: 0,
             effective_weight: i64::from(weight),
             fails: 0,
@@ -49,6 +61,20 @@ impl Peer {
         self.fails
     }
 
+    /// The count of requests using the peer, to hold up while one does.
+    pub fn conns(&self) -> &Arc<AtomicUsize> {
+        &self.conns
+    }
+
+    fn conns_now(&self) -> usize {
+        self.conns.load(Ordering::Relaxed)
+    }
+
+    /// At its `max_conns`.
+    fn full(&self) -> bool {
+        self.max_conns > 0 && self.conns_now() >= self.max_conns
+    }
+
     /// Skipped because of recent failures (`max_fails` within `fail_timeout`).
     fn failing(&self, now: Instant) -> bool {
         self.max_fails > 0
@@ -58,8 +84,9 @@ impl Peer {
                 .is_some_and(|c| now.saturating_duration_since(c) <= self.fail_timeout)
     }
 
+    /// Can be chosen: not down, not failing, not at its `max_conns`.
     fn usable(&self, now: Instant) -> bool {
-        !self.down && !self.unhealthy && !self.failing(now)
+        !self.down && !self.unhealthy && !self.failing(now) && !self.full()
     }
 
     /// One word for the status page.
@@ -70,6 +97,8 @@ impl Peer {
             "unhealthy"
         } else if self.failing(now) {
             "failing"
+        } else if self.full() {
+            "full"
         } else {
             "up"
         }
@@ -235,7 +264,7 @@ impl Peers {
     pub fn round_robin(&mut self, tried: &mut Tried, now: Instant) -> Option<usize> {
         if self.single {
             let p = &self.peers[0];
-            if tried.has(0) || p.down || p.unhealthy {
+            if tried.has(0) || p.down || p.unhealthy || p.full() {
                 return None;
             }
             tried.mark(0);
@@ -262,6 +291,60 @@ impl Peers {
         p.chosen(now);
         tried.mark(best);
         Some(best)
+    }
+
+    /// nginx's `least_conn`: the usable, untried peer with the fewest requests for its
+    /// weight (`conns / weight`, compared as `a.conns * b.weight < b.conns * a.weight`);
+    /// among several equal, smooth weighted round robin over just those, from the first.
+    /// The round-robin weights of the others are left as they are, as nginx leaves them.
+    pub fn least_conn(&mut self, tried: &mut Tried, now: Instant) -> Option<usize> {
+        if self.single {
+            return self.round_robin(tried, now);
+        }
+        let load = |p: &Peer| (p.conns_now(), u64::from(p.weight));
+        // `a` carries fewer requests per unit of weight than `b`, or as many.
+        let fewer = |a: (usize, u64), b: (usize, u64)| (a.0 as u64 * b.1).cmp(&(b.0 as u64 * a.1));
+        let mut best: Option<(usize, (usize, u64))> = None;
+        let mut many = false;
+        for (i, p) in self.peers.iter().enumerate() {
+            if tried.has(i) || !p.usable(now) {
+                continue;
+            }
+            let l = load(p);
+            match best.map(|(_, b)| fewer(l, b)) {
+                None | Some(std::cmp::Ordering::Less) => {
+                    best = Some((i, l));
+                    many = false;
+                }
+                Some(std::cmp::Ordering::Equal) => many = true,
+                Some(std::cmp::Ordering::Greater) => {}
+            }
+        }
+        let (mut chosen, least) = best?;
+        let mut total = 0i64;
+        if many {
+            // The chosen peer's current weight, as it changes on the way.
+            let mut chosen_weight = self.peers[chosen].current_weight;
+            for (i, p) in self.peers.iter_mut().enumerate().skip(chosen) {
+                if tried.has(i) || !p.usable(now) || fewer(load(p), least).is_ne() {
+                    continue;
+                }
+                p.current_weight += p.effective_weight;
+                total += p.effective_weight;
+                if p.effective_weight < i64::from(p.weight) {
+                    p.effective_weight += 1;
+                }
+                if i == chosen || p.current_weight > chosen_weight {
+                    chosen = i;
+                    chosen_weight = p.current_weight;
+                }
+            }
+        }
+        let p = &mut self.peers[chosen];
+        p.current_weight -= total;
+        p.chosen(now);
+        tried.mark(chosen);
+        Some(chosen)
     }
 
     /// nginx's ip_hash: the same /24 (or IPv6 address) gets the same peer while it is
@@ -543,5 +626,84 @@ mod tests {
         assert_eq!(p.round_robin(&mut Tried::default(), now), None);
         let mut state = IpHash::new("10.0.0.1".parse().expect("ip"));
         assert_eq!(p.ip_hash(&mut state, &mut Tried::default(), now), None);
+        assert_eq!(p.least_conn(&mut Tried::default(), now), None);
+    }
+
+    /// Each choice holds its peer (a request still in flight), as a slow node would.
+    fn least_conn_holding(p: &mut Peers, n: usize, now: Instant) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let i = p.least_conn(&mut Tried::default(), now).expect("a peer");
+                p.get(i).conns().fetch_add(1, Ordering::Relaxed);
+                i
+            })
+            .collect()
+    }
+
+    #[test]
+    fn least_conn_counts_requests_per_weight_and_breaks_ties_round_robin() {
+        let now = Instant::now();
+        // Weights 2, 1, 1, every choice kept. By hand, nginx's code: all idle, a tie of
+        // three (current weights 2, 1, 1: the first); then 1/2, 0, 0: a tie of the last two
+        // (the second); then only the third has none; then the first, 1/2 against 1 and 1;
+        // then 2/2, 1, 1: a tie of three again, and the current weights 0, 1, 3 pick the
+        // third.
+        let mut p = peers(&[2, 1, 1]);
+        assert_eq!(least_conn_holding(&mut p, 5, now), [0, 1, 2, 0, 2]);
+        // With nothing held it is round robin.
+        let mut idle = peers(&[5, 1, 1]);
+        let picks: Vec<usize> = (0..7)
+            .map(|_| idle.least_conn(&mut Tried::default(), now).expect("a peer"))
+            .collect();
+        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
+        // A finished request gives its peer back: the one now idle is chosen.
+        let mut p = peers(&[1, 1]);
+        assert_eq!(least_conn_holding(&mut p, 2, now), [0, 1]);
+        p.get(1).conns().fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(least_conn_holding(&mut p, 1, now), [1]);
+        // Tried and failing peers are passed over even when they carry the least.
+        let mut tried = Tried::default();
+        tried.mark(0);
+        let mut p = peers(&[1, 1, 1]);
+        p.get(2).conns().fetch_add(5, Ordering::Relaxed);
+        assert_eq!(p.least_conn(&mut tried, now), Some(1));
+        assert_eq!(p.least_conn(&mut tried, now), Some(2));
+        assert_eq!(p.least_conn(&mut tried, now), None);
+        let mut p = peers(&[1, 1]);
+        p.failed(0, now);
+        p.failed(0, now);
+        assert_eq!(least_conn_holding(&mut p, 3, now), [1, 1, 1]);
+    }
+
+    #[test]
+    fn max_conns_passes_over_a_full_peer_for_every_method() {
+        let now = Instant::now();
+        let mut p = peers(&[1, 1]);
+        p.peers[0].max_conns = 1;
+        p.get(0).conns().fetch_add(1, Ordering::Relaxed);
+        assert_eq!(p.get(0).state(now), "full");
+        assert_eq!(rr_sequence(&mut p, 3, now), [1, 1, 1]);
+        assert_eq!(least_conn_holding(&mut p, 2, now), [1, 1]);
+        for ip in ["10.0.0.1", "10.0.1.1", "10.0.2.1", "10.0.3.1"] {
+            let mut state = IpHash::new(ip.parse().expect("ip"));
+            assert_eq!(p.ip_hash(&mut state, &mut Tried::default(), now), Some(1));
+        }
+        let ring = Ring::new([("a:1", 1), ("b:1", 1)]);
+        for key in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] {
+            assert_eq!(
+                p.consistent(&ring, key, &mut Tried::default(), now),
+                Some(1)
+            );
+        }
+        // Below the limit again: chosen again.
+        p.get(0).conns().fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(p.get(0).state(now), "up");
+        assert_eq!(rr_sequence(&mut p, 2, now), [0, 1]);
+        // A single server at its limit: nothing to choose (nginx's "no live upstreams").
+        let mut single = Peers::new(vec![Peer::new(1, 1, Duration::from_secs(10))]);
+        single.peers[0].max_conns = 2;
+        single.get(0).conns().fetch_add(2, Ordering::Relaxed);
+        assert_eq!(single.round_robin(&mut Tried::default(), now), None);
+        assert_eq!(single.least_conn(&mut Tried::default(), now), None);
     }
 }

@@ -1189,7 +1189,7 @@ async fn in_location<'a>(
     let mut failure_status = StatusCode::BAD_GATEWAY;
     let mut fallback = None;
     let t0 = Instant::now();
-    while let Some(n) = group.choose(&mut sel) {
+    while let Some((n, in_flight)) = group.choose(&mut sel) {
         tries += 1;
         if tries > 1 {
             shared.metrics.retry();
@@ -1206,7 +1206,6 @@ async fn in_location<'a>(
             Ok(u) => *upstream_req.uri_mut() = u,
             Err(_) => return Err((plain(StatusCode::BAD_REQUEST, ""), log)),
         }
-        let in_flight = node.in_flight();
         node.counters.requests.inc();
         let wait = (settings.read_timeout, sent.as_ref());
         let result = node.send(&route, upstream_req, wait, shared).await;

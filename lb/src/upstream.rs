@@ -175,7 +175,8 @@ pub struct Node {
     /// One pool per worker thread, index [`workers::current`] (0: the control thread): a
     /// connection is used only on the thread whose event loop drives it.
     idle: Vec<Mutex<Vec<Idle>>>,
-    active: AtomicUsize,
+    /// Requests using the node now: its peer's count ([`Peer::conns`]).
+    active: Arc<AtomicUsize>,
     health: Mutex<Health>,
     presented: Mutex<Presented>,
 }
@@ -311,7 +312,7 @@ fn tls_key(tls: &Arc<UpstreamTls>) -> usize {
 }
 
 impl Node {
-    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+    fn in_flight(self: &Arc<Self>) -> InFlight {
         self.active.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -588,7 +589,9 @@ impl Group {
         for s in &u.servers {
             let list = if s.backup { &mut backup } else { &mut primary };
             slots.push((s.backup, list.len()));
-            list.push(s.peer());
+            let peer = s.peer();
+            let active = peer.conns().clone();
+            list.push(peer);
             nodes.push(Arc::new(Node {
                 address: s.address.clone(),
                 upstream: u.name.clone(),
@@ -596,7 +599,7 @@ impl Group {
                 keepalive,
                 reuse: u.reuse,
                 idle: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
-                active: AtomicUsize::new(0),
+                active,
                 health: Mutex::new(Health::default()),
                 presented: Mutex::new(Presented::default()),
             }));
@@ -642,22 +645,33 @@ impl Group {
             .unwrap_or_default()
     }
 
-    /// The next node for this request, `None` when no live node is left untried.
-    pub fn choose(&self, sel: &mut Selection) -> Option<usize> {
+    /// The next node for this request, `None` when no live node is left untried. The node
+    /// counts the request as in flight from before the choice is let go, so that the next
+    /// choice (`least_conn`, `max_conns`) sees it, as nginx counts under its lock.
+    pub fn choose(&self, sel: &mut Selection) -> Option<(usize, InFlight)> {
         let now = Instant::now();
-        let chosen = {
+        {
             let mut peers = lock(&self.primary);
-            match (&mut sel.ip, &self.ring) {
+            let chosen = match (&mut sel.ip, &self.ring) {
                 (Some(ip), _) => peers.ip_hash(ip, &mut sel.tried, now),
                 (None, Some(ring)) => peers.consistent(ring, &sel.key, &mut sel.tried, now),
+                (None, None) if self.method == Method::LeastConn => {
+                    peers.least_conn(&mut sel.tried, now)
+                }
                 (None, None) => peers.round_robin(&mut sel.tried, now),
+            };
+            if let Some(i) = chosen {
+                let n = self.node_of(false, i);
+                return Some((n, self.nodes[n].in_flight()));
             }
-        };
-        if let Some(i) = chosen {
-            return Some(self.node_of(false, i));
         }
-        let i = lock(&self.backup).round_robin(&mut sel.backup_tried, now)?;
-        Some(self.node_of(true, i))
+        let mut peers = lock(&self.backup);
+        let i = match self.method {
+            Method::LeastConn => peers.least_conn(&mut sel.backup_tried, now),
+            _ => peers.round_robin(&mut sel.backup_tried, now),
+        }?;
+        let n = self.node_of(true, i);
+        Some((n, self.nodes[n].in_flight()))
     }
 
     fn with_peers<R>(&self, node: usize, f: impl FnOnce(&mut Peers, usize) -> R) -> R {

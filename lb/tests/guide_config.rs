@@ -31,12 +31,14 @@ fn the_guides_nginx_conf_parses() {
             ("server", None)
         ]
     );
-    let sticky = upstream(&http[0]).unwrap_or_else(|e| panic!("{e}"));
+    let mut warnings = Vec::new();
+    let sticky = upstream(&http[0], &mut warnings).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (sticky.name.as_str(), sticky.method),
         ("backend_id", Method::IpHash)
     );
-    let plain = upstream(&http[1]).unwrap_or_else(|e| panic!("{e}"));
+    let plain = upstream(&http[1], &mut warnings).unwrap_or_else(|e| panic!("{e}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
         (plain.name.as_str(), plain.method),
         ("backend", Method::RoundRobin)

@@ -271,6 +271,65 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "least_conn with backup, max_conns, zones (two upstreams share one)",
+            http(
+                "upstream k { zone z 64k; least_conn; server 127.0.0.1:1 max_conns=10;\n\
+                 server 127.0.0.1:2 backup max_conns=0; }\nupstream l { zone z; server 127.0.0.1:3; }",
+            ),
+        ),
+        (
+            "a second method (warned; the last counts)",
+            http(
+                "upstream k { ip_hash; server 127.0.0.1:1;\nleast_conn; server 127.0.0.1:2 backup; }",
+            ),
+        ),
+        (
+            "backup after ip_hash, then least_conn",
+            http(
+                "upstream k { ip_hash; server 127.0.0.1:1;\nserver 127.0.0.1:2 backup; least_conn; }",
+            ),
+        ),
+        (
+            "least_conn with an argument",
+            http("upstream k { server 127.0.0.1:1;\nleast_conn on; }"),
+        ),
+        (
+            "max_conns not a number",
+            http("upstream k {\nserver 127.0.0.1:1 max_conns=many; }"),
+        ),
+        (
+            "a zone too small",
+            http("upstream k { server 127.0.0.1:1;\nzone k 16k; }"),
+        ),
+        (
+            "a zone's size in gigabytes",
+            http("upstream k { server 127.0.0.1:1;\nzone k 1g; }"),
+        ),
+        (
+            "a zone without a size anywhere",
+            http("upstream k { server 127.0.0.1:1; zone k; }"),
+        ),
+        (
+            "one zone of two sizes",
+            http(
+                "upstream k { server 127.0.0.1:1; zone k 64k; }\nupstream l { server 127.0.0.1:2;\nzone k 128k; }",
+            ),
+        ),
+        (
+            "an upstream zone named as a limit_req zone",
+            http(
+                "upstream k { server 127.0.0.1:1; zone k 64k; }\n\
+                 limit_req_zone $binary_remote_addr zone=k:1m rate=1r/s;",
+            ),
+        ),
+        (
+            "a limit_conn zone named as an upstream zone",
+            http(
+                "limit_conn_zone $binary_remote_addr zone=k:1m;\n\
+                 upstream k { server 127.0.0.1:1;\nzone k 64k; }",
+            ),
+        ),
+        (
             "a port out of range",
             http("upstream k {\nserver 127.0.0.1:70000; }"),
         ),
@@ -2390,4 +2449,115 @@ async fn a_block_logs_to_each_of_its_access_logs_as_nginx_does() {
         let off = std::fs::read_to_string(twins.dir.path().join(format!("{who}.off")));
         assert!(off.unwrap_or_default().is_empty(), "{who}: access_log off");
     }
+}
+
+/// `least_conn` and `max_conns`, through gluu-lb and through nginx in front of the same two
+/// in-process nodes: one script of held requests (a node answering after seconds) and quick
+/// ones gets the same node for every request from both, and the same 502 once both nodes
+/// are at their `max_conns`. Each quick request closes its connection and is read to the
+/// close, so the balancer has let go of its node before the next one is chosen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_and_max_conns_choose_as_nginx_does() {
+    use gluu_testkit::node::Node;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    readable_by_nginx(dir.path(), Some(&cert));
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let nodes = [
+        Node::start("a", &cert, any, "https://lb").await,
+        Node::start("b", &cert, any, "https://lb").await,
+    ];
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let upstreams = format!(
+        "upstream lc {{ zone lc 64k; least_conn; server {a} weight=2; server {b}; }}\n\
+         upstream mc {{ server {a} max_conns=1; server {b} max_conns=1; }}\n"
+    );
+    let locations = "location /lc/ { proxy_pass https://lc; }\n\
+                     location /mc/ { proxy_pass https://mc; }\n";
+    let front = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{prelude}http {{\n access_log off;\n{upstreams}\
+             server {{ listen 127.0.0.1:{front}; {locations} }}\n}}\n",
+            prelude = gluu_testkit::nginx_prelude(dir.path()),
+        ),
+    )
+    .expect("write nginx.conf");
+    let theirs: SocketAddr = ([127, 0, 0, 1], front).into();
+    let _nginx = nginx(dir.path(), &conf, theirs);
+    let (addrs, shutdown) = run_gluu_lb(
+        dir.path(),
+        &format!(
+            "events {{ }}\nhttp {{\n{upstreams}server {{ listen 127.0.0.1:0; {locations} }}\n\
+             server {{ listen 127.0.0.1:0 ssl; ssl_certificate {}; ssl_certificate_key {}; }}\n}}\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    )
+    .await;
+    let ours = addrs[0];
+
+    // Runs `script` through `to`: `H` a request the node holds for 3 s (which node got it,
+    // seen from the nodes' counts), `Q` a quick one (the node that answered, or the status
+    // when no node did).
+    let run = |to: SocketAddr, prefix: &'static str, script: &'static str| {
+        let nodes = &nodes;
+        async move {
+            let mut got = Vec::new();
+            let mut held = Vec::new();
+            for step in script.chars() {
+                let request = |path: &str| {
+                    format!("GET {prefix}{path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+                };
+                if step == 'H' {
+                    let before: Vec<usize> = nodes.iter().map(|n| n.requests()).collect();
+                    let slow = request("slow/3000");
+                    held.push(tokio::spawn(async move { answer_to(to, &slow).await }));
+                    let mut which = None;
+                    support::eventually(
+                        std::time::Duration::from_secs(5),
+                        "the held request at a node",
+                        || {
+                            which = nodes
+                                .iter()
+                                .zip(&before)
+                                .position(|(n, b)| n.requests() > *b);
+                            std::future::ready(which.is_some())
+                        },
+                    )
+                    .await;
+                    got.push(format!("H{}", ["a", "b"][which.expect("a node")]));
+                    continue;
+                }
+                let text = answer_to(to, &request("x")).await;
+                let node = text.split("\r\n").find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("x-node: ")
+                        .map(str::to_owned)
+                });
+                got.push(node.unwrap_or_else(|| text.get(9..12).unwrap_or("?").to_owned()));
+            }
+            for h in held {
+                h.await.expect("held request");
+            }
+            got
+        }
+    };
+    // One balancer at a time: the nodes' counts tell which one a held request went to.
+    // least_conn, weights 2 and 1: all idle is a tie (round robin: a); then each request
+    // goes to the node with fewer held for its weight (a's 1 of 2 is fewer than b's 1 of
+    // 1), and 2 of 2 against 1 of 1 is a tie again (round robin: b, then a).
+    let theirs_lc = run(theirs, "/lc/", "HQQHQQHQQ").await;
+    let ours_lc = run(ours, "/lc/", "HQQHQQHQQ").await;
+    assert_eq!(ours_lc, theirs_lc, "least_conn: gluu-lb, then nginx");
+    assert_eq!(ours_lc, ["Ha", "b", "b", "Hb", "a", "a", "Ha", "b", "a"]);
+    // max_conns=1 on both, round robin: a held request fills its node, the quick ones go
+    // to the other, and with both full the answer is a 502 at once.
+    let theirs_mc = run(theirs, "/mc/", "HQQHQ").await;
+    let ours_mc = run(ours, "/mc/", "HQQHQ").await;
+    assert_eq!(ours_mc, theirs_mc, "max_conns: gluu-lb, then nginx");
+    assert_eq!(ours_mc, ["Ha", "b", "b", "Hb", "502"]);
+    shutdown.cancel();
 }

@@ -113,6 +113,13 @@ pub struct Config {
     pub warnings: Vec<Warning>,
 }
 
+/// nginx's words for a shared memory zone's name taken by another kind of zone.
+fn different_use(name: &str, first: &grammar::Place) -> String {
+    format!(
+        "the shared memory zone \"{name}\" is already declared for a different use (at {first})"
+    )
+}
+
 fn block(d: &Directive) -> Result<&[Directive], GrammarError> {
     d.block
         .as_deref()
@@ -208,12 +215,15 @@ impl Config {
                     for h in own {
                         match h.name.as_str() {
                             "upstream" => {
-                                let u = upstream::upstream(h)?;
+                                let u = upstream::upstream(h, &mut c.warnings)?;
                                 if let Some(prev) = c.upstreams.iter().find(|p| p.name == u.name) {
                                     return Err(h.error(format!(
                                         "duplicate upstream \"{}\" (first at {})",
                                         u.name, prev.place
                                     )));
+                                }
+                                if let Some(z) = &u.zone {
+                                    c.check_upstream_zone(z)?;
                                 }
                                 c.upstreams.push(u);
                             }
@@ -239,6 +249,9 @@ impl Config {
                             }
                             "limit_req_zone" | "limit_conn_zone" => {
                                 let z = limit::zone(h)?;
+                                if let Some(prev) = c.upstream_zones().find(|p| p.name == z.name) {
+                                    return Err(h.error(different_use(&z.name, &prev.place)));
+                                }
                                 if let Some(prev) = c.limit_zones.iter().find(|p| p.name == z.name)
                                 {
                                     return Err(h.error(
@@ -248,11 +261,7 @@ impl Config {
                                                 h.name, z.name, prev.key, prev.place
                                             )
                                         } else {
-                                            format!(
-                                                "the shared memory zone \"{}\" is already declared \
-                                             for a different use (at {})",
-                                                z.name, prev.place
-                                            )
+                                            different_use(&z.name, &prev.place)
                                         },
                                     ));
                                 }
@@ -327,6 +336,20 @@ impl Config {
         }
         c.check_upstream_references()?;
         c.check_limit_zones()?;
+        if let Some(z) = c.upstream_zones().find(|z| {
+            z.size.is_none()
+                && !c
+                    .upstream_zones()
+                    .any(|o| o.name == z.name && o.size.is_some())
+        }) {
+            return Err(GrammarError::at(
+                &z.place,
+                format!(
+                    "zero size shared memory zone \"{}\" (give it a size: zone {} 64k;)",
+                    z.name, z.name
+                ),
+            ));
+        }
         c.check_log_formats()?;
         c.check_shared_addresses()?;
         c.check_redirect_hosts();
@@ -377,6 +400,38 @@ impl Config {
 
     /// Every `limit_req` names a `limit_req_zone`, every `limit_conn` a `limit_conn_zone`
     /// (defined anywhere in `http`, as in nginx).
+    fn upstream_zones(&self) -> impl Iterator<Item = &upstream::Zone> {
+        self.upstreams.iter().filter_map(|u| u.zone.as_ref())
+    }
+
+    /// nginx's checks of an upstream's `zone` against the zones declared before it: one
+    /// name is one piece of shared memory, of one size and for one use.
+    fn check_upstream_zone(&self, z: &upstream::Zone) -> Result<(), GrammarError> {
+        if let Some(prev) = self.limit_zones.iter().find(|p| p.name == z.name) {
+            return Err(GrammarError::at(
+                &z.place,
+                different_use(&z.name, &prev.place),
+            ));
+        }
+        let sized = self
+            .upstream_zones()
+            .find(|p| p.name == z.name && p.size.is_some() && z.size.is_some());
+        match sized {
+            Some(prev) if prev.size != z.size => Err(GrammarError::at(
+                &z.place,
+                format!(
+                    "the size {} of shared memory zone \"{}\" conflicts with already declared \
+                     size {} (at {})",
+                    z.size.unwrap_or_default(),
+                    z.name,
+                    prev.size.unwrap_or_default(),
+                    prev.place
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn check_limit_zones(&self) -> Result<(), GrammarError> {
         let settings: Vec<&ProxySettings> = self
             .servers
@@ -405,12 +460,7 @@ impl Config {
                         "limit_conn_zone"
                     }
                 ),
-                Some(z) if z.rate.is_some() != req => format!(
-                    "the shared memory zone \"{}\" is already declared for a different use \
-                     (at {})",
-                    l.zone(),
-                    z.place
-                ),
+                Some(z) if z.rate.is_some() != req => different_use(l.zone(), &z.place),
                 Some(_) => continue,
             };
             return Err(GrammarError::at(l.place(), message));
@@ -711,6 +761,30 @@ mod tests {
                 "http {\n server {\n  error_log a.log;\n  error_log b.log;\n }\n}",
                 "\"error_log\" directive is duplicate (first at",
                 ":4",
+            ),
+            (
+                "events { }\nhttp {\n upstream a { server a:1; zone z 64k; }\n\
+                 upstream b { server b:1;\n zone z 128k; }\n}",
+                "the size 131072 of shared memory zone \"z\" conflicts with already declared \
+                 size 65536 (at ",
+                ":5",
+            ),
+            (
+                "events { }\nhttp {\n upstream a { server a:1;\n zone z; }\n}",
+                "zero size shared memory zone \"z\" (give it a size: zone z 64k;)",
+                ":4",
+            ),
+            (
+                "events { }\nhttp {\n upstream a { server a:1; zone z 64k; }\n\
+                 limit_req_zone $binary_remote_addr zone=z:1m rate=1r/s;\n}",
+                "the shared memory zone \"z\" is already declared for a different use (at ",
+                ":4",
+            ),
+            (
+                "events { }\nhttp {\n limit_conn_zone $binary_remote_addr zone=z:1m;\n\
+                 upstream a { server a:1;\n zone z 64k; }\n}",
+                "the shared memory zone \"z\" is already declared for a different use (at ",
+                ":5",
             ),
         ];
         for (text, want, line) in cases {

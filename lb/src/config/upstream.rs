@@ -1,11 +1,14 @@
 //! `upstream NAME { ... }` read into typed form, with nginx's value syntax (times such as
 //! `10s` or `1m30s`, sizes), nginx's defaults (`weight=1 max_fails=1 fail_timeout=10s`) and
 //! its checks: a parameter nginx does not know, a weight of 0, `ip_hash` or `hash` with
-//! `backup` servers, an upstream with no server, are errors at the directive's place.
+//! `backup` servers, an upstream with no server, a bad `zone`, are errors at the
+//! directive's place; a second balancing method is a warning, and the last one counts.
 
 use std::time::Duration;
 
+use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
+use super::proxy::parse_size;
 use crate::balance::Peer;
 
 /// How the upstream chooses a server.
@@ -18,6 +21,8 @@ pub enum Method {
     /// `hash $remote_addr consistent;`: a ring, so a server joining or leaving remaps about
     /// 1/N of the clients.
     ConsistentRemoteAddr,
+    /// `least_conn;`: the server with the fewest requests in flight for its weight.
+    LeastConn,
 }
 
 /// One `server` line.
@@ -30,6 +35,8 @@ pub struct Server {
     pub fail_timeout: Duration,
     pub backup: bool,
     pub down: bool,
+    /// `max_conns=N` (0: no limit).
+    pub max_conns: usize,
     pub place: Place,
 }
 
@@ -38,8 +45,20 @@ impl Server {
     pub fn peer(&self) -> Peer {
         let mut peer = Peer::new(self.weight, self.max_fails, self.fail_timeout);
         peer.down = self.down;
+        peer.max_conns = self.max_conns;
         peer
     }
+}
+
+/// `zone NAME [SIZE]`: nginx's shared memory for an upstream's state. gluu-lb's workers
+/// always share it; the line is checked as nginx checks it (sizes across upstreams, names
+/// against the `limit_*_zone` zones) and changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Zone {
+    pub name: String,
+    /// `None`: another upstream's `zone` line gives it.
+    pub size: Option<u64>,
+    pub place: Place,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +72,7 @@ pub struct Upstream {
     /// long a node connection may sit idle, how many requests it may carry, how long it
     /// may live, nginx's defaults.
     pub reuse: Reuse,
+    pub zone: Option<Zone>,
     pub place: Place,
 }
 
@@ -155,6 +175,7 @@ fn server(d: &Directive) -> Result<Server, GrammarError> {
         fail_timeout: Duration::from_secs(10),
         backup: false,
         down: false,
+        max_conns: 0,
         place: d.place.clone(),
     };
     for p in params {
@@ -166,6 +187,11 @@ fn server(d: &Directive) -> Result<Server, GrammarError> {
                 }
             }
             Some(("max_fails", v)) => s.max_fails = number(&d.place, "server", v)?,
+            Some(("max_conns", v)) => {
+                s.max_conns = v.parse().map_err(|_| {
+                    GrammarError::at(&d.place, format!("invalid parameter \"{p}\""))
+                })?;
+            }
             Some(("fail_timeout", v)) => {
                 s.fail_timeout = parse_time(v).ok_or_else(|| {
                     GrammarError::at(&d.place, format!("invalid parameter \"{p}\""))
@@ -184,8 +210,21 @@ fn server(d: &Directive) -> Result<Server, GrammarError> {
     Ok(s)
 }
 
+/// `backup` is for the methods that go round the servers in turn: nginx's hash methods
+/// have no notion of one.
+fn takes_backup(m: Method) -> bool {
+    matches!(m, Method::RoundRobin | Method::LeastConn)
+}
+
+fn no_backup(backup: &Server, method: &Place) -> GrammarError {
+    GrammarError::at(
+        &backup.place,
+        format!("balancing method does not support parameter \"backup\" (set at {method})"),
+    )
+}
+
 /// Reads an `upstream` directive.
-pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
+pub fn upstream(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Upstream, GrammarError> {
     let [name] = d.args.as_slice() else {
         return Err(GrammarError::at(
             &d.place,
@@ -204,29 +243,49 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
         servers: Vec::new(),
         keepalive: None,
         reuse: Reuse::default(),
+        zone: None,
         place: d.place.clone(),
     };
+    // The line of the method in force; nginx warns of a second one, and the last counts.
     let mut method_place: Option<&Place> = None;
     for inner in body {
-        let set_method = |m: Method, u: &mut Upstream| -> Result<(), GrammarError> {
-            if u.method != Method::RoundRobin {
-                return Err(GrammarError::at(
-                    &inner.place,
-                    "load balancing method redefined",
-                ));
+        let mut set_method = |m: Method| {
+            if method_place.is_some() {
+                warnings.push(Warning {
+                    at: inner.place.to_string(),
+                    message: "load balancing method redefined".into(),
+                });
             }
             u.method = m;
-            Ok(())
+            method_place = Some(&inner.place);
         };
         match (inner.name.as_str(), inner.args.as_slice()) {
-            ("server", _) => u.servers.push(server(inner)?),
-            ("ip_hash", []) => {
-                set_method(Method::IpHash, &mut u)?;
-                method_place = Some(&inner.place);
+            ("server", _) => {
+                let s = server(inner)?;
+                if let Some(place) = method_place.filter(|_| s.backup && !takes_backup(u.method)) {
+                    return Err(no_backup(&s, place));
+                }
+                u.servers.push(s);
+            }
+            ("ip_hash", []) => set_method(Method::IpHash),
+            ("least_conn", []) => set_method(Method::LeastConn),
+            ("least_conn", _) => {
+                return Err(GrammarError::at(
+                    &inner.place,
+                    "invalid number of arguments in \"least_conn\" directive",
+                ));
             }
             ("hash", [key, c]) if key == "$remote_addr" && c == "consistent" => {
-                set_method(Method::ConsistentRemoteAddr, &mut u)?;
-                method_place = Some(&inner.place);
+                set_method(Method::ConsistentRemoteAddr);
+            }
+            ("zone", [name, size @ ..]) if size.len() < 2 => {
+                u.zone = Some(zone(inner, name, size.first())?)
+            }
+            ("zone", _) => {
+                return Err(GrammarError::at(
+                    &inner.place,
+                    "invalid number of arguments in \"zone\" directive",
+                ));
             }
             ("hash", _) => {
                 return Err(GrammarError::at(
@@ -281,17 +340,38 @@ pub fn upstream(d: &Directive) -> Result<Upstream, GrammarError> {
             format!("no servers are inside upstream \"{name}\""),
         ));
     }
-    // nginx's hash methods have no notion of a backup server (`backup` is only for round
-    // robin), whichever line comes first.
-    if let Some(place) = method_place
+    // Also when the method's line comes after the server's, which nginx lets pass.
+    if let Some(place) = method_place.filter(|_| !takes_backup(u.method))
         && let Some(b) = u.servers.iter().find(|s| s.backup)
     {
-        return Err(GrammarError::at(
-            &b.place,
-            format!("balancing method does not support parameter \"backup\" (set at {place})"),
-        ));
+        return Err(no_backup(b, place));
     }
     Ok(u)
+}
+
+/// `zone NAME [SIZE]`, sized as nginx sizes shared memory (`k` or `m`, at least 32k).
+fn zone(d: &Directive, name: &str, size: Option<&String>) -> Result<Zone, GrammarError> {
+    let size = match size {
+        None => None,
+        Some(v) => {
+            let n = parse_size(v)
+                .filter(|_| !v.ends_with(['g', 'G']))
+                .ok_or_else(|| GrammarError::at(&d.place, format!("invalid zone size \"{v}\"")))?;
+            // nginx refuses a zone under 8 pages.
+            if n < 32 << 10 {
+                return Err(GrammarError::at(
+                    &d.place,
+                    format!("zone \"{name}\" is too small"),
+                ));
+            }
+            Some(n)
+        }
+    };
+    Ok(Zone {
+        name: name.to_owned(),
+        size,
+        place: d.place.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -299,12 +379,61 @@ mod tests {
     use super::*;
     use crate::config::grammar::parse_file;
 
-    fn read(text: &str) -> Result<Upstream, GrammarError> {
+    fn read_warned(text: &str) -> Result<(Upstream, Vec<Warning>), GrammarError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, text).expect("write");
         let top = parse_file(&path)?;
-        upstream(&top[0])
+        let mut warnings = Vec::new();
+        Ok((upstream(&top[0], &mut warnings)?, warnings))
+    }
+
+    fn read(text: &str) -> Result<Upstream, GrammarError> {
+        read_warned(text).map(|(u, _)| u)
+    }
+
+    /// `least_conn`, `max_conns` and `zone`; a second method line is nginx's warning, and
+    /// the last one counts (a `backup` then depends on it, as in nginx).
+    #[test]
+    fn least_conn_max_conns_zone_and_a_redefined_method() {
+        let u = read(
+            "upstream b { zone b 64k; least_conn; server a:1 max_conns=10; server c:1 backup; }",
+        )
+        .expect("valid");
+        assert_eq!(u.method, Method::LeastConn);
+        assert_eq!((u.servers[0].max_conns, u.servers[1].max_conns), (10, 0));
+        assert_eq!(u.servers[0].peer().max_conns, 10);
+        let z = u.zone.expect("zone");
+        assert_eq!((z.name.as_str(), z.size), ("b", Some(64 << 10)));
+        assert_eq!(
+            read("upstream b { zone z; server a:1; }")
+                .expect("valid")
+                .zone
+                .map(|z| z.size),
+            Some(None)
+        );
+        for (text, method) in [
+            (
+                "upstream b {\n ip_hash;\n least_conn;\n server a:1;\n server c:1 backup;\n}",
+                Method::LeastConn,
+            ),
+            (
+                "upstream b {\n least_conn;\n hash $remote_addr consistent;\n server a:1;\n}",
+                Method::ConsistentRemoteAddr,
+            ),
+            (
+                "upstream b {\n least_conn;\n least_conn;\n server a:1;\n}",
+                Method::LeastConn,
+            ),
+        ] {
+            let (u, warnings) = read_warned(text).expect(text);
+            assert_eq!(u.method, method, "{text}");
+            let [w] = warnings.as_slice() else {
+                panic!("{text}: {warnings:?}")
+            };
+            assert_eq!(w.message, "load balancing method redefined");
+            assert!(w.at.ends_with(":3"), "{}", w.at);
+        }
     }
 
     /// nginx's upstream `keepalive_*` lines and their defaults.
@@ -440,14 +569,45 @@ mod tests {
                 ":2",
             ),
             (
-                "upstream b {\n ip_hash;\n ip_hash;\n server a:1;\n}",
-                "load balancing method redefined",
+                "upstream b {\n least_conn;\n ip_hash;\n server a:1;\n server c:1 backup;\n}",
+                "does not support parameter \"backup\" (set at",
+                ":5",
+            ),
+            // nginx checks at the server line: a later least_conn does not make it right.
+            (
+                "upstream b {\n ip_hash;\n server c:1 backup;\n least_conn;\n}",
+                "does not support parameter \"backup\" (set at",
                 ":3",
             ),
             (
-                "upstream b {\n least_conn;\n server a:1;\n}",
-                "unknown or misused directive \"least_conn\"",
+                "upstream b {\n least_conn on;\n server a:1;\n}",
+                "invalid number of arguments in \"least_conn\" directive",
                 ":2",
+            ),
+            (
+                "upstream b {\n server a:1 max_conns=-1;\n}",
+                "invalid parameter \"max_conns=-1\"",
+                ":2",
+            ),
+            (
+                "upstream b {\n server a:1;\n zone;\n}",
+                "invalid number of arguments in \"zone\" directive",
+                ":3",
+            ),
+            (
+                "upstream b {\n server a:1;\n zone b 64k more;\n}",
+                "invalid number of arguments in \"zone\" directive",
+                ":3",
+            ),
+            (
+                "upstream b {\n server a:1;\n zone b 1g;\n}",
+                "invalid zone size \"1g\"",
+                ":3",
+            ),
+            (
+                "upstream b {\n server a:1;\n zone b 31k;\n}",
+                "zone \"b\" is too small",
+                ":3",
             ),
             (
                 "upstream b {\n hash $request_uri;\n server a:1;\n}",
