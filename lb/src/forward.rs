@@ -175,10 +175,24 @@ struct Vars<'a> {
 }
 
 fn render(t: &Template, v: &Vars<'_>) -> String {
+    render_with(t, v, None)
+}
+
+/// [`render`], with the client's headers as it sent them for `$http_NAME`.
+fn render_with(t: &Template, v: &Vars<'_>, client: Option<&HeaderMap>) -> String {
     let mut out = String::new();
     for p in t {
         match p {
             Part::Text(s) => out.push_str(s),
+            Part::Header(name) => {
+                let values = client.into_iter().flat_map(|h| h.get_all(name));
+                for (i, value) in values.enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                }
+            }
             Part::Var(name) => out.push_str(match *name {
                 "host" => v.host,
                 "request_uri" => v.request_uri,
@@ -1132,6 +1146,12 @@ async fn in_location<'a>(
     // The request as the node gets it.
     let upgrade = wants_upgrade(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    // `$http_NAME` reads the headers as the client sent them, hop-by-hop ones too.
+    let client_headers = settings
+        .set_headers
+        .iter()
+        .any(|(_, t)| t.iter().any(|p| matches!(p, Part::Header(_))))
+        .then(|| req.headers().clone());
     let mut headers = std::mem::take(req.headers_mut());
     strip_hop_by_hop(&mut headers);
     headers.remove(header::EXPECT);
@@ -1146,7 +1166,7 @@ async fn in_location<'a>(
     // `scheme` is one of two literals: no copy, no check per request.
     headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     for (name, template) in &settings.set_headers {
-        let value = render(template, vars);
+        let value = render_with(template, vars, client_headers.as_ref());
         if value.is_empty() {
             headers.remove(name);
         } else if let Ok(v) = HeaderValue::from_str(&value) {

@@ -478,13 +478,11 @@ fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
                 match p {
                     Part::Text(t) => s.push_str(t),
                     Part::Var("proxy_host") => s.push_str(&pass.upstream),
-                    Part::Var(v) => {
+                    Part::Var(_) | Part::Header(_) => {
                         return Err(err(
                             &l.place,
-                            format!(
-                                "\"proxy_ssl_name\" with ${v} is not supported: gluu-lb checks \
-                                 one name per location (text or $proxy_host)"
-                            ),
+                            "\"proxy_ssl_name\" with a variable other than $proxy_host is not \
+                             supported: gluu-lb checks one name per location",
                         ));
                     }
                 }

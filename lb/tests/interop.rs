@@ -342,6 +342,14 @@ fn nginx_t_and_gluu_lb_t_agree() {
             http("upstream b { server 127.0.0.1:1; }"),
         ),
         (
+            "nginx's WebSocket recipe and a client's header in a node's",
+            server(&format!(
+                "{tls}\nlocation /a {{ proxy_pass https://b; proxy_http_version 1.1;\n\
+                 proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\";\n\
+                 proxy_set_header X-A $http_x_a; }}"
+            )),
+        ),
+        (
             "an unknown variable",
             server("location /a { proxy_pass https://b; proxy_set_header X $nope; }"),
         ),
@@ -1423,7 +1431,10 @@ impl Twins {
              location /no-intercept/ { proxy_pass https://up_a; error_page 404 /pages/page.json; }\n\
              location = /gone-paged { error_page 410 =503 /pages/502.html; return 410; }\n\
              location = /gone-text { error_page 410 /pages/502.html; return 410 gone; }\n\
-             location /denied/ { deny all; error_page 403 /pages/; }\n";
+             location /denied/ { deny all; error_page 403 /pages/; }\n\
+             location /fromclient/ { proxy_pass https://up_a; proxy_set_header X-Host \"$http_x_client|${http_upgrade}\"; }\n\
+             location /recipe/ { proxy_pass https://up_a; proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
@@ -2106,6 +2117,17 @@ async fn headers_are_added_and_inherited_as_nginx_does() {
         own.starts_with("x-added: own up_a\nx-added: always\n") && own.contains("x-host= "),
         "{own}"
     );
+    // `$http_NAME` is the client's header as sent (hop-by-hop `Upgrade` too); nginx's
+    // WebSocket recipe is a location's own `proxy_set_header` lines, so the server's
+    // `X-Host` is not inherited there.
+    let from_client = "GET /fromclient/a HTTP/1.1\r\nHost: lb\r\nX-Client: one\r\n\
+                       Upgrade: h2c\r\nConnection: close\r\n\r\n";
+    twins.agree(from_client).await;
+    let (_, _, seen) = raw(twins.ours, from_client).await;
+    assert!(seen.contains("x-host=one|h2c "), "{seen}");
+    twins.agree(&get("/recipe/x")).await;
+    let (_, _, recipe) = raw(twins.ours, &get("/recipe/x")).await;
+    assert!(recipe.contains("x-host= "), "{recipe}");
     let (status, _, tagged) = raw(twins.ours, &get("/tags/tagged")).await;
     assert_eq!(
         (status, tagged.as_str()),

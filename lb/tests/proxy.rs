@@ -368,6 +368,20 @@ async fn websocket_upgrades_pass_through() {
     for msg in ["hello", "through the balancer"] {
         echo(&mut ws, msg).await;
     }
+    // nginx's WebSocket recipe in every location: taken as met, upgrades and plain
+    // requests alike.
+    let lab = Lab::start(|t| {
+        assert!(t.contains("proxy_set_header        Host            $host;"));
+        t.replace(
+            "proxy_set_header        Host            $host;",
+            "proxy_set_header Host $host;\n proxy_http_version 1.1;\n\
+             proxy_set_header Upgrade $http_upgrade;\n proxy_set_header Connection \"upgrade\";",
+        )
+    })
+    .await;
+    assert_eq!(lab.get("/oxauth/x").await.status, StatusCode::OK);
+    let mut ws = websocket(&lab).await;
+    echo(&mut ws, "with the recipe").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,9 @@ pub const VARIABLES: &[&str] = &[
 pub enum Part {
     Text(String),
     Var(&'static str),
+    /// `$http_NAME` (in `proxy_set_header` only): the client's header NAME as it sent it,
+    /// `_` read as `-`; several lines of it joined with `, `.
+    Header(HeaderName),
 }
 
 pub type Template = Vec<Part>;
@@ -89,17 +92,45 @@ pub fn split_variables<'a>(place: &Place, v: &'a str) -> Result<Vec<Raw<'a>>, Gr
 
 /// Splits `v` into text and known variables.
 pub fn template(place: &Place, v: &str) -> Result<Template, GrammarError> {
+    parts(place, v, false)
+}
+
+/// [`template`], `$http_NAME` too: what a `proxy_set_header` value may use.
+fn header_template(place: &Place, v: &str) -> Result<Template, GrammarError> {
+    parts(place, v, true)
+}
+
+fn parts(place: &Place, v: &str, headers: bool) -> Result<Template, GrammarError> {
     split_variables(place, v)?
         .into_iter()
         .map(|p| match p {
             Raw::Text(t) => Ok(Part::Text(t.to_owned())),
-            Raw::Var(name) => VARIABLES
-                .iter()
-                .find(|k| **k == name)
-                .map(|k| Part::Var(k))
-                .ok_or_else(|| GrammarError::at(place, format!("unknown \"{name}\" variable"))),
+            Raw::Var(name) => {
+                let header = name
+                    .strip_prefix("http_")
+                    .filter(|_| headers)
+                    .and_then(|h| HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok());
+                if let Some(h) = header {
+                    return Ok(Part::Header(h));
+                }
+                VARIABLES
+                    .iter()
+                    .find(|k| **k == name)
+                    .map(|k| Part::Var(k))
+                    .ok_or_else(|| GrammarError::at(place, format!("unknown \"{name}\" variable")))
+            }
         })
         .collect()
+}
+
+/// nginx's recipe for WebSocket (`proxy_set_header Upgrade $http_upgrade;` and
+/// `proxy_set_header Connection "upgrade";`) asks for what gluu-lb does by itself: a
+/// client's upgrade goes to the node with its `Upgrade` and `Connection: upgrade`, and
+/// only on a request that asks for one (nginx would also send `Connection: upgrade` with
+/// every other request of the location).
+fn websocket_recipe(name: &HeaderName, value: &str) -> bool {
+    (name == header::UPGRADE && value == "$http_upgrade")
+        || (name == header::CONNECTION && value.eq_ignore_ascii_case("upgrade"))
 }
 
 /// `proxy_next_upstream`: when a failed attempt moves on to the next server.
@@ -642,7 +673,10 @@ pub fn apply(
                 ));
             };
             let name = header_name(d, name)?;
-            s.set_headers.push((name, template(&d.place, value)?));
+            if !websocket_recipe(&name, value) {
+                s.set_headers
+                    .push((name, header_template(&d.place, value)?));
+            }
         }
         "add_header" => s.add_headers.push(add_header(d)?),
         "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
@@ -1066,6 +1100,37 @@ mod tests {
              directive instead"
         );
         assert!(not_in_location("http2_idle_timeout") && not_in_location("ssl_early_data"));
+    }
+
+    #[test]
+    fn client_headers_and_nginxs_websocket_recipe() {
+        let s = read(
+            "proxy_set_header Upgrade $http_upgrade;\nproxy_set_header Connection \"Upgrade\";\n\
+             proxy_set_header X-Client \"$http_x_client_id/${http_upgrade}\";\n\
+             proxy_set_header Connection close;",
+        )
+        .expect("valid");
+        // The recipe's two lines are what gluu-lb does anyway; the others stay.
+        assert_eq!(
+            s.set_headers,
+            [
+                (
+                    HeaderName::from_static("x-client"),
+                    vec![
+                        Part::Header(HeaderName::from_static("x-client-id")),
+                        Part::Text("/".into()),
+                        Part::Header(header::UPGRADE),
+                    ]
+                ),
+                (header::CONNECTION, vec![Part::Text("close".into())]),
+            ]
+        );
+        // `$http_` is for node headers only.
+        let e = read("proxy_ssl_name $http_host;").expect_err("not a header value");
+        assert!(
+            e.to_string().contains("unknown \"http_host\" variable"),
+            "{e}"
+        );
     }
 
     #[test]
