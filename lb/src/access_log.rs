@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use gluu_common::logging::LogFile;
 use hyper::header::HeaderName;
 
+use crate::client_cert::CertVar;
 use crate::config::log_format::{Escape, LogFormat, Piece, Var};
 use crate::workers;
 
@@ -53,6 +54,8 @@ pub struct More {
     /// `$ssl_protocol`, `$ssl_cipher` (empty without TLS) and the client's SNI name.
     pub tls: (&'static str, &'static str),
     pub sni: Option<String>,
+    /// The `$ssl_client_*` variables the formats name, each once, with their values.
+    pub certs: Vec<(CertVar, String)>,
     /// The address the request came in on.
     pub server_addr: Option<std::net::SocketAddr>,
     /// The connection's requests so far, this one included.
@@ -338,6 +341,10 @@ impl Entry {
                     .collect();
                 text(out, &all.join(", "))
             }
+            Var::Cert(c) => match more.certs.iter().find(|(v, _)| *v == c) {
+                Some((_, value)) if !value.is_empty() => text(out, value),
+                _ => false,
+            },
             Var::Header(i) => {
                 let seen = more
                     .headers

@@ -27,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::access_log::{AccessLog, Entry, More};
 use crate::body::{self, Body, Watched};
+use crate::client_cert;
 use crate::config::access;
 use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Location, Matcher, Redirect, find, upstream_uri};
+use crate::config::log_format::{Piece, Var};
 use crate::config::pages::{self, Overwrite, Target};
 use crate::config::proxy::ProxySettings;
 use crate::config::proxy::{self, Part, Template};
@@ -69,6 +71,8 @@ pub struct Conn {
     /// The TLS version and suite, as nginx's `$ssl_protocol` and `$ssl_cipher` name them
     /// (empty without TLS).
     pub tls: (&'static str, &'static str),
+    /// The certificate the client sent, and the verdict on it.
+    pub client_cert: Option<Box<client_cert::ClientCert>>,
 }
 
 impl Conn {
@@ -91,11 +95,17 @@ impl Conn {
             linger,
             enough: tokio::sync::Notify::new(),
             tls: ("", ""),
+            client_cert: None,
         }
     }
 
-    /// The TLS `session` of this connection, for the access log.
-    pub fn with_tls(mut self, session: &rustls::ServerConnection) -> Conn {
+    /// The TLS `session` of this connection, for the access log, and the client's
+    /// certificate judged by `trust` (the SNI server's, when it asks for one).
+    pub fn with_tls(
+        mut self,
+        session: &rustls::ServerConnection,
+        trust: Option<&client_cert::Trust>,
+    ) -> Conn {
         let version = match session.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -106,6 +116,10 @@ impl Conn {
             .and_then(|s| gluu_common::ciphers::openssl_name(s.suite()))
             .unwrap_or("");
         self.tls = (version, suite);
+        self.client_cert = trust
+            .zip(session.peer_certificates())
+            .and_then(|(t, chain)| t.judge(chain))
+            .map(Box::new);
         self
     }
 }
@@ -172,6 +186,7 @@ struct Vars<'a> {
     remote_addr: String,
     forwarded_for: String,
     proxy_host: &'a str,
+    cert: Option<&'a client_cert::ClientCert>,
 }
 
 fn render(t: &Template, v: &Vars<'_>) -> String {
@@ -193,6 +208,7 @@ fn render_with(t: &Template, v: &Vars<'_>, client: Option<&HeaderMap>) -> String
                     out.push_str(&String::from_utf8_lossy(value.as_bytes()));
                 }
             }
+            Part::Cert(c) => out.push_str(&c.value(v.cert)),
             Part::Var(name) => out.push_str(match *name {
                 "host" => v.host,
                 "request_uri" => v.request_uri,
@@ -436,6 +452,9 @@ struct Log {
     /// `keepalive_requests` reached, or `keepalive_timeout 0`: the HTTP/1 connection
     /// closes after this response.
     close: bool,
+    /// The connection closes after this response whatever the block says (a request
+    /// refused for its client certificate, as nginx closes after one).
+    close_anyway: bool,
     /// `Keep-Alive: timeout=N` for an HTTP/1 response that keeps the connection open
     /// (`keepalive_timeout`'s second parameter).
     keep_alive: Option<HeaderValue>,
@@ -466,7 +485,7 @@ impl Log {
         let enough = s
             .keepalive_requests
             .is_some_and(|n| conn.requests.load(std::sync::atomic::Ordering::Relaxed) >= n);
-        self.close = http1 && (s.keepalive_timeout.is_zero() || enough);
+        self.close = http1 && (self.close_anyway || s.keepalive_timeout.is_zero() || enough);
         if enough && !http1 {
             conn.enough.notify_one();
         }
@@ -815,6 +834,7 @@ pub async fn handle(
                     headers: logged_headers(logs, &req),
                     tls: conn.tls,
                     sni: conn.sni.clone(),
+                    certs: logged_certs(logs, conn.client_cert.as_deref()),
                     server_addr: conn.local,
                     connection_requests: conn.requests.load(std::sync::atomic::Ordering::Relaxed),
                     upstream_statuses: Vec::new(),
@@ -833,6 +853,7 @@ pub async fn handle(
         added: Vec::new(),
         gzip: None,
         close: false,
+        close_anyway: false,
         keep_alive: None,
         held: Vec::new(),
         err_status: None,
@@ -860,6 +881,7 @@ pub async fn handle(
         remote_addr,
         forwarded_for,
         proxy_host: "",
+        cert: conn.client_cert.as_deref(),
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -884,7 +906,23 @@ pub async fn handle(
     let (Ok(path), Ok(host)) = (path, host.as_ref()) else {
         unreachable!("an invalid path or host was refused above")
     };
-    if let Some(ret) = &server.ret {
+    // nginx's check of the client's certificate, before anything the server does; its
+    // 495 and 496 are answered as 400, or by the server's `error_page` for them.
+    let mut pending = None;
+    let verify = server.tls.client.verify;
+    if conn.scheme == "https"
+        && let Some(r) = client_cert::refusal(verify, conn.client_cert.as_deref())
+    {
+        tracing::info!(
+            "{} {request_uri} from {client}: 400, {}",
+            req.method(),
+            r.log
+        );
+        log.close_anyway = true;
+        log.settle(&server.settings, &vars, &req, conn);
+        pending = Some((plain(StatusCode::BAD_REQUEST, r.text), r.code));
+    }
+    if let (Some(ret), None) = (&server.ret, &pending) {
         log.settle(&server.settings, &vars, &req, conn);
         let ct = stock::content_type(&server.settings, &String::from_utf8_lossy(&path.bytes));
         let base = || redirect_base(conn, host, server_name, &server.settings);
@@ -901,6 +939,7 @@ pub async fn handle(
         request_uri: &request_uri,
     };
     let mut req = req.map(Some);
+    let li = li.filter(|_| pending.is_none());
     let (mut li, mut path, mut sent_uri) = (li, path, None::<String>);
     let mut redirected = false;
     loop {
@@ -914,18 +953,23 @@ pub async fn handle(
             sent_uri: sent_uri.as_deref(),
             internal: redirected,
         };
-        let local;
-        // Boxed: its state is most of a request's, and kept inline it would make this
-        // future, which hyper moves, larger by all of it (measured: 3,456 bytes before
-        // the error-page loop, 5,152 with it inline).
-        (local, log) = match Box::pin(in_location(&cx, req, &at, &mut vars, log)).await {
-            Ok(resp) => return resp,
-            Err(failed) => failed,
-        };
+        let (local, code);
+        if let Some((refused, c)) = pending.take() {
+            (local, code) = (refused, c);
+        } else {
+            // Boxed: its state is most of a request's, and kept inline it would make this
+            // future, which hyper moves, larger by all of it (measured: 3,456 bytes before
+            // the error-page loop, 5,152 with it inline).
+            (local, log) = match Box::pin(in_location(&cx, req, &at, &mut vars, log)).await {
+                Ok(resp) => return resp,
+                Err(failed) => failed,
+            };
+            code = local.status().as_u16();
+        }
         let status = local.status();
         let page = head
             .filter(|_| local.extensions().get::<Close>().is_none())
-            .and_then(|h| Some((pages::page_for(s, status.as_u16())?, h)));
+            .and_then(|h| Some((pages::page_for(s, code)?, h)));
         let Some((page, head)) = page else {
             // nginx: an error while serving an error page is answered as itself.
             log.err_status = None;
@@ -1166,7 +1210,12 @@ async fn in_location<'a>(
     // `scheme` is one of two literals: no copy, no check per request.
     headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     for (name, template) in &settings.set_headers {
-        let value = render_with(template, vars, client_headers.as_ref());
+        let mut value = render_with(template, vars, client_headers.as_ref());
+        if value.contains("\n\t") {
+            // `$ssl_client_cert` is nginx's header folded over lines (obs-fold); a node
+            // unfolds it to spaces (RFC 9112 section 5.2), and that is what goes, on one line.
+            value = value.replace("\n\t", " ");
+        }
         if value.is_empty() {
             headers.remove(name);
         } else if let Ok(v) = HeaderValue::from_str(&value) {
@@ -1455,6 +1504,27 @@ fn logged_headers(
         .collect()
 }
 
+/// The `$ssl_client_*` variables the formats of `logs` name, each once, with their values
+/// for the connection's certificate `cert`.
+fn logged_certs(
+    logs: &[AccessLog],
+    cert: Option<&client_cert::ClientCert>,
+) -> Vec<(client_cert::CertVar, String)> {
+    let mut out: Vec<(client_cert::CertVar, String)> = Vec::new();
+    let pieces = logs
+        .iter()
+        .filter_map(|a| a.format.as_deref())
+        .flat_map(|f| &f.pieces);
+    for p in pieces {
+        if let Piece::Var(Var::Cert(c)) = p
+            && !out.iter().any(|(v, _)| v == c)
+        {
+            out.push((*c, c.value(cert).into_owned()));
+        }
+    }
+    out
+}
+
 /// A request header as nginx 1.22's `$http_NAME` gives it: the first line, but for
 /// `X-Forwarded-For` (every line, joined by ", ") and `Cookie` (by "; ").
 fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
@@ -1609,6 +1679,7 @@ mod tests {
             remote_addr: "192.0.2.1".into(),
             forwarded_for: "10.0.0.9, 192.0.2.1".into(),
             proxy_host: "backend",
+            cert: None,
         };
         let t = vec![
             Part::Var("scheme"),

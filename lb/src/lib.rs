@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod balance;
 pub mod body;
+pub mod client_cert;
 pub mod config;
 pub mod files;
 pub mod forward;
@@ -622,7 +623,7 @@ async fn connection(
         )
     };
     let stream = SendTimed::new(stream, limits.send_timeout).lingering(linger.clone());
-    let Some(acceptor) = tls else {
+    let Some(tls) = tls else {
         let pace = Pace::new(limits.header_timeout, keepalive);
         let conn = Arc::new(Conn::new(peer, local, "http", None, pace, linger));
         return serve(stream, conn, None, binding, stop, shared, &limits).await;
@@ -631,8 +632,8 @@ async fn connection(
     // shared before they go to `serve`: a value moved into an awaited call keeps its
     // place in the caller's future as well, and every open connection held both twice.
     let (io, h2, conn) = {
-        let accept = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream));
-        let stream = match accept.await {
+        let accept = tokio::time::timeout(limits.handshake_timeout, handshake(&tls, stream));
+        let (stream, trust) = match accept.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let reason = gluu_common::verify::failure_reason(&e);
@@ -660,10 +661,33 @@ async fn connection(
             pace,
             linger,
         )
-        .with_tls(session);
+        .with_tls(session, trust.as_deref());
         (Box::new(stream), h2, Arc::new(conn))
     };
     serve(io, conn, h2, binding, stop, shared, &limits).await;
+}
+
+/// A client's TLS handshake, with the configuration of the server its SNI names when the
+/// servers of the address differ in what they ask of client certificates; also the trust
+/// the client's certificate is judged by.
+async fn handshake<I>(
+    tls: &runtime::Tls,
+    stream: I,
+) -> std::io::Result<(
+    tokio_rustls::server::TlsStream<I>,
+    Option<Arc<client_cert::Trust>>,
+)>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some((acceptor, trust)) = tls.single() {
+        return Ok((acceptor.accept(stream).await?, trust.clone()));
+    }
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let (acceptor, trust) = tls.for_name(start.client_hello().server_name());
+    let stream = start.into_stream(acceptor.config().clone()).await?;
+    Ok((stream, trust.clone()))
 }
 
 /// Serves a client connection: HTTP/2 when `h2` (its concurrent streams limit), else

@@ -17,7 +17,7 @@ use gluu_common::verify::{PeerPolicy, PeerVerifier};
 use hyper::header::HeaderName;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{
-    ClientHello, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
+    ClientHello, NoClientAuth, NoServerSessionStorage, ProducesTickets, ResolvesServerCert,
     ServerSessionMemoryCache, StoresServerSessions,
 };
 use rustls::sign::CertifiedKey;
@@ -26,12 +26,13 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::Shared;
 use crate::access_log::AccessLog;
+use crate::client_cert::Trust;
 use crate::config::grammar::GrammarError;
 use crate::config::location::{Location, Redirect};
 use crate::config::proxy::Part;
 use crate::config::proxy::{AccessLogLine, ProxySettings};
 use crate::config::server::Server;
-use crate::config::tls::SessionCache;
+use crate::config::tls::{ClientAuth, SessionCache, VerifyClient};
 use crate::config::{Config, Warning};
 use crate::limit::{Applied, ConnLimit, Limit, Zone};
 use crate::served::Served;
@@ -49,7 +50,49 @@ pub struct Listener {
     /// Indexes into `config.servers`; the first is the default server (`default_server`,
     /// else the first in the file).
     pub servers: Vec<usize>,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Arc<Tls>>,
+}
+
+/// A TLS listening socket's handshake settings: one rustls configuration for each client
+/// certificate policy among its servers (usually one), the server named by SNI choosing,
+/// as nginx switches to that server's verification settings in the handshake.
+pub struct Tls {
+    /// The first is the default server's.
+    configs: Vec<(TlsAcceptor, Option<Arc<Trust>>)>,
+    /// Server names, and which of `configs` each one's server uses.
+    names: Vec<(String, usize)>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("configs", &self.configs.len())
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl Tls {
+    /// The one configuration, when the servers all have the same client certificate
+    /// policy: the handshake needs no look at the client's hello first.
+    pub fn single(&self) -> Option<&(TlsAcceptor, Option<Arc<Trust>>)> {
+        (self.configs.len() == 1).then(|| &self.configs[0])
+    }
+
+    /// The configuration for a client that named `sni`.
+    pub fn for_name(&self, sni: Option<&str>) -> &(TlsAcceptor, Option<Arc<Trust>>) {
+        &self.configs[by_sni(&self.names, sni).copied().unwrap_or(0)]
+    }
+}
+
+/// The value of the first of `names` that is `sni`, as nginx's SNI takes a server name
+/// (exactly, in any case).
+fn by_sni<'a, T>(names: &'a [(String, T)], sni: Option<&str>) -> Option<&'a T> {
+    let sni = sni?;
+    names
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(sni))
+        .map(|(_, t)| t)
 }
 
 impl std::fmt::Debug for Listener {
@@ -151,14 +194,7 @@ struct BySni {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let sni = hello.server_name();
-        let served = sni
-            .and_then(|n| {
-                self.names
-                    .iter()
-                    .find(|(name, _)| name.eq_ignore_ascii_case(n))
-            })
-            .map_or(&self.default, |(_, k)| k);
+        let served = by_sni(&self.names, hello.server_name()).unwrap_or(&self.default);
         served.as_ref().map(|s| s.choose(&hello).clone())
     }
 }
@@ -224,7 +260,32 @@ impl Runtime {
             }
             keys.insert(i, Arc::new(served));
         }
-        let listeners = listeners(&config, &keys, &provider, &shared.tickets, &mut warnings)?;
+        let mut trusts: HashMap<usize, Arc<Trust>> = HashMap::new();
+        for (i, s) in config.servers.iter().enumerate() {
+            let c = &s.tls.client;
+            if !keys.contains_key(&i) && !s.tls.reject_handshake {
+                continue;
+            }
+            if let (VerifyClient::Off, Some((_, place))) = (c.verify, &c.trusted) {
+                warnings.push(Warning {
+                    at: place.to_string(),
+                    message: "\"ssl_trusted_certificate\" is not used by gluu-lb: it staples \
+                              no OCSP responses, and this server asks no client certificates \
+                              (ssl_verify_client)"
+                        .to_owned(),
+                });
+            }
+            if let Some(trust) = Trust::load(c, &provider)? {
+                trusts.insert(i, trust);
+            }
+        }
+        let tls = Handshakes {
+            keys: &keys,
+            trusts: &trusts,
+            provider: &provider,
+            tickets: &shared.tickets,
+        };
+        let listeners = listeners(&config, &tls, &mut warnings)?;
         // Every worker's socket on every address holds a connection slot while it waits to
         // accept (nginx counts listening sockets too, and refuses to start the same way).
         let sockets = listeners.len() * shared.workers;
@@ -299,11 +360,18 @@ impl Runtime {
     }
 }
 
+/// What the TLS listening sockets' handshakes are made of: each TLS server's certificates
+/// and client certificate trust (by index into `config.servers`).
+struct Handshakes<'a> {
+    keys: &'a HashMap<usize, Arc<Served>>,
+    trusts: &'a HashMap<usize, Arc<Trust>>,
+    provider: &'a Arc<CryptoProvider>,
+    tickets: &'a Arc<dyn ProducesTickets>,
+}
+
 fn listeners(
     config: &Config,
-    keys: &HashMap<usize, Arc<Served>>,
-    provider: &Arc<CryptoProvider>,
-    tickets: &Arc<dyn ProducesTickets>,
+    tls: &Handshakes<'_>,
     warnings: &mut Vec<Warning>,
 ) -> Result<Vec<Listener>, GrammarError> {
     let mut out: Vec<(Listener, bool)> = Vec::new();
@@ -343,7 +411,7 @@ fn listeners(
     let mut result = Vec::new();
     for (mut l, ssl) in out {
         if ssl {
-            l.tls = Some(acceptor(config, &l, keys, provider, tickets, warnings)?);
+            l.tls = Some(Arc::new(acceptor(config, &l, tls, warnings)?));
         }
         result.push(l);
     }
@@ -353,25 +421,23 @@ fn listeners(
 fn acceptor(
     config: &Config,
     l: &Listener,
-    keys: &HashMap<usize, Arc<Served>>,
-    provider: &Arc<CryptoProvider>,
-    tickets: &Arc<dyn ProducesTickets>,
+    tls: &Handshakes<'_>,
     warnings: &mut Vec<Warning>,
-) -> Result<TlsAcceptor, GrammarError> {
-    let servers: Vec<(&Server, Option<Arc<Served>>)> = l
+) -> Result<Tls, GrammarError> {
+    let servers: Vec<(usize, &Server, Option<Arc<Served>>)> = l
         .servers
         .iter()
         .filter_map(|&i| {
             let s = &config.servers[i];
-            match keys.get(&i) {
-                _ if s.tls.reject_handshake => Some((s, None)),
-                Some(k) => Some((s, Some(k.clone()))),
+            match tls.keys.get(&i) {
+                _ if s.tls.reject_handshake => Some((i, s, None)),
+                Some(k) => Some((i, s, Some(k.clone()))),
                 None => None,
             }
         })
         .collect();
     let first = &config.servers[l.servers[0]];
-    let Some((_, default)) = servers.first() else {
+    let Some((_, _, default)) = servers.first() else {
         return Err(err(&first.place, "a TLS listen without a certificate"));
     };
     let versions = versions(first.tls.protocols.as_deref());
@@ -380,7 +446,10 @@ fn acceptor(
         .iter()
         .any(|v| v.version == rustls::ProtocolVersion::TLSv1_2);
     if let (true, Some(chosen)) = (tls12, &t.ciphers) {
-        for (s, served) in servers.iter().filter_map(|(s, k)| Some((s, k.as_ref()?))) {
+        for (s, served) in servers
+            .iter()
+            .filter_map(|(_, s, k)| Some((s, k.as_ref()?)))
+        {
             // TLS 1.2 fails only when none of the server's certificates can be used.
             let unusable: Option<Vec<String>> = served
                 .pairs()
@@ -401,7 +470,7 @@ fn acceptor(
         }
     }
     // TLS 1.3's suites in gluu-lb's order, then TLS 1.2's as `ssl_ciphers` chose them.
-    let mut provider = ciphers::restrict(provider, None, t.ciphers.as_deref());
+    let mut provider = ciphers::restrict(tls.provider, None, t.ciphers.as_deref());
     if let Some(curves) = &t.curves {
         provider.kx_groups = curves
             .iter()
@@ -415,36 +484,63 @@ fn acceptor(
     let resolver = BySni {
         names: servers
             .iter()
-            .flat_map(|(s, k)| s.names.iter().map(move |n| (n.clone(), k.clone())))
+            .flat_map(|(_, s, k)| s.names.iter().map(move |n| (n.clone(), k.clone())))
             .collect(),
         default: default.clone(),
     };
-    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&versions)
-        .map_err(|e| err(&first.place, format!("TLS: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    sc.alpn_protocols = if l.http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
+    let resolver: Arc<dyn ResolvesServerCert> = Arc::new(resolver);
     let cache: Arc<dyn StoresServerSessions> = match t.session_cache {
         SessionCache::Off => Arc::new(NoServerSessionStorage {}),
         SessionCache::Sessions(n) => ServerSessionMemoryCache::new(n),
     };
-    sc.session_storage = Arc::new(ExpiringCache::new(cache, t.session_timeout));
-    sc.ticketer = Arc::new(ExpiringTickets::new(
-        tickets.clone(),
+    let cache: Arc<dyn StoresServerSessions> =
+        Arc::new(ExpiringCache::new(cache, t.session_timeout));
+    let ticketer: Arc<dyn ProducesTickets> = Arc::new(ExpiringTickets::new(
+        tls.tickets.clone(),
         t.session_timeout,
         t.session_tickets,
     ));
-    sc.send_tls13_tickets = 1;
-    // Without a line, our order (AES-128-GCM and ChaCha20 before the SHA-384 suite, see
-    // tls::provider), not the client's: OpenSSL clients list AES-256-GCM-SHA384 first, and
-    // SHA-384's key schedule is the costliest part of a handshake here.
-    sc.ignore_client_order = t.prefer_server_ciphers.unwrap_or(true);
-    Ok(TlsAcceptor::from(Arc::new(sc)))
+    let make = |trust: &Option<Arc<Trust>>| -> Result<TlsAcceptor, GrammarError> {
+        let verifier = match trust {
+            Some(t) => t.asks(),
+            None => Arc::new(NoClientAuth),
+        };
+        let mut sc = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| err(&first.place, format!("TLS: {e}")))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(resolver.clone());
+        sc.alpn_protocols = if l.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        sc.session_storage = cache.clone();
+        sc.ticketer = ticketer.clone();
+        sc.send_tls13_tickets = 1;
+        // Without a line, our order (AES-128-GCM and ChaCha20 before the SHA-384 suite,
+        // see tls::provider), not the client's: OpenSSL clients list AES-256-GCM-SHA384
+        // first, and SHA-384's key schedule is the costliest part of a handshake here.
+        sc.ignore_client_order = t.prefer_server_ciphers.unwrap_or(true);
+        Ok(TlsAcceptor::from(Arc::new(sc)))
+    };
+    // One configuration per client certificate policy, the default server's first.
+    let mut policies: Vec<&ClientAuth> = Vec::new();
+    let mut configs = Vec::new();
+    let mut names = Vec::new();
+    for (i, s, _) in &servers {
+        let at = match policies.iter().position(|p| **p == s.tls.client) {
+            Some(at) => at,
+            None => {
+                let trust = tls.trusts.get(i).cloned();
+                configs.push((make(&trust)?, trust));
+                policies.push(&s.tls.client);
+                configs.len() - 1
+            }
+        };
+        names.extend(s.names.iter().map(|n| (n.clone(), at)));
+    }
+    Ok(Tls { configs, names })
 }
 
 /// The protocol versions an `ssl_protocols` (or `proxy_ssl_protocols`) line leaves, by
@@ -478,7 +574,7 @@ fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
                 match p {
                     Part::Text(t) => s.push_str(t),
                     Part::Var("proxy_host") => s.push_str(&pass.upstream),
-                    Part::Var(_) | Part::Header(_) => {
+                    Part::Var(_) | Part::Header(_) | Part::Cert(_) => {
                         return Err(err(
                             &l.place,
                             "\"proxy_ssl_name\" with a variable other than $proxy_host is not \

@@ -895,6 +895,53 @@ fn nginx_t_and_gluu_lb_t_agree() {
             "ssl without a certificate",
             http("server {\nlisten 127.0.0.1:8443 ssl; }"),
         ),
+        (
+            "client certificates in http, each mode in a server",
+            http(&format!(
+                "ssl_verify_client optional; ssl_client_certificate {ca}; ssl_verify_depth 2;\n\
+                 server {{ listen 127.0.0.1:8443 ssl; {tls} }}\n\
+                 server {{ listen 127.0.0.1:8444 ssl; {tls} ssl_verify_client on; }}\n\
+                 server {{ listen 127.0.0.1:8445 ssl; {tls} ssl_verify_client off; }}\n\
+                 server {{ listen 127.0.0.1:8446 ssl; {tls} ssl_verify_client optional_no_ca;\n\
+                 ssl_trusted_certificate {ca};\n\
+                 location / {{ proxy_pass https://b;\n\
+                 proxy_set_header X-ClientCert $ssl_client_cert;\n\
+                 proxy_set_header X-Verify \"$ssl_client_verify $ssl_client_s_dn\"; }} }}",
+                ca = cert.cert.display()
+            )),
+        ),
+        (
+            "optional_no_ca without a CA file",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_verify_client optional_no_ca; }}"
+            )),
+        ),
+        (
+            "ssl_verify_client on without a CA file",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_verify_client on; }}"
+            )),
+        ),
+        (
+            "ssl_verify_client of an unknown value",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_verify_client maybe; }}"
+            )),
+        ),
+        (
+            "ssl_verify_depth of no number",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_verify_depth -1; }}"
+            )),
+        ),
+        (
+            "ssl_client_certificate of a missing file",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_verify_client on;\n\
+                 ssl_client_certificate {}/none.pem; }}",
+                dir.path().display()
+            )),
+        ),
         ("a misplaced directive", server("proxy_pass https://b;")),
         (
             "a missing semicolon",
@@ -2581,5 +2628,250 @@ async fn least_conn_and_max_conns_choose_as_nginx_does() {
     let ours_mc = run(ours, "/mc/", "HQQHQ").await;
     assert_eq!(ours_mc, theirs_mc, "max_conns: gluu-lb, then nginx");
     assert_eq!(ours_mc, ["Ha", "b", "b", "Hb", "502"]);
+    shutdown.cancel();
+}
+
+/// A certificate of the client-certificate test, its key, and what signs with it.
+struct Issued {
+    der: rustls_pki_types::CertificateDer<'static>,
+    pem: String,
+    key: rcgen::KeyPair,
+    params: rcgen::CertificateParams,
+}
+
+impl Issued {
+    /// A certificate for `cn` (organization `Gluu Test, Inc.`), a CA when `ca`, `edit`
+    /// applied to its parameters, signed by `issuer` (none: by itself).
+    fn new(
+        cn: &str,
+        ca: bool,
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+        issuer: Option<&Issued>,
+    ) -> Issued {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CountryName, "US");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Gluu Test, Inc.");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        edit(&mut params);
+        let cert = match issuer {
+            None => params.self_signed(&key).expect("self-signed"),
+            Some(i) => {
+                let by = rcgen::Issuer::from_params(&i.params, &i.key);
+                params.signed_by(&key, &by).expect("signed")
+            }
+        };
+        Issued {
+            der: cert.der().clone(),
+            pem: cert.pem(),
+            key,
+            params,
+        }
+    }
+}
+
+/// `GET path` over TLS to `to`, presenting `chain` (the client's certificate first, its
+/// key used) or no certificate: the status and the body.
+async fn with_certificate(
+    to: SocketAddr,
+    path: &str,
+    server: &Cert,
+    chain: &[&Issued],
+) -> (u16, String) {
+    use rustls_pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(&server.cert).expect("server cert"))
+        .expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match chain.first() {
+        None => builder.with_no_client_auth(),
+        Some(leaf) => {
+            let key = rustls_pki_types::PrivatePkcs8KeyDer::from(leaf.key.serialize_der());
+            builder
+                .with_client_auth_cert(chain.iter().map(|c| c.der.clone()).collect(), key.into())
+                .expect("client certificate")
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(to).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    tls.write_all(get(path).as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    // Read to the close (nginx may close without a close_notify).
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut buf),
+    )
+    .await
+    .expect("an answer within 10 s");
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// Client certificates as nginx asks for and judges them: the same certificates through
+/// the real nginx and through gluu-lb, under each `ssl_verify_client` mode, give the same
+/// status and the same `$ssl_client_*` values (a chain through intermediates within and
+/// beyond `ssl_verify_depth`, a self-signed one, one from an unknown CA, an expired one,
+/// one for servers only, a trusted CA file without its root, `error_page 495`/`496`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_asked_and_judged_as_nginx_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    let leaf = |cn: &str, by: &Issued, edit: &dyn Fn(&mut rcgen::CertificateParams)| {
+        Issued::new(cn, false, edit, Some(by))
+    };
+    let root = Issued::new("Test CA", true, |_| {}, None);
+    let int1 = Issued::new("Intermediate 1", true, |_| {}, Some(&root));
+    let int2 = Issued::new("Intermediate 2", true, |_| {}, Some(&int1));
+    let other = Issued::new("Other CA", true, |_| {}, None);
+    let direct = leaf("alice \"A\", jr+1; <x> #", &root, &|p| {
+        p.serial_number = Some(vec![0x00, 0xA1, 0xB2].into());
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, "Dév");
+    });
+    let via1 = leaf("via one", &int1, &|_| {});
+    let via2 = leaf("via two", &int2, &|_| {});
+    let own = Issued::new("self", false, |_| {}, None);
+    let own_ca = Issued::new("self ca", true, |_| {}, None);
+    let stranger = leaf("stranger", &other, &|_| {});
+    let expired = leaf("expired", &root, &|p| {
+        p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    });
+    let for_servers = leaf("for servers", &root, &|p| {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    let clients: Vec<(&str, Vec<&Issued>)> = vec![
+        ("none", vec![]),
+        ("direct", vec![&direct]),
+        ("one intermediate", vec![&via1, &int1]),
+        ("one intermediate, root sent", vec![&via1, &int1, &root]),
+        ("two intermediates", vec![&via2, &int2, &int1]),
+        ("intermediate not sent", vec![&via1]),
+        ("self-signed", vec![&own]),
+        ("self-signed CA", vec![&own_ca]),
+        ("unknown CA", vec![&stranger]),
+        ("expired", vec![&expired]),
+        ("for servers only", vec![&for_servers]),
+    ];
+    let (ca, int_file) = (dir.path().join("ca.pem"), dir.path().join("int1.pem"));
+    std::fs::write(&ca, &root.pem).expect("write ca");
+    std::fs::write(&int_file, &int1.pem).expect("write int1");
+    readable_by_nginx(dir.path(), Some(&cert));
+    let shown = "location / { return 200 \"$ssl_client_verify|$ssl_client_s_dn|$ssl_client_i_dn|\
+                 $ssl_client_serial|$ssl_client_fingerprint\"; }\n\
+                 location /esc { return 200 \"$ssl_client_escaped_cert\"; }\n\
+                 location /folded { return 200 \"$ssl_client_cert\"; }";
+    let servers = [
+        format!(
+            "ssl_verify_client optional; ssl_client_certificate {};",
+            ca.display()
+        ),
+        format!(
+            "ssl_verify_client optional; ssl_client_certificate {}; ssl_verify_depth 2;",
+            ca.display()
+        ),
+        "ssl_verify_client optional_no_ca;".to_owned(),
+        format!(
+            "ssl_verify_client on; ssl_client_certificate {};\n\
+             error_page 496 =403 /nocert; error_page 495 /bad;\n\
+             location = /nocert {{ return 200 \"no certificate\"; }}\n\
+             location = /bad {{ return 200 \"bad certificate\"; }}",
+            ca.display()
+        ),
+        format!(
+            "ssl_verify_client optional; ssl_client_certificate {};",
+            int_file.display()
+        ),
+    ];
+    let http = |listen: &dyn Fn(usize) -> String| {
+        let blocks: String = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "server {{ listen {} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+                     {s}\n{shown}\n}}\n",
+                    listen(i),
+                    cert.cert.display(),
+                    cert.key.display()
+                )
+            })
+            .collect();
+        format!("http {{\naccess_log off;\n{blocks}}}\n")
+    };
+    let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}{}",
+            gluu_testkit::nginx_prelude(dir.path()),
+            http(&|i| format!("127.0.0.1:{}", ports[i]))
+        ),
+    )
+    .expect("write nginx.conf");
+    let theirs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    let _nginx = nginx(dir.path(), &conf, theirs[0]);
+    let text = format!("events {{ }}\n{}", http(&|_| "127.0.0.1:0".to_owned()));
+    let (ours, shutdown) = run_gluu_lb(dir.path(), &text).await;
+
+    let mut seen = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        for (name, chain) in &clients {
+            let want = with_certificate(theirs[i], "/", &cert, chain).await;
+            let got = with_certificate(ours[i], "/", &cert, chain).await;
+            let what = format!("server {server:?}, client {name}: gluu-lb, then nginx");
+            // A 400 of their own is nginx's HTML page and gluu-lb's line of text.
+            if want.0 == 400 && i != 3 {
+                assert_eq!(got.0, want.0, "{what}");
+            } else {
+                assert_eq!(got, want, "{what}");
+            }
+            seen.push(format!("{i} {name}: {} {}", want.0, want.1));
+        }
+    }
+    // The cases differ from each other as they should (the comparison alone would pass
+    // with both always saying the same thing).
+    let seen = seen.join("\n");
+    for line in [
+        "0 none: 200 NONE||||",
+        "0 one intermediate: 200 SUCCESS|",
+        "0 two intermediates: 400 ",
+        "1 two intermediates: 200 SUCCESS|",
+        "2 self-signed: 200 FAILED:self-signed certificate|O=Gluu Test\\, Inc.,C=US,CN=self|",
+        "2 unknown CA: 200 FAILED:unable to verify the first certificate|",
+        "2 expired: 400 ",
+        "3 none: 403 no certificate",
+        "3 self-signed: 400 bad certificate",
+        "3 direct: 200 SUCCESS|",
+        "4 direct: 400 ",
+    ] {
+        assert!(seen.contains(line), "{line:?} not in:\n{seen}");
+    }
+    for path in ["/esc", "/folded"] {
+        let want = with_certificate(theirs[0], path, &cert, &[&direct]).await;
+        let got = with_certificate(ours[0], path, &cert, &[&direct]).await;
+        assert_eq!(got, want, "{path}: gluu-lb, then nginx");
+        assert!(want.1.contains("BEGIN"), "{want:?}");
+    }
     shutdown.cancel();
 }

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use support::{GUIDE_SETTINGS, HOST, Lab, eventually, with_locations};
+use support::{Client, GUIDE_SETTINGS, HOST, Lab, eventually, with_locations};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn echo_location(text: String) -> String {
@@ -21,6 +21,35 @@ fn echo_location(text: String) -> String {
             "    location /echo {{\n        proxy_pass https://backend;\n        {GUIDE_SETTINGS}\n    }}\n"
         ),
     )
+}
+
+/// A client's certificate reaches the node as Gluu's oxAuth reads it for mutual TLS
+/// (`X-ClientCert`: the PEM, on one line), with the verdict on it; a client without one
+/// gets the header removed, as an empty value removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_reaches_the_node_on_one_line() {
+    let lab = Lab::start(|t| {
+        with_locations(
+            t.replace("http {\n", "http {\n  ssl_verify_client optional_no_ca;\n"),
+            "    location /echo {\n        proxy_pass https://backend;\n        \
+             proxy_set_header X-ClientCert $ssl_client_cert;\n        \
+             proxy_set_header X-Verify $ssl_client_verify;\n    }\n",
+        )
+    })
+    .await;
+    let mine = Cert::new(lab.dir.path(), "alice");
+    let pem = std::fs::read_to_string(&mine.cert).expect("read cert");
+    let presenting = Client::presenting(&lab.cert, Some(&mine));
+    let r = presenting.get(lab.https, "/echo/c").await.expect("echo");
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let h = &r.json()["headers"];
+    let lines: Vec<&str> = pem.lines().collect();
+    assert_eq!(h["x-clientcert"][0], lines.join(" "), "{h}");
+    assert_eq!(h["x-verify"][0], "FAILED:self-signed certificate", "{h}");
+    let r = lab.client.get(lab.https, "/echo/c").await.expect("echo");
+    let h = &r.json()["headers"];
+    assert!(h.get("x-clientcert").is_none(), "{h}");
+    assert_eq!(h["x-verify"][0], "NONE", "{h}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,17 +50,34 @@ pub struct Client {
 
 impl Client {
     pub fn new(cert: &Cert) -> Client {
+        Self::presenting(cert, None)
+    }
+
+    /// [`Client::new`], presenting `mine` (certificate and key) when the server asks for
+    /// a client certificate.
+    pub fn presenting(cert: &Cert, mine: Option<&Cert>) -> Client {
         let provider = gluu_common::tls::provider();
+        let mine = mine.map(|m| {
+            (
+                gluu_common::tls::load_certs(&m.cert).expect("client cert"),
+                gluu_common::tls::load_key(&m.key).expect("client key"),
+            )
+        });
         let pin = gluu_common::tls::load_certs(&cert.cert).expect("cert");
         let make = |alpn: &[u8]| {
             let verifier =
                 PeerVerifier::new(PeerPolicy::Pinned(pin.clone()), &provider).expect("verifier");
-            let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .expect("versions")
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
+                .with_custom_certificate_verifier(Arc::new(verifier));
+            let mut c = match &mine {
+                Some((chain, key)) => builder
+                    .with_client_auth_cert(chain.clone(), key.clone_key())
+                    .expect("client certificate"),
+                None => builder.with_no_client_auth(),
+            };
             c.alpn_protocols = vec![alpn.to_vec()];
             TlsConnector::from(Arc::new(c))
         };

@@ -8,6 +8,7 @@ use hyper::header::HeaderName;
 
 use super::grammar::{Directive, GrammarError};
 use super::proxy::{Raw, split_variables};
+use crate::client_cert::CertVar;
 
 /// How variables' values are escaped (`escape=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub enum Var {
     UpstreamStatus,
     /// `$http_NAME`: a request header, by its index in [`LogFormat::headers`].
     Header(usize),
+    /// `$ssl_client_*`: the client's certificate.
+    Cert(CertVar),
 }
 
 const VARS: &[(&str, Var)] = &[
@@ -176,6 +179,9 @@ fn var(d: &Directive, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, 
     }
     if let Some((_, v)) = VARS.iter().find(|(n, _)| *n == lower) {
         return Ok(*v);
+    }
+    if let Some(c) = CertVar::named(&lower) {
+        return Ok(Var::Cert(c));
     }
     let prefixed = ["sent_http_", "cookie_", "arg_", "upstream_http_"]
         .iter()

@@ -17,6 +17,7 @@ use super::realip;
 use super::stock;
 use super::tls;
 use super::upstream::parse_time;
+use crate::client_cert::CertVar;
 
 /// Variables a header value or `proxy_ssl_name` may use.
 pub const VARIABLES: &[&str] = &[
@@ -37,6 +38,8 @@ pub enum Part {
     /// `$http_NAME` (in `proxy_set_header` only): the client's header NAME as it sent it,
     /// `_` read as `-`; several lines of it joined with `, `.
     Header(HeaderName),
+    /// `$ssl_client_*`: the client's certificate on this connection.
+    Cert(CertVar),
 }
 
 pub type Template = Vec<Part>;
@@ -112,6 +115,17 @@ fn parts(place: &Place, v: &str, headers: bool) -> Result<Template, GrammarError
                     .and_then(|h| HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok());
                 if let Some(h) = header {
                     return Ok(Part::Header(h));
+                }
+                if let Some(c) = CertVar::named(name) {
+                    if headers && c == CertVar::RawCert {
+                        return Err(GrammarError::at(
+                            place,
+                            "\"$ssl_client_raw_cert\" has line breaks, which a header cannot \
+                             carry: use $ssl_client_cert (one line to the node) or \
+                             $ssl_client_escaped_cert",
+                        ));
+                    }
+                    return Ok(Part::Cert(c));
                 }
                 VARIABLES
                     .iter()

@@ -12,7 +12,7 @@ use gluu_common::ciphers;
 use rustls::{CipherSuite, NamedGroup};
 
 use super::Warning;
-use super::grammar::{Directive, GrammarError};
+use super::grammar::{Directive, GrammarError, Place};
 use super::proxy::{parse_size, time};
 
 /// `ssl_session_cache`: how many TLS sessions gluu-lb keeps for clients that resume by
@@ -64,6 +64,41 @@ pub struct TlsSettings {
     /// the default server of its address) fails, so no certificate is shown to a client
     /// that did not name a host served here; the server needs no certificate then.
     pub reject_handshake: bool,
+    /// `ssl_verify_client`, `ssl_client_certificate`, `ssl_trusted_certificate` and
+    /// `ssl_verify_depth`: what this server asks of a client's certificate.
+    pub client: ClientAuth,
+}
+
+/// nginx's `ssl_verify_client`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerifyClient {
+    /// No certificate is asked for (nginx's default).
+    #[default]
+    Off,
+    /// A certificate that verifies is required: none is a 400 ("No required SSL
+    /// certificate was sent"), one that does not verify a 400 ("The SSL certificate error").
+    On,
+    /// Asked for, not required; one that does not verify is a 400.
+    Optional,
+    /// Asked for, not required, and not required to chain to a trusted CA (an untrusted
+    /// or self-signed one passes, with `$ssl_client_verify` saying why it failed; an
+    /// expired one still is a 400, as in nginx).
+    OptionalNoCa,
+}
+
+/// A server's client certificate settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub verify: VerifyClient,
+    /// The line, for errors about the settings as a whole.
+    pub verify_place: Option<Place>,
+    /// `ssl_client_certificate`: CAs trusted and named to the client in the handshake.
+    pub certificate: Option<(PathBuf, Place)>,
+    /// `ssl_trusted_certificate`: CAs trusted but not named to the client.
+    pub trusted: Option<(PathBuf, Place)>,
+    /// `ssl_verify_depth` (1): how many intermediate CA certificates a chain may have
+    /// between the client's certificate and the trusted CA (OpenSSL's meaning).
+    pub depth: u32,
 }
 
 impl Default for TlsSettings {
@@ -79,6 +114,10 @@ impl Default for TlsSettings {
             session_tickets: true,
             curves: None,
             reject_handshake: false,
+            client: ClientAuth {
+                depth: 1,
+                ..ClientAuth::default()
+            },
         }
     }
 }
@@ -123,6 +162,25 @@ pub fn apply(
         "ssl_session_cache" => s.session_cache = session_cache(d)?,
         "ssl_ecdh_curve" => s.curves = curves(d, warnings)?,
         "ssl_reject_handshake" => s.reject_handshake = d.on_off()?,
+        "ssl_verify_client" => {
+            s.client.verify = match d.one_arg()? {
+                "off" => VerifyClient::Off,
+                "on" => VerifyClient::On,
+                "optional" => VerifyClient::Optional,
+                "optional_no_ca" => VerifyClient::OptionalNoCa,
+                v => return Err(d.error(format!("invalid value \"{v}\""))),
+            };
+            s.client.verify_place = Some(d.place.clone());
+        }
+        "ssl_client_certificate" => {
+            s.client.certificate = Some((root.join(d.one_arg()?), d.place.clone()));
+        }
+        "ssl_verify_depth" => {
+            s.client.depth = d
+                .one_arg()?
+                .parse()
+                .map_err(|_| d.error(format!("\"{}\" directive invalid number", d.name)))?;
+        }
         "ssl_dhparam" => {
             d.one_arg()?;
             unused(
@@ -138,8 +196,10 @@ pub fn apply(
             }
         }
         "ssl_stapling_verify" => unused("it staples no OCSP responses"),
+        // Used only to verify client certificates (`ssl_verify_client`), as in nginx
+        // without OCSP stapling.
         "ssl_trusted_certificate" => {
-            unused("it staples no OCSP responses and asks no client certificates")
+            s.client.trusted = Some((root.join(d.one_arg()?), d.place.clone()));
         }
         "resolver" | "resolver_timeout" => unused(
             "it resolves upstream server names at start and at each reload, as nginx does \
