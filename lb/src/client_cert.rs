@@ -230,12 +230,10 @@ impl Trust {
     }
 }
 
-/// A trust anchor's subject is the Name's content, without its SEQUENCE header.
+/// Whether a trust anchor's subject (a Name's content, without its SEQUENCE header) is
+/// the DER Name `name`.
 fn same_name(anchor_subject: &[u8], name: &[u8]) -> bool {
-    X509Name::from_der(name).is_ok_and(|(_, n)| {
-        let raw = n.as_raw();
-        raw.len() >= anchor_subject.len() && raw.ends_with(anchor_subject)
-    })
+    DistinguishedName::in_sequence(anchor_subject).as_ref() == name
 }
 
 fn parse<'a>(der: &'a CertificateDer<'_>) -> Option<X509Certificate<'a>> {
