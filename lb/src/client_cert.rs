@@ -28,7 +28,6 @@ use crate::config::tls::{ClientAuth, VerifyClient};
 /// What one server trusts and asks of client certificates.
 #[derive(Debug)]
 pub struct Trust {
-    pub verify: VerifyClient,
     /// The self-signed certificates of the CA files: where a chain must end, as OpenSSL
     /// has it (without its partial-chain flag, which nginx does not set).
     anchors: Vec<TrustAnchor<'static>>,
@@ -66,7 +65,6 @@ impl Trust {
             ));
         }
         let mut trust = Trust {
-            verify: c.verify,
             anchors: Vec::new(),
             store: Vec::new(),
             trusted_self_signed: Vec::new(),
@@ -116,10 +114,13 @@ impl Trust {
     /// it under nginx; `None` when it sent none.
     pub fn judge(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCert> {
         let leaf = chain.first()?;
-        let verdict = match self.verify(leaf, &chain[1..]) {
-            _ if self.trusted_self_signed.iter().any(|t| t == leaf) => Verdict::Success,
-            Ok(()) => Verdict::Success,
-            Err(e) => Verdict::Failed(self.reason(&e, chain)),
+        let verdict = if self.trusted_self_signed.iter().any(|t| t == leaf) {
+            Verdict::Success
+        } else {
+            match self.verify(leaf, &chain[1..]) {
+                Ok(()) => Verdict::Success,
+                Err(e) => Verdict::Failed(self.reason(&e, chain)),
+            }
         };
         Some(ClientCert {
             der: leaf.clone().into_owned(),
