@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// How to make a key rustls accepts; part of every "unusable key" message.
 pub const REGENERATE_HINT: &str = "regenerate it with 2048+ bit RSA or ECDSA P-256, e.g.\n  \
@@ -32,6 +32,10 @@ pub enum TlsError {
     Pem { path: PathBuf, reason: String },
     #[error("{}: holds no certificate (expected a -----BEGIN CERTIFICATE----- block)", path.display())]
     NoCertificate { path: PathBuf },
+    #[error("{}: holds no CRL (expected a -----BEGIN X509 CRL----- block)", path.display())]
+    NoCrl { path: PathBuf },
+    #[error("{}: holds a certificate: a CRL file may hold only CRLs (-----BEGIN X509 CRL----- blocks)", path.display())]
+    CertificateAmongCrls { path: PathBuf },
     #[error("{}: holds no private key (expected a -----BEGIN PRIVATE KEY----- block, or set `key`)", path.display())]
     NoKey { path: PathBuf },
     #[error("{}: rustls cannot use this private key: {reason}; {REGENERATE_HINT}", path.display())]
@@ -80,6 +84,29 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         });
     }
     Ok(certs)
+}
+
+/// All certificate revocation lists in a PEM file, in file order. A file with none is an
+/// error, and so is one that holds certificates as well (OpenSSL would trust those as CAs).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if CertificateDer::pem_slice_iter(&pem).next().is_some() {
+        return Err(TlsError::CertificateAmongCrls {
+            path: path.to_owned(),
+        });
+    }
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl {
+            path: path.to_owned(),
+        });
+    }
+    Ok(crls)
 }
 
 /// The first private key in a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC).
@@ -247,5 +274,39 @@ mod tests {
         assert!(err.to_string().contains("holds no certificate"), "{err}");
         let err = load_certs(&dir.path().join("absent.pem")).expect_err("absent");
         assert!(err.to_string().contains("absent.pem: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn a_crl_file_holds_crls_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).expect("CA");
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2019, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&rcgen::Issuer::from_params(&params, &key))
+        .expect("CRL")
+        .pem()
+        .expect("PEM");
+        let two = write(dir.path(), "two.crl", &format!("{crl}{crl}"));
+        assert_eq!(load_crls(&two).expect("two CRLs").len(), 2);
+        let with_ca = write(dir.path(), "ca.crl", &format!("{crl}{}", ca.pem()));
+        let err = load_crls(&with_ca).expect_err("a certificate");
+        assert!(
+            err.to_string().contains("ca.crl: holds a certificate"),
+            "{err}"
+        );
+        let none = write(dir.path(), "none.crl", &ca.pem());
+        assert!(load_crls(&none).is_err());
+        let empty = write(dir.path(), "empty.crl", "");
+        let err = load_crls(&empty).expect_err("empty");
+        assert!(err.to_string().contains("empty.crl: holds no CRL"), "{err}");
     }
 }

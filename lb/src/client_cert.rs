@@ -1,5 +1,5 @@
 //! Client certificates, as nginx asks for and judges them (`ssl_verify_client`,
-//! `ssl_client_certificate`, `ssl_trusted_certificate`, `ssl_verify_depth`), and the
+//! `ssl_client_certificate`, `ssl_trusted_certificate`, `ssl_verify_depth`, `ssl_crl`), and the
 //! `$ssl_client_*` variables that pass them on to the nodes (Gluu's oxAuth reads a client's
 //! certificate for mutual-TLS client authentication, RFC 8705, from `X-ClientCert`).
 //!
@@ -10,6 +10,7 @@
 //! OpenSSL's rules and words, and [`refusal`] applies the server's mode to each request.
 
 use std::borrow::Cow;
+use std::cmp::Reverse;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -19,8 +20,10 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer, TrustAnchor, UnixTime};
+use webpki::{CertRevocationList, RevocationCheckDepth, RevocationOptionsBuilder};
 use x509_parser::asn1_rs::{Any, Tag, ToDer};
 use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
+use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::config::grammar::GrammarError;
 use crate::config::tls::{ClientAuth, VerifyClient};
@@ -40,7 +43,19 @@ pub struct Trust {
     /// The subjects of `ssl_client_certificate`'s certificates, named to the client.
     hints: Vec<DistinguishedName>,
     depth: u32,
+    /// `ssl_crl`'s lists, the latest issued first (OpenSSL takes an issuer's latest);
+    /// `None` without `ssl_crl`, when nothing is checked for revocation.
+    crls: Option<Vec<Crl>>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// A certificate revocation list, and its dates (Unix seconds), which webpki keeps to
+/// itself.
+#[derive(Debug)]
+struct Crl {
+    list: CertRevocationList<'static>,
+    this_update: u64,
+    next_update: Option<u64>,
 }
 
 impl Trust {
@@ -51,6 +66,12 @@ impl Trust {
         c: &ClientAuth,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Option<Arc<Trust>>, GrammarError> {
+        // nginx loads the file whether or not the server asks for certificates.
+        let crls = c
+            .crl
+            .as_ref()
+            .map(|(path, place)| crls(path).map_err(|e| GrammarError::at(place, e)))
+            .transpose()?;
         let Some(place) = c
             .verify_place
             .as_ref()
@@ -70,6 +91,7 @@ impl Trust {
             trusted_self_signed: Vec::new(),
             hints: Vec::new(),
             depth: c.depth,
+            crls,
             algorithms: provider.signature_verification_algorithms,
         };
         for (file, named) in [(&c.certificate, true), (&c.trusted, false)] {
@@ -114,13 +136,19 @@ impl Trust {
     /// it under nginx; `None` when it sent none.
     pub fn judge(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCert> {
         let leaf = chain.first()?;
-        let verdict = if self.trusted_self_signed.iter().any(|t| t == leaf) {
-            Verdict::Success
+        let verified = if self.trusted_self_signed.iter().any(|t| t == leaf) {
+            Ok(())
         } else {
-            match self.verify(leaf, &chain[1..]) {
-                Ok(()) => Verdict::Success,
-                Err(e) => Verdict::Failed(self.reason(&e, chain)),
-            }
+            self.verify(leaf, &chain[1..])
+        };
+        let verdict = match verified {
+            // webpki checked the CRLs of the certificates below the root; OpenSSL checks
+            // the root's too, and the CRLs' dates.
+            Ok(()) => match self.crls.as_ref().and_then(|_| self.crl_verdict(chain)) {
+                Some(failure) => Verdict::Failed(failure),
+                None => Verdict::Success,
+            },
+            Err(e) => Verdict::Failed(self.reason(&e, chain)),
         };
         Some(ClientCert {
             der: leaf.clone().into_owned(),
@@ -144,13 +172,27 @@ impl Trust {
                 Ok(())
             }
         };
+        let crls: Option<Vec<&CertRevocationList<'_>>> = self
+            .crls
+            .as_ref()
+            .map(|c| c.iter().map(|c| &c.list).collect());
+        // nginx sets OpenSSL's CRL_CHECK_ALL: every certificate of the chain needs its
+        // issuer's CRL, and an expired CRL fails the chain.
+        let revocation = crls.as_deref().map(|crls| {
+            RevocationOptionsBuilder::new(crls)
+                .expect("a CRL file holds at least one CRL (load_crls)")
+                .with_depth(RevocationCheckDepth::Chain)
+                .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+                .build()
+        });
         ee.verify_for_usage(
             self.algorithms.all,
             &self.anchors,
             &intermediates,
             UnixTime::now(),
             webpki::KeyUsage::client_auth(),
-            None,
+            revocation,
             Some(&within_depth),
         )
         .map(|_| ())
@@ -166,52 +208,107 @@ impl Trust {
             E::EndEntityUsedAsCa => Failure::INVALID_CA,
             // OpenSSL looks at the purpose only once the chain is built: when it does not
             // reach a trusted CA, that is the error.
-            E::RequiredEkuNotFoundContext(_) => match self.where_it_ends(chain) {
-                Failure::SIGNATURE => Failure::PURPOSE,
-                other => other,
-            },
-            // webpki takes neither a certificate marked as a CA nor one of version 1 as a
-            // client's, where OpenSSL takes both. When the chain would not reach a trusted
-            // CA anyway, OpenSSL's verdict is known by the names; otherwise it is refused.
-            E::CaUsedAsEndEntity | E::UnsupportedCertVersion => match self.where_it_ends(chain) {
-                Failure::SIGNATURE if *e == E::CaUsedAsEndEntity => Failure::PURPOSE,
-                Failure::SIGNATURE => Failure::VERSION_1,
-                other => other,
-            },
+            E::RequiredEkuNotFoundContext(_) | E::CaUsedAsEndEntity => {
+                self.by_names(chain, Failure::PURPOSE)
+            }
+            // webpki takes no certificate of version 1, where OpenSSL does. When the chain
+            // would not reach a trusted CA anyway, OpenSSL's verdict is known by the
+            // names; otherwise it is refused.
+            E::UnsupportedCertVersion => self.by_names(chain, Failure::VERSION_1),
             E::PathLenConstraintViolated => Failure::PATH_LENGTH,
-            E::UnknownIssuer | E::MaximumPathDepthExceeded => self.where_it_ends(chain),
+            // webpki stops at the first CRL error, and before the depth is checked; the
+            // names tell OpenSSL's last.
+            E::CertRevoked => self.by_names(chain, Failure::REVOKED),
+            E::UnknownRevocationStatus => self.by_names(chain, Failure::NO_CRL),
+            E::CrlExpired { .. } => self.by_names(chain, Failure::CRL_EXPIRED),
+            E::InvalidCrlSignatureForPublicKey
+            | E::UnsupportedCrlSignatureAlgorithmContext(_)
+            | E::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_) => {
+                self.by_names(chain, Failure::CRL_SIGNATURE)
+            }
+            E::IssuerNotCrlSigner => self.by_names(chain, Failure::NO_CRL_SIGN),
+            E::UnknownIssuer | E::MaximumPathDepthExceeded => {
+                self.by_names(chain, Failure::SIGNATURE)
+            }
             _ => Failure::UNSPECIFIED,
         }
     }
 
-    /// Which issuer error OpenSSL gives: it builds the chain by names, from the trusted
-    /// certificates first, then from those the client sent, at most `depth` of the
-    /// latter (and a self-signed one past them), and names where the chain stopped.
-    fn where_it_ends(&self, chain: &[CertificateDer<'_>]) -> Failure {
+    /// OpenSSL's last error for a chain judged by its names; `trusted` when the chain
+    /// reaches a trusted CA. nginx lets OpenSSL go on after each error, and the last one
+    /// is the verdict: that of building the chain, then of its purpose, then of its CRLs,
+    /// then of its signatures.
+    fn by_names(&self, chain: &[CertificateDer<'_>], trusted: Failure) -> Failure {
+        self.with_chain(chain, |ends, built| {
+            let failure = if ends == Failure::SIGNATURE {
+                trusted
+            } else {
+                ends
+            };
+            match failure {
+                Failure::SIGNATURE | Failure::LEAF_NOT_VERIFIED => failure,
+                _ => self.crl_by_names(built).unwrap_or(failure),
+            }
+        })
+        .unwrap_or(Failure::UNSPECIFIED)
+    }
+
+    /// The CRL error OpenSSL gives a chain that verified, if any.
+    fn crl_verdict(&self, chain: &[CertificateDer<'_>]) -> Option<Failure> {
+        self.with_chain(chain, |_, built| self.crl_by_names(built))
+            .unwrap_or(Some(Failure::UNSPECIFIED))
+    }
+
+    /// `f` of the chain OpenSSL builds from `chain` ([`Self::where_it_ends`]).
+    fn with_chain<T>(
+        &self,
+        chain: &[CertificateDer<'_>],
+        f: impl FnOnce(Failure, &[&X509Certificate<'_>]) -> T,
+    ) -> Option<T> {
         let sent: Vec<X509Certificate<'_>> = chain.iter().filter_map(|c| parse(c)).collect();
         let store: Vec<X509Certificate<'_>> = self.store.iter().filter_map(|c| parse(c)).collect();
-        let Some(mut at) = sent.first() else {
-            return Failure::UNSPECIFIED;
-        };
+        let roots: Vec<X509Certificate<'_>> = self
+            .trusted_self_signed
+            .iter()
+            .filter_map(|c| parse(c))
+            .collect();
+        let (ends, built) = self.where_it_ends(&sent, &store, &roots)?;
+        Some(f(ends, &built))
+    }
+
+    /// Which issuer error OpenSSL gives: it builds the chain by names, from the trusted
+    /// certificates first, then from those the client sent, at most `depth` of the
+    /// latter (and a self-signed one past them), and names where the chain stopped
+    /// (`SIGNATURE` when it reached a trusted CA, and yet failed); with the chain built.
+    fn where_it_ends<'c>(
+        &self,
+        sent: &'c [X509Certificate<'c>],
+        store: &'c [X509Certificate<'c>],
+        roots: &'c [X509Certificate<'c>],
+    ) -> Option<(Failure, Vec<&'c X509Certificate<'c>>)> {
+        let mut at = sent.first()?;
+        let mut built = vec![at];
         let mut used = vec![false; sent.len()];
         used[0] = true;
         let mut cas = 0;
         loop {
             let is_leaf = std::ptr::eq(at, &sent[0]);
             if self_signed(at) {
-                return if is_leaf {
+                let failure = if is_leaf {
                     Failure::SELF_SIGNED
                 } else {
                     Failure::SELF_SIGNED_IN_CHAIN
                 };
+                return Some((failure, built));
             }
             let issuer = at.issuer().as_raw();
-            if self.anchors.iter().any(|a| same_name(&a.subject, issuer)) {
-                // The trusted issuer is there, and yet the chain failed: its signature.
-                return Failure::SIGNATURE;
+            if let Some(root) = roots.iter().find(|r| r.subject().as_raw() == issuer) {
+                built.push(root);
+                return Some((Failure::SIGNATURE, built));
             }
-            if store.iter().any(|s| s.subject().as_raw() == issuer) {
-                return Failure::NO_ISSUER;
+            if let Some(s) = store.iter().find(|s| s.subject().as_raw() == issuer) {
+                built.push(s);
+                return Some((Failure::NO_ISSUER, built));
             }
             let next = sent
                 .iter()
@@ -223,18 +320,71 @@ impl Trust {
                     used[i] = true;
                     cas += 1;
                     at = c;
+                    built.push(c);
                 }
-                _ if is_leaf => return Failure::LEAF_NOT_VERIFIED,
-                _ => return Failure::NO_LOCAL_ISSUER,
+                _ if is_leaf => return Some((Failure::LEAF_NOT_VERIFIED, built)),
+                _ => return Some((Failure::NO_LOCAL_ISSUER, built)),
             }
         }
     }
+
+    /// The CRL error OpenSSL gives a chain built by names (with `ssl_crl`): each
+    /// certificate, its own first and the root last, needs a CRL of its issuer, whose
+    /// certificate must be at hand to check it, in its dates, and must not be listed in
+    /// it; the last error is the one kept.
+    fn crl_by_names(&self, built: &[&X509Certificate<'_>]) -> Option<Failure> {
+        let crls = self.crls.as_ref()?;
+        let now = UnixTime::now().as_secs();
+        let mut last = None;
+        for (k, cert) in built.iter().enumerate() {
+            let issuer_at_hand = k + 1 < built.len() || self_signed(cert);
+            let crl = crls
+                .iter()
+                .find(|crl| same_name(crl.list.issuer(), cert.issuer().as_raw()));
+            let Some(crl) = crl.filter(|_| issuer_at_hand) else {
+                last = Some(Failure::NO_CRL);
+                continue;
+            };
+            if crl.this_update > now {
+                last = Some(Failure::CRL_NOT_YET_VALID);
+            } else if crl.next_update.is_some_and(|next| next < now) {
+                last = Some(Failure::CRL_EXPIRED);
+            }
+            if matches!(crl.list.find_serial(cert.raw_serial()), Ok(Some(_))) {
+                last = Some(Failure::REVOKED);
+            }
+        }
+        last
+    }
 }
 
-/// Whether a trust anchor's subject (a Name's content, without its SEQUENCE header) is
-/// the DER Name `name`.
-fn same_name(anchor_subject: &[u8], name: &[u8]) -> bool {
-    DistinguishedName::in_sequence(anchor_subject).as_ref() == name
+/// `ssl_crl`'s file: its CRLs, the latest issued first.
+fn crls(path: &std::path::Path) -> Result<Vec<Crl>, String> {
+    let ders = gluu_common::tls::load_crls(path).map_err(|e| e.to_string())?;
+    let unusable =
+        |e: &dyn std::fmt::Display| format!("{}: a CRL cannot be used: {e}", path.display());
+    // Dates before 1970 count as 1970.
+    let secs = |t: x509_parser::time::ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0);
+    let mut crls = ders
+        .iter()
+        .map(|der| {
+            let (_, parsed) = CertificateRevocationList::from_der(der).map_err(|e| unusable(&e))?;
+            let list = webpki::OwnedCertRevocationList::from_der(der).map_err(|e| unusable(&e))?;
+            Ok(Crl {
+                list: list.into(),
+                this_update: secs(parsed.last_update()),
+                next_update: parsed.next_update().map(secs),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    crls.sort_by_key(|c| Reverse(c.this_update));
+    Ok(crls)
+}
+
+/// Whether a Name's content as webpki keeps it (without its SEQUENCE header: a CRL's
+/// issuer) is the DER Name `name`.
+fn same_name(content: &[u8], name: &[u8]) -> bool {
+    DistinguishedName::in_sequence(content).as_ref() == name
 }
 
 fn parse<'a>(der: &'a CertificateDer<'_>) -> Option<X509Certificate<'a>> {
@@ -262,9 +412,17 @@ impl Failure {
         code: 2,
         text: "unable to get issuer certificate",
     };
+    const NO_CRL: Failure = Failure {
+        code: 3,
+        text: "unable to get certificate CRL",
+    };
     const SIGNATURE: Failure = Failure {
         code: 7,
         text: "certificate signature failure",
+    };
+    const CRL_SIGNATURE: Failure = Failure {
+        code: 8,
+        text: "CRL signature failure",
     };
     const NOT_YET_VALID: Failure = Failure {
         code: 9,
@@ -273,6 +431,14 @@ impl Failure {
     const EXPIRED: Failure = Failure {
         code: 10,
         text: "certificate has expired",
+    };
+    const CRL_NOT_YET_VALID: Failure = Failure {
+        code: 11,
+        text: "CRL is not yet valid",
+    };
+    const CRL_EXPIRED: Failure = Failure {
+        code: 12,
+        text: "CRL has expired",
     };
     const SELF_SIGNED: Failure = Failure {
         code: 18,
@@ -290,6 +456,10 @@ impl Failure {
         code: 21,
         text: "unable to verify the first certificate",
     };
+    const REVOKED: Failure = Failure {
+        code: 23,
+        text: "certificate revoked",
+    };
     const INVALID_CA: Failure = Failure {
         code: 24,
         text: "invalid CA certificate",
@@ -305,7 +475,11 @@ impl Failure {
     };
     const PURPOSE: Failure = Failure {
         code: 26,
-        text: "unsupported certificate purpose",
+        text: "unsuitable certificate purpose",
+    };
+    const NO_CRL_SIGN: Failure = Failure {
+        code: 35,
+        text: "key usage does not include CRL signing",
     };
 
     /// The errors `optional_no_ca` lets through (nginx's `ngx_ssl_verify_error_optional`):

@@ -275,6 +275,14 @@ impl Runtime {
                         .to_owned(),
                 });
             }
+            if let (VerifyClient::Off, Some((_, place))) = (c.verify, &c.crl) {
+                warnings.push(Warning {
+                    at: place.to_string(),
+                    message: "\"ssl_crl\" is not used: this server asks no client certificates \
+                              (ssl_verify_client)"
+                        .to_owned(),
+                });
+            }
             if let Some(trust) = Trust::load(c, &provider)? {
                 trusts.insert(i, trust);
             }

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use support::{Client, GUIDE_SETTINGS, HOST, Lab, eventually, with_locations};
+use support::{Client, GUIDE_SETTINGS, HOST, Issued, Lab, crl, eventually, with_locations};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn echo_location(text: String) -> String {
@@ -50,6 +50,54 @@ async fn a_client_certificate_reaches_the_node_on_one_line() {
     let h = &r.json()["headers"];
     assert!(h.get("x-clientcert").is_none(), "{h}");
     assert_eq!(h["x-verify"][0], "NONE", "{h}");
+}
+
+/// `ssl_crl` is read again on reload: a client whose certificate the new CRL lists is
+/// refused from then on (on new connections, resumed ones too), one it does not list still
+/// gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_takes_effect_on_reload() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let root = Issued::new("Test CA", true, |_| {}, None);
+    let [alice, bob] = [("alice", 0x0A), ("bob", 0x0B)].map(|(cn, serial)| {
+        Issued::new(
+            cn,
+            false,
+            |p| p.serial_number = Some(vec![serial].into()),
+            Some(&root),
+        )
+    });
+    let (ca, crl_file) = (files.path().join("ca.pem"), files.path().join("crl.pem"));
+    std::fs::write(&ca, &root.pem).expect("write ca.pem");
+    std::fs::write(&crl_file, crl(&root, &[], (2019, 2099))).expect("write crl.pem");
+    let lab = Lab::start(|t| {
+        t.replace(
+            "http {\n",
+            &format!(
+                "http {{\n  ssl_verify_client on; ssl_client_certificate {}; ssl_crl {};\n",
+                ca.display(),
+                crl_file.display()
+            ),
+        )
+    })
+    .await;
+    let clients = [(&alice, "alice"), (&bob, "bob")]
+        .map(|(c, name)| Client::presenting(&lab.cert, Some(&c.written(files.path(), name))));
+    let path = "/oxauth/.well-known/openid-configuration";
+    for client in &clients {
+        let r = client.get(lab.https, path).await.expect("before");
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+    std::fs::write(&crl_file, crl(&root, &[&alice], (2019, 2099))).expect("write crl.pem");
+    let text = std::fs::read_to_string(&lab.conf).expect("read conf");
+    lab.reload_with(&text).await;
+    eventually(Duration::from_secs(10), "alice refused", || async {
+        let r = clients[0].get(lab.https, path).await.expect("after");
+        r.status == StatusCode::BAD_REQUEST
+    })
+    .await;
+    let r = clients[1].get(lab.https, path).await.expect("bob after");
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,6 +188,10 @@ const ONCE: &[&str] = &[
     "ssl_stapling",
     "ssl_stapling_verify",
     "ssl_trusted_certificate",
+    "ssl_verify_client",
+    "ssl_client_certificate",
+    "ssl_verify_depth",
+    "ssl_crl",
     "resolver",
     "resolver_timeout",
 ];

@@ -64,8 +64,8 @@ pub struct TlsSettings {
     /// the default server of its address) fails, so no certificate is shown to a client
     /// that did not name a host served here; the server needs no certificate then.
     pub reject_handshake: bool,
-    /// `ssl_verify_client`, `ssl_client_certificate`, `ssl_trusted_certificate` and
-    /// `ssl_verify_depth`: what this server asks of a client's certificate.
+    /// `ssl_verify_client`, `ssl_client_certificate`, `ssl_trusted_certificate`,
+    /// `ssl_verify_depth` and `ssl_crl`: what this server asks of a client's certificate.
     pub client: ClientAuth,
 }
 
@@ -99,6 +99,8 @@ pub struct ClientAuth {
     /// `ssl_verify_depth` (1): how many intermediate CA certificates a chain may have
     /// between the client's certificate and the trusted CA (OpenSSL's meaning).
     pub depth: u32,
+    /// `ssl_crl`: the CRLs a chain is checked against, every certificate of it.
+    pub crl: Option<(PathBuf, Place)>,
 }
 
 impl Default for TlsSettings {
@@ -175,6 +177,7 @@ pub fn apply(
         "ssl_client_certificate" => {
             s.client.certificate = Some((root.join(d.one_arg()?), d.place.clone()));
         }
+        "ssl_crl" => s.client.crl = Some((root.join(d.one_arg()?), d.place.clone())),
         "ssl_verify_depth" => {
             s.client.depth = d
                 .one_arg()?

@@ -187,3 +187,91 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A certificate of the client-certificate tests, its key, and what signs with it.
+pub struct Issued {
+    pub der: rustls_pki_types::CertificateDer<'static>,
+    pub pem: String,
+    pub key: rcgen::KeyPair,
+    pub params: rcgen::CertificateParams,
+}
+
+impl Issued {
+    /// A certificate for `cn` (organization `Gluu Test, Inc.`), a CA when `ca`, `edit`
+    /// applied to its parameters, signed by `issuer` (none: by itself).
+    pub fn new(
+        cn: &str,
+        ca: bool,
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+        issuer: Option<&Issued>,
+    ) -> Issued {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CountryName, "US");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Gluu Test, Inc.");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        edit(&mut params);
+        let cert = match issuer {
+            None => params.self_signed(&key).expect("self-signed"),
+            Some(i) => {
+                let by = rcgen::Issuer::from_params(&i.params, &i.key);
+                params.signed_by(&key, &by).expect("signed")
+            }
+        };
+        Issued {
+            der: cert.der().clone(),
+            pem: cert.pem(),
+            key,
+            params,
+        }
+    }
+
+    /// Its certificate and key written to files in `dir`, as a client presents them.
+    pub fn written(&self, dir: &std::path::Path, name: &str) -> Cert {
+        let [combined, cert, key] =
+            ["pem", "crt", "key"].map(|ext| dir.join(format!("{name}.{ext}")));
+        let key_pem = self.key.serialize_pem();
+        std::fs::write(&combined, format!("{key_pem}{}", self.pem)).expect("write pem");
+        std::fs::write(&cert, &self.pem).expect("write crt");
+        std::fs::write(&key, key_pem).expect("write key");
+        Cert {
+            combined,
+            cert,
+            key,
+        }
+    }
+}
+
+/// A CRL of `by`'s, listing `revoked`, valid from the year `from` to the year `until`.
+pub fn crl(by: &Issued, revoked: &[&Issued], (from, until): (i32, i32)) -> String {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(from, 1, 1),
+        next_update: rcgen::date_time_ymd(until, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|r| rcgen::RevokedCertParams {
+                serial_number: r.params.serial_number.clone().expect("a serial to revoke"),
+                revocation_time: rcgen::date_time_ymd(2019, 6, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(&rcgen::Issuer::from_params(&by.params, &by.key))
+        .expect("CRL")
+        .pem()
+        .expect("CRL PEM")
+}
