@@ -555,6 +555,12 @@ pub enum CertVar {
     Serial,
     /// The SHA-1 of the certificate, in lower-case hex.
     Fingerprint,
+    /// The start of its validity, as OpenSSL prints a time (`Jan  1 00:00:00 2026 GMT`).
+    ValidFrom,
+    /// The end of its validity, likewise.
+    ValidUntil,
+    /// The whole days of validity left; `0` on its last day and after.
+    DaysLeft,
 }
 
 impl CertVar {
@@ -567,6 +573,9 @@ impl CertVar {
         ("ssl_client_i_dn", CertVar::IssuerDn),
         ("ssl_client_serial", CertVar::Serial),
         ("ssl_client_fingerprint", CertVar::Fingerprint),
+        ("ssl_client_v_start", CertVar::ValidFrom),
+        ("ssl_client_v_end", CertVar::ValidUntil),
+        ("ssl_client_v_remain", CertVar::DaysLeft),
     ];
 
     pub fn named(name: &str) -> Option<CertVar> {
@@ -601,7 +610,42 @@ impl CertVar {
                 );
                 HEXLOWER.encode(digest.as_ref())
             }
+            CertVar::ValidFrom => {
+                parsed().map_or_else(String::new, |p| openssl_time(p.validity().not_before))
+            }
+            CertVar::ValidUntil => {
+                parsed().map_or_else(String::new, |p| openssl_time(p.validity().not_after))
+            }
+            CertVar::DaysLeft => parsed().map_or_else(String::new, |p| {
+                let now = i64::try_from(UnixTime::now().as_secs()).unwrap_or(i64::MAX);
+                days_left(p.validity().not_after.timestamp(), now).to_string()
+            }),
         })
+    }
+}
+
+/// A time as OpenSSL's `ASN1_TIME_print` writes a certificate's (always UTC).
+fn openssl_time(t: x509_parser::time::ASN1Time) -> String {
+    let t = t.to_datetime();
+    let month = t.month().to_string();
+    format!(
+        "{} {:2} {:02}:{:02}:{:02} {} GMT",
+        &month[..3],
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.year()
+    )
+}
+
+/// nginx's `$ssl_client_v_remain`: whole days from `now` to `end` (Unix seconds), 0 when
+/// less than one is left.
+fn days_left(end: i64, now: i64) -> i64 {
+    if end < now.saturating_add(86_400) {
+        0
+    } else {
+        (end - now) / 86_400
     }
 }
 
@@ -896,6 +940,35 @@ mod tests {
         assert_eq!(utf8("#a, b "), "\\#a\\, b\\ ");
         assert_eq!(utf8(" x=\"y\"+<z>;"), "\\ x=\\\"y\\\"\\+\\<z\\>\\;");
         assert_eq!(utf8("é\t"), "\\C3\\A9\\09");
+    }
+
+    #[test]
+    fn validity_is_printed_and_counted_as_nginx_does() {
+        let at = |s: &str| {
+            x509_parser::time::ASN1Time::from_timestamp(
+                httpdate::parse_http_date(s)
+                    .expect("date")
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs()
+                    .try_into()
+                    .expect("fits"),
+            )
+            .expect("time")
+        };
+        assert_eq!(
+            openssl_time(at("Wed, 01 Jan 2020 00:00:00 GMT")),
+            "Jan  1 00:00:00 2020 GMT"
+        );
+        assert_eq!(
+            openssl_time(at("Fri, 31 Dec 2049 23:59:59 GMT")),
+            "Dec 31 23:59:59 2049 GMT"
+        );
+        let day = 86_400;
+        assert_eq!(days_left(1000 + day - 1, 1000), 0);
+        assert_eq!(days_left(1000 + day, 1000), 1);
+        assert_eq!(days_left(1000 + 3 * day - 1, 1000), 2);
+        assert_eq!(days_left(500, 1000), 0);
     }
 
     #[test]

@@ -2809,12 +2809,15 @@ async fn client_certificates_are_asked_and_judged_as_nginx_does() {
     let shown = "location / { return 200 \"$ssl_client_verify|$ssl_client_s_dn|$ssl_client_i_dn|\
                  $ssl_client_serial|$ssl_client_fingerprint\"; }\n\
                  location /esc { return 200 \"$ssl_client_escaped_cert\"; }\n\
-                 location /folded { return 200 \"$ssl_client_cert\"; }";
+                 location /folded { return 200 \"$ssl_client_cert\"; }\n\
+                 location /dates { return 200 \"$ssl_client_v_start|$ssl_client_v_end|\
+                 $ssl_client_v_remain\"; }";
     // Under ssl_crl a refusal shows OpenSSL's reason.
     let with_crl = |verify: &str, crl: &std::path::Path| {
         format!(
             "{verify} ssl_crl {};\nerror_page 495 /why;\n\
-             location = /why {{ return 200 \"refused: $ssl_client_verify\"; }}",
+             location = /why {{ return 200 \"refused: $ssl_client_verify|\
+             $ssl_client_v_start|$ssl_client_v_end|$ssl_client_v_remain\"; }}",
             crl.display()
         )
     };
@@ -2935,14 +2938,24 @@ async fn client_certificates_are_asked_and_judged_as_nginx_does() {
         "8 direct: 400 refused: FAILED:CRL has expired",
         "8 two intermediates: 400 refused: FAILED:unable to get certificate CRL",
         "9 direct: 400 refused: FAILED:CRL is not yet valid",
+        "9 expired: 400 refused: FAILED:certificate has expired|Jan  1 00:00:00 2019 GMT|\
+         Jan  1 00:00:00 2020 GMT|0",
     ] {
         assert!(seen.contains(line), "{line:?} not in:\n{seen}");
     }
-    for path in ["/esc", "/folded"] {
+    // rcgen's certificates are valid from 1975 to 4096.
+    for (path, part) in [
+        ("/esc", "BEGIN"),
+        ("/folded", "BEGIN"),
+        (
+            "/dates",
+            "Jan  1 00:00:00 1975 GMT|Jan  1 00:00:00 4096 GMT|",
+        ),
+    ] {
         let want = with_certificate(theirs[0], path, &cert, &[&direct]).await;
         let got = with_certificate(ours[0], path, &cert, &[&direct]).await;
         assert_eq!(got, want, "{path}: gluu-lb, then nginx");
-        assert!(want.1.contains("BEGIN"), "{want:?}");
+        assert!(want.1.contains(part), "{want:?}");
     }
     shutdown.cancel();
 }
