@@ -69,15 +69,20 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// All certificates in a PEM file, in file order (leaf first, as the guide's files are).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+/// The items of one kind in `pem`, the text of `path`, in file order.
+fn items<T: PemObject>(path: &Path, pem: &[u8]) -> Result<Vec<T>, TlsError> {
+    T::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_owned(),
             reason: e.to_string(),
-        })?;
+        })
+}
+
+/// All certificates in a PEM file, in file order (leaf first, as the guide's files are).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<CertificateDer<'static>> = items(path, &pem)?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
             path: path.to_owned(),
@@ -90,12 +95,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// error, and so is one that holds certificates as well (OpenSSL would trust those as CAs).
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+    let crls: Vec<CertificateRevocationListDer<'static>> = items(path, &pem)?;
     if CertificateDer::pem_slice_iter(&pem).next().is_some() {
         return Err(TlsError::CertificateAmongCrls {
             path: path.to_owned(),
