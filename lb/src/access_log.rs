@@ -472,7 +472,9 @@ mod tests {
         use crate::config::grammar::Directive;
         let format = |args: &[&str]| {
             let d = Directive::for_test("log_format", args, 1);
-            Arc::new(crate::config::log_format::log_format(&d).expect("format"))
+            Arc::new(
+                crate::config::log_format::log_format(&d, &Default::default()).expect("format"),
+            )
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let mut e = Entry {

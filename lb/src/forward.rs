@@ -187,20 +187,40 @@ struct Vars<'a> {
     forwarded_for: String,
     proxy_host: &'a str,
     cert: Option<&'a client_cert::ClientCert>,
+    /// The client's headers as it sent them, hop-by-hop ones too, for `$http_NAME`: kept
+    /// when the server has a value that reads them.
+    client: Option<HeaderMap>,
 }
 
 fn render(t: &Template, v: &Vars<'_>) -> String {
-    render_with(t, v, None)
+    let mut out = String::new();
+    render_into(&mut out, t, v, None);
+    out
 }
 
-/// [`render`], with the client's headers as it sent them for `$http_NAME`.
-fn render_with(t: &Template, v: &Vars<'_>, client: Option<&HeaderMap>) -> String {
-    let mut out = String::new();
+/// [`render`] onto `out`; `captures`: the regex's whose map value `t` is.
+fn render_into(
+    out: &mut String,
+    t: &Template,
+    v: &Vars<'_>,
+    captures: Option<&regex::bytes::Captures<'_>>,
+) {
     for p in t {
         match p {
+            Part::Map(m) => {
+                let source = render(&m.source, v);
+                if let Some((value, captures)) = m.find(&source) {
+                    render_into(out, value, v, captures.as_ref());
+                }
+            }
+            Part::Capture(i) => {
+                if let Some(c) = captures.and_then(|c| c.get(*i)) {
+                    out.push_str(&String::from_utf8_lossy(c.as_bytes()));
+                }
+            }
             Part::Text(s) => out.push_str(s),
             Part::Header(name) => {
-                let values = client.into_iter().flat_map(|h| h.get_all(name));
+                let values = v.client.iter().flat_map(|h| h.get_all(name));
                 for (i, value) in values.enumerate() {
                     if i > 0 {
                         out.push_str(", ");
@@ -221,7 +241,6 @@ fn render_with(t: &Template, v: &Vars<'_>, client: Option<&HeaderMap>) -> String
             }),
         }
     }
-    out
 }
 
 /// RFC 9110 section 7.6.1: headers that describe one connection, never forwarded (plus
@@ -882,6 +901,7 @@ pub async fn handle(
         forwarded_for,
         proxy_host: "",
         cert: conn.client_cert.as_deref(),
+        client: server.reads_headers.then(|| req.headers().clone()),
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -1190,12 +1210,6 @@ async fn in_location<'a>(
     // The request as the node gets it.
     let upgrade = wants_upgrade(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    // `$http_NAME` reads the headers as the client sent them, hop-by-hop ones too.
-    let client_headers = settings
-        .set_headers
-        .iter()
-        .any(|(_, t)| t.iter().any(|p| matches!(p, Part::Header(_))))
-        .then(|| req.headers().clone());
     let mut headers = std::mem::take(req.headers_mut());
     strip_hop_by_hop(&mut headers);
     headers.remove(header::EXPECT);
@@ -1210,7 +1224,7 @@ async fn in_location<'a>(
     // `scheme` is one of two literals: no copy, no check per request.
     headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     for (name, template) in &settings.set_headers {
-        let mut value = render_with(template, vars, client_headers.as_ref());
+        let mut value = render(template, vars);
         if value.contains("\n\t") {
             // `$ssl_client_cert` is nginx's header folded over lines (obs-fold); a node
             // unfolds it to spaces (RFC 9112 section 5.2), and that is what goes, on one line.
@@ -1680,6 +1694,7 @@ mod tests {
             forwarded_for: "10.0.0.9, 192.0.2.1".into(),
             proxy_host: "backend",
             cert: None,
+            client: None,
         };
         let t = vec![
             Part::Var("scheme"),

@@ -582,7 +582,11 @@ fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
                 match p {
                     Part::Text(t) => s.push_str(t),
                     Part::Var("proxy_host") => s.push_str(&pass.upstream),
-                    Part::Var(_) | Part::Header(_) | Part::Cert(_) => {
+                    Part::Var(_)
+                    | Part::Header(_)
+                    | Part::Cert(_)
+                    | Part::Map(_)
+                    | Part::Capture(_) => {
                         return Err(err(
                             &l.place,
                             "\"proxy_ssl_name\" with a variable other than $proxy_host is not \

@@ -983,6 +983,58 @@ fn nginx_t_and_gluu_lb_t_agree() {
                 e = empty.display()
             )),
         ),
+        (
+            "accepted: maps of every key kind, used by headers, return and error_page",
+            http(&format!(
+                "map_hash_max_size 4096; map_hash_bucket_size 128;\n\
+                 map $http_x $m {{ hostnames; volatile; default d; '' e; \\default f;\n\
+                 *.a.example a; .b.example b; www.c.* c; ~^(?<n>x+)$ $n-$1; ~*^y y$host; }}\n\
+                 map $host$m $n {{ default $m; a 1; }}\n\
+                 server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 location /a {{ proxy_pass https://b; proxy_set_header X-M \"$m $n\";\n\
+                 add_header X-N $n; error_page 502 https://e.example/$n; }}\n\
+                 location /b {{ return 200 $n; }} }}",
+            )),
+        ),
+        (
+            "a map's target without $",
+            http("map $http_x m { default a; }"),
+        ),
+        (
+            "a map of a variable nginx has",
+            http("map $http_x $host { default a; }"),
+        ),
+        ("a map without its block", http("map $http_x $m;")),
+        (
+            "a map's line of three words",
+            http("map $http_x $m {\ndefault a;\na b c; }"),
+        ),
+        (
+            "a map's two defaults",
+            http("map $http_x $m {\ndefault a;\ndefault b; }"),
+        ),
+        (
+            "a map's key twice, in two cases",
+            http("map $http_x $m {\na x;\nA y; }"),
+        ),
+        (
+            "a map's bad wildcard",
+            http("map $http_x $m { hostnames;\na*b x; }"),
+        ),
+        ("a map's bad regex", http("map $http_x $m {\n~(a x; }")),
+        (
+            "a map's unknown variable",
+            http("map $http_x $m {\ndefault $nope; }"),
+        ),
+        ("a map in a server", server("map $http_x $m { }")),
+        (
+            "a map's hash size, not a number",
+            http("map_hash_max_size x;"),
+        ),
+        (
+            "a map's hash size in a server",
+            server("map_hash_max_size 1024;"),
+        ),
         ("a misplaced directive", server("proxy_pass https://b;")),
         (
             "a missing semicolon",
@@ -1022,6 +1074,30 @@ fn nginx_t_and_gluu_lb_t_agree() {
         std::fs::write(&conf, format!("{head}{text}")).expect("write");
         assert_eq!(nginx_t(dir.path(), &conf), Ok(0), "{what}");
         assert_eq!(gluu_lb_t(&conf), Ok(1), "{what}");
+    }
+    // Maps: a second map of one name replaces the first in both, gluu-lb saying so; a map
+    // that leads back to itself nginx runs (logging "cycle while evaluating variable" on
+    // every request that uses it), gluu-lb refuses at the map's line.
+    let used = format!(
+        "server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+         location /a {{ proxy_pass https://b; proxy_set_header X-M $m; }} }}"
+    );
+    for (what, maps, ours) in [
+        (
+            "a map twice",
+            "map $http_x $m { default a; }\nmap $http_y $m { default b; }",
+            Ok(1),
+        ),
+        (
+            "a map of itself",
+            "map $http_x $m {\ndefault \"<$n>\"; }\nmap $http_y $n { default $m; }",
+            Err(6),
+        ),
+    ] {
+        let text = http(&format!("{maps}\n{used}"));
+        std::fs::write(&conf, format!("{head}{text}")).expect("write");
+        assert_eq!(nginx_t(dir.path(), &conf), Ok(0), "{what}");
+        assert_eq!(gluu_lb_t(&conf).map_err(|(line, _)| line), ours, "{what}");
     }
     // nginx offers TLSv1 and TLSv1.1 where gluu-lb cannot, so it runs
     // Debian's stock line with a warning and refuses a line that leaves it nothing.
@@ -1428,7 +1504,15 @@ impl Twins {
                '$upstream_status $connection_requests $server_addr $ssl_protocol';\n\
              log_format realip '$remote_addr [$remote_port] $realip_remote_addr \"$http_x_forwarded_for\" $status';\n\
              log_format json escape=json '{{\"request\":\"$request\",\"agent\":\"$http_user_agent\",'\n\
-               '\"nope\":\"$http_x_nope\",\"status\":$status}}';\n"
+               '\"nope\":\"$http_x_nope\",\"status\":$status}}';\n\
+             map $http_x_client $mapped {{ hostnames; default none; *.example.com star; .ex.org dot;\n\
+               www.example.* tail; example.com exact; Exact.Net Exact-$host;\n\
+               ~^(?<sub>[a-z]+)\\.re\\.com$ re-$sub; ~*^UP up; ~^(\\d)(\\d+)-(\\d+)$ $3-$2-$1; '' empty; }}\n\
+             map $request_uri $by_uri {{ ~^/mapped/(?<rest>[^?]+) \"rest=$rest\"; /mapped/ \"$via_host\";\n\
+               volatile; }}\n\
+             map $host$remote_addr $via_host {{ default \"other ($host)\"; lb127.0.0.1 local; }}\n\
+             map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
+             map $http_origin $cors {{ ~^https://([a-z]+\\.)?example\\.com$ $http_origin; }}\n"
         );
         // Server-level header lines, which a location inherits only when it has none of
         // that directive itself (/host, /own/, /tags/ have). No `always` at this level: a
@@ -1522,7 +1606,14 @@ impl Twins {
              location /denied/ { deny all; error_page 403 /pages/; }\n\
              location /fromclient/ { proxy_pass https://up_a; proxy_set_header X-Host \"$http_x_client|${http_upgrade}\"; }\n\
              location /recipe/ { proxy_pass https://up_a; proxy_http_version 1.1;\n\
-               proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }\n";
+               proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }\n\
+             location /recipe-map/ { proxy_pass https://up_a; proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade; }\n\
+             location /mapped/ { proxy_pass https://up_a; proxy_set_header X-Host \"[$mapped] [$by_uri]\";\n\
+               add_header X-Added \"$by_uri\"; }\n\
+             location = /mapped-text { return 200 \"$by_uri|$via_host|$http_x_client|\"; }\n\
+             location /cors/ { proxy_pass https://up_a; add_header X-Added \"cors $cors\" always; }\n\
+             location = /mapped-away { return 302 https://$via_host.example/; }\n";
         let node = |port: u16, name: &str| {
             format!(
                 "server {{ listen 127.0.0.1:{port} ssl; {tls} add_header X-Node {name} always;\n\
@@ -2229,6 +2320,97 @@ async fn headers_are_added_and_inherited_as_nginx_does() {
         raw(twins.ours, &get("/nowhere")).await,
         (404, false, String::new())
     );
+}
+
+/// `map`: the same value from the real nginx and gluu-lb for each key kind (exact without
+/// regard to case, `hostnames` wildcards, regexes with their captures, `''`, `default`),
+/// a map's value naming another map, a source of two variables, in `proxy_set_header`,
+/// `add_header` and `return`; and the WebSocket recipe's map form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maps_are_looked_up_as_nginx_looks() {
+    let twins = Twins::start().await;
+    let clients = [
+        "www.example.com",
+        "a.b.example.com",
+        "example.com",
+        "ex.org",
+        "a.ex.org",
+        "www.example.co.uk",
+        "www.example.",
+        "WWW.EXAMPLE.COM.",
+        "EXACT.net",
+        "abc.re.com",
+        "ABC.re.com",
+        "upper",
+        "Up",
+        "1234-56",
+        "nothing",
+        "",
+    ];
+    let mut seen = Vec::new();
+    for client in clients {
+        let request = format!(
+            "GET /mapped/a%20b?q=1 HTTP/1.1\r\nHost: lb\r\nX-Client: {client}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        twins.agree(&request).await;
+        let (_, _, text) = raw(twins.ours, &request).await;
+        let x_host = text
+            .split("x-host=")
+            .nth(1)
+            .and_then(|t| t.split(" xff").next());
+        seen.push(x_host.unwrap_or_default().to_owned());
+    }
+    twins.agree(&get("/mapped/")).await;
+    twins.agree(&get("/mapped/x")).await;
+    for host in ["lb", "other"] {
+        for path in ["/mapped-text", "/mapped-away"] {
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            twins.agree(&request).await;
+        }
+    }
+    twins.agree(&get("/recipe-map/x")).await;
+    // A map of a client's header in `add_header`: CORS for the origins of a domain.
+    let mut allowed = Vec::new();
+    for origin in [
+        "https://example.com",
+        "https://app.example.com",
+        "https://evil.com",
+        "https://app.example.com.evil.com",
+        "http://example.com",
+    ] {
+        let request = format!(
+            "GET /cors/x HTTP/1.1\r\nHost: lb\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"
+        );
+        twins.agree(&request).await;
+        let (_, _, text) = raw(twins.ours, &request).await;
+        allowed.push(text.lines().next().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        allowed,
+        [
+            "x-added: cors https://example.com",
+            "x-added: cors https://app.example.com",
+            "x-added: cors ",
+            "x-added: cors ",
+            "x-added: cors ",
+        ]
+    );
+    // The comparison sees values that differ as the keys do (it would pass as well were
+    // both to send nothing).
+    let want = [
+        "star", "star", "exact", "dot", "dot", "tail", "none", "star", "Exact-lb", "re-abc",
+        "none", "up", "up", "56-234-1", "none", "empty",
+    ];
+    let want: Vec<String> = want.iter().map(|v| format!("[{v}] [rest=a%20b]")).collect();
+    assert_eq!(seen, want);
+    // `/mapped-text` is no key of `$by_uri`, which has no `default`: an empty value.
+    let request =
+        "GET /mapped-text HTTP/1.1\r\nHost: lb\r\nX-Client: c\r\nConnection: close\r\n\r\n";
+    twins.agree(request).await;
+    let (_, _, text) = raw(twins.ours, request).await;
+    assert!(text.ends_with("\n|local|c|"), "{text}");
 }
 
 /// The guide's port-80 server, `return 301 https://$host$request_uri`: the same redirect

@@ -459,6 +459,31 @@ async fn websocket_upgrades_pass_through() {
     assert_eq!(lab.get("/oxauth/x").await.status, StatusCode::OK);
     let mut ws = websocket(&lab).await;
     echo(&mut ws, "with the recipe").await;
+    // Its other form, `Connection $connection_upgrade` by a `map`: taken as met too, so
+    // a plain request's node connection is kept (nginx sends the node `Connection:
+    // close`): ten requests, one connection to each node.
+    let lab = Lab::start(|t| {
+        t.replacen(
+            "http {",
+            "http {\nmap $http_upgrade $connection_upgrade { default upgrade; '' close; }",
+            1,
+        )
+        .replace(
+            "proxy_set_header        Host            $host;",
+            "proxy_set_header Host $host;\n proxy_http_version 1.1;\n\
+             proxy_set_header Upgrade $http_upgrade;\n\
+             proxy_set_header Connection $connection_upgrade;",
+        )
+    })
+    .await;
+    let mut sender = one_connection(&lab).await;
+    for _ in 0..10 {
+        let r = get_on(&mut sender, "/oxauth/x").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(node_connects(&lab).await, 2.0);
+    let mut ws = websocket(&lab).await;
+    echo(&mut ws, "with the map").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

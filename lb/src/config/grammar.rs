@@ -180,6 +180,8 @@ const ONCE: &[&str] = &[
     "default_type",
     "types_hash_max_size",
     "types_hash_bucket_size",
+    "map_hash_max_size",
+    "map_hash_bucket_size",
     "server_names_hash_max_size",
     "server_names_hash_bucket_size",
     "limit_req_log_level",
@@ -225,7 +227,8 @@ fn check_once(block: &[Directive]) -> Result<(), GrammarError> {
             }
             return Err(d.error(message));
         }
-        if let Some(inner) = &d.block {
+        // A `map`'s lines are keys and values, not directives.
+        if let Some(inner) = d.block.as_ref().filter(|_| d.name != "map") {
             check_once(inner)?;
         }
     }

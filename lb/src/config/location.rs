@@ -8,10 +8,10 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::proxy::{ProxySettings, apply, inherit, validate};
 use super::server::{Return, ret};
+use super::{Scope, Warning};
 use crate::uri::{Path, escape};
 
 #[derive(Clone, Debug)]
@@ -174,11 +174,11 @@ fn proxy_pass(d: &Directive, is_regex: bool) -> Result<ProxyPass, GrammarError> 
     })
 }
 
-/// Reads a `location` directive (relative paths in it start at `root`); its settings start
-/// from `inherited` (the server's).
+/// Reads a `location` directive (relative paths in it start at `cx.root`); its settings
+/// start from `inherited` (the server's).
 pub fn location(
     d: &Directive,
-    root: &std::path::Path,
+    cx: &Scope<'_>,
     inherited: &ProxySettings,
     warnings: &mut Vec<Warning>,
 ) -> Result<Location, GrammarError> {
@@ -217,12 +217,12 @@ pub fn location(
         if inner.name == "proxy_pass" {
             pass = Some(proxy_pass(inner, is_regex)?);
         } else if inner.name == "return" {
-            returned = Some(ret(inner)?);
+            returned = Some(ret(inner, cx.maps)?);
         } else if inner.name == "alias" {
-            alias = Some(self::alias(inner, &matcher, body, root)?);
+            alias = Some(self::alias(inner, &matcher, body, cx.root)?);
         } else if super::proxy::not_in_location(&inner.name) {
             return Err(inner.error(format!("\"{}\" directive is not allowed here", inner.name)));
-        } else if !apply(&mut settings, inner, root, warnings)? {
+        } else if !apply(&mut settings, inner, cx, warnings)? {
             return Err(GrammarError::at(
                 &inner.place,
                 format!("unknown directive \"{}\" in location", inner.name),
@@ -297,6 +297,7 @@ pub fn upstream_uri(
 mod tests {
     use super::*;
     use crate::config::grammar::parse_file;
+    use crate::config::map::Maps;
 
     fn read(text: &str) -> Result<Vec<Location>, GrammarError> {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -304,7 +305,13 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         parse_file(&path)?
             .iter()
-            .map(|d| location(d, dir.path(), &ProxySettings::default(), &mut Vec::new()))
+            .map(|d| {
+                let cx = Scope {
+                    root: dir.path(),
+                    maps: &Maps::default(),
+                };
+                location(d, &cx, &ProxySettings::default(), &mut Vec::new())
+            })
             .collect()
     }
 

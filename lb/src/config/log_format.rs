@@ -7,6 +7,7 @@
 use hyper::header::HeaderName;
 
 use super::grammar::{Directive, GrammarError};
+use super::map::Maps;
 use super::proxy::{Raw, split_variables};
 use crate::client_cert::CertVar;
 
@@ -101,6 +102,11 @@ const VARS: &[(&str, Var)] = &[
     ("upstream_status", Var::UpstreamStatus),
 ];
 
+/// Whether `name` is a variable of a request a log format may use.
+pub fn known(name: &str) -> bool {
+    VARS.iter().any(|(n, _)| *n == name)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Piece {
     Text(String),
@@ -117,7 +123,7 @@ pub struct LogFormat {
 }
 
 /// Reads a `log_format` line.
-pub fn log_format(d: &Directive) -> Result<LogFormat, GrammarError> {
+pub fn log_format(d: &Directive, maps: &Maps) -> Result<LogFormat, GrammarError> {
     let (name, rest) = d
         .args
         .split_first()
@@ -146,16 +152,22 @@ pub fn log_format(d: &Directive) -> Result<LogFormat, GrammarError> {
         headers: Vec::new(),
     };
     for s in strings {
-        pieces(d, s, &mut f)?;
+        pieces(d, s, &mut f, maps)?;
     }
     Ok(f)
 }
 
 /// Splits `s` into text and variables, onto `f`.
-fn pieces(d: &Directive, s: &str, f: &mut LogFormat) -> Result<(), GrammarError> {
+fn pieces(d: &Directive, s: &str, f: &mut LogFormat, maps: &Maps) -> Result<(), GrammarError> {
     for p in split_variables(&d.place, s)? {
         let piece = match p {
             Raw::Text(t) => Piece::Text(t.to_owned()),
+            Raw::Var(name) if maps.def(name).is_some() => {
+                return Err(d.error(format!(
+                    "\"${name}\" is a map's variable: gluu-lb's access log does not use maps \
+                     (proxy_set_header, add_header, return and error_page do)"
+                )));
+            }
             Raw::Var(name) => Piece::Var(var(d, name, &mut f.headers)?),
         };
         f.pieces.push(piece);
@@ -225,7 +237,7 @@ mod tests {
             "main",
             "$remote_addr [$time_local] \"$request\" ",
             "$status ${body_bytes_sent}b $http_user_agent $HTTP_X_FORWARDED_FOR $http_user_agent",
-        ]))
+        ]), &Maps::default())
         .expect("valid");
         assert_eq!(f.escape, Escape::Default);
         assert_eq!(f.headers, ["user-agent", "x-forwarded-for"]);
@@ -249,7 +261,11 @@ mod tests {
                 Piece::Var(Var::Header(0)),
             ]
         );
-        let f = log_format(&directive(&["j", "escape=json", "{\"s\":$status}"])).expect("json");
+        let f = log_format(
+            &directive(&["j", "escape=json", "{\"s\":$status}"]),
+            &Maps::default(),
+        )
+        .expect("json");
         assert_eq!(f.escape, Escape::Json);
         for (args, said) in [
             (&["main"][..], "invalid number of arguments"),
@@ -264,7 +280,7 @@ mod tests {
             (&["main", "$upstream_connect_time"][..], "does not keep"),
             (&["main", "$sent_http_content_type"][..], "does not keep"),
         ] {
-            let e = log_format(&directive(args)).expect_err(said);
+            let e = log_format(&directive(args), &Maps::default()).expect_err(said);
             assert!(
                 e.to_string().contains(said) && e.at == "nginx.conf:3",
                 "{args:?}: {e}"

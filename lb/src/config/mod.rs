@@ -10,6 +10,7 @@ pub mod gzip;
 pub mod limit;
 pub mod location;
 pub mod log_format;
+pub mod map;
 pub mod pages;
 pub mod proxy;
 pub mod realip;
@@ -40,6 +41,14 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} in {}", self.message, self.at)
     }
+}
+
+/// What reading a block's lines needs besides the lines: where relative paths start (the
+/// main file's directory) and the `map`s of `http`.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    pub root: &'a Path,
+    pub maps: &'a map::Maps,
 }
 
 /// nginx's default `worker_connections`.
@@ -202,11 +211,13 @@ impl Config {
                 "http" => {
                     http_seen = true;
                     let body = block(d)?;
+                    let maps = map::Maps::read(body, &mut c.warnings)?;
+                    let cx = Scope { root, maps: &maps };
                     let mut settings = proxy::inherit(&ProxySettings::default(), body);
                     let mut tls = tls::TlsSettings::default();
                     let mut own = Vec::new();
                     for h in body {
-                        if !proxy::apply(&mut settings, h, root, &mut c.warnings)?
+                        if !proxy::apply(&mut settings, h, &cx, &mut c.warnings)?
                             && !tls::apply(&mut tls, h, root, &mut c.warnings)?
                         {
                             own.push(h);
@@ -227,16 +238,23 @@ impl Config {
                                 }
                                 c.upstreams.push(u);
                             }
+                            "map" => {}
+                            // Sizes of nginx's lookup tables; gluu-lb's maps grow as needed.
+                            "map_hash_max_size" | "map_hash_bucket_size" => {
+                                h.one_arg()?.parse::<u32>().map_err(|_| {
+                                    h.error(format!("\"{}\" directive invalid number", h.name))
+                                })?;
+                            }
                             "server" => c.servers.push(server::server(
                                 h,
-                                root,
+                                &cx,
                                 &settings,
                                 &tls,
                                 &mut c.warnings,
                             )?),
                             "http2" => http2 = h.on_off()?,
                             "log_format" => {
-                                let f = log_format::log_format(h)?;
+                                let f = log_format::log_format(h, &maps)?;
                                 if f.name == "combined"
                                     || c.log_formats.iter().any(|p| p.name == f.name)
                                 {

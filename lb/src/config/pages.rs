@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::Scope;
 use super::grammar::{Directive, GrammarError, Place};
+use super::map::Maps;
 use super::proxy::{ProxySettings, Template, template};
 
 /// What an `error_page` line makes of the status it lists.
@@ -55,13 +57,13 @@ impl ErrorPage {
     }
 }
 
-/// Applies `d` when it is one of this module's lines (relative paths start at `base`);
-/// `Ok(false)` when not.
-pub fn apply(s: &mut ProxySettings, d: &Directive, base: &Path) -> Result<bool, GrammarError> {
+/// Applies `d` when it is one of this module's lines (relative paths start at
+/// `cx.root`); `Ok(false)` when not.
+pub fn apply(s: &mut ProxySettings, d: &Directive, cx: &Scope<'_>) -> Result<bool, GrammarError> {
     match d.name.as_str() {
-        "error_page" => s.error_pages.push(error_page(d)?),
+        "error_page" => s.error_pages.push(error_page(d, cx.maps)?),
         "proxy_intercept_errors" => s.intercept_errors = d.on_off()?,
-        "root" => s.root = Some(directory(d, base)?),
+        "root" => s.root = Some(directory(d, cx.root)?),
         _ => return Ok(false),
     }
     Ok(true)
@@ -80,7 +82,7 @@ pub fn directory(d: &Directive, base: &Path) -> Result<PathBuf, GrammarError> {
     Ok(base.join(v))
 }
 
-fn error_page(d: &Directive) -> Result<ErrorPage, GrammarError> {
+fn error_page(d: &Directive, maps: &Maps) -> Result<ErrorPage, GrammarError> {
     let count = || d.error("invalid number of arguments in \"error_page\" directive");
     let [codes @ .., last] = d.args.as_slice() else {
         return Err(count());
@@ -123,9 +125,9 @@ fn error_page(d: &Directive) -> Result<ErrorPage, GrammarError> {
         }
         Target::Named(last.clone())
     } else if last.starts_with('/') {
-        Target::Uri(template(&d.place, last)?)
+        Target::Uri(template(&d.place, last, maps)?)
     } else {
-        Target::Redirect(template(&d.place, last)?)
+        Target::Redirect(template(&d.place, last, maps)?)
     };
     Ok(ErrorPage {
         codes,
@@ -151,8 +153,12 @@ mod tests {
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, line).expect("write");
         let mut s = ProxySettings::default();
+        let cx = Scope {
+            root: Path::new("/etc/nginx"),
+            maps: &Maps::default(),
+        };
         for d in parse_file(&path)? {
-            assert!(apply(&mut s, &d, Path::new("/etc/nginx"))?, "{}", d.name);
+            assert!(apply(&mut s, &d, &cx)?, "{}", d.name);
         }
         Ok(s)
     }

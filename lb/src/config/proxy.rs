@@ -4,19 +4,23 @@
 //! nginx's `unknown "name" variable` error).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{self, HeaderName};
+use regex::bytes::Regex;
 
-use super::Warning;
+use super::Scope;
 use super::access;
 use super::grammar::{Directive, GrammarError, Place};
 use super::gzip;
 use super::limit::{self, ConnSettings, LimitSettings};
+use super::map::{Map, Maps};
 use super::realip;
 use super::stock;
 use super::tls;
 use super::upstream::parse_time;
+use super::{Warning, log_format};
 use crate::client_cert::CertVar;
 
 /// Variables a header value or `proxy_ssl_name` may use.
@@ -35,11 +39,26 @@ pub const VARIABLES: &[&str] = &[
 pub enum Part {
     Text(String),
     Var(&'static str),
-    /// `$http_NAME` (in `proxy_set_header` only): the client's header NAME as it sent it,
-    /// `_` read as `-`; several lines of it joined with `, `.
+    /// `$http_NAME`: the client's header NAME as it sent it, `_` read as `-`; several lines
+    /// of it joined with `, `.
     Header(HeaderName),
     /// `$ssl_client_*`: the client's certificate on this connection.
     Cert(CertVar),
+    /// A `map`'s variable.
+    Map(Arc<Map<Template>>),
+    /// `$1`..`$9` or a named group: a capture of the regex a map's value belongs to.
+    Capture(usize),
+}
+
+impl Part {
+    /// Whether the value reads the client's headers (`$http_NAME`), here or in a map.
+    pub fn reads_headers(&self) -> bool {
+        match self {
+            Part::Header(_) => true,
+            Part::Map(m) => m.templates().flatten().any(Part::reads_headers),
+            _ => false,
+        }
+    }
 }
 
 pub type Template = Vec<Part>;
@@ -61,7 +80,10 @@ pub fn split_variables<'a>(place: &Place, v: &'a str) -> Result<Vec<Raw<'a>>, Gr
             parts.push(Raw::Text(&rest[..i]));
         }
         let after = &rest[i + 1..];
+        // `$1`..`$9`: one digit, a regex's capture; what follows is text.
+        let capture = after.starts_with(|c: char| ('1'..='9').contains(&c));
         let (name, consumed) = match after.strip_prefix('{') {
+            _ if capture => (&after[..1], 1),
             Some(inner) => {
                 let end = inner.find('}').ok_or_else(|| {
                     GrammarError::at(
@@ -93,45 +115,86 @@ pub fn split_variables<'a>(place: &Place, v: &'a str) -> Result<Vec<Raw<'a>>, Gr
     Ok(parts)
 }
 
-/// Splits `v` into text and known variables.
-pub fn template(place: &Place, v: &str) -> Result<Template, GrammarError> {
-    parts(place, v, false)
+/// Splits `v` into text and known variables (`map`s' too).
+pub fn template(place: &Place, v: &str, maps: &Maps) -> Result<Template, GrammarError> {
+    compile_value(place, v, maps, None)
 }
 
-/// [`template`], `$http_NAME` too: what a `proxy_set_header` value may use.
-fn header_template(place: &Place, v: &str) -> Result<Template, GrammarError> {
-    parts(place, v, true)
+/// [`template`] for a header to the node.
+fn header_template(place: &Place, v: &str, maps: &Maps) -> Result<Template, GrammarError> {
+    let t = template(place, v, maps)?;
+    if t.contains(&Part::Cert(CertVar::RawCert)) {
+        return Err(GrammarError::at(
+            place,
+            "\"$ssl_client_raw_cert\" has line breaks, which a header cannot carry: use \
+             $ssl_client_cert (one line to the node) or $ssl_client_escaped_cert",
+        ));
+    }
+    Ok(t)
 }
 
-fn parts(place: &Place, v: &str, headers: bool) -> Result<Template, GrammarError> {
+/// Whether `$name` is one of the variables nginx has by itself (a `map` cannot define it).
+pub fn builtin_variable(name: &str) -> bool {
+    VARIABLES.contains(&name) || log_format::known(name) || CertVar::named(name).is_some()
+}
+
+/// Splits `v` into text and known variables, `$1`..`$9` and named groups as captures of
+/// `re`.
+pub fn compile_value(
+    place: &Place,
+    v: &str,
+    maps: &Maps,
+    re: Option<&Regex>,
+) -> Result<Template, GrammarError> {
     split_variables(place, v)?
         .into_iter()
         .map(|p| match p {
             Raw::Text(t) => Ok(Part::Text(t.to_owned())),
             Raw::Var(name) => {
+                let group = re.and_then(|re| {
+                    let numbered = name.parse().ok().filter(|n| *n < re.captures_len());
+                    numbered.or_else(|| re.capture_names().position(|g| g == Some(name)))
+                });
+                if let Some(i) = group {
+                    return Ok(Part::Capture(i));
+                }
+                if name.starts_with(|c: char| c.is_ascii_digit()) {
+                    return Err(GrammarError::at(
+                        place,
+                        format!(
+                            "\"${name}\" is a regex capture: gluu-lb knows captures only in the \
+                             value of a map's regex line, of that regex"
+                        ),
+                    ));
+                }
+                if let Some(m) = maps.get(name)? {
+                    return Ok(Part::Map(m));
+                }
                 let header = name
                     .strip_prefix("http_")
-                    .filter(|_| headers)
                     .and_then(|h| HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok());
                 if let Some(h) = header {
                     return Ok(Part::Header(h));
                 }
                 if let Some(c) = CertVar::named(name) {
-                    if headers && c == CertVar::RawCert {
-                        return Err(GrammarError::at(
-                            place,
-                            "\"$ssl_client_raw_cert\" has line breaks, which a header cannot \
-                             carry: use $ssl_client_cert (one line to the node) or \
-                             $ssl_client_escaped_cert",
-                        ));
-                    }
                     return Ok(Part::Cert(c));
                 }
+                let unknown = || {
+                    let message = if log_format::known(name) {
+                        format!(
+                            "\"${name}\" is a variable gluu-lb has in log_format only (the \
+                             ones of values are listed in the README)"
+                        )
+                    } else {
+                        format!("unknown \"{name}\" variable")
+                    };
+                    GrammarError::at(place, message)
+                };
                 VARIABLES
                     .iter()
                     .find(|k| **k == name)
                     .map(|k| Part::Var(k))
-                    .ok_or_else(|| GrammarError::at(place, format!("unknown \"{name}\" variable")))
+                    .ok_or_else(unknown)
             }
         })
         .collect()
@@ -142,9 +205,31 @@ fn parts(place: &Place, v: &str, headers: bool) -> Result<Template, GrammarError
 /// client's upgrade goes to the node with its `Upgrade` and `Connection: upgrade`, and
 /// only on a request that asks for one (nginx would also send `Connection: upgrade` with
 /// every other request of the location).
-fn websocket_recipe(name: &HeaderName, value: &str) -> bool {
+/// The same holds of the recipe's other form, `proxy_set_header Connection
+/// $connection_upgrade;` with its `map` (`close` when no upgrade is asked for: gluu-lb
+/// keeps the node connection instead, for the next request).
+fn websocket_recipe(name: &HeaderName, value: &str, maps: &Maps) -> bool {
+    let mapped = || {
+        value
+            .strip_prefix('$')
+            .and_then(|v| maps.def(v))
+            .is_some_and(|m| m.is_websocket_recipe())
+    };
     (name == header::UPGRADE && value == "$http_upgrade")
-        || (name == header::CONNECTION && value.eq_ignore_ascii_case("upgrade"))
+        || (name == header::CONNECTION && (value.eq_ignore_ascii_case("upgrade") || mapped()))
+}
+
+impl ProxySettings {
+    /// The values with variables of this block's lines, `proxy_ssl_name` aside.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        let pages = self.error_pages.iter().filter_map(|p| match &p.target {
+            super::pages::Target::Uri(t) | super::pages::Target::Redirect(t) => Some(t),
+            super::pages::Target::Named(_) => None,
+        });
+        (self.set_headers.iter().map(|(_, t)| t))
+            .chain(self.add_headers.iter().map(|a| &a.value))
+            .chain(pages)
+    }
 }
 
 /// `proxy_next_upstream`: when a failed attempt moves on to the next server.
@@ -580,7 +665,7 @@ fn header_name(d: &Directive, name: &str) -> Result<HeaderName, GrammarError> {
     })
 }
 
-fn add_header(d: &Directive) -> Result<AddHeader, GrammarError> {
+fn add_header(d: &Directive, maps: &Maps) -> Result<AddHeader, GrammarError> {
     let (name, value, always) = match d.args.as_slice() {
         [name, value] => (name, value, false),
         [name, value, always] if always == "always" => (name, value, true),
@@ -601,7 +686,7 @@ fn add_header(d: &Directive) -> Result<AddHeader, GrammarError> {
     let replaces = name == header::LAST_MODIFIED || name == header::ETAG;
     Ok(AddHeader {
         name,
-        value: template(&d.place, value)?,
+        value: template(&d.place, value, maps)?,
         always,
         replaces,
     })
@@ -609,11 +694,11 @@ fn add_header(d: &Directive) -> Result<AddHeader, GrammarError> {
 
 /// Applies `d` to `s` when it is one of the proxy directives (allowed in `http`, `server`
 /// and `location`, inherited downwards as nginx inherits them, see [`inherit`]; relative
-/// paths start at `root`); `Ok(false)` when it is not.
+/// paths start at `cx.root`); `Ok(false)` when it is not.
 pub fn apply(
     s: &mut ProxySettings,
     d: &Directive,
-    root: &std::path::Path,
+    cx: &Scope<'_>,
     warnings: &mut Vec<Warning>,
 ) -> Result<bool, GrammarError> {
     if let Some((old, new)) = OBSOLETE_HTTP2.iter().find(|(old, _)| *old == d.name) {
@@ -687,19 +772,19 @@ pub fn apply(
                 ));
             };
             let name = header_name(d, name)?;
-            if !websocket_recipe(&name, value) {
+            if !websocket_recipe(&name, value, cx.maps) {
                 s.set_headers
-                    .push((name, header_template(&d.place, value)?));
+                    .push((name, header_template(&d.place, value, cx.maps)?));
             }
         }
-        "add_header" => s.add_headers.push(add_header(d)?),
+        "add_header" => s.add_headers.push(add_header(d, cx.maps)?),
         "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
         "proxy_ssl_trusted_certificate" => {
-            s.ssl_trusted_certificate = Some(root.join(d.one_arg()?))
+            s.ssl_trusted_certificate = Some(cx.root.join(d.one_arg()?))
         }
-        "proxy_ssl_certificate" => s.ssl_certificate = Some(root.join(d.one_arg()?)),
-        "proxy_ssl_certificate_key" => s.ssl_certificate_key = Some(root.join(d.one_arg()?)),
-        "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?)?),
+        "proxy_ssl_certificate" => s.ssl_certificate = Some(cx.root.join(d.one_arg()?)),
+        "proxy_ssl_certificate_key" => s.ssl_certificate_key = Some(cx.root.join(d.one_arg()?)),
+        "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?, cx.maps)?),
         "proxy_ssl_server_name" => s.ssl_server_name = d.on_off()?,
         "allow" | "deny" => s.access.push(access::rule(d, warnings)?),
         "proxy_hide_header" => s.hide_headers.push(header_name(d, d.one_arg()?)?),
@@ -750,7 +835,7 @@ pub fn apply(
         "health_check" => s.health_check = Some(health_check(d)?),
         "access_log" => {
             let line = |path: &String, format: &str| AccessLogLine {
-                path: root.join(path),
+                path: cx.root.join(path),
                 format: format.to_owned(),
                 place: d.place.clone(),
             };
@@ -890,7 +975,7 @@ pub fn apply(
         }
         _ => {
             return Ok(stock::apply(s, d, warnings)?
-                || super::pages::apply(s, d, root)?
+                || super::pages::apply(s, d, cx)?
                 || (d.name.starts_with("gzip")
                     && gzip::apply(std::sync::Arc::make_mut(&mut s.gzip), d, warnings)?)
                 || realip::apply(&mut s.realip, d, warnings)?
@@ -925,6 +1010,13 @@ mod tests {
     use super::*;
     use crate::config::grammar::parse_file;
 
+    fn here(maps: &Maps) -> Scope<'_> {
+        Scope {
+            root: std::path::Path::new("."),
+            maps,
+        }
+    }
+
     fn read(body: &str) -> Result<ProxySettings, GrammarError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nginx.conf");
@@ -932,7 +1024,11 @@ mod tests {
         let top = parse_file(&path)?;
         let mut s = ProxySettings::default();
         for d in top[0].block.as_deref().unwrap_or_default() {
-            if !apply(&mut s, d, dir.path(), &mut Vec::new())? {
+            let cx = Scope {
+                root: dir.path(),
+                maps: &Maps::default(),
+            };
+            if !apply(&mut s, d, &cx, &mut Vec::new())? {
                 return Err(d.error("not a proxy directive"));
             }
         }
@@ -981,7 +1077,12 @@ mod tests {
             line: 1,
         };
         assert_eq!(
-            template(&place, "https://${host}:8443$request_uri?a").expect("ok"),
+            template(
+                &place,
+                "https://${host}:8443$request_uri?a",
+                &Maps::default()
+            )
+            .expect("ok"),
             vec![
                 Part::Text("https://".into()),
                 Part::Var("host"),
@@ -1033,15 +1134,7 @@ mod tests {
         // A block's one-parameter line keeps the header from above, as nginx merges them.
         let line = directive("keepalive_timeout", "10");
         let mut child = inherit(&s, std::slice::from_ref(&line));
-        assert!(
-            apply(
-                &mut child,
-                &line,
-                std::path::Path::new("."),
-                &mut Vec::new()
-            )
-            .expect("ok")
-        );
+        assert!(apply(&mut child, &line, &here(&Maps::default()), &mut Vec::new()).expect("ok"));
         assert_eq!(
             (child.keepalive_timeout, child.keepalive_header),
             (Duration::from_secs(10), Some(60))
@@ -1106,7 +1199,8 @@ mod tests {
         let obsolete = directive("http2_idle_timeout", "3m");
         let mut warnings = Vec::new();
         let mut s = ProxySettings::default();
-        assert!(apply(&mut s, &obsolete, std::path::Path::new("."), &mut warnings).expect("ok"));
+        let maps = Maps::default();
+        assert!(apply(&mut s, &obsolete, &here(&maps), &mut warnings).expect("ok"));
         assert_eq!(s, ProxySettings::default(), "the value is ignored");
         assert_eq!(
             warnings[0].message,
@@ -1139,11 +1233,18 @@ mod tests {
                 (header::CONNECTION, vec![Part::Text("close".into())]),
             ]
         );
-        // `$http_` is for node headers only.
-        let e = read("proxy_ssl_name $http_host;").expect_err("not a header value");
+        // `$http_NAME` in the other lines with values too.
+        let s =
+            read("add_header X-Origin $http_origin;\nerror_page 502 /e?$http_x;").expect("valid");
+        let mut templates = s.templates();
+        assert_eq!(
+            templates.next(),
+            Some(&vec![Part::Header(HeaderName::from_static("origin"))])
+        );
         assert!(
-            e.to_string().contains("unknown \"http_host\" variable"),
-            "{e}"
+            templates
+                .next()
+                .is_some_and(|t| t.iter().any(Part::reads_headers))
         );
     }
 
@@ -1165,6 +1266,13 @@ mod tests {
                 ":2",
             ),
             ("proxy_set_header X ${host;", "closing bracket", ":2"),
+            (
+                "proxy_set_header X $ssl_client_raw_cert;",
+                "has line breaks",
+                ":2",
+            ),
+            ("add_header X $1;", "\"$1\" is a regex capture", ":2"),
+            ("add_header X $status;", "in log_format only", ":2"),
             (
                 "proxy_set_header \"X Y\" 1;",
                 "invalid header name \"X Y\"",

@@ -4,12 +4,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, Matcher, location};
+use super::map::Maps;
 use super::pages::Target;
-use super::proxy::{ProxySettings, Template, apply, inherit, template};
+use super::proxy::{Part, ProxySettings, Template, apply, inherit, template};
 use super::tls::{self, TlsSettings};
+use super::{Scope, Warning};
 
 /// One `listen` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub struct Return {
 
 /// Reads a `return` line, as nginx does: a code from 200 to 599 (444: close the
 /// connection without an answer) with an optional URL or text, or a URL alone for 302.
-pub fn ret(d: &Directive) -> Result<Return, GrammarError> {
+pub fn ret(d: &Directive, maps: &Maps) -> Result<Return, GrammarError> {
     let is_url = |t: &str| {
         ["http://", "https://", "$scheme"]
             .iter()
@@ -60,7 +61,7 @@ pub fn ret(d: &Directive) -> Result<Return, GrammarError> {
         code,
         template: target
             .as_deref()
-            .map(|t| template(&d.place, t))
+            .map(|t| template(&d.place, t, maps))
             .transpose()?,
         target,
         place: d.place.clone(),
@@ -80,6 +81,9 @@ pub struct Server {
     /// The server level's proxy settings (what a request no location matches is logged
     /// with).
     pub settings: ProxySettings,
+    /// Whether a value of the server's reads the client's headers (`$http_NAME`): they
+    /// are kept for it from the request's start.
+    pub reads_headers: bool,
     pub place: Place,
 }
 
@@ -141,12 +145,12 @@ fn named_pages_exist(s: &Server) -> Result<(), GrammarError> {
     Ok(())
 }
 
-/// Reads a `server` block; relative certificate paths are taken from `root`. Its proxy
+/// Reads a `server` block; relative certificate paths are taken from `cx.root`. Its proxy
 /// directives (wherever they stand in the block) apply on top of `inherited` (the http
 /// block's) to every location.
 pub fn server(
     d: &Directive,
-    root: &std::path::Path,
+    cx: &Scope<'_>,
     inherited: &ProxySettings,
     inherited_tls: &TlsSettings,
     warnings: &mut Vec<Warning>,
@@ -164,13 +168,14 @@ pub fn server(
         ret: None,
         locations: Vec::new(),
         settings: ProxySettings::default(),
+        reads_headers: false,
         place: d.place.clone(),
     };
     let mut settings = inherit(inherited, body);
     let mut own = Vec::new();
     for inner in body {
-        if !apply(&mut settings, inner, root, warnings)?
-            && !tls::apply(&mut s.tls, inner, root, warnings)?
+        if !apply(&mut settings, inner, cx, warnings)?
+            && !tls::apply(&mut s.tls, inner, cx.root, warnings)?
         {
             own.push(inner);
         }
@@ -227,9 +232,9 @@ pub fn server(
                 }
             }
             "http2" => http2_on = inner.on_off()?,
-            "return" => s.ret = Some(ret(inner)?),
+            "return" => s.ret = Some(ret(inner, cx.maps)?),
             "location" => {
-                let l = location(inner, root, &settings, warnings)?;
+                let l = location(inner, cx, &settings, warnings)?;
                 if let Some(path) = s.locations.iter().find_map(|p| same_path(p, &l)) {
                     return Err(GrammarError::at(
                         &inner.place,
@@ -290,5 +295,15 @@ pub fn server(
             });
         }
     }
+    let returns = s
+        .ret
+        .iter()
+        .chain(s.locations.iter().filter_map(|l| l.ret.as_ref()));
+    let settings = std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings));
+    s.reads_headers = returns
+        .filter_map(|r| r.template.as_ref())
+        .chain(settings.flat_map(ProxySettings::templates))
+        .flatten()
+        .any(Part::reads_headers);
     Ok(s)
 }
