@@ -24,11 +24,20 @@ use crate::client_cert::CertVar;
 use crate::config::log_format::{Escape, LogFormat, Piece, Var};
 use crate::workers;
 
-/// An `access_log` line made ready: its file, and its format (`None`: combined).
+/// An `access_log` line made ready: its file, its format (`None`: combined) and its `if=`
+/// condition.
 #[derive(Clone, Debug)]
 pub struct AccessLog {
     pub file: LogFile,
     pub format: Option<Arc<LogFormat>>,
+    pub condition: Option<Arc<LogFormat>>,
+}
+
+impl AccessLog {
+    /// The formats whose variables a request's [`More`] keeps.
+    pub fn formats(&self) -> impl Iterator<Item = &LogFormat> {
+        self.format.iter().chain(&self.condition).map(|f| &**f)
+    }
 }
 
 /// What a `log_format` may ask of a request beyond the combined line's fields, taken only
@@ -222,15 +231,20 @@ impl Entry {
     fn push_formatted(&self, out: &mut String, f: &LogFormat, more: &More, body_bytes_sent: u64) {
         let mut value = String::new();
         for piece in &f.pieces {
-            let var = match piece {
+            value.clear();
+            let found = match piece {
                 Piece::Text(t) => {
                     out.push_str(t);
                     continue;
                 }
-                Piece::Var(v) => *v,
+                Piece::Var(v) => self.value(*v, f, more, body_bytes_sent, &mut value),
+                // A map's value, even an empty one, is found (nginx logs no `-` for it).
+                Piece::Map(_) | Piece::Capture(_) => {
+                    let piece = std::slice::from_ref(piece);
+                    self.render(piece, f, more, body_bytes_sent, None, &mut value);
+                    true
+                }
             };
-            value.clear();
-            let found = self.value(var, f, more, body_bytes_sent, &mut value);
             match (f.escape, found) {
                 (Escape::Json, false) => {}
                 (_, false) => out.push('-'),
@@ -240,6 +254,50 @@ impl Entry {
             }
         }
         out.push('\n');
+    }
+
+    /// The text of `pieces` (a variable without a value as nothing), onto `out`;
+    /// `captures`: the regex's of the map line whose value they are.
+    fn render(
+        &self,
+        pieces: &[Piece],
+        f: &LogFormat,
+        more: &More,
+        body_bytes_sent: u64,
+        captures: Option<&regex::bytes::Captures<'_>>,
+        out: &mut String,
+    ) {
+        for p in pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var(v) => {
+                    self.value(*v, f, more, body_bytes_sent, out);
+                }
+                Piece::Map(m) => {
+                    let mut source = String::new();
+                    self.render(&m.source, f, more, body_bytes_sent, None, &mut source);
+                    if let Some((value, captures)) = m.find(&source) {
+                        self.render(value, f, more, body_bytes_sent, captures.as_ref(), out);
+                    }
+                }
+                Piece::Capture(i) => {
+                    if let Some(c) = captures.and_then(|c| c.get(*i)) {
+                        out.push_str(&String::from_utf8_lossy(c.as_bytes()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `to` takes this request's line: its `if=` condition, if any, is neither
+    /// empty nor `0`.
+    fn wanted(&self, to: &AccessLog, body_bytes_sent: u64) -> bool {
+        let (Some(c), Some(more)) = (&to.condition, &self.more) else {
+            return true;
+        };
+        let mut value = String::new();
+        self.render(&c.pieces, c, more, body_bytes_sent, None, &mut value);
+        !(value.is_empty() || value == "0")
     }
 
     /// Puts `var`'s value in `out`; `false` when the request has none (nginx's "not
@@ -391,6 +449,9 @@ impl Entry {
     }
 
     fn write_to(&self, to: &AccessLog, body_bytes_sent: u64) {
+        if !self.wanted(to, body_bytes_sent) {
+            return;
+        }
         let format = to.format.as_deref();
         if workers::current() == 0 {
             let mut line = String::with_capacity(160);
@@ -427,6 +488,7 @@ mod tests {
             logs: Arc::new([AccessLog {
                 file: LogFile::open(&dir.path().join("a.log")).expect("open"),
                 format: None,
+                condition: None,
             }]),
             more: None,
             remote: "192.0.2.7".parse().expect("ip"),
@@ -481,6 +543,7 @@ mod tests {
             logs: Arc::new([AccessLog {
                 file: LogFile::open(&dir.path().join("a.log")).expect("open"),
                 format: None,
+                condition: None,
             }]),
             more: Some(Box::new(More {
                 remote_port: 40000,
@@ -564,6 +627,7 @@ mod tests {
         Arc::new([AccessLog {
             file: e.logs[0].file.clone(),
             format: Some(format),
+            condition: None,
         }])
     }
 
@@ -579,6 +643,7 @@ mod tests {
             logs: Arc::new([AccessLog {
                 file: LogFile::open(&path).expect("open"),
                 format: None,
+                condition: None,
             }]),
             more: None,
             remote: "192.0.2.7".parse().expect("ip"),

@@ -31,7 +31,6 @@ use crate::client_cert;
 use crate::config::access;
 use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Location, Matcher, Redirect, find, upstream_uri};
-use crate::config::log_format::{Piece, Var};
 use crate::config::pages::{self, Overwrite, Target};
 use crate::config::proxy::ProxySettings;
 use crate::config::proxy::{self, Part, Template};
@@ -831,7 +830,7 @@ pub async fn handle(
     };
     let mut log = Log {
         entry: (!logs.is_empty()).then(|| Entry {
-            more: logs.iter().any(|a| a.format.is_some()).then(|| {
+            more: logs.iter().any(|a| a.formats().next().is_some()).then(|| {
                 Box::new(More {
                     remote_port: client.port(),
                     realip_remote: realip.map(|_| conn.remote),
@@ -1505,7 +1504,7 @@ fn logged_headers(
     let mut names: Vec<&HeaderName> = Vec::new();
     for name in logs
         .iter()
-        .filter_map(|a| a.format.as_deref())
+        .flat_map(AccessLog::formats)
         .flat_map(|f| &f.headers)
     {
         if !names.contains(&name) {
@@ -1525,15 +1524,13 @@ fn logged_certs(
     cert: Option<&client_cert::ClientCert>,
 ) -> Vec<(client_cert::CertVar, String)> {
     let mut out: Vec<(client_cert::CertVar, String)> = Vec::new();
-    let pieces = logs
+    for c in logs
         .iter()
-        .filter_map(|a| a.format.as_deref())
-        .flat_map(|f| &f.pieces);
-    for p in pieces {
-        if let Piece::Var(Var::Cert(c)) = p
-            && !out.iter().any(|(v, _)| v == c)
-        {
-            out.push((*c, c.value(cert).into_owned()));
+        .flat_map(AccessLog::formats)
+        .flat_map(|f| f.cert_vars())
+    {
+        if !out.iter().any(|(v, _)| *v == c) {
+            out.push((c, c.value(cert).into_owned()));
         }
     }
     out

@@ -645,6 +645,7 @@ fn open_log(
     Ok(AccessLog {
         file,
         format: config.log_format(&line.format),
+        condition: line.condition.clone(),
     })
 }
 

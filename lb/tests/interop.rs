@@ -1028,6 +1028,18 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         ("a map in a server", server("map $http_x $m { }")),
         (
+            "accepted: maps in a log format, and a condition of access_log",
+            http(&format!(
+                "map $status $Loggable {{ ~^[23] 0; default 1; }}\n\
+                 map $request_uri $route {{ ~^/(?<a>[a-z]+) \"$a $upstream_status\"; }}\n\
+                 log_format m '$route $loggable $http_x';\n\
+                 server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 access_log {d}/a.log m if=$loggable;\n\
+                 location /a {{ proxy_pass https://b; access_log {d}/b.log combined if=$route; }} }}",
+                d = dir.path().display()
+            )),
+        ),
+        (
             "a map's hash size, not a number",
             http("map_hash_max_size x;"),
         ),
@@ -1091,6 +1103,11 @@ fn nginx_t_and_gluu_lb_t_agree() {
         (
             "a map of itself",
             "map $http_x $m {\ndefault \"<$n>\"; }\nmap $http_y $n { default $m; }",
+            Err(6),
+        ),
+        (
+            "a map of $status in a header",
+            "map $status $m { default a; }",
             Err(6),
         ),
     ] {
@@ -1512,7 +1529,11 @@ impl Twins {
                volatile; }}\n\
              map $host$remote_addr $via_host {{ default \"other ($host)\"; lb127.0.0.1 local; }}\n\
              map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
-             map $http_origin $cors {{ ~^https://([a-z]+\\.)?example\\.com$ $http_origin; }}\n"
+             map $http_origin $cors {{ ~^https://([a-z]+\\.)?example\\.com$ $http_origin; }}\n\
+             map $status $loggable {{ ~^[23] 0; default 1; }}\n\
+             map $request_uri $route {{ ~^/logmap/(?<what>[a-z]+) \"$what:$upstream_status\"; }}\n\
+             map $http_x_client $short {{ ~^(.).+ $1; }}\n\
+             log_format mapped '$route [$short] $http_x_client:$mapped $status';\n"
         );
         // Server-level header lines, which a location inherits only when it has none of
         // that directive itself (/host, /own/, /tags/ have). No `always` at this level: a
@@ -1613,6 +1634,8 @@ impl Twins {
                add_header X-Added \"$by_uri\"; }\n\
              location = /mapped-text { return 200 \"$by_uri|$via_host|$http_x_client|\"; }\n\
              location /cors/ { proxy_pass https://up_a; add_header X-Added \"cors $cors\" always; }\n\
+             location /logmap/ { proxy_pass https://up_a; access_log DIR/WHO.logmap mapped if=$loggable;\n\
+               access_log DIR/WHO.logall mapped; }\n\
              location = /mapped-away { return 302 https://$via_host.example/; }\n";
         let node = |port: u16, name: &str| {
             format!(
@@ -1939,6 +1962,28 @@ async fn access_logs_are_written_as_nginx_writes_them() {
             assert!(ours.contains(" 502, 200 "), "{ours}");
         }
     }
+    // Maps in a format, and `if=` of a map of `$status`: only the errors in `logmap`.
+    for (path, client) in [
+        ("/logmap/a", "www.example.com"),
+        ("/logmap/b/missing", "1234-56"),
+        ("/logmap/missing", ""),
+        ("/logmap/", "ABC.re.com"),
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: lb\r\nX-Client: {client}\r\nConnection: close\r\n\r\n"
+        );
+        twins.agree(&request).await;
+    }
+    let (all, theirs) = twins.logs("logall", 4).await;
+    assert_eq!(all, theirs, "logall: gluu-lb, then nginx");
+    let (errors, theirs) = twins.logs("logmap", 2).await;
+    assert_eq!(errors, theirs, "logmap: gluu-lb, then nginx");
+    assert_eq!(
+        errors,
+        "b:404 [1] 1234-56:56-234-1 404\nmissing:404 [] :empty 404"
+    );
+    // A map of no value is logged as nothing, not `-` (`$route` of `/logmap/`).
+    assert!(all.starts_with(" [A] ABC.re.com:none 200\n"), "{all}");
 }
 
 /// `limit_req` as nginx applies it: at 1 request a minute with `burst=2 nodelay`, one

@@ -4,10 +4,13 @@
 //! line, as nginx's `unknown "NAME" variable`. How a line is written is in
 //! `crate::access_log`.
 
-use hyper::header::HeaderName;
+use std::sync::Arc;
 
-use super::grammar::{Directive, GrammarError};
-use super::map::Maps;
+use hyper::header::HeaderName;
+use regex::bytes::Regex;
+
+use super::grammar::{Directive, GrammarError, Place};
+use super::map::{self, Map, Maps};
 use super::proxy::{Raw, split_variables};
 use crate::client_cert::CertVar;
 
@@ -111,6 +114,28 @@ pub fn known(name: &str) -> bool {
 pub enum Piece {
     Text(String),
     Var(Var),
+    /// A `map`'s variable.
+    Map(Arc<Map<Vec<Piece>>>),
+    /// A capture of the regex of the map line whose value this is.
+    Capture(usize),
+}
+
+impl LogFormat {
+    /// The `$ssl_client_*` variables of the format, its maps' included.
+    pub fn cert_vars(&self) -> Vec<CertVar> {
+        fn walk(pieces: &[Piece], out: &mut Vec<CertVar>) {
+            for p in pieces {
+                match p {
+                    Piece::Var(Var::Cert(c)) if !out.contains(c) => out.push(*c),
+                    Piece::Map(m) => m.templates().for_each(|t| walk(t, out)),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.pieces, &mut out);
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,34 +177,68 @@ pub fn log_format(d: &Directive, maps: &Maps) -> Result<LogFormat, GrammarError>
         headers: Vec::new(),
     };
     for s in strings {
-        pieces(d, s, &mut f, maps)?;
+        let more = pieces(&d.place, s, &mut f.headers, maps, None)?;
+        f.pieces.extend(more);
     }
     Ok(f)
 }
 
-/// Splits `s` into text and variables, onto `f`.
-fn pieces(d: &Directive, s: &str, f: &mut LogFormat, maps: &Maps) -> Result<(), GrammarError> {
-    for p in split_variables(&d.place, s)? {
-        let piece = match p {
-            Raw::Text(t) => Piece::Text(t.to_owned()),
-            Raw::Var(name) if maps.def(name).is_some() => {
-                return Err(d.error(format!(
-                    "\"${name}\" is a map's variable: gluu-lb's access log does not use maps \
-                     (proxy_set_header, add_header, return and error_page do)"
-                )));
-            }
-            Raw::Var(name) => Piece::Var(var(d, name, &mut f.headers)?),
-        };
-        f.pieces.push(piece);
-    }
-    Ok(())
+/// An `access_log ... if=CONDITION`: the condition read as a format (no escaping) whose
+/// value, empty or `0`, keeps a request's line out of the log.
+pub fn condition(d: &Directive, text: &str, maps: &Maps) -> Result<LogFormat, GrammarError> {
+    let mut headers = Vec::new();
+    Ok(LogFormat {
+        name: format!("if={text}"),
+        escape: Escape::None,
+        pieces: pieces(&d.place, text, &mut headers, maps, None)?,
+        headers,
+    })
 }
 
-fn var(d: &Directive, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, GrammarError> {
+/// The map of `$name` as a log format's pieces, its headers added to `headers`; `None`
+/// when no map defines `$name`.
+pub fn map_pieces(
+    name: &str,
+    maps: &Maps,
+    headers: &mut Vec<HeaderName>,
+) -> Result<Option<Arc<Map<Vec<Piece>>>>, GrammarError> {
+    let m = maps.compile_with(name, |def| {
+        def.compile(|text, place, re| pieces(place, text, headers, maps, re))
+    })?;
+    Ok(m.map(Arc::new))
+}
+
+/// Splits `s` into text and variables (`$http_NAME` ones added to `headers`); `re`: the
+/// regex of the map line whose value `s` is.
+fn pieces(
+    place: &Place,
+    s: &str,
+    headers: &mut Vec<HeaderName>,
+    maps: &Maps,
+    re: Option<&Regex>,
+) -> Result<Vec<Piece>, GrammarError> {
+    let mut out = Vec::new();
+    for p in split_variables(place, s)? {
+        out.push(match p {
+            Raw::Text(t) => Piece::Text(t.to_owned()),
+            Raw::Var(name) => match map::capture(place, name, re)? {
+                Some(i) => Piece::Capture(i),
+                None => match map_pieces(name, maps, headers)? {
+                    Some(m) => Piece::Map(m),
+                    None => Piece::Var(var(place, name, headers)?),
+                },
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn var(place: &Place, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, GrammarError> {
+    let error = |message: String| GrammarError::at(place, message);
     let lower = name.to_ascii_lowercase();
     if let Some(header) = lower.strip_prefix("http_") {
         let header = HeaderName::from_bytes(header.replace('_', "-").as_bytes())
-            .map_err(|_| d.error(format!("unknown \"{name}\" variable")))?;
+            .map_err(|_| error(format!("unknown \"{name}\" variable")))?;
         let i = match headers.iter().position(|h| *h == header) {
             Some(i) => i,
             None => {
@@ -199,12 +258,12 @@ fn var(d: &Directive, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, 
         .iter()
         .any(|p| lower.starts_with(p));
     if NOT_KEPT.contains(&lower.as_str()) || prefixed {
-        return Err(d.error(format!(
+        return Err(error(format!(
             "\"${name}\" is an nginx variable gluu-lb's access log does not keep; the ones it \
              keeps are listed in the README"
         )));
     }
-    Err(d.error(format!("unknown \"{name}\" variable")))
+    Err(error(format!("unknown \"{name}\" variable")))
 }
 
 /// nginx variables a log format might name that gluu-lb does not measure or keep.

@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use regex::bytes::{Captures, Regex};
 
-use super::Warning;
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::regex;
 use super::proxy::{Template, compile_value};
+use super::{Warning, log_format};
 
 /// A `map` block as read.
 #[derive(Debug)]
@@ -144,8 +144,9 @@ pub fn def(d: &Directive) -> Result<Def, GrammarError> {
     let Some(body) = &d.block else {
         return Err(d.error("directive \"map\" has no opening \"{\""));
     };
+    // nginx's variable names are without regard to case.
     let name = match name.strip_prefix('$') {
-        Some(n) if !n.is_empty() => n.to_owned(),
+        Some(n) if !n.is_empty() => n.to_ascii_lowercase(),
         _ => return Err(d.error(format!("invalid variable name \"{name}\""))),
     };
     if super::proxy::builtin_variable(&name) {
@@ -240,7 +241,7 @@ impl Def {
 
     /// This map with its source and values compiled by `compile(text, place, regex)`
     /// (`regex`: the entry's, whose captures the value may use).
-    fn compile<T>(
+    pub fn compile<T>(
         &self,
         mut compile: impl FnMut(&str, &Place, Option<&Regex>) -> Result<T, GrammarError>,
     ) -> Result<Map<T>, GrammarError> {
@@ -292,7 +293,32 @@ impl Def {
     }
 }
 
-/// The `map` blocks of `http`, compiled into [`Template`]s as lines use their variables.
+/// `$name` in a value of the map line whose regex is `re`: `Some(group)` when it is one of
+/// the regex's captures (`$1`..`$9`, or a named group); a capture anywhere else is an
+/// error, gluu-lb having no `$1` of a location's regex.
+pub fn capture(
+    place: &Place,
+    name: &str,
+    re: Option<&Regex>,
+) -> Result<Option<usize>, GrammarError> {
+    let group = re.and_then(|re| {
+        let numbered = name.parse().ok().filter(|n| *n < re.captures_len());
+        numbered.or_else(|| re.capture_names().position(|g| g == Some(name)))
+    });
+    if group.is_none() && name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(GrammarError::at(
+            place,
+            format!(
+                "\"${name}\" is a regex capture: gluu-lb knows captures only in the value of a \
+                 map's regex line, of that regex"
+            ),
+        ));
+    }
+    Ok(group)
+}
+
+/// The `map` blocks of `http`, compiled into [`Template`]s as lines use their variables
+/// (and into a log format's pieces by `log_format`).
 #[derive(Debug, Default)]
 pub struct Maps {
     defs: HashMap<String, Def>,
@@ -329,23 +355,46 @@ impl Maps {
         let mut names: Vec<&String> = maps.defs.keys().collect();
         names.sort_unstable();
         for name in names {
-            maps.get(name)?;
+            // A map is good when some line could use it: a value (the error is that one's)
+            // or a log format, whose variables are others.
+            if let Err(e) = maps.get(name) {
+                log_format::map_pieces(name, &maps, &mut Vec::new()).map_err(|_| e)?;
+            }
         }
         Ok(maps)
     }
 
     pub fn def(&self, name: &str) -> Option<&Def> {
-        self.defs.get(name)
+        self.defs.get(&name.to_ascii_lowercase())
     }
 
     /// The map of `$name`; `None` when no map defines `$name`.
     pub fn get(&self, name: &str) -> Result<Option<Arc<Map<Template>>>, GrammarError> {
-        let Some(def) = self.defs.get(name) else {
-            return Ok(None);
-        };
-        if let Some(m) = self.built.borrow().get(name) {
+        let name = name.to_ascii_lowercase();
+        if let Some(m) = self.built.borrow().get(&name) {
             return Ok(Some(m.clone()));
         }
+        let m = self.compile_with(&name, |def| {
+            def.compile(|text, place, re| compile_value(place, text, self, re))
+        })?;
+        let Some(m) = m.map(Arc::new) else {
+            return Ok(None);
+        };
+        self.built.borrow_mut().insert(name, m.clone());
+        Ok(Some(m))
+    }
+
+    /// The map of `$name` compiled by `compile`; `None` when no map defines `$name`. A map
+    /// met again while it is being compiled leads back to itself: an error.
+    pub fn compile_with<T>(
+        &self,
+        name: &str,
+        compile: impl FnOnce(&Def) -> Result<T, GrammarError>,
+    ) -> Result<Option<T>, GrammarError> {
+        let Some(def) = self.def(name) else {
+            return Ok(None);
+        };
+        let name = &def.name;
         if self.building.borrow().iter().any(|n| n == name) {
             let chain = self.building.borrow().join(" → $");
             return Err(GrammarError::at(
@@ -357,11 +406,9 @@ impl Maps {
             ));
         }
         self.building.borrow_mut().push(name.to_owned());
-        let m = def.compile(|text, place, re| compile_value(place, text, self, re));
+        let compiled = compile(def);
         self.building.borrow_mut().pop();
-        let m = Arc::new(m?);
-        self.built.borrow_mut().insert(name.to_owned(), m.clone());
-        Ok(Some(m))
+        compiled.map(Some)
     }
 }
 
@@ -543,6 +590,8 @@ mod tests {
             assert!(e.to_string().contains(said), "{text}: {e}");
             assert!(e.to_string().ends_with(&format!(":{line}")), "{e}");
         }
+        // A map of a variable gluu-lb has in log formats only is for them.
+        assert!(read("map $status $Log { ~^2 0; default $Request_Time; }").is_ok());
         let warnings =
             read("map $http_a $c { }\nmap $host $c { ~(x)(?<n>y) $1$n; }").expect("valid");
         assert_eq!(warnings.len(), 1, "{warnings:?}");

@@ -15,7 +15,7 @@ use super::access;
 use super::grammar::{Directive, GrammarError, Place};
 use super::gzip;
 use super::limit::{self, ConnSettings, LimitSettings};
-use super::map::{Map, Maps};
+use super::map::{self, Map, Maps};
 use super::realip;
 use super::stock;
 use super::tls;
@@ -151,21 +151,8 @@ pub fn compile_value(
         .map(|p| match p {
             Raw::Text(t) => Ok(Part::Text(t.to_owned())),
             Raw::Var(name) => {
-                let group = re.and_then(|re| {
-                    let numbered = name.parse().ok().filter(|n| *n < re.captures_len());
-                    numbered.or_else(|| re.capture_names().position(|g| g == Some(name)))
-                });
-                if let Some(i) = group {
+                if let Some(i) = map::capture(place, name, re)? {
                     return Ok(Part::Capture(i));
-                }
-                if name.starts_with(|c: char| c.is_ascii_digit()) {
-                    return Err(GrammarError::at(
-                        place,
-                        format!(
-                            "\"${name}\" is a regex capture: gluu-lb knows captures only in the \
-                             value of a map's regex line, of that regex"
-                        ),
-                    ));
                 }
                 if let Some(m) = maps.get(name)? {
                     return Ok(Part::Map(m));
@@ -262,6 +249,8 @@ pub struct AccessLogLine {
     pub path: PathBuf,
     /// `combined` (nginx's, plus the node's address and time) or a `log_format` name.
     pub format: String,
+    /// `if=CONDITION`: no line for a request whose condition is empty or `0`.
+    pub condition: Option<Arc<log_format::LogFormat>>,
     pub place: Place,
 }
 
@@ -569,17 +558,17 @@ pub fn parse_size(v: &str) -> Option<u64> {
 
 /// `buffer=SIZE` and `flush=TIME` of an `access_log` line are checked and taken as met:
 /// gluu-lb already writes each worker's lines together, once per pass of its event loop
-/// (`access_log`), which is what they ask for and sooner. `gzip` and `if=` are refused.
+/// (`access_log`), which is what they ask for and sooner. `gzip` is refused.
 fn access_log_param(d: &Directive, p: &str) -> Result<(), GrammarError> {
     let bad = || d.error(format!("invalid parameter \"{p}\""));
     if let Some(v) = p.strip_prefix("buffer=") {
         parse_size(v).filter(|n| *n > 0).ok_or_else(bad)?;
     } else if let Some(v) = p.strip_prefix("flush=") {
         parse_time(v).filter(|t| !t.is_zero()).ok_or_else(bad)?;
-    } else if p == "gzip" || p.starts_with("gzip=") || p.starts_with("if=") {
+    } else if p == "gzip" || p.starts_with("gzip=") {
         return Err(d.error(format!(
-            "\"access_log ... {p}\" is not supported: gluu-lb writes plain lines for every \
-             request (compress rotated files with logrotate)"
+            "\"access_log ... {p}\" is not supported: gluu-lb writes plain lines \
+             (compress rotated files with logrotate)"
         )));
     } else {
         return Err(bad());
@@ -834,9 +823,10 @@ pub fn apply(
         }
         "health_check" => s.health_check = Some(health_check(d)?),
         "access_log" => {
-            let line = |path: &String, format: &str| AccessLogLine {
+            let line = |path: &String, format: &str, condition| AccessLogLine {
                 path: cx.root.join(path),
                 format: format.to_owned(),
+                condition,
                 place: d.place.clone(),
             };
             match d.args.as_slice() {
@@ -849,10 +839,16 @@ pub fn apply(
                         }
                         _ => ("combined", rest),
                     };
+                    let mut condition = None;
                     for p in params {
-                        access_log_param(d, p)?;
+                        match p.strip_prefix("if=") {
+                            Some(c) => {
+                                condition = Some(Arc::new(log_format::condition(d, c, cx.maps)?))
+                            }
+                            None => access_log_param(d, p)?,
+                        }
                     }
-                    s.access_logs.push(line(path, format));
+                    s.access_logs.push(line(path, format, condition));
                 }
                 [] => {
                     return Err(d.error("invalid number of arguments in \"access_log\" directive"));
