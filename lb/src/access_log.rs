@@ -72,6 +72,8 @@ pub struct More {
     /// Each node tried, its status (`None`: none came; a failed try is 502 or 504, as nginx
     /// counts it), parallel to `Entry::upstream_addrs`.
     pub upstream_statuses: Vec<Option<u16>>,
+    /// `$request_id`, when a format or a value has it.
+    pub request_id: Option<String>,
 }
 
 /// Bytes a worker gathers before it writes even in the middle of a pass.
@@ -195,7 +197,7 @@ fn time_iso8601(t: SystemTime) -> String {
 }
 
 /// nginx's `$hostname`.
-fn hostname() -> &'static str {
+pub fn hostname() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
         nix::unistd::gethostname()
@@ -399,6 +401,10 @@ impl Entry {
                     .collect();
                 text(out, &all.join(", "))
             }
+            Var::RequestId => match &more.request_id {
+                Some(id) => text(out, id),
+                None => false,
+            },
             Var::Cert(c) => match more.certs.iter().find(|(v, _)| *v == c) {
                 Some((_, value)) if !value.is_empty() => text(out, value),
                 _ => false,

@@ -186,9 +186,117 @@ struct Vars<'a> {
     forwarded_for: String,
     proxy_host: &'a str,
     cert: Option<&'a client_cert::ClientCert>,
-    /// The client's headers as it sent them, hop-by-hop ones too, for `$http_NAME`: kept
-    /// when the server has a value that reads them.
+    /// The client's headers as it sent them, hop-by-hop ones too, for `$http_NAME` and
+    /// `$cookie_NAME`: kept when the server has a value that reads them.
     client: Option<HeaderMap>,
+    conn: &'a Conn,
+    /// `$request_id`, when a value or a log format of the server's has it.
+    request_id: Option<String>,
+    /// The client's port (0: a proxy's header named the client without one).
+    remote_port: u16,
+    method: Method,
+    version: Version,
+    /// nginx's `$uri`: the path, normalized.
+    uri: String,
+}
+
+impl Vars<'_> {
+    /// `$name`'s value onto `out` (nothing for a variable the request has no value of).
+    fn push(&self, name: &str, out: &mut String) {
+        let args = self.request_uri.split_once('?').map(|(_, a)| a);
+        let local = self.conn.local;
+        let text = match name {
+            "host" => self.host,
+            "request_uri" => self.request_uri,
+            "scheme" => self.scheme,
+            "server_name" => self.server_name,
+            "remote_addr" => &self.remote_addr,
+            "proxy_add_x_forwarded_for" => &self.forwarded_for,
+            "proxy_host" => self.proxy_host,
+            "request_method" => self.method.as_str(),
+            "uri" | "document_uri" => &self.uri,
+            "args" | "query_string" => args.unwrap_or_default(),
+            "is_args" if args.is_some_and(|a| !a.is_empty()) => "?",
+            "https" if self.scheme == "https" => "on",
+            "ssl_protocol" => self.conn.tls.0,
+            "ssl_cipher" => self.conn.tls.1,
+            "ssl_server_name" => self.conn.sni.as_deref().unwrap_or_default(),
+            "hostname" => crate::access_log::hostname(),
+            "server_protocol" => return out.push_str(&format!("{:?}", self.version)),
+            "request" => {
+                let (m, u, v) = (&self.method, self.request_uri, self.version);
+                return out.push_str(&format!("{m} {u} {v:?}"));
+            }
+            "server_addr" => return push_some(out, local.map(|a| a.ip())),
+            "server_port" => return push_some(out, local.map(|a| a.port())),
+            "remote_port" => return push_some(out, Some(self.remote_port).filter(|p| *p > 0)),
+            "realip_remote_addr" => return push_some(out, Some(self.conn.remote.ip())),
+            "realip_remote_port" => return push_some(out, Some(self.conn.remote.port())),
+            "connection_requests" => {
+                let n = self
+                    .conn
+                    .requests
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                return push_some(out, Some(n));
+            }
+            "pid" => return push_some(out, Some(std::process::id())),
+            "request_id" => self.request_id.as_deref().unwrap_or_default(),
+            _ => "",
+        };
+        out.push_str(text);
+    }
+
+    /// `$cookie_NAME`: the client's first cookie `name` (nginx 1.22's reading: lines in
+    /// order, pairs cut at `;` or `,`, the name without regard to case, the value from
+    /// after `=` and any spaces to the next `;`).
+    fn cookie(&self, name: &str) -> Option<String> {
+        let mut lines = self.client.iter().flat_map(|h| h.get_all(header::COOKIE));
+        lines
+            .find_map(|line| cookie_in(line.as_bytes(), name.as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// `$arg_NAME`: the first `NAME=` pair of the query, the name without regard to case.
+    fn arg(&self, name: &str) -> Option<&str> {
+        let (_, args) = self.request_uri.split_once('?')?;
+        args.split('&').find_map(|pair| {
+            let (n, v) = pair.split_at_checked(name.len())?;
+            n.eq_ignore_ascii_case(name).then(|| v.strip_prefix('='))?
+        })
+    }
+}
+
+fn cookie_in<'h>(line: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    let spaces = |s: &'h [u8]| &s[s.iter().take_while(|&&c| c == b' ').count()..];
+    let mut rest = line;
+    while !rest.is_empty() {
+        let value = rest
+            .split_at_checked(name.len())
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, after)| spaces(after).strip_prefix(b"="));
+        if let Some(v) = value {
+            let v = spaces(v);
+            return Some(&v[..v.iter().position(|&c| c == b';').unwrap_or(v.len())]);
+        }
+        let next = rest.iter().position(|&c| c == b';' || c == b',');
+        rest = spaces(next.map_or(&[][..], |i| &rest[i + 1..]));
+    }
+    None
+}
+
+/// nginx's `$request_id`: 16 random bytes in hex.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        tracing::error!("no random bytes for $request_id");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn push_some(out: &mut String, v: Option<impl std::fmt::Display>) {
+    if let Some(v) = v {
+        out.push_str(&v.to_string());
+    }
 }
 
 fn render(t: &Template, v: &Vars<'_>) -> String {
@@ -228,16 +336,9 @@ fn render_into(
                 }
             }
             Part::Cert(c) => out.push_str(&c.value(v.cert)),
-            Part::Var(name) => out.push_str(match *name {
-                "host" => v.host,
-                "request_uri" => v.request_uri,
-                "scheme" => v.scheme,
-                "server_name" => v.server_name,
-                "remote_addr" => &v.remote_addr,
-                "proxy_add_x_forwarded_for" => &v.forwarded_for,
-                "proxy_host" => v.proxy_host,
-                _ => "",
-            }),
+            Part::Var(name) => v.push(name, out),
+            Part::Cookie(name) => out.push_str(&v.cookie(name).unwrap_or_default()),
+            Part::Arg(name) => out.push_str(v.arg(name).unwrap_or_default()),
         }
     }
 }
@@ -828,6 +929,12 @@ pub async fn handle(
         Some(l) => &l.access_logs,
         None => &rt.server_logs[si],
     };
+    let request_id = (server.reads_request_id
+        || logs
+            .iter()
+            .flat_map(AccessLog::formats)
+            .any(|f| f.reads_request_id()))
+    .then(new_request_id);
     let mut log = Log {
         entry: (!logs.is_empty()).then(|| Entry {
             more: logs.iter().any(|a| a.formats().next().is_some()).then(|| {
@@ -856,6 +963,7 @@ pub async fn handle(
                     server_addr: conn.local,
                     connection_requests: conn.requests.load(std::sync::atomic::Ordering::Relaxed),
                     upstream_statuses: Vec::new(),
+                    request_id: request_id.clone(),
                 })
             }),
             logs: logs.clone(),
@@ -901,6 +1009,15 @@ pub async fn handle(
         proxy_host: "",
         cert: conn.client_cert.as_deref(),
         client: server.reads_headers.then(|| req.headers().clone()),
+        conn,
+        request_id,
+        remote_port: client.port(),
+        method: req.method().clone(),
+        version: req.version(),
+        uri: path.as_ref().map_or_else(
+            |_| String::new(),
+            |p| String::from_utf8_lossy(&p.bytes).into_owned(),
+        ),
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -1682,7 +1799,19 @@ mod tests {
 
     #[test]
     fn templates_render_nginx_variables() {
-        let v = Vars {
+        let conn = Conn::new(
+            "192.0.2.1:40000".parse().expect("addr"),
+            Some("198.51.100.2:8443".parse().expect("addr")),
+            "https",
+            Some("lb.example.org".into()),
+            Pace::new(Duration::from_secs(1), Duration::from_secs(1)),
+            Linger::new(&ProxySettings::default()),
+        );
+        let mut client = HeaderMap::new();
+        for cookie in ["a=1; Session = x y , z;b=2", "SESSION=second", "c"] {
+            client.append(header::COOKIE, HeaderValue::from_static(cookie));
+        }
+        let mut v = Vars {
             host: "lb.example.org",
             request_uri: "/a?b",
             scheme: "https",
@@ -1691,7 +1820,13 @@ mod tests {
             forwarded_for: "10.0.0.9, 192.0.2.1".into(),
             proxy_host: "backend",
             cert: None,
-            client: None,
+            client: Some(client),
+            conn: &conn,
+            request_id: Some(new_request_id()),
+            remote_port: 40000,
+            method: Method::POST,
+            version: Version::HTTP_2,
+            uri: "/a".into(),
         };
         let t = vec![
             Part::Var("scheme"),
@@ -1705,5 +1840,44 @@ mod tests {
             render(&t, &v),
             "https://lb.example.org/a?b 10.0.0.9, 192.0.2.1"
         );
+        let all = [
+            "request_method",
+            "uri",
+            "args",
+            "is_args",
+            "https",
+            "server_protocol",
+            "request",
+            "server_addr",
+            "server_port",
+            "remote_port",
+            "ssl_server_name",
+            "connection_requests",
+        ];
+        let t: Template = all
+            .iter()
+            .flat_map(|n| [Part::Var(n), Part::Text("|".into())])
+            .collect();
+        assert_eq!(
+            render(&t, &v),
+            "POST|/a|b|?|on|HTTP/2.0|POST /a?b HTTP/2.0|198.51.100.2|8443|40000|lb.example.org|0|"
+        );
+        // nginx 1.22's `$cookie_NAME` and `$arg_NAME`.
+        let cookie = |name: &str| v.cookie(name);
+        assert_eq!(cookie("a").as_deref(), Some("1"));
+        assert_eq!(cookie("session").as_deref(), Some("x y , z"));
+        assert_eq!(cookie("b").as_deref(), Some("2"));
+        assert_eq!(cookie("c"), None);
+        assert_eq!(cookie("z"), None);
+        for (uri, name, want) in [
+            ("/?a=1&A=2", "a", Some("1")),
+            ("/?xa=1&a=2", "a", Some("2")),
+            ("/?a&a=", "a", Some("")),
+            ("/?b=1", "a", None),
+            ("/", "a", None),
+        ] {
+            v.request_uri = uri;
+            assert_eq!(v.arg(name), want, "{uri}");
+        }
     }
 }

@@ -586,7 +586,9 @@ fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
                     | Part::Header(_)
                     | Part::Cert(_)
                     | Part::Map(_)
-                    | Part::Capture(_) => {
+                    | Part::Capture(_)
+                    | Part::Cookie(_)
+                    | Part::Arg(_) => {
                         return Err(err(
                             &l.place,
                             "\"proxy_ssl_name\" with a variable other than $proxy_host is not \

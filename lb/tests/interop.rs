@@ -1533,7 +1533,8 @@ impl Twins {
              map $status $loggable {{ ~^[23] 0; default 1; }}\n\
              map $request_uri $route {{ ~^/logmap/(?<what>[a-z]+) \"$what:$upstream_status\"; }}\n\
              map $http_x_client $short {{ ~^(.).+ $1; }}\n\
-             log_format mapped '$route [$short] $http_x_client:$mapped $status';\n"
+             log_format mapped '$route [$short] $http_x_client:$mapped $status';\n\
+             log_format rid '$request_id';\n"
         );
         // Server-level header lines, which a location inherits only when it has none of
         // that directive itself (/host, /own/, /tags/ have). No `always` at this level: a
@@ -1634,6 +1635,14 @@ impl Twins {
                add_header X-Added \"$by_uri\"; }\n\
              location = /mapped-text { return 200 \"$by_uri|$via_host|$http_x_client|\"; }\n\
              location /cors/ { proxy_pass https://up_a; add_header X-Added \"cors $cors\" always; }\n\
+             location /vars/ { proxy_pass https://up_a; proxy_set_header X-Host \"$request_method|$uri|$args|\
+             $is_args|$https|$server_protocol|$request|$server_addr|:$server_port/|$cookie_session|$arg_a|\
+             $content_type|$content_length|$query_string|$document_uri|$connection_requests|$hostname|\
+             $realip_remote_addr|$ssl_protocol|$Request_Method|$COOKIE_Session\";\n\
+               add_header X-Added \"$arg_b $cookie_b\"; }\n\
+             location /rid/ { proxy_pass https://up_a; proxy_set_header X-Host $request_id;\n\
+               access_log DIR/WHO.rid rid; }\n\
+             location = /vars-text { return 200 \"$request_method $uri $args $arg_a $cookie_session\"; }\n\
              location /logmap/ { proxy_pass https://up_a; access_log DIR/WHO.logmap mapped if=$loggable;\n\
                access_log DIR/WHO.logall mapped; }\n\
              location = /mapped-away { return 302 https://$via_host.example/; }\n";
@@ -2456,6 +2465,74 @@ async fn maps_are_looked_up_as_nginx_looks() {
     twins.agree(request).await;
     let (_, _, text) = raw(twins.ours, request).await;
     assert!(text.ends_with("\n|local|c|"), "{text}");
+}
+
+/// nginx's variables of a request (method, `$uri`, arguments, cookies, addresses, ...):
+/// the same values from the real nginx and gluu-lb, in `proxy_set_header`, `add_header`
+/// and `return`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_are_valued_as_nginx_values_them() {
+    let twins = Twins::start().await;
+    let requests = [
+        get("/vars/a%20b/../c?a=1&b=2&A=3"),
+        get("/vars/x?"),
+        get("/vars/x?xa=1&a&a=&b=%41"),
+        "POST /vars/p?b=1 HTTP/1.1\r\nHost: lb\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+         Cookie: a=1; Session = x y , z;b=2\r\nCookie: session=second\r\nConnection: close\r\n\r\nok"
+            .to_owned(),
+        "GET /vars-text?a=%20 HTTP/1.1\r\nHost: lb\r\nCookie: SESSION=s\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        "HEAD /vars/h HTTP/1.0\r\nHost: lb\r\nCookie: b=c\r\n\r\n".to_owned(),
+    ];
+    for r in &requests {
+        twins.agree(r).await;
+    }
+    // `$request_id`: 32 hexadecimal digits, new for each request, the same in the node's
+    // header and the log line; at both.
+    for (who, to) in [("gluu-lb", twins.ours), ("nginx", twins.theirs)] {
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let (_, _, text) = raw(to, &get("/rid/x")).await;
+            let id = text
+                .split("x-host=")
+                .nth(1)
+                .and_then(|t| t.split(' ').next());
+            ids.push(id.unwrap_or_default().to_owned());
+        }
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32
+                    && id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))),
+            "{who}: {ids:?}"
+        );
+        assert_ne!(ids[0], ids[1], "{who}");
+        let path = twins.dir.path().join(format!("{who}.rid"));
+        support::eventually(
+            std::time::Duration::from_secs(5),
+            "the log lines",
+            || async { std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= 2) },
+        )
+        .await;
+        let mut logged: Vec<String> = std::fs::read_to_string(&path)
+            .expect("log")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        logged.sort_unstable();
+        ids.sort_unstable();
+        assert_eq!(logged, ids, "{who}");
+    }
+    // The comparison sees values (it would pass as well were both to send nothing).
+    let (_, _, seen) = raw(twins.ours, &requests[3]).await;
+    let seen = seen.replace(&format!(":{}/", twins.ours.port()), ":PORT/");
+    assert!(
+        seen.starts_with("x-added: 1 2\n")
+            && seen.contains(
+                "POST|/vars/p|b=1|?||HTTP/1.1|POST /vars/p?b=1 HTTP/1.1|127.0.0.1|:PORT/|"
+            )
+            && seen.contains("|x y , z||text/plain|2|b=1|/vars/p|1|"),
+        "{seen}"
+    );
 }
 
 /// The guide's port-80 server, `return 301 https://$host$request_uri`: the same redirect

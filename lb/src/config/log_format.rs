@@ -60,6 +60,7 @@ pub enum Var {
     ServerPort,
     ConnectionRequests,
     UpstreamStatus,
+    RequestId,
     /// `$http_NAME`: a request header, by its index in [`LogFormat::headers`].
     Header(usize),
     /// `$ssl_client_*`: the client's certificate.
@@ -103,6 +104,7 @@ const VARS: &[(&str, Var)] = &[
     ("server_port", Var::ServerPort),
     ("connection_requests", Var::ConnectionRequests),
     ("upstream_status", Var::UpstreamStatus),
+    ("request_id", Var::RequestId),
 ];
 
 /// Whether `name` is a variable of a request a log format may use.
@@ -121,12 +123,12 @@ pub enum Piece {
 }
 
 impl LogFormat {
-    /// The `$ssl_client_*` variables of the format, its maps' included.
-    pub fn cert_vars(&self) -> Vec<CertVar> {
-        fn walk(pieces: &[Piece], out: &mut Vec<CertVar>) {
+    /// The variables of the format, its maps' included.
+    fn vars(&self) -> Vec<Var> {
+        fn walk(pieces: &[Piece], out: &mut Vec<Var>) {
             for p in pieces {
                 match p {
-                    Piece::Var(Var::Cert(c)) if !out.contains(c) => out.push(*c),
+                    Piece::Var(v) => out.push(*v),
                     Piece::Map(m) => m.templates().for_each(|t| walk(t, out)),
                     _ => {}
                 }
@@ -135,6 +137,19 @@ impl LogFormat {
         let mut out = Vec::new();
         walk(&self.pieces, &mut out);
         out
+    }
+
+    /// The `$ssl_client_*` variables of the format.
+    pub fn cert_vars(&self) -> impl Iterator<Item = CertVar> {
+        self.vars().into_iter().filter_map(|v| match v {
+            Var::Cert(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Whether the format has `$request_id`.
+    pub fn reads_request_id(&self) -> bool {
+        self.vars().contains(&Var::RequestId)
     }
 }
 
@@ -275,7 +290,6 @@ const NOT_KEPT: &[&str] = &[
     "bytes_sent",
     "request_length",
     "connection",
-    "request_id",
     "gzip_ratio",
     "pipe",
     "limit_req_status",

@@ -23,7 +23,8 @@ use super::upstream::parse_time;
 use super::{Warning, log_format};
 use crate::client_cert::CertVar;
 
-/// Variables a header value or `proxy_ssl_name` may use.
+/// Variables a value may use, besides `$http_NAME`, `$cookie_NAME`, `$arg_NAME`,
+/// `$ssl_client_*` and maps'.
 pub const VARIABLES: &[&str] = &[
     "host",
     "request_uri",
@@ -32,6 +33,27 @@ pub const VARIABLES: &[&str] = &[
     "remote_addr",
     "proxy_add_x_forwarded_for",
     "proxy_host",
+    "request_method",
+    "uri",
+    "document_uri",
+    "args",
+    "query_string",
+    "is_args",
+    "https",
+    "ssl_protocol",
+    "ssl_cipher",
+    "ssl_server_name",
+    "hostname",
+    "server_protocol",
+    "request",
+    "server_addr",
+    "server_port",
+    "remote_port",
+    "realip_remote_addr",
+    "realip_remote_port",
+    "connection_requests",
+    "pid",
+    "request_id",
 ];
 
 /// A value with variables: literal text and `$name`/`${name}` parts.
@@ -44,6 +66,10 @@ pub enum Part {
     Header(HeaderName),
     /// `$ssl_client_*`: the client's certificate on this connection.
     Cert(CertVar),
+    /// `$cookie_NAME`, by its name in lowercase: the client's cookie.
+    Cookie(String),
+    /// `$arg_NAME`, by its name in lowercase: a query parameter, as sent.
+    Arg(String),
     /// A `map`'s variable.
     Map(Arc<Map<Template>>),
     /// `$1`..`$9` or a named group: a capture of the regex a map's value belongs to.
@@ -51,13 +77,19 @@ pub enum Part {
 }
 
 impl Part {
-    /// Whether the value reads the client's headers (`$http_NAME`), here or in a map.
+    /// Whether `is` holds of this part, or of one in its map.
+    pub fn any(&self, is: &impl Fn(&Part) -> bool) -> bool {
+        is(self) || matches!(self, Part::Map(m) if m.templates().flatten().any(|p| p.any(is)))
+    }
+
+    /// Whether the value reads the client's headers (`$http_NAME`, `$cookie_NAME`).
     pub fn reads_headers(&self) -> bool {
-        match self {
-            Part::Header(_) => true,
-            Part::Map(m) => m.templates().flatten().any(Part::reads_headers),
-            _ => false,
-        }
+        self.any(&|p| matches!(p, Part::Header(_) | Part::Cookie(_)))
+    }
+
+    /// Whether the value has `$request_id`.
+    pub fn reads_request_id(&self) -> bool {
+        self.any(&|p| *p == Part::Var("request_id"))
     }
 }
 
@@ -133,7 +165,8 @@ fn header_template(place: &Place, v: &str, maps: &Maps) -> Result<Template, Gram
     Ok(t)
 }
 
-/// Whether `$name` is one of the variables nginx has by itself (a `map` cannot define it).
+/// Whether `$name` (in lowercase) is one of the variables nginx has by itself (a `map`
+/// cannot define it).
 pub fn builtin_variable(name: &str) -> bool {
     VARIABLES.contains(&name) || log_format::known(name) || CertVar::named(name).is_some()
 }
@@ -157,17 +190,28 @@ pub fn compile_value(
                 if let Some(m) = maps.get(name)? {
                     return Ok(Part::Map(m));
                 }
-                let header = name
-                    .strip_prefix("http_")
-                    .and_then(|h| HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok());
+                let lower = name.to_ascii_lowercase();
+                let header = match lower.as_str() {
+                    "content_type" => Some(header::CONTENT_TYPE),
+                    "content_length" => Some(header::CONTENT_LENGTH),
+                    _ => lower
+                        .strip_prefix("http_")
+                        .and_then(|h| HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok()),
+                };
                 if let Some(h) = header {
                     return Ok(Part::Header(h));
                 }
-                if let Some(c) = CertVar::named(name) {
+                if let Some(c) = lower.strip_prefix("cookie_").filter(|c| !c.is_empty()) {
+                    return Ok(Part::Cookie(c.to_owned()));
+                }
+                if let Some(a) = lower.strip_prefix("arg_").filter(|a| !a.is_empty()) {
+                    return Ok(Part::Arg(a.to_owned()));
+                }
+                if let Some(c) = CertVar::named(&lower) {
                     return Ok(Part::Cert(c));
                 }
                 let unknown = || {
-                    let message = if log_format::known(name) {
+                    let message = if log_format::known(&lower) {
                         format!(
                             "\"${name}\" is a variable gluu-lb has in log_format only (the \
                              ones of values are listed in the README)"
@@ -179,7 +223,7 @@ pub fn compile_value(
                 };
                 VARIABLES
                     .iter()
-                    .find(|k| **k == name)
+                    .find(|k| **k == lower)
                     .map(|k| Part::Var(k))
                     .ok_or_else(unknown)
             }

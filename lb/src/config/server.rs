@@ -84,6 +84,8 @@ pub struct Server {
     /// Whether a value of the server's reads the client's headers (`$http_NAME`): they
     /// are kept for it from the request's start.
     pub reads_headers: bool,
+    /// Whether a value of the server's has `$request_id`.
+    pub reads_request_id: bool,
     pub place: Place,
 }
 
@@ -169,6 +171,7 @@ pub fn server(
         locations: Vec::new(),
         settings: ProxySettings::default(),
         reads_headers: false,
+        reads_request_id: false,
         place: d.place.clone(),
     };
     let mut settings = inherit(inherited, body);
@@ -300,10 +303,12 @@ pub fn server(
         .iter()
         .chain(s.locations.iter().filter_map(|l| l.ret.as_ref()));
     let settings = std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings));
-    s.reads_headers = returns
+    let parts: Vec<&Part> = returns
         .filter_map(|r| r.template.as_ref())
         .chain(settings.flat_map(ProxySettings::templates))
         .flatten()
-        .any(Part::reads_headers);
+        .collect();
+    s.reads_headers = parts.iter().any(|p| p.reads_headers());
+    s.reads_request_id = parts.iter().any(|p| p.reads_request_id());
     Ok(s)
 }
