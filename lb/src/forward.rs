@@ -188,7 +188,7 @@ struct Vars<'a> {
     cert: Option<&'a client_cert::ClientCert>,
     /// The client's headers as it sent them, hop-by-hop ones too, for `$http_NAME` and
     /// `$cookie_NAME`: kept when the server has a value that reads them.
-    client: Option<HeaderMap>,
+    client: Option<Box<HeaderMap>>,
     conn: &'a Conn,
     /// `$request_id`, when a value or a log format of the server's has it.
     request_id: Option<String>,
@@ -196,8 +196,6 @@ struct Vars<'a> {
     remote_port: u16,
     method: Method,
     version: Version,
-    /// nginx's `$uri`: the path, normalized.
-    uri: String,
 }
 
 impl Vars<'_> {
@@ -214,7 +212,17 @@ impl Vars<'_> {
             "proxy_add_x_forwarded_for" => &self.forwarded_for,
             "proxy_host" => self.proxy_host,
             "request_method" => self.method.as_str(),
-            "uri" | "document_uri" => &self.uri,
+            "uri" | "document_uri" => {
+                // The path as routed (decoded, normalized), made again: rarely asked for.
+                let path = self
+                    .request_uri
+                    .split_once('?')
+                    .map_or(self.request_uri, |(p, _)| p);
+                if let Ok(p) = uri::normalize(path) {
+                    out.push_str(&String::from_utf8_lossy(&p.bytes));
+                }
+                return;
+            }
             "args" | "query_string" => args.unwrap_or_default(),
             "is_args" if args.is_some_and(|a| !a.is_empty()) => "?",
             "https" if self.scheme == "https" => "on",
@@ -933,7 +941,7 @@ pub async fn handle(
         || logs
             .iter()
             .flat_map(AccessLog::formats)
-            .any(|f| f.reads_request_id()))
+            .any(|f| f.request_id))
     .then(new_request_id);
     let mut log = Log {
         entry: (!logs.is_empty()).then(|| Entry {
@@ -1008,16 +1016,14 @@ pub async fn handle(
         forwarded_for,
         proxy_host: "",
         cert: conn.client_cert.as_deref(),
-        client: server.reads_headers.then(|| req.headers().clone()),
+        client: server
+            .reads_headers
+            .then(|| Box::new(req.headers().clone())),
         conn,
         request_id,
         remote_port: client.port(),
         method: req.method().clone(),
         version: req.version(),
-        uri: path.as_ref().map_or_else(
-            |_| String::new(),
-            |p| String::from_utf8_lossy(&p.bytes).into_owned(),
-        ),
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -1644,7 +1650,7 @@ fn logged_certs(
     for c in logs
         .iter()
         .flat_map(AccessLog::formats)
-        .flat_map(|f| f.cert_vars())
+        .flat_map(|f| f.certs.iter().copied())
     {
         if !out.iter().any(|(v, _)| *v == c) {
             out.push((c, c.value(cert).into_owned()));
@@ -1820,13 +1826,12 @@ mod tests {
             forwarded_for: "10.0.0.9, 192.0.2.1".into(),
             proxy_host: "backend",
             cert: None,
-            client: Some(client),
+            client: Some(Box::new(client)),
             conn: &conn,
             request_id: Some(new_request_id()),
             remote_port: 40000,
             method: Method::POST,
             version: Version::HTTP_2,
-            uri: "/a".into(),
         };
         let t = vec![
             Part::Var("scheme"),

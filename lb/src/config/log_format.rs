@@ -122,37 +122,6 @@ pub enum Piece {
     Capture(usize),
 }
 
-impl LogFormat {
-    /// The variables of the format, its maps' included.
-    fn vars(&self) -> Vec<Var> {
-        fn walk(pieces: &[Piece], out: &mut Vec<Var>) {
-            for p in pieces {
-                match p {
-                    Piece::Var(v) => out.push(*v),
-                    Piece::Map(m) => m.templates().for_each(|t| walk(t, out)),
-                    _ => {}
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.pieces, &mut out);
-        out
-    }
-
-    /// The `$ssl_client_*` variables of the format.
-    pub fn cert_vars(&self) -> impl Iterator<Item = CertVar> {
-        self.vars().into_iter().filter_map(|v| match v {
-            Var::Cert(c) => Some(c),
-            _ => None,
-        })
-    }
-
-    /// Whether the format has `$request_id`.
-    pub fn reads_request_id(&self) -> bool {
-        self.vars().contains(&Var::RequestId)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogFormat {
     pub name: String,
@@ -160,6 +129,41 @@ pub struct LogFormat {
     pub pieces: Vec<Piece>,
     /// The request headers `$http_NAME` variables name, captured when a request starts.
     pub headers: Vec<HeaderName>,
+    /// The `$ssl_client_*` variables it has, its maps' included, each once.
+    pub certs: Vec<CertVar>,
+    /// Whether it has `$request_id`, itself or in a map.
+    pub request_id: bool,
+}
+
+impl LogFormat {
+    fn new(name: String, escape: Escape, pieces: Vec<Piece>, headers: Vec<HeaderName>) -> Self {
+        fn walk(pieces: &[Piece], out: &mut Vec<Var>) {
+            for p in pieces {
+                match p {
+                    Piece::Var(v) if !out.contains(v) => out.push(*v),
+                    Piece::Map(m) => m.templates().for_each(|t| walk(t, out)),
+                    _ => {}
+                }
+            }
+        }
+        let mut vars = Vec::new();
+        walk(&pieces, &mut vars);
+        let certs = vars
+            .iter()
+            .filter_map(|v| match v {
+                Var::Cert(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        LogFormat {
+            name,
+            escape,
+            pieces,
+            headers,
+            certs,
+            request_id: vars.contains(&Var::RequestId),
+        }
+    }
 }
 
 /// Reads a `log_format` line.
@@ -185,29 +189,24 @@ pub fn log_format(d: &Directive, maps: &Maps) -> Result<LogFormat, GrammarError>
     if strings.is_empty() {
         return Err(d.error("invalid number of arguments in \"log_format\" directive"));
     }
-    let mut f = LogFormat {
-        name: name.clone(),
-        escape,
-        pieces: Vec::new(),
-        headers: Vec::new(),
-    };
+    let (mut all, mut headers) = (Vec::new(), Vec::new());
     for s in strings {
-        let more = pieces(&d.place, s, &mut f.headers, maps, None)?;
-        f.pieces.extend(more);
+        all.extend(pieces(&d.place, s, &mut headers, maps, None)?);
     }
-    Ok(f)
+    Ok(LogFormat::new(name.clone(), escape, all, headers))
 }
 
 /// An `access_log ... if=CONDITION`: the condition read as a format (no escaping) whose
 /// value, empty or `0`, keeps a request's line out of the log.
 pub fn condition(d: &Directive, text: &str, maps: &Maps) -> Result<LogFormat, GrammarError> {
     let mut headers = Vec::new();
-    Ok(LogFormat {
-        name: format!("if={text}"),
-        escape: Escape::None,
-        pieces: pieces(&d.place, text, &mut headers, maps, None)?,
+    let all = pieces(&d.place, text, &mut headers, maps, None)?;
+    Ok(LogFormat::new(
+        format!("if={text}"),
+        Escape::None,
+        all,
         headers,
-    })
+    ))
 }
 
 /// The map of `$name` as a log format's pieces, its headers added to `headers`; `None`
