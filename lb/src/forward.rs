@@ -36,6 +36,7 @@ use crate::config::proxy::ProxySettings;
 use crate::config::proxy::{self, Part, Template};
 use crate::config::server::{Return, Server};
 use crate::config::stock;
+use crate::cookie;
 use crate::files;
 use crate::gzip::{self, Gzipped};
 use crate::limit::{self, Applied, Limit, Verdict};
@@ -304,6 +305,14 @@ fn new_request_id() -> String {
 fn push_some(out: &mut String, v: Option<impl std::fmt::Display>) {
     if let Some(v) = v {
         out.push_str(&v.to_string());
+    }
+}
+
+impl cookie::Render for Vars<'_> {
+    fn render(&self, t: &Template, captures: Option<&regex::bytes::Captures<'_>>) -> String {
+        let mut out = String::new();
+        render_into(&mut out, t, self, captures);
+        out
     }
 }
 
@@ -1431,6 +1440,9 @@ async fn in_location<'a>(
                     rewrite_redirects(resp.headers_mut(), r, || {
                         redirect_base(conn, host, server_name, settings)
                     });
+                }
+                if !settings.cookies.is_empty() {
+                    cookie::rewrite_all(resp.headers_mut(), &settings.cookies, vars);
                 }
                 let status = resp.status().as_u16();
                 let listed = match status {

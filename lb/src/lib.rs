@@ -10,6 +10,7 @@ pub mod balance;
 pub mod body;
 pub mod client_cert;
 pub mod config;
+pub mod cookie;
 pub mod files;
 pub mod forward;
 pub mod gzip;

@@ -1028,6 +1028,48 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         ("a map in a server", server("map $http_x $m { }")),
         (
+            "accepted: cookie lines of every form, and off",
+            server(
+                "proxy_cookie_domain off; proxy_cookie_path / /a/;\n\
+                 location /a { proxy_cookie_domain .x.example $host; proxy_cookie_domain ~^(.*)$ $1;\n\
+                 proxy_cookie_path ~*^/(.*) /b/$1; proxy_cookie_path off x;\n\
+                 proxy_cookie_flags ~ secure HttpOnly samesite=strict;\n\
+                 proxy_cookie_flags $host nohttponly samesite=$arg_s; }",
+            ),
+        ),
+        (
+            "a cookie line after off",
+            server("proxy_cookie_flags off;\nproxy_cookie_flags a secure;"),
+        ),
+        (
+            "off after a cookie line",
+            server("proxy_cookie_path /a /b;\nproxy_cookie_path off;"),
+        ),
+        (
+            "a cookie flag line without flags",
+            server("proxy_cookie_flags a;"),
+        ),
+        (
+            "a cookie flag line of four flags",
+            server("proxy_cookie_flags a secure httponly nosamesite nosecure;"),
+        ),
+        (
+            "a cookie domain line of one word",
+            server("proxy_cookie_domain on;"),
+        ),
+        (
+            "a cookie path line of three words",
+            server("proxy_cookie_path /a /b /c;"),
+        ),
+        (
+            "a cookie flag line with ~*",
+            server("proxy_cookie_flags ~*^a secure;"),
+        ),
+        (
+            "a cookie line's unknown variable",
+            server("proxy_cookie_domain a $nope;"),
+        ),
+        (
             "accepted: maps in a log format, and a condition of access_log",
             http(&format!(
                 "map $status $Loggable {{ ~^[23] 0; default 1; }}\n\
@@ -1109,6 +1151,11 @@ fn nginx_t_and_gluu_lb_t_agree() {
             "a map of $status in a header",
             "map $status $m { default a; }",
             Err(6),
+        ),
+        (
+            "a cookie flag nginx does not know (warned: it does nothing)",
+            "map $http_x $m { default a; }\nproxy_cookie_flags a secure samsite=strict;",
+            Ok(1),
         ),
     ] {
         let text = http(&format!("{maps}\n{used}"));
@@ -1270,6 +1317,19 @@ async fn raw(to: SocketAddr, request: &str) -> (u16, bool, String) {
 
 /// What the canned node answers, by request path: responses a node might get wrong.
 const CANNED: &[(&str, &str)] = &[
+    (
+        "/canned/cookies",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\n\
+         Set-Cookie: session_id=abc; Path=/oxauth; Domain=.Node.Example; Secure\r\n\
+         Set-Cookie: JSESSIONID=x;path=/identity/x;HttpOnly\r\n\
+         Set-Cookie: other=1; SameSite=lax; domain=node.example\r\n\
+         Set-Cookie:  flagged = v ; Path = /oxauth/a ;samesite\r\n\
+         Set-Cookie: plain=1\r\n\
+         Set-Cookie: novalue; Path=/oxauth\r\n\
+         Set-Cookie: Abc=2; Secure; HttpOnly; SameSite=None; Domain=sub.node.example\r\n\
+         Set-Cookie: empty=; path=/IDENTITY/y/z;\r\n\
+         Content-Length: 2\r\n\r\nok",
+    ),
     (
         "/canned/powered",
         "HTTP/1.1 200 OK\r\nX-Node: c\r\nServer: Apache/2.4.41\r\nX-Powered-By: PHP/7.4\r\nX-Pad: avoid browser bug\r\nX-Accel-Buffering: no\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
@@ -1440,7 +1500,8 @@ async fn canned_node(acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
                     }
                 }
                 let text = String::from_utf8_lossy(&head);
-                let path = text.split(' ').nth(1).unwrap_or_default();
+                let target = text.split(' ').nth(1).unwrap_or_default();
+                let path = target.split('?').next().unwrap_or_default();
                 let answer = match path.strip_prefix("/canned/head-").map(str::parse) {
                     // A response head of about N bytes (a header of N - 60 bytes of 'a').
                     Some(Ok(n)) => big_head(n),
@@ -1540,6 +1601,7 @@ impl Twins {
         // that directive itself (/host, /own/, /tags/ have). No `always` at this level: a
         // request hyper refuses as malformed gets no header from gluu-lb (README).
         let locations = "add_header X-Added \"server $scheme\";\n\
+             proxy_cookie_path / /srv/;\n\
              add_header X-Added \"safe $host\";\n\
              proxy_set_header X-Host from-server;\n\
              location ~ ^(/)$ { proxy_pass https://up_a; }\n\
@@ -1634,6 +1696,22 @@ impl Twins {
              location /mapped/ { proxy_pass https://up_a; proxy_set_header X-Host \"[$mapped] [$by_uri]\";\n\
                add_header X-Added \"$by_uri\"; }\n\
              location = /mapped-text { return 200 \"$by_uri|$via_host|$http_x_client|\"; }\n\
+             location /cookies/ { proxy_pass https://up_canned/canned/;\n\
+               proxy_cookie_domain node.example $host;\n\
+               proxy_cookie_domain ~^(.+)\\.NODE\\.example$ $1.lb;\n\
+               proxy_cookie_path /oxauth/ /auth/; proxy_cookie_path /oxauth /o;\n\
+               proxy_cookie_path ~*^/IDENTITY/(.*)$ /id/$1;\n\
+               proxy_cookie_flags ~^j secure samesite=strict;\n\
+               proxy_cookie_flags session_id nosecure httponly;\n\
+               proxy_cookie_flags other samesite=strict samesite=none nosamesite;\n\
+               proxy_cookie_flags FLAGGED secure httponly samesite=lax;\n\
+               proxy_cookie_flags abc nohttponly samesite=none nosecure; }\n\
+             location /cookies-all/ { proxy_pass https://up_canned/canned/;\n\
+               proxy_cookie_flags ~ secure httponly samesite=strict; }\n\
+             location /cookies-case/ { proxy_pass https://up_canned/canned/;\n\
+               proxy_cookie_flags ~^ABC nosamesite; proxy_cookie_flags ~^jsess samesite=$arg_s; }\n\
+             location /cookies-inherited/ { proxy_pass https://up_canned/canned/; }\n\
+             location /cookies-off/ { proxy_pass https://up_canned/canned/; proxy_cookie_path off; }\n\
              location /cors/ { proxy_pass https://up_a; add_header X-Added \"cors $cors\" always; }\n\
              location /vars/ { proxy_pass https://up_a; proxy_set_header X-Host \"$request_method|$uri|$args|\
              $is_args|$https|$server_protocol|$request|$server_addr|:$server_port/|$cookie_session|$arg_a|\
@@ -2532,6 +2610,71 @@ async fn variables_are_valued_as_nginx_values_them() {
             )
             && seen.contains("|x y , z||text/plain|2|b=1|/vars/p|1|"),
         "{seen}"
+    );
+}
+
+/// `proxy_cookie_domain`, `proxy_cookie_path` and `proxy_cookie_flags`: the same
+/// `Set-Cookie` headers from the real nginx and gluu-lb, for cookies of every shape a node
+/// might send (spaces, case, no value, flags there and not), under lines of text, regexes
+/// with captures, variables, inheritance and `off`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_changed_as_nginx_changes_them() {
+    let twins = Twins::start().await;
+    let cookies = |to: SocketAddr, path: &'static str| async move {
+        let text = answer_to(to, &get(path)).await;
+        let (head, _) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        head.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .map(|l| l["set-cookie:".len()..].trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut seen = Vec::new();
+    for path in [
+        "/cookies/cookies",
+        "/cookies-all/cookies",
+        "/cookies-case/cookies?s=lax",
+        "/cookies-case/cookies?s=bogus",
+        "/cookies-inherited/cookies",
+        "/cookies-off/cookies",
+    ] {
+        let (ours, theirs) = (
+            cookies(twins.ours, path).await,
+            cookies(twins.theirs, path).await,
+        );
+        assert_eq!(ours, theirs, "{path}: gluu-lb, then nginx");
+        assert_eq!(ours.len(), 8, "{path}: {ours:?}");
+        seen.push(ours);
+    }
+    // The comparison sees changes (it would pass as well were both to change nothing).
+    assert_eq!(
+        seen[0][..4],
+        [
+            "session_id=abc; Path=/o; Domain=.lb; HttpOnly",
+            "JSESSIONID=x; path=/id/x; HttpOnly; Secure; SameSite=Strict",
+            // Two SameSite flags: the node's made the first, the second added (nginx's way).
+            "other=1; SameSite=Strict; domain=lb; SameSite=None",
+            "flagged=v; Path=/auth/a; SameSite=Lax; Secure; HttpOnly",
+        ]
+    );
+    // A flag from a variable, and one nginx does not know, which adds nothing (the
+    // server's path line still applies); a cookie's regex is without regard to case.
+    assert_eq!(
+        seen[2][1],
+        "JSESSIONID=x; path=/srv/identity/x; HttpOnly; SameSite=Lax"
+    );
+    assert_eq!(seen[3][1], "JSESSIONID=x; path=/srv/identity/x; HttpOnly");
+    assert_eq!(
+        seen[2][6],
+        "Abc=2; Secure; HttpOnly; Domain=sub.node.example"
+    );
+    assert_eq!(
+        seen[4][0],
+        "session_id=abc; Path=/srv/oxauth; Domain=.Node.Example; Secure"
+    );
+    assert_eq!(seen[5][4], "plain=1");
+    assert_ne!(
+        seen[4], seen[5],
+        "the server's line reaches a location without one"
     );
 }
 

@@ -212,9 +212,25 @@ const ONE_HERE: &[&str] = &[
 ];
 
 /// Checks every block of the tree for a second line of a directive taken once.
+/// Directives whose `off` stands alone in a block: beside another line of its kind, the
+/// later one is nginx's `"NAME" directive is duplicate`.
+const OFF_ALONE: &[&str] = &[
+    "proxy_cookie_domain",
+    "proxy_cookie_path",
+    "proxy_cookie_flags",
+];
+
 fn check_once(block: &[Directive]) -> Result<(), GrammarError> {
+    let off = |d: &Directive| d.args.len() == 1 && d.args[0] == "off";
     for (i, d) in block.iter().enumerate() {
         let name = d.name.as_str();
+        if OFF_ALONE.contains(&name)
+            && block[..i]
+                .iter()
+                .any(|p| p.name == d.name && (off(p) || off(d)))
+        {
+            return Err(d.error(format!("\"{name}\" directive is duplicate")));
+        }
         if (ONCE.contains(&name) || ONE_HERE.contains(&name))
             && let Some(first) = block[..i].iter().find(|p| p.name == d.name)
         {

@@ -12,6 +12,7 @@ use regex::bytes::Regex;
 
 use super::Scope;
 use super::access;
+use super::cookie;
 use super::grammar::{Directive, GrammarError, Place};
 use super::gzip;
 use super::limit::{self, ConnSettings, LimitSettings};
@@ -260,6 +261,7 @@ impl ProxySettings {
         (self.set_headers.iter().map(|(_, t)| t))
             .chain(self.add_headers.iter().map(|a| &a.value))
             .chain(pages)
+            .chain(self.cookies.templates())
     }
 }
 
@@ -319,6 +321,8 @@ pub fn safe_status(status: u16) -> bool {
 pub struct ProxySettings {
     /// `proxy_redirect off` passes `Location` through unchanged (the guide's setting).
     pub redirect_off: bool,
+    /// `proxy_cookie_domain`, `proxy_cookie_path`, `proxy_cookie_flags`.
+    pub cookies: cookie::CookieSettings,
     pub next_upstream: NextUpstream,
     /// 0: no limit beyond "each server once".
     pub next_upstream_tries: u32,
@@ -481,6 +485,7 @@ impl Default for ProxySettings {
     fn default() -> Self {
         Self {
             redirect_off: false,
+            cookies: cookie::CookieSettings::default(),
             next_upstream: NextUpstream {
                 error: true,
                 timeout: true,
@@ -679,6 +684,7 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
         s.access_log_off = false;
     }
     realip::inherit(&mut s.realip, has);
+    cookie::inherit(&mut s.cookies, has);
     if ["gzip_types", "gzip_proxied", "gzip_disable"]
         .into_iter()
         .any(has)
@@ -1019,6 +1025,7 @@ pub fn apply(
                 || (d.name.starts_with("gzip")
                     && gzip::apply(std::sync::Arc::make_mut(&mut s.gzip), d, warnings)?)
                 || realip::apply(&mut s.realip, d, warnings)?
+                || cookie::apply(&mut s.cookies, d, cx, warnings)?
                 || limit::apply(&mut s.limit, &mut s.limit_conn, d)?);
         }
     }
