@@ -29,6 +29,7 @@ use crate::access_log::{AccessLog, Entry, More};
 use crate::body::{self, Body, Watched};
 use crate::client_cert;
 use crate::config::access;
+use crate::config::cond::{Condition, If};
 use crate::config::limit::{LimitSettings, LogLevel};
 use crate::config::location::{Location, Matcher, Redirect, find, upstream_uri};
 use crate::config::pages::{self, Overwrite, Target};
@@ -738,6 +739,41 @@ impl Drop for Log {
     }
 }
 
+/// A `return` a block answers with, and the text its `if`'s regex matched (for `$1`).
+type Chosen<'r> = (&'r Return, Option<(String, Arc<regex::bytes::Regex>)>);
+
+/// The `return` of the first of `ifs` whose condition holds (an `if` without one does
+/// nothing), else the block's own `ret`.
+fn chosen<'r>(ifs: &'r [If], ret: Option<&'r Return>, v: &Vars<'_>) -> Option<Chosen<'r>> {
+    for i in ifs {
+        let Some(r) = &i.ret else {
+            continue;
+        };
+        let (holds, matched) = match &i.condition {
+            Condition::Set(var) => {
+                let s = render(var, v);
+                (!(s.is_empty() || s == "0"), None)
+            }
+            Condition::Equal { var, text, negated } => {
+                ((render(var, v) == render(text, v)) != *negated, None)
+            }
+            Condition::Matches {
+                var,
+                regex,
+                negated,
+            } => {
+                let s = render(var, v);
+                let hit = regex.is_match(s.as_bytes());
+                (hit != *negated, (!*negated).then(|| (s, regex.clone())))
+            }
+        };
+        if holds {
+            return Some((r, matched));
+        }
+    }
+    ret.map(|r| (r, None))
+}
+
 /// Marks a response that is not to be sent: the connection is closed instead (`return
 /// 444`, nginx's way to drop a request).
 #[derive(Clone, Copy, Debug, thiserror::Error)]
@@ -747,12 +783,19 @@ pub struct Close;
 /// What a `return` line answers; a text goes as `content_type` (nginx's `default_type`, or
 /// the type `types` gives the path's extension), a relative URL after `base`.
 fn returned(
-    ret: &Return,
+    (ret, matched): &Chosen<'_>,
     vars: &Vars<'_>,
     content_type: &str,
     base: impl FnOnce() -> Option<String>,
 ) -> Local {
-    let target = ret.template.as_ref().map(|t| render(t, vars));
+    let captures = matched
+        .as_ref()
+        .and_then(|(text, re)| re.captures(text.as_bytes()));
+    let target = ret.template.as_ref().map(|t| {
+        let mut out = String::new();
+        render_into(&mut out, t, vars, captures.as_ref());
+        out
+    });
     let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match (ret.code, target) {
         (444, _) => {
@@ -1073,7 +1116,8 @@ pub async fn handle(
         log.settle(&server.settings, &vars, &req, conn);
         pending = Some((plain(StatusCode::BAD_REQUEST, r.text), r.code));
     }
-    if let (Some(ret), None) = (&server.ret, &pending) {
+    let server_ret = chosen(&server.ifs, server.ret.as_ref(), &vars);
+    if let (Some(ret), None) = (&server_ret, &pending) {
         log.settle(&server.settings, &vars, &req, conn);
         let ct = stock::content_type(&server.settings, &String::from_utf8_lossy(&path.bytes));
         let base = || redirect_base(conn, host, server_name, &server.settings);
@@ -1286,10 +1330,11 @@ async fn in_location<'a>(
         vars.proxy_host = &pass.upstream;
     }
     log.settle(&loc.settings, vars, &req, conn);
-    if let Some(ret) = &loc.ret {
+    if let Some(chosen) = chosen(&loc.ifs, loc.ret.as_ref(), vars) {
+        let ret = chosen.0;
         let ct = stock::content_type(&loc.settings, &String::from_utf8_lossy(&path.bytes));
         let base = || redirect_base(conn, host, server_name, &loc.settings);
-        let answer = returned(ret, vars, ct, base);
+        let answer = returned(&chosen, vars, ct, base);
         // nginx sends a text (and drops a 444) as it is; a bare code or a redirect is an
         // error `error_page` may take.
         let text = ret.template.is_some() && !matches!(ret.code, 301 | 302 | 303 | 307 | 308);

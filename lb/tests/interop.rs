@@ -1028,6 +1028,21 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         ("a map in a server", server("map $http_x $m { }")),
         (
+            "accepted: if blocks of every condition, in a server and a location",
+            server(
+                "if ($http_x) { return 403; }\nif ( $host = \"a b\" ) { return 404; }\n\
+                 if ($host != $http_host) { }\nif ($request_method !~* \"^(get|head)$\") { return 405; }\n\
+                 location /a { if ($http_y ~ ^(.)(?<n>.*)$) { return 301 https://$1/$n; }\n\
+                 if ($arg_a !~ x) { return 302 /x; } }",
+            ),
+        ),
+        ("an if without its block", server("if ($host);")),
+        ("an if without parentheses", server("if $host { }")),
+        ("an if of ==", server("if ($host == b) { }")),
+        ("an if of a bad regex", server("if ($host ~ \"(x\") { }")),
+        ("an if of four words", server("if ($host = a b) { }")),
+        ("an if in http", http("if ($host) { }")),
+        (
             "accepted: cookie lines of every form, and off",
             server(
                 "proxy_cookie_domain off; proxy_cookie_path / /a/;\n\
@@ -1160,6 +1175,30 @@ fn nginx_t_and_gluu_lb_t_agree() {
     ] {
         let text = http(&format!("{maps}\n{used}"));
         std::fs::write(&conf, format!("{head}{text}")).expect("write");
+        assert_eq!(nginx_t(dir.path(), &conf), Ok(0), "{what}");
+        assert_eq!(gluu_lb_t(&conf).map_err(|(line, _)| line), ours, "{what}");
+    }
+    // `if` beyond `return`: nginx runs a file test and other directives in its block;
+    // gluu-lb refuses them at the line. An `if` after a `return` never runs: gluu-lb
+    // says so.
+    for (what, text, ours) in [
+        (
+            "an if of a file test",
+            "if (-f $uri) { return 404; }",
+            Err(7),
+        ),
+        (
+            "an if of a proxy_pass",
+            "location /a { if ($host) { proxy_pass https://b; } }",
+            Err(7),
+        ),
+        (
+            "an if after a return",
+            "return 403;\nif ($host) { return 404; }",
+            Ok(1),
+        ),
+    ] {
+        std::fs::write(&conf, format!("{head}{}", server(text))).expect("write");
         assert_eq!(nginx_t(dir.path(), &conf), Ok(0), "{what}");
         assert_eq!(gluu_lb_t(&conf).map_err(|(line, _)| line), ours, "{what}");
     }
@@ -1602,6 +1641,8 @@ impl Twins {
         // request hyper refuses as malformed gets no header from gluu-lb (README).
         let locations = "add_header X-Added \"server $scheme\";\n\
              proxy_cookie_path / /srv/;\n\
+             if ($http_x_block = \"yes please\") { return 403; }\n\
+             if ($http_x_go ~* \"^to ([a-z]+)$\") { return 302 https://$1.example$request_uri; }\n\
              add_header X-Added \"safe $host\";\n\
              proxy_set_header X-Host from-server;\n\
              location ~ ^(/)$ { proxy_pass https://up_a; }\n\
@@ -1712,6 +1753,13 @@ impl Twins {
                proxy_cookie_flags ~^ABC nosamesite; proxy_cookie_flags ~^jsess samesite=$arg_s; }\n\
              location /cookies-inherited/ { proxy_pass https://up_canned/canned/; }\n\
              location /cookies-off/ { proxy_pass https://up_canned/canned/; proxy_cookie_path off; }\n\
+             location /iffy/ { proxy_pass https://up_a;\n\
+               if ($request_method !~ ^(GET|HEAD)$) { return 405; }\n\
+               if ($arg_x) { return 200 \"x=$arg_x\"; }\n\
+               if ($http_x_www ~ ^www\\.(?<rest>.+)$) { return 301 https://$rest$uri; }\n\
+               if ($cookie_c != \"\") { return 403 \"c=$cookie_c\"; }\n\
+               if ($arg_e) { } }\n\
+             location /iffy-ret/ { if ( $arg_a = 1 ) { return 404; } return 410 gone; }\n\
              location /cors/ { proxy_pass https://up_a; add_header X-Added \"cors $cors\" always; }\n\
              location /vars/ { proxy_pass https://up_a; proxy_set_header X-Host \"$request_method|$uri|$args|\
              $is_args|$https|$server_protocol|$request|$server_addr|:$server_port/|$cookie_session|$arg_a|\
@@ -2675,6 +2723,53 @@ async fn cookies_are_changed_as_nginx_changes_them() {
     assert_ne!(
         seen[4], seen[5],
         "the server's line reaches a location without one"
+    );
+}
+
+/// `if (...) { return ...; }` in a server and in a location: the same answers from the
+/// real nginx and gluu-lb for each kind of condition, regex captures in the `return`, an
+/// empty block, and an `if` before a location's own `return`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ifs_answer_as_nginx_answers() {
+    let twins = Twins::start().await;
+    let requests = [
+        get("/iffy/a"),
+        "POST /iffy/a HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        "HEAD /iffy/a HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n".to_owned(),
+        get("/iffy/a?x=5"),
+        get("/iffy/a?x=0"),
+        get("/iffy/a?x="),
+        get("/iffy/a?e=1"),
+        "GET /iffy/a%20b HTTP/1.1\r\nHost: lb\r\nX-Www: www.example.org\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        "GET /iffy/a HTTP/1.1\r\nHost: lb\r\nX-Www: example.org\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        "GET /iffy/a HTTP/1.1\r\nHost: lb\r\nCookie: c=1\r\nConnection: close\r\n\r\n".to_owned(),
+        get("/iffy-ret/?a=1"),
+        get("/iffy-ret/?a=2"),
+        "GET /oxauth/x HTTP/1.1\r\nHost: lb\r\nX-Block: yes please\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        "GET /oxauth/x HTTP/1.1\r\nHost: lb\r\nX-Block: yes\r\nConnection: close\r\n\r\n".to_owned(),
+        "GET /oxauth/x?q HTTP/1.1\r\nHost: lb\r\nX-Go: To There\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+    ];
+    let mut statuses = Vec::new();
+    for r in &requests {
+        statuses.push(twins.agree(r).await);
+    }
+    // The comparison sees the conditions hold and fail (it would pass as well were both
+    // to answer every request alike).
+    assert_eq!(
+        statuses,
+        [
+            200, 405, 200, 200, 200, 200, 200, 301, 200, 403, 404, 410, 403, 200, 302
+        ]
+    );
+    let (_, _, text) = raw(twins.ours, &requests[14]).await;
+    assert!(
+        text.starts_with("location: https://There.example/oxauth/x?q"),
+        "{text}"
     );
 }
 

@@ -354,7 +354,8 @@ impl Lexer<'_> {
                 self.bump();
                 let word = self.quoted(q, &place)?;
                 match self.peek() {
-                    None | Some(b';' | b'{' | b'}') => {}
+                    // `)`: nginx's `if ($a = "b")`, the `)` a word of its own.
+                    None | Some(b';' | b'{' | b'}' | b')') => {}
                     Some(c) if c.is_ascii_whitespace() => {}
                     Some(c) => {
                         return Err(GrammarError::at(

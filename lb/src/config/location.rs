@@ -40,6 +40,8 @@ pub struct Location {
     pub proxy_pass: Option<ProxyPass>,
     /// `return`: answered before anything else the location does (nginx's rewrite phase).
     pub ret: Option<Return>,
+    /// The `if` blocks before `ret`, in their order.
+    pub ifs: Vec<super::cond::If>,
     /// `alias`: where the files are, for the path after the location's prefix.
     pub alias: Option<std::path::PathBuf>,
     pub settings: ProxySettings,
@@ -211,13 +213,17 @@ pub fn location(
     let is_regex = matches!(matcher, Matcher::Regex(_) | Matcher::Named(_));
     let mut pass = None;
     let mut returned = None;
+    let mut ifs = Vec::new();
     let mut alias = None;
     let mut settings = inherit(inherited, body);
     for inner in body {
         if inner.name == "proxy_pass" {
             pass = Some(proxy_pass(inner, is_regex)?);
         } else if inner.name == "return" {
-            returned = Some(ret(inner, cx.maps)?);
+            returned = Some(ret(inner, cx.maps, None)?);
+        } else if inner.name == "if" {
+            let i = super::cond::if_block(inner, cx.maps)?;
+            ifs.extend(super::server::after_return(&returned, &i, warnings));
         } else if inner.name == "alias" {
             alias = Some(self::alias(inner, &matcher, body, cx.root)?);
         } else if super::proxy::not_in_location(&inner.name) {
@@ -234,6 +240,7 @@ pub fn location(
         matcher,
         proxy_pass: pass,
         ret: returned,
+        ifs,
         alias,
         settings,
         place: d.place.clone(),

@@ -5,6 +5,7 @@
 //! collected for `-t` and start-up.
 
 pub mod access;
+pub mod cond;
 pub mod cookie;
 pub mod grammar;
 pub mod gzip;

@@ -4,11 +4,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use regex::bytes::Regex;
+
+use super::cond::{If, if_block};
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, Matcher, location};
 use super::map::Maps;
 use super::pages::Target;
-use super::proxy::{Part, ProxySettings, Template, apply, inherit, template};
+use super::proxy::{Part, ProxySettings, Template, apply, compile_value, inherit};
 use super::tls::{self, TlsSettings};
 use super::{Scope, Warning};
 
@@ -38,7 +41,8 @@ pub struct Return {
 
 /// Reads a `return` line, as nginx does: a code from 200 to 599 (444: close the
 /// connection without an answer) with an optional URL or text, or a URL alone for 302.
-pub fn ret(d: &Directive, maps: &Maps) -> Result<Return, GrammarError> {
+/// `re`: the regex of the `if` it is in, whose captures it may use.
+pub fn ret(d: &Directive, maps: &Maps, re: Option<&Regex>) -> Result<Return, GrammarError> {
     let is_url = |t: &str| {
         ["http://", "https://", "$scheme"]
             .iter()
@@ -61,11 +65,29 @@ pub fn ret(d: &Directive, maps: &Maps) -> Result<Return, GrammarError> {
         code,
         template: target
             .as_deref()
-            .map(|t| template(&d.place, t, maps))
+            .map(|t| compile_value(&d.place, t, maps, re))
             .transpose()?,
         target,
         place: d.place.clone(),
     })
+}
+
+/// `i`, unless `ret` (the block's `return`, before it) answers first: then it never
+/// runs, and a warning says so.
+pub fn after_return(ret: &Option<Return>, i: &If, warnings: &mut Vec<Warning>) -> Option<If> {
+    match ret {
+        Some(r) => {
+            warnings.push(Warning {
+                at: i.place.to_string(),
+                message: format!(
+                    "this \"if\" never runs: the \"return\" at {} answers first",
+                    r.place
+                ),
+            });
+            None
+        }
+        None => Some(i.clone()),
+    }
 }
 
 /// A virtual server.
@@ -77,6 +99,8 @@ pub struct Server {
     /// settings: the http block's, with the server's own lines on top.
     pub tls: TlsSettings,
     pub ret: Option<Return>,
+    /// The `if` blocks before `ret` (one after it never runs), in their order.
+    pub ifs: Vec<If>,
     pub locations: Vec<Location>,
     /// The server level's proxy settings (what a request no location matches is logged
     /// with).
@@ -168,6 +192,7 @@ pub fn server(
         names: Vec::new(),
         tls: tls::inherit(inherited_tls, body),
         ret: None,
+        ifs: Vec::new(),
         locations: Vec::new(),
         settings: ProxySettings::default(),
         reads_headers: false,
@@ -235,7 +260,13 @@ pub fn server(
                 }
             }
             "http2" => http2_on = inner.on_off()?,
-            "return" => s.ret = Some(ret(inner, cx.maps)?),
+            "return" => s.ret = Some(ret(inner, cx.maps, None)?),
+            "if" => {
+                let i = if_block(inner, cx.maps)?;
+                if let Some(r) = after_return(&s.ret, &i, warnings) {
+                    s.ifs.push(r);
+                }
+            }
             "location" => {
                 let l = location(inner, cx, &settings, warnings)?;
                 if let Some(path) = s.locations.iter().find_map(|p| same_path(p, &l)) {
@@ -303,9 +334,11 @@ pub fn server(
         .iter()
         .chain(s.locations.iter().filter_map(|l| l.ret.as_ref()));
     let settings = std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings));
+    let ifs = s.ifs.iter().chain(s.locations.iter().flat_map(|l| &l.ifs));
     let parts: Vec<&Part> = returns
         .filter_map(|r| r.template.as_ref())
         .chain(settings.flat_map(ProxySettings::templates))
+        .chain(ifs.flat_map(If::templates))
         .flatten()
         .collect();
     s.reads_headers = parts.iter().any(|p| p.reads_headers());

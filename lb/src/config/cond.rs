@@ -1,0 +1,202 @@
+//! nginx's `if (CONDITION) { return ...; }` in a server or a location: the part of
+//! nginx's `if` that is safe ("if is evil" elsewhere), as hardening and redirect snippets
+//! use it (`if ($request_method !~ ^(GET|HEAD|POST)$) { return 405; }`, `if ($host ~
+//! ^www\.(.+)$) { return 301 https://$1$request_uri; }`). A condition is a variable
+//! (true unless empty or `0`), `$var = text`, `$var != text`, or `$var` against a regex
+//! with `~`, `~*`, `!~`, `!~*`; a regex's captures are `$1`.. in the block's `return`.
+//! Anything but one `return` in the block is refused: gluu-lb does not run the rest of
+//! nginx's `if`.
+
+use std::sync::Arc;
+
+use regex::bytes::Regex;
+
+use super::grammar::{Directive, GrammarError, Place};
+use super::location::regex;
+use super::map::Maps;
+use super::proxy::{Template, template};
+use super::server::{Return, ret};
+
+/// What an `if` tests.
+#[derive(Clone, Debug)]
+pub enum Condition {
+    /// `($var)`: not empty and not `0`.
+    Set(Template),
+    /// `($var = text)`, `!=` when `negated`.
+    Equal {
+        var: Template,
+        text: Template,
+        negated: bool,
+    },
+    /// `($var ~ regex)` (`~*`, `!~`, `!~*`).
+    Matches {
+        var: Template,
+        regex: Arc<Regex>,
+        negated: bool,
+    },
+}
+
+/// An `if` block: its condition, and the `return` it answers with (none: an empty block).
+#[derive(Clone, Debug)]
+pub struct If {
+    pub condition: Condition,
+    pub ret: Option<Return>,
+    pub place: Place,
+}
+
+impl If {
+    /// The values it reads of a request.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        let (var, text) = match &self.condition {
+            Condition::Set(var) | Condition::Matches { var, .. } => (var, None),
+            Condition::Equal { var, text, .. } => (var, Some(text)),
+        };
+        let ret = self.ret.as_ref().and_then(|r| r.template.as_ref());
+        std::iter::once(var).chain(text).chain(ret)
+    }
+}
+
+/// Reads an `if` block, with nginx's words for a malformed condition.
+pub fn if_block(d: &Directive, maps: &Maps) -> Result<If, GrammarError> {
+    let invalid = || {
+        d.error(format!(
+            "invalid condition \"{}\"",
+            d.args.first().map_or("", String::as_str)
+        ))
+    };
+    let Some(body) = &d.block else {
+        return Err(d.error("directive \"if\" has no opening \"{\""));
+    };
+    // `(` and `)` are the first word's first and the last word's last character, or
+    // words of their own.
+    let mut words: Vec<&str> = d.args.iter().map(String::as_str).collect();
+    let first = words
+        .first_mut()
+        .and_then(|w| w.strip_prefix('('))
+        .ok_or_else(invalid)?;
+    if first.is_empty() {
+        words.remove(0);
+    } else {
+        words[0] = first;
+    }
+    let last = words
+        .last_mut()
+        .and_then(|w| w.strip_suffix(')'))
+        .ok_or_else(invalid)?;
+    if last.is_empty() {
+        words.pop();
+    } else if let Some(w) = words.last_mut() {
+        *w = last;
+    }
+    let var = |w: &str| {
+        if w.len() < 2 || !w.starts_with('$') {
+            return Err(d.error(format!("invalid variable name \"{w}\"")));
+        }
+        template(&d.place, w, maps)
+    };
+    let (condition, re) = match words.as_slice() {
+        [v] => (Condition::Set(var(v)?), None),
+        [v, op @ ("=" | "!="), text] => (
+            Condition::Equal {
+                var: var(v)?,
+                text: template(&d.place, text, maps)?,
+                negated: *op == "!=",
+            },
+            None,
+        ),
+        [v, op @ ("~" | "~*" | "!~" | "!~*"), pattern] => {
+            let re = Arc::new(regex(&d.place, pattern, op.ends_with('*'))?);
+            let negated = op.starts_with('!');
+            let condition = Condition::Matches {
+                var: var(v)?,
+                regex: re.clone(),
+                negated,
+            };
+            // A negated match has no captures to give.
+            (condition, (!negated).then_some(re))
+        }
+        [
+            _,
+            op @ ("-f" | "!-f" | "-d" | "!-d" | "-e" | "!-e" | "-x" | "!-x"),
+            ..,
+        ]
+        | [
+            op @ ("-f" | "!-f" | "-d" | "!-d" | "-e" | "!-e" | "-x" | "!-x"),
+            ..,
+        ] => {
+            return Err(d.error(format!(
+                "\"if ({op} ...)\" is not supported: gluu-lb serves no files it would test"
+            )));
+        }
+        [_, op, _] => return Err(d.error(format!("unexpected \"{op}\" in condition"))),
+        _ => return Err(invalid()),
+    };
+    let mut returned = None;
+    for inner in body {
+        if inner.name != "return" {
+            return Err(inner.error(format!(
+                "\"{}\" inside \"if\" is not supported: gluu-lb runs only \"return\" there \
+                 (nginx's \"if is evil\" for the rest)",
+                inner.name
+            )));
+        }
+        returned = Some(ret(inner, maps, re.as_deref())?);
+    }
+    Ok(If {
+        condition,
+        ret: returned,
+        place: d.place.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::grammar::parse_file;
+
+    fn read(text: &str) -> Result<If, GrammarError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, text).expect("write");
+        let top = parse_file(&path)?;
+        if_block(&top[0], &Maps::default())
+    }
+
+    #[test]
+    fn conditions_read_as_nginx_reads_them() {
+        let forms = [
+            "if ($host) { }",
+            "if ( $host ) { return 403; }",
+            "if ($host = a) { }",
+            "if ($host != \"a b\") { }",
+            "if ($host ~ \"^(a b)$\") { return 301 https://$1; }",
+            "if ($host !~* ^a) { }",
+        ];
+        for f in forms {
+            assert!(read(f).is_ok(), "{f}: {:?}", read(f));
+        }
+        let i = read("if ($host ~ ^(?<sub>.+)\\.example$) { return 301 https://$sub$1; }")
+            .expect("valid");
+        let template = i.ret.and_then(|r| r.template).expect("a URL");
+        assert!(template.contains(&crate::config::proxy::Part::Capture(1)));
+        for (text, said) in [
+            ("if $host { }", "invalid condition \"$host\""),
+            ("if (a = b) { }", "invalid variable name \"a\""),
+            ("if ($host == b) { }", "unexpected \"==\" in condition"),
+            ("if ($host = a b) { }", "invalid condition"),
+            ("if (-f $uri) { }", "gluu-lb serves no files"),
+            (
+                "if ($host !~ (x)) { return 301 $1; }",
+                "\"$1\" is a regex capture",
+            ),
+            ("if ($host);", "has no opening"),
+            (
+                "if ($host) { add_header X y; }",
+                "runs only \"return\" there",
+            ),
+        ] {
+            let e = read(text).expect_err(text);
+            assert!(e.to_string().contains(said), "{text}: {e}");
+        }
+    }
+}
