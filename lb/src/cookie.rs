@@ -244,7 +244,7 @@ fn edit_flags(attrs: &mut Vec<Attr>, mut flags: u8) {
 mod tests {
     use super::*;
     use crate::config::Scope;
-    use crate::config::grammar::parse_file;
+    use crate::config::grammar::Directive;
     use crate::config::map::Maps;
     use crate::config::proxy::Part;
 
@@ -271,16 +271,13 @@ mod tests {
     }
 
     fn settings(lines: &str) -> CookieSettings {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, lines).expect("write");
         let maps = Maps::default();
         let cx = Scope {
-            root: dir.path(),
+            root: std::path::Path::new("."),
             maps: &maps,
         };
         let mut s = CookieSettings::default();
-        for d in parse_file(&path).expect("parsed") {
+        for d in Directive::parse_text(lines).expect("parsed") {
             let applied = crate::config::cookie::apply(&mut s, &d, &cx, &mut Vec::new());
             assert!(applied.expect("valid"), "{}", d.name);
         }

@@ -152,14 +152,9 @@ pub fn if_block(d: &Directive, maps: &Maps) -> Result<If, GrammarError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::grammar::parse_file;
 
     fn read(text: &str) -> Result<If, GrammarError> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, text).expect("write");
-        let top = parse_file(&path)?;
-        if_block(&top[0], &Maps::default())
+        if_block(&Directive::parse_text(text)?[0], &Maps::default())
     }
 
     #[test]

@@ -88,6 +88,14 @@ impl Directive {
             place: test_place(line),
         }
     }
+
+    /// The directives of `text`, read from a file `nginx.conf` of a scratch directory.
+    pub fn parse_text(text: &str) -> Result<Vec<Directive>, GrammarError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, text).expect("write");
+        parse_file(&path)
+    }
 }
 
 /// Directives nginx takes once per block: a second line is `"NAME" directive is duplicate`

@@ -415,14 +415,9 @@ impl Maps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::grammar::parse_file;
 
-    /// The `http` lines of `text`.
     fn lines(text: &str) -> Result<Vec<Directive>, GrammarError> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, text).expect("write");
-        parse_file(&path)
+        Directive::parse_text(text)
     }
 
     /// The value each source maps to, as the map's text (`-`: none).
