@@ -326,7 +326,7 @@ fn render(t: &Template, v: &Vars<'_>) -> String {
 /// [`render`] onto `out`; `captures`: the regex's whose map value `t` is.
 fn render_into(
     out: &mut String,
-    t: &Template,
+    t: &[Part],
     v: &Vars<'_>,
     captures: Option<&regex::bytes::Captures<'_>>,
 ) {
@@ -357,6 +357,14 @@ fn render_into(
             Part::Var(name) => v.push(name, out),
             Part::Cookie(name) => out.push_str(&v.cookie(name).unwrap_or_default()),
             Part::Arg(name) => out.push_str(v.arg(name).unwrap_or_default()),
+            Part::Args(sep) => {
+                if let Some((_, args)) =
+                    v.request_uri.split_once('?').filter(|(_, a)| !a.is_empty())
+                {
+                    out.push(*sep);
+                    out.push_str(args);
+                }
+            }
         }
     }
 }
@@ -739,6 +747,18 @@ impl Drop for Log {
     }
 }
 
+/// `bytes` onto `out` as nginx's `ngx_escape_uri(NGX_ESCAPE_ARGS)` writes them: space,
+/// `#`, `%`, `&`, `+`, `;`, `?`, controls and bytes above 0x7e as `%XX`.
+fn escape_args(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if b <= 0x20 || b >= 0x7f || b"#%&+;?".contains(&b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+}
+
 /// A `return` a block answers with, and the text its `if`'s regex matched (for `$1`).
 type Chosen<'r> = (&'r Return, Option<(String, Arc<regex::bytes::Regex>)>);
 
@@ -791,9 +811,24 @@ fn returned(
     let captures = matched
         .as_ref()
         .and_then(|(text, re)| re.captures(text.as_bytes()));
+    // nginx escapes a redirecting rewrite's captures when the path came escaped.
+    let path = vars.request_uri.split('?').next().unwrap_or_default();
+    let escape = ret.escape_captures && path.contains(['%', '+']);
     let target = ret.template.as_ref().map(|t| {
         let mut out = String::new();
-        render_into(&mut out, t, vars, captures.as_ref());
+        for part in t {
+            match (part, captures.as_ref()) {
+                (Part::Capture(i), Some(c)) if escape => {
+                    escape_args(&mut out, c.get(*i).map_or(&[][..], |m| m.as_bytes()));
+                }
+                _ => render_into(
+                    &mut out,
+                    std::slice::from_ref(part),
+                    vars,
+                    captures.as_ref(),
+                ),
+            }
+        }
         out
     });
     let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -588,7 +588,8 @@ fn ssl_name(l: &Location) -> Result<Option<ServerName<'static>>, GrammarError> {
                     | Part::Map(_)
                     | Part::Capture(_)
                     | Part::Cookie(_)
-                    | Part::Arg(_) => {
+                    | Part::Arg(_)
+                    | Part::Args(_) => {
                         return Err(err(
                             &l.place,
                             "\"proxy_ssl_name\" with a variable other than $proxy_host is not \

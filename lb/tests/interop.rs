@@ -1043,6 +1043,19 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ("an if of four words", server("if ($host = a b) { }")),
         ("an if in http", http("if ($host) { }")),
         (
+            "accepted: redirecting rewrites",
+            server(
+                "rewrite ^/a(.*)$ /b$1 permanent;\nrewrite ^/c /d? redirect;\n\
+                 location /e { rewrite ^/e/(?<x>.*) https://f/$x; rewrite ^ $scheme://g/ break; }",
+            ),
+        ),
+        ("a rewrite of a bad flag", server("rewrite ^/a /b foo;")),
+        ("a rewrite of one word", server("rewrite ^/a;")),
+        (
+            "a rewrite of a bad regex",
+            server("rewrite (a /b redirect;"),
+        ),
+        (
             "accepted: cookie lines of every form, and off",
             server(
                 "proxy_cookie_domain off; proxy_cookie_path / /a/;\n\
@@ -1192,6 +1205,7 @@ fn nginx_t_and_gluu_lb_t_agree() {
             "location /a { if ($host) { proxy_pass https://b; } }",
             Err(7),
         ),
+        ("an internal rewrite", "rewrite ^/a /b last;", Err(7)),
         (
             "an if after a return",
             "return 403;\nif ($host) { return 404; }",
@@ -1642,6 +1656,7 @@ impl Twins {
         let locations = "add_header X-Added \"server $scheme\";\n\
              proxy_cookie_path / /srv/;\n\
              if ($http_x_block = \"yes please\") { return 403; }\n\
+             rewrite ^/old/(.*)$ /oxauth/$1 permanent;\n\
              if ($http_x_go ~* \"^to ([a-z]+)$\") { return 302 https://$1.example$request_uri; }\n\
              add_header X-Added \"safe $host\";\n\
              proxy_set_header X-Host from-server;\n\
@@ -1759,6 +1774,12 @@ impl Twins {
                if ($http_x_www ~ ^www\\.(?<rest>.+)$) { return 301 https://$rest$uri; }\n\
                if ($cookie_c != \"\") { return 403 \"c=$cookie_c\"; }\n\
                if ($arg_e) { } }\n\
+             location /rw/ { proxy_pass https://up_a;\n\
+               rewrite ^/rw/a/(.*)$ /b/$1 redirect;\n\
+               rewrite ^/rw/q/(.*)$ /q?x=$1 permanent;\n\
+               rewrite ^/rw/n/(.*)$ /n/$1? redirect;\n\
+               rewrite ^/rw/u/(?<p>.*)$ https://u.example/$p;\n\
+               rewrite ^/rw/s/ $scheme://s.example/ last; }\n\
              location /iffy-ret/ { if ( $arg_a = 1 ) { return 404; } return 410 gone; }\n\
              location /cors/ { proxy_pass https://up_a; add_header X-Added \"cors $cors\" always; }\n\
              location /vars/ { proxy_pass https://up_a; proxy_set_header X-Host \"$request_method|$uri|$args|\
@@ -2746,6 +2767,15 @@ async fn ifs_answer_as_nginx_answers() {
         "GET /iffy/a HTTP/1.1\r\nHost: lb\r\nX-Www: example.org\r\nConnection: close\r\n\r\n"
             .to_owned(),
         "GET /iffy/a HTTP/1.1\r\nHost: lb\r\nCookie: c=1\r\nConnection: close\r\n\r\n".to_owned(),
+        get("/old/x?y=1"),
+        get("/rw/a/b%20c?k=v"),
+        get("/rw/a/b?k"),
+        get("/rw/q/1?k=v"),
+        get("/rw/q/1"),
+        get("/rw/n/1?k=v"),
+        get("/rw/u/x?k=v"),
+        get("/rw/s/t"),
+        get("/rw/other"),
         get("/iffy-ret/?a=1"),
         get("/iffy-ret/?a=2"),
         "GET /oxauth/x HTTP/1.1\r\nHost: lb\r\nX-Block: yes please\r\nConnection: close\r\n\r\n"
@@ -2763,10 +2793,11 @@ async fn ifs_answer_as_nginx_answers() {
     assert_eq!(
         statuses,
         [
-            200, 405, 200, 200, 200, 200, 200, 301, 200, 403, 404, 410, 403, 200, 302
+            200, 405, 200, 200, 200, 200, 200, 301, 200, 403, 301, 302, 302, 301, 301, 302, 302,
+            302, 200, 404, 410, 403, 200, 302
         ]
     );
-    let (_, _, text) = raw(twins.ours, &requests[14]).await;
+    let (_, _, text) = raw(twins.ours, &requests[23]).await;
     assert!(
         text.starts_with("location: https://There.example/oxauth/x?q"),
         "{text}"

@@ -14,7 +14,7 @@ use regex::bytes::Regex;
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::regex;
 use super::map::Maps;
-use super::proxy::{Template, template};
+use super::proxy::{Part, Template, compile_value, template};
 use super::server::{Return, ret};
 
 /// What an `if` tests.
@@ -54,6 +54,61 @@ impl If {
         let ret = self.ret.as_ref().and_then(|r| r.template.as_ref());
         std::iter::once(var).chain(text).chain(ret)
     }
+}
+
+/// Reads a `rewrite REGEX REPLACEMENT [FLAG]` that redirects (`redirect`, `permanent`, or
+/// a replacement starting with `http://`, `https://` or `$scheme`) as the `if` it
+/// amounts to: `$uri` against REGEX, then `return 302` (301 for `permanent`) of the
+/// replacement with the regex's captures, the request's arguments added as nginx adds
+/// them (after `?`, or `&` when the replacement has one; none when it ends in `?`). An
+/// internal rewrite (`last`, `break`, no flag) is refused at the line.
+pub fn rewrite(d: &Directive, maps: &Maps) -> Result<If, GrammarError> {
+    let (pattern, replacement, flag) = match d.args.as_slice() {
+        [p, r] => (p, r, None),
+        [p, r, f] => (p, r, Some(f.as_str())),
+        _ => return Err(d.error("invalid number of arguments in \"rewrite\" directive")),
+    };
+    let url = ["http://", "https://", "$scheme"]
+        .iter()
+        .any(|s| replacement.starts_with(s));
+    let code = match flag {
+        Some("permanent") => 301,
+        Some("redirect") => 302,
+        Some("last" | "break") | None if url => 302,
+        Some("last" | "break") | None => {
+            return Err(d.error(
+                "an internal \"rewrite\" (last, break, or no flag) is not supported: \
+                 gluu-lb routes by the URI as sent; redirect (\"redirect\", \"permanent\") \
+                 or give proxy_pass the URI",
+            ));
+        }
+        Some(other) => return Err(d.error(format!("invalid parameter \"{other}\""))),
+    };
+    let re = Arc::new(regex(&d.place, pattern, false)?);
+    let (text, args) = match replacement.strip_suffix('?') {
+        Some(text) => (text, None),
+        None => (
+            replacement.as_str(),
+            Some(if replacement.contains('?') { '&' } else { '?' }),
+        ),
+    };
+    let mut target = compile_value(&d.place, text, maps, Some(&re))?;
+    target.extend(args.map(Part::Args));
+    Ok(If {
+        condition: Condition::Matches {
+            var: vec![Part::Var("uri")],
+            regex: re,
+            negated: false,
+        },
+        ret: Some(Return {
+            code,
+            target: Some(replacement.clone()),
+            template: Some(target),
+            escape_captures: true,
+            place: d.place.clone(),
+        }),
+        place: d.place.clone(),
+    })
 }
 
 /// Reads an `if` block, with nginx's words for a malformed condition.
@@ -189,6 +244,39 @@ mod tests {
                 "if ($host) { add_header X y; }",
                 "runs only \"return\" there",
             ),
+        ] {
+            let e = read(text).expect_err(text);
+            assert!(e.to_string().contains(said), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn redirecting_rewrites_are_ifs_of_the_uri() {
+        let read = |text: &str| rewrite(&Directive::parse_text(text)?[0], &Maps::default());
+        for (text, code, args) in [
+            ("rewrite ^/a(.*) /b$1 permanent;", 301, Some('?')),
+            ("rewrite ^/a /b?x=1 redirect;", 302, Some('&')),
+            ("rewrite ^/a /b? redirect;", 302, None),
+            ("rewrite ^/a https://b/ last;", 302, Some('?')),
+            ("rewrite ^/a $scheme://b/;", 302, Some('?')),
+        ] {
+            let i = read(text).expect(text);
+            let ret = i.ret.expect("a return");
+            let template = ret.template.expect("a URL");
+            assert_eq!(ret.code, code, "{text}");
+            let added = template.last().and_then(|p| match p {
+                Part::Args(c) => Some(*c),
+                _ => None,
+            });
+            assert_eq!(added, args, "{text}");
+        }
+        for (text, said) in [
+            ("rewrite ^/a;", "invalid number of arguments"),
+            ("rewrite ^/a /b c d;", "invalid number of arguments"),
+            ("rewrite ^/a /b foo;", "invalid parameter \"foo\""),
+            ("rewrite ^/a /b last;", "an internal \"rewrite\""),
+            ("rewrite ^/a /b;", "an internal \"rewrite\""),
+            ("rewrite (a /b redirect;", "cannot be used"),
         ] {
             let e = read(text).expect_err(text);
             assert!(e.to_string().contains(said), "{text}: {e}");

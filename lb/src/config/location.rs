@@ -221,8 +221,11 @@ pub fn location(
             pass = Some(proxy_pass(inner, is_regex)?);
         } else if inner.name == "return" {
             returned = Some(ret(inner, cx.maps, None)?);
-        } else if inner.name == "if" {
-            let i = super::cond::if_block(inner, cx.maps)?;
+        } else if inner.name == "if" || inner.name == "rewrite" {
+            let i = match inner.name.as_str() {
+                "if" => super::cond::if_block(inner, cx.maps)?,
+                _ => super::cond::rewrite(inner, cx.maps)?,
+            };
             ifs.extend(super::server::after_return(&returned, &i, warnings));
         } else if inner.name == "alias" {
             alias = Some(self::alias(inner, &matcher, body, cx.root)?);

@@ -75,6 +75,9 @@ pub enum Part {
     Map(Arc<Map<Template>>),
     /// `$1`..`$9` or a named group: a capture of the regex a map's value belongs to.
     Capture(usize),
+    /// The request's arguments after this character, when it has any (what a `rewrite`
+    /// adds to its redirect).
+    Args(char),
 }
 
 impl Part {

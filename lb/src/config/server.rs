@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use regex::bytes::Regex;
 
-use super::cond::{If, if_block};
+use super::cond::{If, if_block, rewrite};
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, Matcher, location};
 use super::map::Maps;
@@ -36,6 +36,9 @@ pub struct Return {
     pub target: Option<String>,
     /// `target` with its variables (`$host`, `$request_uri`, ...) found.
     pub template: Option<Template>,
+    /// A `rewrite`'s redirect: its regex's captures are escaped as nginx escapes them
+    /// when the request's path was (`%`, `+`).
+    pub escape_captures: bool,
     pub place: Place,
 }
 
@@ -68,6 +71,7 @@ pub fn ret(d: &Directive, maps: &Maps, re: Option<&Regex>) -> Result<Return, Gra
             .map(|t| compile_value(&d.place, t, maps, re))
             .transpose()?,
         target,
+        escape_captures: false,
         place: d.place.clone(),
     })
 }
@@ -261,8 +265,11 @@ pub fn server(
             }
             "http2" => http2_on = inner.on_off()?,
             "return" => s.ret = Some(ret(inner, cx.maps, None)?),
-            "if" => {
-                let i = if_block(inner, cx.maps)?;
+            "if" | "rewrite" => {
+                let i = match inner.name.as_str() {
+                    "if" => if_block(inner, cx.maps)?,
+                    _ => rewrite(inner, cx.maps)?,
+                };
                 if let Some(r) = after_return(&s.ret, &i, warnings) {
                     s.ifs.push(r);
                 }
