@@ -240,6 +240,7 @@ impl Entry {
                     continue;
                 }
                 Piece::Var(v) => self.value(*v, f, more, body_bytes_sent, &mut value),
+                Piece::Cookie(_) | Piece::Arg(_) => self.named(piece, more, &mut value),
                 // A map's value, even an empty one, is found (nginx logs no `-` for it).
                 Piece::Map(_) | Piece::Capture(_) => {
                     let piece = std::slice::from_ref(piece);
@@ -275,6 +276,9 @@ impl Entry {
                 Piece::Var(v) => {
                     self.value(*v, f, more, body_bytes_sent, out);
                 }
+                Piece::Cookie(_) | Piece::Arg(_) => {
+                    self.named(p, more, out);
+                }
                 Piece::Map(m) => {
                     let mut source = String::new();
                     self.render(&m.source, f, more, body_bytes_sent, None, &mut source);
@@ -289,6 +293,24 @@ impl Entry {
                 }
             }
         }
+    }
+
+    /// `$cookie_NAME` or `$arg_NAME` onto `out`; `false` when the request has none.
+    fn named(&self, piece: &Piece, more: &More, out: &mut String) -> bool {
+        let cookie = || {
+            more.headers
+                .iter()
+                .find(|(n, _)| *n == hyper::header::COOKIE)
+        };
+        let value = match piece {
+            Piece::Cookie(name) => cookie()
+                .and_then(|(_, line)| line.as_deref())
+                .and_then(|line| crate::cookie::request_cookie(line.as_bytes(), name.as_bytes()))
+                .map(String::from_utf8_lossy),
+            Piece::Arg(name) => crate::uri::arg(&more.request_uri, name).map(Into::into),
+            _ => None,
+        };
+        value.map(|v| out.push_str(&v)).is_some()
     }
 
     /// Whether `to` takes this request's line: its `if=` condition, if any, is neither

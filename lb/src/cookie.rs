@@ -4,13 +4,34 @@
 //! `Domain` or `Path` attribute is replaced by the first line that matches it; the first
 //! `proxy_cookie_flags` line of the cookie's name sets or removes `Secure`, `HttpOnly` and
 //! `SameSite`. A header that anything changed is written again as `a=b; c; d=e`; any
-//! other passes as the node sent it.
+//! other passes as the node sent it. Also how a request's `Cookie` is read for
+//! `$cookie_NAME`.
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use regex::bytes::Captures;
 
 use crate::config::cookie::{CookieSettings, Pattern, Rewrite};
 use crate::config::proxy::Template;
+
+/// `$cookie_NAME` of a `Cookie` line: nginx 1.22's reading (pairs cut at `;` or `,`, the
+/// name without regard to case, the value from after `=` and any spaces to the next `;`).
+pub fn request_cookie<'h>(line: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    let spaces = |s: &'h [u8]| &s[s.iter().take_while(|&&c| c == b' ').count()..];
+    let mut rest = line;
+    while !rest.is_empty() {
+        let value = rest
+            .split_at_checked(name.len())
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, after)| spaces(after).strip_prefix(b"="));
+        if let Some(v) = value {
+            let v = spaces(v);
+            return Some(&v[..v.iter().position(|&c| c == b';').unwrap_or(v.len())]);
+        }
+        let next = rest.iter().position(|&c| c == b';' || c == b',');
+        rest = spaces(next.map_or(&[][..], |i| &rest[i + 1..]));
+    }
+    None
+}
 
 /// Renders a value with the request's variables (and a regex's captures).
 pub trait Render {

@@ -262,36 +262,13 @@ impl Vars<'_> {
     fn cookie(&self, name: &str) -> Option<String> {
         let mut lines = self.client.iter().flat_map(|h| h.get_all(header::COOKIE));
         lines
-            .find_map(|line| cookie_in(line.as_bytes(), name.as_bytes()))
+            .find_map(|line| cookie::request_cookie(line.as_bytes(), name.as_bytes()))
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
-    /// `$arg_NAME`: the first `NAME=` pair of the query, the name without regard to case.
     fn arg(&self, name: &str) -> Option<&str> {
-        let (_, args) = self.request_uri.split_once('?')?;
-        args.split('&').find_map(|pair| {
-            let (n, v) = pair.split_at_checked(name.len())?;
-            n.eq_ignore_ascii_case(name).then(|| v.strip_prefix('='))?
-        })
+        uri::arg(self.request_uri, name)
     }
-}
-
-fn cookie_in<'h>(line: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
-    let spaces = |s: &'h [u8]| &s[s.iter().take_while(|&&c| c == b' ').count()..];
-    let mut rest = line;
-    while !rest.is_empty() {
-        let value = rest
-            .split_at_checked(name.len())
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, after)| spaces(after).strip_prefix(b"="));
-        if let Some(v) = value {
-            let v = spaces(v);
-            return Some(&v[..v.iter().position(|&c| c == b';').unwrap_or(v.len())]);
-        }
-        let next = rest.iter().position(|&c| c == b';' || c == b',');
-        rest = spaces(next.map_or(&[][..], |i| &rest[i + 1..]));
-    }
-    None
 }
 
 /// nginx's `$request_id`: 16 random bytes in hex.

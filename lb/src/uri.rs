@@ -173,6 +173,16 @@ pub fn escape(bytes: &[u8], out: &mut String) {
     }
 }
 
+/// `$arg_NAME` of `request_uri`: its query's first `NAME=` pair, the name without regard
+/// to case, the value as sent.
+pub fn arg<'u>(request_uri: &'u str, name: &str) -> Option<&'u str> {
+    let (_, args) = request_uri.split_once('?')?;
+    args.split('&').find_map(|pair| {
+        let (n, v) = pair.split_at_checked(name.len())?;
+        n.eq_ignore_ascii_case(name).then(|| v.strip_prefix('='))?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1647,7 +1647,7 @@ impl Twins {
              map $status $loggable {{ ~^[23] 0; default 1; }}\n\
              map $request_uri $route {{ ~^/logmap/(?<what>[a-z]+) \"$what:$upstream_status\"; }}\n\
              map $http_x_client $short {{ ~^(.).+ $1; }}\n\
-             log_format mapped '$route [$short] $http_x_client:$mapped $status';\n\
+             log_format mapped '$route [$short] $http_x_client:$mapped $status $cookie_session|$arg_A';\n\
              log_format rid '$request_id';\n"
         );
         // Server-level header lines, which a location inherits only when it has none of
@@ -2119,9 +2119,13 @@ async fn access_logs_are_written_as_nginx_writes_them() {
         }
     }
     // Maps in a format, and `if=` of a map of `$status`: only the errors in `logmap`.
+    // `$cookie_NAME` and `$arg_NAME` too.
     for (path, client) in [
         ("/logmap/a", "www.example.com"),
-        ("/logmap/b/missing", "1234-56"),
+        (
+            "/logmap/b/missing?a=1&A=2",
+            "1234-56\r\nCookie: x=1; SESSION = s t, u\r\nCookie: session=2",
+        ),
         ("/logmap/missing", ""),
         ("/logmap/", "ABC.re.com"),
     ] {
@@ -2136,10 +2140,10 @@ async fn access_logs_are_written_as_nginx_writes_them() {
     assert_eq!(errors, theirs, "logmap: gluu-lb, then nginx");
     assert_eq!(
         errors,
-        "b:404 [1] 1234-56:56-234-1 404\nmissing:404 [] :empty 404"
+        "b:404 [1] 1234-56:56-234-1 404 s t, u|1\nmissing:404 [] :empty 404 -|-"
     );
     // A map of no value is logged as nothing, not `-` (`$route` of `/logmap/`).
-    assert!(all.starts_with(" [A] ABC.re.com:none 200\n"), "{all}");
+    assert!(all.starts_with(" [A] ABC.re.com:none 200 -|-\n"), "{all}");
 }
 
 /// `limit_req` as nginx applies it: at 1 request a minute with `burst=2 nodelay`, one

@@ -120,6 +120,10 @@ pub enum Piece {
     Map(Arc<Map<Vec<Piece>>>),
     /// A capture of the regex of the map line whose value this is.
     Capture(usize),
+    /// `$cookie_NAME`, by its name in lowercase (the `Cookie` header is kept for it).
+    Cookie(String),
+    /// `$arg_NAME`, by its name in lowercase.
+    Arg(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,12 +243,26 @@ fn pieces(
                 Some(i) => Piece::Capture(i),
                 None => match map_pieces(name, maps, headers)? {
                     Some(m) => Piece::Map(m),
-                    None => Piece::Var(var(place, name, headers)?),
+                    None => named(name, headers)
+                        .map_or_else(|| var(place, name, headers).map(Piece::Var), Ok)?,
                 },
             },
         });
     }
     Ok(out)
+}
+
+/// `$cookie_NAME` (its header added to `headers`) or `$arg_NAME`.
+fn named(name: &str, headers: &mut Vec<HeaderName>) -> Option<Piece> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(c) = lower.strip_prefix("cookie_").filter(|c| !c.is_empty()) {
+        if !headers.contains(&hyper::header::COOKIE) {
+            headers.push(hyper::header::COOKIE);
+        }
+        return Some(Piece::Cookie(c.to_owned()));
+    }
+    let a = lower.strip_prefix("arg_").filter(|a| !a.is_empty())?;
+    Some(Piece::Arg(a.to_owned()))
 }
 
 fn var(place: &Place, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, GrammarError> {
@@ -268,7 +286,7 @@ fn var(place: &Place, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, 
     if let Some(c) = CertVar::named(&lower) {
         return Ok(Var::Cert(c));
     }
-    let prefixed = ["sent_http_", "cookie_", "arg_", "upstream_http_"]
+    let prefixed = ["sent_http_", "upstream_http_"]
         .iter()
         .any(|p| lower.starts_with(p));
     if NOT_KEPT.contains(&lower.as_str()) || prefixed {
