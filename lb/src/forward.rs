@@ -724,18 +724,6 @@ impl Drop for Log {
     }
 }
 
-/// `bytes` onto `out` as nginx's `ngx_escape_uri(NGX_ESCAPE_ARGS)` writes them: space,
-/// `#`, `%`, `&`, `+`, `;`, `?`, controls and bytes above 0x7e as `%XX`.
-fn escape_args(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if b <= 0x20 || b >= 0x7f || b"#%&+;?".contains(&b) {
-            out.push_str(&format!("%{b:02X}"));
-        } else {
-            out.push(b as char);
-        }
-    }
-}
-
 /// A `return` a block answers with, and the text its `if`'s regex matched (for `$1`).
 type Chosen<'r> = (&'r Return, Option<(String, Arc<regex::bytes::Regex>)>);
 
@@ -761,7 +749,11 @@ fn chosen<'r>(ifs: &'r [If], ret: Option<&'r Return>, v: &Vars<'_>) -> Option<Ch
             } => {
                 let s = render(var, v);
                 let hit = regex.is_match(s.as_bytes());
-                (hit != *negated, (!*negated).then(|| (s, regex.clone())))
+                // Only a match that holds has captures to give.
+                (
+                    hit != *negated,
+                    (hit && !*negated).then(|| (s, regex.clone())),
+                )
             }
         };
         if holds {
@@ -796,7 +788,8 @@ fn returned(
         for part in t {
             match (part, captures.as_ref()) {
                 (Part::Capture(i), Some(c)) if escape => {
-                    escape_args(&mut out, c.get(*i).map_or(&[][..], |m| m.as_bytes()));
+                    let bytes = c.get(*i).map_or(&[][..], |m| m.as_bytes());
+                    uri::escape(bytes, uri::ESCAPE_ARGS, &mut out);
                 }
                 _ => render_into(
                     &mut out,

@@ -161,11 +161,17 @@ pub fn normalize(path: &str) -> Result<Path<'_>, Invalid> {
     })
 }
 
-/// `bytes` with nginx's `NGX_ESCAPE_URI` set escaped: controls, space, `#`, `%`, `?`, DEL
-/// and every byte above it.
-pub fn escape(bytes: &[u8], out: &mut String) {
+/// nginx's `NGX_ESCAPE_URI` set: controls, space, `#`, `%`, `?`, DEL and every byte
+/// above it.
+pub const ESCAPE_URI: &[u8] = b"#%?";
+/// nginx's `NGX_ESCAPE_ARGS` set: [`ESCAPE_URI`]'s, and `&`, `+`, `;`.
+pub const ESCAPE_ARGS: &[u8] = b"#%&+;?";
+
+/// `bytes` onto `out` as nginx's `ngx_escape_uri` writes them: controls, space, DEL, the
+/// bytes above it and `specials` (a set above) as `%XX`.
+pub fn escape(bytes: &[u8], specials: &[u8], out: &mut String) {
     for &b in bytes {
-        if b <= b' ' || matches!(b, b'#' | b'%' | b'?') || b >= 0x7f {
+        if b <= b' ' || specials.contains(&b) || b >= 0x7f {
             out.push_str(&format!("%{b:02X}"));
         } else {
             out.push(b as char);
@@ -237,8 +243,11 @@ mod tests {
 
     #[test]
     fn escapes_what_nginx_escapes() {
-        let mut s = String::new();
-        escape(b"/a b#c%d?e\x01\x7f\xc3\xa9+/~!$&'()*,;=:@", &mut s);
-        assert_eq!(s, "/a%20b%23c%25d%3Fe%01%7F%C3%A9+/~!$&'()*,;=:@");
+        let bytes = b"/a b#c%d?e\x01\x7f\xc3\xa9+/~!$&'()*,;=:@";
+        let (mut uri, mut args) = (String::new(), String::new());
+        escape(bytes, ESCAPE_URI, &mut uri);
+        escape(bytes, ESCAPE_ARGS, &mut args);
+        assert_eq!(uri, "/a%20b%23c%25d%3Fe%01%7F%C3%A9+/~!$&'()*,;=:@");
+        assert_eq!(args, "/a%20b%23c%25d%3Fe%01%7F%C3%A9%2B/~!$%26'()*,%3B=:@");
     }
 }

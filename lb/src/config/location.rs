@@ -291,7 +291,7 @@ pub fn upstream_uri(
     let mut out = String::with_capacity(uri.len() + rest.len() + query.len() + 1);
     out.push_str(uri);
     if path.quoted {
-        escape(rest, &mut out);
+        escape(rest, crate::uri::ESCAPE_URI, &mut out);
     } else {
         // Nothing was decoded, so these are the client's own (ASCII) bytes.
         out.push_str(&String::from_utf8_lossy(rest));
