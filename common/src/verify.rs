@@ -17,7 +17,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::tls::fingerprint;
@@ -44,6 +44,14 @@ pub enum PeerPolicy {
     Chain {
         roots: Arc<rustls::RootCertStore>,
         names: Vec<ServerName<'static>>,
+        /// At most this many intermediate CA certificates between the peer's own and a
+        /// root (OpenSSL's verify depth: nginx's `proxy_ssl_verify_depth`); `None`: only
+        /// webpki's own bound.
+        depth: Option<usize>,
+        /// Revocation lists: with any, every certificate of the chain below the root must
+        /// be covered by a current list of its issuer and not listed in it (nginx's
+        /// `proxy_ssl_crl`, which sets OpenSSL's `CRL_CHECK_ALL`); empty: not checked.
+        crls: Vec<CertificateRevocationListDer<'static>>,
     },
     /// Some certificate, not verified (stunnel's `requireCert = yes` alone).
     AnyCertificate,
@@ -88,15 +96,23 @@ impl PeerPolicy {
                 let prints: Vec<_> = certs.iter().map(fingerprint).collect();
                 format!("pinned to certificate sha256 {}", prints.join(" or "))
             }
-            PeerPolicy::Chain { names, .. } if names.is_empty() => {
-                "chain verified against the CA file (names not checked)".to_owned()
-            }
-            PeerPolicy::Chain { names, .. } => {
-                let names: Vec<_> = names.iter().map(|n| n.to_str().into_owned()).collect();
-                format!(
-                    "chain verified against the CA file, name one of {}",
-                    names.join(", ")
-                )
+            PeerPolicy::Chain {
+                names, depth, crls, ..
+            } => {
+                let mut text = "chain verified against the CA file".to_owned();
+                if let Some(depth) = depth {
+                    text += &format!(" through at most {depth} intermediate CAs");
+                }
+                if !crls.is_empty() {
+                    text += ", revocation checked";
+                }
+                if names.is_empty() {
+                    text += " (names not checked)";
+                } else {
+                    let names: Vec<_> = names.iter().map(|n| n.to_str().into_owned()).collect();
+                    text += &format!(", name one of {}", names.join(", "));
+                }
+                text
             }
             PeerPolicy::AnyCertificate => "any certificate (not verified)".to_owned(),
             PeerPolicy::Anyone => "NO VERIFICATION: anyone is accepted".to_owned(),
@@ -131,6 +147,23 @@ impl fmt::Display for NotPinned {
 
 impl std::error::Error for NotPinned {}
 
+/// A chain that verified only through more intermediates than the verify depth allows.
+#[derive(Debug)]
+struct TooDeep(usize);
+
+impl fmt::Display for TooDeep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "certificate chain too long: it reaches a trusted CA only through more than {} \
+             intermediate CA certificates (the verify depth)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooDeep {}
+
 /// rustls verifier for both directions; build with [`PeerVerifier::new`].
 #[derive(Debug)]
 pub struct PeerVerifier {
@@ -143,15 +176,23 @@ pub struct PeerVerifier {
 impl PeerVerifier {
     pub fn new(policy: PeerPolicy, provider: &Arc<CryptoProvider>) -> Result<Self, Error> {
         let (server_chain, client_chain) = match &policy {
-            PeerPolicy::Chain { roots, .. } => {
-                let server =
-                    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                        .build()
-                        .map_err(|e| Error::General(e.to_string()))?;
-                let client =
-                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                        .build()
-                        .map_err(|e| Error::General(e.to_string()))?;
+            PeerPolicy::Chain { roots, crls, .. } => {
+                let mut server =
+                    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone());
+                let mut client =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+                if !crls.is_empty() {
+                    // The builders' defaults check the whole chain and fail a certificate
+                    // whose issuer has no list here, as OpenSSL's CRL_CHECK_ALL does.
+                    server = server
+                        .with_crls(crls.iter().cloned())
+                        .enforce_revocation_expiration();
+                    client = client
+                        .with_crls(crls.iter().cloned())
+                        .enforce_revocation_expiration();
+                }
+                let server = server.build().map_err(|e| Error::General(e.to_string()))?;
+                let client = client.build().map_err(|e| Error::General(e.to_string()))?;
                 (Some(server), Some(client))
             }
             _ => (None, None),
@@ -192,6 +233,51 @@ impl PeerVerifier {
         }
     }
 
+    /// With a depth, the chain must also reach a root through at most that many
+    /// intermediates (`intermediates` being what the peer sent). Run after the chain
+    /// verified, so a failure here is the depth's.
+    fn check_depth(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        usage: webpki::KeyUsage,
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        let PeerPolicy::Chain {
+            roots,
+            depth: Some(depth),
+            ..
+        } = &self.policy
+        else {
+            return Ok(());
+        };
+        let within = |path: &webpki::VerifiedPath<'_>| {
+            if path.intermediate_certificates().count() > *depth {
+                Err(webpki::Error::MaximumPathDepthExceeded)
+            } else {
+                Ok(())
+            }
+        };
+        webpki::EndEntityCert::try_from(end_entity)
+            .and_then(|ee| {
+                ee.verify_for_usage(
+                    self.algorithms.all,
+                    &roots.roots,
+                    intermediates,
+                    now,
+                    usage,
+                    None,
+                    Some(&within),
+                )
+                .map(|_| ())
+            })
+            .map_err(|_| {
+                Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+                    TooDeep(*depth),
+                ))))
+            })
+    }
+
     /// The certificate must be valid for one of `names` (client certificates, `checkHost`).
     fn check_names(&self, end_entity: &CertificateDer<'_>) -> Result<(), Error> {
         let PeerPolicy::Chain { names, .. } = &self.policy else {
@@ -225,7 +311,7 @@ impl ServerCertVerifier for PeerVerifier {
     ) -> Result<ServerCertVerified, Error> {
         match (&self.policy, &self.server_chain) {
             (PeerPolicy::Chain { names, .. }, Some(chain)) => {
-                if names.is_empty() {
+                let verified = if names.is_empty() {
                     // stunnel's verifyChain checks the chain only; webpki always checks a
                     // name, so a name mismatch alone is not a failure here.
                     match chain.verify_server_cert(
@@ -257,7 +343,15 @@ impl ServerCertVerifier for PeerVerifier {
                         }
                     }
                     last
-                }
+                };
+                verified?;
+                self.check_depth(
+                    end_entity,
+                    intermediates,
+                    webpki::KeyUsage::server_auth(),
+                    now,
+                )?;
+                Ok(ServerCertVerified::assertion())
             }
             _ => {
                 self.check_pin(end_entity)?;
@@ -313,6 +407,12 @@ impl ClientCertVerifier for PeerVerifier {
     ) -> Result<ClientCertVerified, Error> {
         if let Some(chain) = &self.client_chain {
             chain.verify_client_cert(end_entity, intermediates, now)?;
+            self.check_depth(
+                end_entity,
+                intermediates,
+                webpki::KeyUsage::client_auth(),
+                now,
+            )?;
             self.check_names(end_entity)?;
         } else {
             self.check_pin(end_entity)?;
@@ -370,5 +470,122 @@ pub fn failure_reason(err: &std::io::Error) -> &'static str {
         Error::PeerIncompatible(_) => "incompatible",
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => "protocol",
         _ => "tls",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA or a server certificate for `node.test`, signed by `by` (none: by itself).
+    struct Made {
+        params: rcgen::CertificateParams,
+        key: rcgen::KeyPair,
+        der: CertificateDer<'static>,
+    }
+
+    fn made(ca: bool, serial: u8, by: Option<&Made>) -> Made {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["node.test".to_owned()]).expect("p");
+        params.serial_number = Some(vec![serial].into());
+        // Names tell issuers (and their lists) apart.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("certificate {serial}"));
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        let cert = match by {
+            None => params.self_signed(&key),
+            Some(by) => params.signed_by(&key, &rcgen::Issuer::from_params(&by.params, &by.key)),
+        }
+        .expect("certificate");
+        Made {
+            der: cert.der().clone(),
+            params,
+            key,
+        }
+    }
+
+    fn crl(by: &Made, revoked: &[&Made]) -> CertificateRevocationListDer<'static> {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2019, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|r| rcgen::RevokedCertParams {
+                    serial_number: r.params.serial_number.clone().expect("serial"),
+                    revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&rcgen::Issuer::from_params(&by.params, &by.key))
+        .expect("CRL")
+        .der()
+        .clone()
+    }
+
+    #[test]
+    fn a_chain_is_held_to_its_depth_and_its_revocation_lists() {
+        let root = made(true, 1, None);
+        let int = made(true, 2, Some(&root));
+        let leaf = made(false, 3, Some(&int));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.der.clone()).expect("root");
+        let roots = Arc::new(roots);
+        let name = ServerName::try_from("node.test").expect("name");
+        let verify = |depth, crls| {
+            let policy = PeerPolicy::Chain {
+                roots: roots.clone(),
+                names: vec![name.clone()],
+                depth,
+                crls,
+            };
+            let text = policy.describe();
+            let verifier = PeerVerifier::new(policy, &provider).expect("verifier");
+            let verdict = verifier
+                .verify_server_cert(
+                    &leaf.der,
+                    std::slice::from_ref(&int.der),
+                    &name,
+                    &[],
+                    UnixTime::now(),
+                )
+                .map(|_| ())
+                .map_err(|e| match e {
+                    Error::InvalidCertificate(CertificateError::Other(o)) => o.0.to_string(),
+                    e => e.to_string(),
+                });
+            (verdict, text)
+        };
+        assert_eq!(verify(None, Vec::new()).0, Ok(()));
+        assert_eq!(verify(Some(1), Vec::new()).0, Ok(()));
+        let (verdict, text) = verify(Some(0), Vec::new());
+        let err = verdict.expect_err("one intermediate past depth 0");
+        assert!(err.contains("more than 0 intermediate CA"), "{err}");
+        assert!(
+            text.contains("through at most 0 intermediate CAs"),
+            "{text}"
+        );
+        // Every issuer's list, nothing revoked; the intermediate revoked; the
+        // intermediate's own list missing.
+        let (verdict, text) = verify(Some(1), vec![crl(&root, &[]), crl(&int, &[])]);
+        assert_eq!(verdict, Ok(()));
+        assert!(text.contains("revocation checked"), "{text}");
+        let err = verify(Some(1), vec![crl(&root, &[&int]), crl(&int, &[])])
+            .0
+            .expect_err("revoked");
+        assert!(err.to_lowercase().contains("revoked"), "{err}");
+        let err = verify(Some(1), vec![crl(&root, &[])])
+            .0
+            .expect_err("no list of the intermediate's");
+        assert!(err.to_lowercase().contains("revocation"), "{err}");
     }
 }

@@ -177,8 +177,19 @@ fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String>
     for s in &config.servers {
         files.extend(s.tls.certificates.iter().map(PathBuf::as_path));
         files.extend(s.tls.certificate_keys.iter().map(PathBuf::as_path));
+        let client = &s.tls.client;
+        for (path, _) in [&client.certificate, &client.trusted, &client.crl]
+            .into_iter()
+            .flatten()
+        {
+            files.push(path);
+        }
         for l in &s.locations {
-            files.extend(l.settings.ssl_trusted_certificate.as_deref());
+            let p = &l.settings;
+            files.extend(p.ssl_trusted_certificate.as_deref());
+            files.extend(p.ssl_crl.as_ref().map(|(path, _)| path.as_path()));
+            files.extend(p.ssl_certificate.as_deref());
+            files.extend(p.ssl_certificate_key.as_deref());
         }
     }
     files.sort();

@@ -678,12 +678,27 @@ fn location_rt(
                 .as_deref()
                 .expect("validated: proxy_ssl_verify on has a trusted certificate");
             let roots = tls::load_roots(trusted).map_err(|e| err(&l.place, e.to_string()))?;
+            // As nginx, read only when the nodes are verified.
+            let crls = match &s.ssl_crl {
+                Some((path, place)) => {
+                    tls::load_crls(path).map_err(|e| GrammarError::at(place, e.to_string()))?
+                }
+                None => Vec::new(),
+            };
             (
                 PeerPolicy::Chain {
                     roots: Arc::new(roots),
                     names: vec![name.clone()],
+                    depth: Some(s.ssl_verify_depth as usize),
+                    crls,
                 },
-                format!("chain {} {}", trusted.display(), name.to_str()),
+                format!(
+                    "chain {} {} depth={} crl={:?}",
+                    trusted.display(),
+                    name.to_str(),
+                    s.ssl_verify_depth,
+                    s.ssl_crl.as_ref().map(|(path, _)| path)
+                ),
             )
         }
         Some(false) => {
@@ -706,14 +721,22 @@ fn location_rt(
                      proxy_ssl_trusted_certificate",
                 ));
             };
-            if s.ssl_trusted_certificate.is_some() {
-                warnings.push(Warning {
-                    at: l.place.to_string(),
-                    message: "proxy_ssl_trusted_certificate without \"proxy_ssl_verify on\" is \
-                              not used (the nodes are pinned to the key of this server's \
-                              certificate)"
-                        .to_owned(),
-                });
+            for (set, name) in [
+                (
+                    s.ssl_trusted_certificate.is_some(),
+                    "proxy_ssl_trusted_certificate",
+                ),
+                (s.ssl_crl.is_some(), "proxy_ssl_crl"),
+            ] {
+                if set {
+                    warnings.push(Warning {
+                        at: l.place.to_string(),
+                        message: format!(
+                            "{name} without \"proxy_ssl_verify on\" is not used (the nodes \
+                             are pinned to the key of this server's certificate)"
+                        ),
+                    });
+                }
             }
             let leaves: Vec<CertificateDer<'static>> =
                 own.pairs().iter().map(|p| p.key.cert[0].clone()).collect();

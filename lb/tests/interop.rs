@@ -868,6 +868,31 @@ fn nginx_t_and_gluu_lb_t_agree() {
             server("\nproxy_ssl_session_reuse maybe;"),
         ),
         (
+            "proxy_ssl_verify_depth and proxy_ssl_crl, inherited and set again",
+            http(&format!(
+                "proxy_ssl_verify_depth 3; proxy_ssl_crl {crl};\n\
+                 server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 location /a {{ proxy_pass https://b; proxy_ssl_verify on;\n\
+                 proxy_ssl_trusted_certificate {ca}; }}\n\
+                 location /b {{ proxy_pass https://b; proxy_ssl_verify on;\n\
+                 proxy_ssl_trusted_certificate {ca}; proxy_ssl_verify_depth 0; }} }}",
+                crl = ca_crl.display(),
+                ca = ca.display()
+            )),
+        ),
+        (
+            "proxy_ssl_verify_depth of a word",
+            server("location /a { proxy_pass https://b;\nproxy_ssl_verify_depth two; }"),
+        ),
+        (
+            "proxy_ssl_verify_depth twice",
+            server("proxy_ssl_verify_depth 1;\nproxy_ssl_verify_depth 2;"),
+        ),
+        (
+            "proxy_ssl_crl twice",
+            server("proxy_ssl_crl a.pem;\nproxy_ssl_crl b.pem;"),
+        ),
+        (
             "ssl_protocols in any case",
             http(&format!(
                 "server {{ listen 127.0.0.1:8443 ssl; {tls}\nssl_protocols tlsv1.2 TLSV1.3; }}"
@@ -1141,8 +1166,16 @@ fn nginx_t_and_gluu_lb_t_agree() {
     }
     // Known differences: lines nginx takes without a word and gluu-lb with a warning,
     // because they do not do what they seem to: a second certificate of one key type
-    // (nginx serves only the last) and a key without a certificate (not used).
+    // (nginx serves only the last), a key without a certificate, and revocation lists for
+    // nodes that are not verified (neither used).
     for (what, lines) in [
+        (
+            "a CRL for nodes not verified",
+            format!(
+                "{tls} location /a {{ proxy_pass https://b; proxy_ssl_crl {}; }}",
+                ca_crl.display()
+            ),
+        ),
         (
             "two RSA certificates",
             format!("{} {}", pair(&rsa), pair(&rsa2)),
@@ -3535,4 +3568,201 @@ async fn client_certificates_are_asked_and_judged_as_nginx_does() {
         assert!(want.1.contains(part), "{want:?}");
     }
     shutdown.cancel();
+}
+
+/// A node's certificate chain under `proxy_ssl_verify on`, as nginx judges it: the same
+/// nodes (a certificate issued by the root, through one and two intermediates, one
+/// revoked, one expired, one for another name, one from another CA, one without the
+/// intermediate it needs) behind the real nginx and gluu-lb give the same status, under
+/// `proxy_ssl_verify_depth` 1 (nginx's default), 2 and 0, and under `proxy_ssl_crl` with
+/// every CA's list, the root's alone, and a stale one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_certificates_are_verified_as_nginx_verifies_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    let root = Issued::new("Test CA", true, |_| {}, None);
+    let int1 = Issued::new("Intermediate 1", true, |_| {}, Some(&root));
+    let int2 = Issued::new("Intermediate 2", true, |_| {}, Some(&int1));
+    let other = Issued::new("Other CA", true, |_| {}, None);
+    let node = |name: &str, by: &Issued, edit: &dyn Fn(&mut rcgen::CertificateParams)| {
+        Issued::new(
+            name,
+            false,
+            |p| {
+                p.subject_alt_names = vec![rcgen::SanType::DnsName(
+                    "node.test".try_into().expect("DNS name"),
+                )];
+                edit(p);
+            },
+            Some(by),
+        )
+    };
+    let direct = node("direct", &root, &|_| {});
+    let via1 = node("via one", &int1, &|_| {});
+    let via2 = node("via two", &int2, &|_| {});
+    let revoked = node("revoked", &root, &|p| {
+        p.serial_number = Some(vec![0x5E].into())
+    });
+    let expired = node("expired", &root, &|p| {
+        p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    });
+    let misnamed = node("misnamed", &root, &|p| {
+        p.subject_alt_names = vec![rcgen::SanType::DnsName(
+            "other.test".try_into().expect("DNS name"),
+        )];
+    });
+    let stranger = node("stranger", &other, &|_| {});
+    let nodes: Vec<(&str, Vec<&Issued>)> = vec![
+        ("direct", vec![&direct]),
+        ("one intermediate", vec![&via1, &int1]),
+        ("two intermediates", vec![&via2, &int2, &int1]),
+        ("intermediate not sent", vec![&via1]),
+        ("revoked", vec![&revoked]),
+        ("expired", vec![&expired]),
+        ("another name", vec![&misnamed]),
+        ("another CA", vec![&stranger]),
+    ];
+    let mut addrs = Vec::new();
+    for (_, chain) in &nodes {
+        let key = rustls_pki_types::PrivatePkcs8KeyDer::from(chain[0].key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain.iter().map(|c| c.der.clone()).collect(), key.into())
+        .expect("node certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        addrs.push(canned_node(acceptor).await);
+    }
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &root.pem).expect("write ca");
+    let valid = (2019, 2099);
+    let by_cas = [&int1, &int2].map(|by| crl(by, &[], valid)).concat();
+    let crls = [
+        ("all", format!("{}{by_cas}", crl(&root, &[&revoked], valid))),
+        ("root", crl(&root, &[&revoked], valid)),
+        (
+            "stale",
+            format!("{}{by_cas}", crl(&root, &[&revoked], (2019, 2020))),
+        ),
+    ]
+    .map(|(name, pem)| {
+        let path = dir.path().join(format!("crl-{name}.pem"));
+        std::fs::write(&path, pem).expect("write CRL");
+        path
+    });
+    readable_by_nginx(dir.path(), Some(&cert));
+    // nginx keeps a node's TLS session on the upstream's server entry, which every
+    // location of every server shares: without `proxy_ssl_session_reuse off` one server's
+    // requests would resume a session another's rules verified.
+    let verify = format!(
+        "proxy_ssl_verify on; proxy_ssl_trusted_certificate {}; proxy_ssl_name node.test;\n\
+         proxy_ssl_session_reuse off;",
+        ca.display()
+    );
+    let servers = [
+        verify.clone(),
+        format!("{verify} proxy_ssl_verify_depth 2;"),
+        format!("{verify} proxy_ssl_verify_depth 0;"),
+        format!(
+            "{verify} proxy_ssl_verify_depth 2; proxy_ssl_crl {};",
+            crls[0].display()
+        ),
+        format!(
+            "{verify} proxy_ssl_verify_depth 2; proxy_ssl_crl {};",
+            crls[1].display()
+        ),
+        format!(
+            "{verify} proxy_ssl_verify_depth 2; proxy_ssl_crl {};",
+            crls[2].display()
+        ),
+    ];
+    let upstreams: String = addrs
+        .iter()
+        .enumerate()
+        .map(|(k, a)| format!("upstream n{k} {{ server {a} max_fails=0; }}\n"))
+        .collect();
+    let locations: String = (0..addrs.len())
+        .map(|k| format!("location /n{k} {{ proxy_pass https://n{k}/canned/plain; }}\n"))
+        .collect();
+    let http = |listen: &dyn Fn(usize) -> String| {
+        let blocks: String = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "server {{ listen {} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+                     {s}\n{locations}}}\n",
+                    listen(i),
+                    cert.cert.display(),
+                    cert.key.display()
+                )
+            })
+            .collect();
+        format!("http {{\naccess_log off;\n{upstreams}{blocks}}}\n")
+    };
+    let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}{}",
+            gluu_testkit::nginx_prelude(dir.path()),
+            http(&|i| format!("127.0.0.1:{}", ports[i]))
+        ),
+    )
+    .expect("write nginx.conf");
+    let theirs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    let _nginx = nginx(dir.path(), &conf, theirs[0]);
+    let text = format!("events {{ }}\n{}", http(&|_| "127.0.0.1:0".to_owned()));
+    let (ours, shutdown) = run_gluu_lb(dir.path(), &text).await;
+
+    let mut seen = Vec::new();
+    let mut differ = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        for (k, (name, _)) in nodes.iter().enumerate() {
+            let path = format!("/n{k}");
+            let want = with_certificate(theirs[i], &path, &cert, &[]).await.0;
+            let got = with_certificate(ours[i], &path, &cert, &[]).await.0;
+            if got != want {
+                differ.push(format!(
+                    "server {i} {server:?}, node {name}: gluu-lb {got}, nginx {want}"
+                ));
+            }
+            seen.push(format!("{i} {name}: {want}"));
+        }
+    }
+    shutdown.cancel();
+    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert!(
+        differ.is_empty(),
+        "{}\nnginx's log:\n{log}",
+        differ.join("\n")
+    );
+    // The cases differ as they should (the comparison alone would pass with both always
+    // refusing).
+    let seen = seen.join("\n");
+    for line in [
+        "0 direct: 200",
+        "0 one intermediate: 200",
+        "0 two intermediates: 502",
+        "0 intermediate not sent: 502",
+        "0 revoked: 200",
+        "0 expired: 502",
+        "0 another name: 502",
+        "0 another CA: 502",
+        "1 two intermediates: 200",
+        "2 direct: 200",
+        "2 one intermediate: 502",
+        "3 two intermediates: 200",
+        "3 revoked: 502",
+        "4 direct: 200",
+        "4 one intermediate: 502",
+        "5 direct: 502",
+    ] {
+        assert!(seen.contains(line), "{line:?} not in:\n{seen}");
+    }
 }

@@ -326,6 +326,8 @@ fn peer_policy(
         return Ok(PeerPolicy::Chain {
             roots: Arc::new(roots),
             names,
+            depth: None,
+            crls: Vec::new(),
         });
     }
     Ok(match (s.mode, t.require_cert) {

@@ -146,6 +146,8 @@ const ONCE: &[&str] = &[
     "proxy_ssl_name",
     "proxy_ssl_server_name",
     "proxy_ssl_trusted_certificate",
+    "proxy_ssl_verify_depth",
+    "proxy_ssl_crl",
     "proxy_ssl_certificate",
     "proxy_ssl_certificate_key",
     "proxy_ssl_ciphers",

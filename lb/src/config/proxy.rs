@@ -342,6 +342,11 @@ pub struct ProxySettings {
     pub add_headers: Vec<AddHeader>,
     pub ssl_verify: Option<bool>,
     pub ssl_trusted_certificate: Option<PathBuf>,
+    /// `proxy_ssl_verify_depth` (1): how many intermediate CA certificates a node's chain
+    /// may pass through to a trusted one, under `proxy_ssl_verify on`.
+    pub ssl_verify_depth: u32,
+    /// `proxy_ssl_crl`: revocation lists for the nodes' chains, with its line.
+    pub ssl_crl: Option<(PathBuf, Place)>,
     /// `proxy_ssl_certificate` and `proxy_ssl_certificate_key`: the certificate gluu-lb
     /// shows a node that asks for one (nodes that require client certificates).
     pub ssl_certificate: Option<PathBuf>,
@@ -503,6 +508,8 @@ impl Default for ProxySettings {
             add_headers: Vec::new(),
             ssl_verify: None,
             ssl_trusted_certificate: None,
+            ssl_verify_depth: 1,
+            ssl_crl: None,
             ssl_certificate: None,
             ssl_certificate_key: None,
             ssl_name: None,
@@ -824,6 +831,13 @@ pub fn apply(
         "proxy_ssl_trusted_certificate" => {
             s.ssl_trusted_certificate = Some(cx.root.join(d.one_arg()?))
         }
+        "proxy_ssl_verify_depth" => {
+            s.ssl_verify_depth = d
+                .one_arg()?
+                .parse()
+                .map_err(|_| d.error(format!("\"{}\" directive invalid number", d.name)))?;
+        }
+        "proxy_ssl_crl" => s.ssl_crl = Some((cx.root.join(d.one_arg()?), d.place.clone())),
         "proxy_ssl_certificate" => s.ssl_certificate = Some(cx.root.join(d.one_arg()?)),
         "proxy_ssl_certificate_key" => s.ssl_certificate_key = Some(cx.root.join(d.one_arg()?)),
         "proxy_ssl_name" => s.ssl_name = Some(template(&d.place, d.one_arg()?, cx.maps)?),
