@@ -1331,6 +1331,11 @@ async fn in_location<'a>(
         ));
     };
     let loc = &server.locations[li];
+    if loc.internal && !at.internal {
+        // nginx answers before anything else the location does (its find-config phase).
+        log.settle(&loc.settings, vars, &req, conn);
+        return Err((plain(StatusCode::NOT_FOUND, ""), log));
+    }
     if let Some(pass) = &loc.proxy_pass {
         vars.proxy_host = &pass.upstream;
     }

@@ -881,6 +881,22 @@ fn nginx_t_and_gluu_lb_t_agree() {
             )),
         ),
         (
+            "internal locations, and an error page in one",
+            server(
+                "error_page 404 /in/404.html;\nlocation /in/ { internal; return 404; }\n\
+                 location = /x { internal; }",
+            ),
+        ),
+        (
+            "internal with an argument",
+            server("location /a { internal on; }"),
+        ),
+        (
+            "internal twice",
+            server("location /a { internal;\ninternal; }"),
+        ),
+        ("internal in a server", server("internal;")),
+        (
             "proxy_ssl_verify_depth of a word",
             server("location /a { proxy_pass https://b;\nproxy_ssl_verify_depth two; }"),
         ),
@@ -1770,6 +1786,8 @@ impl Twins {
              location /paged-away/ { proxy_pass https://up_down; error_page 502 https://status.example/$host; }\n\
              location /paged-301/ { proxy_pass https://up_down; error_page 502 =301 https://status.example/; }\n\
              location /paged-missing/ { proxy_pass https://up_down; error_page 502 /pages/none.html; }\n\
+             location /paged-inside/ { proxy_pass https://up_down; error_page 502 /inside/502.html; }\n\
+             location /inside/ { internal; alias DIR/pages/; error_page 404 =410 /pages/page.json; }\n\
              location /paged-twice/ { proxy_pass https://up_down; error_page 502 /paged/; }\n\
              location /intercept/ { proxy_pass https://up_a; proxy_intercept_errors on;\n\
                error_page 404 /pages/page.json; }\n\
@@ -2007,6 +2025,8 @@ async fn error_pages_and_their_files_as_nginx_serves_them() {
         (get("/paged-away/x"), false, 302),
         (get("/paged-301/x"), false, 301),
         (get("/paged-missing/x"), false, 404),
+        (get("/paged-inside/x"), true, 502),
+        (get("/inside/502.html"), true, 410),
         (get("/paged-twice/x"), false, 502),
         (get("/intercept/missing"), true, 404),
         (get("/intercept/found"), true, 200),
@@ -2036,6 +2056,13 @@ async fn error_pages_and_their_files_as_nginx_serves_them() {
         body(get("/paged/x")).await,
         "<h1>down for maintenance</h1>\n"
     );
+    // An `internal` location serves an error page, and to a client is a 404 (here paged
+    // by its own `error_page`).
+    assert_eq!(
+        body(get("/paged-inside/x")).await,
+        "<h1>down for maintenance</h1>\n"
+    );
+    assert_eq!(body(get("/inside/502.html")).await, "{\"down\": true}\n");
     assert!(body(post.to_owned()).await.starts_with("A /paged-a/x?q=1 "));
     assert!(
         body(get("/paged-named/y?z=2"))

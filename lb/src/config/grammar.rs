@@ -135,6 +135,7 @@ const ONCE: &[&str] = &[
     "proxy_intercept_errors",
     "root",
     "alias",
+    "internal",
     "proxy_pass",
     "proxy_redirect",
     "proxy_connect_timeout",

@@ -44,6 +44,8 @@ pub struct Location {
     pub ifs: Vec<super::cond::If>,
     /// `alias`: where the files are, for the path after the location's prefix.
     pub alias: Option<std::path::PathBuf>,
+    /// `internal`: only an `error_page` reaches it; a client's request gets 404.
+    pub internal: bool,
     pub settings: ProxySettings,
     pub place: Place,
 }
@@ -215,6 +217,7 @@ pub fn location(
     let mut returned = None;
     let mut ifs = Vec::new();
     let mut alias = None;
+    let mut internal = false;
     let mut settings = inherit(inherited, body);
     for inner in body {
         if inner.name == "proxy_pass" {
@@ -229,6 +232,11 @@ pub fn location(
             ifs.extend(super::server::after_return(&returned, &i, warnings));
         } else if inner.name == "alias" {
             alias = Some(self::alias(inner, &matcher, body, cx.root)?);
+        } else if inner.name == "internal" {
+            if !inner.args.is_empty() {
+                return Err(inner.error("invalid number of arguments in \"internal\" directive"));
+            }
+            internal = true;
         } else if super::proxy::not_in_location(&inner.name) {
             return Err(inner.error(format!("\"{}\" directive is not allowed here", inner.name)));
         } else if !apply(&mut settings, inner, cx, warnings)? {
@@ -245,6 +253,7 @@ pub fn location(
         ret: returned,
         ifs,
         alias,
+        internal,
         settings,
         place: d.place.clone(),
     })
