@@ -1325,10 +1325,11 @@ async fn in_location<'a>(
             )
             .await
         };
-        return Err((
-            refused.unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "")),
-            log,
-        ));
+        return match refused {
+            Some(refused) => Err((refused, log)),
+            None if server.stub_status => stub_status(req.method(), shared, log).await,
+            None => Err((plain(StatusCode::NOT_FOUND, ""), log)),
+        };
     };
     let loc = &server.locations[li];
     if loc.internal && !at.internal {
@@ -1369,6 +1370,9 @@ async fn in_location<'a>(
     };
     if let Some(refused) = refused {
         return Err((refused, log));
+    }
+    if loc.stub_status {
+        return stub_status(req.method(), shared, log).await;
     }
     let (Some(pass), Some(tls), Some(name)) = (&loc.proxy_pass, &lrt.tls, &lrt.ssl_name) else {
         return from_files(cx, loc, path, req.method(), log).await;
@@ -1655,6 +1659,22 @@ async fn from_files(
             Err((r, log))
         }
     }
+}
+
+/// `stub_status`: a GET or HEAD gets the counts as text, another method 405.
+async fn stub_status(
+    method: &Method,
+    shared: &Shared,
+    log: Log,
+) -> Result<Response<Body>, (Local, Log)> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err((plain(StatusCode::METHOD_NOT_ALLOWED, ""), log));
+    }
+    let (active, accepted) = shared.metrics.connection_counts();
+    let mut r = Response::new(Bytes::from(shared.live.counts(active, accepted).text()));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(log.local(r, shared))
 }
 
 /// nginx's `ignore_invalid_headers`: a request header whose name has other than letters,

@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod send_timeout;
 pub mod served;
 pub mod sessions;
+pub mod stub_status;
 pub mod upstream;
 pub mod uri;
 pub mod workers;
@@ -76,6 +77,8 @@ pub struct Shared {
     /// The `limit_req_zone`s of the running configuration: a reload keeps those whose name
     /// and size stay, with the clients they remember (nginx keeps its shared memory zones).
     pub zones: Mutex<Vec<Arc<limit::Zone>>>,
+    /// The client connections open now, for `stub_status`.
+    pub live: stub_status::Live,
 }
 
 /// A listening address that could not be bound.
@@ -138,6 +141,7 @@ impl Balancer {
             tickets,
             workers: workers::count(config.workers),
             zones: Mutex::default(),
+            live: stub_status::Live::default(),
         };
         let rt = Runtime::build(config, &shared)?;
         Ok(Self {
@@ -706,6 +710,7 @@ async fn serve<I>(
 {
     let (max_streams, h2) = (h2.unwrap_or_default(), h2.is_some());
     let info = conn.clone();
+    let _live = shared.live.enter(&conn);
     let shared = shared.clone();
     // Per request, one reference count each for the configuration in force and `shared`
     // (cloning the struct itself touched eleven, and every count both workers share moves

@@ -162,6 +162,14 @@ impl Metrics {
         ActiveGuard(self.connections_active.clone())
     }
 
+    /// Client connections open now, and accepted since the start.
+    pub fn connection_counts(&self) -> (u64, u64) {
+        (
+            u64::try_from(self.connections_active.get()).unwrap_or(0),
+            self.connections.get(),
+        )
+    }
+
     pub fn response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, CLASSES.len()) - 1;
         self.by_class[class].inc();

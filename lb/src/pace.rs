@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub struct Pace {
     idle_from: AtomicU64,
     /// The `keepalive_timeout` (ms) of the block that answered the last request.
     keepalive: AtomicU64,
+    /// Bytes of a request's head have come and the request has not begun (nginx's
+    /// "Reading" in `stub_status`).
+    reading: AtomicBool,
 }
 
 /// What ran out on a connection with no request open.
@@ -55,6 +58,7 @@ impl Pace {
             header_from: AtomicU64::new(1),
             idle_from: AtomicU64::new(0),
             keepalive: AtomicU64::new(millis(keepalive)),
+            reading: AtomicBool::new(false),
         })
     }
 
@@ -67,6 +71,7 @@ impl Pace {
     pub fn begin(self: &Arc<Self>) -> Open {
         self.open.fetch_add(1, Ordering::AcqRel);
         self.header_from.store(0, Ordering::Relaxed);
+        self.reading.store(false, Ordering::Relaxed);
         Open(self.clone())
     }
 
@@ -77,9 +82,19 @@ impl Pace {
 
     /// Bytes came from the client.
     fn read(&self) {
-        if self.open.load(Ordering::Acquire) == 0 && self.header_from.load(Ordering::Relaxed) == 0 {
-            self.header_from.store(self.now() + 1, Ordering::Relaxed);
+        if self.open.load(Ordering::Acquire) == 0 {
+            self.reading.store(true, Ordering::Relaxed);
+            if self.header_from.load(Ordering::Relaxed) == 0 {
+                self.header_from.store(self.now() + 1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Whether a request's head is being read, and how many requests are open (for
+    /// `stub_status`: nginx's "Reading" and "Writing").
+    pub fn state(&self) -> (bool, u32) {
+        let open = self.open.load(Ordering::Acquire);
+        (open == 0 && self.reading.load(Ordering::Relaxed), open)
     }
 
     /// When the connection's time runs out as things stand, and which timer that is;

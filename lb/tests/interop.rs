@@ -888,6 +888,17 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "stub_status in a server and in locations",
+            server(
+                "stub_status;\nlocation /s { stub_status; allow 127.0.0.1; deny all; }\n\
+                 location /t { stub_status on; }",
+            ),
+        ),
+        (
+            "stub_status of two words",
+            server("location /s { stub_status on off; }"),
+        ),
+        (
             "internal with an argument",
             server("location /a { internal on; }"),
         ),
@@ -1242,7 +1253,8 @@ fn nginx_t_and_gluu_lb_t_agree() {
     }
     // `if` beyond `return`: nginx runs a file test and other directives in its block;
     // gluu-lb refuses them at the line. An `if` after a `return` never runs: gluu-lb
-    // says so.
+    // says so. `stub_status off` turns it on (nginx ignores the word): gluu-lb says so;
+    // with `proxy_pass` nginx answers with whichever is last: gluu-lb refuses the pair.
     for (what, text, ours) in [
         (
             "an if of a file test",
@@ -1255,6 +1267,16 @@ fn nginx_t_and_gluu_lb_t_agree() {
             Err(7),
         ),
         ("an internal rewrite", "rewrite ^/a /b last;", Err(7)),
+        (
+            "stub_status off (which turns it on)",
+            "location /s { stub_status off; }",
+            Ok(1),
+        ),
+        (
+            "stub_status and proxy_pass in one location",
+            "location /s { proxy_pass https://b; stub_status; }",
+            Err(7),
+        ),
         (
             "an if after a return",
             "return 403;\nif ($host) { return 404; }",
@@ -3792,4 +3814,251 @@ async fn node_certificates_are_verified_as_nginx_verifies_them() {
     ] {
         assert!(seen.contains(line), "{line:?} not in:\n{seen}");
     }
+}
+
+/// A TLS connection to `to`, trusting `server`'s certificate (as `localhost`).
+async fn tls_to(
+    to: SocketAddr,
+    server: &Cert,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(&server.cert).expect("server cert"))
+        .expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(to).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("handshake")
+}
+
+/// One keep-alive request's answer on `tls`: its head and its body (`Content-Length`
+/// bytes, or none).
+async fn ask<S>(tls: &mut S, request: &str) -> (String, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tls.write_all(request.as_bytes()).await.expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length || request.starts_with("HEAD ") {
+                return (head.to_owned(), body.to_owned());
+            }
+        }
+        let n = tokio::time::timeout(deadline, tls.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        assert!(n > 0, "closed before a whole answer: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// `stub_status` as nginx reports: the same steps (a status request, an idle connection,
+/// a connection part-way through a request's head, more requests) give the same text
+/// through the real nginx and gluu-lb, byte for byte; HEAD and other methods, the page
+/// under `allow`/`deny`, and the server-level form answer alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stub_status_counts_as_nginx_counts() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    readable_by_nginx(dir.path(), Some(&cert));
+    let http = |listen: &dyn Fn(usize) -> String| {
+        format!(
+            "http {{\naccess_log off;\n\
+             server {{ listen {} ssl; ssl_certificate {c}; ssl_certificate_key {k};\n\
+             location = /status {{ stub_status; }}\n\
+             location = /closed {{ stub_status; deny all; }}\n\
+             location = /early {{ stub_status on; return 204; }}\n}}\n\
+             server {{ listen {} ssl; ssl_certificate {c}; ssl_certificate_key {k};\n\
+             stub_status; location /other {{ return 200 other; }} }}\n}}\n",
+            listen(0),
+            listen(1),
+            c = cert.cert.display(),
+            k = cert.key.display()
+        )
+    };
+    let ports = [free_port(), free_port()];
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}{}",
+            gluu_testkit::nginx_prelude(dir.path()),
+            http(&|i| format!("127.0.0.1:{}", ports[i]))
+        ),
+    )
+    .expect("write nginx.conf");
+    let theirs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    let _nginx = nginx(dir.path(), &conf, theirs[0]);
+    let text = format!("events {{ }}\n{}", http(&|_| "127.0.0.1:0".to_owned()));
+    let (ours, shutdown) = run_gluu_lb(dir.path(), &text).await;
+
+    let status = "GET /status HTTP/1.1\r\nHost: lb\r\n\r\n";
+    let mut views = Vec::new();
+    for to in [&theirs, &ours] {
+        // Counts relative to the first reading (nginx has had the harness's readiness
+        // probe, a connection).
+        let mut a = tls_to(to[0], &cert).await;
+        // Once the probe has gone, this is the one connection.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (head, first) = loop {
+            let (head, body) = ask(&mut a, status).await;
+            if body.starts_with("Active connections: 1 ") || std::time::Instant::now() > deadline {
+                break (head, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut base = numbers(&first);
+        let mut steps = vec![relative(&first, &base)];
+        // Each status request after the first is taken off the request count.
+        let mut ask_status = async |a: &mut _| {
+            base[3] += 1;
+            let (_, body) = ask(a, status).await;
+            (body.clone(), relative(&body, &base))
+        };
+        // An idle connection, and one part-way through a request's head.
+        let _idle = tls_to(to[0], &cert).await;
+        let mut partial = tls_to(to[0], &cert).await;
+        partial
+            .write_all(b"GET /status HTTP/1.1\r\nHost")
+            .await
+            .expect("send");
+        partial.flush().await.expect("flush");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (seen, view) = loop {
+            let (body, view) = ask_status(&mut a).await;
+            if numbers(&body)[4] == 1 || std::time::Instant::now() > deadline {
+                break (body, view);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        steps.push(view);
+        // The head completed: a second request done.
+        partial
+            .write_all(b": lb\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut partial, &mut rest),
+        )
+        .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let after = loop {
+            let (body, view) = ask_status(&mut a).await;
+            if numbers(&body)[0] == numbers(&seen)[0] - 1 || std::time::Instant::now() > deadline {
+                break view;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        steps.push(after);
+        let head_only = ask(&mut a, "HEAD /status HTTP/1.1\r\nHost: lb\r\n\r\n").await;
+        steps.push(head_lines(&head_only.0));
+        // Status codes only: nginx's 405 says "Not Allowed", hyper's the RFC's words.
+        let code = |head: &str| head.get(..12).unwrap_or_default().to_owned();
+        for path in ["/closed", "/early"] {
+            let (head, _) = ask(&mut a, &format!("GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n")).await;
+            steps.push(code(&head));
+        }
+        let (head, _) = ask(
+            &mut a,
+            "POST /status HTTP/1.1\r\nHost: lb\r\nContent-Length: 2\r\n\r\nab",
+        )
+        .await;
+        steps.push(code(&head));
+        let mut b = tls_to(to[1], &cert).await;
+        let (head, body) = ask(&mut b, "GET /anything HTTP/1.1\r\nHost: lb\r\n\r\n").await;
+        steps.push(format!(
+            "{} {}",
+            code(&head),
+            body.starts_with("Active connections: ")
+        ));
+        let (_, body) = ask(&mut b, "GET /other HTTP/1.1\r\nHost: lb\r\n\r\n").await;
+        steps.push(body);
+        views.push(steps);
+    }
+    shutdown.cancel();
+    assert_eq!(views[1], views[0], "gluu-lb, then nginx");
+    // What nginx said, so that agreeing is not agreeing on nothing.
+    let expected = [
+        "Active connections: +0 \nserver accepts handled requests\n +0 +0 +0 \n\
+         Reading: 0 Writing: 1 Waiting: 0 \n",
+        "Active connections: +2 \nserver accepts handled requests\n +2 +2 +1 \n\
+         Reading: 1 Writing: 1 Waiting: 1 \n",
+        "Active connections: +1 \nserver accepts handled requests\n +2 +2 +1 \n\
+         Reading: 0 Writing: 1 Waiting: 1 \n",
+        "HTTP/1.1 200 OK\ncontent-length: 97\ncontent-type: text/plain",
+        "HTTP/1.1 403",
+        "HTTP/1.1 204",
+        "HTTP/1.1 405",
+        "HTTP/1.1 200 true",
+        "other",
+    ];
+    assert_eq!(views[0], expected, "nginx");
+}
+
+/// The seven numbers of a `stub_status` text.
+fn numbers(text: &str) -> Vec<i64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().expect("a number"))
+        .collect()
+}
+
+/// A `stub_status` text with its first four numbers (active, accepts, handled,
+/// requests) relative to `base`'s, less the status requests before it.
+fn relative(text: &str, base: &[i64]) -> String {
+    let n = numbers(text);
+    let d = |i: usize| format!("+{}", n[i] - base[i]);
+    format!(
+        "Active connections: {} \nserver accepts handled requests\n {} {} {} \n\
+         Reading: {} Writing: {} Waiting: {} \n",
+        d(0),
+        d(1),
+        d(2),
+        d(3),
+        n[4],
+        n[5],
+        n[6]
+    )
+}
+
+/// A head's status line and its header names and values, lowercased names, sorted, less
+/// `Date` and `Server`.
+fn head_lines(head: &str) -> String {
+    let mut lines = head.lines();
+    let first = lines.next().unwrap_or_default().to_owned();
+    let mut rest: Vec<String> = lines
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(n, _)| {
+            !["date", "server", "connection"].contains(&n.to_ascii_lowercase().as_str())
+        })
+        .map(|(n, v)| format!("{}: {v}", n.to_ascii_lowercase()))
+        .collect();
+    rest.sort();
+    format!("{first}\n{}", rest.join("\n"))
 }

@@ -46,6 +46,8 @@ pub struct Location {
     pub alias: Option<std::path::PathBuf>,
     /// `internal`: only an `error_page` reaches it; a client's request gets 404.
     pub internal: bool,
+    /// `stub_status`: answers with the connection and request counts.
+    pub stub_status: bool,
     pub settings: ProxySettings,
     pub place: Place,
 }
@@ -218,6 +220,7 @@ pub fn location(
     let mut ifs = Vec::new();
     let mut alias = None;
     let mut internal = false;
+    let mut stub_status = None;
     let mut settings = inherit(inherited, body);
     for inner in body {
         if inner.name == "proxy_pass" {
@@ -237,6 +240,8 @@ pub fn location(
                 return Err(inner.error("invalid number of arguments in \"internal\" directive"));
             }
             internal = true;
+        } else if inner.name == "stub_status" {
+            stub_status = Some(super::server::stub_status(inner, warnings)?);
         } else if super::proxy::not_in_location(&inner.name) {
             return Err(inner.error(format!("\"{}\" directive is not allowed here", inner.name)));
         } else if !apply(&mut settings, inner, cx, warnings)? {
@@ -247,6 +252,13 @@ pub fn location(
         }
     }
     validate(&settings, &d.place)?;
+    if let (Some(at), Some(_)) = (&stub_status, &pass) {
+        return Err(GrammarError::at(
+            at,
+            "\"stub_status\" and \"proxy_pass\" in one location: nginx answers with \
+             whichever comes last; keep one",
+        ));
+    }
     Ok(Location {
         matcher,
         proxy_pass: pass,
@@ -254,6 +266,7 @@ pub fn location(
         ifs,
         alias,
         internal,
+        stub_status: stub_status.is_some(),
         settings,
         place: d.place.clone(),
     })

@@ -76,6 +76,28 @@ pub fn ret(d: &Directive, maps: &Maps, re: Option<&Regex>) -> Result<Return, Gra
     })
 }
 
+/// nginx's `stub_status [ARG]` (before 1.7.5 it took `on`; any one word is taken, and
+/// ignored); its place.
+pub fn stub_status(d: &Directive, warnings: &mut Vec<Warning>) -> Result<Place, GrammarError> {
+    match d.args.as_slice() {
+        [] => {}
+        [arg] => {
+            if arg == "off" {
+                warnings.push(Warning {
+                    at: d.place.to_string(),
+                    message: "\"stub_status off\" turns it on, in nginx as here (the word is \
+                              ignored): remove the line to turn it off"
+                        .to_owned(),
+                });
+            }
+        }
+        _ => {
+            return Err(d.error("invalid number of arguments in \"stub_status\" directive"));
+        }
+    }
+    Ok(d.place.clone())
+}
+
 /// `i`, unless `ret` (the block's `return`, before it) answers first: then it never
 /// runs, and a warning says so.
 pub fn after_return(ret: &Option<Return>, i: &If, warnings: &mut Vec<Warning>) -> Option<If> {
@@ -106,6 +128,8 @@ pub struct Server {
     /// The `if` blocks before `ret` (one after it never runs), in their order.
     pub ifs: Vec<If>,
     pub locations: Vec<Location>,
+    /// `stub_status` at the server level: the counts answer a request no location matches.
+    pub stub_status: bool,
     /// The server level's proxy settings (what a request no location matches is logged
     /// with).
     pub settings: ProxySettings,
@@ -198,6 +222,7 @@ pub fn server(
         ret: None,
         ifs: Vec::new(),
         locations: Vec::new(),
+        stub_status: false,
         settings: ProxySettings::default(),
         reads_headers: false,
         reads_request_id: false,
@@ -265,6 +290,10 @@ pub fn server(
             }
             "http2" => http2_on = inner.on_off()?,
             "return" => s.ret = Some(ret(inner, cx.maps, None)?),
+            "stub_status" => {
+                stub_status(inner, warnings)?;
+                s.stub_status = true;
+            }
             "if" | "rewrite" => {
                 let i = match inner.name.as_str() {
                     "if" => if_block(inner, cx.maps)?,
