@@ -888,6 +888,27 @@ fn nginx_t_and_gluu_lb_t_agree() {
             ),
         ),
         (
+            "proxy_redirect default after proxy_pass",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 location /a {{ proxy_pass https://b;\nproxy_redirect default; }} }}"
+            )),
+        ),
+        (
+            "proxy_redirect default before proxy_pass",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 location /a {{ proxy_redirect default;\nproxy_pass https://b; }} }}"
+            )),
+        ),
+        (
+            "proxy_redirect default in a server",
+            http(&format!(
+                "server {{ listen 127.0.0.1:8443 ssl; {tls}\nproxy_redirect default;\n\
+                 location /a {{ proxy_pass https://b; }} }}"
+            )),
+        ),
+        (
             "stub_status in a server and in locations",
             server(
                 "stub_status;\nlocation /s { stub_status; allow 127.0.0.1; deny all; }\n\

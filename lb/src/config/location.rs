@@ -225,6 +225,8 @@ pub fn location(
     for inner in body {
         if inner.name == "proxy_pass" {
             pass = Some(proxy_pass(inner, is_regex)?);
+        } else if inner.name == "proxy_redirect" && inner.args == ["default"] && pass.is_some() {
+            settings.redirect_off = false;
         } else if inner.name == "return" {
             returned = Some(ret(inner, cx.maps, None)?);
         } else if inner.name == "if" || inner.name == "rewrite" {

@@ -764,7 +764,13 @@ pub fn apply(
         "proxy_redirect" => {
             s.redirect_off = match d.one_arg()? {
                 "off" => true,
-                "default" => false,
+                // A location's line after its `proxy_pass` is taken there (`location`).
+                "default" => {
+                    return Err(d.error(
+                        "\"proxy_redirect default\" should be placed after the \"proxy_pass\" \
+                         directive",
+                    ));
+                }
                 v => {
                     return Err(GrammarError::at(
                         &d.place,
