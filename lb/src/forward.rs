@@ -837,6 +837,7 @@ fn returned(
 async fn admit(
     limits: &Applied,
     s: &ProxySettings,
+    rules: &[access::Rule],
     client: IpAddr,
     who: impl Fn() -> String,
     log: &mut Log,
@@ -864,7 +865,7 @@ async fn admit(
         }
         log.held.extend(held);
     }
-    deny(&s.access, client, who)
+    deny(rules, client, who)
 }
 
 /// The levels of a limit's refusal and delay lines: `limit_*_log_level`, and one below
@@ -1318,6 +1319,7 @@ async fn in_location<'a>(
             admit(
                 at.limits,
                 &server.settings,
+                &server.settings.access,
                 client.ip(),
                 who,
                 &mut log,
@@ -1355,12 +1357,14 @@ async fn in_location<'a>(
             Err((answer, log))
         };
     }
+    let rules = loc.access(req.method());
     let refused = if at.internal {
-        deny(&loc.settings.access, client.ip(), who)
+        deny(rules, client.ip(), who)
     } else {
         admit(
             &lrt.limits,
             &loc.settings,
+            rules,
             client.ip(),
             who,
             &mut log,

@@ -909,6 +909,29 @@ fn nginx_t_and_gluu_lb_t_agree() {
             )),
         ),
         (
+            "limit_except with rules, and empty",
+            server(
+                "location /a { limit_except GET post {\nallow 127.0.0.1;\ndeny all; } }\n\
+                 location /b { limit_except PATCH { } }",
+            ),
+        ),
+        (
+            "limit_except of an unknown method",
+            server("location /a { limit_except GET FETCH { deny all; } }"),
+        ),
+        (
+            "limit_except without a method",
+            server("location /a { limit_except { deny all; } }"),
+        ),
+        (
+            "limit_except twice",
+            server("location /a { limit_except GET { deny all; }\nlimit_except POST { } }"),
+        ),
+        (
+            "limit_except in a server",
+            server("limit_except GET { deny all; }"),
+        ),
+        (
             "stub_status in a server and in locations",
             server(
                 "stub_status;\nlocation /s { stub_status; allow 127.0.0.1; deny all; }\n\
@@ -1797,6 +1820,8 @@ impl Twins {
              location /typed/ { default_type application/json; types { text/x-t t; } return 404 \"{}\"; }\n\
              location /internal/ { proxy_pass https://up_a; allow 10.0.0.0/8; deny 127.0.0.1; allow all; }\n\
              location /open/ { proxy_pass https://up_a; deny 10.0.0.0/8; allow 127.0.0.0/8; deny all; }\n\
+             location /except/ { proxy_pass https://up_a; limit_except GET { deny all; } }\n\
+             location /except-own/ { proxy_pass https://up_a; deny all; limit_except post { allow 127.0.0.1; } }\n\
              location /logjson/ { proxy_pass https://up_a; access_log DIR/WHO.json json; }\n\
              location /logtwice/ { proxy_pass https://up_a; access_log DIR/WHO.twice-main main;\n\
                access_log DIR/WHO.twice-json json; }\n\
@@ -2189,12 +2214,35 @@ async fn locations_return_as_nginx_returns() {
     }
 }
 
-/// `allow` and `deny` as nginx applies them: the first rule matching the client decides.
+/// `allow` and `deny` as nginx applies them: the first rule matching the client decides;
+/// `limit_except` as nginx applies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_are_allowed_and_denied_as_nginx_does() {
     let twins = Twins::start().await;
     assert_eq!(twins.agree(&get("/internal/x")).await, 403);
     assert_eq!(twins.agree(&get("/open/x")).await, 200);
+    // `limit_except`: other methods held to its rules (GET lets HEAD through), or with
+    // rules of its own to those alone.
+    let with = |method: &str, path: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for (method, path, status) in [
+        ("GET", "/except/x", 200),
+        ("HEAD", "/except/x", 200),
+        ("POST", "/except/x", 403),
+        ("DELETE", "/except/x", 403),
+        ("GET", "/except-own/x", 200),
+        ("POST", "/except-own/x", 403),
+        ("PUT", "/except-own/x", 200),
+    ] {
+        assert_eq!(
+            twins.agree(&with(method, path)).await,
+            status,
+            "{method} {path}"
+        );
+    }
 }
 
 /// `log_format` as nginx writes it: the same requests through both give the same lines,

@@ -111,6 +111,82 @@ pub fn network(
     Ok((cleared, bits))
 }
 
+/// nginx's `limit_except METHOD ... { allow ...; deny ...; }` in a location: requests of
+/// any other method are held to the block's rules (GET lets HEAD through too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitExcept {
+    /// The methods let through, upper case.
+    methods: Vec<String>,
+    /// The block's own rules; `None`: the location's (nginx merges them in).
+    rules: Option<Vec<Rule>>,
+}
+
+/// The methods nginx 1.22 knows by name.
+const METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "OPTIONS",
+    "PROPFIND",
+    "PROPPATCH",
+    "LOCK",
+    "UNLOCK",
+    "PATCH",
+];
+
+impl LimitExcept {
+    /// The rules a request of `method` is held to, the location's being `location`.
+    pub fn rules<'a>(&'a self, method: &str, location: &'a [Rule]) -> &'a [Rule] {
+        let let_through = self
+            .methods
+            .iter()
+            .any(|m| m == method || (m == "GET" && method == "HEAD"));
+        match (&self.rules, let_through) {
+            (Some(own), false) => own,
+            _ => location,
+        }
+    }
+}
+
+/// A `limit_except` block.
+pub fn limit_except(
+    d: &Directive,
+    warnings: &mut Vec<Warning>,
+) -> Result<LimitExcept, GrammarError> {
+    let Some(body) = &d.block else {
+        return Err(d.error("directive \"limit_except\" has no opening \"{\""));
+    };
+    if d.args.is_empty() {
+        return Err(d.error("invalid number of arguments in \"limit_except\" directive"));
+    }
+    let mut methods = Vec::new();
+    for m in &d.args {
+        let known = METHODS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(m))
+            .ok_or_else(|| d.error(format!("invalid method \"{m}\"")))?;
+        methods.push((*known).to_owned());
+    }
+    let mut rules: Option<Vec<Rule>> = None;
+    for inner in body {
+        match inner.name.as_str() {
+            "allow" | "deny" => rules.get_or_insert_default().push(rule(inner, warnings)?),
+            other => {
+                return Err(inner.error(format!(
+                    "unknown directive \"{other}\" in limit_except (gluu-lb takes allow and \
+                     deny there)"
+                )));
+            }
+        }
+    }
+    Ok(LimitExcept { methods, rules })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +236,39 @@ mod tests {
             assert!(e.to_string().contains("invalid parameter"), "{e}");
         }
         assert!(line("deny", "unix:", &mut warnings).is_err());
+    }
+
+    #[test]
+    fn limit_except_holds_other_methods_to_its_rules() {
+        let mut warnings = Vec::new();
+        let parsed = |text: &str| {
+            let top = Directive::parse_text(text).expect("parse");
+            limit_except(&top[0], &mut Vec::new())
+        };
+        let own = parsed("limit_except get POST { allow 10.0.0.0/8; deny all; }").expect("own");
+        let location = [line("deny", "all", &mut warnings).expect("deny")];
+        for (method, allowed) in [
+            ("GET", false),
+            ("HEAD", false),
+            ("POST", false),
+            ("PUT", true),
+        ] {
+            let rules = own.rules(method, &location);
+            // The block's rules let 10/8 through; the location's let nobody.
+            assert_eq!(
+                allows(rules, "10.1.1.1".parse().expect("ip")),
+                allowed,
+                "{method}"
+            );
+        }
+        let empty = parsed("limit_except GET { }").expect("empty");
+        assert_eq!(empty.rules("DELETE", &location), &location);
+        let err = parsed("limit_except GET TRACE { }").expect_err("TRACE");
+        assert!(
+            err.to_string().contains("invalid method \"TRACE\""),
+            "{err}"
+        );
+        let err = parsed("limit_except GET { proxy_pass https://b; }").expect_err("proxy_pass");
+        assert!(err.to_string().contains("in limit_except"), "{err}");
     }
 }

@@ -136,6 +136,7 @@ const ONCE: &[&str] = &[
     "root",
     "alias",
     "internal",
+    "limit_except",
     "proxy_pass",
     "proxy_redirect",
     "proxy_connect_timeout",

@@ -48,6 +48,8 @@ pub struct Location {
     pub internal: bool,
     /// `stub_status`: answers with the connection and request counts.
     pub stub_status: bool,
+    /// `limit_except`: other methods are held to its rules.
+    pub limit_except: Option<super::access::LimitExcept>,
     pub settings: ProxySettings,
     pub place: Place,
 }
@@ -70,6 +72,14 @@ impl Redirect {
 }
 
 impl Location {
+    /// The `allow`/`deny` rules a request of `method` is held to here.
+    pub fn access(&self, method: &hyper::Method) -> &[super::access::Rule] {
+        match &self.limit_except {
+            Some(l) => l.rules(method.as_str(), &self.settings.access),
+            None => &self.settings.access,
+        }
+    }
+
     /// How much of a path this location's own path covers: what `proxy_pass`'s URI part
     /// and `alias` replace (nothing for a regular expression or a named location).
     pub fn matched_len(&self) -> usize {
@@ -221,6 +231,7 @@ pub fn location(
     let mut alias = None;
     let mut internal = false;
     let mut stub_status = None;
+    let mut limit_except = None;
     let mut settings = inherit(inherited, body);
     for inner in body {
         if inner.name == "proxy_pass" {
@@ -242,6 +253,8 @@ pub fn location(
                 return Err(inner.error("invalid number of arguments in \"internal\" directive"));
             }
             internal = true;
+        } else if inner.name == "limit_except" {
+            limit_except = Some(super::access::limit_except(inner, warnings)?);
         } else if inner.name == "stub_status" {
             stub_status = Some(super::server::stub_status(inner, warnings)?);
         } else if super::proxy::not_in_location(&inner.name) {
@@ -269,6 +282,7 @@ pub fn location(
         alias,
         internal,
         stub_status: stub_status.is_some(),
+        limit_except,
         settings,
         place: d.place.clone(),
     })
