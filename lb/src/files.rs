@@ -39,7 +39,12 @@ pub fn path_of(dir: &Path, rel: &[u8]) -> PathBuf {
 }
 
 /// Serves `file` to a `method` request, `content_type` from the location's `types`.
-pub async fn serve(file: PathBuf, method: &Method, content_type: &str) -> Served {
+pub async fn serve(
+    file: PathBuf,
+    method: &Method,
+    content_type: &str,
+    log_not_found: bool,
+) -> Served {
     if !matches!(*method, Method::GET | Method::HEAD | Method::POST) {
         return Served::Failed(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -55,7 +60,7 @@ pub async fn serve(file: PathBuf, method: &Method, content_type: &str) -> Served
             );
             return Served::Failed(StatusCode::FORBIDDEN);
         }
-        Err(e) => return Served::Failed(failure(&file, &e)),
+        Err(e) => return Served::Failed(failure(&file, &e, log_not_found)),
     };
     if meta.is_dir() {
         return if index {
@@ -111,14 +116,17 @@ fn dir_of(index: &Path) -> &Path {
     index.parent().unwrap_or(index)
 }
 
-/// The status for a file that could not be opened, logged as nginx logs it.
-fn failure(file: &Path, e: &std::io::Error) -> StatusCode {
+/// The status for a file that could not be opened, logged as nginx logs it (a missing
+/// one only with `log_not_found`).
+fn failure(file: &Path, e: &std::io::Error, log_not_found: bool) -> StatusCode {
     use std::io::ErrorKind::{
         InvalidFilename, InvalidInput, NotADirectory, NotFound, PermissionDenied,
     };
     match e.kind() {
         NotFound | NotADirectory | InvalidInput | InvalidFilename => {
-            tracing::info!("open() \"{}\" failed ({e})", file.display());
+            if log_not_found {
+                tracing::error!("open() \"{}\" failed ({e})", file.display());
+            }
             StatusCode::NOT_FOUND
         }
         PermissionDenied => {
@@ -137,7 +145,7 @@ mod tests {
     use super::*;
 
     async fn status(file: PathBuf, method: Method) -> Result<Response<Body>, String> {
-        match serve(file, &method, "text/plain").await {
+        match serve(file, &method, "text/plain", true).await {
             Served::File(r) => Ok(r),
             Served::Failed(s) => Err(s.as_str().to_owned()),
             Served::Slash => Err("slash".to_owned()),

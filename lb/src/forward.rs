@@ -1641,7 +1641,7 @@ async fn from_files(
     };
     let name = String::from_utf8_lossy(&path.bytes);
     let ct = stock::content_type(&loc.settings, &name);
-    match files::serve(file, method, ct).await {
+    match files::serve(file, method, ct, loc.settings.log_not_found).await {
         files::Served::File(resp) => Ok(log.file(resp, loc.settings.send_timeout, cx.shared)),
         files::Served::Failed(status) => Err((plain(status, ""), log)),
         files::Served::Slash => {

@@ -909,6 +909,20 @@ fn nginx_t_and_gluu_lb_t_agree() {
             )),
         ),
         (
+            "keepalive_disable and log_not_found at every level",
+            http(
+                "keepalive_disable none msie6; log_not_found off;\n\
+                 server { listen 127.0.0.1:8; keepalive_disable msie6; log_not_found on;\n\
+                 location /a { log_not_found off; keepalive_disable none; } }",
+            ),
+        ),
+        (
+            "keepalive_disable of a word",
+            server("keepalive_disable opera;"),
+        ),
+        ("keepalive_disable alone", server("keepalive_disable;")),
+        ("log_not_found maybe", server("log_not_found maybe;")),
+        (
             "limit_except with rules, and empty",
             server(
                 "location /a { limit_except GET post {\nallow 127.0.0.1;\ndeny all; } }\n\
@@ -1311,6 +1325,11 @@ fn nginx_t_and_gluu_lb_t_agree() {
             Err(7),
         ),
         ("an internal rewrite", "rewrite ^/a /b last;", Err(7)),
+        (
+            "keepalive_disable safari (gluu-lb keeps Safari's connections)",
+            "keepalive_disable safari;",
+            Ok(1),
+        ),
         (
             "stub_status off (which turns it on)",
             "location /s { stub_status off; }",

@@ -167,6 +167,8 @@ const ONCE: &[&str] = &[
     "limit_conn_log_level",
     "limit_conn_dry_run",
     "sendfile",
+    "keepalive_disable",
+    "log_not_found",
     "tcp_nopush",
     "tcp_nodelay",
     "server_tokens",

@@ -340,6 +340,8 @@ pub struct ProxySettings {
     pub set_headers: Vec<(HeaderName, Template)>,
     /// `add_header`, in file order.
     pub add_headers: Vec<AddHeader>,
+    /// `log_not_found` (on): a file `root` or `alias` lacks is an error log line.
+    pub log_not_found: bool,
     pub ssl_verify: Option<bool>,
     pub ssl_trusted_certificate: Option<PathBuf>,
     /// `proxy_ssl_verify_depth` (1): how many intermediate CA certificates a node's chain
@@ -506,6 +508,7 @@ impl Default for ProxySettings {
             send_timeout: Duration::from_secs(60),
             set_headers: Vec::new(),
             add_headers: Vec::new(),
+            log_not_found: true,
             ssl_verify: None,
             ssl_trusted_certificate: None,
             ssl_verify_depth: 1,

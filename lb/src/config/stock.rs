@@ -83,6 +83,26 @@ pub fn apply(
             }
         },
         "default_type" => s.default_type = d.one_arg()?.to_owned(),
+        // nginx closes the connection after each response to the browsers named (MSIE 6
+        // after a POST, its default; Safari and its kin on macOS and iOS); gluu-lb treats
+        // every client alike.
+        "keepalive_disable" => {
+            if d.args.is_empty() {
+                return Err(
+                    d.error("invalid number of arguments in \"keepalive_disable\" directive")
+                );
+            }
+            for v in &d.args {
+                match v.as_str() {
+                    "none" | "msie6" => {}
+                    "safari" => {
+                        warn("gluu-lb keeps connections from Safari alive, as from any client")
+                    }
+                    _ => return Err(d.error(format!("invalid value \"{v}\""))),
+                }
+            }
+        }
+        "log_not_found" => s.log_not_found = d.on_off()?,
         "types" => {
             let Some(block) = &d.block else {
                 return Err(d.error("directive \"types\" has no opening \"{\""));
