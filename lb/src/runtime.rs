@@ -36,7 +36,7 @@ use crate::config::tls::{ClientAuth, SessionCache, VerifyClient};
 use crate::config::{Config, Warning};
 use crate::limit::{Applied, ConnLimit, Limit, Zone};
 use crate::served::Served;
-use crate::sessions::{ExpiringCache, ExpiringTickets};
+use crate::sessions::{ExpiringCache, ExpiringTickets, KeyTickets};
 use crate::upstream::lock;
 use crate::upstream::{Group, UpstreamTls};
 
@@ -426,6 +426,35 @@ fn listeners(
     Ok(result)
 }
 
+/// The tickets of `ssl_session_ticket_key` files, read now (at start and at each reload).
+fn ticket_keys(
+    files: &[(PathBuf, crate::config::grammar::Place)],
+    warnings: &mut Vec<Warning>,
+) -> Result<Arc<dyn ProducesTickets>, GrammarError> {
+    let mut keys = Vec::new();
+    for (path, place) in files {
+        let bytes = std::fs::read(path).map_err(|e| {
+            GrammarError::at(place, format!("open() \"{}\" failed ({e})", path.display()))
+        })?;
+        if let Some(mode) = tls::exposed_key(path, 0o004) {
+            warnings.push(Warning {
+                at: place.to_string(),
+                message: format!(
+                    "the session ticket key {} is readable by every user (mode {mode:o}): \
+                     whoever reads it can decrypt recorded TLS 1.2 sessions; chmod 600 it",
+                    path.display()
+                ),
+            });
+        }
+        keys.push(bytes);
+    }
+    let tickets = KeyTickets::new(&keys).map_err(|(i, why)| {
+        let (path, place) = &files[i];
+        GrammarError::at(place, format!("\"{}\" {why}", path.display()))
+    })?;
+    Ok(Arc::new(tickets))
+}
+
 fn acceptor(
     config: &Config,
     l: &Listener,
@@ -503,8 +532,13 @@ fn acceptor(
     };
     let cache: Arc<dyn StoresServerSessions> =
         Arc::new(ExpiringCache::new(cache, t.session_timeout));
+    let tickets = if t.ticket_keys.is_empty() {
+        tls.tickets.clone()
+    } else {
+        ticket_keys(&t.ticket_keys, warnings)?
+    };
     let ticketer: Arc<dyn ProducesTickets> = Arc::new(ExpiringTickets::new(
-        tls.tickets.clone(),
+        tickets,
         t.session_timeout,
         t.session_tickets,
     ));

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hkdf::{HKDF_SHA256, Salt};
 use rustls::server::{ProducesTickets, StoresServerSessions};
 
 /// The longest ticket lifetime TLS 1.3 allows a server to announce (RFC 8446, 4.6.1).
@@ -105,6 +107,97 @@ impl ProducesTickets for ExpiringTickets {
     }
 }
 
+/// Session tickets under the keys of `ssl_session_ticket_key` files, so that every
+/// balancer given the same files resumes the others' sessions (a pair behind one
+/// address). A file is nginx's: 48 or 80 random bytes, the first 16 naming the key. A
+/// ticket is the name, a random nonce, and the session sealed with AES-256-GCM under a
+/// key derived from the rest of the file (HKDF-SHA256); the first file's key seals, any
+/// file's opens, by name. The tickets are gluu-lb's own: nginx's cannot be read, nor
+/// gluu-lb's by nginx (their sessions' contents differ anyway).
+pub struct KeyTickets {
+    keys: Vec<([u8; NAME_LEN], LessSafeKey)>,
+}
+
+const NAME_LEN: usize = 16;
+
+impl std::fmt::Debug for KeyTickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyTickets")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl KeyTickets {
+    /// The tickets of these files' contents, in their order; `Err`: which file, and
+    /// what is wrong with it (nginx's words).
+    pub fn new(files: &[Vec<u8>]) -> Result<Self, (usize, String)> {
+        let keys = files
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                if bytes.len() != 48 && bytes.len() != 80 {
+                    return Err((i, "must be 48 or 80 bytes".to_owned()));
+                }
+                let (name, secret) = bytes.split_at(NAME_LEN);
+                let name: [u8; NAME_LEN] = name.try_into().expect("16 bytes");
+                let info = [&name[..]];
+                let prk = Salt::new(HKDF_SHA256, b"gluu-lb session ticket key").extract(secret);
+                let okm = prk
+                    .expand(&info, &AES_256_GCM)
+                    .map_err(|_| (i, "cannot derive a key".to_owned()))?;
+                Ok((name, LessSafeKey::new(UnboundKey::from(okm))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { keys })
+    }
+}
+
+impl ProducesTickets for KeyTickets {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        u32::try_from(MAX_TICKET_LIFETIME).unwrap_or(u32::MAX)
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let (name, key) = self.keys.first()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
+        let mut sealed = plain.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&name[..]),
+            &mut sealed,
+        )
+        .ok()?;
+        let mut ticket = Vec::with_capacity(NAME_LEN + NONCE_LEN + sealed.len());
+        ticket.extend_from_slice(name);
+        ticket.extend_from_slice(&nonce);
+        ticket.extend_from_slice(&sealed);
+        Some(ticket)
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        let name = ticket.get(..NAME_LEN)?;
+        let nonce = ticket.get(NAME_LEN..NAME_LEN + NONCE_LEN)?;
+        let (_, key) = self.keys.iter().find(|(n, _)| n == name)?;
+        let mut sealed = ticket.get(NAME_LEN + NONCE_LEN..)?.to_vec();
+        let plain = key
+            .open_in_place(
+                Nonce::try_assume_unique_for_key(nonce).ok()?,
+                Aad::from(name),
+                &mut sealed,
+            )
+            .ok()?
+            .len();
+        sealed.truncate(plain);
+        Some(sealed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +212,27 @@ mod tests {
         let future = [(now() + 60).to_be_bytes().to_vec(), b"s".to_vec()].concat();
         assert_eq!(unstamped(&future, 300), None);
         assert_eq!(unstamped(b"short", 300), None);
+    }
+
+    #[test]
+    fn key_files_seal_with_the_first_and_open_with_any() {
+        let (a, b) = (vec![1u8; 80], vec![2u8; 48]);
+        let first = KeyTickets::new(&[a.clone(), b.clone()]).expect("keys");
+        let second = KeyTickets::new(&[b.clone(), a.clone()]).expect("keys");
+        let ticket = first.encrypt(b"session").expect("sealed");
+        assert_eq!(&ticket[..16], &a[..16], "named by the first file");
+        assert_eq!(second.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
+        assert_eq!(first.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
+        // A file that is not among the keys, and a ticket changed on the way.
+        let other = KeyTickets::new(std::slice::from_ref(&b)).expect("keys");
+        assert_eq!(other.decrypt(&ticket), None);
+        let mut bent = ticket.clone();
+        *bent.last_mut().expect("bytes") ^= 1;
+        assert_eq!(first.decrypt(&bent), None);
+        // Same name, other secret: not opened.
+        let mut c = a.clone();
+        c[40] ^= 1;
+        assert_eq!(KeyTickets::new(&[c]).expect("keys").decrypt(&ticket), None);
+        assert!(KeyTickets::new(&[vec![0; 47]]).is_err());
     }
 }

@@ -171,6 +171,12 @@ fn nginx_t_and_gluu_lb_t_agree() {
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "").expect("write empty.pem");
     let (ca, ca_crl) = (dir.path().join("ca.pem"), dir.path().join("crl.pem"));
+    let (ticket_key, short_key) = (dir.path().join("ticket.key"), dir.path().join("short.key"));
+    for (path, len) in [(&ticket_key, 80), (&short_key, 50)] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, vec![7u8; len]).expect("write ticket key");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let root = Issued::new("Test CA", true, |_| {}, None);
     std::fs::write(&ca, &root.pem).expect("write ca.pem");
     std::fs::write(&ca_crl, crl(&root, &[], (2019, 2099))).expect("write crl.pem");
@@ -909,6 +915,15 @@ fn nginx_t_and_gluu_lb_t_agree() {
             )),
         ),
         (
+            "ssl_session_ticket_key twice, in http and a server",
+            http(&format!(
+                "ssl_session_ticket_key {key};\n\
+                 server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+                 ssl_session_ticket_key {key};\nssl_session_ticket_key {key}; }}",
+                key = ticket_key.display()
+            )),
+        ),
+        (
             "keepalive_disable and log_not_found at every level",
             http(
                 "keepalive_disable none msie6; log_not_found off;\n\
@@ -1349,6 +1364,32 @@ fn nginx_t_and_gluu_lb_t_agree() {
         std::fs::write(&conf, format!("{head}{}", server(text))).expect("write");
         assert_eq!(nginx_t(dir.path(), &conf), Ok(0), "{what}");
         assert_eq!(gluu_lb_t(&conf).map_err(|(line, _)| line), ours, "{what}");
+    }
+    // A ticket key file nginx cannot use it names at the end of the http block, where
+    // it reads the file; gluu-lb names the line.
+    for (what, file) in [
+        ("a ticket key of 50 bytes", short_key.clone()),
+        (
+            "a ticket key that is not there",
+            dir.path().join("none.key"),
+        ),
+    ] {
+        let text = http(&format!(
+            "server {{ listen 127.0.0.1:8443 ssl; {tls}\n\
+             ssl_session_ticket_key {}; }}",
+            file.display()
+        ));
+        std::fs::write(&conf, format!("{head}{text}")).expect("write");
+        let at = format!("{head}{text}")
+            .lines()
+            .position(|l| l.starts_with("ssl_session_ticket_key"))
+            .map(|i| i + 1);
+        assert!(nginx_t(dir.path(), &conf).is_err(), "{what}");
+        assert_eq!(
+            gluu_lb_t(&conf).map_err(|(line, _)| Some(line)),
+            Err(at),
+            "{what}"
+        );
     }
     // nginx offers TLSv1 and TLSv1.1 where gluu-lb cannot, so it runs
     // Debian's stock line with a warning and refuses a line that leaves it nothing.

@@ -1491,6 +1491,86 @@ async fn clients_resume_their_tls_session_across_a_reload_and_get_the_cheaper_su
     );
 }
 
+/// `ssl_session_ticket_key`: balancers given the same key file resume each other's
+/// sessions (TLS 1.3 and 1.2), one with another file does not, and a reload that puts a
+/// new file first keeps opening the old file's tickets while sealing new ones with the new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancers_with_one_ticket_key_file_resume_each_others_sessions() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let [one, two] = [1u8, 2].map(|k| {
+        let path = keys.path().join(format!("ticket{k}.key"));
+        let bytes: Vec<u8> = (0..80u8)
+            .map(|i| i.wrapping_mul(31).wrapping_add(k))
+            .collect();
+        std::fs::write(&path, bytes).expect("write key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    });
+    let with_keys = |files: &[&std::path::Path]| {
+        let lines: String = files
+            .iter()
+            .map(|f| format!("\n    ssl_session_ticket_key {};", f.display()))
+            .collect();
+        move |t: String| t.replace("    ssl on;", &format!("    ssl on;{lines}"))
+    };
+    let a = Lab::start(with_keys(&[&one])).await;
+    let b = Lab::start(with_keys(&[&one])).await;
+    let c = Lab::start(with_keys(&[&two])).await;
+    // Each balancer has its own certificate: the client checks none (a resumed session
+    // shows none anyway).
+    let anyone = |version| {
+        let provider = gluu_common::tls::provider();
+        let verifier = gluu_common::verify::PeerVerifier::new(
+            gluu_common::verify::PeerPolicy::Anyone,
+            &provider,
+        )
+        .expect("verifier");
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    };
+    use rustls::HandshakeKind::{Full, Resumed};
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let kinds = [&a, &b, &c, &b];
+        let config = anyone(version);
+        let mut seen = Vec::new();
+        for lab in kinds {
+            seen.push(handshake_with(lab, &config).await.0);
+        }
+        // a's ticket resumes at b; c holds another key: a full handshake.
+        assert_eq!(seen, [Full, Resumed, Full, Full], "{version:?}");
+    }
+    // b reloads with c's file first and a's second: a's tickets still open at b, and the
+    // ticket b then gives is sealed with c's key.
+    let text = std::fs::read_to_string(&b.conf).expect("conf");
+    let two_first = text.replace(
+        &format!("ssl_session_ticket_key {};", one.display()),
+        &format!(
+            "ssl_session_ticket_key {};\n    ssl_session_ticket_key {};",
+            two.display(),
+            one.display()
+        ),
+    );
+    assert_ne!(two_first, text);
+    b.reload_with(&two_first).await;
+    support::eventually(Duration::from_secs(5), "the reload", || async {
+        b.metric("gluu_lb_reloads_total{result=\"ok\"}").await >= 1.0
+    })
+    .await;
+    let config = anyone(&rustls::version::TLS13);
+    let mut seen = Vec::new();
+    for lab in [&a, &b, &c] {
+        seen.push(handshake_with(lab, &config).await.0);
+    }
+    assert_eq!(seen, [Full, Resumed, Resumed]);
+}
+
 /// A hardened TLS block (Mozilla's kind) with nginx's meaning: `ssl_ciphers` chooses the
 /// TLS 1.2 suites, `ssl_prefer_server_ciphers off` lets the client choose, and with
 /// `ssl_session_tickets off` sessions resume from the cache until `ssl_session_timeout`.

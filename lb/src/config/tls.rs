@@ -56,6 +56,9 @@ pub struct TlsSettings {
     pub session_timeout: Duration,
     /// `ssl_session_tickets` (on).
     pub session_tickets: bool,
+    /// `ssl_session_ticket_key FILE` lines, with their places: the first encrypts new
+    /// tickets, all decrypt (nginx's rotation). None: a key of gluu-lb's own, made at start.
+    pub ticket_keys: Vec<(PathBuf, Place)>,
     /// `ssl_ecdh_curve`: the key exchange groups offered, in the server's order of
     /// preference; `None` (`auto`, nginx's default): rustls's (X25519, P-256, P-384, and
     /// the X25519MLKEM768 hybrid).
@@ -114,6 +117,7 @@ impl Default for TlsSettings {
             session_cache: SessionCache::Sessions(SESSION_CACHE_DEFAULT),
             session_timeout: Duration::from_secs(300),
             session_tickets: true,
+            ticket_keys: Vec::new(),
             curves: None,
             reject_handshake: false,
             client: ClientAuth {
@@ -135,6 +139,9 @@ pub fn inherit(parent: &TlsSettings, block: &[Directive]) -> TlsSettings {
     }
     if has("ssl_certificate_key") {
         s.certificate_keys.clear();
+    }
+    if has("ssl_session_ticket_key") {
+        s.ticket_keys.clear();
     }
     s
 }
@@ -160,6 +167,10 @@ pub fn apply(
         "ssl_ciphers" => s.ciphers = Some(cipher_list(d, d.one_arg()?)?),
         "ssl_prefer_server_ciphers" => s.prefer_server_ciphers = Some(d.on_off()?),
         "ssl_session_tickets" => s.session_tickets = d.on_off()?,
+        "ssl_session_ticket_key" => {
+            s.ticket_keys
+                .push((root.join(d.one_arg()?), d.place.clone()));
+        }
         "ssl_session_timeout" => s.session_timeout = time(d)?,
         "ssl_session_cache" => s.session_cache = session_cache(d)?,
         "ssl_ecdh_curve" => s.curves = curves(d, warnings)?,
