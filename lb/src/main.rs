@@ -177,6 +177,7 @@ fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String>
     for s in &config.servers {
         files.extend(s.tls.certificates.iter().map(PathBuf::as_path));
         files.extend(s.tls.certificate_keys.iter().map(PathBuf::as_path));
+        files.extend(s.tls.ticket_keys.iter().map(|(path, _)| path.as_path()));
         let client = &s.tls.client;
         for (path, _) in [&client.certificate, &client.trusted, &client.crl]
             .into_iter()

@@ -318,9 +318,20 @@ fn user_warns_of_files_a_reload_could_not_read() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .expect("chmod");
+    // So is a session ticket key, which should be no one's but the balancer's.
+    let ticket = dir.path().join("ticket.key");
+    std::fs::write(&ticket, [7u8; 80]).expect("write");
+    std::fs::set_permissions(&ticket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let text_with_ticket = text.replacen(
+        "ssl on;",
+        &format!("ssl on;\nssl_session_ticket_key {};", ticket.display()),
+        1,
+    );
+    assert_ne!(text_with_ticket, text);
     std::fs::write(
         &as_nobody,
-        format!("user nobody nogroup;\ninclude site.conf;\n{text}"),
+        format!("user nobody nogroup;\ninclude site.conf;\n{text_with_ticket}"),
     )
     .expect("write");
     let key = dir.path().join("httpd.key");
@@ -343,7 +354,12 @@ fn user_warns_of_files_a_reload_could_not_read() {
         included.display()
     );
     assert!(err.contains(&warning), "{err}");
+    let warning = format!("[warn] {} is not readable by user nobody", ticket.display());
+    assert!(err.contains(&warning), "{err}");
     std::os::unix::fs::chown(&key, None, Some(65534)).expect("chgrp nogroup");
+    std::os::unix::fs::chown(&ticket, None, Some(65534)).expect("chgrp nogroup");
+    std::fs::set_permissions(&ticket, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+        .expect("chmod");
     std::fs::set_permissions(
         &included,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
