@@ -296,6 +296,7 @@ mod tests {
         let cx = Scope {
             root: std::path::Path::new("."),
             maps: &maps,
+            charsets: &[],
         };
         let mut s = CookieSettings::default();
         for d in Directive::parse_text(lines).expect("parsed") {

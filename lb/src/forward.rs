@@ -584,6 +584,8 @@ struct Log {
     held: Vec<limit::Held>,
     /// The status an `error_page` sends in place of its page's own.
     err_status: Option<StatusCode>,
+    /// `charset`: named on the response's `Content-Type`.
+    charset: Option<stock::Charset>,
 }
 
 /// A header `add_header` puts on this response, its value rendered for the request (`None`:
@@ -601,6 +603,7 @@ impl Log {
     /// inherits them).
     fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>, conn: &Conn) {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
+        self.charset = stock::Charset::of(s);
         conn.pace.set_keepalive(s.keepalive_timeout);
         conn.linger.set(s);
         let http1 = req.version() < Version::HTTP_2;
@@ -641,6 +644,9 @@ impl Log {
         }
         if let Some(v) = &self.keep_alive {
             headers.insert(HeaderName::from_static("keep-alive"), v.clone());
+        }
+        if let Some(c) = &self.charset {
+            c.apply(headers, status);
         }
         let safe = proxy::safe_status(status.as_u16());
         for a in self.added.iter().filter(|a| a.always || safe) {
@@ -1049,6 +1055,7 @@ pub async fn handle(
         keep_alive: None,
         held: Vec::new(),
         err_status: None,
+        charset: None,
     };
     let remote_addr = client.ip().to_string();
     let forwarded_for = {

@@ -935,6 +935,20 @@ fn nginx_t_and_gluu_lb_t_agree() {
             "keepalive_disable of a word",
             server("keepalive_disable opera;"),
         ),
+        (
+            "charset, charset_types and override_charset off at every level",
+            http(
+                "charset utf-8; charset_types text/css;\n\
+                 server { listen 127.0.0.1:8; charset off; override_charset off;\n\
+                 location /a { charset UTF-8; charset_types *; } }",
+            ),
+        ),
+        ("charset twice", server("charset utf-8;\ncharset utf-8;")),
+        (
+            "charset_types twice",
+            server("charset_types a/b;\ncharset_types c/d;"),
+        ),
+        ("charset of two words", server("charset utf-8 koi8-r;")),
         ("keepalive_disable alone", server("keepalive_disable;")),
         ("log_not_found maybe", server("log_not_found maybe;")),
         (
@@ -1340,6 +1354,7 @@ fn nginx_t_and_gluu_lb_t_agree() {
             Err(7),
         ),
         ("an internal rewrite", "rewrite ^/a /b last;", Err(7)),
+        ("override_charset on", "override_charset on;", Err(7)),
         (
             "keepalive_disable safari (gluu-lb keeps Safari's connections)",
             "keepalive_disable safari;",
@@ -1569,6 +1584,34 @@ const CANNED: &[(&str, &str)] = &[
     (
         "/canned/plain",
         "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/ct-html",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/ct-html-upper",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Type: TEXT/HTML\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/ct-named",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Type: text/html;charset=ISO-8859-1\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/ct-param",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Type: text/html; level=1\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/ct-json",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/ct-moved",
+        "HTTP/1.1 302 Found\r\nX-Node: c\r\nLocation: /x\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        "/canned/ct-gone",
+        "HTTP/1.1 410 Gone\r\nX-Node: c\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
     ),
     (
         "/canned/tagged",
@@ -1881,6 +1924,11 @@ impl Twins {
              location /internal/ { proxy_pass https://up_a; allow 10.0.0.0/8; deny 127.0.0.1; allow all; }\n\
              location /open/ { proxy_pass https://up_a; deny 10.0.0.0/8; allow 127.0.0.0/8; deny all; }\n\
              location /except/ { proxy_pass https://up_a; limit_except GET { deny all; } }\n\
+             location /cs/ { proxy_pass https://up_canned/canned/; charset utf-8; }\n\
+             location /cs-json/ { proxy_pass https://up_canned/canned/; charset_types application/json; charset UTF-8; }\n\
+             location /cs-any/ { proxy_pass https://up_canned/canned/; charset_types *; charset koi8-r; }\n\
+             location /cs-off/ { proxy_pass https://up_canned/canned/; charset off; }\n\
+             location = /cs-text { charset utf-8; return 200 \"text\"; }\n\
              location /except-own/ { proxy_pass https://up_a; deny all; limit_except post { allow 127.0.0.1; } }\n\
              location /logjson/ { proxy_pass https://up_a; access_log DIR/WHO.json json; }\n\
              location /logtwice/ { proxy_pass https://up_a; access_log DIR/WHO.twice-main main;\n\
@@ -4190,4 +4238,67 @@ fn head_lines(head: &str) -> String {
         .collect();
     rest.sort();
     format!("{first}\n{}", rest.join("\n"))
+}
+
+/// `charset` and `charset_types` as nginx applies them: the same node answers through the
+/// real nginx and gluu-lb carry the same `Content-Type` (a listed type gets the charset, a
+/// type that names one, has other parameters, is not listed, or goes with a 302 does not),
+/// and so does a `return`'s text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charsets_are_named_as_nginx_names_them() {
+    let twins = Twins::start().await;
+    let content_type = |to: SocketAddr, path: String| async move {
+        let text = answer_to(to, &get(&path)).await;
+        let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+        let status = head.get(9..12).unwrap_or_default().to_owned();
+        let ct = head
+            .split("\r\n")
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("content-type:")
+                    .then(|| l[13..].trim().to_owned())
+            })
+            .unwrap_or_default();
+        format!("{status} {ct}")
+    };
+    let mut seen = Vec::new();
+    for location in ["/cs/", "/cs-json/", "/cs-any/", "/cs-off/"] {
+        for canned in [
+            "ct-html",
+            "ct-html-upper",
+            "ct-named",
+            "ct-param",
+            "ct-json",
+            "ct-moved",
+            "ct-gone",
+        ] {
+            let path = format!("{location}{canned}");
+            let got = content_type(twins.ours, path.clone()).await;
+            let want = content_type(twins.theirs, path.clone()).await;
+            assert_eq!(got, want, "{path}: gluu-lb, then nginx");
+            seen.push(format!("{path} {want}"));
+        }
+    }
+    let got = content_type(twins.ours, "/cs-text".to_owned()).await;
+    let want = content_type(twins.theirs, "/cs-text".to_owned()).await;
+    assert_eq!(got, want, "/cs-text: gluu-lb, then nginx");
+    seen.push(format!("/cs-text {want}"));
+    let seen = seen.join("\n");
+    for line in [
+        "/cs/ct-html 200 text/html; charset=utf-8",
+        "/cs/ct-named 200 text/html;charset=ISO-8859-1",
+        "/cs/ct-param 200 text/html; level=1",
+        "/cs/ct-json 200 application/json",
+        "/cs/ct-moved 302 text/html",
+        "/cs/ct-gone 410 text/plain; charset=utf-8",
+        // `UTF-8` named as nginx first saw it in the file.
+        "/cs-json/ct-json 200 application/json; charset=utf-8",
+        "/cs-json/ct-html 200 text/html; charset=utf-8",
+        "/cs/ct-html-upper 200 TEXT/HTML; charset=utf-8",
+        "/cs-any/ct-param 200 text/html; level=1; charset=koi8-r",
+        "/cs-off/ct-html 200 text/html",
+        "/cs-text 200 text/plain; charset=utf-8",
+    ] {
+        assert!(seen.contains(line), "{line:?} not in:\n{seen}");
+    }
 }

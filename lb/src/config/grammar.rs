@@ -169,6 +169,8 @@ const ONCE: &[&str] = &[
     "sendfile",
     "keepalive_disable",
     "log_not_found",
+    "charset",
+    "override_charset",
     "tcp_nopush",
     "tcp_nodelay",
     "server_tokens",

@@ -357,6 +357,7 @@ mod tests {
                 let cx = Scope {
                     root: dir.path(),
                     maps: &Maps::default(),
+                    charsets: &[],
                 };
                 location(d, &cx, &ProxySettings::default(), &mut Vec::new())
             })

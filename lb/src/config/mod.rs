@@ -51,6 +51,24 @@ impl fmt::Display for Warning {
 pub struct Scope<'a> {
     pub root: &'a Path,
     pub maps: &'a map::Maps,
+    /// The `charset` names of the http block, each as first spelled (nginx keeps one
+    /// table of charsets, by name without regard to case, and names each as it first
+    /// came).
+    pub charsets: &'a [String],
+}
+
+/// The charset names of `charset` lines in `block` and the blocks in it, in file order,
+/// each once (its first spelling).
+fn charset_names(block: &[Directive], names: &mut Vec<String>) {
+    for d in block {
+        if let (true, [name]) = (d.name == "charset", d.args.as_slice())
+            && name != "off"
+            && !names.iter().any(|n| n.eq_ignore_ascii_case(name))
+        {
+            names.push(name.clone());
+        }
+        charset_names(d.block.as_deref().unwrap_or_default(), names);
+    }
 }
 
 /// nginx's default `worker_connections`.
@@ -214,7 +232,13 @@ impl Config {
                     http_seen = true;
                     let body = block(d)?;
                     let maps = map::Maps::read(body, &mut c.warnings)?;
-                    let cx = Scope { root, maps: &maps };
+                    let mut charsets = Vec::new();
+                    charset_names(body, &mut charsets);
+                    let cx = Scope {
+                        root,
+                        maps: &maps,
+                        charsets: &charsets,
+                    };
                     let mut settings = proxy::inherit(&ProxySettings::default(), body);
                     let mut tls = tls::TlsSettings::default();
                     let mut own = Vec::new();

@@ -156,6 +156,7 @@ mod tests {
         let cx = Scope {
             root: Path::new("/etc/nginx"),
             maps: &Maps::default(),
+            charsets: &[],
         };
         for d in parse_file(&path)? {
             assert!(apply(&mut s, &d, &cx)?, "{}", d.name);

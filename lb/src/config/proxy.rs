@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{self, HeaderName};
+use hyper::header::{self, HeaderName, HeaderValue};
 use regex::bytes::Regex;
 
 use super::Scope;
@@ -390,6 +390,11 @@ pub struct ProxySettings {
     /// `Content-Type` of a `return`'s text.
     pub default_type: String,
     pub types: stock::Types,
+    /// `charset`: the charset named on responses of `charset_types` that name none;
+    /// `None`: `charset off` (the default).
+    pub charset: Option<HeaderValue>,
+    /// `charset_types` (nginx's six, and always `text/html`; `*`: any type).
+    pub charset_types: std::sync::Arc<Vec<String>>,
     /// `gzip` and its companions (shared: a request holds them while its response is
     /// decided).
     pub gzip: std::sync::Arc<gzip::Gzip>,
@@ -532,6 +537,13 @@ impl Default for ProxySettings {
             hide_headers: Vec::new(),
             pass_headers: Vec::new(),
             default_type: "text/plain".to_owned(),
+            charset: None,
+            charset_types: std::sync::Arc::new(
+                stock::CHARSET_TYPES
+                    .iter()
+                    .map(|t| (*t).to_owned())
+                    .collect(),
+            ),
             types: std::sync::Arc::new(
                 [
                     ("html", "text/html"),
@@ -673,6 +685,10 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("add_header") {
         s.add_headers.clear();
+    }
+    if has("charset_types") {
+        // nginx's `text/html` is always among them.
+        s.charset_types = std::sync::Arc::new(vec![stock::CHARSET_TYPES[0].to_owned()]);
     }
     if has("limit_req") {
         s.limit.limits.clear();
@@ -839,6 +855,22 @@ pub fn apply(
         "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
         "proxy_ssl_trusted_certificate" => {
             s.ssl_trusted_certificate = Some(cx.root.join(d.one_arg()?))
+        }
+        "charset" => {
+            s.charset = match d.one_arg()? {
+                "off" => None,
+                name => {
+                    let first = cx
+                        .charsets
+                        .iter()
+                        .find(|n| n.eq_ignore_ascii_case(name))
+                        .map_or(name, String::as_str);
+                    Some(
+                        HeaderValue::from_str(first)
+                            .map_err(|_| d.error(format!("invalid charset \"{name}\"")))?,
+                    )
+                }
+            };
         }
         "proxy_ssl_verify_depth" => {
             s.ssl_verify_depth = d
@@ -1087,6 +1119,7 @@ mod tests {
         Scope {
             root: std::path::Path::new("."),
             maps,
+            charsets: &[],
         }
     }
 
@@ -1100,6 +1133,7 @@ mod tests {
             let cx = Scope {
                 root: dir.path(),
                 maps: &Maps::default(),
+                charsets: &[],
             };
             if !apply(&mut s, d, &cx, &mut Vec::new())? {
                 return Err(d.error("not a proxy directive"));

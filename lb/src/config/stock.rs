@@ -9,9 +9,72 @@
 
 use std::sync::Arc;
 
+use hyper::header::HeaderValue;
+
 use super::Warning;
 use super::grammar::{Directive, GrammarError};
 use super::proxy::ProxySettings;
+
+/// `charset_types`' default (nginx's), `text/html` first: a `charset_types` line always
+/// has it too.
+pub const CHARSET_TYPES: &[&str] = &[
+    "text/html",
+    "text/xml",
+    "text/plain",
+    "text/vnd.wap.wml",
+    "application/javascript",
+    "application/rss+xml",
+];
+
+/// nginx's `charset NAME`: the name put on a response's `Content-Type` (`; charset=NAME`)
+/// when it names none, its type is among `charset_types`, and it is no 301 or 302 (nginx's
+/// `ngx_http_charset_header_filter` without `charset_map`: gluu-lb recodes nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charset {
+    name: HeaderValue,
+    types: Arc<Vec<String>>,
+}
+
+impl Charset {
+    /// The block `s`'s `charset` and `charset_types`; `None` with `charset off`.
+    pub fn of(s: &ProxySettings) -> Option<Charset> {
+        Some(Charset {
+            name: s.charset.clone()?,
+            types: s.charset_types.clone(),
+        })
+    }
+
+    /// Names the charset on `headers`' `Content-Type`, as the rule above has it.
+    pub fn apply(&self, headers: &mut hyper::HeaderMap, status: hyper::StatusCode) {
+        if matches!(status.as_u16(), 301 | 302) {
+            return;
+        }
+        let Some(ct) = headers.get(hyper::header::CONTENT_TYPE) else {
+            return;
+        };
+        let Ok(text) = ct.to_str() else { return };
+        let named = text.split(';').skip(1).any(|p| {
+            p.trim_start()
+                .get(..8)
+                .is_some_and(|k| k.eq_ignore_ascii_case("charset="))
+        });
+        // nginx looks the whole value up (a type with other parameters is not listed).
+        let listed = self
+            .types
+            .iter()
+            .any(|t| t == "*" || t.eq_ignore_ascii_case(text));
+        if named || !listed {
+            return;
+        }
+        let mut value = Vec::with_capacity(text.len() + 10 + self.name.len());
+        value.extend_from_slice(text.as_bytes());
+        value.extend_from_slice(b"; charset=");
+        value.extend_from_slice(self.name.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&value) {
+            headers.insert(hyper::header::CONTENT_TYPE, v);
+        }
+    }
+}
 
 /// nginx's `types`: file extensions (lower case) and their MIME types.
 pub type Types = Arc<Vec<(String, String)>>;
@@ -83,6 +146,17 @@ pub fn apply(
             }
         },
         "default_type" => s.default_type = d.one_arg()?.to_owned(),
+        // Lines add up (the block's list starts anew: `proxy::inherit`).
+        "charset_types" => Arc::make_mut(&mut s.charset_types)
+            .extend(d.args.iter().map(|t| t.to_ascii_lowercase())),
+        "override_charset" => {
+            if d.on_off()? {
+                return Err(d.error(
+                    "\"override_charset on\" is not supported: gluu-lb recodes no body \
+                     (nginx's charset_map), so a node's own charset is kept",
+                ));
+            }
+        }
         // nginx closes the connection after each response to the browsers named (MSIE 6
         // after a POST, its default; Safari and its kin on macOS and iOS); gluu-lb treats
         // every client alike.
