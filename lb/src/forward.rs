@@ -586,6 +586,8 @@ struct Log {
     err_status: Option<StatusCode>,
     /// `charset`: named on the response's `Content-Type`.
     charset: Option<stock::Charset>,
+    /// `expires`: `Expires` and `Cache-Control` set on the response.
+    expires: stock::Expires,
 }
 
 /// A header `add_header` puts on this response, its value rendered for the request (`None`:
@@ -604,6 +606,7 @@ impl Log {
     fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>, conn: &Conn) {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
         self.charset = stock::Charset::of(s);
+        self.expires = s.expires;
         conn.pace.set_keepalive(s.keepalive_timeout);
         conn.linger.set(s);
         let http1 = req.version() < Version::HTTP_2;
@@ -647,6 +650,12 @@ impl Log {
         }
         if let Some(c) = &self.charset {
             c.apply(headers, status);
+        }
+        if self.expires != stock::Expires::Off {
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+            self.expires.apply(headers, status, now);
         }
         let safe = proxy::safe_status(status.as_u16());
         for a in self.added.iter().filter(|a| a.always || safe) {
@@ -1056,6 +1065,7 @@ pub async fn handle(
         held: Vec::new(),
         err_status: None,
         charset: None,
+        expires: stock::Expires::Off,
     };
     let remote_addr = client.ip().to_string();
     let forwarded_for = {

@@ -945,6 +945,20 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         ("charset twice", server("charset utf-8;\ncharset utf-8;")),
         (
+            "expires in every form",
+            http(
+                "expires 1y;\nserver { listen 127.0.0.1:8; expires modified -30d;\n\
+                 location /a { expires @23h59m; } location /b { expires epoch; }\n\
+                 location /c { expires max; } location /d { expires off; }\n\
+                 location /e { expires +1M2w; } }",
+            ),
+        ),
+        ("expires of a word", server("expires soon;")),
+        ("expires twice", server("expires 1h;\nexpires 2h;")),
+        ("expires daily past a day", server("expires @25h;")),
+        ("expires modified daily", server("expires modified @1h;")),
+        ("expires of two words", server("expires later 1h;")),
+        (
             "charset_types twice",
             server("charset_types a/b;\ncharset_types c/d;"),
         ),
@@ -1610,6 +1624,10 @@ const CANNED: &[(&str, &str)] = &[
         "HTTP/1.1 302 Found\r\nX-Node: c\r\nLocation: /x\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok",
     ),
     (
+        "/canned/cached",
+        "HTTP/1.1 200 OK\r\nX-Node: c\r\nCache-Control: private\r\nCache-Control: no-transform\r\nExpires: Thu, 01 Jan 2015 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
         "/canned/ct-gone",
         "HTTP/1.1 410 Gone\r\nX-Node: c\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok",
     ),
@@ -1925,6 +1943,14 @@ impl Twins {
              location /open/ { proxy_pass https://up_a; deny 10.0.0.0/8; allow 127.0.0.0/8; deny all; }\n\
              location /except/ { proxy_pass https://up_a; limit_except GET { deny all; } }\n\
              location /cs/ { proxy_pass https://up_canned/canned/; charset utf-8; }\n\
+             location /exp-hour/ { proxy_pass https://up_canned/canned/; expires 1h; }\n\
+             location /exp-epoch/ { proxy_pass https://up_canned/canned/; expires epoch; }\n\
+             location /exp-max/ { proxy_pass https://up_canned/canned/; expires max; }\n\
+             location /exp-neg/ { proxy_pass https://up_canned/canned/; expires -1; }\n\
+             location /exp-zero/ { proxy_pass https://up_canned/canned/; expires 0; }\n\
+             location /exp-mod/ { proxy_pass https://up_canned/canned/; expires modified +1d; }\n\
+             location /exp-daily/ { proxy_pass https://up_canned/canned/; expires @12h30m; }\n\
+             location = /exp-text { expires 1w; return 200 \"text\"; }\n\
              location /cs-json/ { proxy_pass https://up_canned/canned/; charset_types application/json; charset UTF-8; }\n\
              location /cs-any/ { proxy_pass https://up_canned/canned/; charset_types *; charset koi8-r; }\n\
              location /cs-off/ { proxy_pass https://up_canned/canned/; charset off; }\n\
@@ -4301,4 +4327,129 @@ async fn charsets_are_named_as_nginx_names_them() {
     ] {
         assert!(seen.contains(line), "{line:?} not in:\n{seen}");
     }
+}
+
+/// `expires` as nginx applies it: the same node answers through the real nginx and
+/// gluu-lb carry the same `Expires` and `Cache-Control` (times within two seconds, as the
+/// two answer a moment apart): a time from now, `epoch`, `max`, a negative time, 0,
+/// `modified` (from the node's `Last-Modified`, or from now without one), a time of day,
+/// the node's own headers replaced, and none on a 410.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_is_set_as_nginx_sets_it() {
+    let twins = Twins::start().await;
+    // The status, then `Expires` as Unix seconds and each `Cache-Control` value.
+    let view = |to: SocketAddr, path: String| async move {
+        let text = answer_to(to, &get(&path)).await;
+        let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+        let status = head.get(9..12).unwrap_or_default().to_owned();
+        let values = |name: &str| -> Vec<String> {
+            head.split("\r\n")
+                .filter_map(|l| l.split_once(": "))
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_owned())
+                .collect()
+        };
+        let expires: Vec<i64> = values("expires")
+            .iter()
+            .map(|v| {
+                let t = httpdate::parse_http_date(v).expect("an HTTP date");
+                let secs = t.duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+                i64::try_from(secs.as_secs()).expect("seconds")
+            })
+            .collect();
+        (status, expires, values("cache-control"))
+    };
+    let max_age = |v: &str| {
+        v.strip_prefix("max-age=")
+            .and_then(|n| n.parse::<i64>().ok())
+    };
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("now")
+                .as_secs(),
+        )
+        .expect("seconds")
+    };
+    let mut seen = Vec::new();
+    let paths = [
+        "/exp-hour/plain",
+        "/exp-hour/cached",
+        "/exp-hour/ct-gone",
+        "/exp-epoch/plain",
+        "/exp-max/plain",
+        "/exp-neg/plain",
+        "/exp-zero/plain",
+        "/exp-mod/tagged",
+        "/exp-mod/plain",
+        "/exp-daily/plain",
+        "/exp-text",
+    ];
+    for path in paths {
+        let at = now();
+        let got = view(twins.ours, path.to_owned()).await;
+        let want = view(twins.theirs, path.to_owned()).await;
+        let close = |a: i64, b: i64| (a - b).abs() <= 2;
+        let agree = got.0 == want.0
+            && got.1.len() == want.1.len()
+            && got.1.iter().zip(&want.1).all(|(a, b)| close(*a, *b))
+            && got.2.len() == want.2.len()
+            && got
+                .2
+                .iter()
+                .zip(&want.2)
+                .all(|(a, b)| match (max_age(a), max_age(b)) {
+                    (Some(a), Some(b)) => close(a, b),
+                    _ => a == b,
+                });
+        assert!(agree, "{path}: gluu-lb {got:?}, nginx {want:?}");
+        // Relative to the request's time, so that the expectations below hold.
+        let expires: Vec<String> = want
+            .1
+            .iter()
+            .map(|e| match e - at {
+                d if (-2..=2).contains(&d) => "now".to_owned(),
+                d if (3598..=3602).contains(&d) => "now+1h".to_owned(),
+                d if (86_398..=86_402).contains(&d) => "now+1d".to_owned(),
+                d if (604_798..=604_802).contains(&d) => "now+1w".to_owned(),
+                _ => e.to_string(),
+            })
+            .collect();
+        let control: Vec<String> = want
+            .2
+            .iter()
+            .map(|c| match max_age(c) {
+                Some(n) if n > 10_000_000 && n < 1_000_000_000 && c != "max-age=315360000" => {
+                    "max-age=LARGE".to_owned()
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        seen.push(format!("{path} {} {expires:?} {control:?}", want.0));
+    }
+    let seen = seen.join("\n");
+    for line in [
+        "/exp-hour/plain 200 [\"now+1h\"] [\"max-age=3600\"]",
+        "/exp-hour/cached 200 [\"now+1h\"] [\"max-age=3600\"]",
+        "/exp-hour/ct-gone 410 [] []",
+        "/exp-epoch/plain 200 [\"1\"] [\"no-cache\"]",
+        "/exp-max/plain 200 [\"2145916555\"] [\"max-age=315360000\"]",
+        "/exp-neg/plain 200 [\"now\"] [\"no-cache\"]",
+        "/exp-zero/plain 200 [\"now\"] [\"max-age=0\"]",
+        // Tue, 01 Jan 2030 00:00:00 GMT and a day.
+        // (Its max-age is the time left until then: no-cache from 2030 on.)
+        "/exp-mod/tagged 200 [\"1893542400\"]",
+        // Without `Last-Modified`, `modified` counts from now (nginx's rule).
+        "/exp-mod/plain 200 [\"now+1d\"] [\"max-age=86400\"]",
+        "/exp-text 200 [\"now+1w\"] [\"max-age=604800\"]",
+    ] {
+        assert!(seen.contains(line), "{line:?} not in:\n{seen}");
+    }
+    // A time of day: the next 12:30 UTC, within a day.
+    let daily = seen
+        .lines()
+        .find(|l| l.starts_with("/exp-daily/plain 200 "))
+        .expect("daily");
+    assert!(daily.contains("max-age="), "{daily}");
 }

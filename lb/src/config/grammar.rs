@@ -171,6 +171,7 @@ const ONCE: &[&str] = &[
     "log_not_found",
     "charset",
     "override_charset",
+    "expires",
     "tcp_nopush",
     "tcp_nodelay",
     "server_tokens",

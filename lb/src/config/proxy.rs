@@ -390,6 +390,8 @@ pub struct ProxySettings {
     /// `Content-Type` of a `return`'s text.
     pub default_type: String,
     pub types: stock::Types,
+    /// `expires` (off).
+    pub expires: stock::Expires,
     /// `charset`: the charset named on responses of `charset_types` that name none;
     /// `None`: `charset off` (the default).
     pub charset: Option<HeaderValue>,
@@ -537,6 +539,7 @@ impl Default for ProxySettings {
             hide_headers: Vec::new(),
             pass_headers: Vec::new(),
             default_type: "text/plain".to_owned(),
+            expires: stock::Expires::Off,
             charset: None,
             charset_types: std::sync::Arc::new(
                 stock::CHARSET_TYPES

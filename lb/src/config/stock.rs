@@ -177,6 +177,7 @@ pub fn apply(
             }
         }
         "log_not_found" => s.log_not_found = d.on_off()?,
+        "expires" => s.expires = Expires::parse(d)?,
         "types" => {
             let Some(block) = &d.block else {
                 return Err(d.error("directive \"types\" has no opening \"{\""));
@@ -195,4 +196,126 @@ pub fn apply(
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// nginx's `expires` (`ngx_http_headers_filter_module`): `Expires` and `Cache-Control` on
+/// responses of the statuses `add_header` calls safe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Expires {
+    #[default]
+    Off,
+    /// `epoch`: long expired, `no-cache`.
+    Epoch,
+    /// `max`: 2037, ten years' `max-age`.
+    Max,
+    /// `TIME` (seconds, negative for the past) from the response.
+    Access(i64),
+    /// `modified TIME`: from the response's `Last-Modified` (without one, from now).
+    Modified(i64),
+    /// `@TIME`: the next such time of day (UTC), seconds after midnight.
+    Daily(i64),
+}
+
+impl Expires {
+    /// `expires [modified] TIME|epoch|max|off`.
+    pub fn parse(d: &Directive) -> Result<Expires, GrammarError> {
+        let invalid = || d.error("\"expires\" directive invalid value");
+        let (modified, v) = match d.args.as_slice() {
+            [v] => (false, v.as_str()),
+            [m, v] if m == "modified" => (true, v.as_str()),
+            [_, _] => return Err(invalid()),
+            _ => return Err(d.error("invalid number of arguments in \"expires\" directive")),
+        };
+        if v.contains('$') {
+            return Err(
+                d.error("\"expires\" with variables is not supported: give the time itself")
+            );
+        }
+        match (modified, v) {
+            (false, "epoch") => return Ok(Expires::Epoch),
+            (false, "max") => return Ok(Expires::Max),
+            (false, "off") => return Ok(Expires::Off),
+            _ => {}
+        }
+        let secs = |t: &str| {
+            super::upstream::parse_time(t)
+                .filter(|t| t.subsec_nanos() == 0)
+                .and_then(|t| i64::try_from(t.as_secs()).ok())
+                .ok_or_else(invalid)
+        };
+        if let Some(t) = v.strip_prefix('@') {
+            if modified {
+                return Err(d.error("daily time cannot be used with \"modified\" parameter"));
+            }
+            let t = secs(t)?;
+            if t > 86_400 {
+                return Err(d.error("daily time value must be less than 24 hours"));
+            }
+            return Ok(Expires::Daily(t));
+        }
+        let t = match v.strip_prefix('-') {
+            Some(t) => -secs(t)?,
+            None => secs(v.strip_prefix('+').unwrap_or(v))?,
+        };
+        Ok(if modified {
+            Expires::Modified(t)
+        } else {
+            Expires::Access(t)
+        })
+    }
+
+    /// Sets `Expires` and `Cache-Control` (in place of the node's) on a response of
+    /// `status` at `now` (Unix seconds), as nginx does.
+    pub fn apply(&self, headers: &mut hyper::HeaderMap, status: hyper::StatusCode, now: i64) {
+        if *self == Expires::Off
+            || !matches!(
+                status.as_u16(),
+                200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+            )
+        {
+            return;
+        }
+        let date = |at: i64| {
+            let at = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(at).unwrap_or(0));
+            HeaderValue::try_from(httpdate::fmt_http_date(at)).ok()
+        };
+        let (expires, control) = match *self {
+            Expires::Off => return,
+            Expires::Epoch => (date(1), "no-cache".to_owned()),
+            Expires::Max => (date(2_145_916_555), "max-age=315360000".to_owned()),
+            Expires::Access(0) | Expires::Modified(0) => (date(now), "max-age=0".to_owned()),
+            Expires::Daily(t) => {
+                let today = now - now.rem_euclid(86_400) + t;
+                let at = if today <= now { today + 86_400 } else { today };
+                (date(at), format!("max-age={}", at - now))
+            }
+            Expires::Access(t) | Expires::Modified(t) => {
+                let modified = match self {
+                    Expires::Modified(_) => headers
+                        .get(hyper::header::LAST_MODIFIED)
+                        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+                        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                        .and_then(|m| i64::try_from(m.as_secs()).ok()),
+                    _ => None,
+                };
+                let (at, max_age) = match modified {
+                    Some(m) => (m + t, m + t - now),
+                    None => (now + t, t),
+                };
+                let control = if t < 0 || max_age < 0 {
+                    "no-cache".to_owned()
+                } else {
+                    format!("max-age={max_age}")
+                };
+                (date(at), control)
+            }
+        };
+        if let Some(v) = expires {
+            headers.insert(hyper::header::EXPIRES, v);
+        }
+        if let Ok(v) = HeaderValue::try_from(control) {
+            headers.insert(hyper::header::CACHE_CONTROL, v);
+        }
+    }
 }

@@ -94,8 +94,9 @@ impl Default for Reuse {
     }
 }
 
-/// nginx's time syntax: a number with an optional unit (`ms`, `s`, `m`, `h`, `d`), several
-/// of them added (`1m30s`); a bare number is seconds.
+/// nginx's time syntax: a number with an optional unit (`ms`, `s`, `m`, `h`, `d`, `w`,
+/// `M` for 30 days, `y` for 365), several of them added (`1m30s`); a bare number is
+/// seconds.
 pub fn parse_time(v: &str) -> Option<Duration> {
     if v.is_empty() {
         return None;
@@ -122,6 +123,9 @@ pub fn parse_time(v: &str) -> Option<Duration> {
                 Some('m') => 60,
                 Some('h') => 3600,
                 Some('d') => 86_400,
+                Some('w') => 7 * 86_400,
+                Some('M') => 30 * 86_400,
+                Some('y') => 365 * 86_400,
                 _ => return None,
             };
             (Duration::from_secs(secs), 1)
