@@ -319,3 +319,57 @@ impl Expires {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(e: Expires, headers: &mut hyper::HeaderMap, now: i64) -> (String, String) {
+        e.apply(headers, hyper::StatusCode::OK, now);
+        let get = |h| {
+            headers
+                .get(h)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        (
+            get(hyper::header::EXPIRES),
+            get(hyper::header::CACHE_CONTROL),
+        )
+    }
+
+    #[test]
+    fn expiry_by_the_clock_and_by_last_modified() {
+        // Tue, 24 Nov 2026 10:00:00 GMT.
+        let now = 1_795_514_400;
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(
+            set(Expires::Daily(9 * 3600), &mut h, now),
+            (
+                "Wed, 25 Nov 2026 09:00:00 GMT".to_owned(),
+                "max-age=82800".to_owned()
+            ),
+            "a time of day already past today is tomorrow's"
+        );
+        assert_eq!(
+            set(Expires::Daily(11 * 3600), &mut h, now).1,
+            "max-age=3600"
+        );
+        h.insert(
+            hyper::header::LAST_MODIFIED,
+            HeaderValue::from_static("Tue, 24 Nov 2026 08:00:00 GMT"),
+        );
+        assert_eq!(
+            set(Expires::Modified(3600), &mut h, now),
+            (
+                "Tue, 24 Nov 2026 09:00:00 GMT".to_owned(),
+                "no-cache".to_owned()
+            ),
+            "expired an hour ago by its modification time"
+        );
+        let mut gone = hyper::HeaderMap::new();
+        Expires::Max.apply(&mut gone, hyper::StatusCode::GONE, now);
+        assert!(gone.is_empty(), "{gone:?}");
+    }
+}
