@@ -1758,6 +1758,56 @@ async fn run_gluu_lb(dir: &std::path::Path, text: &str) -> (Vec<SocketAddr>, Can
     (addrs, shutdown)
 }
 
+/// The real nginx and gluu-lb side by side, each with a TLS server (holding `cert`) per
+/// entry of `servers` (its lines, then `common`'s) in an http block that starts with
+/// `http_lines`: nginx's addresses and gluu-lb's, in that order, the token that stops
+/// gluu-lb, and nginx's process.
+async fn side_by_side(
+    dir: &std::path::Path,
+    cert: &Cert,
+    http_lines: &str,
+    servers: &[String],
+    common: &str,
+) -> (
+    Vec<SocketAddr>,
+    Vec<SocketAddr>,
+    CancellationToken,
+    gluu_testkit::Proc,
+) {
+    let http = |listen: &dyn Fn(usize) -> String| {
+        let blocks: String = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "server {{ listen {} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+                     {s}\n{common}}}\n",
+                    listen(i),
+                    cert.cert.display(),
+                    cert.key.display()
+                )
+            })
+            .collect();
+        format!("http {{\naccess_log off;\n{http_lines}{blocks}}}\n")
+    };
+    let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}{}",
+            gluu_testkit::nginx_prelude(dir),
+            http(&|i| format!("127.0.0.1:{}", ports[i]))
+        ),
+    )
+    .expect("write nginx.conf");
+    let theirs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+    let proc = nginx(dir, &conf, theirs[0]);
+    let text = format!("events {{ }}\n{}", http(&|_| "127.0.0.1:0".to_owned()));
+    let (ours, shutdown) = run_gluu_lb(dir, &text).await;
+    (theirs, ours, shutdown, proc)
+}
+
 /// A node's answer whose head is `n` bytes (at least about 60).
 fn big_head(n: usize) -> String {
     let start = "HTTP/1.1 200 OK\r\nX-Node: c\r\nContent-Length: 2\r\nX-Big: ";
@@ -3542,30 +3592,8 @@ async fn with_certificate(
     server: &Cert,
     chain: &[&Issued],
 ) -> (u16, String) {
-    use rustls_pki_types::pem::PemObject as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_file(&server.cert).expect("server cert"))
-        .expect("root");
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots);
-    let config = match chain.first() {
-        None => builder.with_no_client_auth(),
-        Some(leaf) => {
-            let key = rustls_pki_types::PrivatePkcs8KeyDer::from(leaf.key.serialize_der());
-            builder
-                .with_client_auth_cert(chain.iter().map(|c| c.der.clone()).collect(), key.into())
-                .expect("client certificate")
-        }
-    };
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(to).await.expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    let mut tls = tls_to(to, server, chain).await;
     tls.write_all(get(path).as_bytes()).await.expect("send");
     let mut buf = Vec::new();
     // Read to the close (nginx may close without a close_notify).
@@ -3723,37 +3751,8 @@ async fn client_certificates_are_asked_and_judged_as_nginx_does() {
             &crls[3],
         ),
     ];
-    let http = |listen: &dyn Fn(usize) -> String| {
-        let blocks: String = servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                format!(
-                    "server {{ listen {} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
-                     {s}\n{shown}\n}}\n",
-                    listen(i),
-                    cert.cert.display(),
-                    cert.key.display()
-                )
-            })
-            .collect();
-        format!("http {{\naccess_log off;\n{blocks}}}\n")
-    };
-    let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{}{}",
-            gluu_testkit::nginx_prelude(dir.path()),
-            http(&|i| format!("127.0.0.1:{}", ports[i]))
-        ),
-    )
-    .expect("write nginx.conf");
-    let theirs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
-    let _nginx = nginx(dir.path(), &conf, theirs[0]);
-    let text = format!("events {{ }}\n{}", http(&|_| "127.0.0.1:0".to_owned()));
-    let (ours, shutdown) = run_gluu_lb(dir.path(), &text).await;
+    let (theirs, ours, shutdown, _nginx) =
+        side_by_side(dir.path(), &cert, "", &servers, &format!("{shown}\n")).await;
 
     let mut seen = Vec::new();
     let mut differ = Vec::new();
@@ -3940,37 +3939,8 @@ async fn node_certificates_are_verified_as_nginx_verifies_them() {
     let locations: String = (0..addrs.len())
         .map(|k| format!("location /n{k} {{ proxy_pass https://n{k}/canned/plain; }}\n"))
         .collect();
-    let http = |listen: &dyn Fn(usize) -> String| {
-        let blocks: String = servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                format!(
-                    "server {{ listen {} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
-                     {s}\n{locations}}}\n",
-                    listen(i),
-                    cert.cert.display(),
-                    cert.key.display()
-                )
-            })
-            .collect();
-        format!("http {{\naccess_log off;\n{upstreams}{blocks}}}\n")
-    };
-    let ports: Vec<u16> = servers.iter().map(|_| free_port()).collect();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "{}{}",
-            gluu_testkit::nginx_prelude(dir.path()),
-            http(&|i| format!("127.0.0.1:{}", ports[i]))
-        ),
-    )
-    .expect("write nginx.conf");
-    let theirs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
-    let _nginx = nginx(dir.path(), &conf, theirs[0]);
-    let text = format!("events {{ }}\n{}", http(&|_| "127.0.0.1:0".to_owned()));
-    let (ours, shutdown) = run_gluu_lb(dir.path(), &text).await;
+    let (theirs, ours, shutdown, _nginx) =
+        side_by_side(dir.path(), &cert, &upstreams, &servers, &locations).await;
 
     let mut seen = Vec::new();
     let mut differ = Vec::new();
@@ -4019,10 +3989,12 @@ async fn node_certificates_are_verified_as_nginx_verifies_them() {
     }
 }
 
-/// A TLS connection to `to`, trusting `server`'s certificate (as `localhost`).
+/// A TLS connection to `to`, trusting `server`'s certificate (as `localhost`), showing
+/// `chain` (its own first; none when empty) if asked for a certificate.
 async fn tls_to(
     to: SocketAddr,
     server: &Cert,
+    chain: &[&Issued],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
@@ -4030,11 +4002,19 @@ async fn tls_to(
         .add(rustls_pki_types::CertificateDer::from_pem_file(&server.cert).expect("server cert"))
         .expect("root");
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match chain.first() {
+        None => builder.with_no_client_auth(),
+        Some(leaf) => {
+            let key = rustls_pki_types::PrivatePkcs8KeyDer::from(leaf.key.serialize_der());
+            builder
+                .with_client_auth_cert(chain.iter().map(|c| c.der.clone()).collect(), key.into())
+                .expect("client certificate")
+        }
+    };
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(to).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
@@ -4123,7 +4103,7 @@ async fn stub_status_counts_as_nginx_counts() {
     for to in [&theirs, &ours] {
         // Counts relative to the first reading (nginx has had the harness's readiness
         // probe, a connection).
-        let mut a = tls_to(to[0], &cert).await;
+        let mut a = tls_to(to[0], &cert, &[]).await;
         // Once the probe has gone, this is the one connection.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let (head, first) = loop {
@@ -4143,8 +4123,8 @@ async fn stub_status_counts_as_nginx_counts() {
             (body.clone(), relative(&body, &base))
         };
         // An idle connection, and one part-way through a request's head.
-        let _idle = tls_to(to[0], &cert).await;
-        let mut partial = tls_to(to[0], &cert).await;
+        let _idle = tls_to(to[0], &cert, &[]).await;
+        let mut partial = tls_to(to[0], &cert, &[]).await;
         partial
             .write_all(b"GET /status HTTP/1.1\r\nHost")
             .await
@@ -4193,7 +4173,7 @@ async fn stub_status_counts_as_nginx_counts() {
         )
         .await;
         steps.push(code(&head));
-        let mut b = tls_to(to[1], &cert).await;
+        let mut b = tls_to(to[1], &cert, &[]).await;
         let (head, body) = ask(&mut b, "GET /anything HTTP/1.1\r\nHost: lb\r\n\r\n").await;
         steps.push(format!(
             "{} {}",

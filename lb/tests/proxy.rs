@@ -1440,13 +1440,22 @@ fn client_config(
     version: &'static rustls::SupportedProtocolVersion,
     sha384_first: bool,
 ) -> std::sync::Arc<rustls::ClientConfig> {
-    let provider = gluu_common::tls::provider();
     let pin = gluu_common::tls::load_certs(&lab.cert.cert).expect("cert");
-    let verifier = gluu_common::verify::PeerVerifier::new(
+    client_checking(
         gluu_common::verify::PeerPolicy::Pinned(pin),
-        &provider,
+        version,
+        sha384_first,
     )
-    .expect("verifier");
+}
+
+/// [`client_config`] for a client that checks the balancer's certificate by `policy`.
+fn client_checking(
+    policy: gluu_common::verify::PeerPolicy,
+    version: &'static rustls::SupportedProtocolVersion,
+    sha384_first: bool,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let provider = gluu_common::tls::provider();
+    let verifier = gluu_common::verify::PeerVerifier::new(policy, &provider).expect("verifier");
     let mut order = (*provider).clone();
     order
         .cipher_suites
@@ -1519,22 +1528,7 @@ async fn balancers_with_one_ticket_key_file_resume_each_others_sessions() {
     let c = Lab::start(with_keys(&[&two])).await;
     // Each balancer has its own certificate: the client checks none (a resumed session
     // shows none anyway).
-    let anyone = |version| {
-        let provider = gluu_common::tls::provider();
-        let verifier = gluu_common::verify::PeerVerifier::new(
-            gluu_common::verify::PeerPolicy::Anyone,
-            &provider,
-        )
-        .expect("verifier");
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[version])
-            .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        std::sync::Arc::new(config)
-    };
+    let anyone = |version| client_checking(gluu_common::verify::PeerPolicy::Anyone, version, false);
     use rustls::HandshakeKind::{Full, Resumed};
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let kinds = [&a, &b, &c, &b];
