@@ -781,6 +781,8 @@ async fn serve<I>(
         let upgrade = upstream::lock(&info.upgraded).take();
         if let Some(upgrade) = upgrade {
             info.linger.relayed();
+            // Still a request being answered, as nginx counts it (`stub_status`' Writing).
+            let _relaying = info.pace.begin();
             upgrade.run().await;
         }
     }

@@ -486,6 +486,34 @@ async fn websocket_upgrades_pass_through() {
     echo(&mut ws, "with the map").await;
 }
 
+/// An open WebSocket is a request being answered in `stub_status`, as nginx counts it,
+/// until it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stub_status_counts_an_open_websocket_as_writing() {
+    let lab = Lab::start(|t| with_locations(t, "location = /basic_status { stub_status; }")).await;
+    let lab = &lab;
+    let writing = || async move {
+        let text = lab.get("/basic_status").await.body;
+        let n = text
+            .split("Writing: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        n.unwrap_or_else(|| panic!("no Writing count in {text:?}"))
+    };
+    let mut ws = websocket(lab).await;
+    echo(&mut ws, "open").await;
+    // The status request itself, and the WebSocket.
+    assert_eq!(writing().await, 2);
+    drop(ws);
+    eventually(
+        Duration::from_secs(10),
+        "the closed WebSocket leaves the count",
+        || async { writing().await == 1 },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_keeps_its_slots_closes_after_proxy_read_timeout_and_drains_on_stop() {
     // One worker with a socket on port 80 and one on 443, each holding a slot while it waits
