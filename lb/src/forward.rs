@@ -198,6 +198,8 @@ struct Vars<'a> {
     remote_port: u16,
     method: Method,
     version: Version,
+    /// The server's `merge_slashes`, for `$uri`.
+    merge_slashes: bool,
 }
 
 impl Vars<'_> {
@@ -220,7 +222,7 @@ impl Vars<'_> {
                     .request_uri
                     .split_once('?')
                     .map_or(self.request_uri, |(p, _)| p);
-                if let Ok(p) = uri::normalize(path) {
+                if let Ok(p) = uri::normalize(path, self.merge_slashes) {
                     out.push_str(&String::from_utf8_lossy(&p.bytes));
                 }
                 return;
@@ -988,7 +990,11 @@ pub async fn handle(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let path = uri::normalize(request_uri.split_once('?').map_or(&request_uri, |(p, _)| p));
+    let merge_slashes = server.settings.merge_slashes;
+    let path = uri::normalize(
+        request_uri.split_once('?').map_or(&request_uri, |(p, _)| p),
+        merge_slashes,
+    );
     let li = path
         .as_ref()
         .ok()
@@ -1099,6 +1105,7 @@ pub async fn handle(
         remote_port: client.port(),
         method: req.method().clone(),
         version: req.version(),
+        merge_slashes,
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -1216,7 +1223,7 @@ pub async fn handle(
             Target::Uri(t) => {
                 let target = render(t, &vars);
                 let p = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
-                let Ok(p) = uri::normalize(p) else {
+                let Ok(p) = uri::normalize(p, server.settings.merge_slashes) else {
                     tracing::error!("error_page at {}: invalid URI \"{target}\"", page.place);
                     log.err_status = None;
                     return log.local(plain(StatusCode::INTERNAL_SERVER_ERROR, ""), shared);
@@ -1940,6 +1947,7 @@ mod tests {
             remote_port: 40000,
             method: Method::POST,
             version: Version::HTTP_2,
+            merge_slashes: true,
         };
         let t = vec![
             Part::Var("scheme"),

@@ -81,8 +81,9 @@ fn unchanged(raw: &[u8]) -> bool {
     true
 }
 
-/// Normalizes `path` (without its query) as nginx does before choosing a location.
-pub fn normalize(path: &str) -> Result<Path<'_>, Invalid> {
+/// Normalizes `path` (without its query) as nginx does before choosing a location;
+/// `merge_slashes` (nginx's, on by default) merges `//` into one.
+pub fn normalize(path: &str, merge_slashes: bool) -> Result<Path<'_>, Invalid> {
     let raw = path.as_bytes();
     if raw.first() != Some(&b'/') {
         return Err(Invalid::NotAbsolute);
@@ -125,7 +126,12 @@ pub fn normalize(path: &str) -> Result<Path<'_>, Invalid> {
                 out.push(ch);
                 State::Slash
             }
-            (State::Slash, b'/') => State::Slash,
+            (State::Slash, b'/') => {
+                if !merge_slashes {
+                    out.push(ch);
+                }
+                State::Slash
+            }
             (State::Slash, b'.') => {
                 out.push(ch);
                 State::Dot
@@ -194,7 +200,7 @@ mod tests {
     use super::*;
 
     fn norm(p: &str) -> Result<String, Invalid> {
-        normalize(p).map(|p| String::from_utf8_lossy(&p.bytes).into_owned())
+        normalize(p, true).map(|p| String::from_utf8_lossy(&p.bytes).into_owned())
     }
 
     #[test]
@@ -219,13 +225,16 @@ mod tests {
         ] {
             assert_eq!(norm(raw).as_deref(), Ok(want), "{raw}");
         }
-        assert_eq!(*normalize("/caf%E9").expect("valid").bytes, *b"/caf\xe9");
+        assert_eq!(
+            *normalize("/caf%E9", true).expect("valid").bytes,
+            *b"/caf\xe9"
+        );
         for same in ["/a/b.c", "/", "/a/", "/.well-known/x", "/a/..b/.c/..."] {
-            let p = normalize(same).expect("valid");
+            let p = normalize(same, true).expect("valid");
             assert!(matches!(p.bytes, Cow::Borrowed(_)), "{same}");
         }
-        assert!(normalize("/%41").expect("valid").quoted);
-        assert!(!normalize("/./a//b").expect("valid").quoted);
+        assert!(normalize("/%41", true).expect("valid").quoted);
+        assert!(!normalize("/./a//b", true).expect("valid").quoted);
         for (raw, why) in [
             ("/..", Invalid::AboveRoot),
             ("/../a", Invalid::AboveRoot),

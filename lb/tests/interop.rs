@@ -945,6 +945,14 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         ("charset twice", server("charset utf-8;\ncharset utf-8;")),
         (
+            "merge_slashes in http and a server",
+            http("merge_slashes off;\nserver { listen 127.0.0.1:8; merge_slashes on; }"),
+        ),
+        (
+            "merge_slashes in a location",
+            server("location /a { merge_slashes off; }"),
+        ),
+        (
             "expires in every form",
             http(
                 "expires 1y;\nserver { listen 127.0.0.1:8; expires modified -30d;\n\
@@ -4432,4 +4440,48 @@ async fn expiry_is_set_as_nginx_sets_it() {
         .find(|l| l.starts_with("/exp-daily/plain 200 "))
         .expect("daily");
     assert!(daily.contains("max-age="), "{daily}");
+}
+
+/// `merge_slashes off` as nginx has it: the same paths through the real nginx and gluu-lb
+/// reach the same location with the same `$uri`, with the slashes kept in one server and
+/// merged (the default) in the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slashes_are_merged_or_kept_as_nginx_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = Cert::new(dir.path(), "httpd");
+    readable_by_nginx(dir.path(), Some(&cert));
+    let servers = ["merge_slashes off;".to_owned(), String::new()];
+    let common = "location = /a/b { return 200 \"exact $uri\"; }\n\
+                  location /a/ { return 200 \"a $uri\"; }\n\
+                  location / { return 200 \"root $uri\"; }\n";
+    let (theirs, ours, shutdown, _nginx) =
+        side_by_side(dir.path(), &cert, "", &servers, common).await;
+    let mut seen = Vec::new();
+    for i in 0..servers.len() {
+        for path in [
+            "/a/b",
+            "//a/b",
+            "/a//b",
+            "/a///b/",
+            "/a//./b",
+            "/a//../b",
+            "/x//y/..//z",
+            "/a/%2F/b",
+        ] {
+            let want = with_certificate(theirs[i], path, &cert, &[]).await;
+            let got = with_certificate(ours[i], path, &cert, &[]).await;
+            assert_eq!(got, want, "server {i} {path}: gluu-lb, then nginx");
+            seen.push(format!("{i} {path} {} {}", want.0, want.1));
+        }
+    }
+    shutdown.cancel();
+    let seen = seen.join("\n");
+    for line in [
+        "0 //a/b 200 root //a/b",
+        "0 /a//b 200 a /a//b",
+        "1 //a/b 200 exact /a/b",
+        "1 /a//b 200 exact /a/b",
+    ] {
+        assert!(seen.contains(line), "{line:?} not in:\n{seen}");
+    }
 }

@@ -171,6 +171,7 @@ const ONCE: &[&str] = &[
     "log_not_found",
     "charset",
     "override_charset",
+    "merge_slashes",
     "expires",
     "tcp_nopush",
     "tcp_nodelay",

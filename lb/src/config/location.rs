@@ -372,7 +372,7 @@ mod tests {
     /// What goes to the node for `request_uri` through location `l`.
     fn sent(l: &Location, request_uri: &str) -> String {
         let (path, query) = request_uri.split_once('?').unwrap_or((request_uri, ""));
-        let path = crate::uri::normalize(path).expect("a valid path");
+        let path = crate::uri::normalize(path, true).expect("a valid path");
         upstream_uri(l, request_uri, &path, query)
     }
 

@@ -342,6 +342,8 @@ pub struct ProxySettings {
     pub add_headers: Vec<AddHeader>,
     /// `log_not_found` (on): a file `root` or `alias` lacks is an error log line.
     pub log_not_found: bool,
+    /// `merge_slashes` (on; `http` and `server`): `//` in a path is one `/` for locations.
+    pub merge_slashes: bool,
     pub ssl_verify: Option<bool>,
     pub ssl_trusted_certificate: Option<PathBuf>,
     /// `proxy_ssl_verify_depth` (1): how many intermediate CA certificates a node's chain
@@ -477,6 +479,7 @@ impl Default for Lingering {
 /// The directives nginx takes in `http` and `server` but not in a location.
 const NOT_IN_LOCATION: &[&str] = &[
     "ignore_invalid_headers",
+    "merge_slashes",
     "underscores_in_headers",
     "http2_max_concurrent_streams",
     "ssl_early_data",
@@ -516,6 +519,7 @@ impl Default for ProxySettings {
             set_headers: Vec::new(),
             add_headers: Vec::new(),
             log_not_found: true,
+            merge_slashes: true,
             ssl_verify: None,
             ssl_trusted_certificate: None,
             ssl_verify_depth: 1,

@@ -177,6 +177,7 @@ pub fn apply(
             }
         }
         "log_not_found" => s.log_not_found = d.on_off()?,
+        "merge_slashes" => s.merge_slashes = d.on_off()?,
         "expires" => s.expires = Expires::parse(d)?,
         "types" => {
             let Some(block) = &d.block else {
