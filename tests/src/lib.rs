@@ -125,22 +125,33 @@ pub fn assert_man_pages(bin: &str, pages: &[&str]) {
 }
 
 /// A port nobody listens on right now (for programs that cannot report the port they got),
-/// and never one this process handed out before: the kernel may give a port it just freed
-/// to the next `bind(:0)`, and two tests running side by side would then start their
-/// programs on the same port, one waiting on the other's listener.
+/// and never one this process handed out before (two tests running side by side would
+/// otherwise start their programs on the same port).
+///
+/// Chosen below the kernel's ephemeral range (`ip_local_port_range`, 32768-60999 by
+/// default), at a random place in 20000-32767, and checked free by binding it: between
+/// the choice and the program's own bind, a port of the ephemeral range can be taken by
+/// anything else the tests do (another `bind(:0)`, or the source port of an outgoing
+/// connection, which the kernel picks from that range), and the program then fails to
+/// start; nothing here binds below the range but through this function.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_768;
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    for _ in 0..1000 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind 127.0.0.1:0");
-        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    seed.write_u32(std::process::id());
+    let start = u16::try_from(seed.finish() % u64::from(SPAN)).expect("below SPAN");
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for k in 0..SPAN {
+        let port = LOW + (start + k) % SPAN;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
-    panic!("1000 ports in a row were ones already handed out");
+    panic!("no free port in {LOW}-{}", LOW + SPAN - 1);
 }
 
 /// True once something accepts TCP connections on `addr`. A connection to itself (TCP's
