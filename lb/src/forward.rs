@@ -586,9 +586,8 @@ struct Log {
     held: Vec<limit::Held>,
     /// The status an `error_page` sends in place of its page's own.
     err_status: Option<StatusCode>,
-    /// `charset`: named on the response's `Content-Type` (boxed: the request's future
-    /// holds the `Log`, and nearly every request has none).
-    charset: Option<Box<stock::Charset>>,
+    /// `charset`: named on the response's `Content-Type`.
+    charset: Option<Arc<stock::Charset>>,
     /// `expires`: `Expires` and `Cache-Control` set on the response.
     expires: stock::Expires,
 }
@@ -608,7 +607,7 @@ impl Log {
     /// inherits them).
     fn settle<B>(&mut self, s: &ProxySettings, vars: &Vars<'_>, req: &Request<B>, conn: &Conn) {
         self.gzip = gzip::Ask::of(&s.gzip, req.method(), req.version(), req.headers());
-        self.charset = stock::Charset::of(s).map(Box::new);
+        self.charset = s.charset.clone();
         self.expires = s.expires;
         conn.pace.set_keepalive(s.keepalive_timeout);
         conn.linger.set(s);

@@ -394,9 +394,9 @@ pub struct ProxySettings {
     pub types: stock::Types,
     /// `expires` (off).
     pub expires: stock::Expires,
-    /// `charset`: the charset named on responses of `charset_types` that name none;
-    /// `None`: `charset off` (the default).
-    pub charset: Option<HeaderValue>,
+    /// `charset` with this block's `charset_types` (kept in step with them, so that a
+    /// request takes the rule as it is); `None`: `charset off` (the default).
+    pub charset: Option<std::sync::Arc<stock::Charset>>,
     /// `charset_types` (nginx's six, and always `text/html`; `*`: any type).
     pub charset_types: std::sync::Arc<Vec<String>>,
     /// `gzip` and its companions (shared: a request holds them while its response is
@@ -695,7 +695,7 @@ pub fn inherit(parent: &ProxySettings, block: &[Directive]) -> ProxySettings {
     }
     if has("charset_types") {
         // nginx's `text/html` is always among them.
-        s.charset_types = std::sync::Arc::new(vec![stock::CHARSET_TYPES[0].to_owned()]);
+        stock::set_charset_types(&mut s, vec![stock::CHARSET_TYPES[0].to_owned()]);
     }
     if has("limit_req") {
         s.limit.limits.clear();
@@ -872,10 +872,12 @@ pub fn apply(
                         .iter()
                         .find(|n| n.eq_ignore_ascii_case(name))
                         .map_or(name, String::as_str);
-                    Some(
-                        HeaderValue::from_str(first)
-                            .map_err(|_| d.error(format!("invalid charset \"{name}\"")))?,
-                    )
+                    let name = HeaderValue::from_str(first)
+                        .map_err(|_| d.error(format!("invalid charset \"{name}\"")))?;
+                    Some(std::sync::Arc::new(stock::Charset::new(
+                        name,
+                        s.charset_types.clone(),
+                    )))
                 }
             };
         }

@@ -35,13 +35,17 @@ pub struct Charset {
     types: Arc<Vec<String>>,
 }
 
+/// `s`'s `charset_types` become `types`, and its `charset` rule follows them.
+pub fn set_charset_types(s: &mut ProxySettings, types: Vec<String>) {
+    s.charset_types = Arc::new(types);
+    if let Some(c) = &mut s.charset {
+        Arc::make_mut(c).types = s.charset_types.clone();
+    }
+}
+
 impl Charset {
-    /// The block `s`'s `charset` and `charset_types`; `None` with `charset off`.
-    pub fn of(s: &ProxySettings) -> Option<Charset> {
-        Some(Charset {
-            name: s.charset.clone()?,
-            types: s.charset_types.clone(),
-        })
+    pub fn new(name: HeaderValue, types: Arc<Vec<String>>) -> Charset {
+        Charset { name, types }
     }
 
     /// Names the charset on `headers`' `Content-Type`, as the rule above has it.
@@ -147,8 +151,11 @@ pub fn apply(
         },
         "default_type" => s.default_type = d.one_arg()?.to_owned(),
         // Lines add up (the block's list starts anew: `proxy::inherit`).
-        "charset_types" => Arc::make_mut(&mut s.charset_types)
-            .extend(d.args.iter().map(|t| t.to_ascii_lowercase())),
+        "charset_types" => {
+            let mut types = s.charset_types.to_vec();
+            types.extend(d.args.iter().map(|t| t.to_ascii_lowercase()));
+            set_charset_types(s, types);
+        }
         "override_charset" => {
             if d.on_off()? {
                 return Err(d.error(
