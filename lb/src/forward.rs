@@ -200,12 +200,18 @@ struct Vars<'a> {
     version: Version,
     /// The server's `merge_slashes`, for `$uri`.
     merge_slashes: bool,
+    /// After an `error_page` sent the request to a URI: that URI, the source of `$uri` and
+    /// `$args` from then on, and its method for `$request_method` (GET, or HEAD for a
+    /// HEAD), as nginx's internal redirect changes them. `$request` stays the client's.
+    redirected: Option<Box<(String, Method)>>,
 }
 
 impl Vars<'_> {
     /// `$name`'s value onto `out` (nothing for a variable the request has no value of).
     fn push(&self, name: &str, out: &mut String) {
-        let args = self.request_uri.split_once('?').map(|(_, a)| a);
+        let uri = self.current_uri();
+        let method = self.redirected.as_deref().map_or(&self.method, |(_, m)| m);
+        let args = uri.split_once('?').map(|(_, a)| a);
         let local = self.conn.local;
         let text = match name {
             "host" => self.host,
@@ -215,13 +221,10 @@ impl Vars<'_> {
             "remote_addr" => &self.remote_addr,
             "proxy_add_x_forwarded_for" => &self.forwarded_for,
             "proxy_host" => self.proxy_host,
-            "request_method" => self.method.as_str(),
+            "request_method" => method.as_str(),
             "uri" | "document_uri" => {
                 // The path as routed (decoded, normalized), made again: rarely asked for.
-                let path = self
-                    .request_uri
-                    .split_once('?')
-                    .map_or(self.request_uri, |(p, _)| p);
+                let path = uri.split_once('?').map_or(uri, |(p, _)| p);
                 if let Ok(p) = uri::normalize(path, self.merge_slashes) {
                     out.push_str(&String::from_utf8_lossy(&p.bytes));
                 }
@@ -269,7 +272,15 @@ impl Vars<'_> {
     }
 
     fn arg(&self, name: &str) -> Option<&str> {
-        uri::arg(self.request_uri, name)
+        uri::arg(self.current_uri(), name)
+    }
+
+    /// The URI `$uri` and `$args` are read from: the request's, or where an `error_page`
+    /// sent it.
+    fn current_uri(&self) -> &str {
+        self.redirected
+            .as_deref()
+            .map_or(self.request_uri, |(u, _)| u.as_str())
     }
 }
 
@@ -337,8 +348,10 @@ fn render_into(
             Part::Cookie(name) => out.push_str(&v.cookie(name).unwrap_or_default()),
             Part::Arg(name) => out.push_str(v.arg(name).unwrap_or_default()),
             Part::Args(sep) => {
-                if let Some((_, args)) =
-                    v.request_uri.split_once('?').filter(|(_, a)| !a.is_empty())
+                if let Some((_, args)) = v
+                    .current_uri()
+                    .split_once('?')
+                    .filter(|(_, a)| !a.is_empty())
                 {
                     out.push(*sep);
                     out.push_str(args);
@@ -1106,6 +1119,7 @@ pub async fn handle(
         method: req.method().clone(),
         version: req.version(),
         merge_slashes,
+        redirected: None,
     };
     // What nginx refuses before anything else the server would do.
     let refused = host
@@ -1234,10 +1248,11 @@ pub async fn handle(
                 };
                 li = find(&server.locations, &path.bytes)
                     .and_then(|l| server.locations.iter().position(|x| std::ptr::eq(x, l)));
-                sent_uri = Some(target);
                 if method != Method::HEAD {
                     method = Method::GET;
                 }
+                vars.redirected = Some(Box::new((target.clone(), method.clone())));
+                sent_uri = Some(target);
             }
             Target::Named(name) => {
                 li = server
@@ -1948,6 +1963,7 @@ mod tests {
             method: Method::POST,
             version: Version::HTTP_2,
             merge_slashes: true,
+            redirected: None,
         };
         let t = vec![
             Part::Var("scheme"),
@@ -1983,6 +1999,15 @@ mod tests {
             render(&t, &v),
             "POST|/a|b|?|on|HTTP/2.0|POST /a?b HTTP/2.0|198.51.100.2|8443|40000|lb.example.org|0|"
         );
+        // After `error_page 404 /err/x?c=d`, as nginx's internal redirect: the page's URI
+        // and method, the client's request line.
+        v.redirected = Some(Box::new(("/err/x?c=d".into(), Method::GET)));
+        assert_eq!(
+            render(&t, &v),
+            "GET|/err/x|c=d|?|on|HTTP/2.0|POST /a?b HTTP/2.0|198.51.100.2|8443|40000|lb.example.org|0|"
+        );
+        assert_eq!(v.arg("c"), Some("d"));
+        v.redirected = None;
         // nginx 1.22's `$cookie_NAME` and `$arg_NAME`.
         let cookie = |name: &str| v.cookie(name);
         assert_eq!(cookie("a").as_deref(), Some("1"));

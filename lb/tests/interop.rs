@@ -2040,7 +2040,8 @@ impl Twins {
              location /paged/ { proxy_pass https://up_down; error_page 502 504 /pages/502.html; }\n\
              location /paged-ok/ { proxy_pass https://up_down; error_page 502 =200 /pages/502.html; }\n\
              location /paged-node/ { proxy_pass https://up_down; error_page 502 = /paged-a/x?q=1; }\n\
-             location /paged-a/ { proxy_pass https://up_a; }\n\
+             location /paged-a/ { proxy_pass https://up_a;\n\
+               proxy_set_header X-Host \"$uri|$args|$is_args|$request_method|$request\"; }\n\
              location /paged-named/ { proxy_pass https://up_down; error_page 502 = @named; }\n\
              location @named { proxy_pass https://up_b; }\n\
              location /paged-away/ { proxy_pass https://up_down; error_page 502 https://status.example/$host; }\n\
@@ -2323,7 +2324,14 @@ async fn error_pages_and_their_files_as_nginx_serves_them() {
         "<h1>down for maintenance</h1>\n"
     );
     assert_eq!(body(get("/inside/502.html")).await, "{\"down\": true}\n");
-    assert!(body(post.to_owned()).await.starts_with("A /paged-a/x?q=1 "));
+    let paged = body(post.to_owned()).await;
+    assert!(paged.starts_with("A /paged-a/x?q=1 "), "{paged}");
+    // The page's URI and method in `$uri`, `$args`, `$request_method`; `$request` the
+    // client's (nginx's internal redirect).
+    assert!(
+        paged.contains(" x-host=/paged-a/x|q=1|?|GET|POST /paged-node/p HTTP/1.1 "),
+        "{paged}"
+    );
     assert!(
         body(get("/paged-named/y?z=2"))
             .await
