@@ -45,6 +45,15 @@ struct Cli {
     #[arg(short = 't', long = "test")]
     test: bool,
 
+    /// `-t`, then print every file the configuration was read from (the main file and its
+    /// includes, each once, as read) to standard output, as `nginx -T` does.
+    #[arg(short = 'T', long = "test-dump")]
+    dump: bool,
+
+    /// With `-t` or `-T`: say nothing when the test passes but its warnings (nginx's `-q`).
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+
     /// Signal the running gluu-lb (its pid from the configuration's `pid` file).
     #[arg(short = 's', long = "signal", value_name = "SIGNAL")]
     signal: Option<Action>,
@@ -73,8 +82,13 @@ fn main() -> ExitCode {
     if let Some(action) = cli.signal {
         return send(&config, action);
     }
-    if cli.test {
-        return test(&path, config);
+    if cli.test || cli.dump {
+        let sources = cli.dump.then(|| config.sources.clone());
+        let tested = test(&path, config, cli.quiet);
+        return match sources {
+            Some(s) if tested == ExitCode::SUCCESS => dump(&s),
+            _ => tested,
+        };
     }
     let (level, output) = match &config.error_log {
         Some(l) => (l.level, l.path.clone()),
@@ -120,7 +134,7 @@ fn config_failed(path: &Path, e: &GrammarError) -> ExitCode {
 }
 
 /// `-t`: everything start-up checks except binding.
-fn test(path: &Path, config: Config) -> ExitCode {
+fn test(path: &Path, config: Config, quiet: bool) -> ExitCode {
     let balancer = match Balancer::prepare(config) {
         Ok(b) => b,
         Err(e) => return config_failed(path, &e),
@@ -139,6 +153,9 @@ fn test(path: &Path, config: Config) -> ExitCode {
     for w in unreadable {
         eprintln!("gluu-lb: [warn] {w}");
     }
+    if quiet {
+        return ExitCode::SUCCESS;
+    }
     eprintln!(
         "gluu-lb: the configuration file {} syntax is ok",
         path.display()
@@ -148,6 +165,33 @@ fn test(path: &Path, config: Config) -> ExitCode {
         path.display()
     );
     ExitCode::SUCCESS
+}
+
+/// `-T`'s listing, nginx's layout: `# configuration file PATH:`, the text as read, a blank
+/// line; a file included twice is listed once.
+fn dump(sources: &[gluu_lb::config::grammar::Source]) -> ExitCode {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut listed = std::collections::HashSet::new();
+    let mut out = std::io::stdout().lock();
+    let mut write = || {
+        for s in sources.iter().filter(|s| listed.insert(&s.path)) {
+            out.write_all(b"# configuration file ")?;
+            out.write_all(s.path.as_os_str().as_bytes())?;
+            out.write_all(b":\n")?;
+            out.write_all(&s.text)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    };
+    match write() {
+        // `gluu-lb -T | head` is fine.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("gluu-lb: writing the configuration out: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// Who `user USER [GROUP]` runs gluu-lb as once it has bound its ports; as in nginx, no
@@ -173,7 +217,7 @@ fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String>
     let Some((uid, gid)) = id else {
         return Vec::new();
     };
-    let mut files: Vec<&Path> = config.sources.iter().map(PathBuf::as_path).collect();
+    let mut files: Vec<&Path> = config.sources.iter().map(|s| s.path.as_path()).collect();
     for s in &config.servers {
         files.extend(s.tls.certificates.iter().map(PathBuf::as_path));
         files.extend(s.tls.certificate_keys.iter().map(PathBuf::as_path));

@@ -135,6 +135,78 @@ fn gluu_lb_t(conf: &std::path::Path) -> Result<usize, (usize, String)> {
     }
 }
 
+/// `-T` prints what nginx's prints: each file once, as read, in the order read (a
+/// pattern's files by name, one without a last newline as it is); with a broken file,
+/// nothing. `-q` leaves nothing on standard error when the test passes.
+#[test]
+fn dump_lists_the_files_as_nginx_lists_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::create_dir(d.join("conf.d")).expect("mkdir");
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+             http {{\n    include conf.d/*.conf;\n    include shared.conf;\n    \
+             include shared.conf;\n}}\n",
+            d = d.display()
+        ),
+    )
+    .expect("write");
+    let files = [
+        ("conf.d/b.conf", "upstream b { server 127.0.0.1:9; }"),
+        (
+            "conf.d/a.conf",
+            "server {\n  listen 127.0.0.1:8;\n  location / { return 204; }\n}\n",
+        ),
+        ("shared.conf", "# included twice\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(d.join(name), text).expect("write");
+    }
+    let run = |program: &std::path::Path, prefix: bool| {
+        let mut c = std::process::Command::new(program);
+        if prefix {
+            c.arg("-p").arg(d);
+        }
+        c.args(["-T", "-q", "-c"])
+            .arg(&conf)
+            .output()
+            .expect("run -T")
+    };
+    let nginx = gluu_testkit::require("nginx");
+    let gluu_lb = std::path::Path::new(env!("CARGO_BIN_EXE_gluu-lb"));
+    let (theirs, ours) = (run(&nginx, true), run(gluu_lb, false));
+    assert!(
+        theirs.status.success(),
+        "{}",
+        gluu_testkit::text_of(&theirs)
+    );
+    assert!(ours.status.success(), "{}", gluu_testkit::text_of(&ours));
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&theirs.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&ours.stderr), "");
+    let expected = format!(
+        "# configuration file {}:\n{}\n# configuration file {}:\n{}\n",
+        d.join("conf.d/a.conf").display(),
+        files[1].1,
+        d.join("conf.d/b.conf").display(),
+        files[0].1
+    );
+    assert!(
+        String::from_utf8_lossy(&ours.stdout).contains(&expected),
+        "{}",
+        gluu_testkit::text_of(&ours)
+    );
+    std::fs::write(d.join("conf.d/b.conf"), "upstream b { server; }\n").expect("write");
+    let (theirs, ours) = (run(&nginx, true), run(gluu_lb, false));
+    assert!(!theirs.status.success() && !ours.status.success());
+    assert_eq!((ours.stdout.len(), theirs.stdout.len()), (0, 0));
+}
+
 /// The checks nginx makes at `-t`, made the same by gluu-lb: every file either both accept
 /// (with warnings, or without, alike) or both refuse, at the same line where nginx names
 /// one.

@@ -278,9 +278,16 @@ pub fn parse_file(path: &Path) -> Result<Vec<Directive>, GrammarError> {
     parse_file_and_sources(path).map(|(top, _)| top)
 }
 
+/// A file the configuration was read from, as read (what `-T` prints).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: Arc<[u8]>,
+}
+
 /// [`parse_file`], and every file it read: `path` first, then each included file in the
 /// order read (what a reload reads again).
-pub fn parse_file_and_sources(path: &Path) -> Result<(Vec<Directive>, Vec<PathBuf>), GrammarError> {
+pub fn parse_file_and_sources(path: &Path) -> Result<(Vec<Directive>, Vec<Source>), GrammarError> {
     let root = path.parent().unwrap_or(Path::new(".")).to_owned();
     let parser = Parser {
         root,
@@ -295,7 +302,7 @@ struct Parser {
     /// Relative `include` paths are taken from here (nginx: the configuration prefix).
     root: PathBuf,
     /// The files read so far.
-    read: RefCell<Vec<PathBuf>>,
+    read: RefCell<Vec<Source>>,
 }
 
 /// What ended a token.
@@ -455,7 +462,11 @@ impl Parser {
             at: path.display().to_string(),
             message: format!("open() \"{}\" failed ({e})", path.display()),
         })?;
-        self.read.borrow_mut().push(path.to_owned());
+        let text: Arc<[u8]> = text.into();
+        self.read.borrow_mut().push(Source {
+            path: path.to_owned(),
+            text: text.clone(),
+        });
         let mut lexer = Lexer {
             text: &text,
             pos: 0,
@@ -700,7 +711,9 @@ mod tests {
             .iter()
             .map(|f| dir.path().join(f))
             .collect();
-        assert_eq!(sources, read);
+        let paths: Vec<_> = sources.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(paths, read);
+        assert_eq!(&*sources[3].text, b"one;\n");
         std::fs::write(dir.path().join("loop.conf"), "include loop.conf;\n").expect("w");
         std::fs::write(&main, "include loop.conf;\n").expect("w");
         let e = parse_file(&main).expect_err("loop").to_string();

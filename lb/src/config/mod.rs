@@ -114,8 +114,9 @@ impl Default for ClientLimits {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub path: PathBuf,
-    /// Every file the configuration was read from: `path`, then its includes.
-    pub sources: Vec<PathBuf>,
+    /// Every file the configuration was read from, with its text as read: `path`, then
+    /// its includes.
+    pub sources: Vec<grammar::Source>,
     /// `events { worker_connections N; }`: connections at once, client and upstream sides
     /// counted together, as nginx counts them.
     pub worker_connections: usize,
