@@ -785,6 +785,11 @@ fn chosen<'r>(ifs: &'r [If], ret: Option<&'r Return>, v: &Vars<'_>) -> Option<Ch
                     (hit && !*negated).then(|| (s, regex.clone())),
                 )
             }
+            Condition::File {
+                path,
+                test,
+                negated,
+            } => (test.holds(&render(path, v)) != *negated, None),
         };
         if holds {
             return Some((r, matched));

@@ -1432,16 +1432,11 @@ fn nginx_t_and_gluu_lb_t_agree() {
         assert_eq!(nginx_t(dir.path(), &conf), Ok(0), "{what}");
         assert_eq!(gluu_lb_t(&conf).map_err(|(line, _)| line), ours, "{what}");
     }
-    // `if` beyond `return`: nginx runs a file test and other directives in its block;
-    // gluu-lb refuses them at the line. An `if` after a `return` never runs: gluu-lb
+    // `if` beyond `return`: nginx runs other directives in its block; gluu-lb refuses
+    // them at the line. An `if` after a `return` never runs: gluu-lb
     // says so. `stub_status off` turns it on (nginx ignores the word): gluu-lb says so;
     // with `proxy_pass` nginx answers with whichever is last: gluu-lb refuses the pair.
     for (what, text, ours) in [
-        (
-            "an if of a file test",
-            "if (-f $uri) { return 404; }",
-            Err(7),
-        ),
         (
             "an if of a proxy_pass",
             "location /a { if ($host) { proxy_pass https://b; } }",
@@ -1981,6 +1976,25 @@ impl Twins {
         ] {
             std::fs::write(dir.path().join(file), text).expect("write page");
         }
+        // What the file tests of `if` look at: a file, an executable, a directory, a FIFO
+        // (opened without blocking), a link to the file and one to nothing.
+        let ft = dir.path().join("ft");
+        std::fs::create_dir_all(ft.join("dir")).expect("mkdir ft");
+        std::fs::write(ft.join("file"), "f").expect("write");
+        std::fs::write(ft.join("exe"), "#!/bin/sh\n").expect("write");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(ft.join("exe"), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        std::os::unix::fs::symlink("file", ft.join("link")).expect("symlink");
+        std::os::unix::fs::symlink("nowhere", ft.join("dangling")).expect("symlink");
+        let fifo = std::process::Command::new("mkfifo")
+            .args(["-m", "644"])
+            .arg(ft.join("fifo"))
+            .output()
+            .expect("mkfifo");
+        assert!(fifo.status.success(), "{}", gluu_testkit::text_of(&fifo));
         // A node that requires a client certificate from this CA, and the balancers' one.
         let clients = gluu_testkit::Ca::new(dir.path(), "clients");
         let client = clients.issue(dir.path(), "lb-client", &["lb-client"]);
@@ -2109,6 +2123,14 @@ impl Twins {
                return 200 \"<p>hello $host, hello $host, hello $host</p>\"; }\n\
              location /pages/ { alias DIR/pages/; types { text/html html; application/json json; } }\n\
              location /rooted/ { root DIR/site; }\n\
+             location /ft-f/ { if (-f DIR/ft/$arg_p) { return 201; } return 204; }\n\
+             location /ft-nf/ { if (!-f DIR/ft/$arg_p) { return 201; } return 204; }\n\
+             location /ft-d/ { if (-d DIR/ft/$arg_p) { return 201; } return 204; }\n\
+             location /ft-nd/ { if (!-d DIR/ft/$arg_p) { return 201; } return 204; }\n\
+             location /ft-e/ { if (-e DIR/ft/$arg_p) { return 201; } return 204; }\n\
+             location /ft-ne/ { if (!-e DIR/ft/$arg_p) { return 201; } return 204; }\n\
+             location /ft-x/ { if (-x DIR/ft/$arg_p) { return 201; } return 204; }\n\
+             location /ft-nx/ { if (!-x DIR/ft/$arg_p) { return 201; } return 204; }\n\
              location /paged/ { proxy_pass https://up_down; error_page 502 504 /pages/502.html; }\n\
              location /paged-ok/ { proxy_pass https://up_down; error_page 502 =200 /pages/502.html; }\n\
              location /paged-node/ { proxy_pass https://up_down; error_page 502 = /paged-a/x?q=1; }\n\
@@ -3229,6 +3251,38 @@ async fn ifs_answer_as_nginx_answers() {
         text.starts_with("location: https://There.example/oxauth/x?q"),
         "{text}"
     );
+}
+
+/// `if (-f ...)` and the other file tests (the maintenance switch), each against a file,
+/// an executable, a directory, a FIFO, a link, a dangling link, nothing, and a path
+/// through a file: the same answers from nginx and gluu-lb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_tests_answer_as_nginx_answers() {
+    let twins = Twins::start().await;
+    let paths = [
+        "file", "exe", "dir", "fifo", "link", "dangling", "missing", "file/x",
+    ];
+    // 201 where the test holds, 204 where it does not, path by path.
+    let holds = [
+        ("f", "11001000"),
+        ("d", "00100000"),
+        ("e", "11101000"),
+        ("x", "01100000"),
+    ];
+    for (op, expected) in holds {
+        for (negated, prefix) in [(false, ""), (true, "n")] {
+            let mut got = String::new();
+            for p in paths {
+                let status = twins.agree(&get(&format!("/ft-{prefix}{op}/?p={p}"))).await;
+                got.push(match (status, negated) {
+                    (201, false) | (204, true) => '1',
+                    (204, false) | (201, true) => '0',
+                    _ => panic!("-{op} {p}: {status}"),
+                });
+            }
+            assert_eq!(got, expected, "{prefix}-{op} over {paths:?}");
+        }
+    }
 }
 
 /// The guide's port-80 server, `return 301 https://$host$request_uri`: the same redirect

@@ -3,9 +3,10 @@
 //! use it (`if ($request_method !~ ^(GET|HEAD|POST)$) { return 405; }`, `if ($host ~
 //! ^www\.(.+)$) { return 301 https://$1$request_uri; }`). A condition is a variable
 //! (true unless empty or `0`), `$var = text`, `$var != text`, or `$var` against a regex
-//! with `~`, `~*`, `!~`, `!~*`; a regex's captures are `$1`.. in the block's `return`.
-//! Anything but one `return` in the block is refused: gluu-lb does not run the rest of
-//! nginx's `if`.
+//! with `~`, `~*`, `!~`, `!~*`; a regex's captures are `$1`.. in the block's `return`;
+//! or a file test, `-f`, `-d`, `-e`, `-x` and their `!` forms (the maintenance switch:
+//! `if (-f /var/www/maintenance.on) { return 503; }`). Anything but one `return` in the
+//! block is refused: gluu-lb does not run the rest of nginx's `if`.
 
 use std::sync::Arc;
 
@@ -34,6 +35,59 @@ pub enum Condition {
         regex: Arc<Regex>,
         negated: bool,
     },
+    /// `(-f path)` (`-d`, `-e`, `-x`, and `!-f`..).
+    File {
+        path: Template,
+        test: FileTest,
+        negated: bool,
+    },
+}
+
+/// What a file test asks of the path, as nginx answers it: the file opened for reading
+/// (non-blocking, so a FIFO does not hang) and its status read, following links. A path
+/// that cannot be opened is none of these (a reason other than "no such file" is logged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileTest {
+    /// `-f`: a regular file.
+    Plain,
+    /// `-d`: a directory.
+    Dir,
+    /// `-e`: a regular file or a directory.
+    Exists,
+    /// `-x`: its owner may execute it.
+    Exec,
+}
+
+impl FileTest {
+    /// Whether `path` passes the test.
+    pub fn holds(self, path: &str) -> bool {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let meta = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+            .and_then(|f| f.metadata());
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                let quiet = e.kind() == std::io::ErrorKind::NotFound
+                    || matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::ENOTDIR | nix::libc::ENAMETOOLONG)
+                    );
+                if !quiet {
+                    tracing::error!("open() \"{path}\" failed ({e})");
+                }
+                return false;
+            }
+        };
+        match self {
+            FileTest::Plain => meta.is_file(),
+            FileTest::Dir => meta.is_dir(),
+            FileTest::Exists => meta.is_file() || meta.is_dir(),
+            FileTest::Exec => meta.permissions().mode() & 0o100 != 0,
+        }
+    }
 }
 
 /// An `if` block: its condition, and the `return` it answers with (none: an empty block).
@@ -48,7 +102,9 @@ impl If {
     /// The values it reads of a request.
     pub fn templates(&self) -> impl Iterator<Item = &Template> {
         let (var, text) = match &self.condition {
-            Condition::Set(var) | Condition::Matches { var, .. } => (var, None),
+            Condition::Set(var)
+            | Condition::Matches { var, .. }
+            | Condition::File { path: var, .. } => (var, None),
             Condition::Equal { var, text, .. } => (var, Some(text)),
         };
         let ret = self.ret.as_ref().and_then(|r| r.template.as_ref());
@@ -170,18 +226,24 @@ pub fn if_block(d: &Directive, maps: &Maps) -> Result<If, GrammarError> {
             // A negated match has no captures to give.
             (condition, (!negated).then_some(re))
         }
-        [
-            _,
-            op @ ("-f" | "!-f" | "-d" | "!-d" | "-e" | "!-e" | "-x" | "!-x"),
-            ..,
-        ]
-        | [
-            op @ ("-f" | "!-f" | "-d" | "!-d" | "-e" | "!-e" | "-x" | "!-x"),
-            ..,
-        ] => {
-            return Err(d.error(format!(
-                "\"if ({op} ...)\" is not supported: gluu-lb serves no files it would test"
-            )));
+        [op, path] if matches!(op.strip_prefix('!').unwrap_or(op).as_bytes(), [b'-', _]) => {
+            let negated = op.starts_with('!');
+            let test = match &op[op.len() - 1..] {
+                "f" => FileTest::Plain,
+                "d" => FileTest::Dir,
+                "e" => FileTest::Exists,
+                "x" => FileTest::Exec,
+                _ => return Err(d.error(format!("invalid condition \"{op}\""))),
+            };
+            let path = template(&d.place, path, maps)?;
+            (
+                Condition::File {
+                    path,
+                    test,
+                    negated,
+                },
+                None,
+            )
         }
         [_, op, _] => return Err(d.error(format!("unexpected \"{op}\" in condition"))),
         _ => return Err(invalid()),
@@ -221,6 +283,10 @@ mod tests {
             "if ($host != \"a b\") { }",
             "if ($host ~ \"^(a b)$\") { return 301 https://$1; }",
             "if ($host !~* ^a) { }",
+            "if (-f /var/www/maintenance.on) { return 503; }",
+            "if (!-d $http_x_dir) { }",
+            "if ( -e /a ) { }",
+            "if (!-x \"/a b\") { }",
         ];
         for f in forms {
             assert!(read(f).is_ok(), "{f}: {:?}", read(f));
@@ -234,7 +300,8 @@ mod tests {
             ("if (a = b) { }", "invalid variable name \"a\""),
             ("if ($host == b) { }", "unexpected \"==\" in condition"),
             ("if ($host = a b) { }", "invalid condition"),
-            ("if (-f $uri) { }", "gluu-lb serves no files"),
+            ("if (-z $uri) { }", "invalid condition \"-z\""),
+            ("if (!-q /a) { }", "invalid condition \"!-q\""),
             (
                 "if ($host !~ (x)) { return 301 $1; }",
                 "\"$1\" is a regex capture",
