@@ -92,8 +92,37 @@ pub struct Entry {
     pub status: u16,
     pub referer: Option<String>,
     pub user_agent: Option<String>,
+    /// `$remote_user` ([`remote_user`]).
+    pub remote_user: Option<String>,
     pub upstream_addrs: Vec<String>,
     pub upstream_time: Option<Duration>,
+}
+
+/// nginx's `$remote_user`: the name in an `Authorization: Basic` header, whatever the
+/// location asks of it (an OAuth client authenticating with `client_secret_basic` is
+/// logged by its client id), read as nginx reads it: the scheme in any case, spaces,
+/// base64 up to the first `=` (what follows is ignored), the text before the first `:`;
+/// none when any step fails or the name is empty. A name that is not UTF-8 is logged
+/// with U+FFFD in place of its stray bytes.
+pub fn remote_user(headers: &hyper::HeaderMap) -> Option<String> {
+    static BASE64: OnceLock<data_encoding::Encoding> = OnceLock::new();
+    let value = headers.get(hyper::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, encoded) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"Basic ") {
+        return None;
+    }
+    let start = encoded.iter().position(|&b| b != b' ')?;
+    let encoded = encoded[start..].split(|&b| b == b'=').next()?;
+    let base64 = BASE64.get_or_init(|| {
+        // nginx's decoder: no padding needed, the last symbol's spare bits not checked.
+        let mut spec = data_encoding::BASE64_NOPAD.specification();
+        spec.check_trailing_bits = false;
+        spec.encoding().expect("a valid base64 specification")
+    });
+    let decoded = base64.decode(encoded).ok()?;
+    let name = decoded.split(|&b| b == b':').next()?;
+    (!name.is_empty() && name.len() < decoded.len())
+        .then(|| String::from_utf8_lossy(name).into_owned())
 }
 
 /// nginx's `$time_local` layout (`24/Nov/2026:10:00:00 +0000`), from the HTTP date.
@@ -355,7 +384,10 @@ impl Entry {
                 out,
                 more.realip_remote.map_or(more.remote_port, |a| a.port()),
             ),
-            Var::RemoteUser => false,
+            Var::RemoteUser => match &self.remote_user {
+                Some(user) => text(out, user),
+                None => false,
+            },
             Var::TimeLocal => {
                 push_time_local(out, self.start);
                 true
@@ -445,7 +477,9 @@ impl Entry {
     }
 
     fn push_combined(&self, out: &mut String, body_bytes_sent: u64) {
-        let _ = write!(out, "{} - - [", self.remote);
+        let _ = write!(out, "{} - ", self.remote);
+        escaped(out, self.remote_user.as_deref().unwrap_or("-"));
+        out.push_str(" [");
         push_time_local(out, self.start);
         out.push_str("] ");
         quoted_or_dash(out, Some(&self.request_line));
@@ -525,6 +559,7 @@ mod tests {
             status: 200,
             referer: None,
             user_agent: Some("curl/7.88".into()),
+            remote_user: None,
             upstream_addrs: vec!["10.0.0.1:443".into(), "10.0.0.2:443".into()],
             upstream_time: Some(Duration::from_millis(12)),
         };
@@ -547,12 +582,54 @@ mod tests {
             ..next
         };
         assert!(e.line(0).contains("[06/Nov/1994:07:49:38 +0000]"));
+        let named = Entry {
+            remote_user: Some("client \"7\"".into()),
+            ..e
+        };
+        assert!(
+            named
+                .line(0)
+                .starts_with("192.0.2.7 - client \\x227\\x22 [06/Nov/1994:07:49:38 +0000]"),
+            "{}",
+            named.line(0)
+        );
+        let e = Entry {
+            remote_user: None,
+            ..named
+        };
         e.write(5);
         let text = std::fs::read_to_string(dir.path().join("a.log")).expect("read");
         assert!(
             text.ends_with("0.012\n") && text.contains(" 200 5 "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn remote_user_is_read_as_nginx_reads_it() {
+        let user = |value: &str| {
+            let mut h = hyper::HeaderMap::new();
+            h.insert(hyper::header::AUTHORIZATION, value.parse().expect("value"));
+            remote_user(&h)
+        };
+        for (value, name) in [
+            ("Basic dXNlcjpwYXNz", Some("user")),       // user:pass
+            ("basic   Zm9vOg==", Some("foo")),          // foo:
+            ("BASIC dXNlcjpwYXNz=junk!", Some("user")), // after `=`: ignored
+            ("Basic dSJxOng", Some("u\"q")),            // u"q:x, unpadded
+            ("Basic dXNlcjpwYXNzZh", Some("user")),     // spare bits not checked
+            ("Basic OnBhc3M=", None),                   // :pass
+            ("Basic dXNlcg==", None),                   // user
+            ("Basic dXNl!jpw", None),
+            ("Basic d", None),
+            ("Basic ", None),
+            ("Basic", None),
+            ("Bearer dXNlcjpwYXNz", None),
+            ("Basicx dXNlcjpwYXNz", None),
+        ] {
+            assert_eq!(user(value).as_deref(), name, "{value}");
+        }
+        assert_eq!(remote_user(&hyper::HeaderMap::new()), None);
     }
 
     /// A `log_format` line: each variable's value, `-` (or, with `escape=json`, nothing)
@@ -597,6 +674,7 @@ mod tests {
             status: 200,
             referer: None,
             user_agent: None,
+            remote_user: None,
             upstream_addrs: vec!["10.0.0.1:443".into()],
             upstream_time: None,
         };
@@ -680,6 +758,7 @@ mod tests {
             status: 200,
             referer: None,
             user_agent: None,
+            remote_user: None,
             upstream_addrs: Vec::new(),
             upstream_time: None,
         };

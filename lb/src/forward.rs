@@ -256,6 +256,13 @@ impl Vars<'_> {
             }
             "pid" => return push_some(out, Some(std::process::id())),
             "request_id" => self.request_id.as_deref().unwrap_or_default(),
+            "remote_user" => {
+                let user = self
+                    .client
+                    .as_deref()
+                    .and_then(crate::access_log::remote_user);
+                return out.push_str(user.as_deref().unwrap_or_default());
+            }
             _ => "",
         };
         out.push_str(text);
@@ -1078,6 +1085,7 @@ pub async fn handle(
             status: 0,
             referer: header_str(&req, header::REFERER),
             user_agent: header_str(&req, header::USER_AGENT),
+            remote_user: crate::access_log::remote_user(req.headers()),
             upstream_addrs: Vec::new(),
             upstream_time: None,
         }),

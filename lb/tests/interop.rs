@@ -2014,6 +2014,7 @@ impl Twins {
                '$uri $args $request_method $server_protocol $scheme $https $host $server_name $http_x_nope '\n\
                '$upstream_status $connection_requests $server_addr $ssl_protocol';\n\
              log_format realip '$remote_addr [$remote_port] $realip_remote_addr \"$http_x_forwarded_for\" $status';\n\
+             log_format users '$request_uri $remote_user';\n\
              log_format json escape=json '{{\"request\":\"$request\",\"agent\":\"$http_user_agent\",'\n\
                '\"nope\":\"$http_x_nope\",\"status\":$status}}';\n\
              map $http_x_client $mapped {{ hostnames; default none; *.example.com star; .ex.org dot;\n\
@@ -2101,6 +2102,8 @@ impl Twins {
              location = /cs-text { charset utf-8; return 200 \"text\"; }\n\
              location /except-own/ { proxy_pass https://up_a; deny all; limit_except post { allow 127.0.0.1; } }\n\
              location /logjson/ { proxy_pass https://up_a; access_log DIR/WHO.json json; }\n\
+             location /logusers/ { proxy_pass https://up_a; access_log DIR/WHO.users users;\n\
+               proxy_set_header X-Host $remote_user; }\n\
              location /logtwice/ { proxy_pass https://up_a; access_log DIR/WHO.twice-main main;\n\
                access_log DIR/WHO.twice-json json; }\n\
              location /logoff/ { proxy_pass https://up_a; access_log DIR/WHO.off main; access_log off; }\n\
@@ -2589,6 +2592,49 @@ async fn access_logs_are_written_as_nginx_writes_them() {
     );
     // A map of no value is logged as nothing, not `-` (`$route` of `/logmap/`).
     assert!(all.starts_with(" [A] ABC.re.com:none 200 -|-\n"), "{all}");
+}
+
+/// `$remote_user`, the name of any `Authorization: Basic` header (no `auth_basic` asks
+/// for it: an OAuth client's `client_secret_basic` login), read as nginx reads it, in a
+/// log line and in a header to the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_users_are_logged_as_nginx_logs_them() {
+    let twins = Twins::start().await;
+    let values = [
+        "Basic dXNlcjpwYXNz",
+        "basic   Zm9vOg==",
+        "BASIC dXNlcjpwYXNz=junk!",
+        "Basic dSJxOng",
+        "Basic dXNlcjpwYXNzZh",
+        "Basic OnBhc3M=",
+        "Basic dXNlcg==",
+        "Basic dXNl!jpw",
+        "Basic d",
+        "Bearer dXNlcjpwYXNz",
+    ];
+    for (i, v) in values.iter().enumerate() {
+        let request = format!(
+            "GET /logusers/{i} HTTP/1.1\r\nHost: lb\r\nAuthorization: {v}\r\nConnection: close\r\n\r\n"
+        );
+        twins.agree(&request).await;
+    }
+    let to_node = |v: &str| {
+        format!(
+            "GET /logusers/x HTTP/1.1\r\nHost: lb\r\nAuthorization: {v}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for to in [twins.ours, twins.theirs] {
+        let (_, _, text) = raw(to, &to_node(values[3])).await;
+        assert!(text.contains(" x-host=u\"q "), "{to}: {text}");
+    }
+    let (ours, theirs) = twins.logs("users", values.len() + 1).await;
+    assert_eq!(ours, theirs, "gluu-lb, then nginx");
+    assert_eq!(
+        ours,
+        "/logusers/0 user\n/logusers/1 foo\n/logusers/2 user\n/logusers/3 u\\x22q\n\
+         /logusers/4 user\n/logusers/5 -\n/logusers/6 -\n/logusers/7 -\n/logusers/8 -\n\
+         /logusers/9 -\n/logusers/x u\\x22q"
+    );
 }
 
 /// `limit_req` as nginx applies it: at 1 request a minute with `burst=2 nodelay`, one

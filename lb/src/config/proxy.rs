@@ -35,6 +35,7 @@ pub const VARIABLES: &[&str] = &[
     "proxy_add_x_forwarded_for",
     "proxy_host",
     "request_method",
+    "remote_user",
     "uri",
     "document_uri",
     "args",
@@ -86,9 +87,15 @@ impl Part {
         is(self) || matches!(self, Part::Map(m) if m.templates().flatten().any(|p| p.any(is)))
     }
 
-    /// Whether the value reads the client's headers (`$http_NAME`, `$cookie_NAME`).
+    /// Whether the value reads the client's headers (`$http_NAME`, `$cookie_NAME`,
+    /// `$remote_user`).
     pub fn reads_headers(&self) -> bool {
-        self.any(&|p| matches!(p, Part::Header(_) | Part::Cookie(_)))
+        self.any(&|p| {
+            matches!(
+                p,
+                Part::Header(_) | Part::Cookie(_) | Part::Var("remote_user")
+            )
+        })
     }
 
     /// Whether the value has `$request_id`.
