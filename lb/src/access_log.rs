@@ -98,31 +98,12 @@ pub struct Entry {
     pub upstream_time: Option<Duration>,
 }
 
-/// nginx's `$remote_user`: the name in an `Authorization: Basic` header, whatever the
+/// nginx's `$remote_user`: the name of an `Authorization: Basic` header, whatever the
 /// location asks of it (an OAuth client authenticating with `client_secret_basic` is
-/// logged by its client id), read as nginx reads it: the scheme in any case, spaces,
-/// base64 up to the first `=` (what follows is ignored), the text before the first `:`;
-/// none when any step fails or the name is empty. A name that is not UTF-8 is logged
-/// with U+FFFD in place of its stray bytes.
+/// logged by its client id), read as [`crate::auth::credentials`] reads it. A name that
+/// is not UTF-8 is logged with U+FFFD in place of its stray bytes.
 pub fn remote_user(headers: &hyper::HeaderMap) -> Option<String> {
-    static BASE64: OnceLock<data_encoding::Encoding> = OnceLock::new();
-    let value = headers.get(hyper::header::AUTHORIZATION)?.as_bytes();
-    let (scheme, encoded) = value.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case(b"Basic ") {
-        return None;
-    }
-    let start = encoded.iter().position(|&b| b != b' ')?;
-    let encoded = encoded[start..].split(|&b| b == b'=').next()?;
-    let base64 = BASE64.get_or_init(|| {
-        // nginx's decoder: no padding needed, the last symbol's spare bits not checked.
-        let mut spec = data_encoding::BASE64_NOPAD.specification();
-        spec.check_trailing_bits = false;
-        spec.encoding().expect("a valid base64 specification")
-    });
-    let decoded = base64.decode(encoded).ok()?;
-    let name = decoded.split(|&b| b == b':').next()?;
-    (!name.is_empty() && name.len() < decoded.len())
-        .then(|| String::from_utf8_lossy(name).into_owned())
+    crate::auth::credentials(headers).map(|(user, _)| String::from_utf8_lossy(&user).into_owned())
 }
 
 /// nginx's `$time_local` layout (`24/Nov/2026:10:00:00 +0000`), from the HTTP date.

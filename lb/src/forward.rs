@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
 use crate::access_log::{AccessLog, Entry, More};
+use crate::auth;
 use crate::body::{self, Body, Watched};
 use crate::client_cert;
 use crate::config::access;
@@ -980,6 +981,78 @@ fn deny(rules: &[access::Rule], client: IpAddr, who: impl Fn() -> String) -> Opt
     Some(plain(StatusCode::FORBIDDEN, ""))
 }
 
+/// `auth_basic` with its user file (nginx's access phase, after `allow`/`deny`): `None`
+/// when the request may go on, else its answer: 401 with the realm's challenge, 403 when
+/// the file does not exist, or 500 when it cannot be read or its hash for the user not
+/// checked (nginx's three). The file is read
+/// and the password hashed off the worker thread (a bcrypt check takes tens of
+/// milliseconds; nginx's worker waits for it, other connections with it).
+async fn authenticate(
+    s: &ProxySettings,
+    headers: &HeaderMap,
+    vars: &Vars<'_>,
+    who: impl Fn() -> String,
+) -> Option<Local> {
+    let (Some(realm), Some(file)) = (&s.auth_basic, &s.auth_basic_user_file) else {
+        return None;
+    };
+    // Boxed: the wait for the check would otherwise make every request's future larger,
+    // authenticated or not.
+    Box::pin(check_credentials(realm, file, headers, vars, who)).await
+}
+
+/// [`authenticate`]'s work, for a block that has both lines.
+async fn check_credentials(
+    realm: &Template,
+    file: &std::path::Path,
+    headers: &HeaderMap,
+    vars: &Vars<'_>,
+    who: impl Fn() -> String,
+) -> Option<Local> {
+    let realm = render(realm, vars);
+    if realm == "off" {
+        return None;
+    }
+    let challenge = || {
+        let mut r = plain(StatusCode::UNAUTHORIZED, "");
+        match HeaderValue::from_bytes(format!("Basic realm=\"{realm}\"").as_bytes()) {
+            Ok(v) => {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                r
+            }
+            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, ""),
+        }
+    };
+    let Some((user, password)) = auth::credentials(headers) else {
+        tracing::info!(
+            "no user/password was provided for basic authentication, {}",
+            who()
+        );
+        return Some(challenge());
+    };
+    let file = file.to_owned();
+    let verdict = tokio::task::spawn_blocking(move || auth::check(&file, &user, &password)).await;
+    match verdict {
+        Ok(auth::Verdict::Passed) => None,
+        Ok(auth::Verdict::Refused(why)) => {
+            tracing::error!("{why}, {}", who());
+            Some(challenge())
+        }
+        Ok(auth::Verdict::Missing(why)) => {
+            tracing::error!("{why}, {}", who());
+            Some(plain(StatusCode::FORBIDDEN, ""))
+        }
+        Ok(auth::Verdict::Failed(why)) => {
+            tracing::error!("{why}, {}", who());
+            Some(plain(StatusCode::INTERNAL_SERVER_ERROR, ""))
+        }
+        Err(e) => {
+            tracing::error!("basic authentication: {e}, {}", who());
+            Some(plain(StatusCode::INTERNAL_SERVER_ERROR, ""))
+        }
+    }
+}
+
 /// A log line at a level chosen at run time.
 fn log_at(level: tracing::Level, line: &str) {
     match level {
@@ -1379,6 +1452,10 @@ async fn in_location<'a>(
             )
             .await
         };
+        let refused = match refused {
+            Some(r) => Some(r),
+            None => authenticate(&server.settings, req.headers(), vars, who).await,
+        };
         return match refused {
             Some(refused) => Err((refused, log)),
             None if server.stub_status => stub_status(req.method(), shared, log).await,
@@ -1425,6 +1502,9 @@ async fn in_location<'a>(
         .await
     };
     if let Some(refused) = refused {
+        return Err((refused, log));
+    }
+    if let Some(refused) = authenticate(&loc.settings, req.headers(), vars, who).await {
         return Err((refused, log));
     }
     if loc.stub_status {

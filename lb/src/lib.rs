@@ -6,6 +6,7 @@
 //! `listen 127.0.0.1:0`.
 
 pub mod access_log;
+pub mod auth;
 pub mod balance;
 pub mod body;
 pub mod client_cert;

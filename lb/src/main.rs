@@ -239,18 +239,30 @@ fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String>
     }
     files.sort();
     files.dedup();
+    // Read at each request, as the `user`.
+    let mut user_files: Vec<&Path> = config
+        .servers
+        .iter()
+        .flat_map(|s| std::iter::once(&s.settings).chain(s.locations.iter().map(|l| &l.settings)))
+        .filter_map(|p| p.auth_basic_user_file.as_deref())
+        .collect();
+    user_files.sort();
+    user_files.dedup();
     let (user, group) = config
         .user
         .as_ref()
         .map_or(("", None), |(u, g)| (u.as_str(), g.as_deref()));
     let group = group.unwrap_or(user);
+    let reload = "a reload (SIGHUP) would fail on it";
+    let request = "every request that needs it would get 500 (auth_basic_user_file)";
+    let files = files.into_iter().map(|f| (f, reload));
     files
-        .into_iter()
-        .filter(|f| !process::readable_as(f, uid, gid))
-        .map(|f| {
+        .chain(user_files.into_iter().map(|f| (f, request)))
+        .filter(|(f, _)| !process::readable_as(f, uid, gid))
+        .map(|(f, then)| {
             format!(
                 "{} is not readable by user {user} (group {group}), whom gluu-lb runs as after \
-                 binding: a reload (SIGHUP) would fail on it; e.g. chgrp {group} {0} && chmod g+r {0}",
+                 binding: {then}; e.g. chgrp {group} {0} && chmod g+r {0}",
                 f.display()
             )
         })

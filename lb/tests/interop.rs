@@ -1436,7 +1436,29 @@ fn nginx_t_and_gluu_lb_t_agree() {
     // them at the line. An `if` after a `return` never runs: gluu-lb
     // says so. `stub_status off` turns it on (nginx ignores the word): gluu-lb says so;
     // with `proxy_pass` nginx answers with whichever is last: gluu-lb refuses the pair.
+    // `auth_basic` without a user file checks nothing, and a user file that cannot be read
+    // fails every request that needs it: nginx starts silently, gluu-lb says so.
     for (what, text, ours) in [
+        (
+            "auth_basic with a readable user file",
+            "auth_basic x; auth_basic_user_file /etc/passwd;",
+            Ok(0),
+        ),
+        (
+            "auth_basic without a user file",
+            "location /a { auth_basic x; }",
+            Ok(1),
+        ),
+        (
+            "a user file that does not exist",
+            "auth_basic x; auth_basic_user_file /nonexistent/htpasswd;",
+            Ok(1),
+        ),
+        (
+            "a user file named by a variable",
+            "auth_basic x; auth_basic_user_file /etc/$host;",
+            Err(7),
+        ),
         (
             "an if of a proxy_pass",
             "location /a { if ($host) { proxy_pass https://b; } }",
@@ -1600,7 +1622,14 @@ async fn answer_bytes(to: SocketAddr, request: &str) -> Vec<u8> {
 }
 
 /// The response headers [`raw`] reports, each line of them in the order sent.
-const SEEN: &[&str] = &["location", "refresh", "x-added", "etag", "last-modified"];
+const SEEN: &[&str] = &[
+    "location",
+    "refresh",
+    "x-added",
+    "etag",
+    "last-modified",
+    "www-authenticate",
+];
 
 /// [`answer_to`], read as a client reads it: the status (0 without a status line), whether
 /// a node answered (its `X-Node` header), the lines of the [`SEEN`] headers, then for a 200
@@ -1976,6 +2005,30 @@ impl Twins {
         ] {
             std::fs::write(dir.path().join(file), text).expect("write page");
         }
+        // Basic authentication's users, one per kind of hash; the bcrypt and {SSHA} ones
+        // made here (nginx checks them through the C library and its own code).
+        let ssha = {
+            let mut c =
+                aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+            c.update(b"s-pw");
+            c.update(b"NaCl");
+            let mut both = c.finish().as_ref().to_vec();
+            both.extend_from_slice(b"NaCl");
+            data_encoding::BASE64.encode(&both)
+        };
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!(
+                "# a comment\nplain:{{PLAIN}}p-pw\nsha:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\n\
+                 ssha:{{SSHA}}{ssha}\napr1:$apr1$salt1234$G61s9lpZAELkzUFCbj/53/\n\
+                 md5:$1$salt1234$GexpiwjB8qThXlxv/yIG6.\n\
+                 sha256:$5$salt1234$JR6dBKbsnBZUberntG.C1thHq3lbqZS1ZQECPMdkD3/\n\
+                 sha512:$6$salt1234$XlM3TAPQpzPux1K5SXljYTSlmwnoAbsunXwwWMLH2USuV84oQBkDPWUDYWZltiv6PdqNfuqoMB4aXKHtDfWeo/\n\
+                 bcrypt:{}\n",
+                bcrypt::hash("b-pw", 4).expect("bcrypt")
+            ),
+        )
+        .expect("write htpasswd");
         // What the file tests of `if` look at: a file, an executable, a directory, a FIFO
         // (opened without blocking), a link to the file and one to nothing.
         let ft = dir.path().join("ft");
@@ -2126,6 +2179,12 @@ impl Twins {
                return 200 \"<p>hello $host, hello $host, hello $host</p>\"; }\n\
              location /pages/ { alias DIR/pages/; types { text/html html; application/json json; } }\n\
              location /rooted/ { root DIR/site; }\n\
+             location /auth/ { auth_basic \"Staff only\"; auth_basic_user_file DIR/htpasswd;\n\
+               proxy_pass https://up_a; }\n\
+             location /auth-var/ { auth_basic $arg_r; auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
+             location /auth-deny/ { deny all; auth_basic x; auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
+             location /auth-nofile/ { auth_basic x; proxy_pass https://up_a; }\n\
+             location /auth-missing/ { auth_basic x; auth_basic_user_file DIR/none; proxy_pass https://up_a; }\n\
              location /ft-f/ { if (-f DIR/ft/$arg_p) { return 201; } return 204; }\n\
              location /ft-nf/ { if (!-f DIR/ft/$arg_p) { return 201; } return 204; }\n\
              location /ft-d/ { if (-d DIR/ft/$arg_p) { return 201; } return 204; }\n\
@@ -3297,6 +3356,63 @@ async fn ifs_answer_as_nginx_answers() {
         text.starts_with("location: https://There.example/oxauth/x?q"),
         "{text}"
     );
+}
+
+/// `auth_basic` with a user file as nginx answers it: each kind of hash (the `{SHA}`,
+/// `$apr1$`, `$1$`, `$5$`, `$6$` ones of "secret"), wrong passwords, unknown users, no or
+/// broken credentials, a realm from a variable (`off` turns it off), `deny` before it,
+/// no user file (no check), a missing user file (403). (A `return` goes before all of it,
+/// in nginx's rewrite phase: these locations proxy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_authentication_answers_as_nginx_answers() {
+    let twins = Twins::start().await;
+    let with = |path: &str, credentials: Option<&str>| {
+        let auth = credentials.map_or(String::new(), |c| {
+            format!(
+                "Authorization: Basic {}\r\n",
+                data_encoding::BASE64.encode(c.as_bytes())
+            )
+        });
+        format!("GET {path} HTTP/1.1\r\nHost: lb\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let cases = [
+        (with("/auth/x", None), 401),
+        (with("/auth/x", Some("plain:p-pw")), 200),
+        (with("/auth/x", Some("plain:p-pw2")), 401),
+        (with("/auth/x", Some("sha:secret")), 200),
+        (with("/auth/x", Some("sha:secrets")), 401),
+        (with("/auth/x", Some("ssha:s-pw")), 200),
+        (with("/auth/x", Some("ssha:s-p")), 401),
+        (with("/auth/x", Some("apr1:secret")), 200),
+        (with("/auth/x", Some("apr1:Secret")), 401),
+        (with("/auth/x", Some("md5:secret")), 200),
+        (with("/auth/x", Some("md5:secret ")), 401),
+        (with("/auth/x", Some("sha256:secret")), 200),
+        (with("/auth/x", Some("sha256:")), 401),
+        (with("/auth/x", Some("sha512:secret")), 200),
+        (with("/auth/x", Some("sha512:secreT")), 401),
+        (with("/auth/x", Some("bcrypt:b-pw")), 200),
+        (with("/auth/x", Some("bcrypt:b-pW")), 401),
+        (with("/auth/x", Some("nobody:secret")), 401),
+        (with("/auth/x", Some("# a comment:x")), 401),
+        (with("/auth/x", Some(":secret")), 401),
+        (
+            "GET /auth/x HTTP/1.1\r\nHost: lb\r\nAuthorization: Basic !!\r\nConnection: close\r\n\r\n"
+                .to_owned(),
+            401,
+        ),
+        (with("/auth-var/?r=off", None), 200),
+        (with("/auth-var/?r=Realm-X", None), 401),
+        (with("/auth-deny/", Some("plain:p-pw")), 403),
+        (with("/auth-nofile/", None), 200),
+        (with("/auth-missing/", None), 401),
+        (with("/auth-missing/", Some("plain:p-pw")), 403),
+    ];
+    for (request, status) in &cases {
+        assert_eq!(twins.agree(request).await, *status, "{request:?}");
+    }
+    let (_, _, seen) = raw(twins.ours, &cases[0].0).await;
+    assert_eq!(seen, "www-authenticate: Basic realm=\"Staff only\"\n");
 }
 
 /// `if (-f ...)` and the other file tests (the maintenance switch), each against a file,

@@ -156,6 +156,8 @@ const ONCE: &[&str] = &[
     "proxy_ssl_session_reuse",
     "proxy_http_version",
     "proxy_buffering",
+    "auth_basic",
+    "auth_basic_user_file",
     "proxy_buffer_size",
     "ssl_ciphers",
     "ssl_prefer_server_ciphers",

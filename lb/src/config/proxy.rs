@@ -272,6 +272,7 @@ impl ProxySettings {
             .chain(self.add_headers.iter().map(|a| &a.value))
             .chain(pages)
             .chain(self.cookies.templates())
+            .chain(&self.auth_basic)
     }
 }
 
@@ -401,6 +402,11 @@ pub struct ProxySettings {
     pub types: stock::Types,
     /// `expires` (off).
     pub expires: stock::Expires,
+    /// `auth_basic REALM` (`None`: off, the default): with an `auth_basic_user_file`, a
+    /// request needs a user and password of the file (see [`crate::auth`]).
+    pub auth_basic: Option<Template>,
+    /// `auth_basic_user_file`: the htpasswd file, read at each request.
+    pub auth_basic_user_file: Option<PathBuf>,
     /// `charset` with this block's `charset_types` (kept in step with them, so that a
     /// request takes the rule as it is); `None`: `charset off` (the default).
     pub charset: Option<std::sync::Arc<stock::Charset>>,
@@ -551,6 +557,8 @@ impl Default for ProxySettings {
             pass_headers: Vec::new(),
             default_type: "text/plain".to_owned(),
             expires: stock::Expires::Off,
+            auth_basic: None,
+            auth_basic_user_file: None,
             charset: None,
             charset_types: std::sync::Arc::new(
                 stock::CHARSET_TYPES
@@ -867,6 +875,33 @@ pub fn apply(
         }
         "add_header" => s.add_headers.push(add_header(d, cx.maps)?),
         "proxy_ssl_verify" => s.ssl_verify = Some(d.on_off()?),
+        "auth_basic" => {
+            s.auth_basic = match d.one_arg()? {
+                "off" => None,
+                realm => Some(template(&d.place, realm, cx.maps)?),
+            };
+        }
+        "auth_basic_user_file" => {
+            let file = d.one_arg()?;
+            if file.contains('$') {
+                return Err(d.error(
+                    "variables in \"auth_basic_user_file\" are not supported: name the file",
+                ));
+            }
+            let path = cx.root.join(file);
+            // nginx reads it at each request, and starts without it.
+            if let Err(e) = std::fs::File::open(&path) {
+                warnings.push(Warning {
+                    at: d.place.to_string(),
+                    message: format!(
+                        "the user file {} cannot be read ({e}): every request that needs it \
+                         gets 500 until it can",
+                        path.display()
+                    ),
+                });
+            }
+            s.auth_basic_user_file = Some(path);
+        }
         "proxy_ssl_trusted_certificate" => {
             s.ssl_trusted_certificate = Some(cx.root.join(d.one_arg()?))
         }

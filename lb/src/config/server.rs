@@ -365,6 +365,17 @@ pub fn server(
             });
         }
     }
+    let unchecked = std::iter::once(&s.settings)
+        .chain(s.locations.iter().map(|l| &l.settings))
+        .any(|p| p.auth_basic.is_some() && p.auth_basic_user_file.is_none());
+    if unchecked {
+        warnings.push(Warning {
+            at: d.place.to_string(),
+            message: "\"auth_basic\" without \"auth_basic_user_file\" checks nothing: nginx \
+                      and gluu-lb let every request through there"
+                .to_owned(),
+        });
+    }
     let returns = s
         .ret
         .iter()
