@@ -873,14 +873,13 @@ fn returned(
     }
 }
 
-/// nginx's preaccess and access phases for a request from `client`: `limit_req`, then
-/// `limit_conn` (what it counts the request in goes in `log`, held until the response has
-/// been sent), then `allow`/`deny`. The refusal to send, if one refuses. `who` describes
-/// the request for the log lines, as nginx's do.
+/// nginx's preaccess phase for a request from `client`: `limit_req`, then `limit_conn`
+/// (what it counts the request in goes in `log`, held until the response has been sent).
+/// The refusal to send, if one refuses. `who` describes the request for the log lines, as
+/// nginx's do. Not run again for an `error_page`'s request (nginx counts a request once).
 async fn admit(
     limits: &Applied,
     s: &ProxySettings,
-    rules: &[access::Rule],
     client: IpAddr,
     who: impl Fn() -> String,
     log: &mut Log,
@@ -908,7 +907,7 @@ async fn admit(
         }
         log.held.extend(held);
     }
-    deny(rules, client, who)
+    None
 }
 
 /// The levels of a limit's refusal and delay lines: `limit_*_log_level`, and one below
@@ -973,28 +972,62 @@ async fn limit_req(
 }
 
 /// nginx's `allow` and `deny`: the 403 to send when the rules refuse this client.
-fn deny(rules: &[access::Rule], client: IpAddr, who: impl Fn() -> String) -> Option<Local> {
-    if access::allows(rules, client) {
+/// nginx's access phase: `allow`/`deny` (`rules`), then `auth_basic`, under `satisfy`:
+/// with `all` (the default) each must let the request through, with `any` one is enough
+/// (a rule that allows it, or a user and password), and when none does the answer is the
+/// password's (401, or 403/500 for the user file) before the rules' 403. Run again for an
+/// `error_page`'s request, as nginx runs it.
+async fn access_phase(
+    s: &ProxySettings,
+    rules: &[access::Rule],
+    headers: &HeaderMap,
+    vars: &Vars<'_>,
+    client: IpAddr,
+    who: impl Fn() -> String,
+) -> Option<Local> {
+    let ruled = access::decide(rules, client);
+    if !s.satisfy_any {
+        if ruled == Some(false) {
+            tracing::error!("access forbidden by rule, {}", who());
+            return Some(plain(StatusCode::FORBIDDEN, ""));
+        }
+        return match authenticate(s, headers, vars, who).await {
+            Authenticated::Refused(answer) => Some(answer),
+            Authenticated::Off | Authenticated::Passed => None,
+        };
+    }
+    if ruled == Some(true) {
         return None;
     }
-    tracing::error!("access forbidden by rule, {}", who());
-    Some(plain(StatusCode::FORBIDDEN, ""))
+    match authenticate(s, headers, vars, who).await {
+        Authenticated::Passed => None,
+        Authenticated::Refused(answer) => Some(answer),
+        Authenticated::Off => (ruled == Some(false)).then(|| plain(StatusCode::FORBIDDEN, "")),
+    }
 }
 
-/// `auth_basic` with its user file (nginx's access phase, after `allow`/`deny`): `None`
-/// when the request may go on, else its answer: 401 with the realm's challenge, 403 when
-/// the file does not exist, or 500 when it cannot be read or its hash for the user not
-/// checked (nginx's three). The file is read
-/// and the password hashed off the worker thread (a bcrypt check takes tens of
-/// milliseconds; nginx's worker waits for it, other connections with it).
+/// What `auth_basic` made of a request.
+enum Authenticated {
+    /// Not asked for here (no `auth_basic`, no user file, or a realm of `off`).
+    Off,
+    Passed,
+    /// Its answer: 401 with the challenge, 403 or 500 for the user file.
+    Refused(Local),
+}
+
+/// `auth_basic` with its user file: the answer, when it refuses, is 401 with the realm's
+/// challenge, 403 when the file does not exist, or 500 when it cannot be read or its hash
+/// for the user not checked (nginx's three). The file is read and the password hashed off
+/// the worker thread (a bcrypt check takes tens of milliseconds; nginx's worker waits for
+/// it, and other connections with it).
 async fn authenticate(
     s: &ProxySettings,
     headers: &HeaderMap,
     vars: &Vars<'_>,
     who: impl Fn() -> String,
-) -> Option<Local> {
+) -> Authenticated {
     let (Some(realm), Some(file)) = (&s.auth_basic, &s.auth_basic_user_file) else {
-        return None;
+        return Authenticated::Off;
     };
     // Boxed: the wait for the check would otherwise make every request's future larger,
     // authenticated or not.
@@ -1008,10 +1041,10 @@ async fn check_credentials(
     headers: &HeaderMap,
     vars: &Vars<'_>,
     who: impl Fn() -> String,
-) -> Option<Local> {
+) -> Authenticated {
     let realm = render(realm, vars);
     if realm == "off" {
-        return None;
+        return Authenticated::Off;
     }
     let challenge = || {
         let mut r = plain(StatusCode::UNAUTHORIZED, "");
@@ -1028,29 +1061,29 @@ async fn check_credentials(
             "no user/password was provided for basic authentication, {}",
             who()
         );
-        return Some(challenge());
+        return Authenticated::Refused(challenge());
     };
     let file = file.to_owned();
     let verdict = tokio::task::spawn_blocking(move || auth::check(&file, &user, &password)).await;
-    match verdict {
-        Ok(auth::Verdict::Passed) => None,
+    Authenticated::Refused(match verdict {
+        Ok(auth::Verdict::Passed) => return Authenticated::Passed,
         Ok(auth::Verdict::Refused(why)) => {
             tracing::error!("{why}, {}", who());
-            Some(challenge())
+            challenge()
         }
         Ok(auth::Verdict::Missing(why)) => {
             tracing::error!("{why}, {}", who());
-            Some(plain(StatusCode::FORBIDDEN, ""))
+            plain(StatusCode::FORBIDDEN, "")
         }
         Ok(auth::Verdict::Failed(why)) => {
             tracing::error!("{why}, {}", who());
-            Some(plain(StatusCode::INTERNAL_SERVER_ERROR, ""))
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "")
         }
         Err(e) => {
             tracing::error!("basic authentication: {e}, {}", who());
-            Some(plain(StatusCode::INTERNAL_SERVER_ERROR, ""))
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "")
         }
-    }
+    })
 }
 
 /// A log line at a level chosen at run time.
@@ -1438,23 +1471,14 @@ async fn in_location<'a>(
     };
     let (Some(li), Some(lrt)) = (at.li, at.lrt) else {
         log.settle(&server.settings, vars, &req, conn);
-        let refused = if at.internal {
-            deny(&server.settings.access, client.ip(), who)
-        } else {
-            admit(
-                at.limits,
-                &server.settings,
-                &server.settings.access,
-                client.ip(),
-                who,
-                &mut log,
-                shared,
-            )
-            .await
+        let s = &server.settings;
+        let refused = match at.internal {
+            true => None,
+            false => admit(at.limits, s, client.ip(), who, &mut log, shared).await,
         };
         let refused = match refused {
             Some(r) => Some(r),
-            None => authenticate(&server.settings, req.headers(), vars, who).await,
+            None => access_phase(s, &s.access, req.headers(), vars, client.ip(), who).await,
         };
         return match refused {
             Some(refused) => Err((refused, log)),
@@ -1486,25 +1510,16 @@ async fn in_location<'a>(
             Err((answer, log))
         };
     }
-    let rules = loc.access(req.method());
-    let refused = if at.internal {
-        deny(rules, client.ip(), who)
-    } else {
-        admit(
-            &lrt.limits,
-            &loc.settings,
-            rules,
-            client.ip(),
-            who,
-            &mut log,
-            shared,
-        )
-        .await
+    let (s, rules) = (&loc.settings, loc.access(req.method()));
+    let refused = match at.internal {
+        true => None,
+        false => admit(&lrt.limits, s, client.ip(), who, &mut log, shared).await,
+    };
+    let refused = match refused {
+        Some(r) => Some(r),
+        None => access_phase(s, rules, req.headers(), vars, client.ip(), who).await,
     };
     if let Some(refused) = refused {
-        return Err((refused, log));
-    }
-    if let Some(refused) = authenticate(&loc.settings, req.headers(), vars, who).await {
         return Err((refused, log));
     }
     if loc.stub_status {

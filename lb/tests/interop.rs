@@ -2185,6 +2185,15 @@ impl Twins {
              location /auth-deny/ { deny all; auth_basic x; auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
              location /auth-nofile/ { auth_basic x; proxy_pass https://up_a; }\n\
              location /auth-missing/ { auth_basic x; auth_basic_user_file DIR/none; proxy_pass https://up_a; }\n\
+             location /sat/ { satisfy any; allow 10.0.0.0/8; deny all; auth_basic S;\n\
+               auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
+             location /sat-open/ { satisfy any; allow 127.0.0.1; deny all; auth_basic S;\n\
+               auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
+             location /sat-noauth/ { satisfy any; deny all; proxy_pass https://up_a; }\n\
+             location /sat-declined/ { satisfy any; allow 10.0.0.0/8; auth_basic S;\n\
+               auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
+             location /sat-missing/ { satisfy any; deny all; auth_basic S;\n\
+               auth_basic_user_file DIR/none; proxy_pass https://up_a; }\n\
              location /ft-f/ { if (-f DIR/ft/$arg_p) { return 201; } return 204; }\n\
              location /ft-nf/ { if (!-f DIR/ft/$arg_p) { return 201; } return 204; }\n\
              location /ft-d/ { if (-d DIR/ft/$arg_p) { return 201; } return 204; }\n\
@@ -3361,8 +3370,8 @@ async fn ifs_answer_as_nginx_answers() {
 /// `auth_basic` with a user file as nginx answers it: each kind of hash (the `{SHA}`,
 /// `$apr1$`, `$1$`, `$5$`, `$6$` ones of "secret"), wrong passwords, unknown users, no or
 /// broken credentials, a realm from a variable (`off` turns it off), `deny` before it,
-/// no user file (no check), a missing user file (403). (A `return` goes before all of it,
-/// in nginx's rewrite phase: these locations proxy.)
+/// no user file (no check), a missing user file (403), and `satisfy any`. (A `return`
+/// goes before all of it, in nginx's rewrite phase: these locations proxy.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_authentication_answers_as_nginx_answers() {
     let twins = Twins::start().await;
@@ -3407,6 +3416,16 @@ async fn basic_authentication_answers_as_nginx_answers() {
         (with("/auth-nofile/", None), 200),
         (with("/auth-missing/", None), 401),
         (with("/auth-missing/", Some("plain:p-pw")), 403),
+        // `satisfy any` (the client is 127.0.0.1): a rule that allows, or a password.
+        (with("/sat/", None), 401),
+        (with("/sat/", Some("apr1:secret")), 200),
+        (with("/sat/", Some("apr1:wrong")), 401),
+        (with("/sat-open/", None), 200),
+        (with("/sat-noauth/", None), 403),
+        (with("/sat-declined/", None), 401),
+        (with("/sat-declined/", Some("plain:p-pw")), 200),
+        (with("/sat-missing/", None), 401),
+        (with("/sat-missing/", Some("plain:p-pw")), 403),
     ];
     for (request, status) in &cases {
         assert_eq!(twins.agree(request).await, *status, "{request:?}");

@@ -35,14 +35,18 @@ impl Rule {
     }
 }
 
-/// Whether `rules` let a request from `client` through: the first rule that matches
-/// decides; none matching lets it through.
-pub fn allows(rules: &[Rule], client: IpAddr) -> bool {
+/// What `rules` say of a request from `client`: the first rule that matches decides
+/// (`Some(true)`: allowed); `None` when none matches (nginx's "declined": through, unless
+/// `satisfy any` leaves the decision to a password).
+pub fn decide(rules: &[Rule], client: IpAddr) -> Option<bool> {
     let client = client.to_canonical();
-    rules
-        .iter()
-        .find(|r| r.matches(client))
-        .is_none_or(|r| r.allow)
+    rules.iter().find(|r| r.matches(client)).map(|r| r.allow)
+}
+
+/// Whether `rules` let a request from `client` through ([`decide`], none matching: yes).
+#[cfg(test)]
+pub fn allows(rules: &[Rule], client: IpAddr) -> bool {
+    decide(rules, client).unwrap_or(true)
 }
 
 /// Reads an `allow` or `deny` line (`ADDRESS`, `ADDRESS/BITS` or `all`). Bits set below

@@ -158,6 +158,7 @@ const ONCE: &[&str] = &[
     "proxy_buffering",
     "auth_basic",
     "auth_basic_user_file",
+    "satisfy",
     "proxy_buffer_size",
     "ssl_ciphers",
     "ssl_prefer_server_ciphers",

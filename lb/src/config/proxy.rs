@@ -407,6 +407,8 @@ pub struct ProxySettings {
     pub auth_basic: Option<Template>,
     /// `auth_basic_user_file`: the htpasswd file, read at each request.
     pub auth_basic_user_file: Option<PathBuf>,
+    /// `satisfy any` (`all`, the default: false): an `allow` rule or a password is enough.
+    pub satisfy_any: bool,
     /// `charset` with this block's `charset_types` (kept in step with them, so that a
     /// request takes the rule as it is); `None`: `charset off` (the default).
     pub charset: Option<std::sync::Arc<stock::Charset>>,
@@ -559,6 +561,7 @@ impl Default for ProxySettings {
             expires: stock::Expires::Off,
             auth_basic: None,
             auth_basic_user_file: None,
+            satisfy_any: false,
             charset: None,
             charset_types: std::sync::Arc::new(
                 stock::CHARSET_TYPES
@@ -879,6 +882,18 @@ pub fn apply(
             s.auth_basic = match d.one_arg()? {
                 "off" => None,
                 realm => Some(template(&d.place, realm, cx.maps)?),
+            };
+        }
+        "satisfy" => {
+            s.satisfy_any = match d.one_arg()? {
+                "all" => false,
+                "any" => true,
+                v => {
+                    return Err(d.error(format!(
+                        "invalid value \"{v}\" in \"satisfy\" directive, it must be \"all\" \
+                         or \"any\""
+                    )));
+                }
             };
         }
         "auth_basic_user_file" => {
