@@ -607,6 +607,9 @@ struct Log {
     held: Vec<limit::Held>,
     /// The status an `error_page` sends in place of its page's own.
     err_status: Option<StatusCode>,
+    /// The `WWW-Authenticate` of a 401 an `error_page` took, sent with the page (nginx
+    /// keeps it, so that a browser still asks for a password).
+    challenge: Option<HeaderValue>,
     /// `charset`: named on the response's `Content-Type`.
     charset: Option<Arc<stock::Charset>>,
     /// `expires`: `Expires` and `Cache-Control` set on the response.
@@ -700,11 +703,20 @@ impl Log {
     /// The status a response goes with (an `error_page`'s, if one sent the request), set
     /// on it, counted and kept for the log line.
     fn status(&mut self, parts: &mut hyper::http::response::Parts, shared: &Shared) -> StatusCode {
-        if let Some(s) = self.err_status.take() {
-            parts.status = s;
-        }
+        self.error_page(&mut parts.status, &mut parts.headers);
         self.answered(parts.status, shared);
         parts.status
+    }
+
+    /// What an `error_page` that sent the request here puts on the page's response: the
+    /// error's status (unless `=`), and a 401's challenge.
+    fn error_page(&mut self, status: &mut StatusCode, headers: &mut HeaderMap) {
+        if let Some(s) = self.err_status.take() {
+            *status = s;
+        }
+        if let Some(c) = self.challenge.take() {
+            headers.insert(header::WWW_AUTHENTICATE, c);
+        }
     }
 
     /// A file from `root` or `alias`, logged when its last byte has gone (or the client has).
@@ -1202,6 +1214,7 @@ pub async fn handle(
         keep_alive: None,
         held: Vec::new(),
         err_status: None,
+        challenge: None,
         charset: None,
         expires: stock::Expires::Off,
     };
@@ -1330,10 +1343,11 @@ pub async fn handle(
             .and_then(|h| Some((pages::page_for(s, code)?, h)));
         let Some((page, head)) = page else {
             // nginx: an error while serving an error page is answered as itself.
-            log.err_status = None;
+            (log.err_status, log.challenge) = (None, None);
             return log.local(local, shared);
         };
         redirected = true;
+        log.challenge = local.headers().get(header::WWW_AUTHENTICATE).cloned();
         log.err_status = match page.status {
             Overwrite::Keep => Some(status),
             Overwrite::Page => None,
@@ -1930,7 +1944,7 @@ fn hide(headers: &mut HeaderMap, hidden: &[HeaderName]) {
 /// pool, the in-flight count) when the body has been sent. `upgrade` is the client's side
 /// of a requested protocol switch and its connection, where a 101 leaves the relay.
 fn respond(
-    mut resp: Response<Incoming>,
+    resp: Response<Incoming>,
     done: (Lease, InFlight),
     mut log: Log,
     t0: Instant,
@@ -1938,9 +1952,9 @@ fn respond(
     upgrade: Option<(OnUpgrade, &Conn)>,
     shared: &Shared,
 ) -> Response<Body> {
-    if let Some(s) = log.err_status.take() {
-        *resp.status_mut() = s;
-    }
+    let (mut parts, body) = resp.into_parts();
+    log.error_page(&mut parts.status, &mut parts.headers);
+    let mut resp = Response::from_parts(parts, body);
     let status = resp.status();
     log.answered(status, shared);
     if let Some(e) = &mut log.entry {

@@ -2185,6 +2185,8 @@ impl Twins {
              location /auth-deny/ { deny all; auth_basic x; auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
              location /auth-nofile/ { auth_basic x; proxy_pass https://up_a; }\n\
              location /auth-missing/ { auth_basic x; auth_basic_user_file DIR/none; proxy_pass https://up_a; }\n\
+             location /auth-paged/ { auth_basic S; auth_basic_user_file DIR/htpasswd;\n\
+               error_page 401 /pages/502.html; proxy_pass https://up_a; }\n\
              location /sat/ { satisfy any; allow 10.0.0.0/8; deny all; auth_basic S;\n\
                auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
              location /sat-open/ { satisfy any; allow 127.0.0.1; deny all; auth_basic S;\n\
@@ -3416,6 +3418,7 @@ async fn basic_authentication_answers_as_nginx_answers() {
         (with("/auth-nofile/", None), 200),
         (with("/auth-missing/", None), 401),
         (with("/auth-missing/", Some("plain:p-pw")), 403),
+        (with("/auth-paged/", None), 401),
         // `satisfy any` (the client is 127.0.0.1): a rule that allows, or a password.
         (with("/sat/", None), 401),
         (with("/sat/", Some("apr1:secret")), 200),
