@@ -984,26 +984,25 @@ async fn limit_req(
 }
 
 /// nginx's `allow` and `deny`: the 403 to send when the rules refuse this client.
-/// nginx's access phase: `allow`/`deny` (`rules`), then `auth_basic`, under `satisfy`:
+/// nginx's access phase: `allow`/`deny`, then `auth_basic`, under `satisfy`:
 /// with `all` (the default) each must let the request through, with `any` one is enough
 /// (a rule that allows it, or a user and password), and when none does the answer is the
 /// password's (401, or 403/500 for the user file) before the rules' 403. Run again for an
 /// `error_page`'s request, as nginx runs it.
 async fn access_phase(
-    s: &ProxySettings,
-    rules: &[access::Rule],
+    a: access::Access<'_>,
     headers: &HeaderMap,
     vars: &Vars<'_>,
     client: IpAddr,
     who: impl Fn() -> String,
 ) -> Option<Local> {
-    let ruled = access::decide(rules, client);
-    if !s.satisfy_any {
+    let ruled = access::decide(a.rules, client);
+    if !a.satisfy_any {
         if ruled == Some(false) {
             tracing::error!("access forbidden by rule, {}", who());
             return Some(plain(StatusCode::FORBIDDEN, ""));
         }
-        return match authenticate(s, headers, vars, who).await {
+        return match authenticate(a, headers, vars, who).await {
             Authenticated::Refused(answer) => Some(answer),
             Authenticated::Off | Authenticated::Passed => None,
         };
@@ -1011,7 +1010,7 @@ async fn access_phase(
     if ruled == Some(true) {
         return None;
     }
-    match authenticate(s, headers, vars, who).await {
+    match authenticate(a, headers, vars, who).await {
         Authenticated::Passed => None,
         Authenticated::Refused(answer) => Some(answer),
         Authenticated::Off => (ruled == Some(false)).then(|| plain(StatusCode::FORBIDDEN, "")),
@@ -1033,12 +1032,12 @@ enum Authenticated {
 /// the worker thread (a bcrypt check takes tens of milliseconds; nginx's worker waits for
 /// it, and other connections with it).
 async fn authenticate(
-    s: &ProxySettings,
+    a: access::Access<'_>,
     headers: &HeaderMap,
     vars: &Vars<'_>,
     who: impl Fn() -> String,
 ) -> Authenticated {
-    let (Some(realm), Some(file)) = (&s.auth_basic, &s.auth_basic_user_file) else {
+    let (Some(realm), Some(file)) = (a.realm, a.user_file) else {
         return Authenticated::Off;
     };
     // Boxed: the wait for the check would otherwise make every request's future larger,
@@ -1492,7 +1491,10 @@ async fn in_location<'a>(
         };
         let refused = match refused {
             Some(r) => Some(r),
-            None => access_phase(s, &s.access, req.headers(), vars, client.ip(), who).await,
+            None => {
+                let access = access::Access::of(s);
+                access_phase(access, req.headers(), vars, client.ip(), who).await
+            }
         };
         return match refused {
             Some(refused) => Err((refused, log)),
@@ -1524,14 +1526,14 @@ async fn in_location<'a>(
             Err((answer, log))
         };
     }
-    let (s, rules) = (&loc.settings, loc.access(req.method()));
+    let (s, access) = (&loc.settings, loc.access(req.method()));
     let refused = match at.internal {
         true => None,
         false => admit(&lrt.limits, s, client.ip(), who, &mut log, shared).await,
     };
     let refused = match refused {
         Some(r) => Some(r),
-        None => access_phase(s, rules, req.headers(), vars, client.ip(), who).await,
+        None => access_phase(access, req.headers(), vars, client.ip(), who).await,
     };
     if let Some(refused) = refused {
         return Err((refused, log));

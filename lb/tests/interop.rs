@@ -265,6 +265,17 @@ fn nginx_t_and_gluu_lb_t_agree() {
     };
     let cases: Vec<(&str, String)> = vec![
         (
+            "satisfy inside limit_except (not allowed there)",
+            server("location /a { limit_except GET { satisfy any; } }"),
+        ),
+        (
+            "auth lines inside limit_except",
+            server(
+                "location /a { limit_except GET { auth_basic w; auth_basic_user_file /etc/passwd; } }",
+            ),
+        ),
+        ("satisfy with a wrong value", server("satisfy some;")),
+        (
             "accepted: every location kind, repeated regexes, default_server",
             http(&format!(
                 "server {{ listen 127.0.0.1:8443 ssl; server_name a; {tls}\n\
@@ -2187,6 +2198,10 @@ impl Twins {
              location /auth-missing/ { auth_basic x; auth_basic_user_file DIR/none; proxy_pass https://up_a; }\n\
              location /auth-paged/ { auth_basic S; auth_basic_user_file DIR/htpasswd;\n\
                error_page 401 /pages/502.html; proxy_pass https://up_a; }\n\
+             location /le-auth/ { limit_except GET { auth_basic W; auth_basic_user_file DIR/htpasswd; }\n\
+               proxy_pass https://up_a; }\n\
+             location /le-sat/ { satisfy any; limit_except GET { allow 127.0.0.1; deny all;\n\
+               auth_basic W; auth_basic_user_file DIR/htpasswd; } proxy_pass https://up_a; }\n\
              location /sat/ { satisfy any; allow 10.0.0.0/8; deny all; auth_basic S;\n\
                auth_basic_user_file DIR/htpasswd; proxy_pass https://up_a; }\n\
              location /sat-open/ { satisfy any; allow 127.0.0.1; deny all; auth_basic S;\n\
@@ -3372,7 +3387,8 @@ async fn ifs_answer_as_nginx_answers() {
 /// `auth_basic` with a user file as nginx answers it: each kind of hash (the `{SHA}`,
 /// `$apr1$`, `$1$`, `$5$`, `$6$` ones of "secret"), wrong passwords, unknown users, no or
 /// broken credentials, a realm from a variable (`off` turns it off), `deny` before it,
-/// no user file (no check), a missing user file (403), and `satisfy any`. (A `return`
+/// no user file (no check), a missing user file (403), `satisfy any`, and all of it in a
+/// `limit_except` block. (A `return`
 /// goes before all of it, in nginx's rewrite phase: these locations proxy.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_authentication_answers_as_nginx_answers() {
@@ -3385,6 +3401,13 @@ async fn basic_authentication_answers_as_nginx_answers() {
             )
         });
         format!("GET {path} HTTP/1.1\r\nHost: lb\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let post = |path: &str, credentials: Option<&str>| {
+        with(path, credentials).replacen("GET", "POST", 1).replacen(
+            "Connection: close",
+            "Content-Length: 0\r\nConnection: close",
+            1,
+        )
     };
     let cases = [
         (with("/auth/x", None), 401),
@@ -3419,6 +3442,12 @@ async fn basic_authentication_answers_as_nginx_answers() {
         (with("/auth-missing/", None), 401),
         (with("/auth-missing/", Some("plain:p-pw")), 403),
         (with("/auth-paged/", None), 401),
+        // `limit_except GET { auth_basic ... }`: a password for writes only.
+        (with("/le-auth/", None), 200),
+        (with("/le-auth/", None).replacen("GET", "HEAD", 1), 200),
+        (post("/le-auth/", None), 401),
+        (post("/le-auth/", Some("md5:secret")), 200),
+        (post("/le-sat/", None), 200),
         // `satisfy any` (the client is 127.0.0.1): a rule that allows, or a password.
         (with("/sat/", None), 401),
         (with("/sat/", Some("apr1:secret")), 200),

@@ -5,8 +5,9 @@
 
 use std::net::IpAddr;
 
-use super::Warning;
 use super::grammar::{Directive, GrammarError};
+use super::proxy::{ProxySettings, Template};
+use super::{Scope, Warning};
 
 /// One `allow` or `deny` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,14 +116,41 @@ pub fn network(
     Ok((cleared, bits))
 }
 
-/// nginx's `limit_except METHOD ... { allow ...; deny ...; }` in a location: requests of
-/// any other method are held to the block's rules (GET lets HEAD through too).
+/// What nginx's access phase holds a request to in a block: `allow`/`deny`, `auth_basic`
+/// with its user file, and `satisfy`.
+#[derive(Clone, Copy, Debug)]
+pub struct Access<'a> {
+    pub rules: &'a [Rule],
+    /// `auth_basic`'s realm (`None`: off).
+    pub realm: Option<&'a Template>,
+    pub user_file: Option<&'a std::path::Path>,
+    pub satisfy_any: bool,
+}
+
+impl<'a> Access<'a> {
+    /// A block's own.
+    pub fn of(s: &'a ProxySettings) -> Access<'a> {
+        Access {
+            rules: &s.access,
+            realm: s.auth_basic.as_ref(),
+            user_file: s.auth_basic_user_file.as_deref(),
+            satisfy_any: s.satisfy_any,
+        }
+    }
+}
+
+/// nginx's `limit_except METHOD ... { ... }` in a location: requests of any other method
+/// are held to the block's `allow`/`deny`, `auth_basic` and `auth_basic_user_file` (GET
+/// lets HEAD through too); what the block does not set, and `satisfy`, the location's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitExcept {
     /// The methods let through, upper case.
     methods: Vec<String>,
     /// The block's own rules; `None`: the location's (nginx merges them in).
     rules: Option<Vec<Rule>>,
+    /// The block's `auth_basic` (`Some(None)`: `off`).
+    realm: Option<Option<Template>>,
+    user_file: Option<std::path::PathBuf>,
 }
 
 /// The methods nginx 1.22 knows by name.
@@ -144,15 +172,20 @@ const METHODS: &[&str] = &[
 ];
 
 impl LimitExcept {
-    /// The rules a request of `method` is held to, the location's being `location`.
-    pub fn rules<'a>(&'a self, method: &str, location: &'a [Rule]) -> &'a [Rule] {
+    /// What a request of `method` is held to, the location's being `location`.
+    pub fn access<'a>(&'a self, method: &str, location: Access<'a>) -> Access<'a> {
         let let_through = self
             .methods
             .iter()
             .any(|m| m == method || (m == "GET" && method == "HEAD"));
-        match (&self.rules, let_through) {
-            (Some(own), false) => own,
-            _ => location,
+        if let_through {
+            return location;
+        }
+        Access {
+            rules: self.rules.as_deref().unwrap_or(location.rules),
+            realm: self.realm.as_ref().map_or(location.realm, Option::as_ref),
+            user_file: self.user_file.as_deref().or(location.user_file),
+            satisfy_any: location.satisfy_any,
         }
     }
 }
@@ -160,6 +193,7 @@ impl LimitExcept {
 /// A `limit_except` block.
 pub fn limit_except(
     d: &Directive,
+    cx: &Scope<'_>,
     warnings: &mut Vec<Warning>,
 ) -> Result<LimitExcept, GrammarError> {
     let Some(body) = &d.block else {
@@ -177,18 +211,29 @@ pub fn limit_except(
         methods.push((*known).to_owned());
     }
     let mut rules: Option<Vec<Rule>> = None;
+    // The block's auth lines, read as a block's are.
+    let mut own = ProxySettings::default();
+    let has = |name: &str| body.iter().any(|d| d.name == name);
     for inner in body {
         match inner.name.as_str() {
             "allow" | "deny" => rules.get_or_insert_default().push(rule(inner, warnings)?),
+            "auth_basic" | "auth_basic_user_file" => {
+                super::proxy::apply(&mut own, inner, cx, warnings)?;
+            }
             other => {
                 return Err(inner.error(format!(
-                    "unknown directive \"{other}\" in limit_except (gluu-lb takes allow and \
-                     deny there)"
+                    "unknown directive \"{other}\" in limit_except (gluu-lb takes allow, \
+                     deny, auth_basic and auth_basic_user_file there, as nginx)"
                 )));
             }
         }
     }
-    Ok(LimitExcept { methods, rules })
+    Ok(LimitExcept {
+        methods,
+        rules,
+        realm: has("auth_basic").then_some(own.auth_basic),
+        user_file: own.auth_basic_user_file,
+    })
 }
 
 #[cfg(test)]
@@ -245,19 +290,30 @@ mod tests {
     #[test]
     fn limit_except_holds_other_methods_to_its_rules() {
         let mut warnings = Vec::new();
+        let maps = super::super::map::Maps::default();
+        let cx = Scope {
+            root: std::path::Path::new("/etc/nginx"),
+            maps: &maps,
+            charsets: &[],
+        };
         let parsed = |text: &str| {
             let top = Directive::parse_text(text).expect("parse");
-            limit_except(&top[0], &mut Vec::new())
+            limit_except(&top[0], &cx, &mut Vec::new())
         };
         let own = parsed("limit_except get POST { allow 10.0.0.0/8; deny all; }").expect("own");
         let location = [line("deny", "all", &mut warnings).expect("deny")];
+        let settings = ProxySettings {
+            access: location.to_vec(),
+            ..ProxySettings::default()
+        };
+        let at_location = Access::of(&settings);
         for (method, allowed) in [
             ("GET", false),
             ("HEAD", false),
             ("POST", false),
             ("PUT", true),
         ] {
-            let rules = own.rules(method, &location);
+            let rules = own.access(method, at_location).rules;
             // The block's rules let 10/8 through; the location's let nobody.
             assert_eq!(
                 allows(rules, "10.1.1.1".parse().expect("ip")),
@@ -266,13 +322,37 @@ mod tests {
             );
         }
         let empty = parsed("limit_except GET { }").expect("empty");
-        assert_eq!(empty.rules("DELETE", &location), &location);
+        assert_eq!(empty.access("DELETE", at_location).rules, &location);
+        // Its auth lines for the other methods; the location's rules, which it has none of.
+        let auth = parsed("limit_except GET { auth_basic writes; auth_basic_user_file users; }")
+            .expect("auth");
+        let put = auth.access("PUT", at_location);
+        assert!(put.realm.is_some() && !put.satisfy_any);
+        assert_eq!(
+            put.user_file,
+            Some(std::path::Path::new("/etc/nginx/users"))
+        );
+        assert_eq!(put.rules, &location);
+        let get = auth.access("GET", at_location);
+        assert!(get.realm.is_none() && get.user_file.is_none() && !get.satisfy_any);
+        let off = parsed("limit_except GET { auth_basic off; }").expect("off");
+        let with_realm = ProxySettings {
+            auth_basic: Some(Vec::new()),
+            ..ProxySettings::default()
+        };
+        assert!(off.access("PUT", Access::of(&with_realm)).realm.is_none());
+        assert!(off.access("GET", Access::of(&with_realm)).realm.is_some());
         let err = parsed("limit_except GET TRACE { }").expect_err("TRACE");
         assert!(
             err.to_string().contains("invalid method \"TRACE\""),
             "{err}"
         );
-        let err = parsed("limit_except GET { proxy_pass https://b; }").expect_err("proxy_pass");
-        assert!(err.to_string().contains("in limit_except"), "{err}");
+        for text in [
+            "limit_except GET { proxy_pass https://b; }",
+            "limit_except GET { satisfy any; }",
+        ] {
+            let err = parsed(text).expect_err(text);
+            assert!(err.to_string().contains("in limit_except"), "{err}");
+        }
     }
 }

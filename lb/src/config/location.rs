@@ -72,11 +72,12 @@ impl Redirect {
 }
 
 impl Location {
-    /// The `allow`/`deny` rules a request of `method` is held to here.
-    pub fn access(&self, method: &hyper::Method) -> &[super::access::Rule] {
+    /// What a request of `method` is held to here in nginx's access phase.
+    pub fn access(&self, method: &hyper::Method) -> super::access::Access<'_> {
+        let own = super::access::Access::of(&self.settings);
         match &self.limit_except {
-            Some(l) => l.rules(method.as_str(), &self.settings.access),
-            None => &self.settings.access,
+            Some(l) => l.access(method.as_str(), own),
+            None => own,
         }
     }
 
@@ -254,7 +255,7 @@ pub fn location(
             }
             internal = true;
         } else if inner.name == "limit_except" {
-            limit_except = Some(super::access::limit_except(inner, warnings)?);
+            limit_except = Some(super::access::limit_except(inner, cx, warnings)?);
         } else if inner.name == "stub_status" {
             stub_status = Some(super::server::stub_status(inner, warnings)?);
         } else if super::proxy::not_in_location(&inner.name) {
