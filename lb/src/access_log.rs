@@ -103,7 +103,7 @@ pub struct Entry {
 /// logged by its client id), read as [`crate::auth::credentials`] reads it. A name that
 /// is not UTF-8 is logged with U+FFFD in place of its stray bytes.
 pub fn remote_user(headers: &hyper::HeaderMap) -> Option<String> {
-    crate::auth::credentials(headers).map(|(user, _)| String::from_utf8_lossy(&user).into_owned())
+    crate::auth::credentials(headers).map(|c| String::from_utf8_lossy(c.user()).into_owned())
 }
 
 /// nginx's `$time_local` layout (`24/Nov/2026:10:00:00 +0000`), from the HTTP date.

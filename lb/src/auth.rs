@@ -14,11 +14,29 @@ use data_encoding::BASE64;
 use md5::{Digest as _, Md5};
 use sha_crypt::PasswordVerifier as _;
 
+/// The decoded `user:password` of an `Authorization: Basic` header.
+#[derive(Debug)]
+pub struct Credentials {
+    decoded: Vec<u8>,
+    /// Where the first `:` is (after a name of at least one byte).
+    colon: usize,
+}
+
+impl Credentials {
+    pub fn user(&self) -> &[u8] {
+        &self.decoded[..self.colon]
+    }
+
+    pub fn password(&self) -> &[u8] {
+        &self.decoded[self.colon + 1..]
+    }
+}
+
 /// The user and password of an `Authorization: Basic` header, read as nginx reads them:
 /// the scheme in any case, spaces, base64 up to the first `=` (what follows is ignored;
 /// no padding needed, the last symbol's spare bits not checked), the name before the
 /// first `:`; none when any step fails or the name is empty.
-pub fn credentials(headers: &hyper::HeaderMap) -> Option<(Vec<u8>, Vec<u8>)> {
+pub fn credentials(headers: &hyper::HeaderMap) -> Option<Credentials> {
     static NGINX_BASE64: OnceLock<data_encoding::Encoding> = OnceLock::new();
     let value = headers.get(hyper::header::AUTHORIZATION)?.as_bytes();
     let (scheme, encoded) = value.split_at_checked(6)?;
@@ -32,11 +50,9 @@ pub fn credentials(headers: &hyper::HeaderMap) -> Option<(Vec<u8>, Vec<u8>)> {
         spec.check_trailing_bits = false;
         spec.encoding().expect("a valid base64 specification")
     });
-    let mut decoded = base64.decode(encoded).ok()?;
+    let decoded = base64.decode(encoded).ok()?;
     let colon = decoded.iter().position(|&b| b == b':').filter(|&i| i > 0)?;
-    let password = decoded.split_off(colon + 1);
-    decoded.truncate(colon);
-    Some((decoded, password))
+    Some(Credentials { decoded, colon })
 }
 
 /// What the user file says of a user and password.

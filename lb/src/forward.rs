@@ -700,29 +700,24 @@ impl Log {
         }
     }
 
-    /// The status a response goes with (an `error_page`'s, if one sent the request), set
-    /// on it, counted and kept for the log line.
-    fn status(&mut self, parts: &mut hyper::http::response::Parts, shared: &Shared) -> StatusCode {
-        self.error_page(&mut parts.status, &mut parts.headers);
-        self.answered(parts.status, shared);
-        parts.status
-    }
-
-    /// What an `error_page` that sent the request here puts on the page's response: the
-    /// error's status (unless `=`), and a 401's challenge.
-    fn error_page(&mut self, status: &mut StatusCode, headers: &mut HeaderMap) {
+    /// The status a response goes with, set on it, counted and kept for the log line; if
+    /// an `error_page` sent the request here, the error's status (unless `=`) and a 401's
+    /// challenge go on the page's response.
+    fn status<B>(&mut self, resp: &mut Response<B>, shared: &Shared) -> StatusCode {
         if let Some(s) = self.err_status.take() {
-            *status = s;
+            *resp.status_mut() = s;
         }
         if let Some(c) = self.challenge.take() {
-            headers.insert(header::WWW_AUTHENTICATE, c);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }
+        self.answered(resp.status(), shared);
+        resp.status()
     }
 
     /// A file from `root` or `alias`, logged when its last byte has gone (or the client has).
-    fn file(mut self, resp: Response<Body>, idle: Duration, shared: &Shared) -> Response<Body> {
+    fn file(mut self, mut resp: Response<Body>, idle: Duration, shared: &Shared) -> Response<Body> {
+        let status = self.status(&mut resp, shared);
         let (mut parts, body) = resp.into_parts();
-        let status = self.status(&mut parts, shared);
         // nginx's header filter: a file sent with another status has no modification time.
         if !matches!(status.as_u16(), 200 | 206 | 304) {
             parts.headers.remove(header::LAST_MODIFIED);
@@ -747,9 +742,9 @@ impl Log {
     }
 
     /// A response gluu-lb makes itself: compressed whole if `gzip` says so, logged at once.
-    fn local(mut self, resp: Local, shared: &Shared) -> Response<Body> {
+    fn local(mut self, mut resp: Local, shared: &Shared) -> Response<Body> {
+        let status = self.status(&mut resp, shared);
         let (mut parts, mut bytes) = resp.into_parts();
-        let status = self.status(&mut parts, shared);
         self.decorate(&mut parts.headers, status);
         if let Some(a) = self.gzip.take() {
             bytes = a.whole(status, &mut parts.headers, bytes);
@@ -1067,7 +1062,7 @@ async fn check_credentials(
             Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, ""),
         }
     };
-    let Some((user, password)) = auth::credentials(headers) else {
+    let Some(given) = auth::credentials(headers) else {
         tracing::info!(
             "no user/password was provided for basic authentication, {}",
             who()
@@ -1075,7 +1070,9 @@ async fn check_credentials(
         return Authenticated::Refused(challenge());
     };
     let file = file.to_owned();
-    let verdict = tokio::task::spawn_blocking(move || auth::check(&file, &user, &password)).await;
+    let verdict =
+        tokio::task::spawn_blocking(move || auth::check(&file, given.user(), given.password()))
+            .await;
     Authenticated::Refused(match verdict {
         Ok(auth::Verdict::Passed) => return Authenticated::Passed,
         Ok(auth::Verdict::Refused(why)) => {
@@ -1946,7 +1943,7 @@ fn hide(headers: &mut HeaderMap, hidden: &[HeaderName]) {
 /// pool, the in-flight count) when the body has been sent. `upgrade` is the client's side
 /// of a requested protocol switch and its connection, where a 101 leaves the relay.
 fn respond(
-    resp: Response<Incoming>,
+    mut resp: Response<Incoming>,
     done: (Lease, InFlight),
     mut log: Log,
     t0: Instant,
@@ -1954,11 +1951,7 @@ fn respond(
     upgrade: Option<(OnUpgrade, &Conn)>,
     shared: &Shared,
 ) -> Response<Body> {
-    let (mut parts, body) = resp.into_parts();
-    log.error_page(&mut parts.status, &mut parts.headers);
-    let mut resp = Response::from_parts(parts, body);
-    let status = resp.status();
-    log.answered(status, shared);
+    let status = log.status(&mut resp, shared);
     if let Some(e) = &mut log.entry {
         e.upstream_time = Some(t0.elapsed());
     }
