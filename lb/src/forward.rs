@@ -1069,10 +1069,7 @@ async fn check_credentials(
         );
         return Authenticated::Refused(challenge());
     };
-    let file = file.to_owned();
-    let verdict =
-        tokio::task::spawn_blocking(move || auth::check(&file, given.user(), given.password()))
-            .await;
+    let verdict = auth::check_in_turn(file.to_owned(), given).await;
     Authenticated::Refused(match verdict {
         Ok(auth::Verdict::Passed) => return Authenticated::Passed,
         Ok(auth::Verdict::Refused(why)) => {

@@ -323,17 +323,22 @@ fn user_warns_of_files_a_reload_could_not_read() {
     std::fs::write(&ticket, [7u8; 80]).expect("write");
     std::fs::set_permissions(&ticket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .expect("chmod");
-    // And a user file, read at each request.
+    // And user files, read at each request: one for the server, one for writes only.
     let users = dir.path().join("htpasswd");
-    std::fs::write(&users, "admin:{PLAIN}x\n").expect("write");
-    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
+    let writers = dir.path().join("writers");
+    for file in [&users, &writers] {
+        std::fs::write(file, "admin:{PLAIN}x\n").expect("write");
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+    }
     let text_with_ticket = text.replacen(
         "ssl on;",
         &format!(
-            "ssl on;\nssl_session_ticket_key {};\nauth_basic staff;\nauth_basic_user_file {};",
+            "ssl on;\nssl_session_ticket_key {};\nauth_basic staff;\nauth_basic_user_file {};\n\
+             location /writes {{ limit_except GET {{ auth_basic_user_file {}; }} return 204; }}",
             ticket.display(),
-            users.display()
+            users.display(),
+            writers.display()
         ),
         1,
     );
@@ -365,14 +370,16 @@ fn user_warns_of_files_a_reload_could_not_read() {
     assert!(err.contains(&warning), "{err}");
     let warning = format!("[warn] {} is not readable by user nobody", ticket.display());
     assert!(err.contains(&warning), "{err}");
-    let warning = format!(
-        "[warn] {} is not readable by user nobody (group nogroup), whom gluu-lb runs as after \
-         binding: every request that needs it would get 500",
-        users.display()
-    );
-    assert!(err.contains(&warning), "{err}");
-    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .expect("chmod");
+    for file in [&users, &writers] {
+        let warning = format!(
+            "[warn] {} is not readable by user nobody (group nogroup), whom gluu-lb runs as \
+             after binding: every request that needs it would get 500",
+            file.display()
+        );
+        assert!(err.contains(&warning), "{err}");
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod");
+    }
     std::os::unix::fs::chown(&key, None, Some(65534)).expect("chgrp nogroup");
     std::os::unix::fs::chown(&ticket, None, Some(65534)).expect("chgrp nogroup");
     std::fs::set_permissions(&ticket, std::os::unix::fs::PermissionsExt::from_mode(0o640))

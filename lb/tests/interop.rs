@@ -232,6 +232,12 @@ fn nginx_t_and_gluu_lb_t_agree() {
         "pid {d}/nginx.pid;\nerror_log {d}/error.log;\n",
         d = dir.path().display()
     );
+    let users = dir.path().join("users");
+    std::fs::write(
+        &users,
+        "# made by hand\nann:{PLAIN}a\nbob:$apr1$salt1234$x\n",
+    )
+    .expect("write");
     let dh = dir.path().join("dh.pem");
     let made = std::process::Command::new(gluu_testkit::require("openssl"))
         .args(["genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt"])
@@ -270,9 +276,10 @@ fn nginx_t_and_gluu_lb_t_agree() {
         ),
         (
             "auth lines inside limit_except",
-            server(
-                "location /a { limit_except GET { auth_basic w; auth_basic_user_file /etc/passwd; } }",
-            ),
+            server(&format!(
+                "location /a {{ limit_except GET {{ auth_basic w; auth_basic_user_file {}; }} }}",
+                users.display()
+            )),
         ),
         ("satisfy with a wrong value", server("satisfy some;")),
         (
@@ -1448,16 +1455,37 @@ fn nginx_t_and_gluu_lb_t_agree() {
     // says so. `stub_status off` turns it on (nginx ignores the word): gluu-lb says so;
     // with `proxy_pass` nginx answers with whichever is last: gluu-lb refuses the pair.
     // `auth_basic` without a user file checks nothing, and a user file that cannot be read
-    // fails every request that needs it: nginx starts silently, gluu-lb says so.
+    // fails every request that needs it, as a hash gluu-lb cannot check fails its user's:
+    // nginx starts silently, gluu-lb says so.
+    let des = dir.path().join("des");
+    std::fs::write(&des, "ann:{PLAIN}a\nold:abNANd1rDfiNc\n").expect("write");
+    let users_line = format!("auth_basic x; auth_basic_user_file {};", users.display());
+    let des_line = format!("auth_basic x; auth_basic_user_file {};", des.display());
+    let des_inside = format!("location /a {{ limit_except GET {{ {des_line} }} }}");
     for (what, text, ours) in [
         (
             "auth_basic with a readable user file",
-            "auth_basic x; auth_basic_user_file /etc/passwd;",
+            users_line.as_str(),
             Ok(0),
+        ),
+        (
+            "a user file with a DES crypt hash",
+            des_line.as_str(),
+            Ok(1),
+        ),
+        (
+            "a user file with a DES crypt hash, inside limit_except",
+            des_inside.as_str(),
+            Ok(1),
         ),
         (
             "auth_basic without a user file",
             "location /a { auth_basic x; }",
+            Ok(1),
+        ),
+        (
+            "auth_basic without a user file, inside limit_except",
+            "location /a { limit_except GET { auth_basic x; } }",
             Ok(1),
         ),
         (
@@ -2017,7 +2045,9 @@ impl Twins {
             std::fs::write(dir.path().join(file), text).expect("write page");
         }
         // Basic authentication's users, one per kind of hash; the bcrypt and {SSHA} ones
-        // made here (nginx checks them through the C library and its own code).
+        // made here (nginx checks them through the C library and its own code), the
+        // yescrypt ones by Debian's C library (libxcrypt, through Perl's `crypt`), at its
+        // default cost (`mkpasswd`'s) and a lower one.
         let ssha = {
             let mut c =
                 aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
@@ -2035,7 +2065,9 @@ impl Twins {
                  md5:$1$salt1234$GexpiwjB8qThXlxv/yIG6.\n\
                  sha256:$5$salt1234$JR6dBKbsnBZUberntG.C1thHq3lbqZS1ZQECPMdkD3/\n\
                  sha512:$6$salt1234$XlM3TAPQpzPux1K5SXljYTSlmwnoAbsunXwwWMLH2USuV84oQBkDPWUDYWZltiv6PdqNfuqoMB4aXKHtDfWeo/\n\
-                 bcrypt:{}\n",
+                 bcrypt:{}\n\
+                 yescrypt:$y$j9T$LdJMENpBABJJ3hIHjB1Bi.$Ml/24jbK6xxyY2Tbsq2EV5edgQOuSkAr87HT26X50i2\n\
+                 yescrypt7:$y$j7T$LdJMENpBABJJ3hIHjB1Bi.$gCS3z88K3TyhDl7.GKGf3w9SfX6xcWtC/4xaE6SXWv9\n",
                 bcrypt::hash("b-pw", 4).expect("bcrypt")
             ),
         )
@@ -3385,7 +3417,7 @@ async fn ifs_answer_as_nginx_answers() {
 }
 
 /// `auth_basic` with a user file as nginx answers it: each kind of hash (the `{SHA}`,
-/// `$apr1$`, `$1$`, `$5$`, `$6$` ones of "secret"), wrong passwords, unknown users, no or
+/// `$apr1$`, `$1$`, `$5$`, `$6$` ones of "secret", bcrypt, yescrypt), wrong passwords, unknown users, no or
 /// broken credentials, a realm from a variable (`off` turns it off), `deny` before it,
 /// no user file (no check), a missing user file (403), `satisfy any`, and all of it in a
 /// `limit_except` block. (A `return`
@@ -3427,6 +3459,10 @@ async fn basic_authentication_answers_as_nginx_answers() {
         (with("/auth/x", Some("sha512:secreT")), 401),
         (with("/auth/x", Some("bcrypt:b-pw")), 200),
         (with("/auth/x", Some("bcrypt:b-pW")), 401),
+        (with("/auth/x", Some("yescrypt:y-pw")), 200),
+        (with("/auth/x", Some("yescrypt:y-pW")), 401),
+        (with("/auth/x", Some("yescrypt7:y-pw")), 200),
+        (with("/auth/x", Some("yescrypt7:y-p")), 401),
         (with("/auth/x", Some("nobody:secret")), 401),
         (with("/auth/x", Some("# a comment:x")), 401),
         (with("/auth/x", Some(":secret")), 401),

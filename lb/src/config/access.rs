@@ -179,8 +179,14 @@ impl LimitExcept {
             .iter()
             .any(|m| m == method || (m == "GET" && method == "HEAD"));
         if let_through {
-            return location;
+            location
+        } else {
+            self.held(location)
         }
+    }
+
+    /// What a request of a method not let through is held to.
+    pub fn held<'a>(&'a self, location: Access<'a>) -> Access<'a> {
         Access {
             rules: self.rules.as_deref().unwrap_or(location.rules),
             realm: self.realm.as_ref().map_or(location.realm, Option::as_ref),

@@ -81,6 +81,13 @@ impl Location {
         }
     }
 
+    /// Every set of rules a request may be held to here: the location's, and its
+    /// `limit_except` block's.
+    pub fn accesses(&self) -> impl Iterator<Item = super::access::Access<'_>> {
+        let own = super::access::Access::of(&self.settings);
+        std::iter::once(own).chain(self.limit_except.as_ref().map(|l| l.held(own)))
+    }
+
     /// How much of a path this location's own path covers: what `proxy_pass`'s URI part
     /// and `alias` replace (nothing for a regular expression or a named location).
     pub fn matched_len(&self) -> usize {

@@ -904,17 +904,16 @@ pub fn apply(
                 ));
             }
             let path = cx.root.join(file);
-            // nginx reads it at each request, and starts without it.
-            if let Err(e) = std::fs::File::open(&path) {
-                warnings.push(Warning {
-                    at: d.place.to_string(),
-                    message: format!(
-                        "the user file {} cannot be read ({e}): every request that needs it \
-                         gets 500 until it can",
-                        path.display()
-                    ),
-                });
-            }
+            // nginx reads it at each request, and starts without it or with hashes it
+            // cannot check.
+            warnings.extend(
+                crate::auth::survey(&path)
+                    .into_iter()
+                    .map(|message| Warning {
+                        at: d.place.to_string(),
+                        message,
+                    }),
+            );
             s.auth_basic_user_file = Some(path);
         }
         "proxy_ssl_trusted_certificate" => {

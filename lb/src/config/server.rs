@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use regex::bytes::Regex;
 
+use super::access::Access;
 use super::cond::{If, if_block, rewrite};
 use super::grammar::{Directive, GrammarError, Place};
 use super::location::{Location, Matcher, location};
@@ -365,9 +366,9 @@ pub fn server(
             });
         }
     }
-    let unchecked = std::iter::once(&s.settings)
-        .chain(s.locations.iter().map(|l| &l.settings))
-        .any(|p| p.auth_basic.is_some() && p.auth_basic_user_file.is_none());
+    let unchecked = std::iter::once(Access::of(&s.settings))
+        .chain(s.locations.iter().flat_map(Location::accesses))
+        .any(|a| a.realm.is_some() && a.user_file.is_none());
     if unchecked {
         warnings.push(Warning {
             at: d.place.to_string(),
