@@ -136,8 +136,8 @@ fn gluu_lb_t(conf: &std::path::Path) -> Result<usize, (usize, String)> {
 }
 
 /// `-T` prints what nginx's prints: each file once, as read, in the order read (a
-/// pattern's files by name, one without a last newline as it is); with a broken file,
-/// nothing. `-q` leaves nothing on standard error when the test passes.
+/// pattern's files by name, one without a last newline as it is), by its full name; with
+/// a broken file, nothing. `-q` leaves nothing on standard error when the test passes.
 #[test]
 fn dump_lists_the_files_as_nginx_lists_them() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -170,8 +170,10 @@ fn dump_lists_the_files_as_nginx_lists_them() {
         if prefix {
             c.arg("-p").arg(d);
         }
-        c.args(["-T", "-q", "-c"])
-            .arg(&conf)
+        // A relative name, named in full in the listing (nginx takes it from its prefix,
+        // gluu-lb from the working directory).
+        c.args(["-T", "-q", "-c", "nginx.conf"])
+            .current_dir(d)
             .output()
             .expect("run -T")
     };

@@ -158,6 +158,8 @@ fn block(d: &Directive) -> Result<&[Directive], GrammarError> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, GrammarError> {
+        // Named in full from here on, as nginx names it (in errors, `-T`, reloads).
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let (top, sources) = grammar::parse_file_and_sources(path)?;
         let root = path.parent().unwrap_or(Path::new("."));
         let mut c = Config {
