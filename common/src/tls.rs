@@ -38,6 +38,14 @@ pub enum TlsError {
     CertificateAmongCrls { path: PathBuf },
     #[error("{}: holds no private key (expected a -----BEGIN PRIVATE KEY----- block, or set `key`)", path.display())]
     NoKey { path: PathBuf },
+    #[error(
+        "{p}: the private key is encrypted with a passphrase, which gluu-ha cannot ask for \
+         (nginx and stunnel ask for it at the terminal); write it out without one, readable \
+         by root only: `(umask 077; openssl pkey -in {p} -out {p}.plain)`, then name \
+         {p}.plain",
+        p = path.display()
+    )]
+    EncryptedKey { path: PathBuf },
     #[error("{}: rustls cannot use this private key: {reason}; {REGENERATE_HINT}", path.display())]
     KeyUnusable { path: PathBuf, reason: String },
     #[error("{}: the private key does not belong to the certificate in {}", key.display(), cert.display())]
@@ -113,6 +121,18 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        // PKCS#8's encrypted form, and OpenSSL's older one (a header in the PEM block).
+        _ if [
+            &b"-----BEGIN ENCRYPTED PRIVATE KEY-----"[..],
+            b"Proc-Type: 4,ENCRYPTED",
+        ]
+        .iter()
+        .any(|mark| pem.windows(mark.len()).any(|w| w == *mark)) =>
+        {
+            TlsError::EncryptedKey {
+                path: path.to_owned(),
+            }
+        }
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
             path: path.to_owned(),
         },
@@ -274,6 +294,36 @@ mod tests {
         assert!(err.to_string().contains("holds no certificate"), "{err}");
         let err = load_certs(&dir.path().join("absent.pem")).expect_err("absent");
         assert!(err.to_string().contains("absent.pem: cannot read"), "{err}");
+    }
+
+    /// A key with a passphrase, in PKCS#8's encrypted form and in OpenSSL's older one
+    /// (made by the real `openssl`), is named as such, with the way out.
+    #[test]
+    fn an_encrypted_key_is_named_as_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = rcgen::generate_simple_self_signed(vec!["a".into()]).expect("rcgen");
+        let plain = write(dir.path(), "plain.key", &a.signing_key.serialize_pem());
+        for (name, args) in [
+            ("pkcs8.key", &["pkcs8", "-topk8", "-v2", "aes-256-cbc"][..]),
+            ("legacy.key", &["ec", "-aes256"][..]),
+        ] {
+            let out = dir.path().join(name);
+            let made = std::process::Command::new("openssl")
+                .args(args)
+                .arg("-in")
+                .arg(&plain)
+                .args(["-passout", "pass:secret", "-out"])
+                .arg(&out)
+                .output()
+                .expect("openssl (scripts/setup.sh installs it)");
+            assert!(made.status.success(), "{made:?}");
+            let err = load_key(&out).expect_err(name);
+            assert!(
+                matches!(err, TlsError::EncryptedKey { .. })
+                    && err.to_string().contains("pkey -in"),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]
