@@ -74,7 +74,8 @@ enum Action {
 fn main() -> ExitCode {
     gluu_common::man::handle::<Cli>();
     let cli = Cli::parse();
-    let path = cli.config;
+    // Named in full in what -t and errors say, as nginx names it.
+    let path = std::path::absolute(&cli.config).unwrap_or(cli.config);
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => return config_failed(&path, &e),

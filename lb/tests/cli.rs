@@ -49,6 +49,18 @@ fn test_flag_reports_the_guides_warnings_and_succeeds() {
     );
     assert!(err.contains("nginx.conf:25"), "{err}");
     assert!(err.contains("test is successful"), "{err}");
+    // A relative name is said in full, as nginx says it; so is the place of an error.
+    let name = path.file_name().expect("a file name");
+    let out = lb()
+        .args(["-t", "-c"])
+        .arg(name)
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let full = format!("configuration file {} test is successful", path.display());
+    assert!(out.status.success() && err.contains(&full), "{err}");
+    assert!(err.contains(&format!("{}:25", path.display())), "{err}");
 }
 
 /// An `ssl_ciphers` line copied from elsewhere can leave only suites the certificate's key
