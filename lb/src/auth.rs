@@ -146,8 +146,9 @@ pub fn check(path: &Path, user: &[u8], password: &[u8]) -> Verdict {
     }
 }
 
-/// What `-t` says of a user file: why it cannot be read (and what a request then gets), or
-/// a line for each user whose hash gluu-lb cannot check (whose every login would get 500).
+/// What `-t` says of a user file: why it cannot be read (and what a request then gets),
+/// that it holds no user, or a line for each user whose hash gluu-lb cannot check (whose
+/// every login would get 500).
 pub fn survey(path: &Path) -> Vec<String> {
     let text = match read(path) {
         Ok(t) => t,
@@ -163,6 +164,12 @@ pub fn survey(path: &Path) -> Vec<String> {
             )];
         }
     };
+    if entries(&text).next().is_none() {
+        return vec![format!(
+            "the user file {} holds no user: every request that needs it gets 401",
+            path.display()
+        )];
+    }
     entries(&text)
         .filter_map(|(line, name, hash)| {
             let why = scheme(&String::from_utf8_lossy(hash)).err()?;
@@ -512,6 +519,9 @@ mod tests {
         assert!(missing[0].contains("gets 403"), "{missing:?}");
         let unreadable = survey(dir.path());
         assert!(unreadable[0].contains("gets 500"), "{unreadable:?}");
+        std::fs::write(&path, "# nobody yet\n\n").expect("write");
+        let empty = survey(&path);
+        assert!(empty[0].contains("holds no user"), "{empty:?}");
     }
 
     #[test]
