@@ -148,7 +148,7 @@ pub fn check(path: &Path, user: &[u8], password: &[u8]) -> Verdict {
 
 /// What `-t` says of a user file: why it cannot be read (and what a request then gets),
 /// that it holds no user, or a line for each user whose hash gluu-lb cannot check (whose
-/// every login would get 500).
+/// every login would get 500) and for each line a user's earlier line hides.
 pub fn survey(path: &Path) -> Vec<String> {
     let text = match read(path) {
         Ok(t) => t,
@@ -170,16 +170,25 @@ pub fn survey(path: &Path) -> Vec<String> {
             path.display()
         )];
     }
-    entries(&text)
-        .filter_map(|(line, name, hash)| {
-            let why = scheme(&String::from_utf8_lossy(hash)).err()?;
-            Some(format!(
-                "{}:{line}: user \"{}\": {why}; every login as that user gets 500",
-                path.display(),
-                String::from_utf8_lossy(name)
-            ))
-        })
-        .collect()
+    let mut first = std::collections::HashMap::new();
+    let mut said = Vec::new();
+    for (line, name, hash) in entries(&text) {
+        let (at, who) = (path.display(), String::from_utf8_lossy(name));
+        if let Some(counted) = first.get(name) {
+            said.push(format!(
+                "{at}:{line}: user \"{who}\" is on line {counted} already, and only that \
+                 line counts (nginx reads the first): this one is never used"
+            ));
+            continue;
+        }
+        first.insert(name, line);
+        if let Err(why) = scheme(&String::from_utf8_lossy(hash)) {
+            said.push(format!(
+                "{at}:{line}: user \"{who}\": {why}; every login as that user gets 500"
+            ));
+        }
+    }
+    said
 }
 
 /// The kinds of password hash gluu-lb checks.
@@ -508,13 +517,18 @@ mod tests {
         let path = dir.path().join("htpasswd");
         std::fs::write(
             &path,
-            "# old:abNANd1rDfiNc\nann:{PLAIN}a\nold:abNANd1rDfiNc\r\nsc:$7$CU..../....x$y\n",
+            "# old:abNANd1rDfiNc\nann:{PLAIN}a\nold:abNANd1rDfiNc\r\nsc:$7$CU..../....x$y\n\
+             ann:{PLAIN}appended\nann:abNANd1rDfiNc\n",
         )
         .expect("write");
         let said = survey(&path);
-        assert_eq!(said.len(), 2, "{said:?}");
+        assert_eq!(said.len(), 4, "{said:?}");
         assert!(said[0].contains(":3: user \"old\"") && said[0].contains("DES crypt"));
         assert!(said[1].contains(":4: user \"sc\"") && said[1].contains("scrypt"));
+        for (i, line) in [(2, 5), (3, 6)] {
+            let hidden = format!(":{line}: user \"ann\" is on line 2 already");
+            assert!(said[i].contains(&hidden), "{said:?}");
+        }
         let missing = survey(&dir.path().join("none"));
         assert!(missing[0].contains("gets 403"), "{missing:?}");
         let unreadable = survey(dir.path());
