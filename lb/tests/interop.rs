@@ -2069,7 +2069,8 @@ impl Twins {
                  sha512:$6$salt1234$XlM3TAPQpzPux1K5SXljYTSlmwnoAbsunXwwWMLH2USuV84oQBkDPWUDYWZltiv6PdqNfuqoMB4aXKHtDfWeo/\n\
                  bcrypt:{}\n\
                  yescrypt:$y$j9T$LdJMENpBABJJ3hIHjB1Bi.$Ml/24jbK6xxyY2Tbsq2EV5edgQOuSkAr87HT26X50i2\n\
-                 yescrypt7:$y$j7T$LdJMENpBABJJ3hIHjB1Bi.$gCS3z88K3TyhDl7.GKGf3w9SfX6xcWtC/4xaE6SXWv9\n",
+                 yescrypt7:$y$j7T$LdJMENpBABJJ3hIHjB1Bi.$gCS3z88K3TyhDl7.GKGf3w9SfX6xcWtC/4xaE6SXWv9\n\
+                 plain:{{PLAIN}}appended\n",
                 bcrypt::hash("b-pw", 4).expect("bcrypt")
             ),
         )
@@ -3447,6 +3448,8 @@ async fn basic_authentication_answers_as_nginx_answers() {
         (with("/auth/x", None), 401),
         (with("/auth/x", Some("plain:p-pw")), 200),
         (with("/auth/x", Some("plain:p-pw2")), 401),
+        // A second line of a user is never read.
+        (with("/auth/x", Some("plain:appended")), 401),
         (with("/auth/x", Some("sha:secret")), 200),
         (with("/auth/x", Some("sha:secrets")), 401),
         (with("/auth/x", Some("ssha:s-pw")), 200),
