@@ -164,12 +164,6 @@ pub fn survey(path: &Path) -> Vec<String> {
             )];
         }
     };
-    if entries(&text).next().is_none() {
-        return vec![format!(
-            "the user file {} holds no user: every request that needs it gets 401",
-            path.display()
-        )];
-    }
     let mut first = std::collections::HashMap::new();
     let mut said = Vec::new();
     for (line, name, hash) in entries(&text) {
@@ -187,6 +181,12 @@ pub fn survey(path: &Path) -> Vec<String> {
                 "{at}:{line}: user \"{who}\": {why}; every login as that user gets 500"
             ));
         }
+    }
+    if first.is_empty() {
+        said.push(format!(
+            "the user file {} holds no user: every request that needs it gets 401",
+            path.display()
+        ));
     }
     said
 }
