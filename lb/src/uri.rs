@@ -167,11 +167,12 @@ pub fn normalize(path: &str, merge_slashes: bool) -> Result<Path<'_>, Invalid> {
     })
 }
 
-/// nginx's `NGX_ESCAPE_URI` set: controls, space, `#`, `%`, `?`, DEL and every byte
-/// above it.
-pub const ESCAPE_URI: &[u8] = b"#%?";
+/// nginx's `NGX_ESCAPE_URI` set (Debian's nginx 1.22 has RFC 3986's): controls, space, DEL
+/// and every byte above it, `#`, `%`, `?`, and the characters RFC 3986 has no place for
+/// in a URI: `"`, `<`, `>`, `\`, `^`, the backtick, `{`, `|`, `}`.
+pub const ESCAPE_URI: &[u8] = b"\"#%<>?\\^`{|}";
 /// nginx's `NGX_ESCAPE_ARGS` set: [`ESCAPE_URI`]'s, and `&`, `+`, `;`.
-pub const ESCAPE_ARGS: &[u8] = b"#%&+;?";
+pub const ESCAPE_ARGS: &[u8] = b"\"#%&+;<>?\\^`{|}";
 
 /// `bytes` onto `out` as nginx's `ngx_escape_uri` writes them: controls, space, DEL, the
 /// bytes above it and `specials` (a set above) as `%XX`.
@@ -252,11 +253,17 @@ mod tests {
 
     #[test]
     fn escapes_what_nginx_escapes() {
-        let bytes = b"/a b#c%d?e\x01\x7f\xc3\xa9+/~!$&'()*,;=:@";
+        let bytes = b"/a b#c%d?e\x01\x7f\xc3\xa9+/~!$&'()*,;=:@\"<>\\^`{|}[]-._";
         let (mut uri, mut args) = (String::new(), String::new());
         escape(bytes, ESCAPE_URI, &mut uri);
         escape(bytes, ESCAPE_ARGS, &mut args);
-        assert_eq!(uri, "/a%20b%23c%25d%3Fe%01%7F%C3%A9+/~!$&'()*,;=:@");
-        assert_eq!(args, "/a%20b%23c%25d%3Fe%01%7F%C3%A9%2B/~!$%26'()*,%3B=:@");
+        assert_eq!(
+            uri,
+            "/a%20b%23c%25d%3Fe%01%7F%C3%A9+/~!$&'()*,;=:@%22%3C%3E%5C%5E%60%7B%7C%7D[]-._"
+        );
+        assert_eq!(
+            args,
+            "/a%20b%23c%25d%3Fe%01%7F%C3%A9%2B/~!$%26'()*,%3B=:@%22%3C%3E%5C%5E%60%7B%7C%7D[]-._"
+        );
     }
 }
