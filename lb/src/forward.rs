@@ -1131,11 +1131,11 @@ pub async fn handle(
         request_uri.split_once('?').map_or(&request_uri, |(p, _)| p),
         merge_slashes,
     );
-    let li = path
+    let found = path
         .as_ref()
         .ok()
-        .and_then(|p| find(&server.locations, &p.bytes))
-        .and_then(|l| server.locations.iter().position(|x| std::ptr::eq(x, l)));
+        .and_then(|p| located(&server.locations, &p.bytes));
+    let li = found.map(|(i, _)| i);
     let lrt = li.map(|i| &rt.locations[si][i]);
     // nginx's realip: the server's lines when the request is read, else the location's
     // before its limits (a server-level `return` answers before that).
@@ -1303,10 +1303,11 @@ pub async fn handle(
         request_uri: &request_uri,
     };
     let mut req = req.map(Some);
-    let li = li.filter(|_| pending.is_none());
-    let (mut li, mut path, mut sent_uri) = (li, path, None::<String>);
+    let found = found.filter(|_| pending.is_none());
+    let (mut found, mut path, mut sent_uri) = (found, path, None::<String>);
     let mut redirected = false;
     loop {
+        let li = found.map(|(i, _)| i);
         let s = li.map_or(&server.settings, |i| &server.locations[i].settings);
         let head = (!redirected && !s.error_pages.is_empty()).then(|| Head::of(&req));
         let at = At {
@@ -1316,6 +1317,7 @@ pub async fn handle(
             path: &path,
             sent_uri: sent_uri.as_deref(),
             internal: redirected,
+            add_slash: found.is_some_and(|(_, slash)| slash),
         };
         let (local, code);
         if let Some((refused, c)) = pending.take() {
@@ -1372,8 +1374,7 @@ pub async fn handle(
                     bytes: std::borrow::Cow::Owned(p.bytes.into_owned()),
                     quoted: p.quoted,
                 };
-                li = find(&server.locations, &path.bytes)
-                    .and_then(|l| server.locations.iter().position(|x| std::ptr::eq(x, l)));
+                found = located(&server.locations, &path.bytes);
                 if method != Method::HEAD {
                     method = Method::GET;
                 }
@@ -1381,10 +1382,11 @@ pub async fn handle(
                 sent_uri = Some(target);
             }
             Target::Named(name) => {
-                li = server
+                found = server
                     .locations
                     .iter()
-                    .position(|l| matches!(&l.matcher, Matcher::Named(n) if n == name));
+                    .position(|l| matches!(&l.matcher, Matcher::Named(n) if n == name))
+                    .map(|i| (i, false));
             }
         }
         req = head.request(method);
@@ -1414,6 +1416,19 @@ struct At<'a> {
     /// Sent here by `error_page`: the limits were applied already, `allow`/`deny` are
     /// again (nginx's rule), and no node's error is intercepted.
     internal: bool,
+    /// The path is the location's name without its slash
+    /// ([`crate::config::location::Found`]).
+    add_slash: bool,
+}
+
+/// [`find`]'s location for `path` as its index in `locations`, and whether the answer is
+/// the redirect that adds a slash.
+fn located(locations: &[Location], path: &[u8]) -> Option<(usize, bool)> {
+    let found = find(locations, path)?;
+    let i = locations
+        .iter()
+        .position(|x| std::ptr::eq(x, found.location))?;
+    Some((i, found.add_slash))
 }
 
 /// What an `error_page` needs of the request it sends elsewhere.
@@ -1501,6 +1516,27 @@ async fn in_location<'a>(
         // nginx answers before anything else the location does (its find-config phase).
         log.settle(&loc.settings, vars, &req, conn);
         return Err((plain(StatusCode::NOT_FOUND, ""), log));
+    }
+    if at.add_slash {
+        // Also nginx's find-config phase: `/a` for `location /a/ { proxy_pass ...; }`.
+        log.settle(&loc.settings, vars, &req, conn);
+        let query = at.sent_uri.unwrap_or(request_uri).split_once('?');
+        let mut to = String::new();
+        uri::escape(loc.path().as_bytes(), uri::ESCAPE_URI, &mut to);
+        if let Some((_, q)) = query.filter(|(_, q)| !q.is_empty()) {
+            to.push('?');
+            to.push_str(q);
+        }
+        let base = || redirect_base(conn, host, server_name, &loc.settings);
+        let answer = match HeaderValue::from_str(&absolute(to, base)) {
+            Ok(v) => {
+                let mut r = plain(StatusCode::MOVED_PERMANENTLY, "");
+                r.headers_mut().insert(header::LOCATION, v);
+                r
+            }
+            Err(_) => plain(StatusCode::BAD_REQUEST, ""),
+        };
+        return Err((answer, log));
     }
     if let Some(pass) = &loc.proxy_pass {
         vars.proxy_host = &pass.upstream;

@@ -88,13 +88,19 @@ impl Location {
         std::iter::once(own).chain(self.limit_except.as_ref().map(|l| l.held(own)))
     }
 
+    /// The path this location is named by (`location = /a`, `location /a`); empty for a
+    /// regular expression or a named location.
+    pub fn path(&self) -> &str {
+        match &self.matcher {
+            Matcher::Prefix { prefix: p, .. } | Matcher::Exact(p) => p,
+            Matcher::Regex(_) | Matcher::Named(_) => "",
+        }
+    }
+
     /// How much of a path this location's own path covers: what `proxy_pass`'s URI part
     /// and `alias` replace (nothing for a regular expression or a named location).
     pub fn matched_len(&self) -> usize {
-        match &self.matcher {
-            Matcher::Prefix { prefix: p, .. } | Matcher::Exact(p) => p.len(),
-            Matcher::Regex(_) | Matcher::Named(_) => 0,
-        }
+        self.path().len()
     }
 
     /// The rewrite `proxy_redirect default` makes here; `None` with `proxy_redirect off`.
@@ -296,28 +302,67 @@ pub fn location(
     })
 }
 
+/// Where nginx's find-config phase takes a request: the location for its path, and
+/// whether that location only sends the client on to its own name.
+#[derive(Clone, Copy, Debug)]
+pub struct Found<'a> {
+    pub location: &'a Location,
+    /// nginx's `auto_redirect`: the path is `PATH`, a location named `PATH/` proxies, and no
+    /// location is named `PATH` itself. The answer is a 301 to `PATH/` (with the query),
+    /// before the location's `return`, limits and access rules.
+    pub add_slash: bool,
+}
+
 /// The location for `path` (normalized, [`crate::uri::normalize`]), in nginx's order.
-pub fn find<'a>(locations: &'a [Location], path: &[u8]) -> Option<&'a Location> {
+pub fn find<'a>(locations: &'a [Location], path: &[u8]) -> Option<Found<'a>> {
+    let serve = |location| {
+        Some(Found {
+            location,
+            add_slash: false,
+        })
+    };
     let mut longest: Option<(&Location, usize, bool)> = None;
+    // The locations named `PATH/` (nginx keeps the exact one's settings for the redirect
+    // when there are both), and whether one of them proxies.
+    let (mut slashed, mut proxies) = (None::<&Location>, false);
     for l in locations {
-        match &l.matcher {
-            Matcher::Exact(p) if p.as_bytes() == path => return Some(l),
-            Matcher::Prefix { prefix, no_regex }
+        let name = match &l.matcher {
+            Matcher::Exact(p) if p.as_bytes() == path => return serve(l),
+            Matcher::Prefix { prefix, no_regex } => {
                 if path.starts_with(prefix.as_bytes())
-                    && longest.is_none_or(|(_, len, _)| prefix.len() > len) =>
-            {
-                longest = Some((l, prefix.len(), *no_regex));
+                    && longest.is_none_or(|(_, len, _)| prefix.len() > len)
+                {
+                    longest = Some((l, prefix.len(), *no_regex));
+                }
+                prefix
             }
-            _ => {}
+            Matcher::Exact(p) => p,
+            Matcher::Regex(_) | Matcher::Named(_) => continue,
+        };
+        if name.as_bytes().strip_suffix(b"/") == Some(path) {
+            proxies |= l.proxy_pass.is_some();
+            if slashed.is_none_or(|s| matches!(s.matcher, Matcher::Prefix { .. })) {
+                slashed = Some(l);
+            }
         }
     }
+    // A prefix named `PATH` itself is found before the one named `PATH/` is looked at.
+    if let Some(location) = slashed.filter(|_| proxies)
+        && longest.is_none_or(|(_, len, _)| len < path.len())
+    {
+        return Some(Found {
+            location,
+            add_slash: true,
+        });
+    }
     if let Some((l, _, true)) = longest {
-        return Some(l);
+        return serve(l);
     }
     locations
         .iter()
         .find(|l| matches!(&l.matcher, Matcher::Regex(re) if re.is_match(path)))
         .or(longest.map(|(l, _, _)| l))
+        .and_then(serve)
 }
 
 /// The URI sent upstream (nginx's rule): without a URI part in `proxy_pass`, the request
@@ -373,8 +418,11 @@ mod tests {
     }
 
     fn chosen(ls: &[Location], path: &str) -> Option<usize> {
-        find(ls, path.as_bytes())
-            .map(|l| ls.iter().position(|x| std::ptr::eq(x, l)).expect("in list"))
+        find(ls, path.as_bytes()).filter(|f| !f.add_slash).map(|f| {
+            ls.iter()
+                .position(|x| std::ptr::eq(x, f.location))
+                .expect("in list")
+        })
     }
 
     /// What goes to the node for `request_uri` through location `l`.
@@ -409,6 +457,45 @@ mod tests {
         );
         assert_eq!(sent(&ls[3], "/identity/a?b=c"), "/identity/a?b=c");
         assert_eq!(sent(&ls[0], "/?x=1"), "/?x=1");
+    }
+
+    /// `/a` where `location /a/` proxies: a 301 to `/a/` (nginx's `auto_redirect`), found
+    /// before any regex, unless a location is named `/a` itself or `/a/` only serves files.
+    #[test]
+    fn a_proxying_location_takes_its_name_without_the_slash() {
+        let ls = read(
+            "location / { }\n\
+             location /a/ { proxy_pass https://up; }\n\
+             location ~ ^/a { }\n\
+             location /b/ { proxy_pass https://up; }\n\
+             location = /b { }\n\
+             location ^~ /c/ { proxy_pass https://up/x/; }\n\
+             location /c { }\n\
+             location = /d/ { return 204; }\n\
+             location /d/ { proxy_pass https://up; }\n\
+             location /e/ { }\n",
+        )
+        .expect("valid");
+        let slash = |path: &str| {
+            find(&ls, path.as_bytes())
+                .filter(|f| f.add_slash)
+                .map(|f| f.location.path().to_owned())
+        };
+        assert_eq!(slash("/a").as_deref(), Some("/a/"));
+        assert_eq!(chosen(&ls, "/a/x"), Some(2), "the regex, as before");
+        assert_eq!(slash("/b"), None, "an exact location named /b");
+        assert_eq!(chosen(&ls, "/b"), Some(4));
+        assert_eq!(slash("/c"), None, "a prefix named /c");
+        assert_eq!(chosen(&ls, "/c"), Some(6));
+        assert_eq!(
+            find(&ls, b"/d")
+                .map(|f| (f.add_slash, matches!(f.location.matcher, Matcher::Exact(_)))),
+            Some((true, true)),
+            "the exact location's settings, the prefix one's proxy_pass"
+        );
+        assert_eq!(slash("/e"), None, "no proxy_pass");
+        assert_eq!(chosen(&ls, "/e"), Some(0));
+        assert_eq!(slash("/a/"), None);
     }
 
     #[test]
