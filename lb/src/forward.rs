@@ -498,15 +498,32 @@ fn redirect_base(
     )
 }
 
-/// What nginx refuses in a request's method and body framing (a request smuggled past
-/// one reader of it is read differently by the next): a method of other than `A`-`Z`,
-/// `_` and `-` (400); two `Content-Length`s, or one that is not digits alone (400); a
-/// transfer coding other than a single `chunked` (501). Both a length and a coding never
-/// get here: hyper reads such a request as chunked (RFC 9112) and drops the length.
-fn refused_framing(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
+/// The request headers nginx takes one line of (`ngx_http_process_unique_header_line`;
+/// `Host` and `Content-Length` have checks of their own): a second is a 400.
+const UNIQUE: [HeaderName; 9] = [
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::CONTENT_RANGE,
+    header::IF_RANGE,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+    header::AUTHORIZATION,
+];
+
+/// What nginx refuses in a request's method, headers and body framing, in its order (a
+/// request smuggled past one reader of it is read differently by the next): a method of
+/// other than `A`-`Z`, `_` and `-` (400); a second line of a header nginx takes once
+/// ([`UNIQUE`]: two `Authorization`s or `Transfer-Encoding`s, 400); two `Content-Length`s,
+/// or one that is not digits alone (400); a transfer coding other than a single `chunked`
+/// (501); then TRACE (405: it would echo the request, cookies and all, to a script) and
+/// CONNECT (405, or 400 for a `host:port` target). Both a length and a coding never get
+/// here: hyper reads such a request as chunked (RFC 9112) and drops the length.
+fn refused_head(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
     let bad = |why: &str| Some((StatusCode::BAD_REQUEST, why.to_owned()));
-    if !req
-        .method()
+    let method = req.method();
+    if !method
         .as_str()
         .bytes()
         .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
@@ -514,6 +531,14 @@ fn refused_framing(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
         return bad("an invalid method");
     }
     let headers = req.headers();
+    // Only a name with two lines makes the map hold more values than names.
+    if headers.len() > headers.keys_len()
+        && let Some(twice) = UNIQUE
+            .iter()
+            .find(|n| headers.get_all(*n).iter().nth(1).is_some())
+    {
+        return bad(&format!("a second {twice} header"));
+    }
     let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     let length = headers.get(header::CONTENT_LENGTH);
@@ -530,6 +555,17 @@ fn refused_framing(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
                 format!("Transfer-Encoding {te:?}: only chunked is known"),
             ))
         }
+        _ if *method == Method::TRACE => Some((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the TRACE method".to_owned(),
+        )),
+        _ if *method == Method::CONNECT => match req.uri().path_and_query() {
+            Some(_) => Some((
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the CONNECT method".to_owned(),
+            )),
+            None => bad("a CONNECT to a host:port"),
+        },
         _ => None,
     }
 }
@@ -1255,7 +1291,7 @@ pub async fn handle(
             let e = path.as_ref().err()?;
             Some((StatusCode::BAD_REQUEST, e.to_string()))
         })
-        .or_else(|| refused_framing(&req));
+        .or_else(|| refused_head(&req));
     if let Some((status, why)) = refused {
         tracing::info!(
             "{} {request_uri} from {}: {}, {why}",
@@ -1263,6 +1299,9 @@ pub async fn handle(
             client,
             status.as_u16()
         );
+        // nginx ends the connection after each of these (keep-alive on it could be read
+        // out of step).
+        log.close_anyway = true;
         log.settle(&server.settings, &vars, &req, conn);
         return log.local(plain(status, ""), shared);
     }

@@ -2996,10 +2996,75 @@ async fn hosts_are_taken_and_refused_as_nginx_does() {
 async fn methods_and_framing_are_refused_as_nginx_does() {
     let twins = Twins::start().await;
     let host = "Host: lb\r\nConnection: close\r\n";
-    for method in ["GET", "PROPFIND", "MY_VERB-2", "get", "G3T", "GET\t"] {
+    for method in [
+        "GET",
+        "PROPFIND",
+        "MY_VERB-2",
+        "get",
+        "G3T",
+        "GET\t",
+        "TRACE",
+    ] {
         twins
             .agree(&format!("{method} /host/x HTTP/1.1\r\n{host}\r\n"))
             .await;
+    }
+    // CONNECT by each form of target; TRACE with a body, or where the server's `if` would
+    // answer first (nginx refuses both methods before anything the server does).
+    for line in [
+        "CONNECT /host/x HTTP/1.1",
+        "CONNECT lb:443 HTTP/1.1",
+        "CONNECT https://lb/host/x HTTP/1.1",
+        "TRACE /host/x HTTP/1.0",
+    ] {
+        twins.agree(&format!("{line}\r\n{host}\r\n")).await;
+    }
+    twins
+        .agree(&format!(
+            "TRACE /gone HTTP/1.1\r\n{host}X-Block: yes please\r\nContent-Length: 2\r\n\r\nab"
+        ))
+        .await;
+    // A header nginx takes once, twice (the 400 comes before TRACE's 405), and ones it
+    // takes several of.
+    for twice in [
+        "Authorization: Basic YTpi",
+        "Expect: 100-continue",
+        "If-None-Match: \"lb\"",
+        "If-Match: *",
+        "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT",
+        "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT",
+        "If-Range: \"lb\"",
+        "Content-Range: bytes 0-1/2",
+        "Range: bytes=0-1",
+        "Cookie: a=b",
+        "X-Forwarded-For: 10.0.0.1",
+    ] {
+        for method in ["GET", "TRACE"] {
+            twins
+                .agree(&format!(
+                    "{method} /host/x HTTP/1.1\r\n{host}{twice}\r\n{twice}\r\n\r\n"
+                ))
+                .await;
+        }
+    }
+    // After any of these nginx closes the connection, and so does gluu-lb: a request
+    // sent after it on the same connection is not answered.
+    for refused in [
+        "TRACE /host/x HTTP/1.1\r\nHost: lb\r\n\r\n",
+        "GET /host/x HTTP/1.1\r\nHost: lb\r\nIf-Match: a\r\nIf-Match: b\r\n\r\n",
+        "GET /host/%00 HTTP/1.1\r\nHost: lb\r\n\r\n",
+        "GET /host/x HTTP/1.1\r\nHost: a..b\r\n\r\n",
+    ] {
+        let both = format!("{refused}GET /host/y HTTP/1.1\r\n{host}\r\n");
+        for to in [twins.ours, twins.theirs] {
+            let text = answer_to(to, &both).await;
+            assert_eq!(text.matches("HTTP/1.").count(), 1, "{to}: {text}");
+            assert!(
+                text.contains("\r\nConnection: close\r\n")
+                    || text.contains("\r\nconnection: close\r\n"),
+                "{to}: {text}"
+            );
+        }
     }
     for framing in [
         "Content-Length: 5\r\n\r\nhello",
