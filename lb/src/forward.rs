@@ -465,6 +465,19 @@ fn absolute(location: String, base: impl FnOnce() -> Option<String>) -> String {
     }
 }
 
+/// A redirect of `status` to `url`, made [`absolute`] after `base`; `None` when the URL
+/// cannot be a header value.
+fn redirect(
+    status: StatusCode,
+    url: String,
+    base: impl FnOnce() -> Option<String>,
+) -> Option<Local> {
+    let v = HeaderValue::from_str(&absolute(url, base)).ok()?;
+    let mut r = plain(status, "");
+    r.headers_mut().insert(header::LOCATION, v);
+    Some(r)
+}
+
 /// `scheme://host[:port]` as nginx puts it in front of a relative redirect, as the block
 /// `s` says: none with `absolute_redirect off`; the host is the server's first name with
 /// `server_name_in_redirect on`, else the request's (else this end's address); the port
@@ -895,14 +908,7 @@ fn returned(
             r
         }
         (301 | 302 | 303 | 307 | 308, Some(url)) => {
-            match HeaderValue::from_str(&absolute(url, base)) {
-                Ok(v) => {
-                    let mut r = plain(status, "");
-                    r.headers_mut().insert(header::LOCATION, v);
-                    r
-                }
-                Err(_) => plain(StatusCode::BAD_REQUEST, ""),
-            }
+            redirect(status, url, base).unwrap_or_else(|| plain(StatusCode::BAD_REQUEST, ""))
         }
         (_, Some(text)) => {
             let mut r = Response::new(Bytes::from(text));
@@ -1567,14 +1573,8 @@ async fn in_location<'a>(
             to.push_str(q);
         }
         let base = || redirect_base(conn, host, server_name, &loc.settings);
-        let answer = match HeaderValue::from_str(&absolute(to, base)) {
-            Ok(v) => {
-                let mut r = plain(StatusCode::MOVED_PERMANENTLY, "");
-                r.headers_mut().insert(header::LOCATION, v);
-                r
-            }
-            Err(_) => plain(StatusCode::BAD_REQUEST, ""),
-        };
+        let answer = redirect(StatusCode::MOVED_PERMANENTLY, to, base)
+            .unwrap_or_else(|| plain(StatusCode::BAD_REQUEST, ""));
         return Err((answer, log));
     }
     if let Some(pass) = &loc.proxy_pass {
@@ -1885,13 +1885,8 @@ async fn from_files(
                 to.push_str(q);
             }
             let base = || redirect_base(cx.conn, cx.host, cx.server_name, &loc.settings);
-            let mut r = plain(StatusCode::MOVED_PERMANENTLY, "");
-            match HeaderValue::from_str(&absolute(to, base)) {
-                Ok(v) => {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                Err(_) => r = plain(StatusCode::NOT_FOUND, ""),
-            }
+            let r = redirect(StatusCode::MOVED_PERMANENTLY, to, base)
+                .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, ""));
             Err((r, log))
         }
     }
