@@ -1997,6 +1997,45 @@ fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join(glue))
 }
 
+/// A node's `Content-Length` and `Content-Type` as a client may get them. hyper checks the
+/// length only where it frames a body by it, so the answer to a HEAD, a 204 or a 304 comes
+/// as the node wrote it: two lengths (which hyper then refuses to send, and the client got
+/// no answer at all) are one if they agree and dropped if not, one that is not a number is
+/// dropped (nginx 1.22 drops it too), leading zeros go (nginx sends the number it read).
+/// Of two types the last is taken and an empty one is dropped, as nginx does.
+fn one_of_each(headers: &mut HeaderMap) {
+    // Only a name with two lines makes the map hold more values than names.
+    let twice = headers.len() > headers.keys_len();
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    let mut each = lengths.iter();
+    if let Some(first) = each.next() {
+        let digits = first.as_bytes();
+        let number = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+        let zeros = digits
+            .iter()
+            .take_while(|b| **b == b'0')
+            .count()
+            .min(digits.len().saturating_sub(1));
+        if !number || (twice && each.any(|v| v != first)) {
+            headers.remove(header::CONTENT_LENGTH);
+        } else if zeros > 0 || (twice && lengths.iter().nth(1).is_some()) {
+            let one = HeaderValue::from_bytes(&digits[zeros..]).expect("digits");
+            headers.insert(header::CONTENT_LENGTH, one);
+        }
+    }
+    let types = headers.get_all(header::CONTENT_TYPE);
+    match types.iter().next_back() {
+        Some(last) if last.is_empty() => {
+            headers.remove(header::CONTENT_TYPE);
+        }
+        Some(last) if twice && types.iter().nth(1).is_some() => {
+            let last = last.clone();
+            headers.insert(header::CONTENT_TYPE, last);
+        }
+        _ => {}
+    }
+}
+
 /// nginx's `proxy_hide_header` defaults and the location's own lines: the node's software
 /// and version are nobody's business, the date is the balancer's (hyper adds it),
 /// `X-Accel-*` were meant for nginx.
@@ -2051,6 +2090,7 @@ fn respond(
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
+    one_of_each(&mut parts.headers);
     strip_hop_by_hop(&mut parts.headers);
     hide(&mut parts.headers, hidden);
     log.decorate(&mut parts.headers, status);
@@ -2080,6 +2120,38 @@ fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bodyless_answer_gets_one_length_and_one_type() {
+        let cl = header::CONTENT_LENGTH.as_str();
+        let ct = header::CONTENT_TYPE.as_str();
+        for (lines, want) in [
+            (&[(cl, "2")][..], &[(cl, "2")][..]),
+            (&[(cl, "0")], &[(cl, "0")]),
+            (&[(cl, "2"), (cl, "2")], &[(cl, "2")]),
+            (&[(cl, "2"), (cl, "1")], &[]),
+            (&[(cl, "abc")], &[]),
+            (&[(cl, "")], &[]),
+            (&[(cl, "+2")], &[]),
+            (&[(cl, "007")], &[(cl, "7")]),
+            (&[(cl, "000")], &[(cl, "0")]),
+            (&[(ct, "text/html")], &[(ct, "text/html")]),
+            (&[(ct, "text/css"), (ct, "text/html")], &[(ct, "text/html")]),
+            (&[(ct, "text/css"), (ct, "")], &[]),
+            (&[(ct, "")], &[]),
+        ] {
+            let mut headers = HeaderMap::new();
+            for (name, value) in lines {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            one_of_each(&mut headers);
+            let got: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().expect("text")))
+                .collect();
+            assert_eq!(got, want, "{lines:?}");
+        }
+    }
 
     #[test]
     fn hosts_as_nginx_validates_them() {
