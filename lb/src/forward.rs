@@ -1638,6 +1638,9 @@ async fn in_location<'a>(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let mut headers = std::mem::take(req.headers_mut());
     strip_hop_by_hop(&mut headers);
+    if req.version() == Version::HTTP_2 {
+        join_cookies(&mut headers);
+    }
     headers.remove(header::EXPECT);
     headers.remove(header::HOST);
     if let Some(u) = upgrade {
@@ -1995,6 +1998,23 @@ fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
         .collect();
     (!lines.is_empty()).then(|| lines.join(glue))
+}
+
+/// HTTP/2 lets a client send its cookies as several fields; an HTTP/1.1 node gets them on
+/// one line, joined by "; " (RFC 9113 8.2.3), as nginx joins them.
+fn join_cookies(headers: &mut HeaderMap) {
+    let lines = headers.get_all(header::COOKIE);
+    if lines.iter().nth(1).is_none() {
+        return;
+    }
+    let joined = lines
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(one) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, one);
+    }
 }
 
 /// A node's `Content-Length` and `Content-Type` as a client may get them. hyper checks the

@@ -304,6 +304,25 @@ async fn http2_clients_via_alpn() {
     let r = h2_get(&mut sender, "/unrouted").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     hsts(&r);
+    // Cookies sent as several fields (HPACK compresses them better so) reach the node on
+    // one line, joined by "; " (RFC 9113 8.2.3); before session 32 the node got two
+    // `Cookie` lines. Other repeated fields stay lines of their own.
+    let req = Request::get(format!("https://{HOST}/oxauth/echo"))
+        .header("cookie", "session_id=1")
+        .header("cookie", "b=2; c=3")
+        .header("x-two", "1")
+        .header("x-two", "2")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
+        .await
+        .expect("read");
+    let headers = &r.json()["headers"];
+    assert_eq!(
+        headers["cookie"],
+        serde_json::json!(["session_id=1; b=2; c=3"])
+    );
+    assert_eq!(headers["x-two"], serde_json::json!(["1", "2"]));
 }
 
 /// `keepalive_requests` on HTTP/2 (nginx 1.19.7's rule): the third request is answered
