@@ -2021,11 +2021,15 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// length only where it frames a body by it, so the answer to a HEAD, a 204 or a 304 comes
 /// as the node wrote it: two lengths (which hyper then refuses to send, and the client got
 /// no answer at all) are one if they agree and dropped if not, one that is not a number is
-/// dropped (nginx 1.22 drops it too), leading zeros go (nginx sends the number it read).
-/// Of two types the last is taken and an empty one is dropped, as nginx does.
-fn one_of_each(headers: &mut HeaderMap) {
+/// dropped (nginx 1.22 drops it too), leading zeros go (nginx sends the number it read);
+/// a 204 has none (RFC 9110 8.6: hyper drops it on HTTP/1.1, not on HTTP/2). Of two types
+/// the last is taken and an empty one is dropped, as nginx does.
+fn one_of_each(headers: &mut HeaderMap, status: StatusCode) {
     // Only a name with two lines makes the map hold more values than names.
     let twice = headers.len() > headers.keys_len();
+    if status == StatusCode::NO_CONTENT {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let lengths = headers.get_all(header::CONTENT_LENGTH);
     let mut each = lengths.iter();
     if let Some(first) = each.next() {
@@ -2110,7 +2114,7 @@ fn respond(
     if parts.headers.contains_key(header::TRANSFER_ENCODING) {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    one_of_each(&mut parts.headers);
+    one_of_each(&mut parts.headers, status);
     strip_hop_by_hop(&mut parts.headers);
     hide(&mut parts.headers, hidden);
     log.decorate(&mut parts.headers, status);
@@ -2164,13 +2168,17 @@ mod tests {
             for (name, value) in lines {
                 headers.append(*name, HeaderValue::from_static(value));
             }
-            one_of_each(&mut headers);
+            one_of_each(&mut headers, StatusCode::OK);
             let got: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.to_str().expect("text")))
                 .collect();
             assert_eq!(got, want, "{lines:?}");
         }
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        one_of_each(&mut headers, StatusCode::NO_CONTENT);
+        assert!(headers.is_empty(), "a 204's length: {headers:?}");
     }
 
     #[test]

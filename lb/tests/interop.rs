@@ -2025,6 +2025,11 @@ struct Twins {
     /// Each one's plain server that only redirects, as the guide's port-80 server.
     ours_redirect: SocketAddr,
     theirs_redirect: SocketAddr,
+    /// Each one's TLS server with HTTP/2 (ALPN h2), with the same locations, and a client
+    /// that pins its certificate.
+    ours_h2: SocketAddr,
+    theirs_h2: SocketAddr,
+    h2_client: gluu_testkit::https::Client,
     shutdown: CancellationToken,
     _nginx: gluu_testkit::Proc,
     /// Where both write the access log of `/logged/` (`nginx.log`, `gluu-lb.log`).
@@ -2042,6 +2047,7 @@ impl Twins {
             cert.key.display()
         );
         let (a, b, front, front80) = (free_port(), free_port(), free_port(), free_port());
+        let front_h2 = free_port();
         // Error pages and the files both serve them from (nothing listens on `down`).
         let down = free_port();
         let pages = dir.path().join("pages");
@@ -2364,10 +2370,12 @@ impl Twins {
             format!(
                 "{prelude}http {{\n access_log off;\n{upstreams}{}{}{mtls}\
                  server {{ listen 127.0.0.1:{front}; server_name lb; root {d}/none;\n{}}}\n\
-                 server {{ listen 127.0.0.1:{front80}; {redirect} }}\n}}\n",
+                 server {{ listen 127.0.0.1:{front80}; {redirect} }}\n\
+                 server {{ listen 127.0.0.1:{front_h2} ssl http2; {tls} server_name lb; root {d}/none;\n{}}}\n}}\n",
                 node(a, "A"),
                 node(b, "B"),
                 logged("nginx"),
+                logged("nginx-h2"),
                 prelude = gluu_testkit::nginx_prelude(dir.path()),
                 d = dir.path().display(),
             ),
@@ -2384,8 +2392,10 @@ impl Twins {
                 "events {{ worker_connections 64; }}\nhttp {{\n{upstreams}\
                  server {{ listen 127.0.0.1:0; server_name lb;\n{}}}\n\
                  server {{ listen 127.0.0.1:0 ssl; {tls} }}\n\
-                 server {{ listen 127.0.0.1:0; {redirect} }}\n}}\n",
-                logged("gluu-lb")
+                 server {{ listen 127.0.0.1:0; {redirect} }}\n\
+                 server {{ listen 127.0.0.1:0 ssl http2; {tls} server_name lb;\n{}}}\n}}\n",
+                logged("gluu-lb"),
+                logged("gluu-lb-h2")
             ),
         )
         .await;
@@ -2395,6 +2405,9 @@ impl Twins {
             theirs,
             ours_redirect,
             theirs_redirect: ([127, 0, 0, 1], front80).into(),
+            ours_h2: addrs[3],
+            theirs_h2: ([127, 0, 0, 1], front_h2).into(),
+            h2_client: gluu_testkit::https::Client::new(&cert),
             shutdown,
             _nginx: nginx,
             dir,
@@ -3246,25 +3259,126 @@ async fn client_view(to: SocketAddr, request: &str) -> (u16, Vec<String>, String
     (status, lines, seen)
 }
 
+/// An HTTP/2 client of one balancer (ALPN h2 over TLS), one connection for many requests
+/// (a new one when the last has ended).
+struct H2Client {
+    to: SocketAddr,
+    tls: gluu_testkit::https::Client,
+    sender:
+        Option<hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>>,
+}
+
+impl H2Client {
+    fn new(to: SocketAddr, tls: &gluu_testkit::https::Client) -> H2Client {
+        H2Client {
+            to,
+            tls: tls.clone(),
+            sender: None,
+        }
+    }
+
+    /// [`client_view`] of `method target` (host `lb`) over HTTP/2: a reset stream is an
+    /// answer of status 0, a body cut by one ends in `<cut>`.
+    async fn view(&mut self, method: &str, target: &str) -> (u16, Vec<String>, String) {
+        use http_body_util::BodyExt as _;
+        let sender = match self.sender.take().filter(|s| !s.is_closed()) {
+            Some(s) => self.sender.insert(s),
+            None => {
+                let tls = self
+                    .tls
+                    .connect(self.to, None, true)
+                    .await
+                    .expect("connect");
+                let (sender, conn) =
+                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .handshake(hyper_util::rt::TokioIo::new(tls))
+                        .await
+                        .expect("h2 handshake");
+                tokio::spawn(conn);
+                self.sender.insert(sender)
+            }
+        };
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("https://lb{target}"))
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let Ok(resp) = sender.send_request(req).await else {
+            return (0, vec![], String::new());
+        };
+        let status = resp.status().as_u16();
+        let mut lines: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .filter(|(n, _)| !["date", "server"].contains(&n.as_str()))
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        lines.sort_by(|a, b| a.0.cmp(&b.0));
+        let value = |name: &str| {
+            lines
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        if value("x-node").is_none() {
+            return (
+                status,
+                vec![value("location").unwrap_or_default()],
+                String::new(),
+            );
+        }
+        let body = match resp.into_body().collect().await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => "<cut>".to_owned(),
+        };
+        let lines = lines
+            .into_iter()
+            .map(|(n, v)| format!("{n}: {v}"))
+            .collect();
+        (status, lines, body)
+    }
+}
+
 /// Generated node answers (status lines, header lines from a list of the usual and the odd,
 /// bodies framed right and wrong), GET and HEAD, each through the real nginx and through
-/// gluu-lb: the client reads the same status, headers and body from both. The knowing
-/// differences stay out of the lists and are asserted at the end.
+/// gluu-lb, over HTTP/1.1 and over HTTP/2: the client reads the same status, headers and
+/// body from both. The knowing differences stay out of the lists and are asserted at the
+/// end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_node_answers_reach_the_client_as_through_nginx() {
     let twins = Twins::start().await;
-    let request = |method: &str, answer: &str| {
+    let target = |answer: &str| {
         let hex = data_encoding::HEXLOWER.encode(answer.as_bytes());
-        format!("{method} /canned/gen-{hex} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        format!("/canned/gen-{hex}")
     };
+    let request = |method: &str, answer: &str| {
+        let target = target(answer);
+        format!("{method} {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+    };
+    let h2 = tokio::sync::Mutex::new((
+        H2Client::new(twins.ours_h2, &twins.h2_client),
+        H2Client::new(twins.theirs_h2, &twins.h2_client),
+    ));
     let agree = |method: &'static str, answer: String| {
-        let (twins, request) = (&twins, request(method, &answer));
+        let (twins, request, h2, target) = (&twins, request(method, &answer), &h2, target(&answer));
         async move {
             let ours = client_view(twins.ours, &request).await;
             let theirs = client_view(twins.theirs, &request).await;
             assert_eq!(
                 ours, theirs,
                 "{method} answered {answer:?}: gluu-lb, then nginx"
+            );
+            let mut h2 = h2.lock().await;
+            let ours = h2.0.view(method, &target).await;
+            let theirs = h2.1.view(method, &target).await;
+            assert_eq!(
+                ours, theirs,
+                "HTTP/2 {method} answered {answer:?}: gluu-lb, then nginx"
             );
         }
     };
@@ -3409,6 +3523,36 @@ async fn generated_node_answers_reach_the_client_as_through_nginx() {
         });
         let method = if pick(6) == 0 { "HEAD" } else { "GET" };
         agree(method, answer).await;
+    }
+    // A 204's length: hyper drops it over HTTP/1.1 (nginx sends it), and now over HTTP/2
+    // too, as nginx does there (RFC 9110 8.6). Hop-by-hop fields over HTTP/2: nginx 1.22
+    // passes `Proxy-Connection`, `Upgrade` and a `TE` but `trailers`, which HTTP/2 forbids,
+    // and the client resets the stream (status 0 here); gluu-lb drops them.
+    {
+        let mut h2 = h2.lock().await;
+        let no_content =
+            target("HTTP/1.1 204 No Content\r\nX-Node: c\r\nContent-Length: 2\r\n\r\n");
+        let ours = h2.0.view("GET", &no_content).await;
+        assert_eq!(
+            ours,
+            h2.1.view("GET", &no_content).await,
+            "HTTP/2, a 204's length"
+        );
+        assert_eq!(ours.0, 204);
+        for line in ["Proxy-Connection: close", "Upgrade: h2c", "TE: gzip"] {
+            let answer = target(&format!(
+                "HTTP/1.1 200 OK\r\nX-Node: c\r\n{line}\r\nContent-Length: 2\r\n\r\nok"
+            ));
+            let (ours, theirs) = (
+                h2.0.view("GET", &answer).await,
+                h2.1.view("GET", &answer).await,
+            );
+            assert_eq!(
+                (ours.0, ours.2.as_str(), theirs.0),
+                (200, "ok", 0),
+                "HTTP/2, {line:?}"
+            );
+        }
     }
     // Knowing differences: gluu-lb's status, nginx's, and a line nginx passes on that gluu-lb
     // does not. RFC 9110 has a proxy drop the hop-by-hop fields and those `Connection`
