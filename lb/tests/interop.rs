@@ -3278,7 +3278,8 @@ impl H2Client {
     }
 
     /// [`client_view`] of `method target` (host `lb`) over HTTP/2: a reset stream is an
-    /// answer of status 0, a body cut by one ends in `<cut>`.
+    /// answer of status 0, a body cut by one ends in `<cut>`; the balancer's port reads
+    /// `:PORT`.
     async fn view(&mut self, method: &str, target: &str) -> (u16, Vec<String>, String) {
         use http_body_util::BodyExt as _;
         let sender = match self.sender.take().filter(|s| !s.is_closed()) {
@@ -3312,9 +3313,10 @@ impl H2Client {
             .iter()
             .filter(|(n, _)| !["date", "server"].contains(&n.as_str()))
             .map(|(n, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes());
                 (
                     n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    v.replace(&format!(":{}/", self.to.port()), ":PORT/"),
                 )
             })
             .collect();
