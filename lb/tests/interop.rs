@@ -2808,7 +2808,8 @@ async fn requests_are_limited_as_nginx_limits_them() {
 /// again; a path that is a proxying location's name without its closing slash is sent
 /// there (301). The same targets through the real nginx and through gluu-lb, with the
 /// same locations, reach the same node with the same URI, or get the same answer: the
-/// listed ones, then 600 made of the pieces below in a fixed pseudo-random order.
+/// listed ones, then 600 made of the pieces below in a fixed pseudo-random order; over
+/// HTTP/1.1 and over HTTP/2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_are_normalized_and_routed_as_nginx_does() {
     let twins = Twins::start().await;
@@ -2867,8 +2868,20 @@ async fn paths_are_normalized_and_routed_as_nginx_does() {
         "*",
         "http://lb/oxauth//a",
     ];
-    for target in targets {
+    // Over HTTP/2 too (where `:path` is the target), on one connection to each.
+    let mut h2 = (
+        H2Client::new(twins.ours_h2, &twins.h2_client),
+        H2Client::new(twins.theirs_h2, &twins.h2_client),
+    );
+    let mut agree = async |target: &str| {
         twins.agree(&get(target)).await;
+        if target.starts_with('/') {
+            let ours = h2.0.view("GET", target).await;
+            assert_eq!(ours, h2.1.view("GET", target).await, "HTTP/2 {target:?}");
+        }
+    };
+    for target in targets {
+        agree(target).await;
     }
     let pieces = [
         "oxauth",
@@ -2951,7 +2964,7 @@ async fn paths_are_normalized_and_routed_as_nginx_does() {
             target.push('/');
         }
         target.push_str(queries[pick(queries.len())]);
-        twins.agree(&get(&target)).await;
+        agree(&target).await;
     }
     // Where hyper's parser decides first: a request line with a character RFC 3986 has no
     // place for, unescaped (nginx takes it and passes it on as it came).
