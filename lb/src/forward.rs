@@ -413,7 +413,9 @@ fn wants_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
 /// `$host` as nginx takes it: the request line's host (absolute form, HTTP/2's
 /// `:authority`), else the `Host` header; `None` for an HTTP/1.0 request without either.
 /// `Err` is a 400, as in nginx: two `Host` headers, none in an HTTP/1.1 request (or in an
-/// HTTP/2 one without `:authority`), an invalid host.
+/// HTTP/2 one without `:authority`), an invalid host; and an HTTP/2 request whose `Host`
+/// names another host than its `:authority` (RFC 9113 8.3.1; nginx 1.22 refuses any `Host`
+/// beside `:authority`).
 fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
     let mut headers = req.headers().get_all(header::HOST).iter();
     let header = headers.next();
@@ -424,6 +426,9 @@ fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
     let raw = match (req.version(), authority, header) {
         (Version::HTTP_11, _, None) | (Version::HTTP_2, None, None) => {
             return Err("no Host header");
+        }
+        (Version::HTTP_2, Some(a), Some(h)) if valid_host(h.as_bytes()) != valid_host(a) => {
+            return Err("a Host header naming another host than :authority");
         }
         (_, Some(a), _) => a,
         (_, None, Some(h)) => h.as_bytes(),

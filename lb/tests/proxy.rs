@@ -323,6 +323,22 @@ async fn http2_clients_via_alpn() {
         serde_json::json!(["session_id=1; b=2; c=3"])
     );
     assert_eq!(headers["x-two"], serde_json::json!(["1", "2"]));
+    // A `Host` beside `:authority` must name the same host (RFC 9113 8.3.1): another one
+    // is a 400 (before session 32 `:authority` was taken and `Host` ignored).
+    for (host, want) in [
+        ("evil.example", StatusCode::BAD_REQUEST),
+        ("a b", StatusCode::BAD_REQUEST),
+        ("LoadBalancer.Example.org.:443", StatusCode::OK),
+    ] {
+        let req = Request::get(format!("https://{HOST}/oxauth/x"))
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let r = gluu_testkit::https::read(sender.send_request(req).await.expect("h2 request"))
+            .await
+            .expect("read");
+        assert_eq!(r.status, want, "Host {host:?}");
+    }
 }
 
 /// `keepalive_requests` on HTTP/2 (nginx 1.19.7's rule): the third request is answered
