@@ -2943,14 +2943,7 @@ async fn paths_are_normalized_and_routed_as_nginx_does() {
         "?%zz",
         "?%22",
     ];
-    // xorshift64 with a fixed seed: the same targets every run.
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut pick = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        usize::try_from(state % n as u64).expect("small")
-    };
+    let mut pick = picker(0x9e37_79b9_7f4a_7c15);
     for _ in 0..600 {
         let mut target = String::new();
         for _ in 0..1 + pick(4) {
@@ -2970,6 +2963,17 @@ async fn paths_are_normalized_and_routed_as_nginx_does() {
     // place for, unescaped (nginx takes it and passes it on as it came).
     for target in ["/static/a<b", "/raw/a`b", "/raw/a?q=\"", "/raw/a?q=>"] {
         twins.differ(&get(target), (400, false), 200).await;
+    }
+}
+
+/// Numbers below `n` for `pick(n)`, from xorshift64 with a fixed `seed`: generated inputs
+/// that are the same every run.
+fn picker(mut state: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % n as u64).expect("small")
     }
 }
 
@@ -3210,36 +3214,27 @@ async fn node_answers_are_taken_or_refused_as_nginx_does() {
 /// together, nginx the node's order); and the body, de-chunked or cut to its length, with
 /// how it ended. An answer no node gave (no `X-Node` line) is its status and `Location`:
 /// nginx's error pages are HTML, gluu-lb's plain text.
-async fn client_view(to: SocketAddr, request: &str) -> (u16, Vec<String>, String) {
+async fn client_view(to: SocketAddr, request: &str) -> View {
     let text = answer_to(to, request).await;
     let status = match text.starts_with("HTTP/1.") {
         true => text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
         false => 0,
     };
     let (head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines: Vec<(String, String)> = head
-        .split("\r\n")
-        .skip(1)
-        .map(|l| {
-            let (name, value) = l.split_once(':').unwrap_or((l, ""));
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .filter(|(n, _)| !["date", "server", "connection", "keep-alive"].contains(&n.as_str()))
-        .collect();
-    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    let lines = head.split("\r\n").skip(1).map(|l| {
+        let (name, value) = l.split_once(':').unwrap_or((l, ""));
+        (name.to_ascii_lowercase(), value.trim().to_owned())
+    });
+    let lines = match node_lines(status, lines) {
+        Ok(lines) => lines,
+        Err(view) => return view,
+    };
     let value = |name: &str| {
         lines
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    if value("x-node").is_none() {
-        return (
-            status,
-            vec![value("location").unwrap_or_default()],
-            String::new(),
-        );
-    }
     let mut seen = String::new();
     if request.starts_with("HEAD ") {
         seen.push_str(body);
@@ -3265,11 +3260,39 @@ async fn client_view(to: SocketAddr, request: &str) -> (u16, Vec<String>, String
         seen.push_str(body);
         seen.push_str("<closed>");
     }
-    let lines = lines
+    (status, joined(lines), seen)
+}
+
+/// A client's view of an answer: status, header lines, body.
+type View = (u16, Vec<String>, String);
+
+/// The header lines of an answer but the balancer's own (`Date`, `Server`, `Connection`,
+/// `Keep-Alive`), ordered by name; `Err` the whole view of an answer no node gave: its
+/// status and `Location`.
+fn node_lines(
+    status: u16,
+    lines: impl Iterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, View> {
+    let own = ["date", "server", "connection", "keep-alive"];
+    let mut lines: Vec<_> = lines.filter(|(n, _)| !own.contains(&n.as_str())).collect();
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    if lines.iter().any(|(n, _)| n == "x-node") {
+        return Ok(lines);
+    }
+    let location = lines.into_iter().find(|(n, _)| n == "location");
+    Err((
+        status,
+        vec![location.map(|(_, v)| v).unwrap_or_default()],
+        String::new(),
+    ))
+}
+
+/// Header lines as `name: value`.
+fn joined(lines: Vec<(String, String)>) -> Vec<String> {
+    lines
         .into_iter()
         .map(|(n, v)| format!("{n}: {v}"))
-        .collect();
-    (status, lines, seen)
+        .collect()
 }
 
 /// An HTTP/2 client of one balancer (ALPN h2 over TLS), one connection for many requests
@@ -3293,7 +3316,7 @@ impl H2Client {
     /// [`client_view`] of `method target` (host `lb`) over HTTP/2: a reset stream is an
     /// answer of status 0, a body cut by one ends in `<cut>`; the balancer's port reads
     /// `:PORT`.
-    async fn view(&mut self, method: &str, target: &str) -> (u16, Vec<String>, String) {
+    async fn view(&mut self, method: &str, target: &str) -> View {
         use http_body_util::BodyExt as _;
         let sender = match self.sender.take().filter(|s| !s.is_closed()) {
             Some(s) => self.sender.insert(s),
@@ -3321,41 +3344,20 @@ impl H2Client {
             return (0, vec![], String::new());
         };
         let status = resp.status().as_u16();
-        let mut lines: Vec<(String, String)> = resp
-            .headers()
-            .iter()
-            .filter(|(n, _)| !["date", "server"].contains(&n.as_str()))
-            .map(|(n, v)| {
-                let v = String::from_utf8_lossy(v.as_bytes());
-                (
-                    n.to_string(),
-                    v.replace(&format!(":{}/", self.to.port()), ":PORT/"),
-                )
-            })
-            .collect();
-        lines.sort_by(|a, b| a.0.cmp(&b.0));
-        let value = |name: &str| {
-            lines
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
+        let port = format!(":{}/", self.to.port());
+        let lines = resp.headers().iter().map(|(n, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            (n.to_string(), v.replace(&port, ":PORT/"))
+        });
+        let lines = match node_lines(status, lines) {
+            Ok(lines) => lines,
+            Err(view) => return view,
         };
-        if value("x-node").is_none() {
-            return (
-                status,
-                vec![value("location").unwrap_or_default()],
-                String::new(),
-            );
-        }
         let body = match resp.into_body().collect().await {
             Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
             Err(_) => "<cut>".to_owned(),
         };
-        let lines = lines
-            .into_iter()
-            .map(|(n, v)| format!("{n}: {v}"))
-            .collect();
-        (status, lines, body)
+        (status, joined(lines), body)
     }
 }
 
@@ -3492,14 +3494,7 @@ async fn generated_node_answers_reach_the_client_as_through_nginx() {
         "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ];
     let bodies = ["ok", "", "hello world, a longer body", "x"];
-    // xorshift64 with a fixed seed: the same answers every run.
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut pick = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        usize::try_from(state % n as u64).expect("small")
-    };
+    let mut pick = picker(0x2545_f491_4f6c_dd1d);
     for _ in 0..400 {
         let body = bodies[pick(bodies.len())];
         let framing = match pick(3) {
