@@ -1988,19 +1988,27 @@ fn logged_certs(
 /// A request header as nginx 1.22's `$http_NAME` gives it: the first line, but for
 /// `X-Forwarded-For` (every line, joined by ", ") and `Cookie` (by "; ").
 fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
-    let glue = match name.as_str() {
-        "x-forwarded-for" => ", ",
-        "cookie" => "; ",
+    let glue: &[u8] = match name.as_str() {
+        "x-forwarded-for" => b", ",
+        "cookie" => COOKIE_GLUE,
         _ => {
             let v = req.headers().get(name)?;
             return Some(String::from_utf8_lossy(v.as_bytes()).into_owned());
         }
     };
-    let lines: Vec<_> = req
-        .headers()
+    let lines = joined(req.headers(), &name, glue)?;
+    Some(String::from_utf8_lossy(&lines).into_owned())
+}
+
+/// What joins cookie lines into one (RFC 9113 8.2.3; nginx's `$http_cookie`).
+const COOKIE_GLUE: &[u8] = b"; ";
+
+/// Every line of `name`, joined by `glue`; `None` without any.
+fn joined(headers: &HeaderMap, name: &HeaderName, glue: &[u8]) -> Option<Vec<u8>> {
+    let lines: Vec<_> = headers
         .get_all(name)
         .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .map(HeaderValue::as_bytes)
         .collect();
     (!lines.is_empty()).then(|| lines.join(glue))
 }
@@ -2008,16 +2016,12 @@ fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
 /// HTTP/2 lets a client send its cookies as several fields; an HTTP/1.1 node gets them on
 /// one line, joined by "; " (RFC 9113 8.2.3), as nginx joins them.
 fn join_cookies(headers: &mut HeaderMap) {
-    let lines = headers.get_all(header::COOKIE);
-    if lines.iter().nth(1).is_none() {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
         return;
     }
-    let joined = lines
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect::<Vec<_>>()
-        .join(&b"; "[..]);
-    if let Ok(one) = HeaderValue::from_bytes(&joined) {
+    let one = joined(headers, &header::COOKIE, COOKIE_GLUE)
+        .and_then(|j| HeaderValue::from_bytes(&j).ok());
+    if let Some(one) = one {
         headers.insert(header::COOKIE, one);
     }
 }
@@ -2027,17 +2031,19 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// as the node wrote it: two lengths (which hyper then refuses to send, and the client got
 /// no answer at all) are one if they agree and dropped if not, one that is not a number is
 /// dropped (nginx 1.22 drops it too), leading zeros go (nginx sends the number it read);
-/// a 204 has none (RFC 9110 8.6: hyper drops it on HTTP/1.1, not on HTTP/2). Of two types
-/// the last is taken and an empty one is dropped, as nginx does.
+/// a 204 has none (RFC 9110 8.6: hyper drops it on HTTP/1.1, not on HTTP/2), nor an answer
+/// with a `Transfer-Encoding` (hyper read the body by the coding, so the length is not
+/// this body's; RFC 9112 6.3 has a proxy drop it). Of two types the last is taken and an
+/// empty one is dropped, as nginx does.
 fn one_of_each(headers: &mut HeaderMap, status: StatusCode) {
-    // Only a name with two lines makes the map hold more values than names.
-    let twice = headers.len() > headers.keys_len();
-    if status == StatusCode::NO_CONTENT {
+    if status == StatusCode::NO_CONTENT || headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
+    // Only a name with two lines makes the map hold more values than names.
+    let twice = headers.len() > headers.keys_len();
     let lengths = headers.get_all(header::CONTENT_LENGTH);
-    let mut each = lengths.iter();
-    if let Some(first) = each.next() {
+    if let Some(first) = lengths.iter().next() {
+        let more = twice && lengths.iter().nth(1).is_some();
         let digits = first.as_bytes();
         let number = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
         let zeros = digits
@@ -2045,9 +2051,9 @@ fn one_of_each(headers: &mut HeaderMap, status: StatusCode) {
             .take_while(|b| **b == b'0')
             .count()
             .min(digits.len().saturating_sub(1));
-        if !number || (twice && each.any(|v| v != first)) {
+        if !number || (more && lengths.iter().any(|v| v != first)) {
             headers.remove(header::CONTENT_LENGTH);
-        } else if zeros > 0 || (twice && lengths.iter().nth(1).is_some()) {
+        } else if zeros > 0 || more {
             let one = HeaderValue::from_bytes(&digits[zeros..]).expect("digits");
             headers.insert(header::CONTENT_LENGTH, one);
         }
@@ -2114,11 +2120,6 @@ fn respond(
     }
     let (lease, in_flight) = done;
     let (mut parts, incoming) = resp.into_parts();
-    // A node that sent both: hyper read the body by its Transfer-Encoding, so the length is
-    // not this body's; RFC 9112 (6.3) has a proxy drop it.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        parts.headers.remove(header::CONTENT_LENGTH);
-    }
     one_of_each(&mut parts.headers, status);
     strip_hop_by_hop(&mut parts.headers);
     hide(&mut parts.headers, hidden);

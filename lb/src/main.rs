@@ -244,14 +244,7 @@ fn unreadable_after_drop(config: &Config, id: Option<(Uid, Gid)>) -> Vec<String>
     let mut user_files: Vec<&Path> = config
         .servers
         .iter()
-        .flat_map(|s| {
-            let own = s.settings.auth_basic_user_file.as_deref();
-            own.into_iter().chain(
-                s.locations
-                    .iter()
-                    .flat_map(|l| l.accesses().filter_map(|a| a.user_file)),
-            )
-        })
+        .flat_map(|s| s.accesses().filter_map(|a| a.user_file))
         .collect();
     user_files.sort();
     user_files.dedup();

@@ -142,6 +142,15 @@ pub struct Server {
     pub place: Place,
 }
 
+impl Server {
+    /// Every set of access rules a request may be held to in this server: the server's
+    /// own, each location's and its `limit_except` block's.
+    pub fn accesses(&self) -> impl Iterator<Item = Access<'_>> {
+        std::iter::once(Access::of(&self.settings))
+            .chain(self.locations.iter().flat_map(Location::accesses))
+    }
+}
+
 /// nginx's `listen` address: `PORT`, `ADDR:PORT`, `[V6]:PORT`, `*:PORT`.
 fn listen_addr(place: &Place, v: &str) -> Result<SocketAddr, GrammarError> {
     if let Ok(port) = v.parse::<u16>() {
@@ -366,8 +375,8 @@ pub fn server(
             });
         }
     }
-    let unchecked = std::iter::once(Access::of(&s.settings))
-        .chain(s.locations.iter().flat_map(Location::accesses))
+    let unchecked = s
+        .accesses()
         .any(|a| a.realm.is_some() && a.user_file.is_none());
     if unchecked {
         warnings.push(Warning {
