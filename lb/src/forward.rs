@@ -1675,6 +1675,15 @@ async fn in_location<'a>(
     let query = full.split_once('?').map_or("", |(_, q)| q);
     let uri = upstream_uri(loc, full, path, query);
     let replayable = req.body().as_ref().is_none_or(HttpBody::is_end_stream);
+    // A body of no stated length goes chunked whatever the method: left to hyper, a GET,
+    // HEAD or CONNECT of unknown length goes with no body at all (its guess that they carry
+    // none), and the node would miss what the client sent (nginx passes it).
+    if !replayable && !headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     let idempotent = !matches!(method.as_str(), "POST" | "LOCK" | "PATCH");
     // Set once the client's body has all been read: the wait for the node's answer starts.
     let sent = (!replayable).then(CancellationToken::new);

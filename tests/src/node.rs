@@ -5,8 +5,8 @@
 //! - `/.well-known/openid-configuration`, `/oxauth/.well-known/openid-configuration`: a
 //!   1.7 KB OpenID configuration JSON.
 //! - `/identity/...`: a 4 KB HTML page naming the node.
-//! - a path containing `/echo`: the request as JSON (method, URI, headers, body length);
-//!   the body is read to its end first.
+//! - a path containing `/echo`: the request as JSON (method, URI, headers, body length, a
+//!   hash of the body's bytes, trailer fields); the body is read to its end first.
 //! - a path containing `/status/NNN`: answers NNN.
 //! - a path containing `/slow/MS`: answers after MS milliseconds.
 //! - a path containing `/big/N`: N bytes (at most 64 MiB), for clients that read slowly.
@@ -440,16 +440,24 @@ async fn answer(mut req: Request<Incoming>, ctx: &Ctx) -> Response<NodeBody> {
                 .or_default()
                 .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
         }
-        let body_len = match req.into_body().collect().await {
-            Ok(b) => b.to_bytes().len(),
-            Err(_) => return reply(ctx, StatusCode::BAD_REQUEST, "text/plain", "body error\n"),
+        let Ok(body) = req.into_body().collect().await else {
+            return reply(ctx, StatusCode::BAD_REQUEST, "text/plain", "body error\n");
         };
+        let trailers: Vec<String> = body
+            .trailers()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        let body = body.to_bytes();
         let doc = serde_json::json!({
             "node": &*ctx.name,
             "method": method,
             "uri": uri,
             "headers": headers,
-            "body_len": body_len,
+            "body_len": body.len(),
+            "body_hash": digest(&body),
+            "trailers": trailers,
         });
         return reply(ctx, StatusCode::OK, "application/json", doc.to_string());
     }
@@ -459,4 +467,12 @@ async fn answer(mut req: Request<Incoming>, ctx: &Ctx) -> Response<NodeBody> {
         "text/plain",
         format!("node={} path={path}\n", ctx.name),
     )
+}
+
+/// A fixed-key hash of `bytes` in hex: equal bodies, equal digests, in any process.
+fn digest(bytes: &[u8]) -> String {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    h.write(bytes);
+    format!("{:016x}", h.finish())
 }
