@@ -40,6 +40,21 @@ pub enum BodyError {
     Idle(Duration),
     #[error("body larger than client_max_body_size ({0} bytes)")]
     TooLarge(u64),
+    /// The client's body could not be read: a malformed chunk, or a connection or stream
+    /// that ended before the body did.
+    #[error("unreadable: {0}")]
+    Broken(#[source] hyper::Error),
+}
+
+impl BodyError {
+    /// Why a request body failed, as [`crate::upstream::Failure`] names it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BodyError::Idle(_) => "client_body_timeout",
+            BodyError::TooLarge(_) => "client_max_body_size",
+            BodyError::Broken(_) => "client_body",
+        }
+    }
 }
 
 /// Called once with the bytes that went through and whether the body reached its end.

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::access_log::{AccessLog, Entry, More};
 use crate::auth;
-use crate::body::{self, Body, Watched};
+use crate::body::{self, Body, BodyError, Watched};
 use crate::client_cert;
 use crate::config::access;
 use crate::config::cond::{Condition, If};
@@ -1689,15 +1689,18 @@ async fn in_location<'a>(
     let sent = (!replayable).then(CancellationToken::new);
     let mut client_body: Option<Body> = sent.clone().zip(req.into_body()).map(|(sent, body)| {
         let linger = conn.linger.clone();
-        Watched::new(body, settings.client_body_timeout)
-            .limit(max_body)
-            .on_end(move |_, complete| {
-                sent.cancel();
-                if complete {
-                    linger.unread(false);
-                }
-            })
-            .boxed()
+        Watched::new(
+            body.map_err(BodyError::Broken),
+            settings.client_body_timeout,
+        )
+        .limit(max_body)
+        .on_end(move |_, complete| {
+            sent.cancel();
+            if complete {
+                linger.unread(false);
+            }
+        })
+        .boxed()
     });
     let nu = settings.next_upstream;
     let max_tries = settings.next_upstream_tries;
@@ -1741,7 +1744,7 @@ async fn in_location<'a>(
         if let Some(more) = log.entry.as_mut().and_then(|e| e.more.as_mut()) {
             more.upstream_statuses.push(match &result {
                 Ok((resp, _)) => Some(resp.status().as_u16()),
-                Err(f) if f.reason == "client_body" => None,
+                Err(f) if f.client_status().is_some() => None,
                 Err(f) if f.is_timeout() => Some(504),
                 Err(_) => Some(502),
             });
@@ -1795,14 +1798,12 @@ async fn in_location<'a>(
                     shared,
                 ));
             }
-            Err(f) if f.reason == "client_body" => {
+            Err(f) if f.client_status().is_some() => {
                 tracing::info!("{method} {uri} from {}: request body: {}", client, f.detail);
-                let status = if f.detail.contains("client_max_body_size") {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                } else {
+                let status = f.client_status().unwrap_or(StatusCode::BAD_REQUEST);
+                if status == StatusCode::REQUEST_TIMEOUT {
                     conn.linger.timed_out();
-                    StatusCode::REQUEST_TIMEOUT
-                };
+                }
                 return Err((plain(status, ""), log));
             }
             Err(f) => {

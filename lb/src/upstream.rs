@@ -102,8 +102,9 @@ struct PoolKey {
 /// Why a request to a node failed, as `proxy_next_upstream` and the metrics see it.
 #[derive(Debug)]
 pub struct Failure {
-    /// `connect`, `tls`, `timeout`, `invalid_header`, `closed`, `worker_connections`, or
-    /// `client_body` (the client's body was too large or too slow: not the node's fault).
+    /// `connect`, `tls`, `timeout`, `invalid_header`, `closed`, `worker_connections`, or,
+    /// not the node's fault, the client's body was too large (`client_max_body_size`), too
+    /// slow (`client_body_timeout`) or could not be read (`client_body`).
     pub reason: &'static str,
     pub detail: String,
     /// The request never left: retrying cannot replay anything.
@@ -113,6 +114,17 @@ pub struct Failure {
 impl Failure {
     pub fn is_timeout(&self) -> bool {
         self.reason == "timeout"
+    }
+
+    /// For a failure of the client's body, the status the client gets (nginx's): 413,
+    /// 408, or 400 for a body that could not be read (a bad chunk).
+    pub fn client_status(&self) -> Option<hyper::StatusCode> {
+        match self.reason {
+            "client_max_body_size" => Some(hyper::StatusCode::PAYLOAD_TOO_LARGE),
+            "client_body_timeout" => Some(hyper::StatusCode::REQUEST_TIMEOUT),
+            "client_body" => Some(hyper::StatusCode::BAD_REQUEST),
+            _ => None,
+        }
     }
 
     fn new(reason: &'static str, detail: impl Into<String>) -> Self {
@@ -301,8 +313,8 @@ fn source_of<E: std::error::Error + 'static>(e: &hyper::Error) -> Option<&E> {
     None
 }
 
-/// The client's request body failed (too large, too slow) while it went to the node: the
-/// client's fault, not the node's.
+/// The client's request body failed (too large, too slow, unreadable) while it went to
+/// the node: the client's fault, not the node's.
 fn client_body_fault(e: &hyper::Error) -> Option<&BodyError> {
     source_of::<BodyError>(e)
 }
@@ -505,7 +517,7 @@ impl Node {
                     back => {
                         if let Some(fault) = client_body_fault(e.error()) {
                             return Err(Failure {
-                                reason: "client_body",
+                                reason: fault.reason(),
                                 detail: fault.to_string(),
                                 request: None,
                             });

@@ -3821,7 +3821,8 @@ fn h2_body(framing: usize, body: &[u8], pick: &mut impl FnMut(usize) -> usize) -
 /// lengths and chunks written in every valid way, with trailers, the usual header lines
 /// around them), over HTTP/1.x and over HTTP/2, each through the real nginx and through
 /// gluu-lb to a node that answers with what it got: the node gets the same method,
-/// target, header lines and body bytes, and the client the same answer.
+/// target, header lines and body bytes, and the client the same answer. Then bodies
+/// nginx and gluu-lb both refuse, and the ones where hyper's reading is the stricter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_request_bodies_reach_the_node_as_through_nginx() {
     let twins = Twins::start().await;
@@ -3911,6 +3912,42 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
         differ.len(),
         differ.join("\n")
     );
+
+    // Chunks both refuse (400), whatever the method.
+    let post = |method: &str, chunks: &str| {
+        format!(
+            "{method} /echo/bad HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{chunks}"
+        )
+    };
+    for chunks in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloXX\r\n0\r\n\r\n",
+        "ffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        for method in ["POST", "GET"] {
+            let request = post(method, chunks);
+            let ours = echo_view(twins.ours, request.as_bytes()).await;
+            assert_eq!(ours.0, 400, "{request:?}");
+            assert_eq!(
+                ours,
+                echo_view(twins.theirs, request.as_bytes()).await,
+                "{request:?}"
+            );
+        }
+    }
+    // Chunk lines ended by a bare LF, a trailer line without a colon: nginx takes them,
+    // hyper refuses them (400), as RFC 9112 lets it.
+    for chunks in [
+        "5\nhello\n0\n\n",
+        "5\r\nhello\r\n0\r\nX: y\r\nno colon\r\n\r\n",
+    ] {
+        let request = post("POST", chunks);
+        assert_eq!(echo_view(twins.ours, request.as_bytes()).await.0, 400);
+        assert_eq!(echo_view(twins.theirs, request.as_bytes()).await.0, 200);
+    }
 }
 
 /// `proxy_ssl_certificate` and `proxy_ssl_certificate_key`: a node that requires a client

@@ -856,6 +856,59 @@ async fn slow_clients_are_cut_off_by_their_timeouts() {
     assert!(lab.get("/oxauth/x").await.body.contains("path=/oxauth/x"));
 }
 
+/// A request body the client breaks (a malformed chunk; a connection that ends before the
+/// body does) is the client's fault: 400, as nginx answers, and no mark against the node.
+/// Before session 33 it was a 502 that counted as the node's failure: with the guide's
+/// `max_fails` of 1, one such request per node took every node out for `fail_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_the_client_breaks_counts_against_no_node() {
+    let lab = Lab::start(echo_location).await;
+    for method in ["POST", "GET"] {
+        for chunks in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX\r\n0\r\n\r\n"] {
+            let (got, _) = exchange(
+                &lab,
+                &format!(
+                    "{method} /echo HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}"
+                ),
+            )
+            .await;
+            assert!(
+                got.starts_with("HTTP/1.1 400 "),
+                "{method} {chunks:?}: {got}"
+            );
+        }
+    }
+    let mut tls = sent_on_new_connection(
+        &lab,
+        &format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\n0123456789"),
+    )
+    .await;
+    tls.shutdown().await.expect("close");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    let got = String::from_utf8_lossy(&out);
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 400 "), "{got}");
+    assert!(
+        lab.nodes[0].posts() + lab.nodes[1].posts() > 0,
+        "the bodies streamed"
+    );
+    let failures = lab.metrics_get("/metrics").await;
+    assert!(
+        !failures.contains("gluu_lb_upstream_failures_total"),
+        "{failures}"
+    );
+    for n in 0..2 {
+        assert_eq!(lab.node_state("backend", n).await, "up");
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let r = lab.get("/oxauth/x").await;
+        assert_eq!(r.status, StatusCode::OK);
+        answered.insert(r.node().to_owned());
+    }
+    assert_eq!(answered.len(), 2, "both nodes still take requests");
+}
+
 /// A slow but steady upload is bounded by `client_body_timeout` between its pieces, not by
 /// the node's timeouts: `proxy_read_timeout` starts once the body has all gone (nginx,
 /// which buffers the body first, starts it then too). A node that stops reading a body is
