@@ -67,6 +67,8 @@ pub struct Watched<B: HttpBody> {
     timer: Pin<Box<Sleep>>,
     limit: Option<u64>,
     seen: u64,
+    /// The bytes of HTTP/1.1 chunk framing around what went through, when counted.
+    framing: Option<u64>,
     on_end: Option<OnEnd>,
     turn: Option<Arc<Turn>>,
 }
@@ -89,6 +91,7 @@ impl<B: HttpBody> Watched<B> {
             timer: Box::pin(tokio::time::sleep(idle)),
             limit: None,
             seen: 0,
+            framing: None,
             on_end: None,
             turn: None,
         }
@@ -106,6 +109,14 @@ impl<B: HttpBody> Watched<B> {
         self
     }
 
+    /// The body goes to the client in HTTP/1.1 chunks (`chunked`): the count given to
+    /// [`Watched::on_end`] includes their framing, a size line and a CRLF around each
+    /// piece and the last chunk, as nginx's `$body_bytes_sent` counts what it sent.
+    pub fn chunked(mut self, chunked: bool) -> Self {
+        self.framing = chunked.then_some(0);
+        self
+    }
+
     pub fn on_end(mut self, f: impl FnOnce(u64, bool) + Send + Sync + 'static) -> Self {
         self.on_end = Some(Box::new(f));
         self
@@ -113,7 +124,13 @@ impl<B: HttpBody> Watched<B> {
 
     fn finish(&mut self, complete: bool) {
         if let Some(f) = self.on_end.take() {
-            f(self.seen, complete);
+            let last_chunk = if complete {
+                b"0\r\n\r\n".len() as u64
+            } else {
+                0
+            };
+            let framing = self.framing.map_or(0, |n| n + last_chunk);
+            f(self.seen + framing, complete);
         }
     }
 }
@@ -145,13 +162,22 @@ where
         match poll {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.seen += data.len() as u64;
+                    let n = data.len() as u64;
+                    this.seen += n;
+                    if let Some(framing) = this.framing.as_mut().filter(|_| n > 0) {
+                        // "{n:X}\r\n" before, "\r\n" after.
+                        *framing += u64::from(n.ilog(16)) + 1 + 4;
+                    }
                     if let Some(limit) = this.limit.filter(|l| this.seen > *l) {
                         return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
                     }
                 }
                 let deadline = Instant::now() + this.idle;
                 this.timer.as_mut().reset(deadline);
+                if frame.is_trailers() {
+                    // A body's last frame: hyper polls no further once it has them.
+                    this.finish(true);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
@@ -222,6 +248,37 @@ mod tests {
         .limit(4);
         let err = big.collect().await.expect_err("too large");
         assert!(err.to_string().contains("client_max_body_size"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn chunk_framing_is_counted_and_trailers_end_the_body() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for frame in [
+            Frame::data(Bytes::from_static(b"hello")),
+            Frame::data(Bytes::new()),
+            Frame::data(Bytes::from(vec![b'x'; 26])),
+            Frame::trailers(hyper::HeaderMap::new()),
+        ] {
+            tx.send(Ok(frame)).await.expect("send");
+        }
+        let ended = Arc::new(std::sync::Mutex::new(None));
+        let e = ended.clone();
+        let mut body = Watched::new(Channel(rx), Duration::from_secs(5))
+            .chunked(true)
+            .on_end(move |n, complete| *e.lock().expect("lock") = Some((n, complete)));
+        for _ in 0..4 {
+            body.frame().await.expect("a frame").expect("not an error");
+        }
+        // hyper stops at the trailers; the sender is still open.
+        assert_eq!(
+            *ended.lock().expect("lock"),
+            Some((
+                ("5\r\nhello\r\n".len() + "1a\r\n".len() + 26 + 2 + "0\r\n\r\n".len()) as u64,
+                true
+            ))
+        );
+        drop(body);
+        drop(tx);
     }
 
     #[tokio::test(start_paused = true)]

@@ -654,6 +654,9 @@ struct Log {
     /// The connection closes after this response whatever the block says (a request
     /// refused for its client certificate, as nginx closes after one).
     close_anyway: bool,
+    /// An HTTP/1.1 request other than HEAD: a response body of no stated length goes to
+    /// the client in chunks.
+    chunks: bool,
     /// `Keep-Alive: timeout=N` for an HTTP/1 response that keeps the connection open
     /// (`keepalive_timeout`'s second parameter).
     keep_alive: Option<HeaderValue>,
@@ -1251,6 +1254,7 @@ pub async fn handle(
         gzip: None,
         close: false,
         close_anyway: false,
+        chunks: req.version() == Version::HTTP_11 && req.method() != Method::HEAD,
         keep_alive: None,
         held: Vec::new(),
         err_status: None,
@@ -2142,8 +2146,15 @@ fn respond(
         Some(z) => Either::Right(Gzipped::new(incoming, z)),
         None => Either::Left(incoming),
     };
+    // hyper's choice for the client: a length it does not know goes in chunks.
+    let chunked = log.chunks
+        && !matches!(status.as_u16(), 100..=199 | 204 | 304)
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && !incoming.is_end_stream()
+        && incoming.size_hint().exact().is_none();
     let body = Watched::new(incoming, read_timeout)
         .turn(Turn::current())
+        .chunked(chunked)
         .on_end(move |bytes, complete| {
             if complete {
                 lease.release();

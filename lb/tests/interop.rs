@@ -2035,7 +2035,9 @@ struct Twins {
     /// The node of `/echo/`: it answers with the request it got (hyper's; nginx's `return`
     /// does not read a body).
     _echo: gluu_testkit::node::Node,
-    /// Where both write the access log of `/logged/` (`nginx.log`, `gluu-lb.log`).
+    /// Where both write the access logs of `/logged/` (`nginx.log`, `gluu-lb.log`; of the
+    /// HTTP/2 servers `nginx.h2.log`, `gluu-lb.h2.log`) and the other locations' (`.canned`
+    /// for `/canned/`).
     dir: tempfile::TempDir,
 }
 
@@ -2150,7 +2152,8 @@ impl Twins {
              map $request_uri $route {{ ~^/logmap/(?<what>[a-z]+) \"$what:$upstream_status\"; }}\n\
              map $http_x_client $short {{ ~^(.).+ $1; }}\n\
              log_format mapped '$route [$short] $http_x_client:$mapped $status $cookie_session|$arg_A';\n\
-             log_format rid '$request_id';\n",
+             log_format rid '$request_id';\n\
+             log_format counted '$request_method $request_uri $status $body_bytes_sent $upstream_status';\n",
             echo.addr
         );
         // Server-level header lines, which a location inherits only when it has none of
@@ -2165,7 +2168,7 @@ impl Twins {
              proxy_set_header X-Host from-server;\n\
              location ~ ^(/)$ { proxy_pass https://up_a; }\n\
              location /.well-known { proxy_pass https://up_b/.well-known; }\n\
-             location /canned/ { proxy_pass https://up_canned; }\n\
+             location /canned/ { proxy_pass https://up_canned; access_log DIR/WHO.canned counted; }\n\
              location /echo/ { proxy_pass https://up_echo; }\n\
              location /buffer8k/ { proxy_pass https://up_canned/canned/; proxy_buffer_size 8k; }\n\
              location /mixed/ { proxy_pass https://up_mixed/canned/; access_log DIR/WHO.mixed main;\n\
@@ -2384,7 +2387,7 @@ impl Twins {
                 node(a, "A"),
                 node(b, "B"),
                 logged("nginx"),
-                logged("nginx-h2"),
+                logged("nginx.h2"),
                 prelude = gluu_testkit::nginx_prelude(dir.path()),
                 d = dir.path().display(),
             ),
@@ -2404,7 +2407,7 @@ impl Twins {
                  server {{ listen 127.0.0.1:0; {redirect} }}\n\
                  server {{ listen 127.0.0.1:0 ssl http2; {tls} server_name lb;\n{}}}\n}}\n",
                 logged("gluu-lb"),
-                logged("gluu-lb-h2")
+                logged("gluu-lb.h2")
             ),
         )
         .await;
@@ -3556,6 +3559,14 @@ async fn generated_node_answers_reach_the_client_as_through_nginx() {
         });
         let method = if pick(6) == 0 { "HEAD" } else { "GET" };
         agree(method, answer).await;
+    }
+    // What monitoring reads of them: status, body bytes sent (of a chunked answer to an
+    // HTTP/1.1 client, with the chunks' framing, as nginx counts it: gluu-lb counted the
+    // bytes inside before session 33, and an answer ending in trailer fields as not ended)
+    // and the node's status, line by line in both logs.
+    for file in ["canned", "h2.canned"] {
+        let (ours, theirs) = twins.logs(file, 406).await;
+        assert_eq!(ours, theirs, "access log {file}: gluu-lb's, then nginx's");
     }
     // A 204's length: hyper drops it over HTTP/1.1 (nginx sends it), and now over HTTP/2
     // too, as nginx does there (RFC 9110 8.6). Hop-by-hop fields over HTTP/2: nginx 1.22
