@@ -1198,9 +1198,21 @@ pub async fn handle(
             l.settings.realip.client(conn.remote.ip(), req.headers())
         });
     let client = realip.unwrap_or(conn.remote);
-    let logs = match lrt {
-        Some(l) => &l.access_logs,
-        None => &rt.server_logs[si],
+    // What nginx refuses before anything else the server would do.
+    let refused = host
+        .as_ref()
+        .err()
+        .map(|e| (StatusCode::BAD_REQUEST, (*e).to_owned()))
+        .or_else(|| {
+            let e = path.as_ref().err()?;
+            Some((StatusCode::BAD_REQUEST, e.to_string()))
+        })
+        .or_else(|| refused_head(&req));
+    // A refused request is logged where the server's requests are, as nginx logs it
+    // before a location is chosen.
+    let logs = match (lrt, &refused) {
+        (Some(l), None) => &l.access_logs,
+        _ => &rt.server_logs[si],
     };
     let request_id = (server.reads_request_id
         || logs
@@ -1297,16 +1309,6 @@ pub async fn handle(
         merge_slashes,
         redirected: None,
     };
-    // What nginx refuses before anything else the server would do.
-    let refused = host
-        .as_ref()
-        .err()
-        .map(|e| (StatusCode::BAD_REQUEST, (*e).to_owned()))
-        .or_else(|| {
-            let e = path.as_ref().err()?;
-            Some((StatusCode::BAD_REQUEST, e.to_string()))
-        })
-        .or_else(|| refused_head(&req));
     if let Some((status, why)) = refused {
         tracing::info!(
             "{} {request_uri} from {}: {}, {why}",

@@ -2153,6 +2153,8 @@ impl Twins {
              map $http_x_client $short {{ ~^(.).+ $1; }}\n\
              log_format mapped '$route [$short] $http_x_client:$mapped $status $cookie_session|$arg_A';\n\
              log_format rid '$request_id';\n\
+             log_format echoed '$request_method $request_uri $status $upstream_status \
+               $http_content_length $http_transfer_encoding';\n\
              log_format counted '$request_method $request_uri $status $body_bytes_sent $upstream_status';\n",
             echo.addr
         );
@@ -2169,7 +2171,7 @@ impl Twins {
              location ~ ^(/)$ { proxy_pass https://up_a; }\n\
              location /.well-known { proxy_pass https://up_b/.well-known; }\n\
              location /canned/ { proxy_pass https://up_canned; access_log DIR/WHO.canned counted; }\n\
-             location /echo/ { proxy_pass https://up_echo; }\n\
+             location /echo/ { proxy_pass https://up_echo; access_log DIR/WHO.echo echoed; }\n\
              location /buffer8k/ { proxy_pass https://up_canned/canned/; proxy_buffer_size 8k; }\n\
              location /mixed/ { proxy_pass https://up_mixed/canned/; access_log DIR/WHO.mixed main;\n\
                proxy_next_upstream error timeout invalid_header http_500; }\n\
@@ -3861,6 +3863,10 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
         H2Client::new(twins.theirs_h2, &twins.h2_client),
     );
     let mut differ = Vec::new();
+    // The HTTP/2 requests nginx refused for their trailer fields, and asked again.
+    let mut asked_again = std::collections::BTreeSet::new();
+    // How many reached the node, over HTTP/1.x and HTTP/2: as many access log lines.
+    let mut reached = (0, 0);
     for i in 0..400 {
         let method = methods[pick(methods.len())];
         let size = sizes[pick(sizes.len())];
@@ -3880,6 +3886,7 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
         request.extend_from_slice(&bytes);
         let ours = echo_view(twins.ours, &request).await;
         let theirs = echo_view(twins.theirs, &request).await;
+        reached.0 += usize::from(ours.0 == 200);
         if ours != theirs {
             differ.push(format!(
                 "{head:?} size {size}:\n  ours   {ours:?}\n  theirs {theirs:?}"
@@ -3899,6 +3906,7 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
         };
         let ours = echoed(h2.0.send(request(h2_body(framing, &body, &mut pick))).await);
         let mut theirs = echoed(h2.1.send(request(h2_body(framing, &body, &mut pick))).await);
+        reached.1 += usize::from(ours.0 == 200);
         if framing == 2 {
             // Trailer fields after the DATA: nginx 1.22 refuses the request (400, or the
             // stream reset); gluu-lb passes the body (not the fields, as over HTTP/1.1), as
@@ -3909,6 +3917,7 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
             );
             // A connection error at times (GOAWAY): the next request on a new connection.
             h2.1.sender = None;
+            asked_again.insert(format!("{method} {target} "));
             theirs = echoed(h2.1.send(request(h2_body(1, &body, &mut pick))).await);
         }
         if ours != theirs {
@@ -3949,6 +3958,26 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
             );
         }
     }
+    // The access log lines of all these, the request's own `Content-Length` and
+    // `Transfer-Encoding` among them; over HTTP/2, but nginx's of the requests it refused
+    // for their trailer fields. (A request refused for its head is logged where the
+    // server's requests are, not in the location's log: gluu-lb logged it in the
+    // location's before session 33.)
+    let (ours, theirs) = twins.logs("echo", reached.0 + 10).await;
+    assert_eq!(ours, theirs, "access log: gluu-lb's, then nginx's");
+    let (ours, theirs) = twins.logs("h2.echo", reached.1).await;
+    let theirs: Vec<&str> = theirs
+        .lines()
+        .filter(|l| {
+            !(asked_again.iter().any(|r| l.starts_with(r.as_str()))
+                && (l.contains(" 400 - ") || l.contains(" 499 - ")))
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        theirs.join("\n"),
+        "HTTP/2 access log: gluu-lb's, then nginx's"
+    );
     // Chunk lines ended by a bare LF, a trailer line without a colon: nginx takes them,
     // hyper refuses them (400), as RFC 9112 lets it.
     for chunks in [
