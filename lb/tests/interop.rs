@@ -3978,6 +3978,21 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
         theirs.join("\n"),
         "HTTP/2 access log: gluu-lb's, then nginx's"
     );
+    // HTTP/2 requests whose `content-length` is not their DATA's length, or no number: both
+    // refuse them as malformed (RFC 9113 8.1.1), hyper by resetting the stream, nginx 1.22
+    // with a 400.
+    for (length, body) in [("10", "hello"), ("2", "hello"), ("abc", "hello"), ("9", "")] {
+        let request = || {
+            hyper::Request::post("https://lb/echo/length")
+                .header("content-length", length)
+                .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                    hyper::body::Bytes::from_static(body.as_bytes()),
+                )))
+                .expect("request")
+        };
+        assert_eq!(h2.0.send(request()).await.0, 0, "{length} {body:?}");
+        assert_eq!(h2.1.send(request()).await.0, 400, "{length} {body:?}");
+    }
     // Chunk lines ended by a bare LF, a trailer line without a colon: nginx takes them,
     // hyper refuses them (400), as RFC 9112 lets it.
     for chunks in [
