@@ -2455,6 +2455,14 @@ impl Twins {
         (read("gluu-lb").await, read("nginx").await)
     }
 
+    /// An HTTP/2 client of each one's HTTP/2 server: gluu-lb's, then nginx's.
+    fn h2_clients(&self) -> (H2Client, H2Client) {
+        (
+            H2Client::new(self.ours_h2, &self.h2_client),
+            H2Client::new(self.theirs_h2, &self.h2_client),
+        )
+    }
+
     /// Sends `request` to both; panics unless they answer alike. The status both gave.
     async fn agree(&self, request: &str) -> u16 {
         compare((self.ours, self.theirs), request).await
@@ -2884,10 +2892,7 @@ async fn paths_are_normalized_and_routed_as_nginx_does() {
         "http://lb/oxauth//a",
     ];
     // Over HTTP/2 too (where `:path` is the target), on one connection to each.
-    let mut h2 = (
-        H2Client::new(twins.ours_h2, &twins.h2_client),
-        H2Client::new(twins.theirs_h2, &twins.h2_client),
-    );
+    let mut h2 = twins.h2_clients();
     let mut agree = async |target: &str| {
         twins.agree(&get(target)).await;
         if target.starts_with('/') {
@@ -3405,10 +3410,7 @@ async fn generated_node_answers_reach_the_client_as_through_nginx() {
         let target = target(answer);
         format!("{method} {target} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
     };
-    let h2 = tokio::sync::Mutex::new((
-        H2Client::new(twins.ours_h2, &twins.h2_client),
-        H2Client::new(twins.theirs_h2, &twins.h2_client),
-    ));
+    let h2 = tokio::sync::Mutex::new(twins.h2_clients());
     let agree = |method: &'static str, answer: String| {
         let (twins, request, h2, target) = (&twins, request(method, &answer), &h2, target(&answer));
         async move {
@@ -3858,10 +3860,7 @@ async fn generated_request_bodies_reach_the_node_as_through_nginx() {
         "Trailer: X-Other",
         "Keep-Alive: 300",
     ];
-    let mut h2 = (
-        H2Client::new(twins.ours_h2, &twins.h2_client),
-        H2Client::new(twins.theirs_h2, &twins.h2_client),
-    );
+    let mut h2 = twins.h2_clients();
     let mut differ = Vec::new();
     // The HTTP/2 requests nginx refused for their trailer fields, and asked again.
     let mut asked_again = std::collections::BTreeSet::new();
