@@ -39,6 +39,7 @@ use crate::config::proxy::{self, Part, Template};
 use crate::config::server::{Return, Server};
 use crate::config::stock;
 use crate::cookie;
+use crate::discard::ClientBody;
 use crate::files;
 use crate::gzip::{self, Gzipped};
 use crate::limit::{self, Applied, Limit, Verdict};
@@ -397,14 +398,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn wants_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
-    let connection_upgrade = req
-        .headers()
+/// Whether the `Connection` header lines name `option` (RFC 9110 7.6.1).
+pub fn connection_has(headers: &HeaderMap, option: &str) -> bool {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        .any(|t| t.trim().eq_ignore_ascii_case(option))
+}
+
+fn wants_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
+    let connection_upgrade = connection_has(req.headers(), "upgrade");
     (req.version() == Version::HTTP_11 && connection_upgrade)
         .then(|| req.headers().get(header::UPGRADE).cloned())
         .flatten()
@@ -416,7 +421,7 @@ fn wants_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
 /// HTTP/2 one without `:authority`), an invalid host; and an HTTP/2 request whose `Host`
 /// names another host than its `:authority` (RFC 9113 8.3.1; nginx 1.22 refuses any `Host`
 /// beside `:authority`).
-fn host_of(req: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+fn host_of(req: &Request<ClientBody>) -> Result<Option<String>, &'static str> {
     let mut headers = req.headers().get_all(header::HOST).iter();
     let header = headers.next();
     if headers.next().is_some() {
@@ -538,7 +543,7 @@ const UNIQUE: [HeaderName; 9] = [
 /// (501); then TRACE (405: it would echo the request, cookies and all, to a script) and
 /// CONNECT (405, or 400 for a `host:port` target). Both a length and a coding never get
 /// here: hyper reads such a request as chunked (RFC 9112) and drops the length.
-fn refused_head(req: &Request<Incoming>) -> Option<(StatusCode, String)> {
+fn refused_head(req: &Request<ClientBody>) -> Option<(StatusCode, String)> {
     let bad = |why: &str| Some((StatusCode::BAD_REQUEST, why.to_owned()));
     let method = req.method();
     if !method
@@ -697,6 +702,9 @@ impl Log {
             .keepalive_requests
             .is_some_and(|n| conn.requests.load(std::sync::atomic::Ordering::Relaxed) >= n);
         self.close = http1 && (self.close_anyway || s.keepalive_timeout.is_zero() || enough);
+        if self.close {
+            conn.linger.closing();
+        }
         if enough && !http1 {
             conn.enough.notify_one();
         }
@@ -720,6 +728,15 @@ impl Log {
                 }
             })
             .collect();
+    }
+
+    /// The HTTP/1 connection closes after this response, whatever the blocks say.
+    fn end_connection(&mut self, http1: bool) {
+        self.close_anyway = true;
+        if http1 {
+            self.close = true;
+            self.keep_alive = None;
+        }
     }
 
     /// Puts the `add_header` headers on a response of `status`, and `Connection: close`
@@ -825,6 +842,11 @@ impl Drop for Log {
         }
     }
 }
+
+/// The errors after which nginx ends an HTTP/1 connection whatever its keep-alive (its
+/// special response handler): a request it cannot read in step (400, 413, 414, the client
+/// certificate's 495-497) or a failure of its own (500, 501). A 413's body is not read on.
+const ENDS_CONNECTION: &[u16] = &[400, 413, 414, 495, 496, 497, 500, 501];
 
 /// A `return` a block answers with, and the text its `if`'s regex matched (for `$1`).
 type Chosen<'r> = (&'r Return, Option<(String, Arc<regex::bytes::Regex>)>);
@@ -1152,7 +1174,7 @@ fn log_at(level: tracing::Level, line: &str) {
 
 /// Serves one request with the runtime current when it arrived.
 pub async fn handle(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     conn: &Conn,
     rt: &Runtime,
     listener: usize,
@@ -1358,6 +1380,7 @@ pub async fn handle(
         server_name,
         request_uri: &request_uri,
     };
+    let http1 = req.version() < Version::HTTP_2;
     let mut req = req.map(Some);
     let found = found.filter(|_| pending.is_none());
     let (mut found, mut path, mut sent_uri) = (found, path, None::<String>);
@@ -1389,6 +1412,10 @@ pub async fn handle(
             code = local.status().as_u16();
         }
         let status = local.status();
+        if ENDS_CONNECTION.contains(&code) {
+            log.end_connection(http1);
+            conn.linger.closing();
+        }
         let page = head
             .filter(|_| local.extensions().get::<Close>().is_none())
             .and_then(|h| Some((pages::page_for(s, code)?, h)));
@@ -1508,7 +1535,7 @@ impl Head {
         }
     }
 
-    fn request(self, method: Method) -> Request<Option<Incoming>> {
+    fn request(self, method: Method) -> Request<Option<ClientBody>> {
         let mut r = Request::new(None);
         *r.method_mut() = method;
         *r.version_mut() = self.version;
@@ -1522,7 +1549,7 @@ impl Head {
 /// or a node's error with `proxy_intercept_errors on`).
 async fn in_location<'a>(
     cx: &Cx<'a>,
-    mut req: Request<Option<Incoming>>,
+    mut req: Request<Option<ClientBody>>,
     at: &At<'_>,
     vars: &mut Vars<'a>,
     mut log: Log,
@@ -1964,7 +1991,7 @@ fn drop_invalid_headers(headers: &mut HeaderMap, s: &ProxySettings, conn: &Conn)
 /// The `$http_NAME` headers the `logs`' formats name, each once, with `req`'s values.
 fn logged_headers(
     logs: &[AccessLog],
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Vec<(HeaderName, Option<String>)> {
     let mut names: Vec<&HeaderName> = Vec::new();
     for name in logs
@@ -2003,7 +2030,7 @@ fn logged_certs(
 
 /// A request header as nginx 1.22's `$http_NAME` gives it: the first line, but for
 /// `X-Forwarded-For` (every line, joined by ", ") and `Cookie` (by "; ").
-fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<String> {
+fn header_str(req: &Request<ClientBody>, name: HeaderName) -> Option<String> {
     let glue: &[u8] = match name.as_str() {
         "x-forwarded-for" => b", ",
         "cookie" => COOKIE_GLUE,

@@ -12,6 +12,7 @@ pub mod body;
 pub mod client_cert;
 pub mod config;
 pub mod cookie;
+pub mod discard;
 pub mod files;
 pub mod forward;
 pub mod gzip;
@@ -54,6 +55,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::grammar::GrammarError;
 pub use config::{Config, Warning};
+use discard::ClientBody;
 use forward::Conn;
 pub use gluu_common::signal::Control;
 use linger::Linger;
@@ -721,11 +723,17 @@ async fn serve<I>(
         let (conn, shared) = (conn.clone(), shared.clone());
         conn.requests.fetch_add(1, Ordering::Relaxed);
         let open = conn.pace.begin();
-        if !h2 {
-            // Until its body has all been read, closing drains it (`lingering_close`).
-            conn.linger
-                .unread(!hyper::body::Body::is_end_stream(req.body()));
-        }
+        let req = match h2 {
+            // An HTTP/2 stream's unread body is the stream's (hyper resets it).
+            true => ClientBody::of(req, None),
+            false => {
+                // Until its body has all been read, closing drains it (`lingering_close`);
+                // a body left unread is discarded for the next request.
+                conn.linger
+                    .unread(!hyper::body::Body::is_end_stream(req.body()));
+                ClientBody::of(req, Some(conn.linger.clone()))
+            }
+        };
         async move {
             let unanswered = shared.metrics.unanswered();
             let resp = forward::handle(req, &conn, &b.rt, b.listener, &shared).await;
@@ -781,7 +789,7 @@ async fn serve<I>(
         // A WebSocket lives on in this task: its slot stays taken, a stop waits for it.
         let upgrade = upstream::lock(&info.upgraded).take();
         if let Some(upgrade) = upgrade {
-            info.linger.relayed();
+            info.linger.without_drain();
             // Still a request being answered, as nginx counts it (`stub_status`' Writing).
             let _relaying = info.pace.begin();
             upgrade.run().await;

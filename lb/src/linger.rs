@@ -21,6 +21,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::proxy::{LingerClose, ProxySettings};
@@ -37,6 +39,11 @@ pub struct Linger {
     reset: AtomicBool,
     unread: AtomicBool,
     timed_out: AtomicBool,
+    /// The connection closes after the response being made.
+    closing: AtomicBool,
+    /// Told when the client runs out of time or the connection is to close: a body's
+    /// discard ([`crate::discard`]) stops, and the close drains instead.
+    stop: Notify,
 }
 
 impl Linger {
@@ -49,6 +56,8 @@ impl Linger {
             reset: AtomicBool::new(false),
             unread: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            stop: Notify::new(),
         };
         linger.set(s);
         Arc::new(linger)
@@ -69,10 +78,11 @@ impl Linger {
         self.unread.store(unread, Ordering::Relaxed);
     }
 
-    /// The connection was upgraded (WebSocket): its relay shuts the client's side when the
-    /// node's ends and reads on, so a shutdown is only a shutdown from now on (a drain
-    /// would take bytes from under the TLS stream the relay reads).
-    pub fn relayed(&self) {
+    /// A shutdown is only a shutdown from now on: the connection was upgraded (WebSocket),
+    /// and its relay, which shuts the client's side when the node's ends, reads on (a drain
+    /// would take bytes from under the TLS stream it reads); or a body's discard took all of
+    /// `lingering_time` (nginx then closes at once).
+    pub fn without_drain(&self) {
         self.close.store(LingerClose::Off as u8, Ordering::Relaxed);
     }
 
@@ -80,6 +90,29 @@ impl Linger {
     /// without a drain, and is reset if `reset_timedout_connection` says so.
     pub fn timed_out(&self) {
         self.timed_out.store(true, Ordering::Relaxed);
+        self.stop.notify_waiters();
+    }
+
+    /// The HTTP/1 connection closes after the response being made.
+    pub fn closing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.stop.notify_waiters();
+    }
+
+    /// Whether the client ran out of time or the connection closes after this response.
+    pub fn is_ending(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed) || self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Ready when the client runs out of time or the connection is to close (told from
+    /// the first poll or `enable` on).
+    pub fn ending(&self) -> Notified<'_> {
+        self.stop.notified()
+    }
+
+    /// `lingering_time` and `lingering_timeout` of the block that answered last.
+    pub fn limits(&self) -> (Duration, Duration) {
+        (self.limit(&self.time_ms), self.limit(&self.timeout_ms))
     }
 
     /// Whether the socket is to be reset as it closes.
@@ -281,7 +314,7 @@ mod tests {
 
         // An upgraded connection's relay reads on after shutting the client's side: no drain.
         let upgraded = Linger::new(&settings(LingerClose::Always));
-        upgraded.relayed();
+        upgraded.without_drain();
         let mut drain = Drain::new(upgraded);
         let (mut ours, mut client) = tokio::io::duplex(64);
         client.write_all(b"frame").await.expect("write");

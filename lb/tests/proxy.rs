@@ -730,6 +730,99 @@ async fn an_unread_body_is_drained_so_that_the_client_reads_the_answer() {
     assert!(closed(&mut tls).await, "still draining after a GET");
 }
 
+/// A body gluu-lb answers without reading (a `return` here) is read to its end and thrown
+/// away, as nginx discards it, and the connection goes on with the client's next request;
+/// before session 34 hyper closed it after the answer (a pipelined request behind the body
+/// was lost, and every such answer cost a new handshake). The discard ends `lingering_timeout`
+/// after the last byte and at `lingering_time` in all, and the connection then closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_nothing_reads_is_discarded_and_the_connection_kept() {
+    let lab = Lab::start(|t| {
+        with_locations(
+            t,
+            "    location = /gone {\n        lingering_timeout 1s;\n        \
+             lingering_time 2s;\n        return 410;\n    }\n",
+        )
+    })
+    .await;
+    let len = 512 << 10;
+    let body = vec![b'x'; len];
+    // The answer first, then the body, then the next request on the same connection.
+    let (mut answer, mut upload) = posted(&lab, "/gone", len).await;
+    assert!(one_answer(&mut answer).await.starts_with("HTTP/1.1 410"));
+    upload.write_all(&body).await.expect("body");
+    let next = format!("GET /oxauth/x HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    upload.write_all(next.as_bytes()).await.expect("next");
+    let got = one_answer(&mut answer).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("path=/oxauth/x"), "{got}");
+
+    // A body that stops: closed lingering_timeout (1 s) after its last byte.
+    let (mut answer, mut upload) = posted(&lab, "/gone", len).await;
+    upload.write_all(&body[..1000]).await.expect("part");
+    assert!(one_answer(&mut answer).await.starts_with("HTTP/1.1 410"));
+    let quiet = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), answer.read(&mut [0u8; 64])).await;
+    assert!(matches!(end, Ok(Ok(0) | Err(_))), "{end:?}");
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "closed {waited:?} after the last byte; lingering_timeout is 1s"
+    );
+
+    // A body that trickles on: closed at lingering_time (2 s).
+    let (mut answer, mut upload) = posted(&lab, "/gone", len).await;
+    assert!(one_answer(&mut answer).await.starts_with("HTTP/1.1 410"));
+    let started = Instant::now();
+    let ended = tokio::spawn(async move {
+        let _ = answer.read(&mut [0u8; 64]).await;
+        Instant::now()
+    });
+    for _ in 0..100 {
+        if ended.is_finished() || upload.write_all(&body[..1024]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = ended.await.expect("join") - started;
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "closed after {took:?}; lingering_time is 2s"
+    );
+}
+
+/// Reads one answer with a `Content-Length` from `r` (at most 10 s): its head and body.
+async fn one_answer<R: AsyncReadExt + Unpin>(r: &mut R) -> String {
+    let mut got = Vec::new();
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return text;
+                }
+            }
+            let mut buf = [0u8; 4096];
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return text,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer within 10 s")
+}
+
 /// Whether the connection under `w` has been closed (not only shut for writing, which a
 /// draining one is too): a write to a closed socket is answered with a reset, which fails
 /// a later write. Tries for about a second.
