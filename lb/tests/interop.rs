@@ -5870,3 +5870,223 @@ async fn slashes_are_merged_or_kept_as_nginx_does() {
         assert!(seen.contains(line), "{line:?} not in:\n{seen}");
     }
 }
+
+/// `stream`, the answers a balancer wrote on one connection, cut into one text per answer
+/// (an interim `100 Continue` left out); `heads` says of each request whether it was a
+/// HEAD (an answer without a body).
+fn answers(mut stream: &[u8], mut heads: impl Iterator<Item = bool>) -> Vec<String> {
+    let mut out = Vec::new();
+    while !stream.is_empty() {
+        let Some(end) = stream.windows(4).position(|w| w == b"\r\n\r\n") else {
+            out.push(String::from_utf8_lossy(stream).into_owned());
+            break;
+        };
+        let head = String::from_utf8_lossy(&stream[..end]).to_ascii_lowercase();
+        let status: u16 = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let mut at = end + 4;
+        if status == 100 {
+            stream = &stream[at..];
+            continue;
+        }
+        let value = |name: &str| {
+            head.split("\r\n")
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        if heads.next().unwrap_or(false) || status == 204 || status == 304 {
+        } else if value("transfer-encoding") == Some("chunked") {
+            loop {
+                let Some(eol) = stream[at..].windows(2).position(|w| w == b"\r\n") else {
+                    at = stream.len();
+                    break;
+                };
+                let line = String::from_utf8_lossy(&stream[at..at + eol]).into_owned();
+                let size =
+                    usize::from_str_radix(line.split(';').next().unwrap_or(""), 16).unwrap_or(0);
+                at = (at + eol + 2 + size + 2).min(stream.len());
+                if size == 0 {
+                    break;
+                }
+            }
+        } else if let Some(n) = value("content-length").and_then(|n| n.parse::<usize>().ok()) {
+            at = (at + n).min(stream.len());
+        } else {
+            at = stream.len();
+        }
+        out.push(String::from_utf8_lossy(&stream[..at]).into_owned());
+        stream = &stream[at..];
+    }
+    out
+}
+
+/// Sends `requests` at once on one connection and reads until the server closes it (at
+/// most 10 s; a reset ends the reading too): what the server wrote.
+async fn pipelined(to: SocketAddr, requests: Vec<u8>) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = tokio::net::TcpStream::connect(to).await.expect("connect");
+    let (mut read, mut write) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&requests).await;
+        write
+    });
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, read.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    drop(writer.await);
+    out
+}
+
+/// One request of a generated row (its `i`th of row `row`), as `pick` chooses it: the
+/// request's bytes and whether it is a HEAD. Bodies of 0 to 70,000 bytes go where nothing
+/// reads them (a `return`, no location, a file, a refusal, an error page, a node that
+/// answers first) as well as to the echo node; and requests after which both close.
+fn in_a_row(row: usize, i: usize, pick: &mut impl FnMut(usize) -> usize) -> (String, bool) {
+    let n = [0, 5, 1000, 70_000][pick(4)];
+    let body: String = (0..n).map(|k| char::from(b'a' + (k % 26) as u8)).collect();
+    let id = format!("{row}.{i}");
+    let cl = |m: &str, t: &str| {
+        format!("{m} {t} HTTP/1.1\r\nHost: lb\r\nContent-Length: {n}\r\n\r\n{body}")
+    };
+    let chunked = |m: &str, t: &str| {
+        let chunk = match n {
+            0 => String::new(),
+            _ => format!("{n:x}\r\n{body}\r\n"),
+        };
+        format!(
+            "{m} {t} HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n"
+        )
+    };
+    let get = |t: &str| format!("GET {t} HTTP/1.1\r\nHost: lb\r\n\r\n");
+    let over = "b".repeat(1_100_000);
+    let request = match pick(30) {
+        0 => get(&format!("/oxauth/x{id}")),
+        1 => {
+            return (
+                format!("HEAD /oxauth/h{id} HTTP/1.1\r\nHost: lb\r\n\r\n"),
+                true,
+            );
+        }
+        2 => cl("POST", &format!("/echo/{id}")),
+        3 => chunked("POST", &format!("/echo/{id}")),
+        4 => cl("POST", "/gone"),
+        5 => chunked("POST", "/gone"),
+        6 => get("/zzz"),
+        7 => cl("POST", "/zzz"),
+        8 => get("/text"),
+        9 => get("/pages/index.html"),
+        10 => cl("POST", "/pages/index.html"),
+        11 => cl("POST", "/paged/x"),
+        12 => get("/back-relative"),
+        13 => format!(
+            "POST /echo/e{id} HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\n\
+             Content-Length: {n}\r\n\r\n{body}"
+        ),
+        14 => format!("GET /oxauth/k{id} HTTP/1.0\r\nHost: lb\r\nConnection: keep-alive\r\n\r\n"),
+        15 => format!("GET /oxauth/o{id} HTTP/1.0\r\nHost: lb\r\n\r\n"),
+        // Over client_max_body_size (1m): 413, after which both close.
+        16 => format!(
+            "POST /echo/big HTTP/1.1\r\nHost: lb\r\nContent-Length: {}\r\n\r\n{over}",
+            over.len()
+        ),
+        17 => format!(
+            "POST /echo/bigc HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{over}\r\n0\r\n\r\n",
+            over.len()
+        ),
+        18 => "GET /oxauth/ HTTP/1.1\r\nHost: lb\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+            .to_owned(),
+        19 => get("/drop"),
+        20 => get("/denied/"),
+        21 => format!("GET /identity/c{id} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"),
+        22 => cl("POST", &format!("/oxauth/p{id}")),
+        23 => chunked("GET", &format!("/echo/g{id}")),
+        24 => "OPTIONS * HTTP/1.1\r\nHost: lb\r\n\r\n".to_owned(),
+        // A missing password file: 500, after which both close.
+        25 => cl("POST", "/auth-missing/x"),
+        26 => cl("POST", "/denied/"),
+        27 => chunked("POST", "/except/x"),
+        28 => get("/pages/"),
+        _ => format!(
+            "POST /gone HTTP/1.0\r\nHost: lb\r\nConnection: keep-alive\r\n\
+             Content-Length: {n}\r\n\r\n{body}"
+        ),
+    };
+    (request, false)
+}
+
+/// Rows of requests sent at once on one connection (pipelined, the last with `Connection:
+/// close`), through both balancers: the same answers in the same order, and the connection
+/// closed after the same one. A body nothing reads is read and thrown away, as nginx
+/// discards it, and the connection goes on; before session 34 gluu-lb closed it after the
+/// answer (hyper reads on only what has already come) and the requests behind were lost.
+/// After the answers nginx ends a connection with (400, 413, 500, ...) gluu-lb closes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_a_row_are_answered_as_nginx_answers_them() {
+    let twins = Twins::start().await;
+    let mut pick = picker(0x5eed_0a11);
+    let mut differ = Vec::new();
+    for row in 0..400 {
+        let (mut requests, mut heads) = (String::new(), Vec::new());
+        for i in 0..1 + pick(6) {
+            let (request, head) = in_a_row(row, i, &mut pick);
+            requests.push_str(&request);
+            heads.push(head);
+        }
+        requests.push_str("GET /oxauth/last HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+        heads.push(false);
+        let view = |stream: &[u8]| -> Vec<View> {
+            answers(stream, heads.iter().copied())
+                .iter()
+                .zip(&heads)
+                .map(|(text, head)| echoed(view_of(text, *head)))
+                .collect()
+        };
+        let ours = view(&pipelined(twins.ours, requests.clone().into_bytes()).await);
+        let mut theirs = view(&pipelined(twins.theirs, requests.clone().into_bytes()).await);
+        // nginx now and then ends a row early (about one in a thousand here, at no
+        // particular request): such a row is asked of it again.
+        for _ in 0..3 {
+            if theirs.len() >= ours.len() || !ours.starts_with(&theirs) {
+                break;
+            }
+            theirs = view(&pipelined(twins.theirs, requests.clone().into_bytes()).await);
+        }
+        if ours != theirs {
+            differ.push(format!(
+                "{requests:?}:\n  ours   {ours:?}\n  theirs {theirs:?}"
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} rows differ:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+
+    // Knowingly different: a body announced with `Expect: 100-continue` that nothing asks
+    // for. nginx sends `100 Continue`, reads the body and goes on; gluu-lb sends the answer
+    // and closes unless the body had already come whole (hyper sends no `100 Continue`
+    // after an answer, and a client that waits for one would never send the body).
+    let body = "e".repeat(70_000);
+    let row = format!(
+        "POST /gone HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n\
+         {body}GET /oxauth/after HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let statuses = |stream: Vec<u8>| -> Vec<u16> {
+        answers(&stream, [false, false].into_iter())
+            .iter()
+            .map(|text| view_of(text, false).0)
+            .collect()
+    };
+    let ours = statuses(pipelined(twins.ours, row.clone().into_bytes()).await);
+    let theirs = statuses(pipelined(twins.theirs, row.into_bytes()).await);
+    assert_eq!((ours, theirs), (vec![410], vec![410, 200]));
+}
