@@ -1,6 +1,7 @@
 //! `access_log PATH [FORMAT]`: by default nginx's combined format with two fields added at
 //! the end, `$upstream_addr` (every node tried, comma-separated, as nginx writes it) and
-//! `$upstream_response_time` (seconds to the node's response headers); or a `log_format`'s
+//! `$upstream_response_time` (each try's seconds, to the end of the answer it relayed); or
+//! a `log_format`'s
 //! text and variables, escaped as nginx escapes them. Times are UTC (`+0000`). A line is
 //! written when the response body has gone out, so `$body_bytes_sent` is what the client
 //! got. SIGUSR1 reopens the files (logrotate).
@@ -15,7 +16,7 @@ use std::cell::RefCell;
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use gluu_common::logging::LogFile;
 use hyper::header::HeaderName;
@@ -95,7 +96,70 @@ pub struct Entry {
     /// `$remote_user` ([`remote_user`]).
     pub remote_user: Option<String>,
     pub upstream_addrs: Vec<String>,
-    pub upstream_time: Option<Duration>,
+    /// Each node tried, parallel to `upstream_addrs`.
+    pub upstream_times: Vec<Timing>,
+}
+
+/// How long a try of a node took, nginx's `$upstream_connect_time`, `$upstream_header_time`
+/// and `$upstream_response_time` (`-` where there is none).
+#[derive(Debug)]
+pub struct Timing {
+    pub start: Instant,
+    /// To the connection (TCP and TLS); zero on a pooled one; `None`: none was made.
+    pub connect: Option<Duration>,
+    /// To the response head; `None`: none came.
+    pub header: Option<Duration>,
+    /// To the try's end (a failure, a response given up for the next node); `None` while
+    /// its response is relayed: it ends with the line, written when that response has.
+    pub end: Option<Duration>,
+}
+
+impl Timing {
+    pub fn new() -> Timing {
+        Timing {
+            start: Instant::now(),
+            connect: None,
+            header: None,
+            end: None,
+        }
+    }
+
+    /// The try ends now, if it has not yet.
+    pub fn ended(&mut self) {
+        self.end.get_or_insert_with(|| self.start.elapsed());
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing::new()
+    }
+}
+
+/// Each try's `time` as nginx writes it (seconds with milliseconds, cut, not rounded; `-`
+/// for none), comma-separated; `false` when there was no try.
+fn push_times(
+    out: &mut String,
+    tries: &[Timing],
+    time: impl Fn(&Timing) -> Option<Duration>,
+) -> bool {
+    for (i, t) in tries.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        match time(t) {
+            Some(d) => {
+                let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
+            }
+            None => out.push('-'),
+        }
+    }
+    !tries.is_empty()
+}
+
+/// A try's time in all.
+fn response_time(t: &Timing) -> Option<Duration> {
+    Some(t.end.unwrap_or_else(|| t.start.elapsed()))
 }
 
 /// nginx's `$remote_user`: the name of an `Authorization: Basic` header, whatever the
@@ -404,10 +468,9 @@ impl Entry {
             }
             Var::UpstreamAddr if self.upstream_addrs.is_empty() => false,
             Var::UpstreamAddr => text(out, &self.upstream_addrs.join(", ")),
-            Var::UpstreamResponseTime => match self.upstream_time {
-                Some(t) => text(out, &format!("{:.3}", t.as_secs_f64())),
-                None => false,
-            },
+            Var::UpstreamConnectTime => push_times(out, &self.upstream_times, |t| t.connect),
+            Var::UpstreamHeaderTime => push_times(out, &self.upstream_times, |t| t.header),
+            Var::UpstreamResponseTime => push_times(out, &self.upstream_times, response_time),
             Var::Pid => text(out, &std::process::id().to_string()),
             Var::Hostname => text(out, hostname()),
             Var::SslProtocol if more.tls.0.is_empty() => false,
@@ -474,11 +537,9 @@ impl Entry {
         } else {
             out.push_str(&self.upstream_addrs.join(", "));
         }
-        match self.upstream_time {
-            Some(t) => {
-                let _ = write!(out, " {:.3}", t.as_secs_f64());
-            }
-            None => out.push_str(" -"),
+        out.push(' ');
+        if !push_times(out, &self.upstream_times, response_time) {
+            out.push('-');
         }
         out.push('\n');
     }
@@ -542,12 +603,21 @@ mod tests {
             user_agent: Some("curl/7.88".into()),
             remote_user: None,
             upstream_addrs: vec!["10.0.0.1:443".into(), "10.0.0.2:443".into()],
-            upstream_time: Some(Duration::from_millis(12)),
+            upstream_times: vec![
+                Timing {
+                    end: Some(Duration::from_micros(3999)),
+                    ..Timing::new()
+                },
+                Timing {
+                    end: Some(Duration::from_millis(1012)),
+                    ..Timing::new()
+                },
+            ],
         };
         assert_eq!(
             e.line(1234),
             "192.0.2.7 - - [06/Nov/1994:08:49:37 +0000] \"GET /oxauth/x?\\x22q\\x22 HTTP/1.1\" \
-             200 1234 \"-\" \"curl/7.88\" 10.0.0.1:443, 10.0.0.2:443 0.012\n"
+             200 1234 \"-\" \"curl/7.88\" 10.0.0.1:443, 10.0.0.2:443 0.003, 1.012\n"
         );
         let next = Entry {
             start: e.start + Duration::from_millis(1500),
@@ -581,7 +651,7 @@ mod tests {
         e.write(5);
         let text = std::fs::read_to_string(dir.path().join("a.log")).expect("read");
         assert!(
-            text.ends_with("0.012\n") && text.contains(" 200 5 "),
+            text.ends_with(" 0.003, 1.012\n") && text.contains(" 200 5 "),
             "{text}"
         );
     }
@@ -657,7 +727,7 @@ mod tests {
             user_agent: None,
             remote_user: None,
             upstream_addrs: vec!["10.0.0.1:443".into()],
-            upstream_time: None,
+            upstream_times: Vec::new(),
         };
         e.logs = formatted(
             &e,
@@ -741,7 +811,7 @@ mod tests {
             user_agent: None,
             remote_user: None,
             upstream_addrs: Vec::new(),
-            upstream_time: None,
+            upstream_times: Vec::new(),
         };
         entry.write(1);
         assert_eq!(

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::access_log::{AccessLog, Entry, More};
+use crate::access_log::{AccessLog, Entry, More, Timing};
 use crate::auth;
 use crate::body::{self, Body, BodyError, Watched};
 use crate::client_cert;
@@ -807,6 +807,11 @@ impl Log {
         Response::from_parts(parts, body)
     }
 
+    /// The timing of the node being tried, when there is a log line.
+    fn this_try(&mut self) -> Option<&mut Timing> {
+        self.entry.as_mut()?.upstream_times.last_mut()
+    }
+
     /// The response's status is known: counted, and kept for the log line.
     fn answered(&mut self, status: StatusCode, shared: &Shared) {
         shared.metrics.response(status.as_u16());
@@ -1282,7 +1287,7 @@ pub async fn handle(
             user_agent: header_str(&req, header::USER_AGENT),
             remote_user: crate::access_log::remote_user(req.headers()),
             upstream_addrs: Vec::new(),
-            upstream_time: None,
+            upstream_times: Vec::new(),
         }),
         added: Vec::new(),
         gzip: None,
@@ -1759,6 +1764,7 @@ async fn in_location<'a>(
         let node = &group.nodes[n];
         if let Some(e) = &mut log.entry {
             e.upstream_addrs.push(node.address.clone());
+            e.upstream_times.push(Timing::new());
         }
         let mut upstream_req = Request::new(client_body.take().unwrap_or_else(body::empty));
         *upstream_req.method_mut() = method.clone();
@@ -1770,7 +1776,17 @@ async fn in_location<'a>(
         }
         node.counters.requests.inc();
         let wait = (settings.read_timeout, sent.as_ref());
-        let result = node.send(&route, upstream_req, wait, shared).await;
+        let mut connected = None;
+        let result = node
+            .send(&route, upstream_req, wait, &mut connected, shared)
+            .await;
+        if let Some(t) = log.this_try() {
+            t.connect = connected.map(|at| at - t.start);
+            match &result {
+                Ok(_) => t.header = Some(t.start.elapsed()),
+                Err(_) => t.ended(),
+            }
+        }
         let tries_left = (max_tries == 0 || tries < max_tries)
             && (settings.next_upstream_timeout.is_zero()
                 || t0.elapsed() < settings.next_upstream_timeout);
@@ -1812,6 +1828,9 @@ async fn in_location<'a>(
                         client
                     );
                     if replayable && (idempotent || nu.non_idempotent) && tries_left {
+                        if let Some(t) = log.this_try() {
+                            t.ended();
+                        }
                         fallback = Some((resp, (lease, in_flight)));
                         continue;
                     }
@@ -1825,7 +1844,6 @@ async fn in_location<'a>(
                     resp,
                     (lease, in_flight),
                     log,
-                    t0,
                     (settings.read_timeout, &lrt.hidden),
                     client_upgrade.map(|u| (u, conn)),
                     shared,
@@ -1882,7 +1900,7 @@ async fn in_location<'a>(
             return Err((plain(resp.status(), ""), log));
         }
         let after = (settings.read_timeout, lrt.hidden.as_slice());
-        return Ok(respond(resp, done, log, t0, after, None, shared));
+        return Ok(respond(resp, done, log, after, None, shared));
     }
     if tries == 0 {
         tracing::error!(
@@ -2130,15 +2148,11 @@ fn respond(
     mut resp: Response<Incoming>,
     done: (Lease, InFlight),
     mut log: Log,
-    t0: Instant,
     (read_timeout, hidden): (Duration, &[HeaderName]),
     upgrade: Option<(OnUpgrade, &Conn)>,
     shared: &Shared,
 ) -> Response<Body> {
     let status = log.status(&mut resp, shared);
-    if let Some(e) = &mut log.entry {
-        e.upstream_time = Some(t0.elapsed());
-    }
     if let (StatusCode::SWITCHING_PROTOCOLS, Some((client, conn))) = (status, upgrade) {
         let node = hyper::upgrade::on(&mut resp);
         let (mut parts, _) = resp.into_parts();

@@ -450,6 +450,7 @@ impl Node {
         route: &Route<'_>,
         mut req: Request<Body>,
         (wait, sent): (Duration, Option<&CancellationToken>),
+        connected: &mut Option<Instant>,
         shared: &Shared,
     ) -> Result<(hyper::Response<Incoming>, Lease), Failure> {
         let key = PoolKey {
@@ -486,6 +487,7 @@ impl Node {
             if pooled && conn.sender.ready().await.is_err() {
                 continue;
             }
+            connected.get_or_insert_with(Instant::now);
             let head_due = async {
                 if let Some(sent) = sent {
                     sent.cancelled().await;

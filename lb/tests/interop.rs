@@ -2155,7 +2155,9 @@ impl Twins {
              log_format rid '$request_id';\n\
              log_format echoed '$request_method $request_uri $status $upstream_status \
                $http_content_length $http_transfer_encoding';\n\
-             log_format counted '$request_method $request_uri $status $body_bytes_sent $upstream_status';\n",
+             log_format counted '$request_method $request_uri $status $body_bytes_sent $upstream_status';\n\
+             log_format timed '$upstream_addr|$upstream_status|$upstream_connect_time|\
+               $upstream_header_time|$upstream_response_time';\n",
             echo.addr
         );
         // Server-level header lines, which a location inherits only when it has none of
@@ -2174,6 +2176,7 @@ impl Twins {
              location /echo/ { proxy_pass https://up_echo; access_log DIR/WHO.echo echoed; }\n\
              location /buffer8k/ { proxy_pass https://up_canned/canned/; proxy_buffer_size 8k; }\n\
              location /mixed/ { proxy_pass https://up_mixed/canned/; access_log DIR/WHO.mixed main;\n\
+               access_log DIR/WHO.timed timed;\n\
                proxy_next_upstream error timeout invalid_header http_500; }\n\
              location /oxauth { proxy_pass https://up_a/oxauth; }\n\
              location /identity { proxy_pass https://up_b/identity; }\n\
@@ -2284,6 +2287,7 @@ impl Twins {
              location /ft-x/ { if (-x DIR/ft/$arg_p) { return 201; } return 204; }\n\
              location /ft-nx/ { if (!-x DIR/ft/$arg_p) { return 201; } return 204; }\n\
              location /paged/ { proxy_pass https://up_down; error_page 502 504 /pages/502.html; }\n\
+             location /down/ { proxy_pass https://up_down; access_log DIR/WHO.timed timed; }\n\
              location /paged-ok/ { proxy_pass https://up_down; error_page 502 =200 /pages/502.html; }\n\
              location /paged-node/ { proxy_pass https://up_down; error_page 502 = /paged-a/x?q=1; }\n\
              location /paged-a/ { proxy_pass https://up_a;\n\
@@ -2731,6 +2735,13 @@ async fn access_logs_are_written_as_nginx_writes_them() {
             assert!(ours.contains(" 502, 200 "), "{ours}");
         }
     }
+    // Each try's connect, head and whole time (`-` where there is none): the node that
+    // fails and the one that answers (above), and a node nothing listens on. Their digits
+    // differ; where they stand does not.
+    twins.agree(&get("/down/x")).await;
+    let (ours, theirs) = twins.logs("timed", 3).await;
+    let shape = |text: &str| text.replace(|c: char| c.is_ascii_digit(), "N");
+    assert_eq!(shape(&ours), shape(&theirs), "gluu-lb, then nginx");
     // Maps in a format, and `if=` of a map of `$status`: only the errors in `logmap`.
     // `$cookie_NAME` and `$arg_NAME` too.
     for (path, client) in [

@@ -50,6 +50,8 @@ pub enum Var {
     BodyBytesSent,
     RequestTime,
     UpstreamAddr,
+    UpstreamConnectTime,
+    UpstreamHeaderTime,
     UpstreamResponseTime,
     Pid,
     Hostname,
@@ -93,8 +95,9 @@ const VARS: &[(&str, Var)] = &[
     ("body_bytes_sent", Var::BodyBytesSent),
     ("request_time", Var::RequestTime),
     ("upstream_addr", Var::UpstreamAddr),
+    ("upstream_connect_time", Var::UpstreamConnectTime),
+    ("upstream_header_time", Var::UpstreamHeaderTime),
     ("upstream_response_time", Var::UpstreamResponseTime),
-    ("upstream_header_time", Var::UpstreamResponseTime),
     ("pid", Var::Pid),
     ("hostname", Var::Hostname),
     ("ssl_protocol", Var::SslProtocol),
@@ -300,7 +303,7 @@ fn var(place: &Place, name: &str, headers: &mut Vec<HeaderName>) -> Result<Var, 
 
 /// nginx variables a log format might name that gluu-lb does not measure or keep.
 const NOT_KEPT: &[&str] = &[
-    "upstream_connect_time",
+    "upstream_response_length",
     "upstream_bytes_received",
     "upstream_bytes_sent",
     "upstream_cache_status",
@@ -367,7 +370,7 @@ mod tests {
             (&["main", "$nope"][..], "unknown \"nope\" variable"),
             (&["main", "${status"][..], "closing bracket"),
             (&["main", "a $ b"][..], "invalid variable name"),
-            (&["main", "$upstream_connect_time"][..], "does not keep"),
+            (&["main", "$upstream_response_length"][..], "does not keep"),
             (&["main", "$sent_http_content_type"][..], "does not keep"),
         ] {
             let e = log_format(&directive(args), &Maps::default()).expect_err(said);
