@@ -5431,34 +5431,9 @@ async fn ask<S>(tls: &mut S, request: &str) -> (String, String)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     tls.write_all(request.as_bytes()).await.expect("send");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = std::time::Duration::from_secs(10);
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .and_then(|n| n.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if body.len() >= length || request.starts_with("HEAD ") {
-                return (head.to_owned(), body.to_owned());
-            }
-        }
-        let n = tokio::time::timeout(deadline, tls.read(&mut buf))
-            .await
-            .expect("an answer within 10 s")
-            .expect("read");
-        assert!(n > 0, "closed before a whole answer: {got:?}");
-        got.extend_from_slice(&buf[..n]);
-    }
+    support::one_answer(tls, request.starts_with("HEAD ")).await
 }
 
 /// `stub_status` as nginx reports: the same steps (a status request, an idle connection,

@@ -11,7 +11,9 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use support::{Client, GUIDE_SETTINGS, HOST, Issued, Lab, crl, eventually, with_locations};
+use support::{
+    Client, GUIDE_SETTINGS, HOST, Issued, Lab, crl, eventually, one_answer, with_locations,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn echo_location(text: String) -> String {
@@ -749,18 +751,28 @@ async fn a_body_nothing_reads_is_discarded_and_the_connection_kept() {
     let body = vec![b'x'; len];
     // The answer first, then the body, then the next request on the same connection.
     let (mut answer, mut upload) = posted(&lab, "/gone", len).await;
-    assert!(one_answer(&mut answer).await.starts_with("HTTP/1.1 410"));
+    assert!(
+        one_answer(&mut answer, false)
+            .await
+            .0
+            .starts_with("HTTP/1.1 410")
+    );
     upload.write_all(&body).await.expect("body");
     let next = format!("GET /oxauth/x HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
     upload.write_all(next.as_bytes()).await.expect("next");
-    let got = one_answer(&mut answer).await;
-    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
-    assert!(got.contains("path=/oxauth/x"), "{got}");
+    let (head, text) = one_answer(&mut answer, false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(text.contains("path=/oxauth/x"), "{text}");
 
     // A body that stops: closed lingering_timeout (1 s) after its last byte.
     let (mut answer, mut upload) = posted(&lab, "/gone", len).await;
     upload.write_all(&body[..1000]).await.expect("part");
-    assert!(one_answer(&mut answer).await.starts_with("HTTP/1.1 410"));
+    assert!(
+        one_answer(&mut answer, false)
+            .await
+            .0
+            .starts_with("HTTP/1.1 410")
+    );
     let quiet = Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(10), answer.read(&mut [0u8; 64])).await;
     assert!(matches!(end, Ok(Ok(0) | Err(_))), "{end:?}");
@@ -772,7 +784,12 @@ async fn a_body_nothing_reads_is_discarded_and_the_connection_kept() {
 
     // A body that trickles on: closed at lingering_time (2 s).
     let (mut answer, mut upload) = posted(&lab, "/gone", len).await;
-    assert!(one_answer(&mut answer).await.starts_with("HTTP/1.1 410"));
+    assert!(
+        one_answer(&mut answer, false)
+            .await
+            .0
+            .starts_with("HTTP/1.1 410")
+    );
     let started = Instant::now();
     let ended = tokio::spawn(async move {
         let _ = answer.read(&mut [0u8; 64]).await;
@@ -789,38 +806,6 @@ async fn a_body_nothing_reads_is_discarded_and_the_connection_kept() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
         "closed after {took:?}; lingering_time is 2s"
     );
-}
-
-/// Reads one answer with a `Content-Length` from `r` (at most 10 s): its head and body.
-async fn one_answer<R: AsyncReadExt + Unpin>(r: &mut R) -> String {
-    let mut got = Vec::new();
-    let read = async {
-        loop {
-            let text = String::from_utf8_lossy(&got).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")?
-                            .parse()
-                            .ok()
-                    })
-                    .unwrap_or(0);
-                if body.len() >= len {
-                    return text;
-                }
-            }
-            let mut buf = [0u8; 4096];
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => return text,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("an answer within 10 s")
 }
 
 /// Whether the connection under `w` has been closed (not only shut for writing, which a

@@ -275,3 +275,38 @@ pub fn crl(by: &Issued, revoked: &[&Issued], (from, until): (i32, i32)) -> Strin
         .pem()
         .expect("CRL PEM")
 }
+
+/// Reads one HTTP/1 answer from `r` (at most 10 s): its head and its body (`Content-Length`
+/// bytes, or none; none at all for the answer to a HEAD, `head_only`). Panics if the
+/// connection ends before the answer does.
+pub async fn one_answer<R>(r: &mut R, head_only: bool) -> (String, String)
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length || head_only {
+                return (head.to_owned(), body.to_owned());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        assert!(n > 0, "closed before a whole answer: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
