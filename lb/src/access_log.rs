@@ -148,13 +148,16 @@ fn push_times(
             out.push_str(", ");
         }
         match time(t) {
-            Some(d) => {
-                let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
-            }
+            Some(d) => push_seconds(out, d),
             None => out.push('-'),
         }
     }
     !tries.is_empty()
+}
+
+/// `d` as nginx writes a time (and `$msec`): seconds with milliseconds, cut, not rounded.
+fn push_seconds(out: &mut String, d: Duration) {
+    let _ = write!(out, "{}.{:03}", d.as_secs(), d.subsec_millis());
 }
 
 /// A try's time in all.
@@ -442,10 +445,8 @@ impl Entry {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default();
-                text(
-                    out,
-                    &format!("{}.{:03}", now.as_secs(), now.subsec_millis()),
-                )
+                push_seconds(out, now);
+                true
             }
             Var::Request => text(out, &self.request_line),
             Var::RequestMethod => text(out, &more.method),
@@ -463,8 +464,8 @@ impl Entry {
             Var::Status => text(out, &self.status.to_string()),
             Var::BodyBytesSent => text(out, &body_bytes_sent.to_string()),
             Var::RequestTime => {
-                let t = self.start.elapsed().unwrap_or_default();
-                text(out, &format!("{}.{:03}", t.as_secs(), t.subsec_millis()))
+                push_seconds(out, self.start.elapsed().unwrap_or_default());
+                true
             }
             Var::UpstreamAddr if self.upstream_addrs.is_empty() => false,
             Var::UpstreamAddr => text(out, &self.upstream_addrs.join(", ")),

@@ -41,10 +41,16 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    /// `req` with its body a [`ClientBody`]; `linger` is its connection's, on HTTP/1.
+    /// `req` with its body a [`ClientBody`]; `linger` is its connection's, on HTTP/1, and
+    /// told whether the request has a body to read: until it has all been read, closing
+    /// drains it (`lingering_close`).
     pub fn of(req: Request<Incoming>, linger: Option<Arc<Linger>>) -> Request<ClientBody> {
+        let end = req.body().is_end_stream();
+        if let Some(l) = &linger {
+            l.unread(!end);
+        }
         // No body (most requests): nothing to look up.
-        let (discard, expecting) = match req.body().is_end_stream() {
+        let (discard, expecting) = match end {
             true => (None, false),
             false => (linger.filter(|_| keeps_alive(&req)), expects_continue(&req)),
         };

@@ -731,11 +731,12 @@ impl Log {
     }
 
     /// The HTTP/1 connection closes after this response, whatever the blocks say.
-    fn end_connection(&mut self, http1: bool) {
+    fn end_connection(&mut self, http1: bool, conn: &Conn) {
         self.close_anyway = true;
         if http1 {
             self.close = true;
             self.keep_alive = None;
+            conn.linger.closing();
         }
     }
 
@@ -1418,8 +1419,7 @@ pub async fn handle(
         }
         let status = local.status();
         if ENDS_CONNECTION.contains(&code) {
-            log.end_connection(http1);
-            conn.linger.closing();
+            log.end_connection(http1, conn);
         }
         let page = head
             .filter(|_| local.extensions().get::<Close>().is_none())

@@ -723,17 +723,8 @@ async fn serve<I>(
         let (conn, shared) = (conn.clone(), shared.clone());
         conn.requests.fetch_add(1, Ordering::Relaxed);
         let open = conn.pace.begin();
-        let req = match h2 {
-            // An HTTP/2 stream's unread body is the stream's (hyper resets it).
-            true => ClientBody::of(req, None),
-            false => {
-                // Until its body has all been read, closing drains it (`lingering_close`);
-                // a body left unread is discarded for the next request.
-                conn.linger
-                    .unread(!hyper::body::Body::is_end_stream(req.body()));
-                ClientBody::of(req, Some(conn.linger.clone()))
-            }
-        };
+        // An HTTP/2 stream's unread body is the stream's (hyper resets it).
+        let req = ClientBody::of(req, (!h2).then(|| conn.linger.clone()));
         async move {
             let unanswered = shared.metrics.unanswered();
             let resp = forward::handle(req, &conn, &b.rt, b.listener, &shared).await;
